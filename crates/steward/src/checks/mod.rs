@@ -1,0 +1,149 @@
+//! Checks: run one probe against a real target and judge the result.
+//!
+//! # Layout
+//! - `condition`: the `<path> <op> <value>` language.
+//! - one module per protocol (`http`, `tcp`, `sql`, `redis`, `nats`, `command`), each
+//!   turning a target into an *observation*: a JSON object that conditions read.
+//! - `state`: consecutive-result thresholds that turn runs into healthy/unhealthy.
+//!
+//! **Architecture invariant:** a failing target is data. [`Prober::run`] always returns an
+//! [`Outcome`] with a reason; no probe error escapes as `Err` or panic.
+
+mod command;
+pub mod condition;
+mod http;
+mod nats;
+mod redis;
+mod sql;
+pub mod state;
+mod tcp;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+
+use crate::config::secret::Redactor;
+use crate::config::{CheckSpec, Probe};
+
+/// The result of running a check once.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Outcome {
+    pub healthy: bool,
+    /// Wall time of the probe, including connection set-up.
+    #[serde(serialize_with = "ser_ms", rename = "latency_ms")]
+    pub latency: Duration,
+    /// Why the run failed; `None` when healthy. Secrets are already redacted.
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+/// Runs probes. Holds what probes share (HTTP connection pools, TLS roots) and is
+/// rebuilt on reload together with the configuration.
+pub struct Prober {
+    http: http::Clients,
+    redactor: Redactor,
+}
+
+impl Prober {
+    pub fn new(redactor: Redactor) -> Prober {
+        Prober {
+            http: http::Clients::default(),
+            redactor,
+        }
+    }
+
+    /// Runs `spec` once: probe under the check's timeout, then every condition.
+    pub async fn run(&self, spec: &CheckSpec) -> Outcome {
+        let at = Utc::now();
+        let started = Instant::now();
+        let observed = tokio::time::timeout(spec.timeout, self.observe(spec)).await;
+        let latency = started.elapsed();
+        let result = match observed {
+            Err(_) => Err(format!(
+                "timed out after {}",
+                crate::config::duration::format_duration(spec.timeout)
+            )),
+            Ok(Err(reason)) => Err(reason),
+            Ok(Ok(mut obs)) => {
+                obs.insert(
+                    "response_time".into(),
+                    Json::from(latency.as_secs_f64() * 1000.0),
+                );
+                judge(spec, &Json::Object(obs))
+            }
+        };
+        Outcome {
+            healthy: result.is_ok(),
+            latency,
+            reason: result.err().map(|r| self.redactor.redact(&r).into_owned()),
+            at,
+        }
+    }
+
+    async fn observe(&self, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
+        match &spec.probe {
+            Probe::Http(p) => http::observe(&self.http, p, spec).await,
+            Probe::Tcp { address } => tcp::observe(address).await,
+            Probe::Postgres(p) => sql::observe_postgres(p, spec).await,
+            Probe::Mysql(p) => sql::observe_mysql(p, spec).await,
+            Probe::Redis { url } => redis::observe(url, spec).await,
+            Probe::Nats(p) => nats::observe(p, spec).await,
+            Probe::Command(p) => command::observe(p, spec).await,
+        }
+    }
+}
+
+/// Every condition must hold; the first that does not gives the reason.
+fn judge(spec: &CheckSpec, obs: &Json) -> Result<(), String> {
+    for c in &spec.conditions {
+        c.evaluate(obs)
+            .map_err(|reason| explain_unsupported(reason, c, obs))?;
+    }
+    Ok(())
+}
+
+/// SQL probes list columns whose type conditions cannot read under `_unsupported`;
+/// a condition that trips over one gets told how to fix the query.
+fn explain_unsupported(reason: String, c: &condition::Condition, obs: &Json) -> String {
+    if let (Some(condition::Segment::Key(col)), Some(Json::Object(unsupported))) =
+        (c.path.get(1), obs.get("_unsupported"))
+    {
+        if let Some(ty) = unsupported.get(col).and_then(Json::as_str) {
+            return format!(
+                "condition `{}` cannot be evaluated: column `{col}` has type {ty}, which conditions cannot read; cast it in the query (e.g. `{col}::text`, or EXTRACT(EPOCH FROM {col}) for times)",
+                c.source
+            );
+        }
+    }
+    reason
+}
+
+/// Reads at most `limit` bytes; `None` when there was more.
+async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
+    mut reader: R,
+    limit: usize,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        let room = limit.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+        if n > room {
+            truncated = true;
+            // Keep draining so the writer is not blocked on a full pipe.
+        }
+    }
+    Ok((buf, truncated))
+}

@@ -1,0 +1,114 @@
+//! Configuration: YAML files → a validated [`Config`], or every problem at once.
+//!
+//! # Layout
+//! - `yaml`: YAML text → [`yaml::Node`] tree with positions.
+//! - `decode`: typed readers over nodes that record diagnostics instead of failing.
+//! - `sections`: one decoder per top-level section (`services`, `checks`).
+//! - `model`: the validated types the rest of Steward uses.
+//! - `secret`: `${env:…}` / `${file:…}` references and the redactor.
+//!
+//! Start-up and reload both go through [`load`], so a reload can never accept what a
+//! fresh start would reject.
+
+pub mod decode;
+pub mod diagnostics;
+pub mod duration;
+pub mod model;
+pub mod secret;
+mod sections;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use diagnostics::{Diagnostic, Diagnostics, Pos};
+pub use model::*;
+
+/// Reads a file, or every `*.yaml` / `*.yml` in a directory (sorted, not recursive),
+/// and validates the whole as one configuration.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    let files = config_files(path)?;
+    let mut docs = Vec::new();
+    let mut d = Diagnostics::default();
+    for file in &files {
+        let name: Arc<str> = Arc::from(file.display().to_string());
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                d.push(Diagnostic::error(
+                    Pos::new(&name, 1, 1),
+                    format!("cannot read configuration: {e}"),
+                ));
+                continue;
+            }
+        };
+        match yaml::parse(&name, &text) {
+            Ok(node) => docs.push(node),
+            Err(diag) => d.push(diag),
+        }
+    }
+    let mut config = sections::decode(&docs, &mut d);
+    config.files = files;
+    if d.is_empty() {
+        Ok(config)
+    } else {
+        Err(d.sorted())
+    }
+}
+
+/// Parses configuration text directly (tests and the demo).
+pub fn load_str(name: &str, text: &str) -> Result<Config, Diagnostics> {
+    let name: Arc<str> = Arc::from(name);
+    let mut d = Diagnostics::default();
+    let docs = match yaml::parse(&name, text) {
+        Ok(n) => vec![n],
+        Err(diag) => {
+            d.push(diag);
+            return Err(d);
+        }
+    };
+    let config = sections::decode(&docs, &mut d);
+    if d.is_empty() {
+        Ok(config)
+    } else {
+        Err(d.sorted())
+    }
+}
+
+fn config_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostics> {
+    let at = |msg: String, hint: &str| {
+        let name: Arc<str> = Arc::from(path.display().to_string());
+        Diagnostics(vec![
+            Diagnostic::error(Pos::new(&name, 1, 1), msg).with_hint(hint),
+        ])
+    };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        at(
+            format!("cannot read configuration: {e}"),
+            "pass -c with a YAML file or a directory of them",
+        )
+    })?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| {
+        at(
+            format!("cannot list configuration directory: {e}"),
+            "check permissions",
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(at(
+            "the configuration directory holds no .yaml or .yml files".into(),
+            "add a file such as steward.yaml",
+        ));
+    }
+    Ok(files)
+}

@@ -1,0 +1,186 @@
+//! The validated configuration: what the rest of Steward reads. Every value here has
+//! passed validation, so downstream code never re-checks it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::diagnostics::Pos;
+use super::secret::{Redactor, SecretString};
+use crate::checks::condition::Condition;
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub services: Vec<Service>,
+    pub checks: Vec<CheckSpec>,
+    /// Scrubs every resolved secret from text that leaves the process.
+    pub redactor: Redactor,
+    /// The files read, for `validate` output and reload logs.
+    pub files: Vec<PathBuf>,
+}
+
+impl Config {
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn check(&self, name: &str) -> Option<&CheckSpec> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    /// Criticality, 1 (most critical) to 4, as in the chat-platform guide's tiers.
+    pub tier: u8,
+    pub owner: Option<String>,
+    /// Services this one needs; later used to suppress alerts whose cause is upstream.
+    pub depends_on: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckSpec {
+    pub name: String,
+    pub service: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures before the check turns unhealthy.
+    pub failure_threshold: u32,
+    /// Consecutive successes before an unhealthy check is healthy again.
+    pub success_threshold: u32,
+    pub labels: BTreeMap<String, String>,
+    pub probe: Probe,
+    /// Every condition must hold for a run to succeed.
+    pub conditions: Vec<Condition>,
+    pub pos: Pos,
+}
+
+impl CheckSpec {
+    /// Whether any condition reads below `root` (e.g. the HTTP body, Redis INFO).
+    pub fn reads(&self, root: &str) -> bool {
+        self.conditions.iter().any(|c| c.root() == root)
+    }
+
+    /// A fingerprint of everything that changes how the check runs, so a reload keeps
+    /// the schedule of checks whose definition did not change.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}",
+            self.interval,
+            self.timeout,
+            self.probe,
+            self.failure_threshold,
+            self.success_threshold,
+            self.conditions
+                .iter()
+                .map(|c| &c.source)
+                .collect::<Vec<_>>(),
+            self.service
+        )
+    }
+}
+
+/// What a check talks to, one variant per protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    Http(HttpProbe),
+    Tcp { address: String },
+    Postgres(SqlProbe),
+    Mysql(SqlProbe),
+    Redis { url: SecretString },
+    Nats(NatsProbe),
+    Command(CommandProbe),
+}
+
+impl Probe {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Probe::Http(_) => "http",
+            Probe::Tcp { .. } => "tcp",
+            Probe::Postgres(_) => "postgres",
+            Probe::Mysql(_) => "mysql",
+            Probe::Redis { .. } => "redis",
+            Probe::Nats(_) => "nats",
+            Probe::Command(_) => "command",
+        }
+    }
+
+    /// The fields conditions may read for this kind of probe.
+    pub fn condition_roots(kind: &str) -> &'static [&'static str] {
+        match kind {
+            "http" => &["status", "body", "headers", "response_time", "cert"],
+            "tcp" => &["response_time"],
+            "postgres" | "mysql" => &["row", "rows", "response_time"],
+            "redis" => &["info", "response_time"],
+            "nats" => &["stream", "consumer", "server", "response_time"],
+            "command" => &["exit_code", "stdout", "stderr", "response_time"],
+            _ => &[],
+        }
+    }
+
+    /// The target for display; passwords are never part of it.
+    pub fn target(&self) -> String {
+        use super::secret::redact_url_password;
+        match self {
+            Probe::Http(h) => redact_url_password(h.url.written()).into_owned(),
+            Probe::Tcp { address } => address.clone(),
+            Probe::Postgres(s) | Probe::Mysql(s) => {
+                redact_url_password(s.url.written()).into_owned()
+            }
+            Probe::Redis { url } => redact_url_password(url.written()).into_owned(),
+            Probe::Nats(n) => redact_url_password(n.url.written()).into_owned(),
+            Probe::Command(c) => c
+                .argv
+                .iter()
+                .map(|a| a.written())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpProbe {
+    pub url: SecretString,
+    pub method: String,
+    pub headers: Vec<(String, SecretString)>,
+    pub body: Option<SecretString>,
+    /// Accepted status codes; empty means any 2xx.
+    pub expect_status: Vec<u16>,
+    pub follow_redirects: bool,
+    /// A body larger than this fails the check instead of filling memory.
+    pub max_body_bytes: usize,
+    pub tls: TlsOptions,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsOptions {
+    /// Accept any certificate. For lab targets only; `cert.days_left` still works.
+    pub insecure_skip_verify: bool,
+    /// A PEM bundle of extra roots to trust (a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlProbe {
+    pub url: SecretString,
+    pub query: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsProbe {
+    pub url: SecretString,
+    pub stream: Option<String>,
+    pub consumer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandProbe {
+    /// Program and arguments, run without a shell.
+    pub argv: Vec<SecretString>,
+    pub env: Vec<(String, SecretString)>,
+    pub workdir: Option<PathBuf>,
+}

@@ -1,0 +1,224 @@
+//! Secrets by reference: `${env:NAME}` and `${file:/path}`, never inline.
+//!
+//! A [`SecretString`] keeps both what the user wrote (shown everywhere) and the resolved
+//! value (handed only to the protocol client). Every resolved secret is also registered
+//! with the [`Redactor`], which scrubs it from reasons, logs and API responses, because
+//! client libraries love to echo URLs (with passwords) in their error messages.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+/// A string that may contain secret references.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString {
+    /// As written in the configuration, references unresolved: safe to show.
+    written: String,
+    /// With references replaced by their values: only for the wire.
+    resolved: String,
+}
+
+impl SecretString {
+    pub fn plain(s: impl Into<String>) -> SecretString {
+        let s = s.into();
+        SecretString {
+            written: s.clone(),
+            resolved: s,
+        }
+    }
+
+    /// The value to send to the target. Never log or display this.
+    pub fn expose(&self) -> &str {
+        &self.resolved
+    }
+
+    /// The value as written, with references instead of secrets.
+    pub fn written(&self) -> &str {
+        &self.written
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.written, f)
+    }
+}
+
+impl fmt::Display for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written)
+    }
+}
+
+/// Why a reference could not be resolved: (character offset in the string, message, hint).
+pub type ResolveError = (usize, String, String);
+
+/// Resolves every `${kind:arg}` in `text`; `secrets` collects the values for redaction.
+pub fn resolve(text: &str, secrets: &mut Vec<String>) -> Result<SecretString, ResolveError> {
+    let mut resolved = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        resolved.push_str(&rest[..start]);
+        let offset = text.len() - rest.len() + start;
+        let char_offset = text[..offset].chars().count();
+        let Some(end) = rest[start..].find('}') else {
+            return Err((
+                char_offset,
+                "unterminated secret reference".into(),
+                "write `${env:NAME}` or `${file:/path}`".into(),
+            ));
+        };
+        let inner = &rest[start + 2..start + end];
+        let value = match inner.split_once(':') {
+            Some(("env", name)) if !name.is_empty() => std::env::var(name).map_err(|_| {
+                (
+                    char_offset,
+                    format!("environment variable `{name}` is not set"),
+                    format!("export {name}=... before starting steward"),
+                )
+            })?,
+            Some(("file", path)) if !path.is_empty() => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| {
+                    (
+                        char_offset,
+                        format!("cannot read secret file `{path}`: {e}"),
+                        "check the path and that steward may read it".into(),
+                    )
+                })?,
+            _ => {
+                return Err((
+                    char_offset,
+                    format!("`${{{inner}}}` is not a secret reference"),
+                    "write `${env:NAME}` or `${file:/path}`".into(),
+                ));
+            }
+        };
+        if !value.is_empty() {
+            secrets.push(value.clone());
+        }
+        resolved.push_str(&value);
+        rest = &rest[start + end + 1..];
+    }
+    resolved.push_str(rest);
+    Ok(SecretString {
+        written: text.to_string(),
+        resolved,
+    })
+}
+
+/// Replaces every known secret value in a text with `***`.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<Vec<String>>,
+}
+
+impl Redactor {
+    pub fn new(mut secrets: Vec<String>) -> Redactor {
+        // Percent-encoded copies too: URLs carry passwords encoded.
+        let encoded: Vec<String> = secrets
+            .iter()
+            .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect())
+            .collect();
+        secrets.extend(encoded);
+        // Longest first, so a secret that contains another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        // Very short values would shred ordinary text; they are too weak to be secrets anyway.
+        secrets.retain(|s| s.len() >= 4);
+        Redactor {
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for s in self.secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = Cow::Owned(out.replace(s.as_str(), "***"));
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redactor({} secrets)", self.secrets.len())
+    }
+}
+
+/// Strips the password from a URL for display (`postgres://u:***@host/db`).
+pub fn redact_url_password(url: &str) -> Cow<'_, str> {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            Cow::Owned(u.to_string())
+        }
+        _ => Cow::Borrowed(url),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_env_and_file_references() {
+        // SAFETY: unit tests in this module are the only users of this variable.
+        unsafe { std::env::set_var("STEWARD_TEST_SECRET_A", "hunter22") };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "filesecret\n").unwrap();
+        let mut secrets = vec![];
+        let text = format!(
+            "a=${{env:STEWARD_TEST_SECRET_A}}&b=${{file:{}}}",
+            path.display()
+        );
+        let s = resolve(&text, &mut secrets).unwrap();
+        assert_eq!(s.expose(), "a=hunter22&b=filesecret");
+        assert_eq!(s.to_string(), text);
+        assert_eq!(format!("{s:?}"), format!("{text:?}"));
+        assert_eq!(secrets, vec!["hunter22", "filesecret"]);
+    }
+
+    #[test]
+    fn unknown_or_missing_references_are_errors_with_offsets() {
+        let mut secrets = vec![];
+        let (off, msg, _) = resolve("xx${env:STEWARD_SURELY_UNSET_VAR}", &mut secrets).unwrap_err();
+        assert_eq!(off, 2);
+        assert!(msg.contains("not set"));
+        assert!(
+            resolve("${vault:x}", &mut secrets)
+                .unwrap_err()
+                .1
+                .contains("not a secret reference")
+        );
+        assert!(
+            resolve("${env:X", &mut secrets)
+                .unwrap_err()
+                .1
+                .contains("unterminated")
+        );
+    }
+
+    #[test]
+    fn redactor_scrubs_plain_and_encoded_forms() {
+        let r = Redactor::new(vec!["p@ss word".into(), "ab".into()]);
+        assert_eq!(r.redact("pw=p@ss word!"), "pw=***!");
+        assert_eq!(r.redact("url p%40ss+word"), "url ***");
+        assert_eq!(
+            r.redact("ab stays: too short to be a secret"),
+            "ab stays: too short to be a secret"
+        );
+    }
+
+    #[test]
+    fn url_passwords_are_masked() {
+        assert_eq!(
+            redact_url_password("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url_password("redis://h:6379"), "redis://h:6379");
+    }
+}

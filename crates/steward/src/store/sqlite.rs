@@ -1,0 +1,400 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Exactly one connection writes (a pool of size one), so writers queue inside the
+//! process instead of racing for SQLite's lock: no `SQLITE_BUSY` can turn into a false
+//! alarm. Readers use their own pool and never block the writer in WAL mode. Another
+//! process (`steward token create` while `serve` runs) waits on `busy_timeout`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{RecordedRun, ResultRow, Rollup, Store, StoreError};
+use crate::auth::{Role, TokenInfo};
+use crate::checks::state::{CheckState, Health, Transition};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE check_results (
+    check_name TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    healthy INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    reason TEXT
+);
+CREATE INDEX check_results_by_check ON check_results (check_name, at_ms);
+CREATE INDEX check_results_by_time ON check_results (at_ms);
+CREATE TABLE check_states (
+    check_name TEXT PRIMARY KEY,
+    health TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    consecutive_successes INTEGER NOT NULL,
+    consecutive_failures INTEGER NOT NULL,
+    last_run_ms INTEGER,
+    last_latency_ms REAL,
+    last_reason TEXT
+);
+CREATE TABLE check_transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    check_name TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    from_health TEXT NOT NULL,
+    to_health TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX check_transitions_by_check ON check_transitions (check_name, id);
+CREATE TABLE check_rollups (
+    check_name TEXT NOT NULL,
+    hour_ms INTEGER NOT NULL,
+    runs INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    latency_sum_ms REAL NOT NULL,
+    latency_max_ms REAL NOT NULL,
+    PRIMARY KEY (check_name, hour_ms)
+);
+CREATE TABLE api_tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked_at_ms IS NULL;
+CREATE TABLE readiness_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at_ms INTEGER NOT NULL);
+"#];
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `steward.db` in `data_dir` and migrates it.
+    pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let path = data_dir.join("steward.db");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode is durable against process crashes; a power cut may lose
+            // the last transactions but never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *tx)
+        .await?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            i + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    if version as usize > MIGRATIONS.len() {
+        return Err(StoreError::Conflict(format!(
+            "the data directory was written by a newer steward (schema {version}, this build knows {}); upgrade steward",
+            MIGRATIONS.len()
+        )));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn token_row(r: &sqlx::sqlite::SqliteRow) -> TokenInfo {
+    TokenInfo {
+        name: r.get("name"),
+        role: r.get::<String, _>("role").parse().unwrap_or(Role::Viewer),
+        created_at: time(r.get("created_at_ms")),
+        revoked_at: r.get::<Option<i64>, _>("revoked_at_ms").map(time),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn load_states(&self) -> Result<Vec<CheckState>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM check_states")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CheckState {
+                check: r.get("check_name"),
+                health: Health::parse(r.get("health")),
+                since: time(r.get("since_ms")),
+                consecutive_successes: r.get::<i64, _>("consecutive_successes") as u32,
+                consecutive_failures: r.get::<i64, _>("consecutive_failures") as u32,
+                last_run: r.get::<Option<i64>, _>("last_run_ms").map(time),
+                last_latency_ms: r.get("last_latency_ms"),
+                last_reason: r.get("last_reason"),
+            })
+            .collect())
+    }
+
+    async fn record(&self, runs: &[RecordedRun]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for run in runs {
+            let latency_ms = run.outcome.latency.as_secs_f64() * 1000.0;
+            sqlx::query("INSERT INTO check_results (check_name, at_ms, healthy, latency_ms, reason) VALUES (?, ?, ?, ?, ?)")
+                .bind(&run.check)
+                .bind(ms(run.outcome.at))
+                .bind(run.outcome.healthy)
+                .bind(latency_ms)
+                .bind(&run.outcome.reason)
+                .execute(&mut *tx)
+                .await?;
+            let s = &run.state;
+            sqlx::query(
+                "INSERT INTO check_states VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (check_name) DO UPDATE SET
+                 health = excluded.health, since_ms = excluded.since_ms, consecutive_successes = excluded.consecutive_successes,
+                 consecutive_failures = excluded.consecutive_failures, last_run_ms = excluded.last_run_ms,
+                 last_latency_ms = excluded.last_latency_ms, last_reason = excluded.last_reason",
+            )
+            .bind(&s.check)
+            .bind(s.health.as_str())
+            .bind(ms(s.since))
+            .bind(s.consecutive_successes as i64)
+            .bind(s.consecutive_failures as i64)
+            .bind(s.last_run.map(ms))
+            .bind(s.last_latency_ms)
+            .bind(&s.last_reason)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(t) = &run.transition {
+                sqlx::query("INSERT INTO check_transitions (check_name, at_ms, from_health, to_health, reason) VALUES (?, ?, ?, ?, ?)")
+                    .bind(&t.check)
+                    .bind(ms(t.at))
+                    .bind(t.from.as_str())
+                    .bind(t.to.as_str())
+                    .bind(&t.reason)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        check: &str,
+        limit: u32,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ResultRow>, StoreError> {
+        let rows = sqlx::query("SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = ? AND at_ms < ? ORDER BY at_ms DESC LIMIT ?")
+            .bind(check)
+            .bind(before.map_or(i64::MAX, ms))
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ResultRow {
+                at: time(r.get("at_ms")),
+                healthy: r.get("healthy"),
+                latency_ms: r.get("latency_ms"),
+                reason: r.get("reason"),
+            })
+            .collect())
+    }
+
+    async fn transitions(
+        &self,
+        check: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Transition>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM check_transitions WHERE (?1 IS NULL OR check_name = ?1) ORDER BY id DESC LIMIT ?2")
+            .bind(check)
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Transition {
+                check: r.get("check_name"),
+                from: Health::parse(r.get("from_health")),
+                to: Health::parse(r.get("to_health")),
+                at: time(r.get("at_ms")),
+                reason: r.get("reason"),
+            })
+            .collect())
+    }
+
+    async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM check_rollups WHERE check_name = ? AND hour_ms >= ? ORDER BY hour_ms",
+        )
+        .bind(check)
+        .bind(ms(since))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let runs: i64 = r.get("runs");
+                Rollup {
+                    hour: time(r.get("hour_ms")),
+                    runs: runs as u64,
+                    failures: r.get::<i64, _>("failures") as u64,
+                    latency_avg_ms: r.get::<f64, _>("latency_sum_ms") / runs.max(1) as f64,
+                    latency_max_ms: r.get("latency_max_ms"),
+                }
+            })
+            .collect())
+    }
+
+    async fn compact(
+        &self,
+        raw_before: DateTime<Utc>,
+        rollups_before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO check_rollups (check_name, hour_ms, runs, failures, latency_sum_ms, latency_max_ms)
+             SELECT check_name, (at_ms / 3600000) * 3600000, count(*), sum(1 - healthy), sum(latency_ms), max(latency_ms)
+             FROM check_results WHERE at_ms < ? GROUP BY 1, 2
+             ON CONFLICT (check_name, hour_ms) DO UPDATE SET runs = runs + excluded.runs, failures = failures + excluded.failures,
+               latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, latency_max_ms = max(latency_max_ms, excluded.latency_max_ms)",
+        )
+        .bind(ms(raw_before))
+        .execute(&mut *tx)
+        .await?;
+        let folded = sqlx::query("DELETE FROM check_results WHERE at_ms < ?")
+            .bind(ms(raw_before))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM check_rollups WHERE hour_ms < ?")
+            .bind(ms(rollups_before))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(folded)
+    }
+
+    async fn retain_states(&self, checks: &[String]) -> Result<(), StoreError> {
+        let list = serde_json::to_string(checks).expect("strings serialize");
+        sqlx::query(
+            "DELETE FROM check_states WHERE check_name NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(list)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        secret_hash: &str,
+    ) -> Result<TokenInfo, StoreError> {
+        let now = Utc::now();
+        let result = sqlx::query(
+            "INSERT INTO api_tokens (name, role, secret_hash, created_at_ms) VALUES (?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(role.as_str())
+        .bind(secret_hash)
+        .bind(ms(now))
+        .execute(&self.writer)
+        .await;
+        match result {
+            Ok(_) => Ok(TokenInfo {
+                name: name.to_string(),
+                role,
+                created_at: time(ms(now)),
+                revoked_at: None,
+            }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!(
+                    "a token named `{name}` already exists; revoke it first or pick another name"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = ? AND revoked_at_ms IS NULL")
+                .bind(secret_hash)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.as_ref().map(token_row))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.iter().map(token_row).collect())
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at_ms = ? WHERE name = ? AND revoked_at_ms IS NULL",
+        )
+        .bind(ms(Utc::now()))
+        .bind(name)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn probe_writable(&self) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO readiness_probe (id, at_ms) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms")
+            .bind(ms(Utc::now()))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
