@@ -44,9 +44,7 @@ impl FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role `{other}`: use viewer, operator or admin"
-            )),
+            other => Err(format!("unknown role `{other}`: use viewer, operator or admin")),
         }
     }
 }
@@ -65,9 +63,7 @@ const PREFIX: &str = "stw_";
 pub fn generate_secret() -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
-    let body: String = (0..40)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
+    let body: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     format!("{PREFIX}{body}")
 }
 

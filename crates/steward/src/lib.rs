@@ -4,7 +4,13 @@
 //! config → checks → scheduler → store → api / cli.
 //! See ARCHITECTURE.md for the invariants each module keeps.
 
+pub mod api;
 pub mod auth;
 pub mod checks;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod scheduler;
 pub mod store;
+pub mod telemetry;

@@ -1,1 +1,173 @@
-fn main() {}
+//! The `steward` binary: parses the command line and hands over to `steward::cli`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use steward::auth::Role;
+use steward::cli::{self, Output};
+
+#[derive(Parser)]
+#[command(
+    name = "steward",
+    version,
+    about = "The operations layer of a production system: health checks against real protocols, with a store, an API and a status page.",
+    long_about = None,
+    after_help = "Start here:
+  steward demo                                   run a demo fleet and open its status page
+  steward validate -c steward.yaml               report every problem in a configuration
+  steward check -c steward.yaml                  run every check once (exit 1 if any is unhealthy)
+  steward serve -c steward.yaml --data /var/lib/steward --listen 127.0.0.1:8080
+  steward token create --data /var/lib/steward --name ci --role viewer
+
+Exit codes: 0 success, 1 a problem was found or the command failed, 2 invalid configuration."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "STEWARD_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a configuration and report every error with file:line:column and a hint.
+    ///
+    /// Exits 0 when the configuration is valid and 1 when it is not.
+    Validate {
+        /// A YAML file, or a directory whose *.yaml / *.yml files form one configuration.
+        #[arg(short, long, env = "STEWARD_CONFIG")]
+        config: PathBuf,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Run checks once, concurrently, and print their results.
+    ///
+    /// Thresholds do not apply: each check's single run decides. Exits 0 when all are
+    /// healthy, 1 when any is unhealthy, 2 when the configuration is invalid.
+    Check {
+        #[arg(short, long, env = "STEWARD_CONFIG")]
+        config: PathBuf,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        /// Only these checks (default: all).
+        names: Vec<String>,
+    },
+    /// Run every check on its schedule, keep results in the data directory, and serve
+    /// the API, metrics and status page.
+    ///
+    /// SIGHUP reloads the configuration (validated first; on error the running one stays).
+    /// SIGTERM or Ctrl-C stops gracefully.
+    Serve {
+        #[arg(short, long, env = "STEWARD_CONFIG")]
+        config: PathBuf,
+        /// Directory for the embedded store (created if missing).
+        #[arg(short, long, env = "STEWARD_DATA")]
+        data: PathBuf,
+        #[arg(short, long, default_value = "127.0.0.1:8080", env = "STEWARD_LISTEN")]
+        listen: SocketAddr,
+        /// Probes in flight at once across all checks.
+        #[arg(long, default_value_t = 1024)]
+        max_concurrency: usize,
+        /// Keep raw results this long, then fold them into hourly rollups (e.g. 6h, 2d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        raw_retention: std::time::Duration,
+        /// Do not serve the status page at `/` (it is public, like /health and /metrics).
+        #[arg(long)]
+        no_status_page: bool,
+    },
+    /// Manage API tokens in a data directory.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Start a demo fleet on loopback, a configuration for it, and a server.
+    Demo {
+        /// Keep the demo's data here (default: a new directory under the system temp dir).
+        #[arg(short, long)]
+        data: Option<PathBuf>,
+        #[arg(short, long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print its secret (only this once).
+    Create {
+        #[arg(short, long, env = "STEWARD_DATA")]
+        data: PathBuf,
+        #[arg(short, long)]
+        name: String,
+        /// viewer reads; operator also acts (runs checks); admin also reloads config and manages tokens.
+        #[arg(short, long, value_parser = parse_role)]
+        role: Role,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(short, long, env = "STEWARD_DATA")]
+        data: PathBuf,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Revoke a token by name; requests with it are refused from then on.
+    Revoke {
+        #[arg(short, long, env = "STEWARD_DATA")]
+        data: PathBuf,
+        #[arg(short, long)]
+        name: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    steward::config::duration::parse_duration(s)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the async runtime");
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Validate { config, output } => cli::validate::run(&config, output),
+            Command::Check { config, output, names } => cli::check::run(&config, &names, output).await,
+            Command::Serve { config, data, listen, max_concurrency, raw_retention, no_status_page } => {
+                let opts = cli::serve::ServeOptions { config, data, listen, max_concurrency, raw_retention, status_page: !no_status_page };
+                cli::serve::run(opts, None).await
+            }
+            Command::Token { action } => match action {
+                TokenAction::Create { data, name, role, output } => cli::token::create(&data, &name, role, output).await,
+                TokenAction::List { data, output } => cli::token::list(&data, output).await,
+                TokenAction::Revoke { data, name } => cli::token::revoke(&data, &name).await,
+            },
+            Command::Demo { data, listen } => cli::demo::run(data, listen).await,
+        }
+    });
+    // Probe tasks may still be parked on a hung target; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    ExitCode::from(code)
+}

@@ -25,23 +25,14 @@ pub async fn observe(p: &CommandProbe, spec: &CheckSpec) -> Result<Map<String, J
     if let Some(dir) = &p.workdir {
         cmd.current_dir(dir);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start `{}`: {e}", p.argv[0]))?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start `{}`: {e}", p.argv[0]))?;
     let guard = GroupKiller(child.id());
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let (out, err, status) = tokio::join!(
-        read_bounded(stdout, OUTPUT_LIMIT),
-        read_bounded(stderr, OUTPUT_LIMIT),
-        child.wait()
-    );
+    let (out, err, status) = tokio::join!(read_bounded(stdout, OUTPUT_LIMIT), read_bounded(stderr, OUTPUT_LIMIT), child.wait());
     std::mem::forget(guard);
     let status = status.map_err(|e| format!("waiting for `{}` failed: {e}", p.argv[0]))?;
-    let text = |r: std::io::Result<(Vec<u8>, bool)>| {
-        r.map(|(b, _)| String::from_utf8_lossy(&b).trim().to_string())
-            .unwrap_or_default()
-    };
+    let text = |r: std::io::Result<(Vec<u8>, bool)>| r.map(|(b, _)| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
     let (stdout, stderr) = (text(out), text(err));
     let code = match status.code() {
         Some(c) => c,
@@ -54,11 +45,7 @@ pub async fn observe(p: &CommandProbe, spec: &CheckSpec) -> Result<Map<String, J
         return Err(format!(
             "`{}` exited with code {code}{}",
             p.argv[0],
-            if detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {detail}")
-            }
+            if detail.is_empty() { String::new() } else { format!(": {detail}") }
         ));
     }
     let mut obs = Map::new();

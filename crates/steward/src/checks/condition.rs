@@ -66,26 +66,18 @@ pub struct ParseError {
     pub hint: &'static str,
 }
 
-const SYNTAX_HINT: &str = "write `<field> <op> <value>`, e.g. `body.status == \"ok\"` or `response_time < 500ms`; ops: == != < <= > >= =~ !~ contains";
+const SYNTAX_HINT: &str =
+    "write `<field> <op> <value>`, e.g. `body.status == \"ok\"` or `response_time < 500ms`; ops: == != < <= > >= =~ !~ contains";
 
 impl Condition {
     pub fn parse(source: &str) -> Result<Condition, ParseError> {
-        let err = |offset: usize, message: String| ParseError {
-            offset,
-            message,
-            hint: SYNTAX_HINT,
-        };
+        let err = |offset: usize, message: String| ParseError { offset, message, hint: SYNTAX_HINT };
         let trimmed_start = source.len() - source.trim_start().len();
         let s = source.trim();
-        let path_end = s
-            .find(|c: char| c.is_whitespace() || matches!(c, '=' | '!' | '<' | '>'))
-            .unwrap_or(s.len());
+        let path_end = s.find(|c: char| c.is_whitespace() || matches!(c, '=' | '!' | '<' | '>')).unwrap_or(s.len());
         let path_text = &s[..path_end];
         if path_text.is_empty() {
-            return Err(err(
-                trimmed_start,
-                "a condition starts with the field to test".into(),
-            ));
+            return Err(err(trimmed_start, "a condition starts with the field to test".into()));
         }
         let path = parse_path(path_text).map_err(|(o, m)| err(trimmed_start + o, m))?;
         let rest = s[path_end..].trim_start();
@@ -104,51 +96,26 @@ impl Condition {
         .into_iter()
         .find(|(t, _)| rest.starts_with(t))
         .map(|(t, op)| (op, t.len()))
-        .ok_or_else(|| {
-            err(
-                op_offset,
-                format!("expected a comparison after `{path_text}`"),
-            )
-        })?;
+        .ok_or_else(|| err(op_offset, format!("expected a comparison after `{path_text}`")))?;
         let value_text = rest[op_len..].trim();
         let value_offset = trimmed_start + s.len() - rest[op_len..].trim_start().len();
         if value_text.is_empty() {
-            return Err(err(
-                value_offset,
-                "the condition has no value to compare with".into(),
-            ));
+            return Err(err(value_offset, "the condition has no value to compare with".into()));
         }
         let expected = parse_literal(value_text).map_err(|m| err(value_offset, m))?;
-        let regex =
-            match op {
-                Op::Matches | Op::NotMatches => {
-                    let Literal::Str(pattern) = &expected else {
-                        return Err(err(
-                            value_offset,
-                            "`=~` and `!~` take a quoted regular expression".into(),
-                        ));
-                    };
-                    Some(Regex::new(pattern).map_err(|e| {
-                        err(value_offset, format!("invalid regular expression: {e}"))
-                    })?)
-                }
-                _ => None,
-            };
-        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
-            && matches!(expected, Literal::Bool(_) | Literal::Null)
-        {
-            return Err(err(
-                value_offset,
-                "ordering comparisons need a number, duration or string".into(),
-            ));
+        let regex = match op {
+            Op::Matches | Op::NotMatches => {
+                let Literal::Str(pattern) = &expected else {
+                    return Err(err(value_offset, "`=~` and `!~` take a quoted regular expression".into()));
+                };
+                Some(Regex::new(pattern).map_err(|e| err(value_offset, format!("invalid regular expression: {e}")))?)
+            }
+            _ => None,
+        };
+        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge) && matches!(expected, Literal::Bool(_) | Literal::Null) {
+            return Err(err(value_offset, "ordering comparisons need a number, duration or string".into()));
         }
-        Ok(Condition {
-            source: s.to_string(),
-            path,
-            op,
-            expected,
-            regex,
-        })
+        Ok(Condition { source: s.to_string(), path, op, expected, regex })
     }
 
     /// The first path segment: which part of the observation it reads (`body`, `row`, …).
@@ -161,21 +128,14 @@ impl Condition {
 
     /// `Ok` when the condition holds; otherwise a reason fit for a person.
     pub fn evaluate(&self, observation: &Json) -> Result<(), String> {
-        let actual = lookup(observation, &self.path).map_err(|missing| {
-            format!("condition `{}` cannot be evaluated: {missing}", self.source)
-        })?;
+        let actual =
+            lookup(observation, &self.path).map_err(|missing| format!("condition `{}` cannot be evaluated: {missing}", self.source))?;
         match self.compare(actual) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(format!(
-                "condition `{}` failed: {} is {}",
-                self.source,
-                path_string(&self.path),
-                show(actual, &self.expected)
-            )),
-            Err(why) => Err(format!(
-                "condition `{}` cannot be evaluated: {why}",
-                self.source
-            )),
+            Ok(false) => {
+                Err(format!("condition `{}` failed: {} is {}", self.source, path_string(&self.path), show(actual, &self.expected)))
+            }
+            Err(why) => Err(format!("condition `{}` cannot be evaluated: {why}", self.source)),
         }
     }
 
@@ -213,10 +173,7 @@ impl Condition {
                     _ => unreachable!("rejected at parse time"),
                 };
                 let have = as_number(actual).ok_or_else(|| type_err("a number"))?;
-                Ok(ordered(
-                    *op,
-                    have.partial_cmp(&want).unwrap_or(std::cmp::Ordering::Less),
-                ))
+                Ok(ordered(*op, have.partial_cmp(&want).unwrap_or(std::cmp::Ordering::Less)))
             }
         }
     }
@@ -246,9 +203,7 @@ fn equals(actual: &Json, lit: &Literal) -> Result<bool, &'static str> {
         Literal::Null => Ok(actual.is_null()),
         Literal::Str(s) => as_text(actual).map(|t| &t == s).ok_or("text"),
         Literal::Num(n) => as_number(actual).map(|v| v == *n).ok_or("a number"),
-        Literal::Duration(d) => as_number(actual)
-            .map(|v| v == d.as_secs_f64() * 1000.0)
-            .ok_or("a duration"),
+        Literal::Duration(d) => as_number(actual).map(|v| v == d.as_secs_f64() * 1000.0).ok_or("a duration"),
         Literal::Bool(b) => match actual {
             Json::Bool(v) => Ok(v == b),
             Json::String(s) if s == "true" || s == "false" => Ok((s == "true") == *b),
@@ -287,9 +242,7 @@ fn json_type(v: &Json) -> &'static str {
 
 fn show(actual: &Json, expected: &Literal) -> String {
     let mut s = match (actual, expected) {
-        (Json::Number(n), Literal::Duration(_)) => format_duration(Duration::from_secs_f64(
-            n.as_f64().unwrap_or(0.0).max(0.0) / 1000.0,
-        )),
+        (Json::Number(n), Literal::Duration(_)) => format_duration(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0) / 1000.0)),
         (Json::String(s), _) => format!("{s:?}"),
         (other, _) => other.to_string(),
     };
@@ -301,11 +254,7 @@ fn show(actual: &Json, expected: &Literal) -> String {
 }
 
 fn fmt_num(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        n.to_string()
-    }
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { n.to_string() }
 }
 
 pub fn path_string(path: &[Segment]) -> String {
@@ -334,32 +283,16 @@ fn lookup<'a>(root: &'a Json, path: &[Segment]) -> Result<&'a Json, String> {
                 None => {
                     let mut keys: Vec<_> = map.keys().take(12).map(String::as_str).collect();
                     keys.sort_unstable();
-                    let known = if keys.is_empty() {
-                        "it is empty".to_string()
-                    } else {
-                        format!("present: {}", keys.join(", "))
-                    };
+                    let known = if keys.is_empty() { "it is empty".to_string() } else { format!("present: {}", keys.join(", ")) };
                     return Err(format!("field `{}` is missing ({known})", here()));
                 }
             },
-            (Segment::Index(n), Json::Array(items)) => items.get(*n).ok_or_else(|| {
-                format!(
-                    "`{}` is out of range (the list has {} items)",
-                    here(),
-                    items.len()
-                )
-            })?,
+            (Segment::Index(n), Json::Array(items)) => {
+                items.get(*n).ok_or_else(|| format!("`{}` is out of range (the list has {} items)", here(), items.len()))?
+            }
             (_, other) => {
-                let parent = if i == 0 {
-                    "the observation".to_string()
-                } else {
-                    format!("`{}`", path_string(&path[..i]))
-                };
-                return Err(format!(
-                    "{parent} is {}, so `{}` does not exist",
-                    json_type(other),
-                    here()
-                ));
+                let parent = if i == 0 { "the observation".to_string() } else { format!("`{}`", path_string(&path[..i])) };
+                return Err(format!("{parent} is {}, so `{}` does not exist", json_type(other), here()));
             }
         };
     }
@@ -374,31 +307,16 @@ fn parse_path(text: &str) -> Result<Vec<Segment>, (usize, String)> {
         match bytes[i] {
             b'.' if !segments.is_empty() => i += 1,
             b'[' => {
-                let close = text[i..]
-                    .find(']')
-                    .ok_or((i, "unclosed `[` in field path".to_string()))?
-                    + i;
-                let n = text[i + 1..close].parse().map_err(|_| {
-                    (
-                        i,
-                        "a list index is a whole number, e.g. `items[0]`".to_string(),
-                    )
-                })?;
+                let close = text[i..].find(']').ok_or((i, "unclosed `[` in field path".to_string()))? + i;
+                let n = text[i + 1..close].parse().map_err(|_| (i, "a list index is a whole number, e.g. `items[0]`".to_string()))?;
                 segments.push(Segment::Index(n));
                 i = close + 1;
             }
             _ => {
                 let end = text[i..].find(['.', '[']).map_or(text.len(), |e| e + i);
                 let key = &text[i..end];
-                if key.is_empty()
-                    || !key
-                        .chars()
-                        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-'))
-                {
-                    return Err((
-                        i,
-                        format!("`{key}` is not a field name (letters, digits, `_` and `-`)"),
-                    ));
+                if key.is_empty() || !key.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-')) {
+                    return Err((i, format!("`{key}` is not a field name (letters, digits, `_` and `-`)")));
                 }
                 segments.push(Segment::Key(key.to_string()));
                 i = end;
@@ -415,11 +333,7 @@ fn parse_literal(text: &str) -> Result<Literal, String> {
             return Err(format!("unterminated string {text}"));
         }
         let inner = &text[1..text.len() - 1];
-        return Ok(Literal::Str(if first == '"' {
-            inner.replace("\\\"", "\"").replace("\\\\", "\\")
-        } else {
-            inner.to_string()
-        }));
+        return Ok(Literal::Str(if first == '"' { inner.replace("\\\"", "\"").replace("\\\\", "\\") } else { inner.to_string() }));
     }
     match text {
         "true" => return Ok(Literal::Bool(true)),
@@ -433,9 +347,7 @@ fn parse_literal(text: &str) -> Result<Literal, String> {
     if text.starts_with(|c: char| c.is_ascii_digit()) {
         return parse_duration(text).map(Literal::Duration);
     }
-    Err(format!(
-        "`{text}` is not a value; quote strings, e.g. \"{text}\""
-    ))
+    Err(format!("`{text}` is not a value; quote strings, e.g. \"{text}\""))
 }
 
 #[cfg(test)]
@@ -453,22 +365,14 @@ mod tests {
         assert!(eval(r#"body.status == "ok""#, obs.clone()).is_ok());
         assert!(eval("body.items[0].id >= 7", obs.clone()).is_ok());
         let reason = eval(r#"body.status == "degraded""#, obs.clone()).unwrap_err();
-        assert_eq!(
-            reason,
-            r#"condition `body.status == "degraded"` failed: body.status is "ok""#
-        );
+        assert_eq!(reason, r#"condition `body.status == "degraded"` failed: body.status is "ok""#);
     }
 
     #[test]
     fn missing_fields_and_wrong_types_fail_with_a_reason() {
         let obs = json!({"body": {"status": "ok"}});
         let r = eval("body.uptime > 3", obs.clone()).unwrap_err();
-        assert!(
-            r.contains("cannot be evaluated")
-                && r.contains("`body.uptime` is missing")
-                && r.contains("present: status"),
-            "{r}"
-        );
+        assert!(r.contains("cannot be evaluated") && r.contains("`body.uptime` is missing") && r.contains("present: status"), "{r}");
         let r = eval("body.status > 3", obs.clone()).unwrap_err();
         assert!(r.contains("body.status is text, not a number"), "{r}");
         let r = eval("body.status.deep == 1", obs).unwrap_err();
@@ -487,18 +391,8 @@ mod tests {
     #[test]
     fn protocol_text_coerces_to_numbers() {
         assert!(eval("stdout < 85", json!({"stdout": "42"})).is_ok());
-        assert!(
-            eval(
-                "info.connected_slaves == 0",
-                json!({"info": {"connected_slaves": "0"}})
-            )
-            .is_ok()
-        );
-        assert!(
-            eval("stdout < 85", json!({"stdout": "n/a"}))
-                .unwrap_err()
-                .contains("not a number")
-        );
+        assert!(eval("info.connected_slaves == 0", json!({"info": {"connected_slaves": "0"}})).is_ok());
+        assert!(eval("stdout < 85", json!({"stdout": "n/a"})).unwrap_err().contains("not a number"));
     }
 
     #[test]
@@ -518,12 +412,7 @@ mod tests {
         let e = Condition::parse("status == ok").unwrap_err();
         assert_eq!(e.offset, 10);
         assert!(e.message.contains("quote strings"));
-        assert!(
-            Condition::parse(r#"body =~ "(""#)
-                .unwrap_err()
-                .message
-                .contains("regular expression")
-        );
+        assert!(Condition::parse(r#"body =~ "(""#).unwrap_err().message.contains("regular expression"));
         assert!(Condition::parse("a > true").is_err());
         assert!(Condition::parse("a[x] == 1").is_err());
         assert!(Condition::parse("== 1").is_err());

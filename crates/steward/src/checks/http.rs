@@ -37,27 +37,17 @@ fn build_client(tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Cli
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up failed: {e}"))?;
     let mut config = if tls.insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth()
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider))).with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);
         }
         if let Some(path) = &tls.ca_file {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
             for cert in certs {
-                let cert =
-                    cert.map_err(|e| format!("ca_file {} is not valid PEM: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| {
-                    format!(
-                        "ca_file {} holds an unusable certificate: {e}",
-                        path.display()
-                    )
-                })?;
+                let cert = cert.map_err(|e| format!("ca_file {} is not valid PEM: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("ca_file {} holds an unusable certificate: {e}", path.display()))?;
             }
         }
         builder.with_root_certificates(roots).with_no_client_auth()
@@ -66,22 +56,14 @@ fn build_client(tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Cli
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .tls_info(true)
-        .redirect(if follow_redirects {
-            Policy::limited(10)
-        } else {
-            Policy::none()
-        })
+        .redirect(if follow_redirects { Policy::limited(10) } else { Policy::none() })
         .user_agent(concat!("steward/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .build()
         .map_err(|e| format!("HTTP client set-up failed: {e}"))
 }
 
-pub async fn observe(
-    clients: &Clients,
-    p: &HttpProbe,
-    spec: &CheckSpec,
-) -> Result<Map<String, Json>, String> {
+pub async fn observe(clients: &Clients, p: &HttpProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
     let client = clients.get(&p.tls, p.follow_redirects)?;
     let method = reqwest::Method::from_bytes(p.method.as_bytes()).map_err(|e| e.to_string())?;
     let mut req = client.request(method, p.url.expose()).timeout(spec.timeout);
@@ -98,12 +80,7 @@ pub async fn observe(
     let headers: Map<String, Json> = resp
         .headers()
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                Json::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), Json::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
         .collect();
     obs.insert("headers".into(), Json::Object(headers));
     if let Some(info) = resp.extensions().get::<reqwest::tls::TlsInfo>() {
@@ -111,30 +88,18 @@ pub async fn observe(
             obs.insert("cert".into(), certificate(der)?);
         }
     }
-    let status_ok = if p.expect_status.is_empty() {
-        (200..300).contains(&status)
-    } else {
-        p.expect_status.contains(&status)
-    };
+    let status_ok = if p.expect_status.is_empty() { (200..300).contains(&status) } else { p.expect_status.contains(&status) };
     if !status_ok {
         let expected = if p.expect_status.is_empty() {
             "2xx".to_string()
         } else {
-            p.expect_status
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(" or ")
+            p.expect_status.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
         };
         return Err(format!("HTTP status {status}, expected {expected}"));
     }
     if spec.reads("body") {
         let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("reading the body failed: {}", describe(&e)))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading the body failed: {}", describe(&e)))? {
             if body.len() + chunk.len() > p.max_body_bytes {
                 return Err(format!(
                     "response body is larger than {} bytes (max_body_bytes); raise the limit or probe a smaller endpoint",
@@ -143,10 +108,7 @@ pub async fn observe(
             }
             body.extend_from_slice(&chunk);
         }
-        let structured = spec
-            .conditions
-            .iter()
-            .any(|c| c.root() == "body" && c.path.len() > 1);
+        let structured = spec.conditions.iter().any(|c| c.root() == "body" && c.path.len() > 1);
         let value = if structured {
             serde_json::from_slice(&body).map_err(|e| {
                 let start: String = String::from_utf8_lossy(&body).chars().take(80).collect();
@@ -161,17 +123,13 @@ pub async fn observe(
 }
 
 fn certificate(der: &[u8]) -> Result<Json, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("cannot parse the server certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse the server certificate: {e}"))?;
     let not_after = cert.validity().not_after.timestamp();
     let now = chrono::Utc::now().timestamp();
     let days_left = (not_after - now).div_euclid(86_400);
     let mut m = Map::new();
     m.insert("days_left".into(), Json::from(days_left));
-    m.insert(
-        "not_after".into(),
-        Json::from(cert.validity().not_after.to_string()),
-    );
+    m.insert("not_after".into(), Json::from(cert.validity().not_after.to_string()));
     m.insert("subject".into(), Json::from(cert.subject().to_string()));
     m.insert("issuer".into(), Json::from(cert.issuer().to_string()));
     Ok(Json::Object(m))
@@ -226,12 +184,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -240,12 +193,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -52,10 +52,7 @@ pub struct Prober {
 
 impl Prober {
     pub fn new(redactor: Redactor) -> Prober {
-        Prober {
-            http: http::Clients::default(),
-            redactor,
-        }
+        Prober { http: http::Clients::default(), redactor }
     }
 
     /// Runs `spec` once: probe under the check's timeout, then every condition.
@@ -65,25 +62,14 @@ impl Prober {
         let observed = tokio::time::timeout(spec.timeout, self.observe(spec)).await;
         let latency = started.elapsed();
         let result = match observed {
-            Err(_) => Err(format!(
-                "timed out after {}",
-                crate::config::duration::format_duration(spec.timeout)
-            )),
+            Err(_) => Err(format!("timed out after {}", crate::config::duration::format_duration(spec.timeout))),
             Ok(Err(reason)) => Err(reason),
             Ok(Ok(mut obs)) => {
-                obs.insert(
-                    "response_time".into(),
-                    Json::from(latency.as_secs_f64() * 1000.0),
-                );
+                obs.insert("response_time".into(), Json::from(latency.as_secs_f64() * 1000.0));
                 judge(spec, &Json::Object(obs))
             }
         };
-        Outcome {
-            healthy: result.is_ok(),
-            latency,
-            reason: result.err().map(|r| self.redactor.redact(&r).into_owned()),
-            at,
-        }
+        Outcome { healthy: result.is_ok(), latency, reason: result.err().map(|r| self.redactor.redact(&r).into_owned()), at }
     }
 
     async fn observe(&self, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
@@ -102,8 +88,7 @@ impl Prober {
 /// Every condition must hold; the first that does not gives the reason.
 fn judge(spec: &CheckSpec, obs: &Json) -> Result<(), String> {
     for c in &spec.conditions {
-        c.evaluate(obs)
-            .map_err(|reason| explain_unsupported(reason, c, obs))?;
+        c.evaluate(obs).map_err(|reason| explain_unsupported(reason, c, obs))?;
     }
     Ok(())
 }
@@ -111,9 +96,7 @@ fn judge(spec: &CheckSpec, obs: &Json) -> Result<(), String> {
 /// SQL probes list columns whose type conditions cannot read under `_unsupported`;
 /// a condition that trips over one gets told how to fix the query.
 fn explain_unsupported(reason: String, c: &condition::Condition, obs: &Json) -> String {
-    if let (Some(condition::Segment::Key(col)), Some(Json::Object(unsupported))) =
-        (c.path.get(1), obs.get("_unsupported"))
-    {
+    if let (Some(condition::Segment::Key(col)), Some(Json::Object(unsupported))) = (c.path.get(1), obs.get("_unsupported")) {
         if let Some(ty) = unsupported.get(col).and_then(Json::as_str) {
             return format!(
                 "condition `{}` cannot be evaluated: column `{col}` has type {ty}, which conditions cannot read; cast it in the query (e.g. `{col}::text`, or EXTRACT(EPOCH FROM {col}) for times)",
@@ -125,10 +108,7 @@ fn explain_unsupported(reason: String, c: &condition::Condition, obs: &Json) -> 
 }
 
 /// Reads at most `limit` bytes; `None` when there was more.
-async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
-    mut reader: R,
-    limit: usize,
-) -> std::io::Result<(Vec<u8>, bool)> {
+async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(mut reader: R, limit: usize) -> std::io::Result<(Vec<u8>, bool)> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];

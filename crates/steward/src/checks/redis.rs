@@ -6,25 +6,15 @@ use crate::config::CheckSpec;
 use crate::config::secret::SecretString;
 
 pub async fn observe(url: &SecretString, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
-    let client =
-        redis::Client::open(url.expose()).map_err(|e| format!("invalid redis url: {e}"))?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let pong: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| format!("PING failed: {e}"))?;
+    let client = redis::Client::open(url.expose()).map_err(|e| format!("invalid redis url: {e}"))?;
+    let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| format!("cannot connect: {e}"))?;
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| format!("PING failed: {e}"))?;
     if pong != "PONG" {
         return Err(format!("PING answered {pong:?}, expected PONG"));
     }
     let mut obs = Map::new();
     if spec.reads("info") {
-        let info: String = redis::cmd("INFO")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| format!("INFO failed: {e}"))?;
+        let info: String = redis::cmd("INFO").query_async(&mut conn).await.map_err(|e| format!("INFO failed: {e}"))?;
         obs.insert("info".into(), Json::Object(parse_info(&info)));
     }
     Ok(obs)
@@ -43,9 +33,7 @@ fn parse_info(text: &str) -> Map<String, Json> {
 mod tests {
     #[test]
     fn info_lines_become_fields() {
-        let m = super::parse_info(
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n# Keyspace\r\ndb0:keys=1,expires=0\r\n",
-        );
+        let m = super::parse_info("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n# Keyspace\r\ndb0:keys=1,expires=0\r\n");
         assert_eq!(m["role"], "master");
         assert_eq!(m["connected_slaves"], "0");
         assert_eq!(m["db0"], "keys=1,expires=0");

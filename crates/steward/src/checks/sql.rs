@@ -28,19 +28,11 @@ pub async fn observe_postgres(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<Stri
         .application_name("steward")
         .statement_cache_capacity(0)
         .log_statements(tracing::log::LevelFilter::Trace);
-    let mut conn = opts
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
+    let mut conn = opts.connect().await.map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
     let rows = if spec.reads("rows") {
-        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str()))
-            .fetch_all(&mut conn)
-            .await
+        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str())).fetch_all(&mut conn).await
     } else {
-        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str()))
-            .fetch_optional(&mut conn)
-            .await
-            .map(|r| r.into_iter().collect())
+        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str())).fetch_optional(&mut conn).await.map(|r| r.into_iter().collect())
     }
     .map_err(|e| format!("query failed: {}", db_error(&e)))?;
     let _ = conn.close().await;
@@ -56,9 +48,7 @@ pub async fn observe_postgres(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<Stri
             );
             match v {
                 Some(v) => values.insert(col.name().to_string(), v),
-                None => {
-                    unsupported.insert(col.name().to_string(), Json::from(col.type_info().name()))
-                }
+                None => unsupported.insert(col.name().to_string(), Json::from(col.type_info().name())),
             };
         }
         (values, unsupported)
@@ -71,19 +61,11 @@ pub async fn observe_mysql(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String,
         .map_err(|e| format!("invalid mysql url: {e}"))?
         .statement_cache_capacity(0)
         .log_statements(tracing::log::LevelFilter::Trace);
-    let mut conn = opts
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
+    let mut conn = opts.connect().await.map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
     let rows = if spec.reads("rows") {
-        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str()))
-            .fetch_all(&mut conn)
-            .await
+        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str())).fetch_all(&mut conn).await
     } else {
-        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str()))
-            .fetch_optional(&mut conn)
-            .await
-            .map(|r| r.into_iter().collect())
+        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str())).fetch_optional(&mut conn).await.map(|r| r.into_iter().collect())
     }
     .map_err(|e| format!("query failed: {}", db_error(&e)))?;
     let _ = conn.close().await;
@@ -100,9 +82,7 @@ pub async fn observe_mysql(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String,
             );
             match v {
                 Some(v) => values.insert(col.name().to_string(), v),
-                None => {
-                    unsupported.insert(col.name().to_string(), Json::from(col.type_info().name()))
-                }
+                None => unsupported.insert(col.name().to_string(), Json::from(col.type_info().name())),
             };
         }
         (values, unsupported)
@@ -110,11 +90,7 @@ pub async fn observe_mysql(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String,
     Ok(observation(first, rows.len(), spec))
 }
 
-fn observation(
-    first: Option<(Map<String, Json>, Map<String, Json>)>,
-    count: usize,
-    spec: &CheckSpec,
-) -> Map<String, Json> {
+fn observation(first: Option<(Map<String, Json>, Map<String, Json>)>, count: usize, spec: &CheckSpec) -> Map<String, Json> {
     let mut obs = Map::new();
     if spec.reads("rows") {
         obs.insert("rows".into(), Json::from(count));
@@ -136,9 +112,7 @@ fn observation(
 }
 
 fn decimal(text: &str) -> Json {
-    text.parse::<f64>()
-        .map(Json::from)
-        .unwrap_or_else(|_| Json::from(text.to_string()))
+    text.parse::<f64>().map(Json::from).unwrap_or_else(|_| Json::from(text.to_string()))
 }
 
 fn db_error(e: &sqlx::Error) -> String {

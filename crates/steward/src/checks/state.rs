@@ -92,13 +92,7 @@ pub fn apply(
     };
     match target {
         Some(to) if to != state.health => {
-            let t = Transition {
-                check: state.check.clone(),
-                from: state.health,
-                to,
-                at,
-                reason: reason.map(str::to_string),
-            };
+            let t = Transition { check: state.check.clone(), from: state.health, to, at, reason: reason.map(str::to_string) };
             state.health = to;
             state.since = at;
             Some(t)

@@ -23,13 +23,7 @@ impl<'n> Fields<'n> {
     pub fn of(node: &'n Node, what: impl Into<String>, d: &mut Diagnostics) -> Option<Fields<'n>> {
         let what = what.into();
         let Value::Map(entries) = &node.value else {
-            d.push(Diagnostic::error(
-                node.pos.clone(),
-                format!(
-                    "{what} must be a mapping of keys to values, found {}",
-                    node.type_name()
-                ),
-            ));
+            d.push(Diagnostic::error(node.pos.clone(), format!("{what} must be a mapping of keys to values, found {}", node.type_name())));
             return None;
         };
         let entries: Vec<_> = entries
@@ -40,12 +34,7 @@ impl<'n> Fields<'n> {
             })
             .collect();
         let taken = vec![false; entries.len()];
-        Some(Fields {
-            node,
-            what,
-            entries,
-            taken,
-        })
+        Some(Fields { node, what, entries, taken })
     }
 
     pub fn pos(&self) -> &Pos {
@@ -72,10 +61,7 @@ impl<'n> Fields<'n> {
     pub fn require(&mut self, key: &str, d: &mut Diagnostics) -> Option<&'n Node> {
         let v = self.take(key);
         if v.is_none() {
-            d.push(Diagnostic::error(
-                self.node.pos.clone(),
-                format!("{} is missing the required key `{key}`", self.what),
-            ));
+            d.push(Diagnostic::error(self.node.pos.clone(), format!("{} is missing the required key `{key}`", self.what)));
         }
         v
     }
@@ -90,13 +76,7 @@ impl<'n> Fields<'n> {
                 Some(k) => format!("did you mean `{k}`?"),
                 None => format!("known keys here: {}", known.join(", ")),
             };
-            d.push(
-                Diagnostic::error(
-                    key_node.pos.clone(),
-                    format!("unknown key `{key}` in {}", self.what),
-                )
-                .with_hint(hint),
-            );
+            d.push(Diagnostic::error(key_node.pos.clone(), format!("unknown key `{key}` in {}", self.what)).with_hint(hint));
         }
     }
 }
@@ -132,23 +112,11 @@ pub fn boolean(node: &Node, what: &str, d: &mut Diagnostics) -> Option<bool> {
     }
 }
 
-pub fn integer(
-    node: &Node,
-    what: &str,
-    range: std::ops::RangeInclusive<i64>,
-    d: &mut Diagnostics,
-) -> Option<i64> {
+pub fn integer(node: &Node, what: &str, range: std::ops::RangeInclusive<i64>, d: &mut Diagnostics) -> Option<i64> {
     match &node.value {
         Value::Int(i) if range.contains(i) => Some(*i),
         Value::Int(i) => {
-            d.push(Diagnostic::error(
-                node.pos.clone(),
-                format!(
-                    "{what} must be between {} and {}, found {i}",
-                    range.start(),
-                    range.end()
-                ),
-            ));
+            d.push(Diagnostic::error(node.pos.clone(), format!("{what} must be between {} and {}, found {i}", range.start(), range.end())));
             None
         }
         _ => {
@@ -204,11 +172,7 @@ pub fn string_list(node: &Node, what: &str, d: &mut Diagnostics) -> Option<Vec<S
 }
 
 /// A mapping of string keys to scalar values (labels, headers).
-pub fn string_map(
-    node: &Node,
-    what: &str,
-    d: &mut Diagnostics,
-) -> Option<BTreeMap<String, (String, Pos)>> {
+pub fn string_map(node: &Node, what: &str, d: &mut Diagnostics) -> Option<BTreeMap<String, (String, Pos)>> {
     let Value::Map(entries) = &node.value else {
         d.push(type_error(node, what, "a mapping"));
         return None;
@@ -224,8 +188,5 @@ pub fn string_map(
 }
 
 pub fn type_error(node: &Node, what: &str, expected: &str) -> Diagnostic {
-    Diagnostic::error(
-        node.pos.clone(),
-        format!("{what} must be {expected}, found {}", node.type_name()),
-    )
+    Diagnostic::error(node.pos.clone(), format!("{what} must be {expected}, found {}", node.type_name()))
 }

@@ -15,20 +15,12 @@ pub struct Pos {
 
 impl Pos {
     pub fn new(file: &Arc<str>, line: usize, col: usize) -> Pos {
-        Pos {
-            file: file.clone(),
-            line,
-            col,
-        }
+        Pos { file: file.clone(), line, col }
     }
 
     /// The same line, `chars` characters further right (positions inside a scalar).
     pub fn shifted(&self, chars: usize) -> Pos {
-        Pos {
-            file: self.file.clone(),
-            line: self.line,
-            col: self.col + chars,
-        }
+        Pos { file: self.file.clone(), line: self.line, col: self.col + chars }
     }
 }
 
@@ -50,11 +42,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(pos: Pos, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            pos,
-            message: message.into(),
-            hint: None,
-        }
+        Diagnostic { pos, message: message.into(), hint: None }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Diagnostic {
@@ -87,9 +75,7 @@ impl Diagnostics {
     }
 
     pub fn sorted(mut self) -> Diagnostics {
-        self.0.sort_by(|a, b| {
-            (&a.pos.file, a.pos.line, a.pos.col).cmp(&(&b.pos.file, b.pos.line, b.pos.col))
-        });
+        self.0.sort_by(|a, b| (&a.pos.file, a.pos.line, a.pos.col).cmp(&(&b.pos.file, b.pos.line, b.pos.col)));
         self.0.dedup();
         self
     }
@@ -101,11 +87,7 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{d}")?;
         }
         let n = self.0.len();
-        write!(
-            f,
-            "{n} error{} in configuration",
-            if n == 1 { "" } else { "s" }
-        )
+        write!(f, "{n} error{} in configuration", if n == 1 { "" } else { "s" })
     }
 }
 
@@ -141,10 +123,7 @@ mod tests {
 
     #[test]
     fn suggests_near_misses_only() {
-        assert_eq!(
-            closest("intervl", ["interval", "timeout"]),
-            Some("interval")
-        );
+        assert_eq!(closest("intervl", ["interval", "timeout"]), Some("interval"));
         assert_eq!(closest("zzz", ["interval", "timeout"]), None);
     }
 }

@@ -35,10 +35,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
-                d.push(Diagnostic::error(
-                    Pos::new(&name, 1, 1),
-                    format!("cannot read configuration: {e}"),
-                ));
+                d.push(Diagnostic::error(Pos::new(&name, 1, 1), format!("cannot read configuration: {e}")));
                 continue;
             }
         };
@@ -49,11 +46,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     }
     let mut config = sections::decode(&docs, &mut d);
     config.files = files;
-    if d.is_empty() {
-        Ok(config)
-    } else {
-        Err(d.sorted())
-    }
+    if d.is_empty() { Ok(config) } else { Err(d.sorted()) }
 }
 
 /// Parses configuration text directly (tests and the demo).
@@ -68,47 +61,27 @@ pub fn load_str(name: &str, text: &str) -> Result<Config, Diagnostics> {
         }
     };
     let config = sections::decode(&docs, &mut d);
-    if d.is_empty() {
-        Ok(config)
-    } else {
-        Err(d.sorted())
-    }
+    if d.is_empty() { Ok(config) } else { Err(d.sorted()) }
 }
 
 fn config_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostics> {
     let at = |msg: String, hint: &str| {
         let name: Arc<str> = Arc::from(path.display().to_string());
-        Diagnostics(vec![
-            Diagnostic::error(Pos::new(&name, 1, 1), msg).with_hint(hint),
-        ])
+        Diagnostics(vec![Diagnostic::error(Pos::new(&name, 1, 1), msg).with_hint(hint)])
     };
-    let meta = std::fs::metadata(path).map_err(|e| {
-        at(
-            format!("cannot read configuration: {e}"),
-            "pass -c with a YAML file or a directory of them",
-        )
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| at(format!("cannot read configuration: {e}"), "pass -c with a YAML file or a directory of them"))?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|e| {
-        at(
-            format!("cannot list configuration directory: {e}"),
-            "check permissions",
-        )
-    })?;
+    let entries = std::fs::read_dir(path).map_err(|e| at(format!("cannot list configuration directory: {e}"), "check permissions"))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(at(
-            "the configuration directory holds no .yaml or .yml files".into(),
-            "add a file such as steward.yaml",
-        ));
+        return Err(at("the configuration directory holds no .yaml or .yml files".into(), "add a file such as steward.yaml"));
     }
     Ok(files)
 }

@@ -64,22 +64,17 @@ impl CheckSpec {
         self.conditions.iter().any(|c| c.root() == root)
     }
 
-    /// A fingerprint of everything that changes how the check runs, so a reload keeps
-    /// the schedule of checks whose definition did not change.
-    pub fn fingerprint(&self) -> String {
-        format!(
-            "{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}",
-            self.interval,
-            self.timeout,
-            self.probe,
-            self.failure_threshold,
-            self.success_threshold,
-            self.conditions
-                .iter()
-                .map(|c| &c.source)
-                .collect::<Vec<_>>(),
-            self.service
-        )
+    /// Whether `other` would run exactly like this one, so a reload can keep its
+    /// schedule (and not re-probe everything at once) when nothing changed.
+    pub fn runs_like(&self, other: &CheckSpec) -> bool {
+        self.interval == other.interval
+            && self.timeout == other.timeout
+            && self.probe == other.probe
+            && self.failure_threshold == other.failure_threshold
+            && self.success_threshold == other.success_threshold
+            && self.service == other.service
+            && self.labels == other.labels
+            && self.conditions.iter().map(|c| &c.source).eq(other.conditions.iter().map(|c| &c.source))
     }
 }
 
@@ -127,17 +122,10 @@ impl Probe {
         match self {
             Probe::Http(h) => redact_url_password(h.url.written()).into_owned(),
             Probe::Tcp { address } => address.clone(),
-            Probe::Postgres(s) | Probe::Mysql(s) => {
-                redact_url_password(s.url.written()).into_owned()
-            }
+            Probe::Postgres(s) | Probe::Mysql(s) => redact_url_password(s.url.written()).into_owned(),
             Probe::Redis { url } => redact_url_password(url.written()).into_owned(),
             Probe::Nats(n) => redact_url_password(n.url.written()).into_owned(),
-            Probe::Command(c) => c
-                .argv
-                .iter()
-                .map(|a| a.written())
-                .collect::<Vec<_>>()
-                .join(" "),
+            Probe::Command(c) => c.argv.iter().map(|a| a.written()).collect::<Vec<_>>().join(" "),
         }
     }
 }

@@ -21,10 +21,7 @@ pub struct SecretString {
 impl SecretString {
     pub fn plain(s: impl Into<String>) -> SecretString {
         let s = s.into();
-        SecretString {
-            written: s.clone(),
-            resolved: s,
-        }
+        SecretString { written: s.clone(), resolved: s }
     }
 
     /// The value to send to the target. Never log or display this.
@@ -62,30 +59,18 @@ pub fn resolve(text: &str, secrets: &mut Vec<String>) -> Result<SecretString, Re
         let offset = text.len() - rest.len() + start;
         let char_offset = text[..offset].chars().count();
         let Some(end) = rest[start..].find('}') else {
-            return Err((
-                char_offset,
-                "unterminated secret reference".into(),
-                "write `${env:NAME}` or `${file:/path}`".into(),
-            ));
+            return Err((char_offset, "unterminated secret reference".into(), "write `${env:NAME}` or `${file:/path}`".into()));
         };
         let inner = &rest[start + 2..start + end];
         let value = match inner.split_once(':') {
             Some(("env", name)) if !name.is_empty() => std::env::var(name).map_err(|_| {
-                (
-                    char_offset,
-                    format!("environment variable `{name}` is not set"),
-                    format!("export {name}=... before starting steward"),
-                )
+                (char_offset, format!("environment variable `{name}` is not set"), format!("export {name}=... before starting steward"))
             })?,
-            Some(("file", path)) if !path.is_empty() => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| {
-                    (
-                        char_offset,
-                        format!("cannot read secret file `{path}`: {e}"),
-                        "check the path and that steward may read it".into(),
-                    )
-                })?,
+            Some(("file", path)) if !path.is_empty() => {
+                std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\n', '\r']).to_string()).map_err(|e| {
+                    (char_offset, format!("cannot read secret file `{path}`: {e}"), "check the path and that steward may read it".into())
+                })?
+            }
             _ => {
                 return Err((
                     char_offset,
@@ -101,10 +86,7 @@ pub fn resolve(text: &str, secrets: &mut Vec<String>) -> Result<SecretString, Re
         rest = &rest[start + end + 1..];
     }
     resolved.push_str(rest);
-    Ok(SecretString {
-        written: text.to_string(),
-        resolved,
-    })
+    Ok(SecretString { written: text.to_string(), resolved })
 }
 
 /// Replaces every known secret value in a text with `***`.
@@ -116,19 +98,14 @@ pub struct Redactor {
 impl Redactor {
     pub fn new(mut secrets: Vec<String>) -> Redactor {
         // Percent-encoded copies too: URLs carry passwords encoded.
-        let encoded: Vec<String> = secrets
-            .iter()
-            .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect())
-            .collect();
+        let encoded: Vec<String> = secrets.iter().map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect()).collect();
         secrets.extend(encoded);
         // Longest first, so a secret that contains another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
         // Very short values would shred ordinary text; they are too weak to be secrets anyway.
         secrets.retain(|s| s.len() >= 4);
-        Redactor {
-            secrets: Arc::new(secrets),
-        }
+        Redactor { secrets: Arc::new(secrets) }
     }
 
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
@@ -171,10 +148,7 @@ mod tests {
         let path = dir.path().join("pw");
         std::fs::write(&path, "filesecret\n").unwrap();
         let mut secrets = vec![];
-        let text = format!(
-            "a=${{env:STEWARD_TEST_SECRET_A}}&b=${{file:{}}}",
-            path.display()
-        );
+        let text = format!("a=${{env:STEWARD_TEST_SECRET_A}}&b=${{file:{}}}", path.display());
         let s = resolve(&text, &mut secrets).unwrap();
         assert_eq!(s.expose(), "a=hunter22&b=filesecret");
         assert_eq!(s.to_string(), text);
@@ -188,18 +162,8 @@ mod tests {
         let (off, msg, _) = resolve("xx${env:STEWARD_SURELY_UNSET_VAR}", &mut secrets).unwrap_err();
         assert_eq!(off, 2);
         assert!(msg.contains("not set"));
-        assert!(
-            resolve("${vault:x}", &mut secrets)
-                .unwrap_err()
-                .1
-                .contains("not a secret reference")
-        );
-        assert!(
-            resolve("${env:X", &mut secrets)
-                .unwrap_err()
-                .1
-                .contains("unterminated")
-        );
+        assert!(resolve("${vault:x}", &mut secrets).unwrap_err().1.contains("not a secret reference"));
+        assert!(resolve("${env:X", &mut secrets).unwrap_err().1.contains("unterminated"));
     }
 
     #[test]
@@ -207,18 +171,12 @@ mod tests {
         let r = Redactor::new(vec!["p@ss word".into(), "ab".into()]);
         assert_eq!(r.redact("pw=p@ss word!"), "pw=***!");
         assert_eq!(r.redact("url p%40ss+word"), "url ***");
-        assert_eq!(
-            r.redact("ab stays: too short to be a secret"),
-            "ab stays: too short to be a secret"
-        );
+        assert_eq!(r.redact("ab stays: too short to be a secret"), "ab stays: too short to be a secret");
     }
 
     #[test]
     fn url_passwords_are_masked() {
-        assert_eq!(
-            redact_url_password("postgres://u:pw@h/db"),
-            "postgres://u:***@h/db"
-        );
+        assert_eq!(redact_url_password("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url_password("redis://h:6379"), "redis://h:6379");
     }
 }

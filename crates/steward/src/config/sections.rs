@@ -14,20 +14,9 @@ use crate::checks::condition::{Condition, Literal};
 
 const TOP_LEVEL: &[&str] = &["services", "checks"];
 /// Sections of the intended configuration that this version cannot act on yet.
-const NOT_YET: &[&str] = &[
-    "alerts",
-    "receivers",
-    "routes",
-    "runbooks",
-    "backups",
-    "incidents",
-    "silences",
-    "repositories",
-];
+const NOT_YET: &[&str] = &["alerts", "receivers", "routes", "runbooks", "backups", "incidents", "silences", "repositories"];
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
-const PROBE_KINDS: &[&str] = &[
-    "http", "tcp", "postgres", "mysql", "redis", "nats", "command",
-];
+const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command"];
 const CHECK_KEYS: &[&str] = &[
     "name",
     "service",
@@ -52,6 +41,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut secrets = Vec::new();
     let mut services = Vec::new();
     let mut checks = Vec::new();
+    let mut refs = Vec::new();
     for doc in docs {
         if matches!(doc.value, Value::Null) {
             continue;
@@ -59,32 +49,27 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         let Some(mut top) = Fields::of(doc, "the configuration file", d) else {
             continue;
         };
-        if let Some(list) = top
-            .take("services")
-            .and_then(|n| de::list(n, "`services`", d))
-        {
+        if let Some(list) = top.take("services").and_then(|n| de::list(n, "`services`", d)) {
             services.extend(list.iter().filter_map(|n| service(n, d)));
         }
         if let Some(list) = top.take("checks").and_then(|n| de::list(n, "`checks`", d)) {
-            checks.extend(list.iter().filter_map(|n| check(n, d, &mut secrets)));
+            checks.extend(list.iter().filter_map(|n| check(n, d, &mut secrets, &mut refs)));
         }
         for section in NOT_YET {
             if let Some(node) = top.take(section) {
                 d.push(
-                    Diagnostic::error(node.pos.shifted(0), format!("the `{section}` section is not supported by this version of steward yet"))
-                        .with_hint("remove it for now; it is planned, and its shape is settled when it lands"),
+                    Diagnostic::error(
+                        node.pos.shifted(0),
+                        format!("the `{section}` section is not supported by this version of steward yet"),
+                    )
+                    .with_hint("remove it for now; it is planned, and its shape is settled when it lands"),
                 );
             }
         }
         top.finish(TOP_LEVEL, d);
     }
-    cross_check(&services, &checks, d);
-    Config {
-        services,
-        checks,
-        redactor: Redactor::new(secrets),
-        files: Vec::new(),
-    }
+    cross_check(&services, &refs, d);
+    Config { services, checks, redactor: Redactor::new(secrets), files: Vec::new() }
 }
 
 fn name_of(fields: &mut Fields<'_>, kind: &str, d: &mut Diagnostics) -> Option<(String, Pos)> {
@@ -92,13 +77,8 @@ fn name_of(fields: &mut Fields<'_>, kind: &str, d: &mut Diagnostics) -> Option<(
     let name = de::string(node, &format!("the {kind} name"), d)?;
     let valid = !name.is_empty()
         && name.len() <= 128
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !valid {
         d.push(
             Diagnostic::error(node.pos.clone(), format!("`{name}` is not a valid {kind} name"))
@@ -120,81 +100,42 @@ fn labels(fields: &mut Fields<'_>, what: &str, d: &mut Diagnostics) -> BTreeMap<
 fn service(node: &Node, d: &mut Diagnostics) -> Option<Service> {
     let mut f = Fields::of(node, "a service", d)?;
     let name = name_of(&mut f, "service", d);
-    let what = name
-        .as_ref()
-        .map_or("the service".to_string(), |(n, _)| format!("service `{n}`"));
-    let tier = f.take("tier").map_or(Some(3), |n| {
-        de::integer(n, &format!("{what} tier"), 1..=4, d).map(|t| t as u8)
-    });
-    let owner = f
-        .take("owner")
-        .and_then(|n| de::string(n, &format!("{what} owner"), d));
-    let depends_on = f.take("depends_on").map_or(Some(vec![]), |n| {
-        de::string_list(n, &format!("{what} depends_on"), d)
-    });
+    let what = name.as_ref().map_or("the service".to_string(), |(n, _)| format!("service `{n}`"));
+    // Invalid fields fall back to defaults (the diagnostic already fails the load) so
+    // cross-item rules — duplicates, references, cycles — are still reported in this pass.
+    let tier = f.take("tier").map_or(Some(3), |n| de::integer(n, &format!("{what} tier"), 1..=4, d).map(|t| t as u8)).unwrap_or(3);
+    let owner = f.take("owner").and_then(|n| de::string(n, &format!("{what} owner"), d));
+    let depends_on =
+        f.take("depends_on").map_or(Some(vec![]), |n| de::string_list(n, &format!("{what} depends_on"), d)).unwrap_or_default();
     let labels = labels(&mut f, &what, d);
     f.finish(SERVICE_KEYS, d);
     let (name, pos) = name?;
-    Some(Service {
-        name,
-        tier: tier?,
-        owner,
-        depends_on: depends_on?,
-        labels,
-        pos,
-    })
+    Some(Service { name, tier, owner, depends_on, labels, pos })
 }
 
 /// Resolves secret references in a string value, reporting problems at the right column.
-fn secret_text(
-    node: &Node,
-    what: &str,
-    d: &mut Diagnostics,
-    secrets: &mut Vec<String>,
-) -> Option<SecretString> {
+fn secret_text(node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<SecretString> {
     let text = de::text(node, what, d)?;
     match secret::resolve(&text, secrets) {
         Ok(s) => Some(s),
         Err((offset, message, hint)) => {
             // A quoted scalar starts one column before its text.
             let quote = usize::from(matches!(node.value, Value::Str { quoted: true, .. }));
-            d.push(
-                Diagnostic::error(
-                    node.pos.shifted(offset + quote),
-                    format!("{what}: {message}"),
-                )
-                .with_hint(hint),
-            );
+            d.push(Diagnostic::error(node.pos.shifted(offset + quote), format!("{what}: {message}")).with_hint(hint));
             None
         }
     }
 }
 
 /// A URL whose scheme must be one of `schemes`, with passwords only by reference.
-fn url(
-    node: &Node,
-    what: &str,
-    schemes: &[&str],
-    d: &mut Diagnostics,
-    secrets: &mut Vec<String>,
-) -> Option<SecretString> {
+fn url(node: &Node, what: &str, schemes: &[&str], d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<SecretString> {
     let value = secret_text(node, what, d, secrets)?;
     match url::Url::parse(value.written()) {
         Ok(u) => {
             if !schemes.contains(&u.scheme()) {
                 d.push(
-                    Diagnostic::error(
-                        node.pos.clone(),
-                        format!("{what} has scheme `{}`", u.scheme()),
-                    )
-                    .with_hint(format!(
-                        "use {}",
-                        schemes
-                            .iter()
-                            .map(|s| format!("{s}://"))
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    )),
+                    Diagnostic::error(node.pos.clone(), format!("{what} has scheme `{}`", u.scheme()))
+                        .with_hint(format!("use {}", schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or "))),
                 );
                 return None;
             }
@@ -219,37 +160,34 @@ fn url(
     }
 }
 
-fn check(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<CheckSpec> {
+/// The identity of a check as far as it could be read, for rules across checks.
+struct CheckRef {
+    name: String,
+    pos: Pos,
+    service: Option<(String, Pos)>,
+}
+
+fn check(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut Vec<CheckRef>) -> Option<CheckSpec> {
     let mut f = Fields::of(node, "a check", d)?;
     let name = name_of(&mut f, "check", d);
-    let what = name
-        .as_ref()
-        .map_or("the check".to_string(), |(n, _)| format!("check `{n}`"));
-    let service = f
-        .take("service")
-        .and_then(|n| de::string(n, &format!("{what} service"), d).map(|s| (s, n.pos.clone())));
+    let what = name.as_ref().map_or("the check".to_string(), |(n, _)| format!("check `{n}`"));
+    let service = f.take("service").and_then(|n| de::string(n, &format!("{what} service"), d).map(|s| (s, n.pos.clone())));
+    if let Some((n, pos)) = &name {
+        refs.push(CheckRef { name: n.clone(), pos: pos.clone(), service: service.clone() });
+    }
     let interval_node = f.take("interval");
-    let interval = interval_node.map_or(Some(DEFAULT_INTERVAL), |n| {
-        de::duration(n, &format!("{what} interval"), d)
-    });
+    let interval = interval_node.map_or(Some(DEFAULT_INTERVAL), |n| de::duration(n, &format!("{what} interval"), d));
     let timeout_node = f.take("timeout");
-    let timeout = timeout_node.map_or(Some(DEFAULT_TIMEOUT), |n| {
-        de::duration(n, &format!("{what} timeout"), d)
-    });
-    let failure_threshold = f.take("failure_threshold").map_or(Some(2), |n| {
-        de::integer(n, &format!("{what} failure_threshold"), 1..=1000, d)
-    });
-    let success_threshold = f.take("success_threshold").map_or(Some(1), |n| {
-        de::integer(n, &format!("{what} success_threshold"), 1..=1000, d)
-    });
+    let timeout = timeout_node.map_or(Some(DEFAULT_TIMEOUT), |n| de::duration(n, &format!("{what} timeout"), d));
+    let failure_threshold =
+        f.take("failure_threshold").map_or(Some(2), |n| de::integer(n, &format!("{what} failure_threshold"), 1..=1000, d));
+    let success_threshold =
+        f.take("success_threshold").map_or(Some(1), |n| de::integer(n, &format!("{what} success_threshold"), 1..=1000, d));
     let labels = labels(&mut f, &what, d);
 
     if let (Some(i), Some(n)) = (interval, interval_node) {
         if i < Duration::from_millis(100) {
-            d.push(Diagnostic::error(
-                n.pos.clone(),
-                format!("{what} interval must be at least 100ms"),
-            ));
+            d.push(Diagnostic::error(n.pos.clone(), format!("{what} interval must be at least 100ms")));
         }
     }
     let timeout = match (interval, timeout, timeout_node) {
@@ -280,12 +218,12 @@ fn check(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<
         }
         many => {
             let second = f.take(many[1]).expect("present");
+            for kind in many {
+                f.take(kind);
+            }
             d.push(
-                Diagnostic::error(
-                    second.pos.clone(),
-                    format!("{what} has several probes ({})", many.join(", ")),
-                )
-                .with_hint("a check has exactly one probe; split it into several checks"),
+                Diagnostic::error(second.pos.clone(), format!("{what} has several probes ({})", many.join(", ")))
+                    .with_hint("a check has exactly one probe; split it into several checks"),
             );
             None
         }
@@ -307,13 +245,7 @@ fn check(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<
     })
 }
 
-fn probe(
-    kind: &str,
-    node: &Node,
-    what: &str,
-    d: &mut Diagnostics,
-    secrets: &mut Vec<String>,
-) -> Option<(Probe, Vec<Condition>)> {
+fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<(Probe, Vec<Condition>)> {
     let mut f = Fields::of(node, &format!("the `{kind}` probe of {what}"), d)?;
     let conditions = conditions(&mut f, kind, what, d);
     let probe = match kind {
@@ -321,16 +253,10 @@ fn probe(
         "tcp" => {
             let address = f.require("address", d).and_then(|n| {
                 let a = de::string(n, &format!("{what} address"), d)?;
-                if a.rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .is_none()
-                {
+                if a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
                     d.push(
-                        Diagnostic::error(
-                            n.pos.clone(),
-                            format!("{what} address `{a}` has no port"),
-                        )
-                        .with_hint("write host:port, e.g. 127.0.0.1:5432"),
+                        Diagnostic::error(n.pos.clone(), format!("{what} address `{a}` has no port"))
+                            .with_hint("write host:port, e.g. 127.0.0.1:5432"),
                     );
                     return None;
                 }
@@ -340,95 +266,55 @@ fn probe(
             address.map(|address| Probe::Tcp { address })
         }
         "postgres" | "mysql" => {
-            let schemes: &[&str] = if kind == "postgres" {
-                &["postgres", "postgresql"]
-            } else {
-                &["mysql", "mariadb"]
-            };
-            let url = f
-                .require("url", d)
-                .and_then(|n| url(n, &format!("{what} url"), schemes, d, secrets));
-            let query = f.take("query").map_or(Some("SELECT 1".to_string()), |n| {
-                de::string(n, &format!("{what} query"), d)
-            });
+            let schemes: &[&str] = if kind == "postgres" { &["postgres", "postgresql"] } else { &["mysql", "mariadb"] };
+            let url = f.require("url", d).and_then(|n| url(n, &format!("{what} url"), schemes, d, secrets));
+            let query = f.take("query").map_or(Some("SELECT 1".to_string()), |n| de::string(n, &format!("{what} query"), d));
             f.finish(&["url", "query", "conditions"], d);
-            let sql = SqlProbe {
-                url: url?,
-                query: query?,
-            };
-            Some(if kind == "postgres" {
-                Probe::Postgres(sql)
-            } else {
-                Probe::Mysql(sql)
-            })
+            let sql = SqlProbe { url: url?, query: query? };
+            Some(if kind == "postgres" { Probe::Postgres(sql) } else { Probe::Mysql(sql) })
         }
         "redis" => {
-            let url = f
-                .require("url", d)
-                .and_then(|n| url(n, &format!("{what} url"), &["redis", "rediss"], d, secrets));
+            let url = f.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["redis", "rediss"], d, secrets));
             f.finish(&["url", "conditions"], d);
             url.map(|url| Probe::Redis { url })
         }
         "nats" => {
-            let url = f
-                .require("url", d)
-                .and_then(|n| url(n, &format!("{what} url"), &["nats", "tls"], d, secrets));
-            let stream = f
-                .take("stream")
-                .and_then(|n| de::string(n, &format!("{what} stream"), d));
+            let url = f.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["nats", "tls"], d, secrets));
+            let stream = f.take("stream").and_then(|n| de::string(n, &format!("{what} stream"), d));
             let consumer_node = f.take("consumer");
-            let consumer =
-                consumer_node.and_then(|n| de::string(n, &format!("{what} consumer"), d));
+            let consumer = consumer_node.and_then(|n| de::string(n, &format!("{what} consumer"), d));
             if let (Some(n), None) = (consumer_node, &stream) {
                 d.push(
-                    Diagnostic::error(
-                        n.pos.clone(),
-                        format!("{what} names a consumer but no stream"),
-                    )
-                    .with_hint("add `stream:` with the consumer's stream"),
+                    Diagnostic::error(n.pos.clone(), format!("{what} names a consumer but no stream"))
+                        .with_hint("add `stream:` with the consumer's stream"),
                 );
             }
             f.finish(&["url", "stream", "consumer", "conditions"], d);
-            Some(Probe::Nats(NatsProbe {
-                url: url?,
-                stream,
-                consumer,
-            }))
+            Some(Probe::Nats(NatsProbe { url: url?, stream, consumer }))
         }
         "command" => {
             let argv = f.require("argv", d).and_then(|n| {
                 let items = de::list(n, &format!("{what} argv"), d)?;
                 if items.is_empty() {
-                    d.push(Diagnostic::error(n.pos.clone(), format!("{what} argv is empty")).with_hint("give the program and its arguments, e.g. [pg_isready, -h, 127.0.0.1]"));
+                    d.push(
+                        Diagnostic::error(n.pos.clone(), format!("{what} argv is empty"))
+                            .with_hint("give the program and its arguments, e.g. [pg_isready, -h, 127.0.0.1]"),
+                    );
                     return None;
                 }
                 items.iter().map(|i| secret_text(i, &format!("{what} argv item"), d, secrets)).collect::<Option<Vec<_>>>()
             });
-            let env = f.take("env").map_or(Some(vec![]), |n| {
-                env_map(n, &format!("{what} env"), d, secrets)
-            });
-            let workdir = f
-                .take("workdir")
-                .and_then(|n| de::string(n, &format!("{what} workdir"), d))
-                .map(PathBuf::from);
+            let env = f.take("env").map_or(Some(vec![]), |n| env_map(n, &format!("{what} env"), d, secrets));
+            let workdir = f.take("workdir").and_then(|n| de::string(n, &format!("{what} workdir"), d)).map(PathBuf::from);
             f.finish(&["argv", "env", "workdir", "conditions"], d);
-            Some(Probe::Command(CommandProbe {
-                argv: argv?,
-                env: env?,
-                workdir,
-            }))
+            Some(Probe::Command(CommandProbe { argv: argv?, env: env?, workdir }))
         }
         _ => unreachable!("kinds come from PROBE_KINDS"),
     };
     Some((probe?, conditions?))
 }
 
-fn env_map(
-    node: &Node,
-    what: &str,
-    d: &mut Diagnostics,
-    secrets: &mut Vec<String>,
-) -> Option<Vec<(String, SecretString)>> {
+fn env_map(node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<Vec<(String, SecretString)>> {
     let Value::Map(entries) = &node.value else {
         d.push(de::type_error(node, what, "a mapping"));
         return None;
@@ -444,93 +330,51 @@ fn env_map(
         .collect()
 }
 
-fn http(
-    f: &mut Fields<'_>,
-    what: &str,
-    d: &mut Diagnostics,
-    secrets: &mut Vec<String>,
-) -> Option<Probe> {
-    let url = f
-        .require("url", d)
-        .and_then(|n| url(n, &format!("{what} url"), &["http", "https"], d, secrets));
+fn http(f: &mut Fields<'_>, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<Probe> {
+    let url = f.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["http", "https"], d, secrets));
     let method = f.take("method").map_or(Some("GET".to_string()), |n| {
         let m = de::string(n, &format!("{what} method"), d)?.to_ascii_uppercase();
         if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&m.as_str()) {
             d.push(
-                Diagnostic::error(
-                    n.pos.clone(),
-                    format!("{what} method `{m}` is not an HTTP method"),
-                )
-                .with_hint("use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"),
+                Diagnostic::error(n.pos.clone(), format!("{what} method `{m}` is not an HTTP method"))
+                    .with_hint("use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"),
             );
             return None;
         }
         Some(m)
     });
-    let headers = f.take("headers").map_or(Some(vec![]), |n| {
-        env_map(n, &format!("{what} headers"), d, secrets)
-    });
-    let body = f
-        .take("body")
-        .and_then(|n| secret_text(n, &format!("{what} body"), d, secrets));
+    let headers = f.take("headers").map_or(Some(vec![]), |n| env_map(n, &format!("{what} headers"), d, secrets));
+    let body = f.take("body").and_then(|n| secret_text(n, &format!("{what} body"), d, secrets));
     let expect_status = f.take("expect_status").map_or(Some(vec![]), |n| {
         let codes = match &n.value {
             Value::Int(_) => vec![n.clone()],
             _ => de::list(n, &format!("{what} expect_status"), d)?.to_vec(),
         };
-        codes
-            .iter()
-            .map(|c| {
-                de::integer(c, &format!("{what} expect_status"), 100..=599, d).map(|c| c as u16)
-            })
-            .collect()
+        codes.iter().map(|c| de::integer(c, &format!("{what} expect_status"), 100..=599, d).map(|c| c as u16)).collect()
     });
-    let follow_redirects = f.take("follow_redirects").map_or(Some(false), |n| {
-        de::boolean(n, &format!("{what} follow_redirects"), d)
-    });
-    let max_body_bytes = f.take("max_body_bytes").map_or(Some(1 << 20), |n| {
-        de::integer(n, &format!("{what} max_body_bytes"), 1..=(256 << 20), d).map(|v| v as usize)
-    });
+    let follow_redirects = f.take("follow_redirects").map_or(Some(false), |n| de::boolean(n, &format!("{what} follow_redirects"), d));
+    let max_body_bytes = f
+        .take("max_body_bytes")
+        .map_or(Some(1 << 20), |n| de::integer(n, &format!("{what} max_body_bytes"), 1..=(256 << 20), d).map(|v| v as usize));
     let tls = match f.take("tls") {
         None => Some(TlsOptions::default()),
         Some(n) => Fields::of(n, format!("{what} tls"), d).and_then(|mut t| {
-            let insecure = t
-                .take("insecure_skip_verify")
-                .map_or(Some(false), |n| de::boolean(n, "insecure_skip_verify", d));
+            let insecure = t.take("insecure_skip_verify").map_or(Some(false), |n| de::boolean(n, "insecure_skip_verify", d));
             let ca_file = t.take("ca_file").and_then(|n| {
                 let p = PathBuf::from(de::string(n, "ca_file", d)?);
                 if !p.is_file() {
                     d.push(
-                        Diagnostic::error(
-                            n.pos.clone(),
-                            format!("ca_file `{}` does not exist", p.display()),
-                        )
-                        .with_hint("give the path of a PEM file of CA certificates"),
+                        Diagnostic::error(n.pos.clone(), format!("ca_file `{}` does not exist", p.display()))
+                            .with_hint("give the path of a PEM file of CA certificates"),
                     );
                 }
                 Some(p)
             });
             t.finish(&["insecure_skip_verify", "ca_file"], d);
-            Some(TlsOptions {
-                insecure_skip_verify: insecure?,
-                ca_file,
-            })
+            Some(TlsOptions { insecure_skip_verify: insecure?, ca_file })
         }),
     };
-    f.finish(
-        &[
-            "url",
-            "method",
-            "headers",
-            "body",
-            "expect_status",
-            "follow_redirects",
-            "max_body_bytes",
-            "tls",
-            "conditions",
-        ],
-        d,
-    );
+    f.finish(&["url", "method", "headers", "body", "expect_status", "follow_redirects", "max_body_bytes", "tls", "conditions"], d);
     Some(Probe::Http(HttpProbe {
         url: url?,
         method: method?,
@@ -543,12 +387,7 @@ fn http(
     }))
 }
 
-fn conditions(
-    f: &mut Fields<'_>,
-    kind: &str,
-    what: &str,
-    d: &mut Diagnostics,
-) -> Option<Vec<Condition>> {
+fn conditions(f: &mut Fields<'_>, kind: &str, what: &str, d: &mut Diagnostics) -> Option<Vec<Condition>> {
     let Some(node) = f.take("conditions") else {
         return Some(vec![]);
     };
@@ -566,19 +405,13 @@ fn conditions(
             Ok(c) if !roots.contains(&c.root()) => {
                 ok = false;
                 let hint = match super::diagnostics::closest(c.root(), roots.iter().copied()) {
-                    Some(r) => format!(
-                        "did you mean `{r}`? a {kind} check can test: {}",
-                        roots.join(", ")
-                    ),
+                    Some(r) => format!("did you mean `{r}`? a {kind} check can test: {}", roots.join(", ")),
                     None => format!("a {kind} check can test: {}", roots.join(", ")),
                 };
                 d.push(
                     Diagnostic::error(
                         item.pos.shifted(quote),
-                        format!(
-                            "condition `{text}` tests `{}`, which a {kind} check does not produce",
-                            c.root()
-                        ),
+                        format!("condition `{text}` tests `{}`, which a {kind} check does not produce", c.root()),
                     )
                     .with_hint(hint),
                 );
@@ -586,24 +419,16 @@ fn conditions(
             Ok(c) if c.root() == "response_time" && matches!(c.expected, Literal::Num(_)) => {
                 ok = false;
                 d.push(
-                    Diagnostic::error(
-                        item.pos.shifted(quote),
-                        format!("condition `{text}` compares response_time with a plain number"),
-                    )
-                    .with_hint(
-                        "response_time is a duration: write a unit, e.g. `response_time < 500ms`",
-                    ),
+                    Diagnostic::error(item.pos.shifted(quote), format!("condition `{text}` compares response_time with a plain number"))
+                        .with_hint("response_time is a duration: write a unit, e.g. `response_time < 500ms`"),
                 );
             }
             Ok(c) => out.push(c),
             Err(e) => {
                 ok = false;
                 d.push(
-                    Diagnostic::error(
-                        item.pos.shifted(quote + e.offset),
-                        format!("invalid condition `{text}`: {}", e.message),
-                    )
-                    .with_hint(e.hint),
+                    Diagnostic::error(item.pos.shifted(quote + e.offset), format!("invalid condition `{text}`: {}", e.message))
+                        .with_hint(e.hint),
                 );
             }
         }
@@ -612,18 +437,13 @@ fn conditions(
 }
 
 /// Rules that span items: unique names, references that resolve, no dependency cycles.
-fn cross_check(services: &[Service], checks: &[CheckSpec], d: &mut Diagnostics) {
+fn cross_check(services: &[Service], checks: &[CheckRef], d: &mut Diagnostics) {
     let mut seen: HashMap<&str, &Pos> = HashMap::new();
     for s in services {
         if let Some(first) = seen.insert(&s.name, &s.pos) {
             d.push(
-                Diagnostic::error(
-                    s.pos.clone(),
-                    format!("service `{}` is defined twice", s.name),
-                )
-                .with_hint(format!(
-                    "the first definition is at {first}; names are unique across all files"
-                )),
+                Diagnostic::error(s.pos.clone(), format!("service `{}` is defined twice", s.name))
+                    .with_hint(format!("the first definition is at {first}; names are unique across all files")),
             );
         }
     }
@@ -631,33 +451,19 @@ fn cross_check(services: &[Service], checks: &[CheckSpec], d: &mut Diagnostics) 
     for c in checks {
         if let Some(first) = seen_checks.insert(&c.name, &c.pos) {
             d.push(
-                Diagnostic::error(
-                    c.pos.clone(),
-                    format!("check `{}` is defined twice", c.name),
-                )
-                .with_hint(format!(
-                    "the first definition is at {first}; names are unique across all files"
-                )),
+                Diagnostic::error(c.pos.clone(), format!("check `{}` is defined twice", c.name))
+                    .with_hint(format!("the first definition is at {first}; names are unique across all files")),
             );
         }
-        if let Some(svc) = &c.service {
+        if let Some((svc, pos)) = &c.service {
             if !seen.contains_key(svc.as_str()) {
-                let hint = match super::diagnostics::closest(
-                    svc,
-                    services.iter().map(|s| s.name.as_str()),
-                ) {
+                let hint = match super::diagnostics::closest(svc, services.iter().map(|s| s.name.as_str())) {
                     Some(n) => format!("did you mean `{n}`?"),
                     None => "add it under `services:` or fix the name".into(),
                 };
                 d.push(
-                    Diagnostic::error(
-                        c.pos.clone(),
-                        format!(
-                            "check `{}` names service `{svc}`, which is not defined",
-                            c.name
-                        ),
-                    )
-                    .with_hint(hint),
+                    Diagnostic::error(pos.clone(), format!("check `{}` names service `{svc}`, which is not defined", c.name))
+                        .with_hint(hint),
                 );
             }
         }
@@ -666,42 +472,22 @@ fn cross_check(services: &[Service], checks: &[CheckSpec], d: &mut Diagnostics) 
         for dep in &s.depends_on {
             if dep == &s.name {
                 d.push(
-                    Diagnostic::error(
-                        s.pos.clone(),
-                        format!("service `{}` depends on itself", s.name),
-                    )
-                    .with_hint("remove it from its own depends_on"),
+                    Diagnostic::error(s.pos.clone(), format!("service `{}` depends on itself", s.name))
+                        .with_hint("remove it from its own depends_on"),
                 );
             } else if !seen.contains_key(dep.as_str()) {
                 d.push(
-                    Diagnostic::error(
-                        s.pos.clone(),
-                        format!(
-                            "service `{}` depends on `{dep}`, which is not defined",
-                            s.name
-                        ),
-                    )
-                    .with_hint("add that service under `services:` or fix the name"),
+                    Diagnostic::error(s.pos.clone(), format!("service `{}` depends on `{dep}`, which is not defined", s.name))
+                        .with_hint("add that service under `services:` or fix the name"),
                 );
             }
         }
     }
     for cycle in dependency_cycles(services) {
-        let first = services
-            .iter()
-            .find(|s| s.name == cycle[0])
-            .expect("cycle members exist");
+        let first = services.iter().find(|s| s.name == cycle[0]).expect("cycle members exist");
         d.push(
-            Diagnostic::error(
-                first.pos.clone(),
-                format!(
-                    "services depend on each other in a cycle: {}",
-                    cycle.join(" → ")
-                ),
-            )
-            .with_hint(
-                "a dependency graph must have no cycles; remove one of these depends_on entries",
-            ),
+            Diagnostic::error(first.pos.clone(), format!("services depend on each other in a cycle: {}", cycle.join(" → ")))
+                .with_hint("a dependency graph must have no cycles; remove one of these depends_on entries"),
         );
     }
 }
@@ -727,8 +513,7 @@ fn dependency_cycles(services: &[Service]) -> Vec<Vec<String>> {
                     0 if index.contains_key(dep.as_str()) => visit(dep, index, state, path, cycles),
                     1 if dep != name => {
                         let start = path.iter().position(|p| p == dep).expect("on path");
-                        let mut cycle: Vec<String> =
-                            path[start..].iter().map(|s| s.to_string()).collect();
+                        let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
                         cycle.push(dep.clone());
                         cycles.push(cycle);
                     }

@@ -62,39 +62,25 @@ impl Node {
 
 /// Parses one YAML document. An empty file is an empty mapping.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
-    let mut builder = Builder {
-        file: file.clone(),
-        stack: Vec::new(),
-        anchors: HashMap::new(),
-        root: None,
-    };
+    let mut builder = Builder { file: file.clone(), stack: Vec::new(), anchors: HashMap::new(), root: None };
     let mut parser = Parser::new_from_str(text);
     let mut documents = 0;
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| {
             let m = e.marker();
-            Diagnostic::error(
-                Pos::new(file, m.line(), m.col() + 1),
-                format!("invalid YAML: {}", e.info()),
-            )
-            .with_hint("check the indentation and quoting around this position")
+            Diagnostic::error(Pos::new(file, m.line(), m.col() + 1), format!("invalid YAML: {}", e.info()))
+                .with_hint("check the indentation and quoting around this position")
         })?;
         if let Event::DocumentStart(_) = event {
             documents += 1;
             if documents > 1 {
-                return Err(Diagnostic::error(
-                    builder.pos(&span),
-                    "a configuration file holds one YAML document; found a second `---`",
-                )
-                .with_hint("split the documents into separate files in a config directory"));
+                return Err(Diagnostic::error(builder.pos(&span), "a configuration file holds one YAML document; found a second `---`")
+                    .with_hint("split the documents into separate files in a config directory"));
             }
         }
         builder.on_event(event, span)?;
     }
-    Ok(builder.root.unwrap_or(Node {
-        value: Value::Map(Vec::new()),
-        pos: Pos::new(file, 1, 1),
-    }))
+    Ok(builder.root.unwrap_or(Node { value: Value::Map(Vec::new()), pos: Pos::new(file, 1, 1) }))
 }
 
 struct Builder {
@@ -113,50 +99,30 @@ impl Builder {
     fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), Diagnostic> {
         match event {
             Event::Scalar(text, style, anchor, _tag) => {
-                let node = Node {
-                    value: resolve_scalar(&text, style),
-                    pos: self.pos(&span),
-                };
+                let node = Node { value: resolve_scalar(&text, style), pos: self.pos(&span) };
                 self.push(node, anchor)
             }
             Event::SequenceStart(anchor, _) => {
-                self.stack.push((
-                    Node {
-                        value: Value::Seq(Vec::new()),
-                        pos: self.pos(&span),
-                    },
-                    None,
-                    anchor,
-                ));
+                self.stack.push((Node { value: Value::Seq(Vec::new()), pos: self.pos(&span) }, None, anchor));
                 Ok(())
             }
             Event::MappingStart(anchor, _) => {
-                self.stack.push((
-                    Node {
-                        value: Value::Map(Vec::new()),
-                        pos: self.pos(&span),
-                    },
-                    None,
-                    anchor,
-                ));
+                self.stack.push((Node { value: Value::Map(Vec::new()), pos: self.pos(&span) }, None, anchor));
                 Ok(())
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (node, _, anchor) =
-                    self.stack.pop().expect("parser balances collection events");
+                let (node, _, anchor) = self.stack.pop().expect("parser balances collection events");
                 self.push(node, anchor)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| {
-                    Diagnostic::error(self.pos(&span), "alias refers to an unknown anchor")
-                })?;
+                let node = self
+                    .anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| Diagnostic::error(self.pos(&span), "alias refers to an unknown anchor"))?;
                 self.push(node, 0)
             }
-            Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart(_)
-            | Event::DocumentEnd
-            | Event::Nothing => Ok(()),
+            Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => Ok(()),
         }
     }
 
@@ -172,28 +138,13 @@ impl Builder {
             Value::Seq(items) => items.push(node),
             Value::Map(entries) => match pending_key.take() {
                 None => {
-                    if !matches!(
-                        node.value,
-                        Value::Str { .. } | Value::Int(_) | Value::Bool(_) | Value::Null
-                    ) {
-                        return Err(Diagnostic::error(
-                            node.pos,
-                            "mapping keys must be plain strings",
-                        ));
+                    if !matches!(node.value, Value::Str { .. } | Value::Int(_) | Value::Bool(_) | Value::Null) {
+                        return Err(Diagnostic::error(node.pos, "mapping keys must be plain strings"));
                     }
                     let name = node.scalar_text().unwrap_or_default();
-                    if let Some((first, _)) = entries
-                        .iter()
-                        .find(|(k, _)| k.scalar_text().as_deref() == Some(name.as_str()))
-                    {
-                        return Err(Diagnostic::error(
-                            node.pos.clone(),
-                            format!("duplicate key `{name}`"),
-                        )
-                        .with_hint(format!(
-                            "`{name}` is already set at line {}; keep one of them",
-                            first.pos.line
-                        )));
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.scalar_text().as_deref() == Some(name.as_str())) {
+                        return Err(Diagnostic::error(node.pos.clone(), format!("duplicate key `{name}`"))
+                            .with_hint(format!("`{name}` is already set at line {}; keep one of them", first.pos.line)));
                     }
                     *pending_key = Some(node);
                 }
@@ -208,10 +159,7 @@ impl Builder {
 /// YAML 1.2 core schema for plain scalars; anything quoted or block-styled is a string.
 fn resolve_scalar(text: &str, style: ScalarStyle) -> Value {
     if style != ScalarStyle::Plain {
-        return Value::Str {
-            text: text.to_string(),
-            quoted: true,
-        };
+        return Value::Str { text: text.to_string(), quoted: true };
     }
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
@@ -225,22 +173,14 @@ fn resolve_scalar(text: &str, style: ScalarStyle) -> Value {
             return Value::Int(i);
         }
     }
-    if digits
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_digit() || b == b'.')
-        && digits
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+    if digits.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
     {
         if let Ok(f) = text.parse::<f64>() {
             return Value::Float(f);
         }
     }
-    Value::Str {
-        text: text.to_string(),
-        quoted: false,
-    }
+    Value::Str { text: text.to_string(), quoted: false }
 }
 
 #[cfg(test)]
@@ -254,13 +194,9 @@ mod tests {
     #[test]
     fn positions_are_one_based() {
         let root = p("a: 1\nb:\n  - x\n").unwrap();
-        let Value::Map(entries) = root.value else {
-            panic!("map")
-        };
+        let Value::Map(entries) = root.value else { panic!("map") };
         assert_eq!((entries[1].0.pos.line, entries[1].0.pos.col), (2, 1));
-        let Value::Seq(items) = &entries[1].1.value else {
-            panic!("seq")
-        };
+        let Value::Seq(items) = &entries[1].1.value else { panic!("seq") };
         assert_eq!((items[0].pos.line, items[0].pos.col), (3, 5));
     }
 
@@ -270,10 +206,7 @@ mod tests {
         let Value::Map(e) = root.value else { panic!() };
         assert!(matches!(e[0].1.value, Value::Int(10)));
         assert!(matches!(&e[1].1.value, Value::Str { quoted: true, .. }));
-        assert!(
-            matches!(&e[2].1.value, Value::Str { quoted: false, .. }),
-            "yes is a string in YAML 1.2"
-        );
+        assert!(matches!(&e[2].1.value, Value::Str { quoted: false, .. }), "yes is a string in YAML 1.2");
         assert!(matches!(e[3].1.value, Value::Float(f) if f == 1.5));
         assert!(matches!(e[4].1.value, Value::Null));
     }

@@ -61,36 +61,18 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a batch of runs in one transaction.
     async fn record(&self, runs: &[RecordedRun]) -> Result<(), StoreError>;
     /// Raw results, newest first, strictly before `before` when given.
-    async fn history(
-        &self,
-        check: &str,
-        limit: u32,
-        before: Option<DateTime<Utc>>,
-    ) -> Result<Vec<ResultRow>, StoreError>;
+    async fn history(&self, check: &str, limit: u32, before: Option<DateTime<Utc>>) -> Result<Vec<ResultRow>, StoreError>;
     /// Health changes, newest first; all checks when `check` is `None`.
-    async fn transitions(
-        &self,
-        check: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<Transition>, StoreError>;
+    async fn transitions(&self, check: Option<&str>, limit: u32) -> Result<Vec<Transition>, StoreError>;
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError>;
     /// Folds raw results older than `raw_before` into hourly rollups and deletes them;
     /// drops rollups older than `rollups_before`. Returns how many raw rows were folded.
-    async fn compact(
-        &self,
-        raw_before: DateTime<Utc>,
-        rollups_before: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+    async fn compact(&self, raw_before: DateTime<Utc>, rollups_before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Forgets the state of checks no longer configured (their history stays).
     async fn retain_states(&self, checks: &[String]) -> Result<(), StoreError>;
 
     /// Fails with [`StoreError::Conflict`] when the name is taken.
-    async fn create_token(
-        &self,
-        name: &str,
-        role: Role,
-        secret_hash: &str,
-    ) -> Result<TokenInfo, StoreError>;
+    async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError>;
     /// The live (not revoked) token with this hash.
     async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenInfo>, StoreError>;
     async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;

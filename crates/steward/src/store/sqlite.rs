@@ -12,9 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{RecordedRun, ResultRow, Rollup, Store, StoreError};
 use crate::auth::{Role, TokenInfo};
@@ -79,16 +77,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `steward.db` in `data_dir` and migrates it.
     pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
-            path: data_dir.display().to_string(),
-            message: e.to_string(),
-        })?;
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open { path: data_dir.display().to_string(), message: e.to_string() })?;
         let path = data_dir.join("steward.db");
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL in WAL mode is durable against process crashes; a power cut may lose
@@ -102,34 +94,19 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
         migrate(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(SqliteStore { writer, reader })
     }
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&mut *tx)
-        .await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {}",
-            i + 1
-        )))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&mut *tx).await?;
     }
     if version as usize > MIGRATIONS.len() {
         return Err(StoreError::Conflict(format!(
@@ -161,9 +138,7 @@ fn token_row(r: &sqlx::sqlite::SqliteRow) -> TokenInfo {
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM check_states")
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query("SELECT * FROM check_states").fetch_all(&self.reader).await?;
         Ok(rows
             .iter()
             .map(|r| CheckState {
@@ -223,18 +198,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn history(
-        &self,
-        check: &str,
-        limit: u32,
-        before: Option<DateTime<Utc>>,
-    ) -> Result<Vec<ResultRow>, StoreError> {
-        let rows = sqlx::query("SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = ? AND at_ms < ? ORDER BY at_ms DESC LIMIT ?")
-            .bind(check)
-            .bind(before.map_or(i64::MAX, ms))
-            .bind(limit as i64)
-            .fetch_all(&self.reader)
-            .await?;
+    async fn history(&self, check: &str, limit: u32, before: Option<DateTime<Utc>>) -> Result<Vec<ResultRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = ? AND at_ms < ? ORDER BY at_ms DESC LIMIT ?",
+        )
+        .bind(check)
+        .bind(before.map_or(i64::MAX, ms))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
         Ok(rows
             .iter()
             .map(|r| ResultRow {
@@ -246,11 +218,7 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn transitions(
-        &self,
-        check: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<Transition>, StoreError> {
+    async fn transitions(&self, check: Option<&str>, limit: u32) -> Result<Vec<Transition>, StoreError> {
         let rows = sqlx::query("SELECT * FROM check_transitions WHERE (?1 IS NULL OR check_name = ?1) ORDER BY id DESC LIMIT ?2")
             .bind(check)
             .bind(limit as i64)
@@ -269,13 +237,11 @@ impl Store for SqliteStore {
     }
 
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM check_rollups WHERE check_name = ? AND hour_ms >= ? ORDER BY hour_ms",
-        )
-        .bind(check)
-        .bind(ms(since))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query("SELECT * FROM check_rollups WHERE check_name = ? AND hour_ms >= ? ORDER BY hour_ms")
+            .bind(check)
+            .bind(ms(since))
+            .fetch_all(&self.reader)
+            .await?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -291,11 +257,7 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn compact(
-        &self,
-        raw_before: DateTime<Utc>,
-        rollups_before: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
+    async fn compact(&self, raw_before: DateTime<Utc>, rollups_before: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO check_rollups (check_name, hour_ms, runs, failures, latency_sum_ms, latency_max_ms)
@@ -307,86 +269,58 @@ impl Store for SqliteStore {
         .bind(ms(raw_before))
         .execute(&mut *tx)
         .await?;
-        let folded = sqlx::query("DELETE FROM check_results WHERE at_ms < ?")
-            .bind(ms(raw_before))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query("DELETE FROM check_rollups WHERE hour_ms < ?")
-            .bind(ms(rollups_before))
-            .execute(&mut *tx)
-            .await?;
+        let folded = sqlx::query("DELETE FROM check_results WHERE at_ms < ?").bind(ms(raw_before)).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("DELETE FROM check_rollups WHERE hour_ms < ?").bind(ms(rollups_before)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(folded)
     }
 
     async fn retain_states(&self, checks: &[String]) -> Result<(), StoreError> {
         let list = serde_json::to_string(checks).expect("strings serialize");
-        sqlx::query(
-            "DELETE FROM check_states WHERE check_name NOT IN (SELECT value FROM json_each(?))",
-        )
-        .bind(list)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query("DELETE FROM check_states WHERE check_name NOT IN (SELECT value FROM json_each(?))")
+            .bind(list)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
-    async fn create_token(
-        &self,
-        name: &str,
-        role: Role,
-        secret_hash: &str,
-    ) -> Result<TokenInfo, StoreError> {
+    async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError> {
         let now = Utc::now();
-        let result = sqlx::query(
-            "INSERT INTO api_tokens (name, role, secret_hash, created_at_ms) VALUES (?, ?, ?, ?)",
-        )
-        .bind(name)
-        .bind(role.as_str())
-        .bind(secret_hash)
-        .bind(ms(now))
-        .execute(&self.writer)
-        .await;
+        let result = sqlx::query("INSERT INTO api_tokens (name, role, secret_hash, created_at_ms) VALUES (?, ?, ?, ?)")
+            .bind(name)
+            .bind(role.as_str())
+            .bind(secret_hash)
+            .bind(ms(now))
+            .execute(&self.writer)
+            .await;
         match result {
-            Ok(_) => Ok(TokenInfo {
-                name: name.to_string(),
-                role,
-                created_at: time(ms(now)),
-                revoked_at: None,
-            }),
+            Ok(_) => Ok(TokenInfo { name: name.to_string(), role, created_at: time(ms(now)), revoked_at: None }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!(
-                    "a token named `{name}` already exists; revoke it first or pick another name"
-                )))
+                Err(StoreError::Conflict(format!("a token named `{name}` already exists; revoke it first or pick another name")))
             }
             Err(e) => Err(e.into()),
         }
     }
 
     async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenInfo>, StoreError> {
-        let row =
-            sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = ? AND revoked_at_ms IS NULL")
-                .bind(secret_hash)
-                .fetch_optional(&self.reader)
-                .await?;
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = ? AND revoked_at_ms IS NULL")
+            .bind(secret_hash)
+            .fetch_optional(&self.reader)
+            .await?;
         Ok(row.as_ref().map(token_row))
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY id")
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY id").fetch_all(&self.reader).await?;
         Ok(rows.iter().map(token_row).collect())
     }
 
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at_ms = ? WHERE name = ? AND revoked_at_ms IS NULL",
-        )
-        .bind(ms(Utc::now()))
-        .bind(name)
-        .execute(&self.writer)
-        .await?;
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at_ms = ? WHERE name = ? AND revoked_at_ms IS NULL")
+            .bind(ms(Utc::now()))
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 

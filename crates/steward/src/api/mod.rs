@@ -1,0 +1,336 @@
+//! The HTTP surface: `/api/v1` (JSON, bearer tokens), `/health`, `/health/ready`,
+//! `/metrics` and the status page at `/`.
+//!
+//! **Architecture invariant:** only `api/` and `cli/` know HTTP, JSON response shapes
+//! and terminal formatting; the engine hands them plain values.
+
+mod auth;
+pub mod error;
+mod status_page;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use self::auth::Caller;
+use self::error::{ApiError, Code};
+use crate::auth::Role;
+use crate::checks::state::{CheckState, Health};
+use crate::config::{CheckSpec, Config, Service};
+use crate::engine::Engine;
+
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub status_page: bool,
+}
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/services", get(list_services))
+        .route("/services/{name}", get(get_service))
+        .route("/checks", get(list_checks))
+        .route("/checks/{name}", get(get_check))
+        .route("/checks/{name}/history", get(check_history))
+        .route("/checks/{name}/transitions", get(check_transitions))
+        .route("/checks/{name}/rollups", get(check_rollups))
+        .route("/checks/{name}/run", post(run_check))
+        .route("/transitions", get(all_transitions))
+        .route("/config/reload", post(reload))
+        .route("/tokens", get(list_tokens))
+        .route("/whoami", get(whoami))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such API endpoint; see /api/v1/openapi.json") });
+    Router::new()
+        .route("/", get(status_page))
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", api)
+        .with_state(state)
+}
+
+/// One check as the API shows it: definition and live state together.
+#[derive(Debug, Serialize)]
+pub struct CheckView {
+    pub name: String,
+    pub service: Option<String>,
+    pub kind: &'static str,
+    pub target: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub conditions: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub health: Health,
+    /// When the health last changed.
+    pub since: Option<DateTime<Utc>>,
+    pub last_run: Option<DateTime<Utc>>,
+    pub latency_ms: Option<f64>,
+    pub reason: Option<String>,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+}
+
+impl CheckView {
+    pub fn new(spec: &CheckSpec, state: Option<&CheckState>) -> CheckView {
+        CheckView {
+            name: spec.name.clone(),
+            service: spec.service.clone(),
+            kind: spec.probe.kind(),
+            target: spec.probe.target(),
+            interval_ms: spec.interval.as_millis() as u64,
+            timeout_ms: spec.timeout.as_millis() as u64,
+            failure_threshold: spec.failure_threshold,
+            success_threshold: spec.success_threshold,
+            conditions: spec.conditions.iter().map(|c| c.source.clone()).collect(),
+            labels: spec.labels.clone(),
+            health: state.map_or(Health::Unknown, |s| s.health),
+            since: state.map(|s| s.since),
+            last_run: state.and_then(|s| s.last_run),
+            latency_ms: state.and_then(|s| s.last_latency_ms),
+            reason: state.and_then(|s| s.last_reason.clone()),
+            consecutive_failures: state.map_or(0, |s| s.consecutive_failures),
+            consecutive_successes: state.map_or(0, |s| s.consecutive_successes),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub tier: u8,
+    pub owner: Option<String>,
+    pub depends_on: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Worst health of its checks: unhealthy if any is, unknown if none has a verdict.
+    pub health: Health,
+    pub checks: Vec<CheckView>,
+}
+
+/// Services with their checks, in tier order; checks without a service come last
+/// under a pseudo-service named "(no service)".
+pub fn service_views(config: &Config, states: &HashMap<String, CheckState>) -> Vec<ServiceView> {
+    let view = |s: &Service| {
+        let checks: Vec<CheckView> = config
+            .checks
+            .iter()
+            .filter(|c| c.service.as_deref() == Some(s.name.as_str()))
+            .map(|c| CheckView::new(c, states.get(&c.name)))
+            .collect();
+        ServiceView {
+            name: s.name.clone(),
+            tier: s.tier,
+            owner: s.owner.clone(),
+            depends_on: s.depends_on.clone(),
+            labels: s.labels.clone(),
+            health: aggregate(checks.iter().map(|c| c.health)),
+            checks,
+        }
+    };
+    let mut out: Vec<ServiceView> = config.services.iter().map(view).collect();
+    out.sort_by(|a, b| (a.tier, &a.name).cmp(&(b.tier, &b.name)));
+    let orphans: Vec<CheckView> =
+        config.checks.iter().filter(|c| c.service.is_none()).map(|c| CheckView::new(c, states.get(&c.name))).collect();
+    if !orphans.is_empty() {
+        out.push(ServiceView {
+            name: "(no service)".into(),
+            tier: 0,
+            owner: None,
+            depends_on: vec![],
+            labels: Default::default(),
+            health: aggregate(orphans.iter().map(|c| c.health)),
+            checks: orphans,
+        });
+    }
+    out
+}
+
+fn aggregate(healths: impl Iterator<Item = Health>) -> Health {
+    let mut result = Health::Unknown;
+    for h in healths {
+        match h {
+            Health::Unhealthy => return Health::Unhealthy,
+            Health::Healthy => result = Health::Healthy,
+            Health::Unknown => {}
+        }
+    }
+    result
+}
+
+async fn list_services(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let views = service_views(&s.engine.config(), &s.engine.states());
+    Ok(Json(json!({ "services": views })))
+}
+
+async fn get_service(caller: Caller, State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<ServiceView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    service_views(&s.engine.config(), &s.engine.states())
+        .into_iter()
+        .find(|v| v.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("service", &name))
+}
+
+async fn list_checks(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let config = s.engine.config();
+    let states = s.engine.states();
+    let checks: Vec<CheckView> = config.checks.iter().map(|c| CheckView::new(c, states.get(&c.name))).collect();
+    Ok(Json(json!({ "checks": checks })))
+}
+
+fn known_check(s: &AppState, name: &str) -> Result<CheckSpec, ApiError> {
+    s.engine.config().check(name).cloned().ok_or_else(|| ApiError::not_found("check", name))
+}
+
+async fn get_check(caller: Caller, State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<CheckView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let spec = known_check(&s, &name)?;
+    Ok(Json(CheckView::new(&spec, s.engine.state(&name).as_ref())))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<u32>,
+    before: Option<String>,
+    since: Option<String>,
+}
+
+fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+                ApiError::new(Code::BadRequest, format!("`{field}` must be an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}"))
+            })
+        })
+        .transpose()
+}
+
+fn limit(q: &HistoryQuery) -> Result<u32, ApiError> {
+    match q.limit {
+        None => Ok(100),
+        Some(n @ 1..=10_000) => Ok(n),
+        Some(n) => Err(ApiError::new(Code::BadRequest, format!("`limit` must be between 1 and 10000, got {n}"))),
+    }
+}
+
+async fn check_history(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    known_check(&s, &name)?;
+    let before = parse_time("before", q.before.as_deref())?;
+    let rows = s.engine.store.history(&name, limit(&q)?, before).await?;
+    Ok(Json(json!({ "check": name, "results": rows })))
+}
+
+async fn check_transitions(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    known_check(&s, &name)?;
+    let rows = s.engine.store.transitions(Some(&name), limit(&q)?).await?;
+    Ok(Json(json!({ "check": name, "transitions": rows })))
+}
+
+async fn check_rollups(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    known_check(&s, &name)?;
+    let since = parse_time("since", q.since.as_deref())?.unwrap_or_else(|| Utc::now() - chrono::Duration::days(7));
+    let rows = s.engine.store.rollups(&name, since).await?;
+    Ok(Json(json!({ "check": name, "rollups": rows })))
+}
+
+async fn all_transitions(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let rows = s.engine.store.transitions(None, limit(&q)?).await?;
+    Ok(Json(json!({ "transitions": rows })))
+}
+
+async fn run_check(caller: Caller, State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    known_check(&s, &name)?;
+    let outcome = s.engine.run_now(&name).await.ok_or_else(|| ApiError::not_found("check", &name))?;
+    tracing::info!(check = %name, by = %caller.0.name, healthy = outcome.healthy, "check run on request");
+    Ok(Json(json!({ "check": name, "outcome": outcome, "state": s.engine.state(&name) })))
+}
+
+async fn reload(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    tracing::info!(by = %caller.0.name, "configuration reload requested through the API");
+    match s.engine.reload().await {
+        Ok(report) => Ok(Json(json!({ "reloaded": true, "report": report }))),
+        Err(d) if d.is_empty() => {
+            Err(ApiError::new(Code::BadRequest, "this server was started without a configuration path to reload from"))
+        }
+        Err(d) => Err(ApiError {
+            code: Code::InvalidConfig,
+            message: format!("the new configuration has {} error(s); the running configuration was kept", d.0.len()),
+            details: Some(json!(d.0)),
+        }),
+    }
+}
+
+async fn list_tokens(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    Ok(Json(json!({ "tokens": s.engine.store.list_tokens().await? })))
+}
+
+async fn whoami(caller: Caller) -> Json<serde_json::Value> {
+    Json(json!({ "name": caller.0.name, "role": caller.0.role }))
+}
+
+async fn openapi(caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response())
+}
+
+async fn ready(State(s): State<Arc<AppState>>) -> Response {
+    match s.engine.store.probe_writable().await {
+        Ok(()) => {
+            Json(json!({"status": "ready", "checks": s.engine.config().checks.len(), "config_loaded_at": s.engine.current().loaded_at}))
+                .into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "reason": format!("store is not writable: {e}")})))
+            .into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.engine.metrics.render()).into_response()
+}
+
+async fn status_page(State(s): State<Arc<AppState>>) -> Response {
+    if !s.status_page {
+        return ApiError::new(Code::NotFound, "the status page is disabled on this server").into_response();
+    }
+    let views = service_views(&s.engine.config(), &s.engine.states());
+    Html(status_page::render(&views, Utc::now())).into_response()
+}

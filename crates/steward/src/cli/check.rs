@@ -1,0 +1,87 @@
+//! `steward check`: run checks once, concurrently, and report. The seeds'
+//! `health-check.sh`, done properly.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{Output, exit};
+use crate::checks::Prober;
+use crate::config::{self, Diagnostic, Diagnostics, Pos};
+
+pub async fn run(path: &Path, names: &[String], output: Output) -> u8 {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(d) => {
+            super::print_diagnostics(&d);
+            return exit::BAD_CONFIG;
+        }
+    };
+    let unknown: Vec<&String> = names.iter().filter(|n| config.check(n).is_none()).collect();
+    if !unknown.is_empty() {
+        let file: Arc<str> = Arc::from(path.display().to_string());
+        let d = Diagnostics(
+            unknown
+                .iter()
+                .map(|n| {
+                    Diagnostic::error(Pos::new(&file, 1, 1), format!("no check named `{n}`"))
+                        .with_hint("run `steward check -c PATH` without names to see them all")
+                })
+                .collect(),
+        );
+        super::print_diagnostics(&d);
+        return exit::BAD_CONFIG;
+    }
+    let selected: Vec<_> = config.checks.iter().filter(|c| names.is_empty() || names.contains(&c.name)).cloned().collect();
+    let prober = Arc::new(Prober::new(config.redactor.clone()));
+    let tasks: Vec<_> = selected
+        .into_iter()
+        .map(|spec| {
+            let prober = prober.clone();
+            tokio::spawn(async move {
+                let outcome = prober.run(&spec).await;
+                (spec, outcome)
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        results.push(t.await.expect("probes never panic"));
+    }
+    let all_healthy = results.iter().all(|(_, o)| o.healthy);
+    match output {
+        Output::Json => {
+            let checks: Vec<_> = results
+                .iter()
+                .map(|(s, o)| {
+                    json!({
+                        "name": s.name, "service": s.service, "kind": s.probe.kind(), "target": s.probe.target(),
+                        "status": if o.healthy { "healthy" } else { "unhealthy" },
+                        "latency_ms": (o.latency.as_secs_f64() * 1e6).round() / 1e3, "reason": o.reason,
+                    })
+                })
+                .collect();
+            println!("{}", json!({ "checks": checks, "healthy": all_healthy }));
+        }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = results
+                .iter()
+                .map(|(s, o)| {
+                    vec![
+                        s.name.clone(),
+                        s.service.clone().unwrap_or_else(|| "-".into()),
+                        s.probe.kind().into(),
+                        if o.healthy { "healthy".into() } else { "UNHEALTHY".into() },
+                        format!("{:.1}ms", o.latency.as_secs_f64() * 1000.0),
+                        o.reason.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            super::print_table(&["CHECK", "SERVICE", "KIND", "STATUS", "LATENCY", "REASON"], &rows);
+            let failing = results.iter().filter(|(_, o)| !o.healthy).count();
+            println!("\n{} check(s), {} healthy, {failing} unhealthy", results.len(), results.len() - failing);
+        }
+    }
+    if all_healthy { exit::OK } else { exit::FAILED }
+}

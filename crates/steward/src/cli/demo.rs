@@ -1,0 +1,83 @@
+//! `steward demo`: start the demo fleet, write its configuration, create an admin
+//! token, and serve — then tell the user how to break and heal things.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::exit;
+use super::serve::{self, ServeOptions};
+use crate::auth::{Role, generate_secret, hash_secret};
+use crate::demo::Fleet;
+use crate::store::{SqliteStore, Store};
+
+pub async fn run(data: Option<PathBuf>, listen: SocketAddr) -> u8 {
+    let data = data.unwrap_or_else(|| std::env::temp_dir().join(format!("steward-demo-{}", std::process::id())));
+    let fleet = match Fleet::start().await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot start the demo fleet on 127.0.0.1: {e}");
+            return exit::FAILED;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&data) {
+        eprintln!("error: cannot create {}: {e}", data.display());
+        return exit::FAILED;
+    }
+    let config_path = data.join("steward.yaml");
+    if let Err(e) = std::fs::write(&config_path, fleet.config_yaml()) {
+        eprintln!("error: cannot write {}: {e}", config_path.display());
+        return exit::FAILED;
+    }
+    let token = generate_secret();
+    let stored = match SqliteStore::open(&data).await {
+        Ok(store) => store
+            .create_token(&format!("demo-admin-{}", chrono::Utc::now().timestamp_millis()), Role::Admin, &hash_secret(&token))
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = stored {
+        eprintln!("error: {e}");
+        return exit::FAILED;
+    }
+    let control = fleet.control;
+    let cfg = config_path.clone();
+    let data_dir = data.clone();
+    let announce = Box::new(move |addr: SocketAddr| {
+        println!(
+            r#"
+Steward demo is running.
+
+  Status page   http://{addr}/
+  API           curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/checks
+  Metrics       http://{addr}/metrics
+  Admin token   {token}
+  Config        {cfg}   (edit, then: kill -HUP {pid})
+  Data          {data}
+
+Break and heal a demo service (checks run every 2s; 2 failures make a check unhealthy):
+  curl -X POST http://{control}/demo/messaging/fail     # answer 503
+  curl -X POST http://{control}/demo/messaging/slow     # answer after 3s (timeout)
+  curl -X POST http://{control}/demo/messaging/heal     # back to 200
+  (services: auth, payment, messaging, notification)
+
+Press Ctrl-C to stop.
+"#,
+            cfg = cfg.display(),
+            data = data_dir.display(),
+            pid = std::process::id(),
+        );
+    });
+    let opts = ServeOptions {
+        config: config_path,
+        data,
+        listen,
+        max_concurrency: 64,
+        raw_retention: Duration::from_secs(6 * 3600),
+        status_page: true,
+    };
+    let code = serve::run(opts, Some(announce)).await;
+    drop(fleet);
+    code
+}

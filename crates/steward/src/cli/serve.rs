@@ -1,0 +1,99 @@
+//! `steward serve`: the scheduler, the store and the API in one process.
+//! SIGHUP reloads the configuration (validated first; the old one stays on error);
+//! SIGTERM and Ctrl-C stop gracefully, flushing queued results to the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::exit;
+use crate::api::{self, AppState};
+use crate::config;
+use crate::engine::{Engine, EngineOptions};
+use crate::store::{SqliteStore, Store};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub max_concurrency: usize,
+    /// How long raw results are kept before being rolled up into hourly summaries.
+    pub raw_retention: Duration,
+    pub status_page: bool,
+}
+
+/// Runs until SIGTERM/SIGINT. `on_listening` is told the bound address (the demo
+/// listens on port 0 and needs the real one).
+pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketAddr) + Send>>) -> u8 {
+    let config = match config::load(&opts.config) {
+        Ok(c) => c,
+        Err(d) => {
+            super::print_diagnostics(&d);
+            return exit::BAD_CONFIG;
+        }
+    };
+    let store: Arc<dyn Store> = match SqliteStore::open(&opts.data).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}\n  hint: --data must be a directory steward can create and write");
+            return exit::FAILED;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(opts.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}\n  hint: pick another address with --listen, or stop what is using it", opts.listen);
+            return exit::FAILED;
+        }
+    };
+    let addr = listener.local_addr().expect("bound socket has an address");
+    let checks = config.checks.len();
+    let engine_options = EngineOptions { max_concurrency: opts.max_concurrency, config_path: Some(opts.config.clone()) };
+    let (engine, writer) = match Engine::start(config, store, engine_options).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    tracing::info!(%addr, checks, data = %opts.data.display(), "steward is serving");
+    if let Some(f) = on_listening {
+        f(addr);
+    }
+    let compactor = tokio::spawn(engine.clone().compact_forever(opts.raw_retention, Duration::from_secs(600)));
+    let reloader = tokio::spawn(reload_on_sighup(engine.clone()));
+    let app = api::router(Arc::new(AppState { engine: engine.clone(), status_page: opts.status_page }));
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    tracing::info!("shutting down: stopping checks and flushing results");
+    reloader.abort();
+    compactor.abort();
+    engine.shutdown(writer).await;
+    match served {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: the HTTP server failed: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+async fn reload_on_sighup(engine: Arc<Engine>) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading configuration");
+        // Errors are logged by reload itself, and the running configuration stays.
+        let _ = engine.reload().await;
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,91 @@
+//! `steward token`: API tokens, managed directly in the data directory (works whether
+//! or not a server is running on it).
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{Output, exit};
+use crate::auth::{Role, generate_secret, hash_secret};
+use crate::store::{SqliteStore, Store};
+
+pub async fn create(data: &Path, name: &str, role: Role, output: Output) -> u8 {
+    let store = match SqliteStore::open(data).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    let secret = generate_secret();
+    match store.create_token(name, role, &hash_secret(&secret)).await {
+        Ok(info) => {
+            match output {
+                Output::Json => println!("{}", json!({"name": info.name, "role": info.role, "token": secret})),
+                Output::Table => {
+                    println!("{secret}");
+                    eprintln!("token `{name}` ({role}) created. This is the only time the secret is shown: store it now.");
+                }
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+pub async fn list(data: &Path, output: Output) -> u8 {
+    let tokens = match SqliteStore::open(data).await {
+        Ok(s) => s.list_tokens().await,
+        Err(e) => Err(e),
+    };
+    match tokens {
+        Ok(tokens) => {
+            match output {
+                Output::Json => println!("{}", json!({ "tokens": tokens })),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = tokens
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.name.clone(),
+                                t.role.to_string(),
+                                t.created_at.to_rfc3339(),
+                                t.revoked_at.map(|r| format!("revoked {}", r.to_rfc3339())).unwrap_or_else(|| "active".into()),
+                            ]
+                        })
+                        .collect();
+                    super::print_table(&["NAME", "ROLE", "CREATED", "STATE"], &rows);
+                }
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+pub async fn revoke(data: &Path, name: &str) -> u8 {
+    let result = match SqliteStore::open(data).await {
+        Ok(s) => s.revoke_token(name).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(true) => {
+            eprintln!("token `{name}` revoked");
+            exit::OK
+        }
+        Ok(false) => {
+            eprintln!("error: no active token named `{name}` (see `steward token list`)");
+            exit::FAILED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}

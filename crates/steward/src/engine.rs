@@ -1,0 +1,221 @@
+//! The running Steward: the loaded configuration, live check states, the scheduler,
+//! the store and metrics, shared by the scheduler tasks and the API.
+//!
+//! **Architecture invariant:** the in-memory [`CheckState`] map is the authority for
+//! current health; the store holds its durable copy, written with every run, and seeds
+//! it at start-up so a restart resumes thresholds where they were.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::checks::state::{self, CheckState, Health};
+use crate::checks::{Outcome, Prober};
+use crate::config::{self, CheckSpec, Config, Diagnostics};
+use crate::scheduler::{self, Scheduler};
+use crate::store::{RecordedRun, Store};
+use crate::telemetry::{CheckLabels, HealthLabels, KindLabels, Metrics, ResultLabels, RunLabels};
+
+/// A configuration together with what was built from it.
+pub struct Loaded {
+    pub config: Arc<Config>,
+    pub prober: Arc<Prober>,
+    pub loaded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Probes in flight at once, across all checks.
+    pub max_concurrency: usize,
+    /// Where `reload` reads the configuration from; `None` disables reload.
+    pub config_path: Option<PathBuf>,
+}
+
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    loaded: RwLock<Arc<Loaded>>,
+    states: Mutex<HashMap<String, CheckState>>,
+    results: Mutex<Option<mpsc::Sender<RecordedRun>>>,
+    scheduler: tokio::sync::Mutex<Scheduler>,
+    options: EngineOptions,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub checks: usize,
+    pub started: usize,
+    pub stopped: usize,
+}
+
+impl Engine {
+    /// Seeds states from the store, starts the result writer and every check.
+    pub async fn start(
+        config: Config,
+        store: Arc<dyn Store>,
+        options: EngineOptions,
+    ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>), crate::store::StoreError> {
+        let stored = store.load_states().await?;
+        let (tx, rx) = mpsc::channel(65_536);
+        let metrics = Arc::new(Metrics::new());
+        let engine = Arc::new(Engine {
+            store,
+            metrics,
+            loaded: RwLock::new(Arc::new(Loaded {
+                prober: Arc::new(Prober::new(config.redactor.clone())),
+                config: Arc::new(config),
+                loaded_at: Utc::now(),
+            })),
+            states: Mutex::new(stored.into_iter().map(|s| (s.check.clone(), s)).collect()),
+            results: Mutex::new(Some(tx)),
+            scheduler: tokio::sync::Mutex::new(Scheduler::new(options.max_concurrency)),
+            options,
+        });
+        let writer = tokio::spawn(scheduler::write_results(engine.clone(), rx, 2_000, Duration::from_millis(50)));
+        let loaded = engine.current();
+        engine.publish_config_metrics(&loaded.config);
+        engine.scheduler.lock().await.apply(&engine, &loaded.config.checks);
+        engine.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
+        engine.metrics.config_last_reload_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        Ok((engine, writer))
+    }
+
+    pub fn current(&self) -> Arc<Loaded> {
+        self.loaded.read().expect("config lock").clone()
+    }
+
+    pub fn prober(&self) -> Arc<Prober> {
+        self.current().prober.clone()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
+    }
+
+    /// The live state of every configured check (unknown if it has not run yet).
+    pub fn states(&self) -> HashMap<String, CheckState> {
+        self.states.lock().expect("states lock").clone()
+    }
+
+    pub fn state(&self, check: &str) -> Option<CheckState> {
+        self.states.lock().expect("states lock").get(check).cloned()
+    }
+
+    /// Folds a run into the check's state, updates metrics, queues it for the store.
+    pub fn observe(&self, spec: &CheckSpec, outcome: Outcome) {
+        let kind = spec.probe.kind();
+        let result = if outcome.healthy { "success" } else { "failure" };
+        self.metrics.check_runs.get_or_create(&RunLabels { kind: kind.into(), result: result.into() }).inc();
+        self.metrics.check_duration.get_or_create(&KindLabels { kind: kind.into() }).observe(outcome.latency.as_secs_f64());
+        let run = {
+            let mut states = self.states.lock().expect("states lock");
+            let st = states.entry(spec.name.clone()).or_insert_with(|| CheckState::new(&spec.name, outcome.at));
+            let transition =
+                state::apply(st, outcome.healthy, outcome.reason.as_deref(), outcome.at, spec.failure_threshold, spec.success_threshold);
+            st.last_latency_ms = Some(outcome.latency.as_secs_f64() * 1000.0);
+            RecordedRun { check: spec.name.clone(), outcome, state: st.clone(), transition }
+        };
+        if let Some(t) = &run.transition {
+            self.metrics.check_transitions.get_or_create(&HealthLabels { to: t.to.as_str().into() }).inc();
+            match t.to {
+                Health::Unhealthy => {
+                    tracing::warn!(check = %t.check, from = t.from.as_str(), reason = t.reason.as_deref().unwrap_or(""), "check is unhealthy")
+                }
+                _ => tracing::info!(check = %t.check, from = t.from.as_str(), to = t.to.as_str(), "check changed health"),
+            }
+        }
+        if run.state.health != Health::Unknown {
+            self.metrics.check_up.get_or_create(&check_labels(spec)).set(i64::from(run.state.health == Health::Healthy));
+        }
+        let sender = self.results.lock().expect("results lock").clone();
+        if let Some(tx) = sender {
+            if tx.try_send(run).is_err() {
+                self.metrics.store_dropped_results.inc();
+            }
+        }
+    }
+
+    /// Runs one check now, outside its schedule, and records the result.
+    pub async fn run_now(&self, name: &str) -> Option<Outcome> {
+        let loaded = self.current();
+        let spec = loaded.config.check(name)?.clone();
+        let outcome = loaded.prober.run(&spec).await;
+        self.observe(&spec, outcome.clone());
+        Some(outcome)
+    }
+
+    /// Re-reads the configuration. On any error the running configuration stays and
+    /// the diagnostics are returned; on success checks are rescheduled by difference.
+    pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, Diagnostics> {
+        let Some(path) = self.options.config_path.clone() else {
+            return Err(Diagnostics::default());
+        };
+        let result = tokio::task::spawn_blocking(move || config::load(&path)).await.expect("config loading does not panic");
+        let config = match result {
+            Ok(c) => c,
+            Err(d) => {
+                self.metrics.config_reloads.get_or_create(&ResultLabels { result: "failure".into() }).inc();
+                tracing::error!(errors = d.0.len(), "configuration reload rejected; the running configuration stays:\n{d}");
+                return Err(d);
+            }
+        };
+        let mut scheduler = self.scheduler.lock().await;
+        let old = self.current();
+        for spec in &old.config.checks {
+            if config.check(&spec.name).is_none() {
+                self.metrics.check_up.remove(&check_labels(spec));
+            }
+        }
+        let names: Vec<String> = config.checks.iter().map(|c| c.name.clone()).collect();
+        let new =
+            Arc::new(Loaded { prober: Arc::new(Prober::new(config.redactor.clone())), config: Arc::new(config), loaded_at: Utc::now() });
+        *self.loaded.write().expect("config lock") = new.clone();
+        let (started, stopped) = scheduler.apply(self, &new.config.checks);
+        drop(scheduler);
+        self.states.lock().expect("states lock").retain(|k, _| names.contains(k));
+        if let Err(e) = self.store.retain_states(&names).await {
+            tracing::warn!(error = %e, "could not forget the state of removed checks");
+        }
+        self.publish_config_metrics(&new.config);
+        self.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
+        self.metrics.config_last_reload_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        let report = ReloadReport { checks: names.len(), started, stopped };
+        tracing::info!(checks = report.checks, started, stopped, "configuration reloaded");
+        Ok(report)
+    }
+
+    fn publish_config_metrics(&self, config: &Config) {
+        self.metrics.checks_configured.set(config.checks.len() as i64);
+    }
+
+    /// Stops all checks, then lets the writer flush what is queued.
+    pub async fn shutdown(&self, writer: tokio::task::JoinHandle<()>) {
+        self.scheduler.lock().await.shutdown().await;
+        self.results.lock().expect("results lock").take();
+        let _ = writer.await;
+    }
+
+    /// Periodically folds old raw results into hourly rollups so the store stays bounded.
+    pub async fn compact_forever(self: Arc<Self>, raw_retention: Duration, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let now = Utc::now();
+            let raw_before = now - chrono::Duration::from_std(raw_retention).unwrap_or(chrono::Duration::hours(24));
+            let rollups_before = now - chrono::Duration::days(400);
+            match self.store.compact(raw_before, rollups_before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "rolled up old check results"),
+                Err(e) => tracing::warn!(error = %e, "rolling up old check results failed; will retry"),
+            }
+        }
+    }
+}
+
+fn check_labels(spec: &CheckSpec) -> CheckLabels {
+    CheckLabels { check: spec.name.clone(), service: spec.service.clone().unwrap_or_default(), kind: spec.probe.kind().into() }
+}

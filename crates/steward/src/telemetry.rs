@@ -1,0 +1,124 @@
+//! Prometheus metrics, one registry per process (no globals), rendered at `/metrics`.
+//! Names follow `steward_<noun>_<unit>`, counters end in `_total`, and labels stay
+//! low-cardinality except the per-check `up` gauge, which is the point of a prober.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub check: String,
+    pub service: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub check_up: Family<CheckLabels, Gauge>,
+    pub check_duration: Family<KindLabels, Histogram>,
+    pub check_runs: Family<RunLabels, Counter>,
+    pub check_transitions: Family<HealthLabels, Counter>,
+    pub checks_configured: Gauge,
+    pub scheduler_lag: Histogram,
+    pub store_write_duration: Histogram,
+    pub store_dropped_results: Counter,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_last_reload_success: Gauge<f64, AtomicU64>,
+}
+
+fn buckets(list: &[f64]) -> impl Iterator<Item = f64> + '_ {
+    list.iter().copied()
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LAG_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("steward")),
+            check_up: Family::default(),
+            check_duration: Family::new_with_constructor(|| Histogram::new(buckets(LATENCY_BUCKETS))),
+            check_runs: Family::default(),
+            check_transitions: Family::default(),
+            checks_configured: Gauge::default(),
+            scheduler_lag: Histogram::new(buckets(LAG_BUCKETS)),
+            store_write_duration: Histogram::new(buckets(LATENCY_BUCKETS)),
+            store_dropped_results: Counter::default(),
+            config_reloads: Family::default(),
+            config_last_reload_success: Gauge::default(),
+        };
+        {
+            let mut r = m.registry.lock().expect("registry");
+            r.register("check_up", "Whether the check is healthy (1) or unhealthy (0), after thresholds", m.check_up.clone());
+            r.register_with_unit("check_duration", "Time one probe took, by kind", Unit::Seconds, m.check_duration.clone());
+            r.register("check_runs", "Probe runs by kind and result (success, failure)", m.check_runs.clone());
+            r.register("check_transitions", "Health changes, by the health entered", m.check_transitions.clone());
+            r.register("checks_configured", "Checks in the loaded configuration", m.checks_configured.clone());
+            r.register_with_unit("scheduler_lag", "Delay between a run's due time and its start", Unit::Seconds, m.scheduler_lag.clone());
+            r.register_with_unit(
+                "store_write_duration",
+                "Time to write one batch of results",
+                Unit::Seconds,
+                m.store_write_duration.clone(),
+            );
+            r.register(
+                "store_dropped_results",
+                "Results dropped because the store could not keep up or failed",
+                m.store_dropped_results.clone(),
+            );
+            r.register("config_reloads", "Configuration reloads by result (success, failure)", m.config_reloads.clone());
+            r.register_with_unit(
+                "config_last_reload_success_timestamp",
+                "When the configuration was last loaded successfully (Unix time)",
+                Unit::Seconds,
+                m.config_last_reload_success.clone(),
+            );
+            let info: Family<Vec<(String, String)>, Gauge> = Family::default();
+            info.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);
+            r.register("build_info", "Steward's version", info);
+        }
+        m
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().expect("registry");
+        prometheus_client::encoding::text::encode(&mut out, &r).expect("writing to a String cannot fail");
+        out
+    }
+}
