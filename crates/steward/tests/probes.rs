@@ -1,0 +1,260 @@
+//! Every probe kind against the real thing on loopback: the system PostgreSQL,
+//! MariaDB, Redis and NATS (JetStream), HTTP and HTTPS servers started here, and
+//! programs. Each test asserts both the healthy case and how failures read.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use steward::checks::{Outcome, Prober};
+use steward::config;
+
+/// Loads a one-check configuration and runs it once.
+async fn run(yaml: &str) -> Outcome {
+    common::install_crypto();
+    let config = config::load_str("test.yaml", yaml).unwrap_or_else(|d| panic!("config should be valid:\n{d}"));
+    let prober = Prober::new(config.redactor.clone());
+    prober.run(&config.checks[0]).await
+}
+
+async fn http_server(app: Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok", "items": [{"id": 7}]})) }))
+        .route("/down", get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down") }))
+        .route("/text", get(|| async { "plain words" }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .route("/huge", get(|| async { "x".repeat(3 << 20) }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_json_conditions_pass_and_fail_with_reasons() {
+    let port = http_server(app()).await;
+    let ok = run(&format!(
+        "checks:\n  - name: c\n    http:\n      url: http://127.0.0.1:{port}/health\n      conditions: ['body.status == \"ok\"', 'body.items[0].id == 7', 'response_time < 2s', 'headers.content-type =~ \"json\"']\n"
+    ))
+    .await;
+    assert!(ok.healthy, "{ok:?}");
+
+    let missing = run(&format!(
+        "checks:\n  - name: c\n    http:\n      url: http://127.0.0.1:{port}/health\n      conditions: ['body.uptime > 1']\n"
+    ))
+    .await;
+    assert!(!missing.healthy);
+    assert!(missing.reason.as_deref().unwrap().contains("`body.uptime` is missing"), "{missing:?}");
+
+    let status =
+        run(&format!("checks:\n  - name: c\n    http:\n      url: http://127.0.0.1:{port}/down\n      expect_status: [200]\n")).await;
+    assert_eq!(status.reason.as_deref(), Some("HTTP status 503, expected 200"));
+
+    let not_json = run(&format!(
+        "checks:\n  - name: c\n    http:\n      url: http://127.0.0.1:{port}/text\n      conditions: ['body.status == \"ok\"']\n"
+    ))
+    .await;
+    assert!(not_json.reason.as_deref().unwrap().contains("not JSON"), "{not_json:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_timeouts_huge_bodies_and_closed_ports_are_data() {
+    let port = http_server(app()).await;
+    let slow = run(&format!("checks:\n  - name: c\n    timeout: 300ms\n    http:\n      url: http://127.0.0.1:{port}/slow\n")).await;
+    assert!(!slow.healthy);
+    assert!(slow.reason.as_deref().unwrap().contains("timed out"), "{slow:?}");
+    assert!(slow.latency < Duration::from_secs(2), "the timeout must bound the run: {slow:?}");
+
+    let huge = run(&format!(
+        "checks:\n  - name: c\n    http:\n      url: http://127.0.0.1:{port}/huge\n      conditions: ['body contains \"y\"']\n"
+    ))
+    .await;
+    assert!(huge.reason.as_deref().unwrap().contains("larger than 1048576 bytes"), "{huge:?}");
+
+    let closed = common::free_port();
+    let refused = run(&format!("checks:\n  - name: c\n    http:\n      url: http://127.0.0.1:{closed}/health\n")).await;
+    assert!(refused.reason.as_deref().unwrap().starts_with("connection failed"), "{refused:?}");
+}
+
+/// A TLS server with a fresh self-signed certificate valid for 30 days.
+async fn https_server() -> (u16, tempfile::TempDir) {
+    common::install_crypto();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    // Half a day of slack keeps `days_left` at exactly 30 whatever the clock does mid-test.
+    params.not_after = time_in_days(30) + time::Duration::hours(12);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let body = r#"{"status":"ok"}"#;
+                    let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    if tls.write_all(resp.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, dir)
+}
+
+fn time_in_days(days: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + time::Duration::days(days)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_verifies_certificates_and_reports_days_left() {
+    let (port, dir) = https_server().await;
+    let untrusted = run(&format!("checks:\n  - name: c\n    http:\n      url: https://127.0.0.1:{port}/\n")).await;
+    assert!(!untrusted.healthy);
+    assert!(untrusted.reason.as_deref().unwrap().to_lowercase().contains("certificate"), "{untrusted:?}");
+
+    let ca = dir.path().join("ca.pem");
+    let trusted = run(&format!(
+        "checks:\n  - name: c\n    http:\n      url: https://127.0.0.1:{port}/\n      tls: {{ca_file: {}}}\n      conditions: ['cert.days_left > 25', 'cert.days_left < 31', 'body.status == \"ok\"']\n",
+        ca.display()
+    ))
+    .await;
+    assert!(trusted.healthy, "{trusted:?}");
+
+    let expiring = run(&format!(
+        "checks:\n  - name: c\n    http:\n      url: https://127.0.0.1:{port}/\n      tls: {{insecure_skip_verify: true}}\n      conditions: ['cert.days_left > 60']\n"
+    ))
+    .await;
+    assert!(expiring.reason.as_deref().unwrap().contains("cert.days_left is 30"), "{expiring:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_open_and_closed() {
+    let port = http_server(app()).await;
+    assert!(run(&format!("checks:\n  - name: c\n    tcp: {{address: '127.0.0.1:{port}'}}\n")).await.healthy);
+    let closed = common::free_port();
+    let r = run(&format!("checks:\n  - name: c\n    tcp: {{address: '127.0.0.1:{closed}'}}\n")).await;
+    assert!(r.reason.as_deref().unwrap().contains("cannot connect"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_rows_numeric_columns_and_errors() {
+    let ok = run("checks:\n  - name: c\n    postgres:\n      url: postgres://postgres@127.0.0.1:5432/postgres\n      query: \"SELECT 1 AS one, 2.5::numeric AS lag_seconds, 'primary' AS role, true AS up, COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) AS replica_lag\"\n      conditions: ['row.one == 1', 'row.lag_seconds < 30', 'row.role == \"primary\"', 'row.up == true', 'row.replica_lag < 30']\n").await;
+    assert!(ok.healthy, "{ok:?}");
+    let bad = run("checks:\n  - name: c\n    postgres:\n      url: postgres://postgres@127.0.0.1:5432/postgres\n      query: SELECT * FROM no_such_table\n").await;
+    assert!(bad.reason.as_deref().unwrap().contains("no_such_table"), "{bad:?}");
+    let ts = run("checks:\n  - name: c\n    postgres:\n      url: postgres://postgres@127.0.0.1:5432/postgres\n      query: SELECT now() AS t\n      conditions: ['row.t > 1']\n").await;
+    assert!(ts.reason.as_deref().unwrap().contains("cast it in the query"), "{ts:?}");
+    let closed = common::free_port();
+    let down = run(&format!("checks:\n  - name: c\n    postgres:\n      url: postgres://postgres@127.0.0.1:{closed}/postgres\n")).await;
+    assert!(down.reason.as_deref().unwrap().starts_with("cannot connect"), "{down:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_against_mariadb() {
+    let ok = run("checks:\n  - name: c\n    mysql:\n      url: mysql://root@127.0.0.1:3306/mysql\n      query: \"SELECT 1 AS one, 'x' AS s, 1.5 AS d, @@read_only AS ro\"\n      conditions: ['row.one == 1', 'row.s == \"x\"', 'row.d > 1', 'row.ro == 0']\n").await;
+    assert!(ok.healthy, "{ok:?}");
+    let bad = run("checks:\n  - name: c\n    mysql:\n      url: mysql://root@127.0.0.1:3306/mysql\n      query: SELEC 1\n").await;
+    assert!(bad.reason.as_deref().unwrap().starts_with("query failed"), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_ping_and_info_fields() {
+    let ok = run("checks:\n  - name: c\n    redis:\n      url: redis://127.0.0.1:6379\n      conditions: ['info.role == \"master\"', 'info.connected_slaves >= 0']\n").await;
+    assert!(ok.healthy, "{ok:?}");
+    let wrong =
+        run("checks:\n  - name: c\n    redis:\n      url: redis://127.0.0.1:6379\n      conditions: ['info.role == \"slave\"']\n").await;
+    assert!(wrong.reason.as_deref().unwrap().contains("info.role is \"master\""), "{wrong:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_jetstream_stream_and_consumer_state() {
+    let nats = common::PrivateNats::start();
+    let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port)).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "MESSAGES".into(),
+            subjects: vec!["msg.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config { durable_name: Some("fanout".into()), ..Default::default() })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        js.publish("msg.a", format!("m{i}").into()).await.unwrap().await.unwrap();
+    }
+    let yaml = |cond: &str| {
+        format!(
+            "checks:\n  - name: c\n    nats:\n      url: nats://127.0.0.1:{}\n      stream: MESSAGES\n      consumer: fanout\n      conditions: ['{cond}']\n",
+            nats.port
+        )
+    };
+    assert!(run(&yaml("stream.messages == 3")).await.healthy);
+    assert!(run(&yaml("consumer.num_pending == 3")).await.healthy);
+    let backlog = run(&yaml("stream.messages < 2")).await;
+    assert!(backlog.reason.as_deref().unwrap().contains("stream.messages is 3"), "{backlog:?}");
+    let missing = run(&format!("checks:\n  - name: c\n    nats:\n      url: nats://127.0.0.1:{}\n      stream: NOPE\n", nats.port)).await;
+    assert!(missing.reason.as_deref().unwrap().contains("stream `NOPE`"), "{missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_exit_codes_output_and_timeouts() {
+    assert!(run("checks:\n  - name: c\n    command: {argv: [sh, -c, 'echo 42'], conditions: ['stdout < 85']}\n").await.healthy);
+    let code = run("checks:\n  - name: c\n    command: {argv: [sh, -c, 'echo broken >&2; exit 3']}\n").await;
+    assert_eq!(code.reason.as_deref(), Some("`sh` exited with code 3: broken"));
+    let missing = run("checks:\n  - name: c\n    command: {argv: [/no/such/program]}\n").await;
+    assert!(missing.reason.as_deref().unwrap().starts_with("cannot start"), "{missing:?}");
+
+    // The timeout kills the whole process group, grandchildren included.
+    let marker = tempfile::tempdir().unwrap();
+    let file = marker.path().join("survivor");
+    let slow = run(&format!(
+        "checks:\n  - name: c\n    timeout: 300ms\n    command: {{argv: [sh, -c, 'sh -c \"sleep 1; touch {}\" & sleep 5']}}\n",
+        file.display()
+    ))
+    .await;
+    assert!(slow.reason.as_deref().unwrap().contains("timed out"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!file.exists(), "a grandchild outlived the timeout");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_passed_to_targets_and_redacted_from_reasons() {
+    // SAFETY: this variable is used by this test only.
+    unsafe { std::env::set_var("STEWARD_TEST_PROBE_SECRET", "s3cr3t-value") };
+    let r = run("checks:\n  - name: c\n    command:\n      argv: [sh, -c, 'echo \"token=$TOKEN\" >&2; exit 1']\n      env: {TOKEN: '${env:STEWARD_TEST_PROBE_SECRET}'}\n").await;
+    let reason = r.reason.unwrap();
+    assert!(reason.contains("token=***"), "the program must receive the secret and the reason must hide it: {reason}");
+    assert!(!reason.contains("s3cr3t-value"));
+}
