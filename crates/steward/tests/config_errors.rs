@@ -1,0 +1,153 @@
+//! Bad input through the binary: every error at once, each at file:line:column with a
+//! hint, the documented exit codes, and nothing run when the configuration is invalid.
+
+mod common;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+fn validate(path: &Path) -> (i32, Value) {
+    let out = common::steward().args(["validate", "--output", "json", "-c"]).arg(path).output().unwrap();
+    (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn errors(v: &Value) -> Vec<(u64, u64, String)> {
+    v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["col"].as_u64().unwrap(), e["message"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn reports_all_errors_with_positions_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        "services:
+  - name: api
+    tier: 9
+    depends_on: [db]
+  - name: db
+    depends_on: [api]
+checks:
+  - name: api-health
+    service: apu
+    intervl: 10s
+    http: {url: 'http://127.0.0.1:1/', conditions: ['body.ok = true']}
+  - name: api-health
+    tcp: {address: '127.0.0.1:1'}
+    timeout: 1m
+    interval: 10s
+  - name: db-up
+    postgres: {url: 'postgres://u:pw@127.0.0.1/x'}
+  - name: cmd
+    command: {argv: []}
+    failure_threshold: two
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    assert_eq!(v["valid"], false);
+    let errs = errors(&v);
+    let expect = [
+        (3, 11, "tier must be between 1 and 4"),
+        (2, 11, "services depend on each other in a cycle: api → db → api"),
+        (9, 14, "names service `apu`, which is not defined"),
+        (10, 5, "unknown key `intervl`"),
+        (11, 62, "invalid condition `body.ok = true`"),
+        (12, 11, "check `api-health` is defined twice"),
+        (14, 14, "timeout (60s) is longer than its interval (10s)"),
+        (17, 21, "inline password"),
+        (19, 21, "argv is empty"),
+        (20, 24, "failure_threshold must be an integer"),
+    ];
+    for (line, col, text) in expect {
+        assert!(errs.iter().any(|(l, c, m)| *l == line && *c == col && m.contains(text)), "missing {line}:{col} {text:?} in {errs:#?}");
+    }
+    assert!(
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["message"].as_str().unwrap().contains("intervl"))
+            .all(|e| e["hint"] == "did you mean `interval`?")
+    );
+}
+
+#[test]
+fn malformed_yaml_and_wrong_shapes_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, needle) in [
+        ("checks: [\n  - name: a\n", "invalid YAML"),
+        ("checks:\n  name: a\n", "must be a list"),
+        ("checks:\n  - just-a-string\n", "must be a mapping"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("checks:\n  - name: 'bad name!'\n    tcp: {address: 'x:1'}\n", "not a valid check name"),
+        ("checks:\n  - name: a\n    tcp: {address: 'x:1'}\n  - name: b\n    tcp: {address: nohost}\n", "has no port"),
+        ("alerts: []\n", "not supported by this version"),
+        ("a: 1\na: 2\n", "duplicate key `a`"),
+        ("checks:\n  - name: a\n    http: {url: 'http://x/${env:STEWARD_SURELY_UNSET}'}\n", "is not set"),
+    ] {
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, text).unwrap();
+        let (code, v) = validate(&f);
+        assert_eq!(code, 1, "{text}");
+        let msgs: Vec<String> = errors(&v).into_iter().map(|(_, _, m)| m).collect();
+        assert!(msgs.iter().any(|m| m.contains(needle)), "{text:?}: expected {needle:?} in {msgs:?}");
+    }
+}
+
+#[test]
+fn a_directory_is_one_configuration_with_names_unique_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("10-services.yaml"), "services:\n  - name: web\n    tier: 1\n").unwrap();
+    std::fs::write(dir.path().join("20-checks.yml"), "checks:\n  - name: web-port\n    service: web\n    tcp: {address: '127.0.0.1:1'}\n")
+        .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let (code, v) = validate(dir.path());
+    assert_eq!((code, v["checks"].as_u64()), (0, Some(1)), "{v}");
+
+    std::fs::write(dir.path().join("30-more.yaml"), "services:\n  - name: web\n").unwrap();
+    let (code, v) = validate(dir.path());
+    assert_eq!(code, 1);
+    let e = &v["errors"][0];
+    assert!(e["file"].as_str().unwrap().ends_with("30-more.yaml"));
+    assert!(e["hint"].as_str().unwrap().contains("10-services.yaml:2:11"), "{e}");
+}
+
+#[test]
+fn check_exit_codes_follow_health_and_validity() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap().port();
+    let closed = common::free_port();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "checks:\n  - name: up\n    tcp: {{address: '127.0.0.1:{open}'}}\n  - name: down\n    tcp: {{address: '127.0.0.1:{closed}'}}\n"
+        ),
+    )
+    .unwrap();
+
+    let healthy = common::steward().args(["check", "--output", "json", "-c"]).arg(&f).arg("up").output().unwrap();
+    assert_eq!(healthy.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&healthy.stdout).unwrap();
+    assert_eq!(v["checks"][0]["status"], "healthy");
+
+    let all = common::steward().args(["check", "-c"]).arg(&f).output().unwrap();
+    assert_eq!(all.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&all.stdout);
+    assert!(table.starts_with("CHECK") && table.contains("UNHEALTHY") && table.contains("cannot connect"), "{table}");
+
+    let unknown = common::steward().args(["check", "-c"]).arg(&f).arg("nope").output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    std::fs::write(&f, "checks: nope\n").unwrap();
+    assert_eq!(common::steward().args(["check", "-c"]).arg(&f).output().unwrap().status.code(), Some(2));
+    drop(listener);
+}

@@ -1,0 +1,175 @@
+//! `steward serve` end to end, as a user runs it: the binary, a data directory,
+//! tokens from the CLI, real targets, signals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PrivateRedis, Server, create_token, wait_for};
+use serde_json::Value;
+
+fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    ureq_like(url, "GET", token).send()
+}
+
+fn post(url: &str, token: Option<&str>) -> (u16, Value) {
+    ureq_like(url, "POST", token).send()
+}
+
+/// A tiny blocking HTTP client over reqwest's async one, so tests read linearly.
+struct Req {
+    url: String,
+    method: &'static str,
+    token: Option<String>,
+}
+
+fn ureq_like(url: &str, method: &'static str, token: Option<&str>) -> Req {
+    Req { url: url.to_string(), method, token: token.map(str::to_string) }
+}
+
+impl Req {
+    fn send(&self) -> (u16, Value) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let client = reqwest::Client::builder().build().unwrap();
+            let mut r = client.request(self.method.parse().unwrap(), &self.url);
+            if let Some(t) = &self.token {
+                r = r.bearer_auth(t);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        })
+    }
+}
+
+fn health_of(base: &str, token: &str, check: &str) -> String {
+    get(&format!("{base}/api/v1/checks/{check}"), Some(token)).1["health"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn serve_watches_real_targets_enforces_tokens_reloads_and_persists() {
+    common::install_crypto();
+    let mut redis = PrivateRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("steward.yaml");
+    let yaml = format!(
+        "services:\n  - name: cache\n    tier: 2\n    owner: team-cache\nchecks:\n  - name: cache-ping\n    service: cache\n    interval: 300ms\n    timeout: 250ms\n    failure_threshold: 2\n    redis: {{url: 'redis://127.0.0.1:{}'}}\n",
+        redis.port
+    );
+    std::fs::write(&config, &yaml).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    let admin = create_token(&data, "admin", "admin");
+    let viewer = create_token(&data, "dash", "viewer");
+    let mut server = Server::start(&config, &data);
+    let base = server.base.clone();
+
+    // Public endpoints answer without a token; the API does not.
+    assert_eq!(get(&format!("{base}/health"), None).0, 200);
+    assert_eq!(get(&format!("{base}/health/ready"), None).1["status"], "ready");
+    let (status, body) = get(&format!("{base}/api/v1/checks"), None);
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(get(&format!("{base}/api/v1/checks"), Some("stw_not_a_real_token")).0, 401);
+    let (status, body) = post(&format!("{base}/api/v1/config/reload"), Some(&viewer));
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(post(&format!("{base}/api/v1/checks/cache-ping/run"), Some(&viewer)).0, 403);
+    assert_eq!(get(&format!("{base}/api/v1/checks/nope"), Some(&viewer)).1["error"]["code"], "not_found");
+    assert_eq!(get(&format!("{base}/api/v1/checks/cache-ping/history?limit=0"), Some(&viewer)).1["error"]["code"], "bad_request");
+    assert_eq!(get(&format!("{base}/api/v1/openapi.json"), Some(&viewer)).1["openapi"], "3.1.0");
+
+    wait_for("cache-ping healthy", Duration::from_secs(10), || (health_of(&base, &viewer, "cache-ping") == "healthy").then_some(()));
+
+    // Stop the component: unhealthy after the threshold, with a reason.
+    redis.stop();
+    wait_for("cache-ping unhealthy", Duration::from_secs(10), || (health_of(&base, &viewer, "cache-ping") == "unhealthy").then_some(()));
+    let check = get(&format!("{base}/api/v1/checks/cache-ping"), Some(&viewer)).1;
+    assert!(check["consecutive_failures"].as_u64().unwrap() >= 2);
+    assert!(check["reason"].as_str().unwrap().contains("connect"), "{check}");
+    let (_, services) = get(&format!("{base}/api/v1/services"), Some(&viewer));
+    assert_eq!(services["services"][0]["health"], "unhealthy");
+    let metrics = get(&format!("{base}/metrics"), None).1;
+    assert!(metrics.as_str().unwrap().contains(r#"steward_check_up{check="cache-ping",service="cache",kind="redis"} 0"#));
+
+    // Restart it: healthy again, and both transitions are on record.
+    redis.restart();
+    wait_for("cache-ping healthy again", Duration::from_secs(10), || (health_of(&base, &viewer, "cache-ping") == "healthy").then_some(()));
+    let transitions = get(&format!("{base}/api/v1/checks/cache-ping/transitions"), Some(&viewer)).1;
+    let tos: Vec<&str> = transitions["transitions"].as_array().unwrap().iter().map(|t| t["to"].as_str().unwrap()).collect();
+    assert_eq!(&tos[..3], &["healthy", "unhealthy", "healthy"]);
+    // Results reach the store in batches (within ~50ms), so wait for the page to fill.
+    let history = wait_for("at least 5 stored results", Duration::from_secs(5), || {
+        let h = get(&format!("{base}/api/v1/checks/cache-ping/history?limit=1000"), Some(&viewer)).1;
+        (h["results"].as_array().unwrap().len() >= 5).then_some(h)
+    });
+    assert!(history["results"].as_array().unwrap().iter().any(|r| r["healthy"] == false), "the outage must be in the history: {history}");
+
+    // An invalid reload is refused with every error, and the old configuration stays.
+    std::fs::write(&config, "checks:\n  - name: x\n    intervl: 1s\n").unwrap();
+    let (status, body) = post(&format!("{base}/api/v1/config/reload"), Some(&admin));
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_config")));
+    assert!(body["error"]["details"].as_array().unwrap().iter().any(|d| d["message"].as_str().unwrap().contains("intervl")));
+    assert_eq!(get(&format!("{base}/api/v1/checks"), Some(&viewer)).1["checks"].as_array().unwrap().len(), 1);
+
+    // A valid reload by SIGHUP adds a check.
+    let port = common::free_port();
+    std::fs::write(&config, format!("{yaml}  - name: closed-port\n    interval: 200ms\n    tcp: {{address: '127.0.0.1:{port}'}}\n"))
+        .unwrap();
+    server.signal(libc::SIGHUP);
+    wait_for("closed-port unhealthy after SIGHUP reload", Duration::from_secs(10), || {
+        (health_of(&base, &viewer, "closed-port") == "unhealthy").then_some(())
+    });
+
+    // Graceful stop, then a restart resumes the stored state.
+    assert_eq!(server.stop(), Some(0));
+    let server = Server::start(&config, &data);
+    let check = get(&format!("{}/api/v1/checks/closed-port", server.base), Some(&viewer)).1;
+    assert_eq!(check["health"], "unhealthy", "state must survive a restart: {check}");
+}
+
+#[test]
+fn status_page_renders_in_a_real_browser() {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok());
+    let chromium = chromium.expect("this test needs Chromium: apt-get install chromium (the CI script installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let closed = common::free_port();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!("services:\n  - name: payments\n    tier: 1\n    owner: team-pay\nchecks:\n  - name: payments-port\n    service: payments\n    interval: 200ms\n    tcp: {{address: '127.0.0.1:{closed}'}}\n"),
+    )
+    .unwrap();
+    let server = Server::start(&config, &dir.path().join("data"));
+    std::thread::sleep(Duration::from_millis(1200));
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("{}/", server.base))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<title>Steward status</title>"),
+        "chromium did not render the page: {dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dom.contains("Tier 1"));
+    assert!(dom.contains(r#"data-service="payments""#));
+    assert!(dom.contains(r#"<tr data-check="payments-port">"#));
+    assert!(dom.contains(r#"class="banner unhealthy""#), "the banner must say something is failing");
+    assert!(dom.contains("cannot connect to 127.0.0.1"), "the reason must be on the page");
+}
