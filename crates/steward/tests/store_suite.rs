@@ -1,0 +1,135 @@
+//! The contract every store backend must meet. Each backend instantiates the suite
+//! with `store_suite!`; today that is SQLite, and a PostgreSQL backend adds one line.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use steward::auth::Role;
+use steward::checks::Outcome;
+use steward::checks::state::{CheckState, Health, Transition};
+use steward::store::{RecordedRun, Store, StoreError};
+
+fn run(check: &str, at_s: i64, healthy: bool, health: Health, transition: bool) -> RecordedRun {
+    let at = Utc.timestamp_opt(at_s, 0).unwrap();
+    let mut state = CheckState::new(check, at);
+    state.health = health;
+    state.last_run = Some(at);
+    RecordedRun {
+        check: check.into(),
+        outcome: Outcome { healthy, latency: Duration::from_millis(10 + at_s as u64 % 7), reason: (!healthy).then(|| "down".into()), at },
+        state,
+        transition: transition.then(|| Transition { check: check.into(), from: Health::Unknown, to: health, at, reason: None }),
+    }
+}
+
+pub async fn records_runs_states_and_transitions(store: impl Store) {
+    let runs = vec![
+        run("a", 1_000, true, Health::Healthy, true),
+        run("a", 1_010, false, Health::Healthy, false),
+        run("b", 1_020, false, Health::Unhealthy, true),
+    ];
+    store.record(&runs).await.unwrap();
+    let mut states = store.load_states().await.unwrap();
+    states.sort_by(|x, y| x.check.cmp(&y.check));
+    assert_eq!(states.len(), 2);
+    assert_eq!((states[0].check.as_str(), states[0].health), ("a", Health::Healthy));
+    assert_eq!(states[0].last_run, Some(Utc.timestamp_opt(1_010, 0).unwrap()), "the later run's state wins");
+    let history = store.history("a", 10, None).await.unwrap();
+    assert_eq!(history.iter().map(|r| r.healthy).collect::<Vec<_>>(), vec![false, true], "newest first");
+    assert_eq!(store.history("a", 10, Some(Utc.timestamp_opt(1_010, 0).unwrap())).await.unwrap().len(), 1);
+    assert_eq!(store.transitions(None, 10).await.unwrap().len(), 2);
+    assert_eq!(store.transitions(Some("b"), 10).await.unwrap()[0].to, Health::Unhealthy);
+}
+
+pub async fn compaction_folds_old_results_into_hourly_rollups(store: impl Store) {
+    let runs: Vec<_> = (0..120).map(|i| run("c", 3_600 * 10 + i * 60, i % 4 != 0, Health::Healthy, false)).collect();
+    store.record(&runs).await.unwrap();
+    let cutoff = Utc.timestamp_opt(3_600 * 11, 0).unwrap();
+    let folded = store.compact(cutoff, Utc.timestamp_opt(0, 0).unwrap()).await.unwrap();
+    assert_eq!(folded, 60);
+    assert_eq!(store.history("c", 1000, None).await.unwrap().len(), 60, "only recent raw results stay");
+    let rollups = store.rollups("c", Utc.timestamp_opt(0, 0).unwrap()).await.unwrap();
+    assert_eq!(rollups.len(), 1);
+    assert_eq!((rollups[0].runs, rollups[0].failures), (60, 15));
+    // Compacting again changes nothing; dropping old rollups removes them.
+    assert_eq!(store.compact(cutoff, Utc.timestamp_opt(0, 0).unwrap()).await.unwrap(), 0);
+    store.compact(cutoff, Utc.timestamp_opt(3_600 * 12, 0).unwrap()).await.unwrap();
+    assert!(store.rollups("c", Utc.timestamp_opt(0, 0).unwrap()).await.unwrap().is_empty());
+}
+
+pub async fn tokens_are_unique_by_live_name_and_revocable(store: impl Store) {
+    let t = store.create_token("ci", Role::Operator, "hash-1").await.unwrap();
+    assert_eq!(t.role, Role::Operator);
+    assert!(matches!(store.create_token("ci", Role::Viewer, "hash-2").await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.token_by_hash("hash-1").await.unwrap().unwrap().name, "ci");
+    assert!(store.token_by_hash("hash-x").await.unwrap().is_none());
+    assert!(store.revoke_token("ci").await.unwrap());
+    assert!(!store.revoke_token("ci").await.unwrap());
+    assert!(store.token_by_hash("hash-1").await.unwrap().is_none(), "a revoked token no longer authenticates");
+    store.create_token("ci", Role::Viewer, "hash-3").await.unwrap();
+    assert_eq!(store.list_tokens().await.unwrap().len(), 2);
+}
+
+pub async fn forgets_states_of_removed_checks(store: impl Store) {
+    store.record(&[run("keep", 1, true, Health::Healthy, false), run("gone", 2, true, Health::Healthy, false)]).await.unwrap();
+    store.retain_states(&["keep".to_string()]).await.unwrap();
+    let states = store.load_states().await.unwrap();
+    assert_eq!(states.iter().map(|s| s.check.as_str()).collect::<Vec<_>>(), vec!["keep"]);
+    store.probe_writable().await.unwrap();
+}
+
+macro_rules! store_suite {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+            #[tokio::test]
+            async fn records_runs_states_and_transitions() {
+                let (_guard, store) = $open.await;
+                super::records_runs_states_and_transitions(store).await;
+            }
+            #[tokio::test]
+            async fn compaction_folds_old_results_into_hourly_rollups() {
+                let (_guard, store) = $open.await;
+                super::compaction_folds_old_results_into_hourly_rollups(store).await;
+            }
+            #[tokio::test]
+            async fn tokens_are_unique_by_live_name_and_revocable() {
+                let (_guard, store) = $open.await;
+                super::tokens_are_unique_by_live_name_and_revocable(store).await;
+            }
+            #[tokio::test]
+            async fn forgets_states_of_removed_checks() {
+                let (_guard, store) = $open.await;
+                super::forgets_states_of_removed_checks(store).await;
+            }
+        }
+    };
+}
+
+async fn sqlite() -> (tempfile::TempDir, steward::store::SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    (dir, store)
+}
+
+store_suite!(sqlite_backend, sqlite());
+
+#[tokio::test]
+async fn sqlite_reopens_with_its_data_and_refuses_newer_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+        store.record(&[run("a", 1, true, Health::Healthy, true)]).await.unwrap();
+    }
+    let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.load_states().await.unwrap().len(), 1);
+    drop(store);
+    let db = dir.path().join("steward.db");
+    std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("import sqlite3; c=sqlite3.connect('{}'); c.execute('PRAGMA user_version = 99'); c.commit()", db.display()))
+        .status()
+        .unwrap();
+    let err = steward::store::SqliteStore::open(dir.path()).await.err().expect("a newer schema must be refused");
+    assert!(err.to_string().contains("newer steward"), "{err}");
+}
