@@ -173,3 +173,35 @@ fn status_page_renders_in_a_real_browser() {
     assert!(dom.contains(r#"class="banner unhealthy""#), "the banner must say something is failing");
     assert!(dom.contains("cannot connect to 127.0.0.1"), "the reason must be on the page");
 }
+
+#[test]
+fn a_hanging_target_never_delays_other_checks() {
+    common::install_crypto();
+    // A port that accepts connections and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open_port = open.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("steward.yaml");
+    let mut yaml = String::from("checks:\n");
+    for i in 0..20 {
+        yaml.push_str(&format!(
+            "  - name: hang-{i}\n    interval: 2s\n    timeout: 2s\n    http: {{url: 'http://127.0.0.1:{hang_port}/'}}\n"
+        ));
+    }
+    yaml.push_str(&format!("  - name: fast\n    interval: 100ms\n    tcp: {{address: '127.0.0.1:{open_port}'}}\n"));
+    std::fs::write(&config, yaml).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let viewer = create_token(&data, "v", "viewer");
+    let server = Server::start(&config, &data);
+    std::thread::sleep(Duration::from_millis(3000));
+    let history = get(&format!("{}/api/v1/checks/fast/history?limit=1000", server.base), Some(&viewer)).1;
+    let runs = history["results"].as_array().unwrap().len();
+    // 3 s at 100 ms is 30 slots; allow for start-up phase and batching, not for blocking.
+    assert!(runs >= 20, "the fast check ran only {runs} times next to 20 hanging ones");
+    let hanging = get(&format!("{}/api/v1/checks/hang-0", server.base), Some(&viewer)).1;
+    assert!(hanging["last_run"].is_null() || hanging["reason"].as_str().is_some_and(|r| r.contains("timed out")), "{hanging}");
+    drop(hang);
+}
