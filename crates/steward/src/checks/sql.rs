@@ -6,7 +6,7 @@
 use std::str::FromStr;
 
 use serde_json::{Map, Value as Json};
-use sqlx::{Column, ConnectOptions, Connection, Row, TypeInfo};
+use sqlx::{Column, ConnectOptions, Connection, Database, Executor, IntoArguments, Row, TypeInfo};
 
 use crate::config::{CheckSpec, SqlProbe};
 
@@ -28,32 +28,16 @@ pub async fn observe_postgres(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<Stri
         .application_name("steward")
         .statement_cache_capacity(0)
         .log_statements(tracing::log::LevelFilter::Trace);
-    let mut conn = opts.connect().await.map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
-    let rows = if spec.reads("rows") {
-        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str())).fetch_all(&mut conn).await
-    } else {
-        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str())).fetch_optional(&mut conn).await.map(|r| r.into_iter().collect())
-    }
-    .map_err(|e| format!("query failed: {}", db_error(&e)))?;
-    let _ = conn.close().await;
-    let first = rows.first().map(|row| {
-        let mut values = Map::new();
-        let mut unsupported = Map::new();
-        for (i, col) in row.columns().iter().enumerate() {
-            let v = column_value!(row, i,
-                i64 => Json::from, i32 => Json::from, i16 => Json::from,
-                f64 => Json::from, f32 => Json::from,
-                sqlx::types::Decimal => |d: sqlx::types::Decimal| decimal(&d.to_string()),
-                bool => Json::from, String => Json::from,
-            );
-            match v {
-                Some(v) => values.insert(col.name().to_string(), v),
-                None => unsupported.insert(col.name().to_string(), Json::from(col.type_info().name())),
-            };
-        }
-        (values, unsupported)
-    });
-    Ok(observation(first, rows.len(), spec))
+    let conn = opts.connect().await.map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
+    let rows = fetch(conn, p, spec).await?;
+    Ok(observation(&rows, spec, |row, i| {
+        column_value!(row, i,
+            i64 => Json::from, i32 => Json::from, i16 => Json::from,
+            f64 => Json::from, f32 => Json::from,
+            sqlx::types::Decimal => |d: sqlx::types::Decimal| decimal(&d.to_string()),
+            bool => Json::from, String => Json::from,
+        )
+    }))
 }
 
 pub async fn observe_mysql(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
@@ -61,42 +45,55 @@ pub async fn observe_mysql(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String,
         .map_err(|e| format!("invalid mysql url: {e}"))?
         .statement_cache_capacity(0)
         .log_statements(tracing::log::LevelFilter::Trace);
-    let mut conn = opts.connect().await.map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
+    let conn = opts.connect().await.map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
+    let rows = fetch(conn, p, spec).await?;
+    Ok(observation(&rows, spec, |row, i| {
+        column_value!(row, i,
+            i64 => Json::from, u64 => Json::from, i32 => Json::from,
+            f64 => Json::from, f32 => Json::from,
+            sqlx::types::Decimal => |d: sqlx::types::Decimal| decimal(&d.to_string()),
+            bool => Json::from, String => Json::from,
+            Vec<u8> => |b: Vec<u8>| Json::from(String::from_utf8_lossy(&b).into_owned()),
+        )
+    }))
+}
+
+/// Runs the probe's query: every row only when a condition reads `rows`, otherwise
+/// just the first, so a check never pulls a large result set it does not look at.
+async fn fetch<C>(mut conn: C, p: &SqlProbe, spec: &CheckSpec) -> Result<Vec<<C::Database as Database>::Row>, String>
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+    <C::Database as Database>::Arguments: IntoArguments<C::Database>,
+{
+    let query = sqlx::query(sqlx::AssertSqlSafe(p.query.as_str()));
     let rows = if spec.reads("rows") {
-        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str())).fetch_all(&mut conn).await
+        query.fetch_all(&mut conn).await
     } else {
-        sqlx::query(sqlx::AssertSqlSafe(p.query.as_str())).fetch_optional(&mut conn).await.map(|r| r.into_iter().collect())
+        query.fetch_optional(&mut conn).await.map(|r| r.into_iter().collect())
     }
     .map_err(|e| format!("query failed: {}", db_error(&e)))?;
     let _ = conn.close().await;
-    let first = rows.first().map(|row| {
-        let mut values = Map::new();
-        let mut unsupported = Map::new();
-        for (i, col) in row.columns().iter().enumerate() {
-            let v = column_value!(row, i,
-                i64 => Json::from, u64 => Json::from, i32 => Json::from,
-                f64 => Json::from, f32 => Json::from,
-                sqlx::types::Decimal => |d: sqlx::types::Decimal| decimal(&d.to_string()),
-                bool => Json::from, String => Json::from,
-                Vec<u8> => |b: Vec<u8>| Json::from(String::from_utf8_lossy(&b).into_owned()),
-            );
-            match v {
-                Some(v) => values.insert(col.name().to_string(), v),
-                None => unsupported.insert(col.name().to_string(), Json::from(col.type_info().name())),
-            };
-        }
-        (values, unsupported)
-    });
-    Ok(observation(first, rows.len(), spec))
+    Ok(rows)
 }
 
-fn observation(first: Option<(Map<String, Json>, Map<String, Json>)>, count: usize, spec: &CheckSpec) -> Map<String, Json> {
+/// What conditions see: `row` (the first row's decodable columns), `rows` when read,
+/// and `_unsupported` naming columns of types `decode` could not turn into JSON.
+fn observation<R: Row>(rows: &[R], spec: &CheckSpec, decode: impl Fn(&R, usize) -> Option<Json>) -> Map<String, Json> {
     let mut obs = Map::new();
     if spec.reads("rows") {
-        obs.insert("rows".into(), Json::from(count));
+        obs.insert("rows".into(), Json::from(rows.len()));
     }
-    match first {
-        Some((values, unsupported)) => {
+    match rows.first() {
+        Some(row) => {
+            let mut values = Map::new();
+            let mut unsupported = Map::new();
+            for (i, col) in row.columns().iter().enumerate() {
+                match decode(row, i) {
+                    Some(v) => values.insert(col.name().to_string(), v),
+                    None => unsupported.insert(col.name().to_string(), Json::from(col.type_info().name())),
+                };
+            }
             obs.insert("row".into(), Json::Object(values));
             if !unsupported.is_empty() {
                 obs.insert("_unsupported".into(), Json::Object(unsupported));
