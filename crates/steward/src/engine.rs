@@ -13,6 +13,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::alerting::Live;
 use crate::checks::state::{self, CheckState, Health};
 use crate::checks::{Outcome, Prober};
 use crate::config::{self, CheckSpec, Config, Diagnostics};
@@ -38,6 +41,9 @@ pub struct EngineOptions {
 pub struct Engine {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    pub alerting: Live,
+    /// Stops the alerting tasks at shutdown.
+    stop: CancellationToken,
     loaded: RwLock<Arc<Loaded>>,
     states: Mutex<HashMap<String, CheckState>>,
     results: Mutex<Option<mpsc::Sender<RecordedRun>>>,
@@ -60,11 +66,14 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>), crate::store::StoreError> {
         let stored = store.load_states().await?;
+        let alerting = Live::load(store.as_ref()).await?;
         let (tx, rx) = mpsc::channel(65_536);
         let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(Engine {
             store,
             metrics,
+            alerting,
+            stop: CancellationToken::new(),
             loaded: RwLock::new(Arc::new(Loaded {
                 prober: Arc::new(Prober::new(config.redactor.clone())),
                 config: Arc::new(config),
@@ -79,6 +88,7 @@ impl Engine {
         let loaded = engine.current();
         engine.publish_config_metrics(&loaded.config);
         engine.scheduler.lock().await.apply(&engine, &loaded.config.checks);
+        tokio::spawn(crate::alerting::run(engine.clone(), engine.stop.clone()));
         engine.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
         engine.metrics.config_last_reload_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
         Ok((engine, writer))
@@ -120,6 +130,7 @@ impl Engine {
             RecordedRun { check: spec.name.clone(), outcome, state: st.clone(), transition }
         };
         if let Some(t) = &run.transition {
+            self.alerting.wake_evaluator.notify_one();
             self.metrics.check_transitions.get_or_create(&HealthLabels { to: t.to.as_str().into() }).inc();
             match t.to {
                 Health::Unhealthy => {
@@ -194,6 +205,7 @@ impl Engine {
 
     /// Stops all checks, then lets the writer flush what is queued.
     pub async fn shutdown(&self, writer: tokio::task::JoinHandle<()>) {
+        self.stop.cancel();
         self.scheduler.lock().await.shutdown().await;
         self.results.lock().expect("results lock").take();
         let _ = writer.await;

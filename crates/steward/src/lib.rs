@@ -1,9 +1,10 @@
 //! Steward: the operations layer of a production system, as one binary.
 //!
 //! # Layout (the data flow, left to right)
-//! config → checks → scheduler → store → api / cli.
+//! config → checks → scheduler → alerting → store → api / cli.
 //! See ARCHITECTURE.md for the invariants each module keeps.
 
+pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod checks;

@@ -12,7 +12,7 @@ use steward::cli::{self, Output};
 #[command(
     name = "steward",
     version,
-    about = "The operations layer of a production system: health checks against real protocols, with a store, an API and a status page.",
+    about = "The operations layer of a production system: health checks against real protocols, alerting with durable notifications, a store, an API and a status page.",
     long_about = None,
     after_help = "Start here:
   steward demo                                   run a demo fleet and open its status page
@@ -20,6 +20,9 @@ use steward::cli::{self, Output};
   steward check -c steward.yaml                  run every check once (exit 1 if any is unhealthy)
   steward serve -c steward.yaml --data /var/lib/steward --listen 127.0.0.1:8080
   steward token create --data /var/lib/steward --name ci --role viewer
+  steward route test -c steward.yaml alertname=ApiDown severity=critical
+  steward alerts --token $TOKEN                  what is firing, and what mutes it
+  steward silence create --token $TOKEN -m alertname=ApiDown --duration 2h --comment 'deploy #812'
 
 Exit codes: 0 success, 1 a problem was found or the command failed, 2 invalid configuration."
 )]
@@ -84,6 +87,23 @@ enum Command {
         #[arg(long)]
         no_status_page: bool,
     },
+    /// List the alerts of a running server: state, since when, and what mutes them.
+    Alerts {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Create, list and expire silences on a running server.
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+    },
+    /// Explain routing: which receivers an alert with given labels reaches, and why.
+    Route {
+        #[command(subcommand)]
+        action: RouteAction,
+    },
     /// Manage API tokens in a data directory.
     Token {
         #[command(subcommand)]
@@ -96,6 +116,73 @@ enum Command {
         data: Option<PathBuf>,
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+    },
+}
+
+/// A running server and a token for it.
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "STEWARD_SERVER")]
+    server: String,
+    /// An API token (viewer to read, operator to change silences).
+    #[arg(long, env = "STEWARD_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+impl RemoteArgs {
+    fn remote(self) -> cli::alerts::Remote {
+        cli::alerts::Remote { server: self.server, token: self.token }
+    }
+}
+
+#[derive(Subcommand)]
+enum SilenceAction {
+    /// Mute notifications of alerts matching every matcher, for a while.
+    ///
+    /// Example: steward silence create -m 'alertname="ApiDown"' -m 'env=prod' --duration 2h --comment "deploy #812"
+    Create {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// A label matcher: name=value, name!=value, name=~regex or name!~regex (repeatable).
+        #[arg(short, long = "matcher", required = true)]
+        matchers: Vec<String>,
+        /// How long, from now (e.g. 30m, 2h).
+        #[arg(short, long)]
+        duration: String,
+        /// Why: the next person on call reads it.
+        #[arg(short, long)]
+        comment: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// List silences (active, pending and expired).
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// End a silence now.
+    Expire {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteAction {
+    /// Print the receivers an alert with these labels would be sent to.
+    ///
+    /// Example: steward route test -c steward.yaml alertname=ApiDown severity=critical team=chat
+    Test {
+        #[arg(short, long, env = "STEWARD_CONFIG")]
+        config: PathBuf,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        /// LABEL=VALUE pairs.
+        labels: Vec<String>,
     },
 }
 
@@ -159,6 +246,17 @@ fn main() -> ExitCode {
                 let opts = cli::serve::ServeOptions { config, data, listen, max_concurrency, raw_retention, status_page: !no_status_page };
                 cli::serve::run(opts, None).await
             }
+            Command::Alerts { remote, output } => cli::alerts::list_alerts(&remote.remote(), output).await,
+            Command::Silence { action } => match action {
+                SilenceAction::Create { remote, matchers, duration, comment, output } => {
+                    cli::alerts::create_silence(&remote.remote(), &matchers, &duration, &comment, output).await
+                }
+                SilenceAction::List { remote, output } => cli::alerts::list_silences(&remote.remote(), output).await,
+                SilenceAction::Expire { remote, id } => cli::alerts::expire_silence(&remote.remote(), &id).await,
+            },
+            Command::Route { action } => match action {
+                RouteAction::Test { config, output, labels } => cli::alerts::route_test(&config, &labels, output),
+            },
             Command::Token { action } => match action {
                 TokenAction::Create { data, name, role, output } => cli::token::create(&data, &name, role, output).await,
                 TokenAction::List { data, output } => cli::token::list(&data, output).await,

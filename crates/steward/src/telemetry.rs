@@ -40,6 +40,22 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    pub receiver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub receiver: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub check_up: Family<CheckLabels, Gauge>,
@@ -52,6 +68,11 @@ pub struct Metrics {
     pub store_dropped_results: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    pub alerts: Family<StateLabels, Gauge>,
+    pub notifications_enqueued: Family<ReceiverLabels, Counter>,
+    pub notifications: Family<DeliveryLabels, Counter>,
+    pub outbox_depth: Gauge,
+    pub outbox_oldest_age: Gauge<f64, AtomicU64>,
 }
 
 fn buckets(list: &[f64]) -> impl Iterator<Item = f64> + '_ {
@@ -81,6 +102,11 @@ impl Metrics {
             store_dropped_results: Counter::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
+            alerts: Family::default(),
+            notifications_enqueued: Family::default(),
+            notifications: Family::default(),
+            outbox_depth: Gauge::default(),
+            outbox_oldest_age: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().expect("registry");
@@ -107,6 +133,20 @@ impl Metrics {
                 "When the configuration was last loaded successfully (Unix time)",
                 Unit::Seconds,
                 m.config_last_reload_success.clone(),
+            );
+            r.register("alerts", "Alerts by state (pending, firing, resolved)", m.alerts.clone());
+            r.register("notifications_enqueued", "Notifications written to the outbox, by receiver", m.notifications_enqueued.clone());
+            r.register(
+                "notifications",
+                "Delivery attempts by receiver and result (delivered, retried, expired)",
+                m.notifications.clone(),
+            );
+            r.register("outbox_depth", "Notifications waiting for delivery", m.outbox_depth.clone());
+            r.register_with_unit(
+                "outbox_oldest_age",
+                "Age of the oldest notification waiting for delivery",
+                Unit::Seconds,
+                m.outbox_oldest_age.clone(),
             );
             let info: Family<Vec<(String, String)>, Gauge> = Family::default();
             info.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);

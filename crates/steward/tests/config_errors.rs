@@ -89,7 +89,7 @@ fn malformed_yaml_and_wrong_shapes_are_errors_not_panics() {
         ("- a\n- b\n", "must be a mapping"),
         ("checks:\n  - name: 'bad name!'\n    tcp: {address: 'x:1'}\n", "not a valid check name"),
         ("checks:\n  - name: a\n    tcp: {address: 'x:1'}\n  - name: b\n    tcp: {address: nohost}\n", "has no port"),
-        ("alerts: []\n", "not supported by this version"),
+        ("runbooks: []\n", "not supported by this version"),
         ("a: 1\na: 2\n", "duplicate key `a`"),
         ("checks:\n  - name: a\n    http: {url: 'http://x/${env:STEWARD_SURELY_UNSET}'}\n", "is not set"),
     ] {
@@ -150,4 +150,66 @@ fn check_exit_codes_follow_health_and_validity() {
     std::fs::write(&f, "checks: nope\n").unwrap();
     assert_eq!(common::steward().args(["check", "-c"]).arg(&f).output().unwrap().status.code(), Some(2));
     drop(listener);
+}
+
+#[test]
+fn alerting_mistakes_are_found_at_validate_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("alerts.yaml");
+    std::fs::write(
+        &f,
+        "checks:
+  - name: api-health
+    tcp: {address: '127.0.0.1:1'}
+alerts:
+  - name: ApiDown
+    when: check api-helth unhealthy
+    severity: urgent
+    annotations:
+      summary: 'value {{ $vlaue }}'
+  - name: Slow
+    when: check api-health latency p98 > 1s over 5m
+receivers:
+  - name: ops
+    webhook: {url: 'http://127.0.0.1:9/hook'}
+  - name: pager
+    slack: {url: 'https://hooks.example/x', channel: '#ops'}
+route:
+  receiver: ops
+  routes:
+    - matchers: ['severity=\"critical\"', 'team']
+      receiver: pagr
+inhibit_rules:
+  - source_matchers: ['severity=~\"(\"']
+    target_matchers: []
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    let errs = errors(&v);
+    let has = |line: u64, col: u64, needle: &str| {
+        assert!(
+            errs.iter().any(|(l, c, m)| *l == line && *c == col && m.contains(needle)),
+            "expected {needle:?} at {line}:{col} in {errs:#?}"
+        )
+    };
+    has(6, 11, "watches check `api-helth`, which is not defined");
+    has(7, 15, "severity `urgent` is not known");
+    has(9, 26, "unknown template variable `$vlaue`");
+    has(11, 36, "`p98` is not a quantile");
+    has(20, 41, "`team` has no operator");
+    has(21, 17, "receiver `pagr`, which is not defined");
+    has(23, 23, "invalid regex");
+    assert!(!errs.iter().any(|(_, _, m)| m.contains("no `route`")), "a route is present, even if invalid");
+    let hint = v["errors"].as_array().unwrap().iter().find(|e| e["message"].as_str().unwrap().contains("api-helth")).unwrap();
+    assert_eq!(hint["hint"], "did you mean `api-health`?");
+
+    // Several receivers and no route is ambiguous; one receiver alone needs none.
+    std::fs::write(&f, "receivers:\n  - {name: a, webhook: {url: 'http://127.0.0.1:9/a'}}\n  - {name: b, webhook: {url: 'http://127.0.0.1:9/b'}}\n").unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    assert!(errors(&v)[0].2.contains("no `route` says which gets what"));
+    std::fs::write(&f, "receivers:\n  - {name: a, webhook: {url: 'http://127.0.0.1:9/a'}}\n").unwrap();
+    assert_eq!(validate(&f).0, 0);
 }

@@ -95,8 +95,13 @@ fn serve_watches_real_targets_enforces_tokens_reloads_and_persists() {
     // Restart it: healthy again, and both transitions are on record.
     redis.restart();
     wait_for("cache-ping healthy again", Duration::from_secs(10), || (health_of(&base, &viewer, "cache-ping") == "healthy").then_some(()));
-    let transitions = get(&format!("{base}/api/v1/checks/cache-ping/transitions"), Some(&viewer)).1;
-    let tos: Vec<&str> = transitions["transitions"].as_array().unwrap().iter().map(|t| t["to"].as_str().unwrap()).collect();
+    // Transitions reach the store with the next batch (within ~50ms) after the live state.
+    let tos: Vec<String> = wait_for("three stored transitions", Duration::from_secs(5), || {
+        let transitions = get(&format!("{base}/api/v1/checks/cache-ping/transitions"), Some(&viewer)).1;
+        let tos: Vec<String> =
+            transitions["transitions"].as_array().unwrap().iter().map(|t| t["to"].as_str().unwrap().to_string()).collect();
+        (tos.len() >= 3).then_some(tos)
+    });
     assert_eq!(&tos[..3], &["healthy", "unhealthy", "healthy"]);
     // Results reach the store in batches (within ~50ms), so wait for the page to fill.
     let history = wait_for("at least 5 stored results", Duration::from_secs(5), || {

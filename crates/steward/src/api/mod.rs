@@ -4,6 +4,7 @@
 //! **Architecture invariant:** only `api/` and `cli/` know HTTP, JSON response shapes
 //! and terminal formatting; the engine hands them plain values.
 
+mod alerts;
 mod auth;
 pub mod error;
 mod status_page;
@@ -45,6 +46,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/checks/{name}/rollups", get(check_rollups))
         .route("/checks/{name}/run", post(run_check))
         .route("/transitions", get(all_transitions))
+        .route("/alerts", get(alerts::list_alerts))
+        .route("/alerts/{fingerprint}", get(alerts::get_alert))
+        .route("/notifications", get(alerts::list_notifications))
+        .route("/silences", get(alerts::list_silences).post(alerts::create_silence))
+        .route("/silences/{id}", axum::routing::delete(alerts::expire_silence))
         .route("/config/reload", post(reload))
         .route("/tokens", get(list_tokens))
         .route("/whoami", get(whoami))

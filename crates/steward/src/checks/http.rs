@@ -31,7 +31,7 @@ impl Clients {
     }
 }
 
-fn build_client(tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Client, String> {
+pub(crate) fn build_client(tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -11,7 +11,7 @@
 
 mod command;
 pub mod condition;
-mod http;
+pub(crate) mod http;
 mod nats;
 mod redis;
 mod sql;
@@ -107,7 +107,7 @@ fn explain_unsupported(reason: String, c: &condition::Condition, obs: &Json) -> 
     reason
 }
 
-/// Reads at most `limit` bytes; `None` when there was more.
+/// Reads at most `limit` bytes; the flag is true when the reader had more.
 async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(mut reader: R, limit: usize) -> std::io::Result<(Vec<u8>, bool)> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();

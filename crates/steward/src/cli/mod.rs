@@ -1,6 +1,7 @@
 //! Command-line front end. Each subcommand lives in its own module and returns an
 //! exit code; formatting for people (tables) and scripts (JSON) happens only here.
 
+pub mod alerts;
 pub mod check;
 pub mod demo;
 pub mod serve;

@@ -4,12 +4,14 @@
 //! - `yaml`: YAML text → [`yaml::Node`] tree with positions.
 //! - `decode`: typed readers over nodes that record diagnostics instead of failing.
 //! - `sections`: one decoder per top-level section (`services`, `checks`).
+//! - `alerting`: `alerts`, `receivers`, `route`, `inhibit_rules`.
 //! - `model`: the validated types the rest of Steward uses.
 //! - `secret`: `${env:…}` / `${file:…}` references and the redactor.
 //!
 //! Start-up and reload both go through [`load`], so a reload can never accept what a
 //! fresh start would reject.
 
+pub mod alerting;
 pub mod decode;
 pub mod diagnostics;
 pub mod duration;

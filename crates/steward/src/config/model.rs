@@ -7,12 +7,18 @@ use std::time::Duration;
 
 use super::diagnostics::Pos;
 use super::secret::{Redactor, SecretString};
+pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Receiver, ReceiverKind, Route};
 use crate::checks::condition::Condition;
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub services: Vec<Service>,
     pub checks: Vec<CheckSpec>,
+    pub alerts: Vec<AlertRule>,
+    pub receivers: Vec<Receiver>,
+    /// The routing tree; `None` when no receiver is configured (alerts are only recorded).
+    pub route: Option<Route>,
+    pub inhibit_rules: Vec<InhibitRule>,
     /// Scrubs every resolved secret from text that leaves the process.
     pub redactor: Redactor,
     /// The files read, for `validate` output and reload logs.
@@ -26,6 +32,14 @@ impl Config {
 
     pub fn check(&self, name: &str) -> Option<&CheckSpec> {
         self.checks.iter().find(|c| c.name == name)
+    }
+
+    pub fn receiver(&self, name: &str) -> Option<&Receiver> {
+        self.receivers.iter().find(|r| r.name == name)
+    }
+
+    pub fn alert(&self, name: &str) -> Option<&AlertRule> {
+        self.alerts.iter().find(|r| r.name == name)
     }
 }
 

@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use super::decode::{self as de, Fields};
 use super::diagnostics::{Diagnostic, Diagnostics, Pos};
+use super::alerting::{self, GroupBy, Receiver, Route};
 use super::model::*;
 use super::secret::{self, Redactor, SecretString};
 use super::yaml::{Node, Value};
 use crate::checks::condition::{Condition, Literal};
 
-const TOP_LEVEL: &[&str] = &["services", "checks"];
+const TOP_LEVEL: &[&str] = &["services", "checks", "alerts", "receivers", "route", "inhibit_rules"];
 /// Sections of the intended configuration that this version cannot act on yet.
-const NOT_YET: &[&str] = &["alerts", "receivers", "routes", "runbooks", "backups", "incidents", "silences", "repositories"];
+const NOT_YET: &[&str] = &["runbooks", "backups", "incidents", "repositories"];
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
 const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command"];
 const CHECK_KEYS: &[&str] = &[
@@ -42,6 +43,12 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut services = Vec::new();
     let mut checks = Vec::new();
     let mut refs = Vec::new();
+    let mut alerts = Vec::new();
+    let mut receivers = Vec::new();
+    let mut route: Option<Route> = None;
+    let mut route_written = false;
+    let mut inhibit_rules = Vec::new();
+    let mut alerting_refs = alerting::AlertingRefs::default();
     for doc in docs {
         if matches!(doc.value, Value::Null) {
             continue;
@@ -54,6 +61,25 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         }
         if let Some(list) = top.take("checks").and_then(|n| de::list(n, "`checks`", d)) {
             checks.extend(list.iter().filter_map(|n| check(n, d, &mut secrets, &mut refs)));
+        }
+        if let Some(list) = top.take("alerts").and_then(|n| de::list(n, "`alerts`", d)) {
+            alerts.extend(list.iter().filter_map(|n| alerting::rule(n, d, &mut alerting_refs)));
+        }
+        if let Some(list) = top.take("receivers").and_then(|n| de::list(n, "`receivers`", d)) {
+            receivers.extend(list.iter().filter_map(|n| alerting::receiver(n, d, &mut secrets, &mut alerting_refs)));
+        }
+        if let Some(node) = top.take("route") {
+            route_written = true;
+            match &route {
+                Some(first) => d.push(
+                    Diagnostic::error(node.pos.clone(), "`route` is defined twice")
+                        .with_hint(format!("there is one routing tree; the first is at {}", first.pos)),
+                ),
+                None => route = alerting::route(node, d, &mut alerting_refs),
+            }
+        }
+        if let Some(list) = top.take("inhibit_rules").and_then(|n| de::list(n, "`inhibit_rules`", d)) {
+            inhibit_rules.extend(list.iter().filter_map(|n| alerting::inhibit_rule(n, d)));
         }
         for section in NOT_YET {
             if let Some(node) = top.take(section) {
@@ -69,7 +95,38 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         top.finish(TOP_LEVEL, d);
     }
     cross_check(&services, &refs, d);
-    Config { services, checks, redactor: Redactor::new(secrets), files: Vec::new() }
+    let check_names: Vec<&str> = refs.iter().map(|c| c.name.as_str()).collect();
+    alerting::cross_check(&alerting_refs, &check_names, d);
+    if !route_written {
+        route = default_route(&receivers, d);
+    }
+    Config { services, checks, alerts, receivers, route, inhibit_rules, redactor: Redactor::new(secrets), files: Vec::new() }
+}
+
+/// Without a `route:`, a single receiver gets every alert; several need a route.
+fn default_route(receivers: &[Receiver], d: &mut Diagnostics) -> Option<Route> {
+    match receivers {
+        [] => None,
+        [only] => Some(Route {
+            id: "0".into(),
+            receiver: only.name.clone(),
+            matchers: vec![],
+            group_by: GroupBy::Labels(vec!["alertname".into()]),
+            group_wait: alerting::DEFAULT_GROUP_WAIT,
+            group_interval: alerting::DEFAULT_GROUP_INTERVAL,
+            repeat_interval: alerting::DEFAULT_REPEAT_INTERVAL,
+            continue_: false,
+            routes: vec![],
+            pos: only.pos.clone(),
+        }),
+        [first, ..] => {
+            d.push(
+                Diagnostic::error(first.pos.clone(), format!("{} receivers are defined but no `route` says which gets what", receivers.len()))
+                    .with_hint("add a `route:` with a default `receiver:` and child `routes:` with matchers"),
+            );
+            None
+        }
+    }
 }
 
 fn name_of(fields: &mut Fields<'_>, kind: &str, d: &mut Diagnostics) -> Option<(String, Pos)> {
@@ -114,7 +171,7 @@ fn service(node: &Node, d: &mut Diagnostics) -> Option<Service> {
 }
 
 /// Resolves secret references in a string value, reporting problems at the right column.
-fn secret_text(node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<SecretString> {
+pub(super) fn secret_text(node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<SecretString> {
     let text = de::text(node, what, d)?;
     match secret::resolve(&text, secrets) {
         Ok(s) => Some(s),
@@ -128,7 +185,7 @@ fn secret_text(node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<S
 }
 
 /// A URL whose scheme must be one of `schemes`, with passwords only by reference.
-fn url(node: &Node, what: &str, schemes: &[&str], d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<SecretString> {
+pub(super) fn url(node: &Node, what: &str, schemes: &[&str], d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<SecretString> {
     let value = secret_text(node, what, d, secrets)?;
     match url::Url::parse(value.written()) {
         Ok(u) => {
@@ -314,7 +371,7 @@ fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut
     Some((probe?, conditions?))
 }
 
-fn env_map(node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<Vec<(String, SecretString)>> {
+pub(super) fn env_map(node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<Vec<(String, SecretString)>> {
     let Value::Map(entries) = &node.value else {
         d.push(de::type_error(node, what, "a mapping"));
         return None;

@@ -5,6 +5,7 @@
 //! embedded SQLite backend is the default, a PostgreSQL backend slots in beside it.
 
 mod sqlite;
+mod sqlite_alerts;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 pub use sqlite::SqliteStore;
 
+use crate::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
 use crate::auth::{Role, TokenInfo};
 use crate::checks::Outcome;
 use crate::checks::state::{CheckState, Transition};
@@ -55,7 +57,7 @@ pub struct Rollup {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AlertStore + Send + Sync + 'static {
     /// Last known state of every check, to resume after a restart.
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError>;
     /// Writes a batch of runs in one transaction.
@@ -81,4 +83,55 @@ pub trait Store: Send + Sync + 'static {
 
     /// Proves the store accepts writes (readiness).
     async fn probe_writable(&self) -> Result<(), StoreError>;
+}
+
+/// A notification to enqueue: the row, the alerts it carries, and the log entry that
+/// records it, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub dedup_key: String,
+    pub receiver: String,
+    pub group_key: String,
+    pub status: String,
+    pub payload: serde_json::Value,
+    pub alerts: Vec<String>,
+    pub log: NotifyLogEntry,
+}
+
+/// Durable state of alerting: alerts and their history, the notification log, the
+/// outbox and silences.
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    /// Every alert not inactive, to resume after a restart.
+    async fn load_alerts(&self) -> Result<Vec<Alert>, StoreError>;
+    /// Upserts the alert and appends its state change (when there is one), atomically.
+    async fn save_alert(&self, alert: &Alert, event: Option<&AlertEvent>) -> Result<(), StoreError>;
+    /// State changes, newest first; of one alert when `fingerprint` is given.
+    async fn alert_events(&self, fingerprint: Option<&str>, limit: u32) -> Result<Vec<AlertEvent>, StoreError>;
+    /// Deletes resolved alerts resolved before `before` that no log entry still lists.
+    async fn forget_resolved(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    async fn notify_log(&self) -> Result<Vec<NotifyLogEntry>, StoreError>;
+    /// Writes the log entry and, unless its dedup key exists, the outbox row. Returns the
+    /// new row's id, or `None` when the dedup key was already enqueued.
+    async fn enqueue(&self, n: &NewNotification) -> Result<Option<i64>, StoreError>;
+    /// Updates a log entry without sending anything (e.g. resolved alerts a receiver
+    /// does not want to hear about).
+    async fn update_notify_log(&self, entry: &NotifyLogEntry) -> Result<(), StoreError>;
+    /// Pending notifications of `receiver` due at `now`, oldest first.
+    async fn due_notifications(&self, receiver: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Notification>, StoreError>;
+    /// The earliest next attempt among pending notifications of `receiver`.
+    async fn next_due(&self, receiver: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    async fn mark_delivered(&self, id: i64, at: DateTime<Utc>, attempts: u32) -> Result<(), StoreError>;
+    async fn mark_retry(&self, id: i64, attempts: u32, next: DateTime<Utc>, error: &str) -> Result<(), StoreError>;
+    async fn mark_expired(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError>;
+    /// Notifications, newest first; those carrying one alert when `fingerprint` is given.
+    async fn notifications(&self, fingerprint: Option<&str>, limit: u32) -> Result<Vec<Notification>, StoreError>;
+    /// (pending notifications, creation time of the oldest pending one).
+    async fn outbox_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError>;
+
+    async fn create_silence(&self, silence: &Silence) -> Result<(), StoreError>;
+    async fn silences(&self) -> Result<Vec<Silence>, StoreError>;
+    /// Returns false when no unexpired silence has that id.
+    async fn expire_silence(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
 }

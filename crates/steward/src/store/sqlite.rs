@@ -5,18 +5,23 @@
 //! alarm. Readers use their own pool and never block the writer in WAL mode. Another
 //! process (`steward token create` while `serve` runs) waits on `busy_timeout`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{RecordedRun, ResultRow, Rollup, Store, StoreError};
 use crate::auth::{Role, TokenInfo};
 use crate::checks::state::{CheckState, Health, Transition};
+
+/// Rows per multi-row INSERT: 8 columns × 1,000 stays far below SQLite's limit of
+/// 32,766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[r#"
@@ -67,11 +72,71 @@ CREATE TABLE api_tokens (
 );
 CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked_at_ms IS NULL;
 CREATE TABLE readiness_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at_ms INTEGER NOT NULL);
+"#, r#"
+CREATE TABLE alerts (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    state TEXT NOT NULL,
+    active_since_ms INTEGER NOT NULL,
+    fired_at_ms INTEGER,
+    resolved_at_ms INTEGER,
+    last_true_ms INTEGER,
+    value REAL
+);
+CREATE TABLE alert_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    fingerprint TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    value REAL
+);
+CREATE INDEX alert_events_by_alert ON alert_events (fingerprint, id);
+CREATE TABLE notify_log (
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    firing TEXT NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (receiver, group_key)
+);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_key TEXT NOT NULL UNIQUE,
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error TEXT,
+    delivered_ms INTEGER
+);
+CREATE INDEX outbox_due ON outbox (state, receiver, next_attempt_ms);
+CREATE TABLE outbox_alerts (
+    fingerprint TEXT NOT NULL,
+    outbox_id INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, outbox_id)
+);
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_ms INTEGER NOT NULL,
+    ends_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expired_ms INTEGER
+);
 "#];
 
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -118,11 +183,11 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn time(ms: i64) -> DateTime<Utc> {
+pub(super) fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
@@ -155,44 +220,55 @@ impl Store for SqliteStore {
     }
 
     async fn record(&self, runs: &[RecordedRun]) -> Result<(), StoreError> {
+        // Multi-row statements: each statement is a round trip to sqlx's SQLite worker
+        // thread, so one per row cost more CPU than the inserts themselves.
         let mut tx = self.writer.begin().await?;
+        for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO check_results (check_name, at_ms, healthy, latency_ms, reason) ");
+            q.push_values(chunk, |mut b, run| {
+                b.push_bind(&run.check)
+                    .push_bind(ms(run.outcome.at))
+                    .push_bind(run.outcome.healthy)
+                    .push_bind(run.outcome.latency.as_secs_f64() * 1000.0)
+                    .push_bind(&run.outcome.reason);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        // Only the newest state of each check in the batch matters.
+        let mut latest: HashMap<&str, &CheckState> = HashMap::with_capacity(runs.len());
         for run in runs {
-            let latency_ms = run.outcome.latency.as_secs_f64() * 1000.0;
-            sqlx::query("INSERT INTO check_results (check_name, at_ms, healthy, latency_ms, reason) VALUES (?, ?, ?, ?, ?)")
-                .bind(&run.check)
-                .bind(ms(run.outcome.at))
-                .bind(run.outcome.healthy)
-                .bind(latency_ms)
-                .bind(&run.outcome.reason)
-                .execute(&mut *tx)
-                .await?;
-            let s = &run.state;
-            sqlx::query(
-                "INSERT INTO check_states VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (check_name) DO UPDATE SET
+            latest.insert(&run.state.check, &run.state);
+        }
+        let states: Vec<&CheckState> = latest.into_values().collect();
+        for chunk in states.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO check_states ");
+            q.push_values(chunk, |mut b, s| {
+                b.push_bind(&s.check)
+                    .push_bind(s.health.as_str())
+                    .push_bind(ms(s.since))
+                    .push_bind(s.consecutive_successes as i64)
+                    .push_bind(s.consecutive_failures as i64)
+                    .push_bind(s.last_run.map(ms))
+                    .push_bind(s.last_latency_ms)
+                    .push_bind(&s.last_reason);
+            });
+            q.push(
+                " ON CONFLICT (check_name) DO UPDATE SET
                  health = excluded.health, since_ms = excluded.since_ms, consecutive_successes = excluded.consecutive_successes,
                  consecutive_failures = excluded.consecutive_failures, last_run_ms = excluded.last_run_ms,
                  last_latency_ms = excluded.last_latency_ms, last_reason = excluded.last_reason",
-            )
-            .bind(&s.check)
-            .bind(s.health.as_str())
-            .bind(ms(s.since))
-            .bind(s.consecutive_successes as i64)
-            .bind(s.consecutive_failures as i64)
-            .bind(s.last_run.map(ms))
-            .bind(s.last_latency_ms)
-            .bind(&s.last_reason)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(t) = &run.transition {
-                sqlx::query("INSERT INTO check_transitions (check_name, at_ms, from_health, to_health, reason) VALUES (?, ?, ?, ?, ?)")
-                    .bind(&t.check)
-                    .bind(ms(t.at))
-                    .bind(t.from.as_str())
-                    .bind(t.to.as_str())
-                    .bind(&t.reason)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        for t in runs.iter().filter_map(|r| r.transition.as_ref()) {
+            sqlx::query("INSERT INTO check_transitions (check_name, at_ms, from_health, to_health, reason) VALUES (?, ?, ?, ?, ?)")
+                .bind(&t.check)
+                .bind(ms(t.at))
+                .bind(t.from.as_str())
+                .bind(t.to.as_str())
+                .bind(&t.reason)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -132,13 +132,19 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("STEWARD_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            // A file, not a pipe: nobody drains a pipe, and a full one would block steward.
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log")).unwrap())
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let s = Server { child, base, data: data.to_path_buf() };
         wait_for("steward serve to listen", Duration::from_secs(15), || port_open(port).then_some(()));
         s
+    }
+
+    /// Everything this data directory's servers logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
     }
 
     pub fn signal(&self, sig: i32) {

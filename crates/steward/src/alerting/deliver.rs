@@ -1,0 +1,217 @@
+//! The outbox → receivers. One worker per receiver, so a slow, failing or hanging
+//! receiver only ever delays its own notifications. Each attempt is bounded by the
+//! receiver's timeout; failures retry with exponential backoff and full jitter until
+//! delivered, or until the notification is older than [`MAX_AGE`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use serde_json::{Value as Json, json};
+use tokio_util::sync::CancellationToken;
+
+use super::Notification;
+use crate::config::{Receiver, ReceiverKind};
+use crate::engine::Engine;
+use crate::telemetry::DeliveryLabels;
+
+/// After this long undelivered, a notification is marked expired (visible in the API
+/// and metrics) instead of retried forever.
+pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// Keeps one worker per configured receiver; call [`Workers::sync`] after each reload.
+pub struct Workers {
+    running: HashMap<String, CancellationToken>,
+    client: reqwest::Client,
+}
+
+impl Workers {
+    pub fn new() -> Workers {
+        let client = crate::checks::http::build_client(&Default::default(), false).expect("a default HTTP client builds");
+        Workers { running: HashMap::new(), client }
+    }
+
+    pub fn sync(&mut self, engine: &Arc<Engine>, stop: &CancellationToken) {
+        let config = engine.config();
+        self.running.retain(|name, cancel| {
+            let keep = config.receiver(name).is_some();
+            if !keep {
+                cancel.cancel();
+            }
+            keep
+        });
+        for r in &config.receivers {
+            if !self.running.contains_key(&r.name) {
+                let cancel = stop.child_token();
+                tokio::spawn(worker(engine.clone(), self.client.clone(), r.name.clone(), cancel.clone()));
+                self.running.insert(r.name.clone(), cancel);
+            }
+        }
+    }
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers::new()
+    }
+}
+
+async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, stop: CancellationToken) {
+    loop {
+        let now = Utc::now();
+        let due = match engine.store.due_notifications(&receiver, now, 16).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(receiver = %receiver, error = %e, "cannot read the outbox; retrying");
+                Vec::new()
+            }
+        };
+        for n in &due {
+            // Re-read the receiver each time: a reload may have changed its URL.
+            let Some(r) = engine.config().receiver(&receiver).cloned() else { return };
+            let attempt = n.attempts + 1;
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = send(&client, &r, n) => r,
+            };
+            let labels = |result: &str| DeliveryLabels { receiver: receiver.clone(), result: result.into() };
+            let recorded = match result {
+                Ok(()) => {
+                    engine.metrics.notifications.get_or_create(&labels("delivered")).inc();
+                    tracing::info!(receiver = %receiver, id = n.id, attempt, status = %n.status, "notification delivered");
+                    engine.store.mark_delivered(n.id, Utc::now(), attempt).await
+                }
+                Err(failure) => {
+                    let error = engine.config().redactor.redact(&failure.message).into_owned();
+                    let age = (Utc::now() - n.created_at).to_std().unwrap_or_default();
+                    if !failure.retryable || age >= MAX_AGE {
+                        engine.metrics.notifications.get_or_create(&labels("expired")).inc();
+                        tracing::error!(receiver = %receiver, id = n.id, attempt, error = %error, "notification given up");
+                        engine.store.mark_expired(n.id, attempt, &error).await
+                    } else {
+                        engine.metrics.notifications.get_or_create(&labels("retried")).inc();
+                        let delay = backoff(attempt);
+                        tracing::warn!(receiver = %receiver, id = n.id, attempt, retry_in = ?delay, error = %error, "notification failed; will retry");
+                        let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                        engine.store.mark_retry(n.id, attempt, next, &error).await
+                    }
+                }
+            };
+            if let Err(e) = recorded {
+                // The attempt's outcome is lost; the row stays pending and is sent again:
+                // at least once, and the dedup key lets the receiver drop the repeat.
+                tracing::error!(receiver = %receiver, id = n.id, error = %e, "could not record a delivery attempt");
+            }
+        }
+        if due.len() == 16 {
+            continue;
+        }
+        let next = engine.store.next_due(&receiver).await.ok().flatten();
+        let sleep = next.map_or(Duration::from_secs(60), |t| (t - Utc::now()).to_std().unwrap_or_default()).min(Duration::from_secs(60));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = engine.alerting.wake_delivery.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Exponential from 1 s, capped at 5 min, with full jitter over its upper half.
+pub fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(BACKOFF_CAP);
+    exp.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+struct Failure {
+    message: String,
+    retryable: bool,
+}
+
+async fn send(client: &reqwest::Client, r: &Receiver, n: &Notification) -> Result<(), Failure> {
+    let (url, body, headers) = match &r.kind {
+        ReceiverKind::Webhook { url, headers } => (url, n.payload.clone(), headers.as_slice()),
+        ReceiverKind::Slack { url, channel } => (url, slack_body(&n.payload, channel.as_deref()), &[][..]),
+    };
+    let mut req = client.post(url.expose()).timeout(r.timeout).header("Idempotency-Key", &n.dedup_key).json(&body);
+    for (k, v) in headers {
+        req = req.header(k, v.expose());
+    }
+    let resp = req.send().await.map_err(|e| Failure {
+        message: if e.is_timeout() { format!("no answer within {:?}", r.timeout) } else { format!("request failed: {e}") },
+        retryable: true,
+    })?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let snippet: String = text.chars().take(200).collect();
+    // 4xx other than 408/429 means the receiver rejects this payload: retrying cannot help.
+    let retryable = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
+    Err(Failure { message: format!("receiver answered {status}: {snippet}"), retryable })
+}
+
+/// A Slack-compatible incoming-webhook message rendered from the Alertmanager payload.
+pub fn slack_body(payload: &Json, channel: Option<&str>) -> Json {
+    let status = payload["status"].as_str().unwrap_or("firing");
+    let alerts = payload["alerts"].as_array().cloned().unwrap_or_default();
+    let firing = alerts.iter().filter(|a| a["status"] == "firing").count();
+    let resolved = alerts.len() - firing;
+    let mut lines = vec![format!(
+        "*[{}]* {}",
+        status.to_uppercase(),
+        payload["groupLabels"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    )];
+    if firing > 0 && resolved > 0 {
+        lines.push(format!("{firing} firing, {resolved} resolved"));
+    }
+    for a in &alerts {
+        let icon = if a["status"] == "firing" { ":red_circle:" } else { ":large_green_circle:" };
+        let name = a["labels"]["alertname"].as_str().unwrap_or("alert");
+        let summary = a["annotations"]["summary"].as_str().or(a["annotations"]["description"].as_str()).unwrap_or("");
+        let severity = a["labels"]["severity"].as_str().unwrap_or("");
+        lines.push(format!("{icon} *{name}* ({severity}) {summary}").trim_end().to_string());
+    }
+    let mut body = json!({ "text": lines.join("\n") });
+    if let Some(c) = channel {
+        body["channel"] = json!(c);
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        for attempt in 1..30 {
+            let d = backoff(attempt);
+            let ceiling = BACKOFF_BASE.saturating_mul(1u32 << (attempt - 1).min(16)).min(BACKOFF_CAP);
+            assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?} vs {ceiling:?}");
+        }
+        assert!(backoff(30) <= BACKOFF_CAP);
+    }
+
+    #[test]
+    fn slack_message_names_each_alert() {
+        let payload = json!({
+            "status": "firing",
+            "groupLabels": {"alertname": "ApiDown"},
+            "alerts": [
+                {"status": "firing", "labels": {"alertname": "ApiDown", "severity": "critical"}, "annotations": {"summary": "api is down"}},
+                {"status": "resolved", "labels": {"alertname": "ApiDown", "severity": "critical"}, "annotations": {}}
+            ]
+        });
+        let body = slack_body(&payload, Some("#ops"));
+        let text = body["text"].as_str().unwrap();
+        assert!(text.starts_with("*[FIRING]* alertname=ApiDown"), "{text}");
+        assert!(text.contains("1 firing, 1 resolved"));
+        assert!(text.contains(":red_circle: *ApiDown* (critical) api is down"));
+        assert_eq!(body["channel"], "#ops");
+    }
+}

@@ -1,0 +1,228 @@
+//! Alert rules → alerts. Each rule is evaluated on a tick (and at once when a check
+//! changes health), and its alert moves inactive → pending → firing → resolved.
+//! Every change is written to the store before the dispatcher hears of it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{Alert, AlertEvent, AlertState, Labels, fingerprint};
+use crate::checks::state::Health;
+use crate::config::{AlertCondition, AlertRule, Config};
+use crate::engine::Engine;
+use crate::store::StoreError;
+
+/// Window rules read history from the store; they need not run every tick.
+const WINDOW_EVERY: Duration = Duration::from_secs(10);
+
+/// The labels of a rule's alert: the check's labels, then `check`, `service`,
+/// `severity`, the rule's labels and `alertname` (later ones win).
+pub fn alert_labels(rule: &AlertRule, config: &Config) -> Labels {
+    let mut labels = Labels::new();
+    let check = rule.when.check();
+    if let Some(spec) = config.check(check) {
+        labels.extend(spec.labels.clone());
+        if let Some(svc) = &spec.service {
+            labels.insert("service".into(), svc.clone());
+        }
+    }
+    labels.insert("check".into(), check.to_string());
+    labels.insert("severity".into(), rule.severity.clone());
+    labels.extend(rule.labels.clone());
+    labels.insert("alertname".into(), rule.name.clone());
+    labels
+}
+
+/// Whether a rule's condition holds now, and the value that decided it.
+async fn condition(engine: &Engine, rule: &AlertRule, now: DateTime<Utc>) -> Result<Option<f64>, StoreError> {
+    match &rule.when {
+        AlertCondition::CheckUnhealthy { check } => {
+            Ok(engine.state(check).filter(|s| s.health == Health::Unhealthy).map(|_| 1.0))
+        }
+        AlertCondition::FailureRatio { check, op, threshold, window } => {
+            let since = now - chrono::Duration::from_std(*window).unwrap_or_default();
+            let rows = engine.store.history(check, 1_000_000, None).await?;
+            let recent: Vec<_> = rows.iter().take_while(|r| r.at >= since).collect();
+            if recent.is_empty() {
+                return Ok(None);
+            }
+            let ratio = recent.iter().filter(|r| !r.healthy).count() as f64 / recent.len() as f64;
+            Ok(op.holds(ratio, *threshold).then_some(ratio))
+        }
+        AlertCondition::Latency { check, quantile, op, threshold_ms, window } => {
+            let since = now - chrono::Duration::from_std(*window).unwrap_or_default();
+            let rows = engine.store.history(check, 1_000_000, None).await?;
+            let mut latencies: Vec<f64> = rows.iter().take_while(|r| r.at >= since).map(|r| r.latency_ms).collect();
+            if latencies.is_empty() {
+                return Ok(None);
+            }
+            latencies.sort_by(f64::total_cmp);
+            let rank = ((latencies.len() as f64 * quantile).ceil() as usize).clamp(1, latencies.len()) - 1;
+            let value = latencies[rank];
+            Ok(op.holds(value, *threshold_ms).then_some(value))
+        }
+    }
+}
+
+/// The next state of an alert given whether its condition holds; `None` = no change.
+pub fn step(alert: &Alert, holds: Option<f64>, rule: &AlertRule, now: DateTime<Utc>) -> Option<Alert> {
+    let mut next = alert.clone();
+    let since = |t: DateTime<Utc>| (now - t).to_std().unwrap_or_default();
+    match (alert.state, holds) {
+        (AlertState::Inactive | AlertState::Resolved, Some(v)) => {
+            next.active_since = now;
+            next.last_true = Some(now);
+            next.value = Some(v);
+            next.resolved_at = None;
+            if rule.for_.is_zero() {
+                next.state = AlertState::Firing;
+                next.fired_at = Some(now);
+            } else {
+                next.state = AlertState::Pending;
+                next.fired_at = None;
+            }
+        }
+        (AlertState::Pending, Some(v)) => {
+            next.last_true = Some(now);
+            next.value = Some(v);
+            if since(alert.active_since) >= rule.for_ {
+                next.state = AlertState::Firing;
+                next.fired_at = Some(now);
+            }
+        }
+        (AlertState::Pending, None) => next.state = AlertState::Inactive,
+        (AlertState::Firing, Some(v)) => {
+            next.last_true = Some(now);
+            next.value = Some(v);
+        }
+        (AlertState::Firing, None) => {
+            let held_until = alert.last_true.unwrap_or(alert.active_since);
+            if since(held_until) >= rule.keep_firing_for {
+                next.state = AlertState::Resolved;
+                next.resolved_at = Some(now);
+            }
+        }
+        (AlertState::Inactive | AlertState::Resolved, None) => {}
+    }
+    (next != *alert).then_some(next)
+}
+
+/// Evaluation state kept between ticks.
+#[derive(Default)]
+pub struct Evaluator {
+    last_window_eval: HashMap<String, DateTime<Utc>>,
+}
+
+impl Evaluator {
+    /// Evaluates every rule once; returns whether any alert changed state.
+    pub async fn tick(&mut self, engine: &Engine, now: DateTime<Utc>) -> bool {
+        let config = engine.config();
+        let mut state_changed = false;
+        for rule in &config.alerts {
+            let windowed = !matches!(rule.when, AlertCondition::CheckUnhealthy { .. });
+            if windowed {
+                let due = self.last_window_eval.get(&rule.name).is_none_or(|t| (now - *t).to_std().unwrap_or_default() >= WINDOW_EVERY);
+                if !due {
+                    continue;
+                }
+                self.last_window_eval.insert(rule.name.clone(), now);
+            }
+            let holds = match condition(engine, rule, now).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(alert = %rule.name, error = %e, "alert rule could not be evaluated; its alert keeps its state");
+                    continue;
+                }
+            };
+            let labels = alert_labels(rule, &config);
+            let fp = fingerprint(&labels);
+            let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert {
+                fingerprint: fp.clone(),
+                rule: rule.name.clone(),
+                labels: labels.clone(),
+                annotations: BTreeMap::new(),
+                state: AlertState::Inactive,
+                active_since: now,
+                fired_at: None,
+                resolved_at: None,
+                last_true: None,
+                value: None,
+            });
+            let Some(mut next) = step(&current, holds, rule, now) else { continue };
+            next.annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&labels, next.value))).collect();
+            let event = (next.state != current.state).then(|| AlertEvent {
+                fingerprint: fp.clone(),
+                rule: rule.name.clone(),
+                at: now,
+                from: current.state,
+                to: next.state,
+                value: next.value,
+            });
+            if engine.alerting.save(engine, next, event.as_ref()).await && event.is_some() {
+                state_changed = true;
+            }
+        }
+        state_changed |= engine.alerting.resolve_orphans(engine, &config, now).await;
+        state_changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(for_: u64, keep: u64) -> AlertRule {
+        let c = crate::config::load_str(
+            "t.yaml",
+            &format!(
+                "checks: [{{name: api, tcp: {{address: '127.0.0.1:1'}}}}]\nalerts: [{{name: A, when: check api unhealthy, for: {for_}s, keep_firing_for: {keep}s}}]"
+            ),
+        )
+        .unwrap();
+        c.alerts[0].clone()
+    }
+
+    fn inactive(now: DateTime<Utc>) -> Alert {
+        Alert {
+            fingerprint: "f".into(),
+            rule: "A".into(),
+            labels: Labels::new(),
+            annotations: BTreeMap::new(),
+            state: AlertState::Inactive,
+            active_since: now,
+            fired_at: None,
+            resolved_at: None,
+            last_true: None,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn pending_for_then_firing_then_resolved() {
+        let t0 = Utc::now();
+        let s = |n: i64| t0 + chrono::Duration::seconds(n);
+        let r = rule(60, 0);
+        let a = step(&inactive(t0), Some(1.0), &r, t0).unwrap();
+        assert_eq!(a.state, AlertState::Pending);
+        assert!(step(&a, Some(1.0), &r, s(59)).is_some_and(|a| a.state == AlertState::Pending));
+        let a = step(&a, Some(1.0), &r, s(60)).unwrap();
+        assert_eq!((a.state, a.fired_at), (AlertState::Firing, Some(s(60))));
+        let a = step(&a, None, &r, s(61)).unwrap();
+        assert_eq!((a.state, a.resolved_at), (AlertState::Resolved, Some(s(61))));
+        // A pending alert whose condition clears goes back to inactive without firing.
+        let p = step(&inactive(t0), Some(1.0), &r, t0).unwrap();
+        assert_eq!(step(&p, None, &r, s(5)).unwrap().state, AlertState::Inactive);
+    }
+
+    #[test]
+    fn keep_firing_for_damps_flapping() {
+        let t0 = Utc::now();
+        let s = |n: i64| t0 + chrono::Duration::seconds(n);
+        let r = rule(0, 30);
+        let a = step(&inactive(t0), Some(1.0), &r, t0).unwrap();
+        assert_eq!(a.state, AlertState::Firing);
+        assert!(step(&a, None, &r, s(29)).is_none(), "still within keep_firing_for");
+        assert_eq!(step(&a, None, &r, s(30)).unwrap().state, AlertState::Resolved);
+    }
+}

@@ -1,0 +1,162 @@
+//! The live alerting state shared by the evaluator, dispatcher, delivery workers and
+//! the API: alerts by fingerprint, silences, and the wake-ups between the stages.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use super::matcher::matches_all;
+use super::{Alert, AlertEvent, AlertState, Mute, Silence};
+use crate::checks::state::{CheckState, Health};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::store::{Store, StoreError};
+
+#[derive(Default)]
+pub struct Live {
+    alerts: Mutex<HashMap<String, Alert>>,
+    silences: RwLock<Vec<Silence>>,
+    /// A check changed health: evaluate now rather than at the next tick.
+    pub wake_evaluator: Notify,
+    /// An alert changed state or a silence changed: regroup now.
+    pub wake_dispatcher: Notify,
+    /// A notification was enqueued.
+    pub wake_delivery: Notify,
+}
+
+impl Live {
+    /// Loads alerts and silences from the store (start-up).
+    pub async fn load(store: &dyn Store) -> Result<Live, StoreError> {
+        let live = Live::default();
+        *live.alerts.lock().expect("alerts lock") = store.load_alerts().await?.into_iter().map(|a| (a.fingerprint.clone(), a)).collect();
+        *live.silences.write().expect("silences lock") = store.silences().await?;
+        Ok(live)
+    }
+
+    pub fn alert(&self, fingerprint: &str) -> Option<Alert> {
+        self.alerts.lock().expect("alerts lock").get(fingerprint).cloned()
+    }
+
+    /// Every alert that is not inactive, sorted by rule then fingerprint.
+    pub fn alerts(&self) -> Vec<Alert> {
+        let mut v: Vec<Alert> =
+            self.alerts.lock().expect("alerts lock").values().filter(|a| a.state != AlertState::Inactive).cloned().collect();
+        v.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
+        v
+    }
+
+    /// Persists then publishes an alert. Returns false (and keeps the old state, so the
+    /// change is retried at the next evaluation) when the store refused it.
+    pub async fn save(&self, engine: &Engine, alert: Alert, event: Option<&AlertEvent>) -> bool {
+        if let Err(e) = engine.store.save_alert(&alert, event).await {
+            tracing::error!(alert = %alert.rule, error = %e, "could not record an alert change; retrying at the next evaluation");
+            return false;
+        }
+        if let Some(e) = event {
+            match e.to {
+                AlertState::Firing => tracing::warn!(alert = %e.rule, fingerprint = %e.fingerprint, value = ?e.value, "alert firing"),
+                to => tracing::info!(alert = %e.rule, fingerprint = %e.fingerprint, from = e.from.as_str(), to = to.as_str(), "alert changed state"),
+            }
+        }
+        let mut alerts = self.alerts.lock().expect("alerts lock");
+        if alert.state == AlertState::Inactive {
+            alerts.remove(&alert.fingerprint);
+        } else {
+            alerts.insert(alert.fingerprint.clone(), alert);
+        }
+        drop(alerts);
+        if event.is_some() {
+            self.wake_dispatcher.notify_one();
+        }
+        true
+    }
+
+    /// Alerts whose rule is gone (a reload removed or renamed it) resolve, so receivers
+    /// hear the end of what they were told began.
+    pub async fn resolve_orphans(&self, engine: &Engine, config: &Config, now: DateTime<Utc>) -> bool {
+        let rules: HashSet<&str> = config.alerts.iter().map(|r| r.name.as_str()).collect();
+        let orphans: Vec<Alert> = self
+            .alerts()
+            .into_iter()
+            .filter(|a| matches!(a.state, AlertState::Firing | AlertState::Pending) && !rules.contains(a.rule.as_str()))
+            .collect();
+        let mut changed = false;
+        for a in orphans {
+            let mut next = a.clone();
+            next.state = if a.state == AlertState::Firing { AlertState::Resolved } else { AlertState::Inactive };
+            next.resolved_at = Some(now);
+            let event =
+                AlertEvent { fingerprint: a.fingerprint.clone(), rule: a.rule.clone(), at: now, from: a.state, to: next.state, value: a.value };
+            changed |= self.save(engine, next, Some(&event)).await;
+        }
+        changed
+    }
+
+    pub fn silences(&self) -> Vec<Silence> {
+        self.silences.read().expect("silences lock").clone()
+    }
+
+    pub fn set_silences(&self, silences: Vec<Silence>) {
+        *self.silences.write().expect("silences lock") = silences;
+        self.wake_dispatcher.notify_one();
+    }
+
+    /// Why `alert` is muted now: active silences, inhibit rules, failing dependencies.
+    pub fn mutes(&self, alert: &Alert, all: &[Alert], config: &Config, checks: &HashMap<String, CheckState>, now: DateTime<Utc>) -> Vec<Mute> {
+        let mut out = Vec::new();
+        for s in self.silences.read().expect("silences lock").iter() {
+            if s.is_active(now) && matches_all(&s.matchers, &alert.labels) {
+                out.push(Mute::Silence { id: s.id.clone(), comment: s.comment.clone() });
+            }
+        }
+        let firing = || all.iter().filter(|a| a.state == AlertState::Firing && a.fingerprint != alert.fingerprint);
+        for rule in &config.inhibit_rules {
+            if !matches_all(&rule.target, &alert.labels) {
+                continue;
+            }
+            if let Some(source) = firing().find(|s| {
+                matches_all(&rule.source, &s.labels) && rule.equal.iter().all(|l| s.labels.get(l) == alert.labels.get(l))
+            }) {
+                out.push(Mute::Inhibition { by_alert: source.rule.clone(), by_fingerprint: source.fingerprint.clone() });
+            }
+        }
+        if let Some(service) = alert.labels.get("service") {
+            for upstream in upstream_services(config, service) {
+                let cause = firing()
+                    .find(|s| s.labels.get("service") == Some(&upstream))
+                    .map(|s| format!("alert {} is firing", s.rule))
+                    .or_else(|| {
+                        config
+                            .checks
+                            .iter()
+                            .filter(|c| c.service.as_deref() == Some(upstream.as_str()))
+                            .find(|c| checks.get(&c.name).is_some_and(|s| s.health == Health::Unhealthy))
+                            .map(|c| format!("check {} is unhealthy", c.name))
+                    });
+                if let Some(cause) = cause {
+                    out.push(Mute::Dependency { service: upstream, cause });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Every service `service` depends on, directly or not (config guarantees no cycles).
+pub fn upstream_services(config: &Config, service: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut stack = vec![service.to_string()];
+    while let Some(s) = stack.pop() {
+        if let Some(svc) = config.service(&s) {
+            for dep in &svc.depends_on {
+                if !out.contains(dep) {
+                    out.push(dep.clone());
+                    stack.push(dep.clone());
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,258 @@
+//! Deciding when people must act, and telling them reliably.
+//!
+//! # Data flow
+//! check states and results → [`evaluate`] (rules → alerts: pending → firing →
+//! resolved, persisted with every change) → [`dispatch`] (routing tree, grouping,
+//! silences, inhibition, service dependencies → one durable outbox row per
+//! notification) → [`deliver`] (one worker per receiver: retries with backoff and
+//! jitter until delivered).
+//!
+//! **Invariants.**
+//! - An alert's state is written to the store before anything is sent about it, so a
+//!   restart resumes `for` timers and knows what is firing.
+//! - A notification is enqueued in the same transaction that records it in the
+//!   notification log (what each receiver was last told about each group). A crash
+//!   therefore either did both or neither: never a duplicate firing notification, never
+//!   a lost resolved one.
+//! - Delivery is at least once. Each notification carries a stable dedup key
+//!   (`Idempotency-Key` header, PagerDuty `dedup_key`), so a receiver can drop the
+//!   rare redelivery after a crash between sending and recording success.
+//! - A receiver only ever blocks its own queue: each has its own worker and timeout.
+
+pub mod deliver;
+pub mod dispatch;
+pub mod evaluate;
+pub mod live;
+pub mod matcher;
+pub mod route;
+pub mod template;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use live::Live;
+pub use matcher::{Labels, Matcher};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::telemetry::StateLabels;
+
+/// How often rules are evaluated when no check changed health in between.
+const EVALUATION_TICK: Duration = Duration::from_secs(1);
+/// Resolved alerts are kept this long for the API, then forgotten.
+const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Runs alerting until `stop`: the evaluator here, the dispatcher and one delivery
+/// worker per receiver beside it.
+pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+    let mut evaluator = evaluate::Evaluator::default();
+    let mut workers = deliver::Workers::new();
+    workers.sync(&engine, &stop);
+    let dispatcher = tokio::spawn(dispatch::run(engine.clone(), stop.clone()));
+    let mut tick = tokio::time::interval(EVALUATION_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut housekeeping = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+            _ = engine.alerting.wake_evaluator.notified() => {}
+        }
+        let now = chrono::Utc::now();
+        evaluator.tick(&engine, now).await;
+        workers.sync(&engine, &stop);
+        let alerts = engine.alerting.alerts();
+        for state in [AlertState::Pending, AlertState::Firing, AlertState::Resolved] {
+            let n = alerts.iter().filter(|a| a.state == state).count();
+            engine.metrics.alerts.get_or_create(&StateLabels { state: state.as_str().into() }).set(n as i64);
+        }
+        if housekeeping.elapsed() >= Duration::from_secs(5) {
+            housekeeping = tokio::time::Instant::now();
+            if let Ok((depth, oldest)) = engine.store.outbox_depth().await {
+                engine.metrics.outbox_depth.set(depth as i64);
+                engine.metrics.outbox_oldest_age.set(oldest.map_or(0.0, |t| (now - t).num_milliseconds() as f64 / 1000.0));
+            }
+            let before = now - chrono::Duration::from_std(RESOLVED_RETENTION).unwrap_or_default();
+            if let Err(e) = engine.store.forget_resolved(before).await {
+                tracing::warn!(error = %e, "could not forget old resolved alerts");
+            }
+        }
+    }
+    let _ = dispatcher.await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Inactive,
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Inactive => "inactive",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> AlertState {
+        match s {
+            "pending" => AlertState::Pending,
+            "firing" => AlertState::Firing,
+            "resolved" => AlertState::Resolved,
+            _ => AlertState::Inactive,
+        }
+    }
+}
+
+/// One alert: a rule's condition for one set of labels.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// Stable hash of the labels; the alert's identity across restarts.
+    pub fingerprint: String,
+    pub rule: String,
+    pub labels: Labels,
+    pub annotations: BTreeMap<String, String>,
+    pub state: AlertState,
+    /// When the condition started to hold (the start of `for`).
+    pub active_since: DateTime<Utc>,
+    pub fired_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The last evaluation at which the condition held (for `keep_firing_for`).
+    pub last_true: Option<DateTime<Utc>>,
+    /// The value that triggered it (1 for `unhealthy`, the ratio, the latency in ms).
+    pub value: Option<f64>,
+}
+
+/// An entry of an alert's append-only history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertEvent {
+    pub fingerprint: String,
+    pub rule: String,
+    pub at: DateTime<Utc>,
+    pub from: AlertState,
+    pub to: AlertState,
+    pub value: Option<f64>,
+}
+
+/// What a receiver was last told about a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyLogEntry {
+    pub receiver: String,
+    pub group_key: String,
+    /// Fingerprints of the firing alerts the last notification carried.
+    pub firing: Vec<String>,
+    pub sent_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Waiting for its first or next attempt.
+    Pending,
+    Delivered,
+    /// Gave up after the maximum age; the last error says why.
+    Expired,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> DeliveryState {
+        match s {
+            "delivered" => DeliveryState::Delivered,
+            "expired" => DeliveryState::Expired,
+            _ => DeliveryState::Pending,
+        }
+    }
+}
+
+/// A notification in the outbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    pub id: i64,
+    pub dedup_key: String,
+    pub receiver: String,
+    pub group_key: String,
+    /// `firing` or `resolved`, as in the Alertmanager payload.
+    pub status: String,
+    /// The Alertmanager-compatible payload; receivers of other kinds render from it.
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Fingerprints of the alerts it carries.
+    pub alerts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Vec<Matcher>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub created_by: String,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+    pub expired_at: Option<DateTime<Utc>>,
+}
+
+impl Silence {
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.expired_at.is_none() && self.starts_at <= now && now < self.ends_at
+    }
+
+    pub fn state(&self, now: DateTime<Utc>) -> &'static str {
+        if self.expired_at.is_some() || now >= self.ends_at {
+            "expired"
+        } else if now < self.starts_at {
+            "pending"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// Why an alert is not being notified right now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Mute {
+    Silence { id: String, comment: String },
+    /// An inhibit rule: a firing alert (the source) makes this one redundant.
+    Inhibition { by_alert: String, by_fingerprint: String },
+    /// A service this alert's service depends on is failing: that is the cause.
+    Dependency { service: String, cause: String },
+}
+
+/// The identity of a label set: SHA-256 of `name=value` pairs in order, hex, 16 chars.
+pub fn fingerprint(labels: &Labels) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in labels {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0xff]);
+    }
+    hex::encode(&h.finalize()[..8])
+}

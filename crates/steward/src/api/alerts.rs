@@ -1,0 +1,196 @@
+//! `/api/v1/alerts`, `/api/v1/notifications` and `/api/v1/silences`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::Caller;
+use super::error::{ApiError, Code};
+use super::{AppState, parse_time};
+use crate::alerting::{Alert, Matcher, Mute, Silence};
+use crate::auth::Role;
+use crate::engine::Engine;
+
+/// An alert as the API shows it: its state and what, if anything, mutes it.
+#[derive(Debug, Serialize)]
+pub struct AlertView {
+    #[serde(flatten)]
+    pub alert: Alert,
+    pub muted_by: Vec<Mute>,
+}
+
+pub fn alert_views(engine: &Engine) -> Vec<AlertView> {
+    let config = engine.config();
+    let states = engine.states();
+    let alerts = engine.alerting.alerts();
+    let now = Utc::now();
+    alerts
+        .iter()
+        .map(|a| AlertView { muted_by: engine.alerting.mutes(a, &alerts, &config, &states, now), alert: a.clone() })
+        .collect()
+}
+
+pub async fn list_alerts(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(json!({ "alerts": alert_views(&s.engine) })))
+}
+
+pub async fn get_alert(caller: Caller, State(s): State<Arc<AppState>>, Path(fp): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let view = alert_views(&s.engine).into_iter().find(|v| v.alert.fingerprint == fp);
+    let events = s.engine.store.alert_events(Some(&fp), 200).await?;
+    if view.is_none() && events.is_empty() {
+        return Err(ApiError::new(Code::NotFound, format!("no alert with fingerprint `{fp}`")));
+    }
+    let notifications = s.engine.store.notifications(Some(&fp), 200).await?;
+    Ok(Json(json!({ "alert": view, "events": events, "notifications": notifications })))
+}
+
+#[derive(Deserialize)]
+pub struct LimitQuery {
+    limit: Option<u32>,
+}
+
+pub async fn list_notifications(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(json!({ "notifications": s.engine.store.notifications(None, limit).await? })))
+}
+
+#[derive(Serialize)]
+struct SilenceView<'a> {
+    #[serde(flatten)]
+    silence: &'a Silence,
+    state: &'static str,
+}
+
+pub async fn list_silences(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let now = Utc::now();
+    let silences = s.engine.alerting.silences();
+    let views: Vec<SilenceView<'_>> = silences.iter().map(|silence| SilenceView { silence, state: silence.state(now) }).collect();
+    Ok(Json(json!({ "silences": views })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    matchers: Vec<String>,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    /// Alternative to `ends_at`: how long from the start, e.g. `2h`.
+    duration: Option<String>,
+    comment: String,
+}
+
+pub async fn create_silence(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    caller.require(Role::Operator)?;
+    let req: NewSilence = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(Code::BadRequest, format!("invalid silence: {e}; send {{\"matchers\": [\"alertname=\\\"X\\\"\"], \"duration\": \"2h\", \"comment\": \"why\"}}"))
+    })?;
+    let silence = validate_silence(req, &caller.0.name, Utc::now())?;
+    s.engine.store.create_silence(&silence).await?;
+    s.engine.alerting.set_silences(s.engine.store.silences().await?);
+    tracing::info!(id = %silence.id, by = %silence.created_by, matchers = ?silence.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>(), "silence created");
+    Ok((StatusCode::CREATED, Json(json!({ "silence": silence }))))
+}
+
+fn validate_silence(req: NewSilence, author: &str, now: DateTime<Utc>) -> Result<Silence, ApiError> {
+    let bad = |m: String| ApiError::new(Code::BadRequest, m);
+    if req.matchers.is_empty() {
+        return Err(bad("a silence needs at least one matcher; an empty list would silence everything".into()));
+    }
+    let matchers = req
+        .matchers
+        .iter()
+        .map(|m| Matcher::parse(m).map_err(|e| bad(format!("matcher `{m}`: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if matchers.iter().all(|m| m.matches(&Default::default())) {
+        return Err(bad("these matchers match every alert (they all match empty labels); name at least one label value".into()));
+    }
+    if req.comment.trim().is_empty() {
+        return Err(bad("say why in `comment`: the next person on call will read it".into()));
+    }
+    let starts_at = parse_time("starts_at", req.starts_at.as_deref())?.unwrap_or(now);
+    let ends_at = match (parse_time("ends_at", req.ends_at.as_deref())?, req.duration.as_deref()) {
+        (Some(_), Some(_)) => return Err(bad("give `ends_at` or `duration`, not both".into())),
+        (Some(t), None) => t,
+        (None, Some(d)) => {
+            let d = crate::config::duration::parse_duration(d).map_err(|e| bad(format!("`duration`: {e}")))?;
+            starts_at + chrono::Duration::from_std(d).map_err(|_| bad("`duration` is too long".into()))?
+        }
+        (None, None) => return Err(bad("give `ends_at` or `duration`: silences always end".into())),
+    };
+    if ends_at <= starts_at || ends_at <= now {
+        return Err(bad("the silence must end after it starts and in the future".into()));
+    }
+    Ok(Silence {
+        id: new_id(),
+        matchers,
+        starts_at,
+        ends_at,
+        created_by: author.to_string(),
+        comment: req.comment,
+        created_at: now,
+        expired_at: None,
+    })
+}
+
+fn new_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 8] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+pub async fn expire_silence(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    if !s.engine.store.expire_silence(&id, Utc::now()).await? {
+        return Err(ApiError::new(Code::NotFound, format!("no active or pending silence with id `{id}`")));
+    }
+    s.engine.alerting.set_silences(s.engine.store.silences().await?);
+    tracing::info!(id = %id, by = %caller.0.name, "silence expired");
+    Ok(Json(json!({ "expired": id })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(matchers: &[&str], duration: Option<&str>, comment: &str) -> NewSilence {
+        NewSilence {
+            matchers: matchers.iter().map(|s| s.to_string()).collect(),
+            starts_at: None,
+            ends_at: None,
+            duration: duration.map(str::to_string),
+            comment: comment.into(),
+        }
+    }
+
+    #[test]
+    fn silences_are_validated() {
+        let now = Utc::now();
+        let ok = validate_silence(req(&["alertname=ApiDown"], Some("2h"), "deploy"), "alice", now).unwrap();
+        assert_eq!(ok.ends_at - ok.starts_at, chrono::Duration::hours(2));
+        assert_eq!(ok.created_by, "alice");
+        let msg = |r| validate_silence(r, "a", now).unwrap_err().message;
+        assert!(msg(req(&[], Some("1h"), "x")).contains("at least one matcher"));
+        assert!(msg(req(&["alertname=~\".*\""], Some("1h"), "x")).contains("match every alert"));
+        assert!(msg(req(&["alertname=X"], None, "x")).contains("silences always end"));
+        assert!(msg(req(&["alertname=X"], Some("1h"), " ")).contains("comment"));
+        assert!(msg(req(&["alertname"], Some("1h"), "x")).contains("no operator"));
+    }
+}

@@ -1,0 +1,214 @@
+//! `steward route test` (offline, from the configuration) and `steward alerts` /
+//! `steward silence …` (online, through a running server's API, like amtool).
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::{Output, exit, print_table};
+use crate::alerting::Labels;
+use crate::alerting::route::{group_key, group_labels, matching};
+
+/// Where a running server is and how to authenticate to it.
+pub struct Remote {
+    pub server: String,
+    pub token: String,
+}
+
+impl Remote {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let url = format!("{}/api/v1{path}", self.server.trim_end_matches('/'));
+        let client = crate::checks::http::build_client(&Default::default(), false)?;
+        let mut req = client.request(method.parse().expect("literal method"), &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| format!("cannot reach steward at {}: {e}", self.server))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(v)
+        } else {
+            Err(format!("{} ({status})", v["error"]["message"].as_str().unwrap_or("the server refused the request")))
+        }
+    }
+}
+
+fn fail(message: &str) -> u8 {
+    eprintln!("error: {message}");
+    exit::FAILED
+}
+
+fn labels_text(v: &Value) -> String {
+    v.as_object()
+        .map(|m| m.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn mute_text(m: &Value) -> String {
+    match m["kind"].as_str() {
+        Some("silence") => format!("silence {}", m["id"].as_str().unwrap_or("")),
+        Some("inhibition") => format!("inhibited by {}", m["by_alert"].as_str().unwrap_or("")),
+        Some("dependency") => format!("upstream {}: {}", m["service"].as_str().unwrap_or(""), m["cause"].as_str().unwrap_or("")),
+        _ => m.to_string(),
+    }
+}
+
+fn ago(t: &Value) -> String {
+    let Some(t) = t.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else { return "-".into() };
+    let secs = (Utc::now() - t.with_timezone(&Utc)).num_seconds().max(0) as u64;
+    format!("{} ago", crate::config::duration::format_duration(std::time::Duration::from_secs(secs)))
+}
+
+pub async fn list_alerts(remote: &Remote, output: Output) -> u8 {
+    let v = match remote.call("GET", "/alerts", None).await {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        return exit::OK;
+    }
+    let rows: Vec<Vec<String>> = v["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|a| {
+                    let since = if a["state"] == "firing" { &a["fired_at"] } else if a["state"] == "resolved" { &a["resolved_at"] } else { &a["active_since"] };
+                    let muted: Vec<String> = a["muted_by"].as_array().map(|m| m.iter().map(mute_text).collect()).unwrap_or_default();
+                    vec![
+                        a["rule"].as_str().unwrap_or("").to_string(),
+                        a["state"].as_str().unwrap_or("").to_string(),
+                        ago(since),
+                        if muted.is_empty() { "-".into() } else { muted.join("; ") },
+                        labels_text(&a["labels"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        println!("no alerts");
+    } else {
+        print_table(&["ALERT", "STATE", "SINCE", "MUTED BY", "LABELS"], &rows);
+    }
+    exit::OK
+}
+
+pub async fn create_silence(remote: &Remote, matchers: &[String], duration: &str, comment: &str, output: Output) -> u8 {
+    let body = json!({"matchers": matchers, "duration": duration, "comment": comment});
+    match remote.call("POST", "/silences", Some(body)).await {
+        Ok(v) if output == Output::Json => {
+            println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+            exit::OK
+        }
+        Ok(v) => {
+            println!("silence {} created, ends {}", v["silence"]["id"].as_str().unwrap_or(""), v["silence"]["ends_at"].as_str().unwrap_or(""));
+            exit::OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+pub async fn list_silences(remote: &Remote, output: Output) -> u8 {
+    let v = match remote.call("GET", "/silences", None).await {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        return exit::OK;
+    }
+    let rows: Vec<Vec<String>> = v["silences"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|s| {
+                    let matchers: Vec<String> =
+                        s["matchers"].as_array().map(|m| m.iter().filter_map(|m| m.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                    vec![
+                        s["id"].as_str().unwrap_or("").to_string(),
+                        s["state"].as_str().unwrap_or("").to_string(),
+                        s["ends_at"].as_str().unwrap_or("").to_string(),
+                        s["created_by"].as_str().unwrap_or("").to_string(),
+                        matchers.join(","),
+                        s["comment"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    print_table(&["ID", "STATE", "ENDS", "BY", "MATCHERS", "COMMENT"], &rows);
+    exit::OK
+}
+
+pub async fn expire_silence(remote: &Remote, id: &str) -> u8 {
+    match remote.call("DELETE", &format!("/silences/{id}"), None).await {
+        Ok(_) => {
+            println!("silence {id} expired");
+            exit::OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// Which receivers an alert with these labels would reach, through which routes, in
+/// which group — straight from the configuration, no server needed.
+pub fn route_test(config_path: &Path, labels: &[String], output: Output) -> u8 {
+    let config = match crate::config::load(config_path) {
+        Ok(c) => c,
+        Err(d) => {
+            super::print_diagnostics(&d);
+            return exit::BAD_CONFIG;
+        }
+    };
+    let mut set = Labels::new();
+    for l in labels {
+        match l.split_once('=') {
+            Some((k, v)) if crate::alerting::matcher::valid_label_name(k) => {
+                set.insert(k.to_string(), v.trim_matches('"').to_string());
+            }
+            _ => return fail(&format!("`{l}` is not LABEL=VALUE (label names use letters, digits and `_`)")),
+        }
+    }
+    let Some(root) = &config.route else {
+        return fail("the configuration has no receivers, so alerts are recorded but notify nobody");
+    };
+    let routes = matching(root, &set);
+    let hits: Vec<Value> = routes
+        .iter()
+        .map(|r| {
+            let gl = group_labels(r, &set);
+            json!({
+                "receiver": r.receiver,
+                "route": r.id,
+                "at": r.pos.to_string(),
+                "matchers": r.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+                "group_key": group_key(r, &gl),
+                "group_wait_ms": r.group_wait.as_millis() as u64,
+                "group_interval_ms": r.group_interval.as_millis() as u64,
+                "repeat_interval_ms": r.repeat_interval.as_millis() as u64,
+            })
+        })
+        .collect();
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&json!({"labels": set, "routes": hits})).expect("JSON"));
+        return exit::OK;
+    }
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .map(|r| {
+            let why = if r.matchers.is_empty() { "default (no child route matched)".to_string() } else { r.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ") };
+            vec![
+                r.receiver.clone(),
+                format!("{} ({})", r.id, r.pos),
+                why,
+                format!("wait {}", crate::config::duration::format_duration(r.group_wait)),
+                group_key(r, &group_labels(r, &set)),
+            ]
+        })
+        .collect();
+    print_table(&["RECEIVER", "ROUTE", "MATCHED BY", "TIMING", "GROUP"], &rows);
+    exit::OK
+}

@@ -1,0 +1,562 @@
+//! The alerting sections: `alerts`, `receivers`, `route` and `inhibit_rules`.
+//!
+//! `route` and `inhibit_rules` have Alertmanager's shape and meaning, so an existing
+//! `alertmanager.yml` routing tree can be pasted in (with `matchers:` lists).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use super::decode::{self as de, Fields};
+use super::diagnostics::{Diagnostic, Diagnostics, Pos, closest};
+use super::sections::{env_map, url};
+use super::secret::SecretString;
+use super::yaml::{Node, Value};
+use crate::alerting::matcher::{Matcher, valid_label_name};
+use crate::alerting::template::Template;
+
+#[derive(Debug, Clone)]
+pub struct AlertRule {
+    pub name: String,
+    pub when: AlertCondition,
+    /// How long the condition must hold before the alert fires (pending until then).
+    pub for_: Duration,
+    /// How long a firing alert keeps firing after its condition clears (flap damping).
+    pub keep_firing_for: Duration,
+    pub severity: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: Vec<(String, Template)>,
+    /// A runbook to run or suggest when the alert fires (used once runbooks exist).
+    pub runbook: Option<String>,
+    pub pos: Pos,
+}
+
+/// What an alert rule watches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertCondition {
+    /// `check NAME unhealthy`: the check's thresholded health is unhealthy.
+    CheckUnhealthy { check: String },
+    /// `check NAME failure_ratio > 0.2 over 5m`: failed runs / runs in the window.
+    FailureRatio { check: String, op: Cmp, threshold: f64, window: Duration },
+    /// `check NAME latency p99 > 500ms over 5m`: a latency quantile in the window, in ms.
+    Latency { check: String, quantile: f64, op: Cmp, threshold_ms: f64, window: Duration },
+}
+
+impl AlertCondition {
+    pub fn check(&self) -> &str {
+        match self {
+            AlertCondition::CheckUnhealthy { check }
+            | AlertCondition::FailureRatio { check, .. }
+            | AlertCondition::Latency { check, .. } => check,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cmp {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Cmp {
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Cmp::Gt => value > threshold,
+            Cmp::Ge => value >= threshold,
+            Cmp::Lt => value < threshold,
+            Cmp::Le => value <= threshold,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub name: String,
+    pub kind: ReceiverKind,
+    /// Whether resolved notifications are sent (Alertmanager's `send_resolved`).
+    pub send_resolved: bool,
+    /// One delivery attempt may take this long; a hanging receiver is cut off here.
+    pub timeout: Duration,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub enum ReceiverKind {
+    /// Alertmanager's webhook payload (version 4), so existing receivers work unchanged.
+    Webhook { url: SecretString, headers: Vec<(String, SecretString)> },
+    /// A Slack-compatible incoming webhook (`{"text": …}`).
+    Slack { url: SecretString, channel: Option<String> },
+}
+
+impl ReceiverKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReceiverKind::Webhook { .. } => "webhook",
+            ReceiverKind::Slack { .. } => "slack",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupBy {
+    Labels(Vec<String>),
+    /// `group_by: ['...']`: every alert is its own group.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The path from the root, e.g. `0.2.1`; part of group keys, stable while the tree is.
+    pub id: String,
+    pub receiver: String,
+    pub matchers: Vec<Matcher>,
+    pub group_by: GroupBy,
+    pub group_wait: Duration,
+    pub group_interval: Duration,
+    pub repeat_interval: Duration,
+    /// Keep matching siblings after this route matched.
+    pub continue_: bool,
+    pub routes: Vec<Route>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct InhibitRule {
+    pub source: Vec<Matcher>,
+    pub target: Vec<Matcher>,
+    /// Labels whose values must be equal in source and target.
+    pub equal: Vec<String>,
+    pub pos: Pos,
+}
+
+pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
+pub const SEVERITIES: &[&str] = &["critical", "warning", "info", "P0", "P1", "P2", "P3", "P4"];
+const RULE_KEYS: &[&str] = &["name", "when", "for", "keep_firing_for", "severity", "labels", "annotations", "runbook"];
+const ROUTE_KEYS: &[&str] =
+    &["receiver", "matchers", "group_by", "group_wait", "group_interval", "repeat_interval", "continue", "routes"];
+const RECEIVER_KINDS: &[&str] = &["webhook", "slack"];
+
+/// References from alerting items to other sections, checked once everything is read.
+#[derive(Default)]
+pub struct AlertingRefs {
+    rules: Vec<(String, Pos)>,
+    checks: Vec<(String, Pos)>,
+    receivers: Vec<(String, Pos)>,
+    receivers_used: Vec<(String, Pos)>,
+}
+
+pub fn rule(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<AlertRule> {
+    let mut f = Fields::of(node, "an alert rule", d)?;
+    let name = f.require("name", d).and_then(|n| {
+        let s = de::string(n, "the alert name", d)?;
+        refs.rules.push((s.clone(), n.pos.clone()));
+        Some(s)
+    });
+    let what = name.as_ref().map_or("the alert".to_string(), |n| format!("alert `{n}`"));
+    let when = f.require("when", d).and_then(|n| {
+        let text = de::string(n, &format!("{what} when"), d)?;
+        match parse_when(&text) {
+            Ok(c) => {
+                refs.checks.push((c.check().to_string(), n.pos.clone()));
+                Some(c)
+            }
+            Err((offset, message)) => {
+                let quote = usize::from(matches!(n.value, Value::Str { quoted: true, .. }));
+                d.push(Diagnostic::error(n.pos.shifted(offset + quote), format!("{what} when: {message}")).with_hint(
+                    "write `check NAME unhealthy`, `check NAME failure_ratio > 0.2 over 5m` or `check NAME latency p99 > 500ms over 5m`",
+                ));
+                None
+            }
+        }
+    });
+    let for_ = f.take("for").map_or(Some(Duration::ZERO), |n| de::duration(n, &format!("{what} for"), d));
+    let keep = f.take("keep_firing_for").map_or(Some(Duration::ZERO), |n| de::duration(n, &format!("{what} keep_firing_for"), d));
+    let severity = f.take("severity").map_or(Some("warning".to_string()), |n| {
+        let s = de::string(n, &format!("{what} severity"), d)?;
+        match SEVERITIES.iter().find(|v| v.eq_ignore_ascii_case(&s)) {
+            Some(v) => Some(v.to_string()),
+            None => {
+                d.push(
+                    Diagnostic::error(n.pos.clone(), format!("{what} severity `{s}` is not known"))
+                        .with_hint(format!("use one of: {}", SEVERITIES.join(", "))),
+                );
+                None
+            }
+        }
+    });
+    let labels = label_map(f.take("labels"), &format!("{what} labels"), d);
+    let annotations = f.take("annotations").map_or(Some(vec![]), |n| {
+        let map = de::string_map(n, &format!("{what} annotations"), d)?;
+        let mut out = Vec::new();
+        for (key, (text, pos)) in map {
+            match Template::parse(&text) {
+                Ok(t) => out.push((key, t)),
+                Err((offset, message)) => d.push(
+                    Diagnostic::error(pos.shifted(offset + 1), format!("{what} annotation `{key}`: {message}"))
+                        .with_hint("templates use {{ $value }}, {{ $labels.NAME }} and the humanize functions"),
+                ),
+            }
+        }
+        Some(out)
+    });
+    let runbook = f.take("runbook").and_then(|n| de::string(n, &format!("{what} runbook"), d));
+    f.finish(RULE_KEYS, d);
+    Some(AlertRule {
+        name: name?,
+        when: when?,
+        for_: for_?,
+        keep_firing_for: keep?,
+        severity: severity?,
+        labels: labels?,
+        annotations: annotations?,
+        runbook,
+        pos: node.pos.clone(),
+    })
+}
+
+fn label_map(node: Option<&Node>, what: &str, d: &mut Diagnostics) -> Option<BTreeMap<String, String>> {
+    let Some(node) = node else { return Some(BTreeMap::new()) };
+    let map = de::string_map(node, what, d)?;
+    let mut ok = true;
+    for k in map.keys() {
+        if !valid_label_name(k) {
+            ok = false;
+            d.push(
+                Diagnostic::error(map[k].1.clone(), format!("{what}: `{k}` is not a valid label name"))
+                    .with_hint("label names use letters, digits and `_`, not starting with a digit"),
+            );
+        }
+    }
+    ok.then(|| map.into_iter().map(|(k, (v, _))| (k, v)).collect())
+}
+
+/// Parses a `when:` expression; errors carry the byte offset of the offending word.
+pub fn parse_when(text: &str) -> Result<AlertCondition, (usize, String)> {
+    let words: Vec<(usize, &str)> = text.split_whitespace().map(|w| (w.as_ptr() as usize - text.as_ptr() as usize, w)).collect();
+    let word = |i: usize| words.get(i).copied();
+    let end = text.len();
+    match word(0) {
+        Some((_, "check")) => {}
+        Some((at, w)) => return Err((at, format!("expected `check`, found `{w}`"))),
+        None => return Err((0, "the condition is empty".into())),
+    }
+    let (_, check) = word(1).ok_or((end, "expected a check name after `check`".to_string()))?;
+    let check = check.to_string();
+    let (at, what) = word(2).ok_or((end, format!("expected what to test about check `{check}`")))?;
+    let cmp = |i: usize| -> Result<Cmp, (usize, String)> {
+        match word(i) {
+            Some((_, ">")) => Ok(Cmp::Gt),
+            Some((_, ">=")) => Ok(Cmp::Ge),
+            Some((_, "<")) => Ok(Cmp::Lt),
+            Some((_, "<=")) => Ok(Cmp::Le),
+            Some((at, w)) => Err((at, format!("expected a comparison (>, >=, <, <=), found `{w}`"))),
+            None => Err((end, "expected a comparison (>, >=, <, <=)".into())),
+        }
+    };
+    let over = |i: usize| -> Result<Duration, (usize, String)> {
+        match word(i) {
+            Some((_, "over")) => {}
+            Some((at, w)) => return Err((at, format!("expected `over DURATION`, found `{w}`"))),
+            None => return Err((end, "expected `over DURATION`, e.g. `over 5m`".into())),
+        }
+        let (at, w) = word(i + 1).ok_or((end, "expected a window duration after `over`".to_string()))?;
+        let window = super::duration::parse_duration(w).map_err(|e| (at, e))?;
+        if window < Duration::from_secs(1) {
+            return Err((at, "the window must be at least 1s".into()));
+        }
+        if let Some((at, w)) = word(i + 2) {
+            return Err((at, format!("unexpected `{w}` after the window")));
+        }
+        Ok(window)
+    };
+    match what {
+        "unhealthy" => match word(3) {
+            Some((at, w)) => Err((at, format!("unexpected `{w}` after `unhealthy`"))),
+            None => Ok(AlertCondition::CheckUnhealthy { check }),
+        },
+        "failure_ratio" => {
+            let op = cmp(3)?;
+            let (at, w) = word(4).ok_or((end, "expected a ratio between 0 and 1".to_string()))?;
+            let threshold: f64 =
+                w.parse().ok().filter(|t| (0.0..=1.0).contains(t)).ok_or((at, format!("`{w}` is not a ratio between 0 and 1")))?;
+            Ok(AlertCondition::FailureRatio { check, op, threshold, window: over(5)? })
+        }
+        "latency" => {
+            let (qat, q) = word(3).ok_or((end, "expected a quantile: p50, p90, p95, p99, p999 or max".to_string()))?;
+            let quantile = match q {
+                "p50" => 0.5,
+                "p90" => 0.9,
+                "p95" => 0.95,
+                "p99" => 0.99,
+                "p999" => 0.999,
+                "max" => 1.0,
+                _ => return Err((qat, format!("`{q}` is not a quantile; use p50, p90, p95, p99, p999 or max"))),
+            };
+            let op = cmp(4)?;
+            let (at, w) = word(5).ok_or((end, "expected a latency such as 500ms".to_string()))?;
+            let threshold = super::duration::parse_duration(w).map_err(|e| (at, e))?;
+            Ok(AlertCondition::Latency { check, quantile, op, threshold_ms: threshold.as_secs_f64() * 1000.0, window: over(6)? })
+        }
+        other => Err((at, format!("`{other}` is not something an alert can test; use unhealthy, failure_ratio or latency"))),
+    }
+}
+
+pub fn receiver(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut AlertingRefs) -> Option<Receiver> {
+    let mut f = Fields::of(node, "a receiver", d)?;
+    let name = f.require("name", d).and_then(|n| {
+        let s = de::string(n, "the receiver name", d)?;
+        refs.receivers.push((s.clone(), n.pos.clone()));
+        Some(s)
+    });
+    let what = name.as_ref().map_or("the receiver".to_string(), |n| format!("receiver `{n}`"));
+    let send_resolved = f.take("send_resolved").map_or(Some(true), |n| de::boolean(n, &format!("{what} send_resolved"), d));
+    let timeout = f.take("timeout").map_or(Some(Duration::from_secs(10)), |n| de::duration(n, &format!("{what} timeout"), d));
+    let present: Vec<&str> = RECEIVER_KINDS.iter().copied().filter(|k| f.has(k)).collect();
+    let kind = match present.as_slice() {
+        [kind] => {
+            let body = f.take(kind).expect("present");
+            Fields::of(body, format!("the `{kind}` settings of {what}"), d).and_then(|mut k| {
+                let url = k.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["http", "https"], d, secrets));
+                match *kind {
+                    "webhook" => {
+                        let headers = k.take("headers").map_or(Some(vec![]), |n| env_map(n, &format!("{what} headers"), d, secrets));
+                        k.finish(&["url", "headers"], d);
+                        Some(ReceiverKind::Webhook { url: url?, headers: headers? })
+                    }
+                    _ => {
+                        let channel = k.take("channel").and_then(|n| de::string(n, &format!("{what} channel"), d));
+                        k.finish(&["url", "channel"], d);
+                        Some(ReceiverKind::Slack { url: url?, channel })
+                    }
+                }
+            })
+        }
+        [] => {
+            d.push(
+                Diagnostic::error(f.pos().clone(), format!("{what} says nowhere to send"))
+                    .with_hint(format!("add exactly one of: {}", RECEIVER_KINDS.join(", "))),
+            );
+            None
+        }
+        many => {
+            for k in many {
+                f.take(k);
+            }
+            d.push(
+                Diagnostic::error(f.pos().clone(), format!("{what} has several kinds ({})", many.join(", ")))
+                    .with_hint("a receiver sends one way; define one receiver per destination"),
+            );
+            None
+        }
+    };
+    f.finish(&["name", "send_resolved", "timeout", "webhook", "slack"], d);
+    Some(Receiver { name: name?, kind: kind?, send_resolved: send_resolved?, timeout: timeout?, pos: node.pos.clone() })
+}
+
+/// The routing tree; children inherit their parent's receiver, grouping and timings.
+pub fn route(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<Route> {
+    let root = Route {
+        id: "0".into(),
+        receiver: String::new(),
+        matchers: vec![],
+        group_by: GroupBy::Labels(vec!["alertname".into()]),
+        group_wait: DEFAULT_GROUP_WAIT,
+        group_interval: DEFAULT_GROUP_INTERVAL,
+        repeat_interval: DEFAULT_REPEAT_INTERVAL,
+        continue_: false,
+        routes: vec![],
+        pos: node.pos.clone(),
+    };
+    route_node(node, &root, "0", true, d, refs)
+}
+
+fn route_node(node: &Node, parent: &Route, id: &str, is_root: bool, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<Route> {
+    let what = if is_root { "the root route".to_string() } else { format!("route {id}") };
+    let mut f = Fields::of(node, &what, d)?;
+    let receiver = match f.take("receiver") {
+        Some(n) => de::string(n, &format!("{what} receiver"), d).inspect(|r| refs.receivers_used.push((r.clone(), n.pos.clone()))),
+        None if is_root => {
+            d.push(
+                Diagnostic::error(node.pos.clone(), "the root route names no receiver")
+                    .with_hint("add `receiver:`; alerts no child route matches go there"),
+            );
+            None
+        }
+        None => Some(parent.receiver.clone()),
+    };
+    let matchers = match f.take("matchers") {
+        Some(n) if is_root => {
+            d.push(
+                Diagnostic::error(n.pos.clone(), "the root route cannot have matchers")
+                    .with_hint("the root matches every alert; put matchers on child routes under `routes:`"),
+            );
+            None
+        }
+        Some(n) => matchers(n, &format!("{what} matchers"), d),
+        None => Some(vec![]),
+    };
+    let group_by = f.take("group_by").map_or(Some(parent.group_by.clone()), |n| {
+        let names = de::string_list(n, &format!("{what} group_by"), d)?;
+        if names.iter().any(|s| s == "...") {
+            return Some(GroupBy::All);
+        }
+        for name in &names {
+            if !valid_label_name(name) {
+                d.push(Diagnostic::error(n.pos.clone(), format!("{what} group_by: `{name}` is not a label name")));
+                return None;
+            }
+        }
+        Some(GroupBy::Labels(names))
+    });
+    let timing = |f: &mut Fields<'_>, key: &str, inherited: Duration, d: &mut Diagnostics| {
+        f.take(key).map_or(Some(inherited), |n| de::duration(n, &format!("{what} {key}"), d))
+    };
+    let group_wait = timing(&mut f, "group_wait", parent.group_wait, d);
+    let group_interval = timing(&mut f, "group_interval", parent.group_interval, d);
+    let repeat_interval = timing(&mut f, "repeat_interval", parent.repeat_interval, d);
+    let continue_ = match f.take("continue") {
+        Some(n) if is_root => {
+            d.push(Diagnostic::error(n.pos.clone(), "the root route cannot `continue`").with_hint("remove it"));
+            None
+        }
+        Some(n) => de::boolean(n, &format!("{what} continue"), d),
+        None => Some(false),
+    };
+    let children = f.take("routes");
+    f.finish(ROUTE_KEYS, d);
+    let mut me = Route {
+        id: id.to_string(),
+        receiver: receiver?,
+        matchers: matchers?,
+        group_by: group_by?,
+        group_wait: group_wait?,
+        group_interval: group_interval?,
+        repeat_interval: repeat_interval?,
+        continue_: continue_?,
+        routes: vec![],
+        pos: node.pos.clone(),
+    };
+    if let Some(children) = children {
+        let items = de::list(children, &format!("{what} routes"), d)?;
+        let mut ok = true;
+        for (i, child) in items.iter().enumerate() {
+            match route_node(child, &me, &format!("{id}.{i}"), false, d, refs) {
+                Some(r) => me.routes.push(r),
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+    }
+    Some(me)
+}
+
+pub fn inhibit_rule(node: &Node, d: &mut Diagnostics) -> Option<InhibitRule> {
+    let mut f = Fields::of(node, "an inhibit rule", d)?;
+    let source = f.require("source_matchers", d).and_then(|n| matchers(n, "source_matchers", d));
+    let target = f.require("target_matchers", d).and_then(|n| matchers(n, "target_matchers", d));
+    let equal = f.take("equal").map_or(Some(vec![]), |n| de::string_list(n, "equal", d));
+    f.finish(&["source_matchers", "target_matchers", "equal"], d);
+    Some(InhibitRule { source: source?, target: target?, equal: equal?, pos: node.pos.clone() })
+}
+
+fn matchers(node: &Node, what: &str, d: &mut Diagnostics) -> Option<Vec<Matcher>> {
+    let items = de::list(node, what, d)?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in items {
+        let Some(text) = de::text(item, what, d) else {
+            ok = false;
+            continue;
+        };
+        match Matcher::parse(&text) {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                ok = false;
+                d.push(
+                    Diagnostic::error(item.pos.clone(), format!("{what}: {e}"))
+                        .with_hint(r#"write matchers as strings, e.g. 'severity="critical"' or 'team=~"chat|payments"'"#),
+                );
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Rules across sections: unique names, alerts on checks that exist, routes to receivers
+/// that exist.
+pub fn cross_check(refs: &AlertingRefs, checks: &[&str], d: &mut Diagnostics) {
+    for (kind, list) in [("alert", &refs.rules), ("receiver", &refs.receivers)] {
+        let mut seen: HashMap<&str, &Pos> = HashMap::new();
+        for (name, pos) in list {
+            if let Some(first) = seen.insert(name, pos) {
+                d.push(
+                    Diagnostic::error(pos.clone(), format!("{kind} `{name}` is defined twice"))
+                        .with_hint(format!("the first definition is at {first}; names are unique across all files")),
+                );
+            }
+        }
+    }
+    for (check, pos) in &refs.checks {
+        if !checks.contains(&check.as_str()) {
+            let hint = match closest(check, checks.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => "define the check under `checks:` or fix the name".into(),
+            };
+            d.push(Diagnostic::error(pos.clone(), format!("the alert watches check `{check}`, which is not defined")).with_hint(hint));
+        }
+    }
+    let receivers: Vec<&str> = refs.receivers.iter().map(|(n, _)| n.as_str()).collect();
+    for (r, pos) in &refs.receivers_used {
+        if !receivers.contains(&r.as_str()) {
+            let hint = match closest(r, receivers.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => "define it under `receivers:`".into(),
+            };
+            d.push(Diagnostic::error(pos.clone(), format!("the route sends to receiver `{r}`, which is not defined")).with_hint(hint));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_expressions() {
+        assert_eq!(parse_when("check api unhealthy").unwrap(), AlertCondition::CheckUnhealthy { check: "api".into() });
+        assert_eq!(
+            parse_when("check api failure_ratio >= 0.25 over 5m").unwrap(),
+            AlertCondition::FailureRatio { check: "api".into(), op: Cmp::Ge, threshold: 0.25, window: Duration::from_secs(300) }
+        );
+        assert_eq!(
+            parse_when("check api latency p99 > 500ms over 10m").unwrap(),
+            AlertCondition::Latency {
+                check: "api".into(),
+                quantile: 0.99,
+                op: Cmp::Gt,
+                threshold_ms: 500.0,
+                window: Duration::from_secs(600)
+            }
+        );
+    }
+
+    #[test]
+    fn when_errors_point_at_the_word() {
+        let e = parse_when("check api unhelthy").unwrap_err();
+        assert_eq!(e.0, 10);
+        assert!(e.1.contains("`unhelthy`"));
+        let e = parse_when("check api failure_ratio > 2 over 5m").unwrap_err();
+        assert_eq!(e.0, 26);
+        assert!(e.1.contains("not a ratio"));
+        let e = parse_when("check api latency p98 > 1s over 5m").unwrap_err();
+        assert!(e.1.contains("not a quantile"));
+        let e = parse_when("check api latency p99 > 1s").unwrap_err();
+        assert!(e.1.contains("over DURATION"));
+        assert!(parse_when("").unwrap_err().1.contains("empty"));
+    }
+}

@@ -1,0 +1,309 @@
+//! [`AlertStore`] on SQLite. Same single-writer / reader-pool split as the rest.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::sqlite::{SqliteStore, ms, time};
+use super::{AlertStore, NewNotification, StoreError};
+use crate::alerting::{Alert, AlertEvent, AlertState, DeliveryState, Matcher, Notification, NotifyLogEntry, Silence};
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn alert_row(r: &SqliteRow) -> Alert {
+    Alert {
+        fingerprint: r.get("fingerprint"),
+        rule: r.get("rule"),
+        labels: parse(r.get("labels")),
+        annotations: parse(r.get("annotations")),
+        state: AlertState::parse(r.get("state")),
+        active_since: time(r.get("active_since_ms")),
+        fired_at: r.get::<Option<i64>, _>("fired_at_ms").map(time),
+        resolved_at: r.get::<Option<i64>, _>("resolved_at_ms").map(time),
+        last_true: r.get::<Option<i64>, _>("last_true_ms").map(time),
+        value: r.get("value"),
+    }
+}
+
+fn event_row(r: &SqliteRow) -> AlertEvent {
+    AlertEvent {
+        fingerprint: r.get("fingerprint"),
+        rule: r.get("rule"),
+        at: time(r.get("at_ms")),
+        from: AlertState::parse(r.get("from_state")),
+        to: AlertState::parse(r.get("to_state")),
+        value: r.get("value"),
+    }
+}
+
+fn notification_row(r: &SqliteRow) -> Notification {
+    let alerts: Option<String> = r.try_get("alert_list").ok().flatten();
+    Notification {
+        id: r.get("id"),
+        dedup_key: r.get("dedup_key"),
+        receiver: r.get("receiver"),
+        group_key: r.get("group_key"),
+        status: r.get("status"),
+        payload: serde_json::from_str(r.get("payload")).unwrap_or_default(),
+        created_at: time(r.get("created_ms")),
+        state: DeliveryState::parse(r.get("state")),
+        attempts: r.get::<i64, _>("attempts") as u32,
+        next_attempt_at: time(r.get("next_attempt_ms")),
+        last_error: r.get("last_error"),
+        delivered_at: r.get::<Option<i64>, _>("delivered_ms").map(time),
+        alerts: alerts.map(|a| a.split(',').map(str::to_string).collect()).unwrap_or_default(),
+    }
+}
+
+fn silence_row(r: &SqliteRow) -> Silence {
+    let matchers: Vec<String> = parse(r.get("matchers"));
+    Silence {
+        id: r.get("id"),
+        matchers: matchers.iter().filter_map(|m| Matcher::parse(m).ok()).collect(),
+        starts_at: time(r.get("starts_ms")),
+        ends_at: time(r.get("ends_ms")),
+        created_by: r.get("created_by"),
+        comment: r.get("comment"),
+        created_at: time(r.get("created_ms")),
+        expired_at: r.get::<Option<i64>, _>("expired_ms").map(time),
+    }
+}
+
+const NOTIFICATION_COLUMNS: &str = "o.*, (SELECT group_concat(fingerprint) FROM outbox_alerts a WHERE a.outbox_id = o.id) AS alert_list";
+
+#[async_trait]
+impl AlertStore for SqliteStore {
+    async fn load_alerts(&self) -> Result<Vec<Alert>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM alerts WHERE state != 'inactive' ORDER BY fingerprint").fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(alert_row).collect())
+    }
+
+    async fn save_alert(&self, a: &Alert, event: Option<&AlertEvent>) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET
+             rule = excluded.rule, labels = excluded.labels, annotations = excluded.annotations, state = excluded.state,
+             active_since_ms = excluded.active_since_ms, fired_at_ms = excluded.fired_at_ms,
+             resolved_at_ms = excluded.resolved_at_ms, last_true_ms = excluded.last_true_ms, value = excluded.value",
+        )
+        .bind(&a.fingerprint)
+        .bind(&a.rule)
+        .bind(json(&a.labels))
+        .bind(json(&a.annotations))
+        .bind(a.state.as_str())
+        .bind(ms(a.active_since))
+        .bind(a.fired_at.map(ms))
+        .bind(a.resolved_at.map(ms))
+        .bind(a.last_true.map(ms))
+        .bind(a.value)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(e) = event {
+            sqlx::query("INSERT INTO alert_events (fingerprint, rule, at_ms, from_state, to_state, value) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(&e.fingerprint)
+                .bind(&e.rule)
+                .bind(ms(e.at))
+                .bind(e.from.as_str())
+                .bind(e.to.as_str())
+                .bind(e.value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn alert_events(&self, fingerprint: Option<&str>, limit: u32) -> Result<Vec<AlertEvent>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM alert_events WHERE (?1 IS NULL OR fingerprint = ?1) ORDER BY id DESC LIMIT ?2")
+            .bind(fingerprint)
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.iter().map(event_row).collect())
+    }
+
+    async fn forget_resolved(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM alerts WHERE state IN ('resolved', 'inactive') AND coalesce(resolved_at_ms, 0) < ?
+             AND NOT EXISTS (SELECT 1 FROM notify_log, json_each(notify_log.firing) j WHERE j.value = alerts.fingerprint)",
+        )
+        .bind(ms(before))
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn notify_log(&self) -> Result<Vec<NotifyLogEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM notify_log").fetch_all(&self.reader).await?;
+        Ok(rows
+            .iter()
+            .map(|r| NotifyLogEntry {
+                receiver: r.get("receiver"),
+                group_key: r.get("group_key"),
+                firing: parse(r.get("firing")),
+                sent_at: time(r.get("sent_at_ms")),
+            })
+            .collect())
+    }
+
+    async fn enqueue(&self, n: &NewNotification) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let now = ms(n.log.sent_at);
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms, state, next_attempt_ms)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+        )
+        .bind(&n.dedup_key)
+        .bind(&n.receiver)
+        .bind(&n.group_key)
+        .bind(&n.status)
+        .bind(json(&n.payload))
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = id {
+            for fp in &n.alerts {
+                sqlx::query("INSERT OR IGNORE INTO outbox_alerts (fingerprint, outbox_id) VALUES (?, ?)")
+                    .bind(fp)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        upsert_log(&mut tx, &n.log).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn update_notify_log(&self, entry: &NotifyLogEntry) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        upsert_log(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_notifications(&self, receiver: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Notification>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM outbox o WHERE state = 'pending' AND receiver = ? AND next_attempt_ms <= ?
+             ORDER BY id LIMIT ?"
+        )))
+        .bind(receiver)
+        .bind(ms(now))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(notification_row).collect())
+    }
+
+    async fn next_due(&self, receiver: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar("SELECT min(next_attempt_ms) FROM outbox WHERE state = 'pending' AND receiver = ?")
+            .bind(receiver)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(next.map(time))
+    }
+
+    async fn mark_delivered(&self, id: i64, at: DateTime<Utc>, attempts: u32) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET state = 'delivered', delivered_ms = ?, attempts = ?, last_error = NULL WHERE id = ?")
+            .bind(ms(at))
+            .bind(attempts as i64)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_retry(&self, id: i64, attempts: u32, next: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ? WHERE id = ?")
+            .bind(attempts as i64)
+            .bind(ms(next))
+            .bind(error)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_expired(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET state = 'expired', attempts = ?, last_error = ? WHERE id = ?")
+            .bind(attempts as i64)
+            .bind(error)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn notifications(&self, fingerprint: Option<&str>, limit: u32) -> Result<Vec<Notification>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM outbox o
+             WHERE ?1 IS NULL OR o.id IN (SELECT outbox_id FROM outbox_alerts WHERE fingerprint = ?1)
+             ORDER BY o.id DESC LIMIT ?2"
+        )))
+        .bind(fingerprint)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(notification_row).collect())
+    }
+
+    async fn outbox_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        let row = sqlx::query("SELECT count(*) AS n, min(created_ms) AS oldest FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok((row.get::<i64, _>("n") as u64, row.get::<Option<i64>, _>("oldest").map(time)))
+    }
+
+    async fn create_silence(&self, s: &Silence) -> Result<(), StoreError> {
+        let matchers: Vec<String> = s.matchers.iter().map(|m| m.to_string()).collect();
+        sqlx::query("INSERT INTO silences VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&s.id)
+            .bind(json(&matchers))
+            .bind(ms(s.starts_at))
+            .bind(ms(s.ends_at))
+            .bind(&s.created_by)
+            .bind(&s.comment)
+            .bind(ms(s.created_at))
+            .bind(s.expired_at.map(ms))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn silences(&self) -> Result<Vec<Silence>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM silences ORDER BY created_ms DESC, id").fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(silence_row).collect())
+    }
+
+    async fn expire_silence(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE silences SET expired_ms = ? WHERE id = ? AND expired_ms IS NULL AND ends_ms > ?")
+            .bind(ms(at))
+            .bind(id)
+            .bind(ms(at))
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+async fn upsert_log(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, e: &NotifyLogEntry) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO notify_log VALUES (?, ?, ?, ?) ON CONFLICT (receiver, group_key) DO UPDATE SET
+         firing = excluded.firing, sent_at_ms = excluded.sent_at_ms",
+    )
+    .bind(&e.receiver)
+    .bind(&e.group_key)
+    .bind(json(&e.firing))
+    .bind(ms(e.sent_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

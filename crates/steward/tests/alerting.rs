@@ -1,0 +1,346 @@
+//! Alerting end to end: `steward serve` with real checks, a real HTTP receiver that
+//! fails for a while, restarts, silences, inhibition and service dependencies.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Server, create_token, wait_for};
+use serde_json::{Value, json};
+
+/// A webhook receiver on a real port: records what it accepts, answers 503 to the
+/// first `fail_first` requests.
+struct Receiver {
+    url: String,
+    accepted: Arc<Mutex<Vec<(String, Value)>>>,
+    attempts: Arc<AtomicUsize>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Receiver {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (acc, att) = (accepted.clone(), attempts.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (acc, att) = (acc.clone(), att.clone());
+                async move {
+                    if att.fetch_add(1, Ordering::SeqCst) < fail_first {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    acc.lock().unwrap().push((key, serde_json::from_slice(&body).unwrap()));
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, accepted, attempts, _rt: rt }
+    }
+
+    fn accepted(&self) -> Vec<(String, Value)> {
+        self.accepted.lock().unwrap().clone()
+    }
+
+    /// (status, alertnames) of every accepted notification.
+    fn summary(&self) -> Vec<(String, Vec<String>)> {
+        self.accepted()
+            .iter()
+            .map(|(_, p)| {
+                let names = p["alerts"].as_array().unwrap().iter().map(|a| a["labels"]["alertname"].as_str().unwrap().to_string()).collect();
+                (p["status"].as_str().unwrap().to_string(), names)
+            })
+            .collect()
+    }
+}
+
+fn request(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    common::install_crypto();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut r = reqwest::Client::new().request(method.parse().unwrap(), url).bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// A check that is healthy while `file` exists: real process runs, flipped by the test.
+fn file_check(name: &str, service: Option<&str>, file: &Path) -> String {
+    let service = service.map_or(String::new(), |s| format!("\n    service: {s}"));
+    format!(
+        "  - name: {name}{service}\n    interval: 200ms\n    timeout: 190ms\n    failure_threshold: 1\n    command: {{argv: [test, -f, '{}']}}\n",
+        file.display()
+    )
+}
+
+fn alerts(base: &str, token: &str) -> Vec<Value> {
+    request("GET", &format!("{base}/api/v1/alerts"), token, None).1["alerts"].as_array().cloned().unwrap_or_default()
+}
+
+fn alert_named<'a>(alerts: &'a [Value], name: &str) -> Option<&'a Value> {
+    alerts.iter().find(|a| a["rule"] == name)
+}
+
+#[test]
+fn alert_fires_is_retried_through_an_outage_survives_restart_and_resolves_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = dir.path().join("api-up");
+    std::fs::write(&up, "").unwrap();
+    let receiver = Receiver::start(2);
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "services:\n  - name: api\nchecks:\n{}alerts:\n  - name: ApiDown\n    when: check api-health unhealthy\n    severity: critical\n    annotations:\n      summary: '{{{{ $labels.check }}}} is failing'\nreceivers:\n  - name: ops\n    webhook: {{url: '{}'}}\nroute:\n  receiver: ops\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 500ms\n  repeat_interval: 1h\n",
+            file_check("api-health", Some("api"), &up),
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "ops", "operator");
+    let mut server = Server::start(&config, &data);
+
+    // Healthy: nothing fires.
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(receiver.accepted().is_empty());
+
+    std::fs::remove_file(&up).unwrap();
+    // The receiver answers 503 twice; backoff (≈1 s then ≈2 s) brings the third attempt.
+    let firing = wait_for("the firing notification to be delivered", Duration::from_secs(15), || {
+        receiver.accepted().first().cloned()
+    });
+    assert_eq!(receiver.attempts.load(Ordering::SeqCst), 3, "two refusals, then delivered");
+    let (key, payload) = firing;
+    assert_eq!(key.len(), 32, "an Idempotency-Key header carries the dedup key");
+    assert_eq!(payload["version"], "4");
+    assert_eq!(payload["status"], "firing");
+    assert_eq!(payload["receiver"], "ops");
+    assert_eq!(payload["groupLabels"], json!({"alertname": "ApiDown"}));
+    let alert = &payload["alerts"][0];
+    assert_eq!(alert["labels"]["service"], "api");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["annotations"]["summary"], "api-health is failing");
+    assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+
+    // The outbox recorded the attempts and the alert's history is visible.
+    let fp = alert["fingerprint"].as_str().unwrap().to_string();
+    let (status, detail) = request("GET", &format!("{}/api/v1/alerts/{fp}", server.base), &token, None);
+    assert_eq!(status, 200);
+    assert_eq!(detail["alert"]["state"], "firing");
+    let n = &detail["notifications"][0];
+    assert_eq!((n["state"].as_str(), n["attempts"].as_u64()), (Some("delivered"), Some(3)));
+    assert!(detail["events"].as_array().unwrap().iter().any(|e| e["to"] == "firing"));
+
+    // Restart while firing: the log says the receiver knows, so nothing is re-sent.
+    assert_eq!(server.stop(), Some(0));
+    let mut server = Server::start(&config, &data);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(receiver.summary(), [("firing".to_string(), vec!["ApiDown".to_string()])], "no duplicate after restart");
+
+    // Recovery: exactly one resolved notification.
+    std::fs::write(&up, "").unwrap();
+    wait_for("the resolved notification", Duration::from_secs(10), || (receiver.accepted().len() == 2).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    let all = receiver.accepted();
+    assert_eq!(all.len(), 2, "{:?}", receiver.summary());
+    assert_eq!(all[1].1["status"], "resolved");
+    assert_ne!(all[1].1["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    assert_ne!(all[0].0, all[1].0, "each notification has its own dedup key");
+    assert_eq!(server.stop(), Some(0));
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+#[test]
+fn resolved_while_down_is_still_sent_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = dir.path().join("up");
+    let receiver = Receiver::start(0);
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "checks:\n{}alerts:\n  - name: Down\n    when: check c unhealthy\nreceivers:\n  - name: ops\n    webhook: {{url: '{}'}}\nroute:\n  receiver: ops\n  group_wait: 0s\n  group_interval: 300ms\n",
+            file_check("c", None, &up),
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&config, &data);
+    wait_for("the firing notification", Duration::from_secs(10), || (!receiver.accepted().is_empty()).then_some(()));
+    assert_eq!(server.stop(), Some(0));
+    // Recovered while Steward was down.
+    std::fs::write(&up, "").unwrap();
+    let mut server = Server::start(&config, &data);
+    wait_for("the resolved notification after restart", Duration::from_secs(10), || {
+        (receiver.accepted().len() == 2).then_some(())
+    });
+    let s = receiver.summary();
+    assert_eq!(s[0].0, "firing");
+    assert_eq!(s[1].0, "resolved");
+    assert_eq!(server.stop(), Some(0));
+}
+
+#[test]
+fn silences_inhibition_and_dependencies_mute_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(0);
+    let files: Vec<_> = ["db", "api", "x", "y", "z"].iter().map(|n| dir.path().join(n)).collect();
+    for f in &files {
+        std::fs::write(f, "").unwrap();
+    }
+    let config = dir.path().join("steward.yaml");
+    let checks: String = [("db", Some("db")), ("api", Some("api")), ("x", None), ("y", None), ("z", None)]
+        .iter()
+        .zip(&files)
+        .map(|((n, s), f)| file_check(n, *s, f))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            r#"services:
+  - name: db
+  - name: api
+    depends_on: [db]
+checks:
+{checks}alerts:
+  - {{name: DbDown, when: check db unhealthy, severity: critical}}
+  - {{name: ApiDown, when: check api unhealthy, severity: critical}}
+  - {{name: XBroken, when: check x unhealthy, severity: critical, labels: {{team: a}}}}
+  - {{name: YSlow, when: check y unhealthy, severity: warning, labels: {{team: a}}}}
+  - {{name: ZNoisy, when: check z unhealthy, severity: info}}
+receivers:
+  - name: ops
+    webhook: {{url: '{}'}}
+route:
+  receiver: ops
+  group_by: [alertname]
+  # Long enough for causes and their effects to fail together, as in production.
+  group_wait: 1s
+  group_interval: 300ms
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['severity="warning"']
+    equal: [team]
+"#,
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let operator = create_token(&data, "alice", "operator");
+    let viewer = create_token(&data, "victor", "viewer");
+    let server = Server::start(&config, &data);
+    let base = &server.base;
+
+    // Silences: viewers cannot create them, bad ones are refused with a reason.
+    let body = json!({"matchers": ["alertname=\"ZNoisy\""], "duration": "1h", "comment": "known flappy"});
+    let (status, err) = request("POST", &format!("{base}/api/v1/silences"), &viewer, Some(body.clone()));
+    assert_eq!((status, err["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (status, err) = request("POST", &format!("{base}/api/v1/silences"), &operator, Some(json!({"matchers": [], "duration": "1h", "comment": "x"})));
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")));
+    let (status, created) = request("POST", &format!("{base}/api/v1/silences"), &operator, Some(body));
+    assert_eq!(status, 201, "{created}");
+    let silence_id = created["silence"]["id"].as_str().unwrap().to_string();
+    assert_eq!(created["silence"]["created_by"], "alice");
+
+    for f in &files {
+        std::fs::remove_file(f).unwrap();
+    }
+    let all = wait_for("all five alerts firing", Duration::from_secs(10), || {
+        let a = alerts(base, &viewer);
+        (a.iter().filter(|a| a["state"] == "firing").count() == 5).then_some(a)
+    });
+    // Give the dispatcher a few group intervals to (not) send the muted ones.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut sent: Vec<String> = receiver.summary().into_iter().flat_map(|(_, names)| names).collect();
+    sent.sort();
+    assert_eq!(sent, ["DbDown", "XBroken"], "only the causes are notified");
+
+    // The CLI shows the same, for people.
+    let out = common::steward().args(["alerts", "--server", base, "--token", &viewer]).output().unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("ALERT"), "{table}");
+    let api_row = table.lines().find(|l| l.starts_with("ApiDown")).unwrap();
+    assert!(api_row.contains("upstream db: alert DbDown is firing"), "{api_row}");
+    let out = common::steward().args(["silence", "list", "--output", "json", "--server", base, "--token", &viewer]).output().unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["silences"][0]["state"], "active");
+    // A viewer's CLI cannot create one: the API's refusal comes through, exit 1.
+    let out = common::steward()
+        .args(["silence", "create", "--server", base, "--token", &viewer, "-m", "alertname=X", "--duration", "1h", "--comment", "c"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mute = |name: &str| alert_named(&all, name).unwrap()["muted_by"].clone();
+    assert_eq!(mute("DbDown"), json!([]));
+    assert_eq!(mute("ApiDown")[0]["kind"], "dependency");
+    assert_eq!(mute("ApiDown")[0]["service"], "db");
+    assert_eq!(mute("ApiDown")[0]["cause"], "alert DbDown is firing");
+    assert_eq!(mute("YSlow")[0]["kind"], "inhibition");
+    assert_eq!(mute("YSlow")[0]["by_alert"], "XBroken");
+    assert_eq!(mute("ZNoisy")[0], json!({"kind": "silence", "id": silence_id, "comment": "known flappy"}));
+
+    // Expiring the silence un-mutes ZNoisy: it is notified at the next group flush.
+    let (status, _) = request("DELETE", &format!("{base}/api/v1/silences/{silence_id}"), &operator, None);
+    assert_eq!(status, 200);
+    wait_for("ZNoisy to be notified once unsilenced", Duration::from_secs(5), || {
+        receiver.summary().iter().any(|(_, n)| n == &["ZNoisy"]).then_some(())
+    });
+    let (_, listed) = request("GET", &format!("{base}/api/v1/silences"), &viewer, None);
+    assert_eq!(listed["silences"][0]["state"], "expired");
+    // Expiring it twice is a clear 404.
+    let (status, err) = request("DELETE", &format!("{base}/api/v1/silences/{silence_id}"), &operator, None);
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")));
+}
+
+#[test]
+fn route_test_explains_where_an_alert_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        r#"receivers:
+  - {name: default, webhook: {url: "http://127.0.0.1:9/d"}}
+  - {name: pager, slack: {url: "http://127.0.0.1:9/p"}}
+route:
+  receiver: default
+  group_by: [alertname, service]
+  routes:
+    - matchers: ['severity=~"critical|P1"']
+      receiver: pager
+      group_wait: 0s
+"#,
+    )
+    .unwrap();
+    let run = |labels: &[&str]| {
+        let out = common::steward().args(["route", "test", "--output", "json", "-c"]).arg(&config).args(labels).output().unwrap();
+        (out.status.code(), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+    };
+    let (code, v) = run(&["alertname=ApiDown", "severity=P1", "service=api"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["routes"][0]["receiver"], "pager");
+    assert_eq!(v["routes"][0]["group_key"], r#"{0.0}:{alertname="ApiDown",service="api"}"#);
+    assert_eq!(v["routes"][0]["group_wait_ms"], 0);
+    let (_, v) = run(&["alertname=ApiDown", "severity=warning"]);
+    assert_eq!(v["routes"][0]["receiver"], "default");
+    assert_eq!(v["routes"][0]["group_wait_ms"], 30_000);
+    let (code, _) = run(&["not a label"]);
+    assert_eq!(code, Some(1));
+}
