@@ -78,6 +78,39 @@ pub async fn forgets_states_of_removed_checks(store: impl Store) {
     store.probe_writable().await.unwrap();
 }
 
+pub async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry(store: impl Store) {
+    use steward::alerting::{DeliveryState, NotifyLogEntry};
+    use steward::store::NewNotification;
+    let t0 = Utc.timestamp_opt(2_000, 0).unwrap();
+    let n = NewNotification {
+        dedup_key: "k1".into(),
+        receiver: "ops".into(),
+        group_key: "{0}:{}".into(),
+        status: "firing".into(),
+        payload: serde_json::json!({"status": "firing"}),
+        alerts: vec!["fp1".into(), "fp2".into()],
+        log: NotifyLogEntry { receiver: "ops".into(), group_key: "{0}:{}".into(), firing: vec!["fp1".into(), "fp2".into()], sent_at: t0 },
+    };
+    let id = store.enqueue(&n).await.unwrap().expect("a new dedup key is enqueued");
+    assert_eq!(store.enqueue(&n).await.unwrap(), None, "the same dedup key is never enqueued twice");
+    assert_eq!(store.notify_log().await.unwrap(), vec![n.log.clone()], "the log entry is written with the row");
+    let due = store.due_notifications("ops", t0, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].alerts, vec!["fp1".to_string(), "fp2".to_string()]);
+    assert!(store.due_notifications("other", t0, 10).await.unwrap().is_empty());
+    // A retry moves it out of the due set until its time; delivery ends it.
+    let later = t0 + chrono::Duration::seconds(30);
+    store.mark_retry(id, 1, later, "503").await.unwrap();
+    assert!(store.due_notifications("ops", t0, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due("ops").await.unwrap(), Some(later));
+    assert_eq!(store.outbox_depth().await.unwrap(), (1, Some(t0)));
+    store.mark_delivered(id, later, 2).await.unwrap();
+    let all = store.notifications(Some("fp2"), 10).await.unwrap();
+    assert_eq!((all[0].state, all[0].attempts, all[0].last_error.as_deref()), (DeliveryState::Delivered, 2, None));
+    assert_eq!(store.outbox_depth().await.unwrap(), (0, None));
+    assert!(store.notifications(Some("fp-none"), 10).await.unwrap().is_empty());
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -96,6 +129,11 @@ macro_rules! store_suite {
             async fn tokens_are_unique_by_live_name_and_revocable() {
                 let (_guard, store) = $open.await;
                 super::tokens_are_unique_by_live_name_and_revocable(store).await;
+            }
+            #[tokio::test]
+            async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry() {
+                let (_guard, store) = $open.await;
+                super::outbox_enqueues_once_per_dedup_key_with_its_log_entry(store).await;
             }
             #[tokio::test]
             async fn forgets_states_of_removed_checks() {
