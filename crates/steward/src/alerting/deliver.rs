@@ -62,6 +62,11 @@ impl Default for Workers {
 
 async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, stop: CancellationToken) {
     loop {
+        // Registered before reading the outbox, so an enqueue that lands while this
+        // pass runs still wakes the sleep below (notify_waiters keeps no permit).
+        let woken = engine.alerting.wake_delivery.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
         let now = Utc::now();
         let due = match engine.store.due_notifications(&receiver, now, 16).await {
             Ok(d) => d,
@@ -114,7 +119,7 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
         let sleep = next.map_or(Duration::from_secs(60), |t| (t - Utc::now()).to_std().unwrap_or_default()).min(Duration::from_secs(60));
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = engine.alerting.wake_delivery.notified() => {}
+            _ = &mut woken => {}
             _ = tokio::time::sleep(sleep) => {}
         }
     }
