@@ -136,11 +136,7 @@ impl Metrics {
             );
             r.register("alerts", "Alerts by state (pending, firing, resolved)", m.alerts.clone());
             r.register("notifications_enqueued", "Notifications written to the outbox, by receiver", m.notifications_enqueued.clone());
-            r.register(
-                "notifications",
-                "Delivery attempts by receiver and result (delivered, retried, expired)",
-                m.notifications.clone(),
-            );
+            r.register("notifications", "Delivery attempts by receiver and result (delivered, retried, expired)", m.notifications.clone());
             r.register("outbox_depth", "Notifications waiting for delivery", m.outbox_depth.clone());
             r.register_with_unit(
                 "outbox_oldest_age",

@@ -55,7 +55,8 @@ impl Receiver {
         self.accepted()
             .iter()
             .map(|(_, p)| {
-                let names = p["alerts"].as_array().unwrap().iter().map(|a| a["labels"]["alertname"].as_str().unwrap().to_string()).collect();
+                let names =
+                    p["alerts"].as_array().unwrap().iter().map(|a| a["labels"]["alertname"].as_str().unwrap().to_string()).collect();
                 (p["status"].as_str().unwrap().to_string(), names)
             })
             .collect()
@@ -119,9 +120,7 @@ fn alert_fires_is_retried_through_an_outage_survives_restart_and_resolves_once()
 
     std::fs::remove_file(&up).unwrap();
     // The receiver answers 503 twice; backoff (≈1 s then ≈2 s) brings the third attempt.
-    let firing = wait_for("the firing notification to be delivered", Duration::from_secs(15), || {
-        receiver.accepted().first().cloned()
-    });
+    let firing = wait_for("the firing notification to be delivered", Duration::from_secs(15), || receiver.accepted().first().cloned());
     assert_eq!(receiver.attempts.load(Ordering::SeqCst), 3, "two refusals, then delivered");
     let (key, payload) = firing;
     assert_eq!(key.len(), 32, "an Idempotency-Key header carries the dedup key");
@@ -185,9 +184,7 @@ fn resolved_while_down_is_still_sent_after_restart() {
     // Recovered while Steward was down.
     std::fs::write(&up, "").unwrap();
     let mut server = Server::start(&config, &data);
-    wait_for("the resolved notification after restart", Duration::from_secs(10), || {
-        (receiver.accepted().len() == 2).then_some(())
-    });
+    wait_for("the resolved notification after restart", Duration::from_secs(10), || (receiver.accepted().len() == 2).then_some(()));
     let s = receiver.summary();
     assert_eq!(s[0].0, "firing");
     assert_eq!(s[1].0, "resolved");
@@ -250,7 +247,8 @@ inhibit_rules:
     let body = json!({"matchers": ["alertname=\"ZNoisy\""], "duration": "1h", "comment": "known flappy"});
     let (status, err) = request("POST", &format!("{base}/api/v1/silences"), &viewer, Some(body.clone()));
     assert_eq!((status, err["error"]["code"].as_str()), (403, Some("forbidden")));
-    let (status, err) = request("POST", &format!("{base}/api/v1/silences"), &operator, Some(json!({"matchers": [], "duration": "1h", "comment": "x"})));
+    let (status, err) =
+        request("POST", &format!("{base}/api/v1/silences"), &operator, Some(json!({"matchers": [], "duration": "1h", "comment": "x"})));
     assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")));
     let (status, created) = request("POST", &format!("{base}/api/v1/silences"), &operator, Some(body));
     assert_eq!(status, 201, "{created}");

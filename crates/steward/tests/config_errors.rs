@@ -206,7 +206,11 @@ inhibit_rules:
     assert_eq!(hint["hint"], "did you mean `api-health`?");
 
     // Several receivers and no route is ambiguous; one receiver alone needs none.
-    std::fs::write(&f, "receivers:\n  - {name: a, webhook: {url: 'http://127.0.0.1:9/a'}}\n  - {name: b, webhook: {url: 'http://127.0.0.1:9/b'}}\n").unwrap();
+    std::fs::write(
+        &f,
+        "receivers:\n  - {name: a, webhook: {url: 'http://127.0.0.1:9/a'}}\n  - {name: b, webhook: {url: 'http://127.0.0.1:9/b'}}\n",
+    )
+    .unwrap();
     let (code, v) = validate(&f);
     assert_eq!(code, 1);
     assert!(errors(&v)[0].2.contains("no `route` says which gets what"));

@@ -169,7 +169,10 @@ pub fn slack_body(payload: &Json, channel: Option<&str>) -> Json {
     let mut lines = vec![format!(
         "*[{}]* {}",
         status.to_uppercase(),
-        payload["groupLabels"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+        payload["groupLabels"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
     )];
     if firing > 0 && resolved > 0 {
         lines.push(format!("{firing} firing, {resolved} resolved"));

@@ -180,7 +180,11 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 pub fn payload(receiver: &str, group_key: &str, group_labels: &Labels, status: &str, alerts: &[&Alert]) -> Json {
     let common = |pick: &dyn Fn(&Alert) -> &BTreeMap<String, String>| -> BTreeMap<String, String> {
         let Some(first) = alerts.first() else { return BTreeMap::new() };
-        pick(first).iter().filter(|(k, v)| alerts.iter().all(|a| pick(a).get(*k) == Some(*v))).map(|(k, v)| (k.clone(), v.clone())).collect()
+        pick(first)
+            .iter()
+            .filter(|(k, v)| alerts.iter().all(|a| pick(a).get(*k) == Some(*v)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     };
     json!({
         "version": "4",

@@ -37,9 +37,7 @@ pub fn alert_labels(rule: &AlertRule, config: &Config) -> Labels {
 /// Whether a rule's condition holds now, and the value that decided it.
 async fn condition(engine: &Engine, rule: &AlertRule, now: DateTime<Utc>) -> Result<Option<f64>, StoreError> {
     match &rule.when {
-        AlertCondition::CheckUnhealthy { check } => {
-            Ok(engine.state(check).filter(|s| s.health == Health::Unhealthy).map(|_| 1.0))
-        }
+        AlertCondition::CheckUnhealthy { check } => Ok(engine.state(check).filter(|s| s.health == Health::Unhealthy).map(|_| 1.0)),
         AlertCondition::FailureRatio { check, op, threshold, window } => {
             let since = now - chrono::Duration::from_std(*window).unwrap_or_default();
             let rows = engine.store.history(check, 1_000_000, None).await?;

@@ -57,7 +57,9 @@ impl Live {
         if let Some(e) = event {
             match e.to {
                 AlertState::Firing => tracing::warn!(alert = %e.rule, fingerprint = %e.fingerprint, value = ?e.value, "alert firing"),
-                to => tracing::info!(alert = %e.rule, fingerprint = %e.fingerprint, from = e.from.as_str(), to = to.as_str(), "alert changed state"),
+                to => {
+                    tracing::info!(alert = %e.rule, fingerprint = %e.fingerprint, from = e.from.as_str(), to = to.as_str(), "alert changed state")
+                }
             }
         }
         let mut alerts = self.alerts.lock().expect("alerts lock");
@@ -87,8 +89,14 @@ impl Live {
             let mut next = a.clone();
             next.state = if a.state == AlertState::Firing { AlertState::Resolved } else { AlertState::Inactive };
             next.resolved_at = Some(now);
-            let event =
-                AlertEvent { fingerprint: a.fingerprint.clone(), rule: a.rule.clone(), at: now, from: a.state, to: next.state, value: a.value };
+            let event = AlertEvent {
+                fingerprint: a.fingerprint.clone(),
+                rule: a.rule.clone(),
+                at: now,
+                from: a.state,
+                to: next.state,
+                value: a.value,
+            };
             changed |= self.save(engine, next, Some(&event)).await;
         }
         changed
@@ -104,7 +112,14 @@ impl Live {
     }
 
     /// Why `alert` is muted now: active silences, inhibit rules, failing dependencies.
-    pub fn mutes(&self, alert: &Alert, all: &[Alert], config: &Config, checks: &HashMap<String, CheckState>, now: DateTime<Utc>) -> Vec<Mute> {
+    pub fn mutes(
+        &self,
+        alert: &Alert,
+        all: &[Alert],
+        config: &Config,
+        checks: &HashMap<String, CheckState>,
+        now: DateTime<Utc>,
+    ) -> Vec<Mute> {
         let mut out = Vec::new();
         for s in self.silences.read().expect("silences lock").iter() {
             if s.is_active(now) && matches_all(&s.matchers, &alert.labels) {
@@ -116,9 +131,9 @@ impl Live {
             if !matches_all(&rule.target, &alert.labels) {
                 continue;
             }
-            if let Some(source) = firing().find(|s| {
-                matches_all(&rule.source, &s.labels) && rule.equal.iter().all(|l| s.labels.get(l) == alert.labels.get(l))
-            }) {
+            if let Some(source) =
+                firing().find(|s| matches_all(&rule.source, &s.labels) && rule.equal.iter().all(|l| s.labels.get(l) == alert.labels.get(l)))
+            {
                 out.push(Mute::Inhibition { by_alert: source.rule.clone(), by_fingerprint: source.fingerprint.clone() });
             }
         }

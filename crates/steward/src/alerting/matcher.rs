@@ -113,9 +113,7 @@ impl<'de> Deserialize<'de> for Matcher {
 }
 
 pub fn valid_label_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn unquote(v: &str) -> Result<String, String> {

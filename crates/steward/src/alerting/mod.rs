@@ -237,11 +237,20 @@ impl Silence {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Mute {
-    Silence { id: String, comment: String },
+    Silence {
+        id: String,
+        comment: String,
+    },
     /// An inhibit rule: a firing alert (the source) makes this one redundant.
-    Inhibition { by_alert: String, by_fingerprint: String },
+    Inhibition {
+        by_alert: String,
+        by_fingerprint: String,
+    },
     /// A service this alert's service depends on is failing: that is the cause.
-    Dependency { service: String, cause: String },
+    Dependency {
+        service: String,
+        cause: String,
+    },
 }
 
 /// The identity of a label set: SHA-256 of `name=value` pairs in order, hex, 16 chars.

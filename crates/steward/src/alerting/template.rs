@@ -116,12 +116,7 @@ fn parse_expr(inner: &str, offset: usize) -> Result<Part, TemplateError> {
             }
             Source::Label(name.to_string())
         }
-        other => {
-            return Err((
-                lead,
-                format!("unknown template variable `{other}`; use $value, $labels.NAME, .Value or .Labels.NAME"),
-            ))
-        }
+        other => return Err((lead, format!("unknown template variable `{other}`; use $value, $labels.NAME, .Value or .Labels.NAME"))),
     };
     if printf.is_some() && !matches!(source, Source::Value) {
         return Err((lead, "printf formats numbers: use it with $value".into()));
@@ -136,7 +131,7 @@ fn parse_expr(inner: &str, offset: usize) -> Result<Part, TemplateError> {
                 return Err((
                     offset + inner.find(stage).unwrap_or(0),
                     format!("unknown template function `{other}`; use humanize, humanizePercentage or humanizeDuration"),
-                ))
+                ));
             }
         });
     }

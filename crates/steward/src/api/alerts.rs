@@ -30,10 +30,7 @@ pub fn alert_views(engine: &Engine) -> Vec<AlertView> {
     let states = engine.states();
     let alerts = engine.alerting.alerts();
     let now = Utc::now();
-    alerts
-        .iter()
-        .map(|a| AlertView { muted_by: engine.alerting.mutes(a, &alerts, &config, &states, now), alert: a.clone() })
-        .collect()
+    alerts.iter().map(|a| AlertView { muted_by: engine.alerting.mutes(a, &alerts, &config, &states, now), alert: a.clone() }).collect()
 }
 
 pub async fn list_alerts(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -41,7 +38,11 @@ pub async fn list_alerts(caller: Caller, State(s): State<Arc<AppState>>) -> Resu
     Ok(Json(json!({ "alerts": alert_views(&s.engine) })))
 }
 
-pub async fn get_alert(caller: Caller, State(s): State<Arc<AppState>>, Path(fp): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn get_alert(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(fp): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let view = alert_views(&s.engine).into_iter().find(|v| v.alert.fingerprint == fp);
     let events = s.engine.store.alert_events(Some(&fp), 200).await?;
@@ -100,7 +101,10 @@ pub async fn create_silence(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     caller.require(Role::Operator)?;
     let req: NewSilence = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(Code::BadRequest, format!("invalid silence: {e}; send {{\"matchers\": [\"alertname=\\\"X\\\"\"], \"duration\": \"2h\", \"comment\": \"why\"}}"))
+        ApiError::new(
+            Code::BadRequest,
+            format!("invalid silence: {e}; send {{\"matchers\": [\"alertname=\\\"X\\\"\"], \"duration\": \"2h\", \"comment\": \"why\"}}"),
+        )
     })?;
     let silence = validate_silence(req, &caller.0.name, Utc::now())?;
     s.engine.store.create_silence(&silence).await?;
@@ -114,11 +118,8 @@ fn validate_silence(req: NewSilence, author: &str, now: DateTime<Utc>) -> Result
     if req.matchers.is_empty() {
         return Err(bad("a silence needs at least one matcher; an empty list would silence everything".into()));
     }
-    let matchers = req
-        .matchers
-        .iter()
-        .map(|m| Matcher::parse(m).map_err(|e| bad(format!("matcher `{m}`: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let matchers =
+        req.matchers.iter().map(|m| Matcher::parse(m).map_err(|e| bad(format!("matcher `{m}`: {e}")))).collect::<Result<Vec<_>, _>>()?;
     if matchers.iter().all(|m| m.matches(&Default::default())) {
         return Err(bad("these matchers match every alert (they all match empty labels); name at least one label value".into()));
     }
@@ -156,7 +157,11 @@ fn new_id() -> String {
     hex::encode(bytes)
 }
 
-pub async fn expire_silence(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn expire_silence(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Operator)?;
     if !s.engine.store.expire_silence(&id, Utc::now()).await? {
         return Err(ApiError::new(Code::NotFound, format!("no active or pending silence with id `{id}`")));

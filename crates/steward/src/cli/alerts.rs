@@ -42,7 +42,13 @@ fn fail(message: &str) -> u8 {
 
 fn labels_text(v: &Value) -> String {
     v.as_object()
-        .map(|m| m.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" "))
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| *k != "alertname")
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default()
 }
 
@@ -75,7 +81,13 @@ pub async fn list_alerts(remote: &Remote, output: Output) -> u8 {
         .map(|a| {
             a.iter()
                 .map(|a| {
-                    let since = if a["state"] == "firing" { &a["fired_at"] } else if a["state"] == "resolved" { &a["resolved_at"] } else { &a["active_since"] };
+                    let since = if a["state"] == "firing" {
+                        &a["fired_at"]
+                    } else if a["state"] == "resolved" {
+                        &a["resolved_at"]
+                    } else {
+                        &a["active_since"]
+                    };
                     let muted: Vec<String> = a["muted_by"].as_array().map(|m| m.iter().map(mute_text).collect()).unwrap_or_default();
                     vec![
                         a["rule"].as_str().unwrap_or("").to_string(),
@@ -104,7 +116,11 @@ pub async fn create_silence(remote: &Remote, matchers: &[String], duration: &str
             exit::OK
         }
         Ok(v) => {
-            println!("silence {} created, ends {}", v["silence"]["id"].as_str().unwrap_or(""), v["silence"]["ends_at"].as_str().unwrap_or(""));
+            println!(
+                "silence {} created, ends {}",
+                v["silence"]["id"].as_str().unwrap_or(""),
+                v["silence"]["ends_at"].as_str().unwrap_or("")
+            );
             exit::OK
         }
         Err(e) => fail(&e),
@@ -125,8 +141,10 @@ pub async fn list_silences(remote: &Remote, output: Output) -> u8 {
         .map(|s| {
             s.iter()
                 .map(|s| {
-                    let matchers: Vec<String> =
-                        s["matchers"].as_array().map(|m| m.iter().filter_map(|m| m.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                    let matchers: Vec<String> = s["matchers"]
+                        .as_array()
+                        .map(|m| m.iter().filter_map(|m| m.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
                     vec![
                         s["id"].as_str().unwrap_or("").to_string(),
                         s["state"].as_str().unwrap_or("").to_string(),
@@ -199,7 +217,11 @@ pub fn route_test(config_path: &Path, labels: &[String], output: Output) -> u8 {
     let rows: Vec<Vec<String>> = routes
         .iter()
         .map(|r| {
-            let why = if r.matchers.is_empty() { "default (no child route matched)".to_string() } else { r.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ") };
+            let why = if r.matchers.is_empty() {
+                "default (no child route matched)".to_string()
+            } else {
+                r.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+            };
             vec![
                 r.receiver.clone(),
                 format!("{} ({})", r.id, r.pos),

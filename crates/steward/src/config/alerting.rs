@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::decode::{self as de, Fields};
 use super::diagnostics::{Diagnostic, Diagnostics, Pos, closest};
-use super::sections::{env_map, url};
 use super::secret::SecretString;
+use super::sections::{env_map, url};
 use super::yaml::{Node, Value};
 use crate::alerting::matcher::{Matcher, valid_label_name};
 use crate::alerting::template::Template;
@@ -135,8 +135,7 @@ pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
 pub const SEVERITIES: &[&str] = &["critical", "warning", "info", "P0", "P1", "P2", "P3", "P4"];
 const RULE_KEYS: &[&str] = &["name", "when", "for", "keep_firing_for", "severity", "labels", "annotations", "runbook"];
-const ROUTE_KEYS: &[&str] =
-    &["receiver", "matchers", "group_by", "group_wait", "group_interval", "repeat_interval", "continue", "routes"];
+const ROUTE_KEYS: &[&str] = &["receiver", "matchers", "group_by", "group_wait", "group_interval", "repeat_interval", "continue", "routes"];
 const RECEIVER_KINDS: &[&str] = &["webhook", "slack"];
 
 /// References from alerting items to other sections, checked once everything is read.

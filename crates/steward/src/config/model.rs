@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Receiver, ReceiverKind, Route};
 use super::diagnostics::Pos;
 use super::secret::{Redactor, SecretString};
-pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Receiver, ReceiverKind, Route};
 use crate::checks::condition::Condition;
 
 #[derive(Debug, Clone, Default)]

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::alerting::{self, GroupBy, Receiver, Route};
 use super::decode::{self as de, Fields};
 use super::diagnostics::{Diagnostic, Diagnostics, Pos};
-use super::alerting::{self, GroupBy, Receiver, Route};
 use super::model::*;
 use super::secret::{self, Redactor, SecretString};
 use super::yaml::{Node, Value};
@@ -121,8 +121,11 @@ fn default_route(receivers: &[Receiver], d: &mut Diagnostics) -> Option<Route> {
         }),
         [first, ..] => {
             d.push(
-                Diagnostic::error(first.pos.clone(), format!("{} receivers are defined but no `route` says which gets what", receivers.len()))
-                    .with_hint("add a `route:` with a default `receiver:` and child `routes:` with matchers"),
+                Diagnostic::error(
+                    first.pos.clone(),
+                    format!("{} receivers are defined but no `route` says which gets what", receivers.len()),
+                )
+                .with_hint("add a `route:` with a default `receiver:` and child `routes:` with matchers"),
             );
             None
         }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::{QueryBuilder, Row, Sqlite};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{RecordedRun, ResultRow, Rollup, Store, StoreError};
 use crate::auth::{Role, TokenInfo};
@@ -24,7 +24,8 @@ use crate::checks::state::{CheckState, Health, Transition};
 const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE check_results (
     check_name TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
@@ -72,7 +73,8 @@ CREATE TABLE api_tokens (
 );
 CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked_at_ms IS NULL;
 CREATE TABLE readiness_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at_ms INTEGER NOT NULL);
-"#, r#"
+"#,
+    r#"
 CREATE TABLE alerts (
     fingerprint TEXT PRIMARY KEY,
     rule TEXT NOT NULL,
@@ -132,7 +134,8 @@ CREATE TABLE silences (
     created_ms INTEGER NOT NULL,
     expired_ms INTEGER
 );
-"#];
+"#,
+];
 
 pub struct SqliteStore {
     pub(super) writer: SqlitePool,
