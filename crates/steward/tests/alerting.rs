@@ -342,3 +342,56 @@ route:
     let (code, _) = run(&["not a label"]);
     assert_eq!(code, Some(1));
 }
+
+#[test]
+fn window_rules_fire_on_failure_ratio_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(0);
+    let config = dir.path().join("steward.yaml");
+    // `flaky` fails every run (ratio 1.0); `slow` succeeds but takes ≥ 150 ms a run.
+    std::fs::write(
+        &config,
+        format!(
+            r#"checks:
+{}  - name: slow
+    interval: 300ms
+    timeout: 290ms
+    command: {{argv: [sleep, "0.15"]}}
+  - name: fast
+    interval: 300ms
+    command: {{argv: ["true"]}}
+alerts:
+  - {{name: Flaky, when: check flaky failure_ratio > 0.5 over 5s}}
+  - {{name: Slow, when: check slow latency p50 > 100ms over 5s, annotations: {{summary: "p50 {{{{ $value | humanize }}}}ms"}}}}
+  - {{name: FastIsSlow, when: check fast latency p99 > 100ms over 5s}}
+receivers:
+  - name: ops
+    webhook: {{url: '{}'}}
+route:
+  receiver: ops
+  group_wait: 0s
+  group_interval: 300ms
+"#,
+            file_check("flaky", None, &dir.path().join("never-there")),
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "v", "viewer");
+    let server = Server::start(&config, &data);
+    // Window rules are evaluated every 10 s from stored results.
+    let firing = wait_for("both window alerts firing", Duration::from_secs(25), || {
+        let a = alerts(&server.base, &token);
+        (a.iter().filter(|a| a["state"] == "firing").count() >= 2).then_some(a)
+    });
+    assert_eq!(alert_named(&firing, "Flaky").unwrap()["value"], 1.0);
+    let slow = alert_named(&firing, "Slow").unwrap();
+    assert!(slow["value"].as_f64().unwrap() >= 150.0, "{slow}");
+    assert!(slow["annotations"]["summary"].as_str().unwrap().starts_with("p50 1"), "{slow}");
+    assert!(alert_named(&firing, "FastIsSlow").is_none(), "a fast check must not trip a latency rule");
+    let mut names: Vec<String> = receiver.summary().into_iter().flat_map(|(_, n)| n).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, ["Flaky", "Slow"]);
+}

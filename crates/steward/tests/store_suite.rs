@@ -38,6 +38,8 @@ pub async fn records_runs_states_and_transitions(store: impl Store) {
     assert_eq!(history.iter().map(|r| r.healthy).collect::<Vec<_>>(), vec![false, true], "newest first");
     assert_eq!(store.history("a", 10, Some(Utc.timestamp_opt(1_010, 0).unwrap())).await.unwrap().len(), 1);
     assert_eq!(store.transitions(None, 10).await.unwrap().len(), 2);
+    let window = store.results_since("a", Utc.timestamp_opt(1_010, 0).unwrap()).await.unwrap();
+    assert_eq!(window.iter().map(|r| r.at.timestamp()).collect::<Vec<_>>(), vec![1_010], "the window includes its start");
     assert_eq!(store.transitions(Some("b"), 10).await.unwrap()[0].to, Health::Unhealthy);
 }
 

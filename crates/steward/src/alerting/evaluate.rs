@@ -2,7 +2,7 @@
 //! changes health), and its alert moves inactive → pending → firing → resolved.
 //! Every change is written to the store before the dispatcher hears of it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -34,14 +34,16 @@ pub fn alert_labels(rule: &AlertRule, config: &Config) -> Labels {
     labels
 }
 
+fn window_start(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(window).unwrap_or_default()
+}
+
 /// Whether a rule's condition holds now, and the value that decided it.
 async fn condition(engine: &Engine, rule: &AlertRule, now: DateTime<Utc>) -> Result<Option<f64>, StoreError> {
     match &rule.when {
         AlertCondition::CheckUnhealthy { check } => Ok(engine.state(check).filter(|s| s.health == Health::Unhealthy).map(|_| 1.0)),
         AlertCondition::FailureRatio { check, op, threshold, window } => {
-            let since = now - chrono::Duration::from_std(*window).unwrap_or_default();
-            let rows = engine.store.history(check, 1_000_000, None).await?;
-            let recent: Vec<_> = rows.iter().take_while(|r| r.at >= since).collect();
+            let recent = engine.store.results_since(check, window_start(now, *window)).await?;
             if recent.is_empty() {
                 return Ok(None);
             }
@@ -49,9 +51,8 @@ async fn condition(engine: &Engine, rule: &AlertRule, now: DateTime<Utc>) -> Res
             Ok(op.holds(ratio, *threshold).then_some(ratio))
         }
         AlertCondition::Latency { check, quantile, op, threshold_ms, window } => {
-            let since = now - chrono::Duration::from_std(*window).unwrap_or_default();
-            let rows = engine.store.history(check, 1_000_000, None).await?;
-            let mut latencies: Vec<f64> = rows.iter().take_while(|r| r.at >= since).map(|r| r.latency_ms).collect();
+            let recent = engine.store.results_since(check, window_start(now, *window)).await?;
+            let mut latencies: Vec<f64> = recent.iter().map(|r| r.latency_ms).collect();
             if latencies.is_empty() {
                 return Ok(None);
             }
@@ -135,18 +136,7 @@ impl Evaluator {
             };
             let labels = alert_labels(rule, &config);
             let fp = fingerprint(&labels);
-            let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert {
-                fingerprint: fp.clone(),
-                rule: rule.name.clone(),
-                labels: labels.clone(),
-                annotations: BTreeMap::new(),
-                state: AlertState::Inactive,
-                active_since: now,
-                fired_at: None,
-                resolved_at: None,
-                last_true: None,
-                value: None,
-            });
+            let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels.clone(), now));
             let Some(mut next) = step(&current, holds, rule, now) else { continue };
             next.annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&labels, next.value))).collect();
             let event = (next.state != current.state).then(|| AlertEvent {
@@ -182,18 +172,7 @@ mod tests {
     }
 
     fn inactive(now: DateTime<Utc>) -> Alert {
-        Alert {
-            fingerprint: "f".into(),
-            rule: "A".into(),
-            labels: Labels::new(),
-            annotations: BTreeMap::new(),
-            state: AlertState::Inactive,
-            active_since: now,
-            fired_at: None,
-            resolved_at: None,
-            last_true: None,
-            value: None,
-        }
+        Alert::inactive("f", "A", Labels::new(), now)
     }
 
     #[test]

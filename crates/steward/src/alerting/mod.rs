@@ -135,6 +135,24 @@ pub struct Alert {
     pub value: Option<f64>,
 }
 
+impl Alert {
+    /// The alert of a rule whose condition has not held yet.
+    pub fn inactive(fingerprint: &str, rule: &str, labels: Labels, now: DateTime<Utc>) -> Alert {
+        Alert {
+            fingerprint: fingerprint.to_string(),
+            rule: rule.to_string(),
+            labels,
+            annotations: BTreeMap::new(),
+            state: AlertState::Inactive,
+            active_since: now,
+            fired_at: None,
+            resolved_at: None,
+            last_true: None,
+            value: None,
+        }
+    }
+}
+
 /// An entry of an alert's append-only history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertEvent {

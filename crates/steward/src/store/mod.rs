@@ -64,6 +64,8 @@ pub trait Store: AlertStore + Send + Sync + 'static {
     async fn record(&self, runs: &[RecordedRun]) -> Result<(), StoreError>;
     /// Raw results, newest first, strictly before `before` when given.
     async fn history(&self, check: &str, limit: u32, before: Option<DateTime<Utc>>) -> Result<Vec<ResultRow>, StoreError>;
+    /// Raw results at or after `since` (the window of an alert rule), newest first.
+    async fn results_since(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<ResultRow>, StoreError>;
     /// Health changes, newest first; all checks when `check` is `None`.
     async fn transitions(&self, check: Option<&str>, limit: u32) -> Result<Vec<Transition>, StoreError>;
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError>;

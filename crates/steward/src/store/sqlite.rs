@@ -190,6 +190,10 @@ pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+fn result_row(r: &sqlx::sqlite::SqliteRow) -> ResultRow {
+    ResultRow { at: time(r.get("at_ms")), healthy: r.get("healthy"), latency_ms: r.get("latency_ms"), reason: r.get("reason") }
+}
+
 pub(super) fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
@@ -277,6 +281,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn results_since(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<ResultRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = ? AND at_ms >= ? ORDER BY at_ms DESC",
+        )
+        .bind(check)
+        .bind(ms(since))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(result_row).collect())
+    }
+
     async fn history(&self, check: &str, limit: u32, before: Option<DateTime<Utc>>) -> Result<Vec<ResultRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = ? AND at_ms < ? ORDER BY at_ms DESC LIMIT ?",
@@ -286,15 +301,7 @@ impl Store for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ResultRow {
-                at: time(r.get("at_ms")),
-                healthy: r.get("healthy"),
-                latency_ms: r.get("latency_ms"),
-                reason: r.get("reason"),
-            })
-            .collect())
+        Ok(rows.iter().map(result_row).collect())
     }
 
     async fn transitions(&self, check: Option<&str>, limit: u32) -> Result<Vec<Transition>, StoreError> {
