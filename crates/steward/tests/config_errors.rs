@@ -216,4 +216,18 @@ inhibit_rules:
     assert!(errors(&v)[0].2.contains("no `route` says which gets what"));
     std::fs::write(&f, "receivers:\n  - {name: a, webhook: {url: 'http://127.0.0.1:9/a'}}\n").unwrap();
     assert_eq!(validate(&f).0, 0);
+
+    // A second routing tree is refused even when the first one is itself invalid.
+    let dir2 = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir2.path().join("a.yaml"),
+        "receivers:\n  - {name: a, webhook: {url: 'http://127.0.0.1:9/a'}}\nroute: {receiver: nope}\n",
+    )
+    .unwrap();
+    std::fs::write(dir2.path().join("b.yaml"), "route: {receiver: a}\n").unwrap();
+    let (code, v) = validate(dir2.path());
+    assert_eq!(code, 1);
+    let msgs: Vec<String> = errors(&v).into_iter().map(|(_, _, m)| m).collect();
+    assert!(msgs.iter().any(|m| m == "`route` is defined twice"), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("receiver `nope`")), "{msgs:?}");
 }

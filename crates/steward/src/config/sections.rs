@@ -46,7 +46,9 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut alerts = Vec::new();
     let mut receivers = Vec::new();
     let mut route: Option<Route> = None;
-    let mut route_written = false;
+    // Where `route:` was first written, valid or not: a second one is an error, and
+    // an invalid one must not be replaced by the default route.
+    let mut first_route: Option<Pos> = None;
     let mut inhibit_rules = Vec::new();
     let mut alerting_refs = alerting::AlertingRefs::default();
     for doc in docs {
@@ -69,13 +71,15 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
             receivers.extend(list.iter().filter_map(|n| alerting::receiver(n, d, &mut secrets, &mut alerting_refs)));
         }
         if let Some(node) = top.take("route") {
-            route_written = true;
-            match &route {
+            match &first_route {
                 Some(first) => d.push(
                     Diagnostic::error(node.pos.clone(), "`route` is defined twice")
-                        .with_hint(format!("there is one routing tree; the first is at {}", first.pos)),
+                        .with_hint(format!("there is one routing tree; the first is at {first}")),
                 ),
-                None => route = alerting::route(node, d, &mut alerting_refs),
+                None => {
+                    first_route = Some(node.pos.clone());
+                    route = alerting::route(node, d, &mut alerting_refs);
+                }
             }
         }
         if let Some(list) = top.take("inhibit_rules").and_then(|n| de::list(n, "`inhibit_rules`", d)) {
@@ -97,7 +101,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     cross_check(&services, &refs, d);
     let check_names: Vec<&str> = refs.iter().map(|c| c.name.as_str()).collect();
     alerting::cross_check(&alerting_refs, &check_names, d);
-    if !route_written {
+    if first_route.is_none() {
         route = default_route(&receivers, d);
     }
     Config { services, checks, alerts, receivers, route, inhibit_rules, redactor: Redactor::new(secrets), files: Vec::new() }
