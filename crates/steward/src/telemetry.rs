@@ -41,6 +41,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReceiverLabels {
     pub receiver: String,
 }
@@ -73,6 +78,8 @@ pub struct Metrics {
     pub notifications: Family<DeliveryLabels, Counter>,
     pub outbox_depth: Gauge,
     pub outbox_oldest_age: Gauge<f64, AtomicU64>,
+    pub alerts_received: Counter,
+    pub rule_evaluation_failures: Family<RuleLabels, Counter>,
 }
 
 fn buckets(list: &[f64]) -> impl Iterator<Item = f64> + '_ {
@@ -107,6 +114,8 @@ impl Metrics {
             notifications: Family::default(),
             outbox_depth: Gauge::default(),
             outbox_oldest_age: Gauge::default(),
+            alerts_received: Counter::default(),
+            rule_evaluation_failures: Family::default(),
         };
         {
             let mut r = m.registry.lock().expect("registry");
@@ -143,6 +152,12 @@ impl Metrics {
                 "Age of the oldest notification waiting for delivery",
                 Unit::Seconds,
                 m.outbox_oldest_age.clone(),
+            );
+            r.register("alerts_received", "Alerts received on the Alertmanager webhook endpoint", m.alerts_received.clone());
+            r.register(
+                "rule_evaluation_failures",
+                "Alert rule evaluations that failed (e.g. Prometheus unreachable); the alert keeps its state",
+                m.rule_evaluation_failures.clone(),
             );
             let info: Family<Vec<(String, String)>, Gauge> = Family::default();
             info.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);

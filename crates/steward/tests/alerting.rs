@@ -3,96 +3,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::alerting::{Receiver, alert_named, alerts, file_check, request};
 use common::{Server, create_token, wait_for};
 use serde_json::{Value, json};
-
-/// A webhook receiver on a real port: records what it accepts, answers 503 to the
-/// first `fail_first` requests.
-struct Receiver {
-    url: String,
-    accepted: Arc<Mutex<Vec<(String, Value)>>>,
-    attempts: Arc<AtomicUsize>,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Receiver {
-    fn start(fail_first: usize) -> Receiver {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let accepted = Arc::new(Mutex::new(Vec::new()));
-        let attempts = Arc::new(AtomicUsize::new(0));
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let (acc, att) = (accepted.clone(), attempts.clone());
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (acc, att) = (acc.clone(), att.clone());
-                async move {
-                    if att.fetch_add(1, Ordering::SeqCst) < fail_first {
-                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
-                    }
-                    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                    acc.lock().unwrap().push((key, serde_json::from_slice(&body).unwrap()));
-                    axum::http::StatusCode::OK
-                }
-            }),
-        );
-        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { url, accepted, attempts, _rt: rt }
-    }
-
-    fn accepted(&self) -> Vec<(String, Value)> {
-        self.accepted.lock().unwrap().clone()
-    }
-
-    /// (status, alertnames) of every accepted notification.
-    fn summary(&self) -> Vec<(String, Vec<String>)> {
-        self.accepted()
-            .iter()
-            .map(|(_, p)| {
-                let names =
-                    p["alerts"].as_array().unwrap().iter().map(|a| a["labels"]["alertname"].as_str().unwrap().to_string()).collect();
-                (p["status"].as_str().unwrap().to_string(), names)
-            })
-            .collect()
-    }
-}
-
-fn request(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    common::install_crypto();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let mut r = reqwest::Client::new().request(method.parse().unwrap(), url).bearer_auth(token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    })
-}
-
-/// A check that is healthy while `file` exists: real process runs, flipped by the test.
-fn file_check(name: &str, service: Option<&str>, file: &Path) -> String {
-    let service = service.map_or(String::new(), |s| format!("\n    service: {s}"));
-    format!(
-        "  - name: {name}{service}\n    interval: 200ms\n    timeout: 190ms\n    failure_threshold: 1\n    command: {{argv: [test, -f, '{}']}}\n",
-        file.display()
-    )
-}
-
-fn alerts(base: &str, token: &str) -> Vec<Value> {
-    request("GET", &format!("{base}/api/v1/alerts"), token, None).1["alerts"].as_array().cloned().unwrap_or_default()
-}
-
-fn alert_named<'a>(alerts: &'a [Value], name: &str) -> Option<&'a Value> {
-    alerts.iter().find(|a| a["rule"] == name)
-}
 
 #[test]
 fn alert_fires_is_retried_through_an_outage_survives_restart_and_resolves_once() {
@@ -394,4 +310,166 @@ route:
     names.sort();
     names.dedup();
     assert_eq!(names, ["Flaky", "Slow"]);
+}
+
+#[test]
+fn maintenance_windows_and_route_time_intervals_mute_but_alerts_are_still_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = Receiver::start(0);
+    let night = Receiver::start(0);
+    let config = dir.path().join("steward.yaml");
+    let missing = dir.path().join("never-there");
+    std::fs::write(
+        &config,
+        format!(
+            r#"services:
+  - name: cassandra
+  - name: api
+checks:
+{}{}alerts:
+  - {{name: CassandraDown, when: check cassandra-health unhealthy}}
+  - {{name: ApiDown, when: check api-health unhealthy}}
+time_intervals:
+  - name: always
+    time_intervals: [{{times: [{{start_time: "00:00", end_time: "24:00"}}], location: Europe/Paris}}]
+maintenance_windows:
+  - name: cassandra-repair
+    matchers: ['service="cassandra"']
+    schedule: "* * * * *"
+    duration: 1h
+    location: UTC
+    comment: weekly full repair
+receivers:
+  - {{name: ops, webhook: {{url: '{}'}}}}
+  - {{name: night, webhook: {{url: '{}'}}}}
+route:
+  receiver: ops
+  group_wait: 0s
+  group_interval: 300ms
+  routes:
+    - {{matchers: ['alertname="ApiDown"'], receiver: night, mute_time_intervals: [always], continue: true}}
+    - {{matchers: ['alertname="ApiDown"'], receiver: ops, active_time_intervals: [always]}}
+"#,
+            file_check("cassandra-health", Some("cassandra"), &missing),
+            file_check("api-health", Some("api"), &missing),
+            ops.url,
+            night.url
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "v", "viewer");
+    let server = Server::start(&config, &data);
+    let base = &server.base;
+    let all = wait_for("both alerts firing", Duration::from_secs(10), || {
+        let all = alerts(base, &token);
+        (all.iter().filter(|a| a["state"] == "firing").count() == 2).then_some(all)
+    });
+    wait_for("ApiDown to reach ops", Duration::from_secs(5), || (!ops.accepted().is_empty()).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ops.summary(), [("firing".to_string(), vec!["ApiDown".to_string()])], "CassandraDown is in maintenance");
+    assert!(night.accepted().is_empty(), "the night route is muted by its time interval");
+
+    let cass = &alert_named(&all, "CassandraDown").unwrap()["muted_by"];
+    assert_eq!(cass[0]["kind"], "maintenance");
+    assert_eq!(cass[0]["window"], "cassandra-repair");
+    assert_eq!(cass[0]["comment"], "weekly full repair");
+    assert!(cass[0]["until"].is_string());
+    let api = &alert_named(&all, "ApiDown").unwrap()["muted_by"];
+    assert_eq!(api, &json!([{"kind": "time_interval", "receiver": "night", "reason": "in mute time interval `always`"}]));
+
+    let (status, windows) = request("GET", &format!("{base}/api/v1/maintenance-windows"), &token, None);
+    assert_eq!(status, 200);
+    assert_eq!(windows["maintenance_windows"][0]["name"], "cassandra-repair");
+    assert_eq!(windows["maintenance_windows"][0]["open"], true);
+    assert!(windows["maintenance_windows"][0]["next_start"].is_string());
+}
+
+/// Ten minutes before the test started, as Alertmanager writes times.
+fn started() -> String {
+    static AT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    AT.get_or_init(|| (chrono::Utc::now() - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:00.000Z").to_string()).clone()
+}
+
+fn am_alert(status: &str, name: &str, ends_at: &str) -> Value {
+    json!({
+        "status": status,
+        "labels": {"alertname": name, "service": "api", "job": "api", "severity": "warning"},
+        "annotations": {"summary": format!("{name} from Prometheus")},
+        "startsAt": started(),
+        "endsAt": ends_at,
+        "generatorURL": "http://prometheus:9090/graph",
+        "fingerprint": "ignored",
+    })
+}
+
+fn am_payload(alerts: Vec<Value>) -> Value {
+    json!({"version": "4", "groupKey": "{}:{alertname=\"X\"}", "status": "firing", "receiver": "steward",
+           "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
+           "truncatedAlerts": 0, "alerts": alerts})
+}
+
+#[test]
+fn alertmanager_payloads_are_ingested_deduplicated_and_routed() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(0);
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  - {{name: ops, webhook: {{url: '{}'}}}}\nroute:\n  receiver: ops\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 300ms\n",
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let operator = create_token(&data, "am", "operator");
+    let viewer = create_token(&data, "v", "viewer");
+    let mut server = Server::start(&config, &data);
+    let url = format!("{}/api/v1/ingest/alertmanager", server.base);
+    let zero = "0001-01-01T00:00:00Z";
+
+    let (status, err) = request("POST", &url, &viewer, Some(am_payload(vec![am_alert("firing", "HighErrorRate", zero)])));
+    assert_eq!((status, err["error"]["code"].as_str()), (403, Some("forbidden")));
+    // One bad alert refuses the whole payload; nothing is recorded.
+    let mut bad = am_alert("firing", "Other", zero);
+    bad["labels"].as_object_mut().unwrap().remove("alertname");
+    let (status, err) = request("POST", &url, &operator, Some(am_payload(vec![am_alert("firing", "HighErrorRate", zero), bad])));
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")));
+    assert!(err["error"]["message"].as_str().unwrap().contains("alerts[1]: labels: `alertname` is required"), "{err}");
+    assert!(alerts(&server.base, &viewer).is_empty());
+
+    let (status, out) = request("POST", &url, &operator, Some(am_payload(vec![am_alert("firing", "HighErrorRate", zero)])));
+    assert_eq!((status, out["fired"].as_u64()), (200, Some(1)), "{out}");
+    let (_, p) = wait_for("the ingested alert to be routed", Duration::from_secs(5), || receiver.accepted().first().cloned());
+    assert_eq!(p["alerts"][0]["labels"]["job"], "api");
+    assert_eq!(p["alerts"][0]["annotations"]["summary"], "HighErrorRate from Prometheus");
+    assert_eq!(p["alerts"][0]["startsAt"], started(), "the sender's start time is kept");
+    let listed = alerts(&server.base, &viewer);
+    assert_eq!((listed[0]["source"].as_str(), listed[0]["state"].as_str()), (Some("alertmanager"), Some("firing")));
+
+    // The same payload again (a retry, or the other member of an HA pair) is not news,
+    // not even after a restart.
+    let (_, out) = request("POST", &url, &operator, Some(am_payload(vec![am_alert("firing", "HighErrorRate", zero)])));
+    assert_eq!((out["fired"].as_u64(), out["unchanged"].as_u64()), (Some(0), Some(1)));
+    server.stop();
+    let server = Server::start(&config, &data);
+    let url = format!("{}/api/v1/ingest/alertmanager", server.base);
+    let (_, out) = request("POST", &url, &operator, Some(am_payload(vec![am_alert("firing", "HighErrorRate", zero)])));
+    assert_eq!(out["unchanged"].as_u64(), Some(1));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(receiver.accepted().len(), 1, "{:?}", receiver.summary());
+
+    let (_, out) = request("POST", &url, &operator, Some(am_payload(vec![am_alert("resolved", "HighErrorRate", &started())])));
+    assert_eq!(out["resolved"].as_u64(), Some(1));
+    wait_for("the resolved notification", Duration::from_secs(5), || (receiver.accepted().len() == 2).then_some(()));
+    assert_eq!(receiver.summary()[1], ("resolved".to_string(), vec!["HighErrorRate".to_string()]));
+
+    // A firing alert with an endsAt resolves by itself when nobody refreshes it.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let (_, out) = request("POST", &url, &operator, Some(am_payload(vec![am_alert("firing", "DiskFull", &soon)])));
+    assert_eq!(out["fired"].as_u64(), Some(1));
+    wait_for("DiskFull to resolve at its endsAt", Duration::from_secs(8), || {
+        receiver.summary().contains(&("resolved".to_string(), vec!["DiskFull".to_string()])).then_some(())
+    });
 }

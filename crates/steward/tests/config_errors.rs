@@ -231,3 +231,56 @@ inhibit_rules:
     assert!(msgs.iter().any(|m| m == "`route` is defined twice"), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("receiver `nope`")), "{msgs:?}");
 }
+
+#[test]
+fn time_interval_and_maintenance_window_mistakes_are_found_at_validate_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("windows.yaml");
+    std::fs::write(
+        &f,
+        "receivers:
+  - name: ops
+    webhook: {url: 'http://127.0.0.1:9/hook'}
+route:
+  receiver: ops
+  mute_time_intervals: [nights]
+  routes:
+    - receiver: ops
+      active_time_intervals: [buisness-hours]
+time_intervals:
+  - name: business-hours
+    time_intervals:
+      - times: [{start_time: '9:00', end_time: '17:00'}]
+        weekdays: ['saturday:sunday']
+        location: Europe/Pariss
+maintenance_windows:
+  - name: repair
+    matchers: ['service=\"cassandra\"']
+    schedule: '0 2 * * FUNDAY'
+    duration: 2h
+  - name: everything
+    matchers: []
+    schedule: '0 2 * * SUN'
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    let errs = errors(&v);
+    let has = |line: u64, col: u64, needle: &str| {
+        assert!(
+            errs.iter().any(|(l, c, m)| *l == line && *c == col && m.contains(needle)),
+            "expected {needle:?} at {line}:{col} in {errs:#?}"
+        )
+    };
+    has(6, 24, "the root route cannot have `mute_time_intervals`");
+    has(9, 30, "time interval `buisness-hours` is not defined");
+    has(13, 30, "`9:00` is not a time of day");
+    has(14, 20, "weeks start on sunday");
+    has(15, 19, "`Europe/Pariss` is not an IANA time zone");
+    has(19, 15, "schedule `0 2 * * FUNDAY`");
+    has(22, 15, "has no matchers, so it would mute every alert");
+    has(23, 15, "has a schedule but no duration");
+    let hint = v["errors"].as_array().unwrap().iter().find(|e| e["message"].as_str().unwrap().contains("buisness")).unwrap();
+    assert_eq!(hint["hint"], "did you mean `business-hours`?");
+}

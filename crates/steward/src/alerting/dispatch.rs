@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::route::{group_key, group_labels, matching};
+use super::route::{group_key, group_labels, matching, time_muted};
 use super::{Alert, AlertState, Labels, NotifyLogEntry};
 use crate::config::Route;
 use crate::engine::Engine;
@@ -80,6 +80,13 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
                 continue;
             }
             let m = &members[id];
+            if let Some(reason) = time_muted(m.route, &config.time_intervals, now) {
+                // Alertmanager's semantics: nothing is sent or recorded, so the news
+                // goes out at the first flush after the interval ends.
+                tracing::debug!(receiver = %id.0, group = %id.1, reason, "route muted by time");
+                group.next_flush = now + m.route.group_interval;
+                continue;
+            }
             match flush(&engine, id, m, log.get(id), &alerts, &states, now).await {
                 Ok(Some(entry)) => {
                     log.insert(id.clone(), entry);

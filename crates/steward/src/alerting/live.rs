@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::matcher::matches_all;
-use super::{Alert, AlertEvent, AlertState, Mute, Silence};
+use super::route::{matching, time_muted};
+use super::{Alert, AlertEvent, AlertSource, AlertState, Mute, Silence};
 use crate::checks::state::{CheckState, Health};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -24,6 +25,9 @@ pub struct Live {
     pub wake_dispatcher: Notify,
     /// A notification was enqueued.
     pub wake_delivery: Notify,
+    /// Received alerts are read, changed and saved under this lock, so two deliveries
+    /// of the same alert (an Alertmanager HA pair) cannot interleave.
+    pub ingest: tokio::sync::Mutex<()>,
 }
 
 impl Live {
@@ -50,10 +54,19 @@ impl Live {
     /// Persists then publishes an alert. Returns false (and keeps the old state, so the
     /// change is retried at the next evaluation) when the store refused it.
     pub async fn save(&self, engine: &Engine, alert: Alert, event: Option<&AlertEvent>) -> bool {
-        if let Err(e) = engine.store.save_alert(&alert, event).await {
-            tracing::error!(alert = %alert.rule, error = %e, "could not record an alert change; retrying at the next evaluation");
-            return false;
+        let rule = alert.rule.clone();
+        match self.record(engine, alert, event).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(alert = %rule, error = %e, "could not record an alert change; retrying at the next evaluation");
+                false
+            }
         }
+    }
+
+    /// Persists then publishes an alert; on a store error nothing changes.
+    pub async fn record(&self, engine: &Engine, alert: Alert, event: Option<&AlertEvent>) -> Result<(), StoreError> {
+        engine.store.save_alert(&alert, event).await?;
         if let Some(e) = event {
             match e.to {
                 AlertState::Firing => tracing::warn!(alert = %e.rule, fingerprint = %e.fingerprint, value = ?e.value, "alert firing"),
@@ -72,7 +85,7 @@ impl Live {
         if event.is_some() {
             self.wake_dispatcher.notify_one();
         }
-        true
+        Ok(())
     }
 
     /// Alerts whose rule is gone (a reload removed or renamed it) resolve, so receivers
@@ -82,7 +95,11 @@ impl Live {
         let orphans: Vec<Alert> = self
             .alerts()
             .into_iter()
-            .filter(|a| matches!(a.state, AlertState::Firing | AlertState::Pending) && !rules.contains(a.rule.as_str()))
+            .filter(|a| {
+                a.source == AlertSource::Rule
+                    && matches!(a.state, AlertState::Firing | AlertState::Pending)
+                    && !rules.contains(a.rule.as_str())
+            })
             .collect();
         let mut changed = false;
         for a in orphans {
@@ -126,6 +143,14 @@ impl Live {
                 out.push(Mute::Silence { id: s.id.clone(), comment: s.comment.clone() });
             }
         }
+        for w in &config.maintenance_windows {
+            if !matches_all(&w.matchers, &alert.labels) {
+                continue;
+            }
+            if let Some(until) = w.open_until(now, &config.time_intervals) {
+                out.push(Mute::Maintenance { window: w.name.clone(), comment: w.comment.clone(), until });
+            }
+        }
         let firing = || all.iter().filter(|a| a.state == AlertState::Firing && a.fingerprint != alert.fingerprint);
         for rule in &config.inhibit_rules {
             if !matches_all(&rule.target, &alert.labels) {
@@ -157,6 +182,18 @@ impl Live {
         }
         out
     }
+}
+
+/// Routes that would take `alert` but send nothing now because of their time
+/// intervals (for display; the dispatcher checks routes itself).
+pub fn route_mutes(alert: &Alert, config: &Config, now: DateTime<Utc>) -> Vec<Mute> {
+    let Some(root) = &config.route else { return vec![] };
+    matching(root, &alert.labels)
+        .into_iter()
+        .filter_map(|r| {
+            time_muted(r, &config.time_intervals, now).map(|reason| Mute::TimeInterval { receiver: r.receiver.clone(), reason })
+        })
+        .collect()
 }
 
 /// Every service `service` depends on, directly or not (config guarantees no cycles).

@@ -22,10 +22,12 @@
 pub mod deliver;
 pub mod dispatch;
 pub mod evaluate;
+pub mod ingest;
 pub mod live;
 pub mod matcher;
 pub mod route;
 pub mod template;
+pub mod time_interval;
 
 use std::collections::BTreeMap;
 
@@ -66,6 +68,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
         }
         let now = chrono::Utc::now();
         evaluator.tick(&engine, now).await;
+        ingest::expire(&engine, now).await;
         workers.sync(&engine, &stop);
         let alerts = engine.alerting.alerts();
         for state in [AlertState::Pending, AlertState::Firing, AlertState::Resolved] {
@@ -133,6 +136,32 @@ pub struct Alert {
     pub last_true: Option<DateTime<Utc>>,
     /// The value that triggered it (1 for `unhealthy`, the ratio, the latency in ms).
     pub value: Option<f64>,
+    pub source: AlertSource,
+    /// Received alerts only: resolve at this time unless the sender refreshes it.
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+/// Where an alert comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertSource {
+    /// A rule of this configuration, evaluated by steward.
+    Rule,
+    /// Received on the Alertmanager webhook endpoint; the sender decides its state.
+    Alertmanager,
+}
+
+impl AlertSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSource::Rule => "rule",
+            AlertSource::Alertmanager => "alertmanager",
+        }
+    }
+
+    pub fn parse(s: &str) -> AlertSource {
+        if s == "alertmanager" { AlertSource::Alertmanager } else { AlertSource::Rule }
+    }
 }
 
 impl Alert {
@@ -149,6 +178,8 @@ impl Alert {
             resolved_at: None,
             last_true: None,
             value: None,
+            source: AlertSource::Rule,
+            ends_at: None,
         }
     }
 }
@@ -253,7 +284,7 @@ impl Silence {
 
 /// Why an alert is not being notified right now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mute {
     Silence {
         id: String,
@@ -268,6 +299,19 @@ pub enum Mute {
     Dependency {
         service: String,
         cause: String,
+    },
+    /// A maintenance window covering this alert is open.
+    Maintenance {
+        window: String,
+        comment: Option<String>,
+        /// When this occurrence ends (cron windows).
+        until: Option<DateTime<Utc>>,
+    },
+    /// One route's time interval keeps it from notifying `receiver` now; other routes
+    /// may still notify.
+    TimeInterval {
+        receiver: String,
+        reason: String,
     },
 }
 

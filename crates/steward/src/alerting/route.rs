@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use super::matcher::{Labels, matches_all};
+use super::time_interval::TimeInterval;
 use crate::config::{GroupBy, Route};
 
 /// The routes that take an alert with `labels`, in tree order.
@@ -31,6 +34,19 @@ fn descend<'r>(route: &'r Route, labels: &Labels, out: &mut Vec<&'r Route>) -> b
         out.push(route);
     }
     true
+}
+
+/// Why `route` sends nothing at `now`: a mute time interval in force, or being
+/// outside all of its active time intervals. `None` when it may send.
+pub fn time_muted(route: &Route, intervals: &[TimeInterval], now: DateTime<Utc>) -> Option<String> {
+    let active = |name: &String| intervals.iter().find(|i| &i.name == name).is_some_and(|i| i.contains(now));
+    if let Some(name) = route.mute_time_intervals.iter().find(|n| active(n)) {
+        return Some(format!("in mute time interval `{name}`"));
+    }
+    if !route.active_time_intervals.is_empty() && !route.active_time_intervals.iter().any(active) {
+        return Some(format!("outside its active time intervals ({})", route.active_time_intervals.join(", ")));
+    }
+    None
 }
 
 /// The labels an alert is grouped by on `route`.

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::auth::Caller;
 use super::error::{ApiError, Code};
 use super::{AppState, parse_time};
+use crate::alerting::live::route_mutes;
 use crate::alerting::{Alert, Matcher, Mute, Silence};
 use crate::auth::Role;
 use crate::engine::Engine;
@@ -30,7 +31,14 @@ pub fn alert_views(engine: &Engine) -> Vec<AlertView> {
     let states = engine.states();
     let alerts = engine.alerting.alerts();
     let now = Utc::now();
-    alerts.iter().map(|a| AlertView { muted_by: engine.alerting.mutes(a, &alerts, &config, &states, now), alert: a.clone() }).collect()
+    alerts
+        .iter()
+        .map(|a| {
+            let mut muted_by = engine.alerting.mutes(a, &alerts, &config, &states, now);
+            muted_by.extend(route_mutes(a, &config, now));
+            AlertView { muted_by, alert: a.clone() }
+        })
+        .collect()
 }
 
 pub async fn list_alerts(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -66,6 +74,41 @@ pub async fn list_notifications(
     caller.require(Role::Viewer)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(json!({ "notifications": s.engine.store.notifications(None, limit).await? })))
+}
+
+/// Alertmanager's webhook payload in: the alerts join steward's own for routing,
+/// silences, inhibition and dependencies. Point an Alertmanager `webhook_configs` entry
+/// here with an operator token as its bearer credentials.
+pub async fn ingest_alertmanager(caller: Caller, State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    let incoming = crate::alerting::ingest::parse(&body).map_err(|e| ApiError::new(Code::BadRequest, format!("invalid payload: {e}")))?;
+    let outcome = crate::alerting::ingest::apply(&s.engine, incoming, Utc::now()).await?;
+    s.engine.metrics.alerts_received.inc_by(outcome.received as u64);
+    Ok(Json(json!(outcome)))
+}
+
+/// Configured maintenance windows: whether each is open now, until when, and when the
+/// next occurrence starts.
+pub async fn list_maintenance_windows(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let config = s.engine.config();
+    let now = Utc::now();
+    let windows: Vec<serde_json::Value> = config
+        .maintenance_windows
+        .iter()
+        .map(|w| {
+            let open = w.open_until(now, &config.time_intervals);
+            json!({
+                "name": w.name,
+                "matchers": w.matchers,
+                "comment": w.comment,
+                "open": open.is_some(),
+                "open_until": open.flatten(),
+                "next_start": w.next_start(now),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "maintenance_windows": windows })))
 }
 
 #[derive(Serialize)]

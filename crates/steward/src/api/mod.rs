@@ -51,6 +51,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/notifications", get(alerts::list_notifications))
         .route("/silences", get(alerts::list_silences).post(alerts::create_silence))
         .route("/silences/{id}", axum::routing::delete(alerts::expire_silence))
+        .route("/maintenance-windows", get(alerts::list_maintenance_windows))
+        .route("/ingest/alertmanager", post(alerts::ingest_alertmanager))
         .route("/config/reload", post(reload))
         .route("/tokens", get(list_tokens))
         .route("/whoami", get(whoami))

@@ -57,6 +57,8 @@ fn mute_text(m: &Value) -> String {
         Some("silence") => format!("silence {}", m["id"].as_str().unwrap_or("")),
         Some("inhibition") => format!("inhibited by {}", m["by_alert"].as_str().unwrap_or("")),
         Some("dependency") => format!("upstream {}: {}", m["service"].as_str().unwrap_or(""), m["cause"].as_str().unwrap_or("")),
+        Some("maintenance") => format!("maintenance {}", m["window"].as_str().unwrap_or("")),
+        Some("time_interval") => format!("{} {}", m["receiver"].as_str().unwrap_or(""), m["reason"].as_str().unwrap_or("")),
         _ => m.to_string(),
     }
 }

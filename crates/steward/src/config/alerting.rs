@@ -117,6 +117,10 @@ pub struct Route {
     pub repeat_interval: Duration,
     /// Keep matching siblings after this route matched.
     pub continue_: bool,
+    /// Named time intervals in which this route sends nothing (not inherited).
+    pub mute_time_intervals: Vec<String>,
+    /// When non-empty, this route sends only inside one of these intervals (not inherited).
+    pub active_time_intervals: Vec<String>,
     pub routes: Vec<Route>,
     pub pos: Pos,
 }
@@ -135,7 +139,18 @@ pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
 pub const SEVERITIES: &[&str] = &["critical", "warning", "info", "P0", "P1", "P2", "P3", "P4"];
 const RULE_KEYS: &[&str] = &["name", "when", "for", "keep_firing_for", "severity", "labels", "annotations", "runbook"];
-const ROUTE_KEYS: &[&str] = &["receiver", "matchers", "group_by", "group_wait", "group_interval", "repeat_interval", "continue", "routes"];
+const ROUTE_KEYS: &[&str] = &[
+    "receiver",
+    "matchers",
+    "group_by",
+    "group_wait",
+    "group_interval",
+    "repeat_interval",
+    "continue",
+    "mute_time_intervals",
+    "active_time_intervals",
+    "routes",
+];
 const RECEIVER_KINDS: &[&str] = &["webhook", "slack"];
 
 /// References from alerting items to other sections, checked once everything is read.
@@ -145,6 +160,9 @@ pub struct AlertingRefs {
     checks: Vec<(String, Pos)>,
     receivers: Vec<(String, Pos)>,
     receivers_used: Vec<(String, Pos)>,
+    pub(super) intervals: Vec<(String, Pos)>,
+    pub(super) intervals_used: Vec<(String, Pos)>,
+    pub(super) windows: Vec<(String, Pos)>,
 }
 
 pub fn rule(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<AlertRule> {
@@ -366,6 +384,8 @@ pub fn route(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Optio
         group_interval: DEFAULT_GROUP_INTERVAL,
         repeat_interval: DEFAULT_REPEAT_INTERVAL,
         continue_: false,
+        mute_time_intervals: vec![],
+        active_time_intervals: vec![],
         routes: vec![],
         pos: node.pos.clone(),
     };
@@ -424,6 +444,20 @@ fn route_node(node: &Node, parent: &Route, id: &str, is_root: bool, d: &mut Diag
         Some(n) => de::boolean(n, &format!("{what} continue"), d),
         None => Some(false),
     };
+    let mut intervals = |key: &str, d: &mut Diagnostics| match f.take(key) {
+        Some(n) if is_root => {
+            d.push(
+                Diagnostic::error(n.pos.clone(), format!("the root route cannot have `{key}`"))
+                    .with_hint("the root is the fallback for every alert; put time intervals on child routes"),
+            );
+            // Recorded; keep going so the child routes are checked too.
+            Some(vec![])
+        }
+        Some(n) => super::time_intervals::route_intervals(n, &format!("{what} {key}"), d, refs),
+        None => Some(vec![]),
+    };
+    let mute_time_intervals = intervals("mute_time_intervals", d);
+    let active_time_intervals = intervals("active_time_intervals", d);
     let children = f.take("routes");
     f.finish(ROUTE_KEYS, d);
     let mut me = Route {
@@ -435,6 +469,8 @@ fn route_node(node: &Node, parent: &Route, id: &str, is_root: bool, d: &mut Diag
         group_interval: group_interval?,
         repeat_interval: repeat_interval?,
         continue_: continue_?,
+        mute_time_intervals: mute_time_intervals?,
+        active_time_intervals: active_time_intervals?,
         routes: vec![],
         pos: node.pos.clone(),
     };
@@ -463,7 +499,7 @@ pub fn inhibit_rule(node: &Node, d: &mut Diagnostics) -> Option<InhibitRule> {
     Some(InhibitRule { source: source?, target: target?, equal: equal?, pos: node.pos.clone() })
 }
 
-fn matchers(node: &Node, what: &str, d: &mut Diagnostics) -> Option<Vec<Matcher>> {
+pub(super) fn matchers(node: &Node, what: &str, d: &mut Diagnostics) -> Option<Vec<Matcher>> {
     let items = de::list(node, what, d)?;
     let mut out = Vec::new();
     let mut ok = true;
@@ -489,7 +525,9 @@ fn matchers(node: &Node, what: &str, d: &mut Diagnostics) -> Option<Vec<Matcher>
 /// Rules across sections: unique names, alerts on checks that exist, routes to receivers
 /// that exist.
 pub fn cross_check(refs: &AlertingRefs, checks: &[&str], d: &mut Diagnostics) {
-    for (kind, list) in [("alert", &refs.rules), ("receiver", &refs.receivers)] {
+    for (kind, list) in
+        [("alert", &refs.rules), ("receiver", &refs.receivers), ("time interval", &refs.intervals), ("maintenance window", &refs.windows)]
+    {
         let mut seen: HashMap<&str, &Pos> = HashMap::new();
         for (name, pos) in list {
             if let Some(first) = seen.insert(name, pos) {
@@ -517,6 +555,16 @@ pub fn cross_check(refs: &AlertingRefs, checks: &[&str], d: &mut Diagnostics) {
                 None => "define it under `receivers:`".into(),
             };
             d.push(Diagnostic::error(pos.clone(), format!("the route sends to receiver `{r}`, which is not defined")).with_hint(hint));
+        }
+    }
+    let intervals: Vec<&str> = refs.intervals.iter().map(|(n, _)| n.as_str()).collect();
+    for (name, pos) in &refs.intervals_used {
+        if !intervals.contains(&name.as_str()) {
+            let hint = match closest(name, intervals.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => "define it under `time_intervals:`".into(),
+            };
+            d.push(Diagnostic::error(pos.clone(), format!("time interval `{name}` is not defined")).with_hint(hint));
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod duration;
 pub mod model;
 pub mod secret;
 mod sections;
+mod time_intervals;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ use std::time::Duration;
 pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Receiver, ReceiverKind, Route};
 use super::diagnostics::Pos;
 use super::secret::{Redactor, SecretString};
+pub use crate::alerting::time_interval::{MaintenanceWindow, TimeInterval};
 use crate::checks::condition::Condition;
 
 #[derive(Debug, Clone, Default)]
@@ -19,6 +20,8 @@ pub struct Config {
     /// The routing tree; `None` when no receiver is configured (alerts are only recorded).
     pub route: Option<Route>,
     pub inhibit_rules: Vec<InhibitRule>,
+    pub time_intervals: Vec<TimeInterval>,
+    pub maintenance_windows: Vec<MaintenanceWindow>,
     /// Scrubs every resolved secret from text that leaves the process.
     pub redactor: Redactor,
     /// The files read, for `validate` output and reload logs.

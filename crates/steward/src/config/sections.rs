@@ -10,10 +10,12 @@ use super::decode::{self as de, Fields};
 use super::diagnostics::{Diagnostic, Diagnostics, Pos};
 use super::model::*;
 use super::secret::{self, Redactor, SecretString};
+use super::time_intervals;
 use super::yaml::{Node, Value};
 use crate::checks::condition::{Condition, Literal};
 
-const TOP_LEVEL: &[&str] = &["services", "checks", "alerts", "receivers", "route", "inhibit_rules"];
+const TOP_LEVEL: &[&str] =
+    &["services", "checks", "alerts", "receivers", "route", "inhibit_rules", "time_intervals", "maintenance_windows"];
 /// Sections of the intended configuration that this version cannot act on yet.
 const NOT_YET: &[&str] = &["runbooks", "backups", "incidents", "repositories"];
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
@@ -50,6 +52,8 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     // an invalid one must not be replaced by the default route.
     let mut first_route: Option<Pos> = None;
     let mut inhibit_rules = Vec::new();
+    let mut time_intervals = Vec::new();
+    let mut maintenance_windows = Vec::new();
     let mut alerting_refs = alerting::AlertingRefs::default();
     for doc in docs {
         if matches!(doc.value, Value::Null) {
@@ -85,6 +89,12 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         if let Some(list) = top.take("inhibit_rules").and_then(|n| de::list(n, "`inhibit_rules`", d)) {
             inhibit_rules.extend(list.iter().filter_map(|n| alerting::inhibit_rule(n, d)));
         }
+        if let Some(list) = top.take("time_intervals").and_then(|n| de::list(n, "`time_intervals`", d)) {
+            time_intervals.extend(list.iter().filter_map(|n| time_intervals::time_interval(n, d, &mut alerting_refs)));
+        }
+        if let Some(list) = top.take("maintenance_windows").and_then(|n| de::list(n, "`maintenance_windows`", d)) {
+            maintenance_windows.extend(list.iter().filter_map(|n| time_intervals::maintenance_window(n, d, &mut alerting_refs)));
+        }
         for section in NOT_YET {
             if let Some(node) = top.take(section) {
                 d.push(
@@ -104,7 +114,18 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     if first_route.is_none() {
         route = default_route(&receivers, d);
     }
-    Config { services, checks, alerts, receivers, route, inhibit_rules, redactor: Redactor::new(secrets), files: Vec::new() }
+    Config {
+        services,
+        checks,
+        alerts,
+        receivers,
+        route,
+        inhibit_rules,
+        time_intervals,
+        maintenance_windows,
+        redactor: Redactor::new(secrets),
+        files: Vec::new(),
+    }
 }
 
 /// Without a `route:`, a single receiver gets every alert; several need a route.
@@ -120,6 +141,8 @@ fn default_route(receivers: &[Receiver], d: &mut Diagnostics) -> Option<Route> {
             group_interval: alerting::DEFAULT_GROUP_INTERVAL,
             repeat_interval: alerting::DEFAULT_REPEAT_INTERVAL,
             continue_: false,
+            mute_time_intervals: vec![],
+            active_time_intervals: vec![],
             routes: vec![],
             pos: only.pos.clone(),
         }),

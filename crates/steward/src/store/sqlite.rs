@@ -135,6 +135,11 @@ CREATE TABLE silences (
     expired_ms INTEGER
 );
 "#,
+    // Alerts received from outside (an Alertmanager webhook) beside rule alerts.
+    r#"
+ALTER TABLE alerts ADD COLUMN source TEXT NOT NULL DEFAULT 'rule';
+ALTER TABLE alerts ADD COLUMN ends_at_ms INTEGER;
+"#,
 ];
 
 pub struct SqliteStore {

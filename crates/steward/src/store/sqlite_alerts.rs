@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::sqlite::{SqliteStore, ms, time};
 use super::{AlertStore, NewNotification, StoreError};
-use crate::alerting::{Alert, AlertEvent, AlertState, DeliveryState, Matcher, Notification, NotifyLogEntry, Silence};
+use crate::alerting::{Alert, AlertEvent, AlertSource, AlertState, DeliveryState, Matcher, Notification, NotifyLogEntry, Silence};
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
@@ -29,6 +29,8 @@ fn alert_row(r: &SqliteRow) -> Alert {
         resolved_at: r.get::<Option<i64>, _>("resolved_at_ms").map(time),
         last_true: r.get::<Option<i64>, _>("last_true_ms").map(time),
         value: r.get("value"),
+        source: AlertSource::parse(r.get("source")),
+        ends_at: r.get::<Option<i64>, _>("ends_at_ms").map(time),
     }
 }
 
@@ -88,10 +90,13 @@ impl AlertStore for SqliteStore {
     async fn save_alert(&self, a: &Alert, event: Option<&AlertEvent>) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET
+            "INSERT INTO alerts (fingerprint, rule, labels, annotations, state, active_since_ms, fired_at_ms, resolved_at_ms,
+                                 last_true_ms, value, source, ends_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET
              rule = excluded.rule, labels = excluded.labels, annotations = excluded.annotations, state = excluded.state,
              active_since_ms = excluded.active_since_ms, fired_at_ms = excluded.fired_at_ms,
-             resolved_at_ms = excluded.resolved_at_ms, last_true_ms = excluded.last_true_ms, value = excluded.value",
+             resolved_at_ms = excluded.resolved_at_ms, last_true_ms = excluded.last_true_ms, value = excluded.value,
+             source = excluded.source, ends_at_ms = excluded.ends_at_ms",
         )
         .bind(&a.fingerprint)
         .bind(&a.rule)
@@ -103,6 +108,8 @@ impl AlertStore for SqliteStore {
         .bind(a.resolved_at.map(ms))
         .bind(a.last_true.map(ms))
         .bind(a.value)
+        .bind(a.source.as_str())
+        .bind(a.ends_at.map(ms))
         .execute(&mut *tx)
         .await?;
         if let Some(e) = event {

@@ -2,6 +2,8 @@
 //! instances of real components that a test may stop and restart, and the binary.
 #![allow(dead_code)]
 
+pub mod alerting;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
