@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs (Debian/Ubuntu packages) and starts the real components the test suite talks
 # to: PostgreSQL, MariaDB, Redis and NATS with JetStream on their standard loopback
-# ports, plus Chromium for the status-page test. Safe to run again: it only installs
-# what is missing and only starts what is not answering.
+# ports, plus Chromium for the status-page test and Prometheus for PromQL rules. Safe to
+# run again: it only installs what is missing and only starts what is not answering.
 set -euo pipefail
 
 SUDO=""
@@ -14,6 +14,8 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-se
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v chromium >/dev/null || need+=(chromium)
+# Tests start private Prometheus servers (PromQL rules); the package's own service is not used.
+command -v prometheus >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   $SUDO apt-get update -qq

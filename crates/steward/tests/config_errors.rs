@@ -284,3 +284,64 @@ maintenance_windows:
     let hint = v["errors"].as_array().unwrap().iter().find(|e| e["message"].as_str().unwrap().contains("buisness")).unwrap();
     assert_eq!(hint["hint"], "did you mean `business-hours`?");
 }
+
+#[test]
+fn promql_mistakes_are_found_at_validate_time_in_rule_files_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:
+  - name: api
+    rules:
+      - alert: HighErrorRate
+        expr: rate(http_requests_total{status=~\"5..\"}[5m] > 0.05
+        for: 5m
+      - alert: Latency
+        expr: http_request_duration_seconds[5m]
+        labels: {severity: critical}
+        annotation: {summary: x}
+",
+    )
+    .unwrap();
+    let f = dir.path().join("steward.yaml");
+    std::fs::write(
+        &f,
+        "rule_files: [rules.yml, missing.yml]
+alerts:
+  - name: Up
+    expr: up == 0
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    let errs: Vec<(String, u64, u64, String)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let file = e["file"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+            (file, e["line"].as_u64().unwrap(), e["col"].as_u64().unwrap(), e["message"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let has = |file: &str, line: u64, col: u64, needle: &str| {
+        assert!(
+            errs.iter().any(|(f, l, c, m)| f == file && *l == line && *c == col && m.contains(needle)),
+            "expected {needle:?} at {file}:{line}:{col} in {errs:#?}"
+        )
+    };
+    has("rules.yml", 5, 15, "alert `HighErrorRate` expr is not valid PromQL");
+    has("rules.yml", 8, 15, "evaluates to a range vector, not an instant vector");
+    has("rules.yml", 10, 9, "unknown key `annotation`");
+    has("steward.yaml", 1, 25, "rule file");
+    has("steward.yaml", 4, 11, "PromQL rules need a Prometheus server");
+}
+
+#[test]
+fn the_seeds_prometheus_rules_load_as_written() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed-rules/spoke.yaml");
+    let (code, v) = validate(&path);
+    assert_eq!(code, 0, "{v}");
+    // 9 Spoke alerts pasted under `alerts:`, 2 + 3 chat-platform rules from rule files.
+    assert_eq!(v["alerts"], 14, "{v}");
+}

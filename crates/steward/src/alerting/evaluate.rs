@@ -20,14 +20,15 @@ const WINDOW_EVERY: Duration = Duration::from_secs(10);
 /// `severity`, the rule's labels and `alertname` (later ones win).
 pub fn alert_labels(rule: &AlertRule, config: &Config) -> Labels {
     let mut labels = Labels::new();
-    let check = rule.when.check();
-    if let Some(spec) = config.check(check) {
-        labels.extend(spec.labels.clone());
-        if let Some(svc) = &spec.service {
-            labels.insert("service".into(), svc.clone());
+    if let Some(check) = rule.when.check() {
+        if let Some(spec) = config.check(check) {
+            labels.extend(spec.labels.clone());
+            if let Some(svc) = &spec.service {
+                labels.insert("service".into(), svc.clone());
+            }
         }
+        labels.insert("check".into(), check.to_string());
     }
-    labels.insert("check".into(), check.to_string());
     labels.insert("severity".into(), rule.severity.clone());
     labels.extend(rule.labels.clone());
     labels.insert("alertname".into(), rule.name.clone());
@@ -50,6 +51,8 @@ async fn condition(engine: &Engine, rule: &AlertRule, now: DateTime<Utc>) -> Res
             let ratio = recent.iter().filter(|r| !r.healthy).count() as f64 / recent.len() as f64;
             Ok(op.holds(ratio, *threshold).then_some(ratio))
         }
+        // Evaluated against Prometheus by `promql`, never here.
+        AlertCondition::Query { .. } => Ok(None),
         AlertCondition::Latency { check, quantile, op, threshold_ms, window } => {
             let recent = engine.store.results_since(check, window_start(now, *window)).await?;
             let mut latencies: Vec<f64> = recent.iter().map(|r| r.latency_ms).collect();
@@ -107,6 +110,22 @@ pub fn step(alert: &Alert, holds: Option<f64>, rule: &AlertRule, now: DateTime<U
     (next != *alert).then_some(next)
 }
 
+/// Moves one alert of `rule` given whether its condition holds (and the value that
+/// decided it), persisting any change. Returns whether the alert changed state.
+pub async fn advance(engine: &Engine, rule: &AlertRule, current: Alert, holds: Option<f64>, now: DateTime<Utc>) -> bool {
+    let Some(mut next) = step(&current, holds, rule, now) else { return false };
+    next.annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&current.labels, next.value))).collect();
+    let event = (next.state != current.state).then(|| AlertEvent {
+        fingerprint: current.fingerprint.clone(),
+        rule: rule.name.clone(),
+        at: now,
+        from: current.state,
+        to: next.state,
+        value: next.value,
+    });
+    engine.alerting.save(engine, next, event.as_ref()).await && event.is_some()
+}
+
 /// Evaluation state kept between ticks.
 #[derive(Default)]
 pub struct Evaluator {
@@ -118,7 +137,7 @@ impl Evaluator {
     pub async fn tick(&mut self, engine: &Engine, now: DateTime<Utc>) -> bool {
         let config = engine.config();
         let mut state_changed = false;
-        for rule in &config.alerts {
+        for rule in config.alerts.iter().filter(|r| !matches!(r.when, AlertCondition::Query { .. })) {
             let windowed = !matches!(rule.when, AlertCondition::CheckUnhealthy { .. });
             if windowed {
                 let due = self.last_window_eval.get(&rule.name).is_none_or(|t| (now - *t).to_std().unwrap_or_default() >= WINDOW_EVERY);
@@ -136,20 +155,8 @@ impl Evaluator {
             };
             let labels = alert_labels(rule, &config);
             let fp = fingerprint(&labels);
-            let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels.clone(), now));
-            let Some(mut next) = step(&current, holds, rule, now) else { continue };
-            next.annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&labels, next.value))).collect();
-            let event = (next.state != current.state).then(|| AlertEvent {
-                fingerprint: fp.clone(),
-                rule: rule.name.clone(),
-                at: now,
-                from: current.state,
-                to: next.state,
-                value: next.value,
-            });
-            if engine.alerting.save(engine, next, event.as_ref()).await && event.is_some() {
-                state_changed = true;
-            }
+            let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
+            state_changed |= advance(engine, rule, current, holds, now).await;
         }
         state_changed |= engine.alerting.resolve_orphans(engine, &config, now).await;
         state_changed

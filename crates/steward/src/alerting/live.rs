@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::matcher::matches_all;
+use super::promql::RuleHealth;
 use super::route::{matching, time_muted};
 use super::{Alert, AlertEvent, AlertSource, AlertState, Mute, Silence};
 use crate::checks::state::{CheckState, Health};
@@ -28,6 +29,7 @@ pub struct Live {
     /// Received alerts are read, changed and saved under this lock, so two deliveries
     /// of the same alert (an Alertmanager HA pair) cannot interleave.
     pub ingest: tokio::sync::Mutex<()>,
+    rule_health: Mutex<HashMap<String, RuleHealth>>,
 }
 
 impl Live {
@@ -117,6 +119,14 @@ impl Live {
             changed |= self.save(engine, next, Some(&event)).await;
         }
         changed
+    }
+
+    pub fn rule_health(&self, rule: &str) -> Option<RuleHealth> {
+        self.rule_health.lock().expect("rule health lock").get(rule).cloned()
+    }
+
+    pub fn set_rule_health(&self, rule: &str, health: RuleHealth) {
+        self.rule_health.lock().expect("rule health lock").insert(rule.to_string(), health);
     }
 
     pub fn silences(&self) -> Vec<Silence> {

@@ -25,6 +25,7 @@ pub mod evaluate;
 pub mod ingest;
 pub mod live;
 pub mod matcher;
+pub mod promql;
 pub mod route;
 pub mod template;
 pub mod time_interval;
@@ -57,6 +58,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let mut workers = deliver::Workers::new();
     workers.sync(&engine, &stop);
     let dispatcher = tokio::spawn(dispatch::run(engine.clone(), stop.clone()));
+    let promql = tokio::spawn(promql::run(engine.clone(), stop.clone()));
     let mut tick = tokio::time::interval(EVALUATION_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::Instant::now();
@@ -88,6 +90,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
         }
     }
     let _ = dispatcher.await;
+    let _ = promql.await;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

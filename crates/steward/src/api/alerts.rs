@@ -87,6 +87,34 @@ pub async fn ingest_alertmanager(caller: Caller, State(s): State<Arc<AppState>>,
     Ok(Json(json!(outcome)))
 }
 
+/// Every alert rule: what it tests, where it is defined, and how its last evaluation
+/// went (PromQL rules: when, how long, how many series, or why it failed).
+pub async fn list_rules(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let config = s.engine.config();
+    let rules: Vec<serde_json::Value> = config
+        .alerts
+        .iter()
+        .map(|r| {
+            let (kind, condition) = match &r.when {
+                crate::config::AlertCondition::Query { expr } => ("promql", expr.clone()),
+                other => ("check", format!("check {}", other.check().unwrap_or_default())),
+            };
+            json!({
+                "name": r.name,
+                "kind": kind,
+                "condition": condition,
+                "for_ms": r.for_.as_millis() as u64,
+                "severity": r.severity,
+                "labels": r.labels,
+                "defined_at": r.pos.to_string(),
+                "health": s.engine.alerting.rule_health(&r.name),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "rules": rules })))
+}
+
 /// Configured maintenance windows: whether each is open now, until when, and when the
 /// next occurrence starts.
 pub async fn list_maintenance_windows(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {

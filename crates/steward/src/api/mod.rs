@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/silences", get(alerts::list_silences).post(alerts::create_silence))
         .route("/silences/{id}", axum::routing::delete(alerts::expire_silence))
         .route("/maintenance-windows", get(alerts::list_maintenance_windows))
+        .route("/rules", get(alerts::list_rules))
         .route("/ingest/alertmanager", post(alerts::ingest_alertmanager))
         .route("/config/reload", post(reload))
         .route("/tokens", get(list_tokens))

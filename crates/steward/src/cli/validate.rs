@@ -11,15 +11,23 @@ pub fn run(path: &Path, output: Output) -> u8 {
     match config::load(path) {
         Ok(c) => {
             match output {
-                Output::Json => {
-                    println!("{}", json!({"valid": true, "services": c.services.len(), "checks": c.checks.len(), "files": c.files}))
-                }
-                Output::Table => println!(
-                    "configuration is valid: {} service(s), {} check(s) in {} file(s)",
-                    c.services.len(),
-                    c.checks.len(),
-                    c.files.len()
+                Output::Json => println!(
+                    "{}",
+                    json!({"valid": true, "services": c.services.len(), "checks": c.checks.len(), "alerts": c.alerts.len(),
+                           "files": c.files, "notes": c.notes})
                 ),
+                Output::Table => {
+                    for note in &c.notes {
+                        println!("{}: note: {}", note.pos, note.message);
+                    }
+                    println!(
+                        "configuration is valid: {} service(s), {} check(s), {} alert rule(s) in {} file(s)",
+                        c.services.len(),
+                        c.checks.len(),
+                        c.alerts.len(),
+                        c.files.len()
+                    )
+                }
             }
             exit::OK
         }

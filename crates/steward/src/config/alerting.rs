@@ -27,6 +27,9 @@ pub struct AlertRule {
     pub annotations: Vec<(String, Template)>,
     /// A runbook to run or suggest when the alert fires (used once runbooks exist).
     pub runbook: Option<String>,
+    /// PromQL rules: how often to query (a rule file group's `interval`, else the
+    /// `prometheus` section's `evaluation_interval`).
+    pub every: Duration,
     pub pos: Pos,
 }
 
@@ -39,14 +42,19 @@ pub enum AlertCondition {
     FailureRatio { check: String, op: Cmp, threshold: f64, window: Duration },
     /// `check NAME latency p99 > 500ms over 5m`: a latency quantile in the window, in ms.
     Latency { check: String, quantile: f64, op: Cmp, threshold_ms: f64, window: Duration },
+    /// `expr: PROMQL`: evaluated by the configured Prometheus server; one alert per
+    /// series in the result, labelled with the series' labels.
+    Query { expr: String },
 }
 
 impl AlertCondition {
-    pub fn check(&self) -> &str {
+    /// The check a rule watches (`None` for PromQL rules).
+    pub fn check(&self) -> Option<&str> {
         match self {
             AlertCondition::CheckUnhealthy { check }
             | AlertCondition::FailureRatio { check, .. }
-            | AlertCondition::Latency { check, .. } => check,
+            | AlertCondition::Latency { check, .. } => Some(check),
+            AlertCondition::Query { .. } => None,
         }
     }
 }
@@ -138,7 +146,7 @@ pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
 pub const SEVERITIES: &[&str] = &["critical", "warning", "info", "P0", "P1", "P2", "P3", "P4"];
-const RULE_KEYS: &[&str] = &["name", "when", "for", "keep_firing_for", "severity", "labels", "annotations", "runbook"];
+const RULE_KEYS: &[&str] = &["name", "when", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "runbook"];
 const ROUTE_KEYS: &[&str] = &[
     "receiver",
     "matchers",
@@ -156,39 +164,50 @@ const RECEIVER_KINDS: &[&str] = &["webhook", "slack"];
 /// References from alerting items to other sections, checked once everything is read.
 #[derive(Default)]
 pub struct AlertingRefs {
-    rules: Vec<(String, Pos)>,
+    pub(super) rules: Vec<(String, Pos)>,
     checks: Vec<(String, Pos)>,
     receivers: Vec<(String, Pos)>,
     receivers_used: Vec<(String, Pos)>,
     pub(super) intervals: Vec<(String, Pos)>,
     pub(super) intervals_used: Vec<(String, Pos)>,
     pub(super) windows: Vec<(String, Pos)>,
+    /// Where PromQL rules are, to require a `prometheus` section.
+    pub(super) queries: Vec<Pos>,
+}
+
+impl AlertingRefs {
+    pub(super) fn first_query(&self) -> Option<&Pos> {
+        self.queries.first()
+    }
 }
 
 pub fn rule(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<AlertRule> {
     let mut f = Fields::of(node, "an alert rule", d)?;
-    let name = f.require("name", d).and_then(|n| {
+    // `alert:` is Prometheus' key for the name: rules pasted from a rule file work.
+    let key = if !f.has("name") && f.has("alert") { "alert" } else { "name" };
+    let name = f.require(key, d).and_then(|n| {
         let s = de::string(n, "the alert name", d)?;
         refs.rules.push((s.clone(), n.pos.clone()));
         Some(s)
     });
     let what = name.as_ref().map_or("the alert".to_string(), |n| format!("alert `{n}`"));
-    let when = f.require("when", d).and_then(|n| {
-        let text = de::string(n, &format!("{what} when"), d)?;
-        match parse_when(&text) {
-            Ok(c) => {
-                refs.checks.push((c.check().to_string(), n.pos.clone()));
-                Some(c)
-            }
-            Err((offset, message)) => {
-                let quote = usize::from(matches!(n.value, Value::Str { quoted: true, .. }));
-                d.push(Diagnostic::error(n.pos.shifted(offset + quote), format!("{what} when: {message}")).with_hint(
-                    "write `check NAME unhealthy`, `check NAME failure_ratio > 0.2 over 5m` or `check NAME latency p99 > 500ms over 5m`",
-                ));
-                None
-            }
+    let when = match (f.take("when"), f.take("expr")) {
+        (Some(n), None) => when_condition(n, &what, d, refs),
+        (None, Some(n)) => promql(n, &what, d, refs),
+        (Some(_), Some(n)) => {
+            d.push(
+                Diagnostic::error(n.pos.clone(), format!("{what} has both `when` and `expr`"))
+                    .with_hint("`when` tests a check; `expr` is a PromQL query; a rule has one"),
+            );
+            None
         }
-    });
+        (None, None) => {
+            d.push(Diagnostic::error(node.pos.clone(), format!("{what} has no condition")).with_hint(
+                "add `when: check NAME unhealthy` (or failure_ratio / latency), or `expr: PROMQL` with a `prometheus:` section",
+            ));
+            None
+        }
+    };
     let for_ = f.take("for").map_or(Some(Duration::ZERO), |n| de::duration(n, &format!("{what} for"), d));
     let keep = f.take("keep_firing_for").map_or(Some(Duration::ZERO), |n| de::duration(n, &format!("{what} keep_firing_for"), d));
     let severity = f.take("severity").map_or(Some("warning".to_string()), |n| {
@@ -205,20 +224,7 @@ pub fn rule(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option
         }
     });
     let labels = label_map(f.take("labels"), &format!("{what} labels"), d);
-    let annotations = f.take("annotations").map_or(Some(vec![]), |n| {
-        let map = de::string_map(n, &format!("{what} annotations"), d)?;
-        let mut out = Vec::new();
-        for (key, (text, pos)) in map {
-            match Template::parse(&text) {
-                Ok(t) => out.push((key, t)),
-                Err((offset, message)) => d.push(
-                    Diagnostic::error(pos.shifted(offset + 1), format!("{what} annotation `{key}`: {message}"))
-                        .with_hint("templates use {{ $value }}, {{ $labels.NAME }} and the humanize functions"),
-                ),
-            }
-        }
-        Some(out)
-    });
+    let annotations = template_map(f.take("annotations"), &what, d);
     let runbook = f.take("runbook").and_then(|n| de::string(n, &format!("{what} runbook"), d));
     f.finish(RULE_KEYS, d);
     Some(AlertRule {
@@ -230,11 +236,79 @@ pub fn rule(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option
         labels: labels?,
         annotations: annotations?,
         runbook,
+        every: Duration::ZERO,
         pos: node.pos.clone(),
     })
 }
 
-fn label_map(node: Option<&Node>, what: &str, d: &mut Diagnostics) -> Option<BTreeMap<String, String>> {
+fn when_condition(n: &Node, what: &str, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<AlertCondition> {
+    let text = de::string(n, &format!("{what} when"), d)?;
+    match parse_when(&text) {
+        Ok(c) => {
+            if let Some(check) = c.check() {
+                refs.checks.push((check.to_string(), n.pos.clone()));
+            }
+            Some(c)
+        }
+        Err((offset, message)) => {
+            let quote = usize::from(matches!(n.value, Value::Str { quoted: true, .. }));
+            d.push(Diagnostic::error(n.pos.shifted(offset + quote), format!("{what} when: {message}")).with_hint(
+                "write `check NAME unhealthy`, `check NAME failure_ratio > 0.2 over 5m` or `check NAME latency p99 > 500ms over 5m`",
+            ));
+            None
+        }
+    }
+}
+
+/// A PromQL expression, parsed now so a typo is a config error, not a 3 a.m. surprise.
+pub(super) fn promql(n: &Node, what: &str, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<AlertCondition> {
+    let expr = de::text(n, &format!("{what} expr"), d)?;
+    refs.queries.push(n.pos.clone());
+    match promql_parser::parser::parse(&expr) {
+        Ok(ast) => match ast.value_type() {
+            promql_parser::parser::value::ValueType::Vector | promql_parser::parser::value::ValueType::Scalar => {
+                Some(AlertCondition::Query { expr: expr.trim().to_string() })
+            }
+            other => {
+                let kind = if other == promql_parser::parser::value::ValueType::Matrix { "range vector" } else { "string" };
+                d.push(Diagnostic::error(n.pos.clone(), format!("{what} expr evaluates to a {kind}, not an instant vector")).with_hint(
+                    "an alert fires for each series an instant query returns; drop the range selector or wrap it, e.g. rate(x[5m])",
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            d.push(
+                Diagnostic::error(n.pos.clone(), format!("{what} expr is not valid PromQL: {e}"))
+                    .with_hint("try the expression in Prometheus' query page first"),
+            );
+            None
+        }
+    }
+}
+
+/// Annotations: templates parsed now, so a typo is reported at its column.
+pub(super) fn template_map(node: Option<&Node>, what: &str, d: &mut Diagnostics) -> Option<Vec<(String, Template)>> {
+    let Some(n) = node else { return Some(vec![]) };
+    let map = de::string_map(n, &format!("{what} annotations"), d)?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (key, (text, pos)) in map {
+        match Template::parse(&text) {
+            Ok(t) => out.push((key, t)),
+            Err((offset, message)) => {
+                ok = false;
+                d.push(
+                    Diagnostic::error(pos.shifted(offset + 1), format!("{what} annotation `{key}`: {message}"))
+                        .with_hint("templates use {{ $value }}, {{ $labels.NAME }} and the humanize functions"),
+                );
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+pub(super) fn label_map(node: Option<&Node>, what: &str, d: &mut Diagnostics) -> Option<BTreeMap<String, String>> {
     let Some(node) = node else { return Some(BTreeMap::new()) };
     let map = de::string_map(node, what, d)?;
     let mut ok = true;

@@ -5,6 +5,8 @@
 //! - `decode`: typed readers over nodes that record diagnostics instead of failing.
 //! - `sections`: one decoder per top-level section (`services`, `checks`).
 //! - `alerting`: `alerts`, `receivers`, `route`, `inhibit_rules`.
+//! - `time_intervals`: `time_intervals`, `maintenance_windows`.
+//! - `prometheus`: the `prometheus` server and `rule_files` (Prometheus' format).
 //! - `model`: the validated types the rest of Steward uses.
 //! - `secret`: `${env:…}` / `${file:…}` references and the redactor.
 //!
@@ -16,6 +18,7 @@ pub mod decode;
 pub mod diagnostics;
 pub mod duration;
 pub mod model;
+mod prometheus;
 pub mod secret;
 mod sections;
 mod time_intervals;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Receiver, ReceiverKind, Route};
 use super::diagnostics::Pos;
+pub use super::prometheus::PrometheusSource;
 use super::secret::{Redactor, SecretString};
 pub use crate::alerting::time_interval::{MaintenanceWindow, TimeInterval};
 use crate::checks::condition::Condition;
@@ -22,6 +23,10 @@ pub struct Config {
     pub inhibit_rules: Vec<InhibitRule>,
     pub time_intervals: Vec<TimeInterval>,
     pub maintenance_windows: Vec<MaintenanceWindow>,
+    /// The server PromQL rules are evaluated by.
+    pub prometheus: Option<PrometheusSource>,
+    /// Things worth knowing that are not errors (e.g. skipped recording rules).
+    pub notes: Vec<super::diagnostics::Diagnostic>,
     /// Scrubs every resolved secret from text that leaves the process.
     pub redactor: Redactor,
     /// The files read, for `validate` output and reload logs.

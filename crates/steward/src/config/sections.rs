@@ -9,13 +9,24 @@ use super::alerting::{self, GroupBy, Receiver, Route};
 use super::decode::{self as de, Fields};
 use super::diagnostics::{Diagnostic, Diagnostics, Pos};
 use super::model::*;
+use super::prometheus::{self, PrometheusSource};
 use super::secret::{self, Redactor, SecretString};
 use super::time_intervals;
 use super::yaml::{Node, Value};
 use crate::checks::condition::{Condition, Literal};
 
-const TOP_LEVEL: &[&str] =
-    &["services", "checks", "alerts", "receivers", "route", "inhibit_rules", "time_intervals", "maintenance_windows"];
+const TOP_LEVEL: &[&str] = &[
+    "services",
+    "checks",
+    "alerts",
+    "rule_files",
+    "prometheus",
+    "receivers",
+    "route",
+    "inhibit_rules",
+    "time_intervals",
+    "maintenance_windows",
+];
 /// Sections of the intended configuration that this version cannot act on yet.
 const NOT_YET: &[&str] = &["runbooks", "backups", "incidents", "repositories"];
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
@@ -54,6 +65,8 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut inhibit_rules = Vec::new();
     let mut time_intervals = Vec::new();
     let mut maintenance_windows = Vec::new();
+    let mut prometheus_source: Option<PrometheusSource> = None;
+    let mut notes = Vec::new();
     let mut alerting_refs = alerting::AlertingRefs::default();
     for doc in docs {
         if matches!(doc.value, Value::Null) {
@@ -70,6 +83,18 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         }
         if let Some(list) = top.take("alerts").and_then(|n| de::list(n, "`alerts`", d)) {
             alerts.extend(list.iter().filter_map(|n| alerting::rule(n, d, &mut alerting_refs)));
+        }
+        if let Some(node) = top.take("rule_files") {
+            alerts.extend(prometheus::rule_files(node, d, &mut alerting_refs, &mut notes));
+        }
+        if let Some(node) = top.take("prometheus") {
+            match &prometheus_source {
+                Some(first) => d.push(
+                    Diagnostic::error(node.pos.clone(), "`prometheus` is defined twice")
+                        .with_hint(format!("PromQL rules are evaluated by one server; the first is at {}", first.pos)),
+                ),
+                None => prometheus_source = prometheus::source(node, d, &mut secrets),
+            }
         }
         if let Some(list) = top.take("receivers").and_then(|n| de::list(n, "`receivers`", d)) {
             receivers.extend(list.iter().filter_map(|n| alerting::receiver(n, d, &mut secrets, &mut alerting_refs)));
@@ -114,6 +139,21 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     if first_route.is_none() {
         route = default_route(&receivers, d);
     }
+    match &prometheus_source {
+        Some(p) => {
+            for rule in alerts.iter_mut().filter(|r| r.every.is_zero()) {
+                rule.every = p.evaluation_interval;
+            }
+        }
+        None => {
+            if let Some(pos) = alerting_refs.first_query() {
+                d.push(
+                    Diagnostic::error(pos.clone(), "PromQL rules need a Prometheus server to evaluate them")
+                        .with_hint("add a top-level `prometheus:` section with `url: http://HOST:9090`"),
+                );
+            }
+        }
+    }
     Config {
         services,
         checks,
@@ -123,6 +163,8 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         inhibit_rules,
         time_intervals,
         maintenance_windows,
+        prometheus: prometheus_source,
+        notes,
         redactor: Redactor::new(secrets),
         files: Vec::new(),
     }

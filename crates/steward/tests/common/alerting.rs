@@ -88,3 +88,33 @@ pub fn alerts(base: &str, token: &str) -> Vec<Value> {
 pub fn alert_named<'a>(alerts: &'a [Value], name: &str) -> Option<&'a Value> {
     alerts.iter().find(|a| a["rule"] == name)
 }
+
+/// An HTTP target serving `/metrics` in Prometheus' text format, changed by the test.
+pub struct MetricsTarget {
+    pub address: String,
+    body: Arc<Mutex<String>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl MetricsTarget {
+    pub fn start(body: &str) -> MetricsTarget {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let shared = Arc::new(Mutex::new(body.to_string()));
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let b = shared.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let b = b.clone();
+                async move { b.lock().unwrap().clone() }
+            }),
+        );
+        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        MetricsTarget { address, body: shared, _rt: rt }
+    }
+
+    pub fn set(&self, body: &str) {
+        *self.body.lock().unwrap() = body.to_string();
+    }
+}

@@ -116,6 +116,66 @@ impl Drop for PrivateNats {
     }
 }
 
+/// A Prometheus server of our own scraping `targets` every second, killed on drop.
+pub struct PrivatePrometheus {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivatePrometheus {
+    pub fn start(targets: &[String]) -> PrivatePrometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            format!("global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: [{list}]}}]\n"),
+        )
+        .unwrap();
+        let mut p = PrivatePrometheus { port: free_port(), dir, child: None };
+        p.restart();
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", self.dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", self.dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus must be installed (apt-get install prometheus)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("private prometheus to be ready", Duration::from_secs(30), || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            use std::io::{Read, Write};
+            s.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n").ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            out.starts_with("HTTP/1.0 200").then_some(())
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivatePrometheus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A running `steward serve`, stopped (SIGTERM) on drop.
 pub struct Server {
     pub child: Child,

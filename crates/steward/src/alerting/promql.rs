@@ -1,0 +1,204 @@
+//! PromQL rules, evaluated by a real Prometheus through its HTTP query API
+//! (`/api/v1/query`), so the seeds' rules work as written.
+//!
+//! Each rule is an instant query every `every`; each series in the result is one alert,
+//! labelled with the series' labels (minus `__name__`), then the rule's labels, then
+//! `alertname`, exactly as Prometheus does. Alerts of the rule whose series left the
+//! result resolve, subject to `keep_firing_for`.
+//!
+//! This runs beside the check-rule evaluator, never inside it: a slow or unreachable
+//! Prometheus delays only PromQL rules. A failed query changes no alert (a Prometheus
+//! restart must not resolve everything and re-page a minute later); it is counted in
+//! `steward_rule_evaluation_failures_total` and shown by `GET /api/v1/rules`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use tokio_util::sync::CancellationToken;
+
+use super::evaluate::advance;
+use super::{Alert, AlertSource, AlertState, Labels, fingerprint};
+use crate::config::{AlertCondition, AlertRule, PrometheusSource};
+use crate::engine::Engine;
+use crate::telemetry::RuleLabels;
+
+/// How a rule's last evaluation went, for the API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleHealth {
+    pub last_evaluation: DateTime<Utc>,
+    pub duration_ms: f64,
+    /// Series in the last successful result.
+    pub series: usize,
+    /// Why the last evaluation failed; `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+    let client = match crate::checks::http::build_client(&Default::default(), false) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client for PromQL rules; they will not be evaluated");
+            return;
+        }
+    };
+    let mut last: HashMap<String, Instant> = HashMap::new();
+    loop {
+        let config = engine.config();
+        let now = Instant::now();
+        let due: Vec<&AlertRule> = config
+            .alerts
+            .iter()
+            .filter(|r| matches!(r.when, AlertCondition::Query { .. }))
+            .filter(|r| last.get(&r.name).is_none_or(|t| now.duration_since(*t) >= r.every))
+            .collect();
+        if let Some(source) = &config.prometheus {
+            for r in &due {
+                last.insert(r.name.clone(), now);
+            }
+            let evaluations = due.iter().map(|r| evaluate(&engine, &client, source, r));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = futures::future::join_all(evaluations) => {}
+            }
+        }
+        last.retain(|name, _| config.alert(name).is_some());
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+async fn evaluate(engine: &Engine, client: &reqwest::Client, source: &PrometheusSource, rule: &AlertRule) {
+    let AlertCondition::Query { expr } = &rule.when else { return };
+    let started = Instant::now();
+    let now = Utc::now();
+    let result = query(client, source, expr, now).await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let previous_error = engine.alerting.rule_health(&rule.name).and_then(|h| h.error);
+    let samples = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let e = engine.config().redactor.redact(&e).into_owned();
+            if previous_error.as_deref() != Some(e.as_str()) {
+                tracing::warn!(alert = %rule.name, error = %e, "PromQL rule could not be evaluated; its alerts keep their state");
+            }
+            engine.metrics.rule_evaluation_failures.get_or_create(&RuleLabels { rule: rule.name.clone() }).inc();
+            engine.alerting.set_rule_health(&rule.name, RuleHealth { last_evaluation: now, duration_ms, series: 0, error: Some(e) });
+            return;
+        }
+    };
+    if previous_error.is_some() {
+        tracing::info!(alert = %rule.name, "PromQL rule evaluates again");
+    }
+    engine.alerting.set_rule_health(&rule.name, RuleHealth { last_evaluation: now, duration_ms, series: samples.len(), error: None });
+    let mut seen = HashSet::new();
+    let mut changed = false;
+    for (series, value) in samples {
+        let labels = alert_labels(rule, series);
+        let fp = fingerprint(&labels);
+        let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
+        seen.insert(fp);
+        changed |= advance(engine, rule, current, Some(value), now).await;
+    }
+    let gone: Vec<Alert> = engine
+        .alerting
+        .alerts()
+        .into_iter()
+        .filter(|a| a.rule == rule.name && a.source == AlertSource::Rule && !seen.contains(&a.fingerprint))
+        .filter(|a| matches!(a.state, AlertState::Pending | AlertState::Firing))
+        .collect();
+    for a in gone {
+        changed |= advance(engine, rule, a, None, now).await;
+    }
+    if changed {
+        engine.alerting.wake_dispatcher.notify_one();
+    }
+}
+
+/// Prometheus' rule labels: the series' labels without `__name__`, the rule's
+/// severity and labels over them, and `alertname`.
+fn alert_labels(rule: &AlertRule, mut series: Labels) -> Labels {
+    series.remove("__name__");
+    series.insert("severity".into(), rule.severity.clone());
+    series.extend(rule.labels.clone());
+    series.insert("alertname".into(), rule.name.clone());
+    series
+}
+
+/// One instant query; the samples of a vector result (a scalar is one unlabelled sample).
+async fn query(client: &reqwest::Client, source: &PrometheusSource, expr: &str, at: DateTime<Utc>) -> Result<Vec<(Labels, f64)>, String> {
+    let url = format!("{}/api/v1/query", source.url.expose().trim_end_matches('/'));
+    let time = format!("{:.3}", at.timestamp_millis() as f64 / 1000.0);
+    let url =
+        url::Url::parse_with_params(&url, [("query", expr), ("time", time.as_str())]).map_err(|e| format!("bad Prometheus URL: {e}"))?;
+    let mut req = client.get(url).timeout(source.timeout);
+    for (k, v) in &source.headers {
+        req = req.header(k, v.expose());
+    }
+    let resp = req.send().await.map_err(|e| {
+        if e.is_timeout() {
+            format!("Prometheus did not answer within {:?}", source.timeout)
+        } else {
+            format!("cannot reach Prometheus: {e}")
+        }
+    })?;
+    let status = resp.status();
+    let body: Json = resp.json().await.map_err(|e| format!("Prometheus answered {status} with a body that is not JSON: {e}"))?;
+    parse_response(&body).map_err(|e| format!("Prometheus answered {status}: {e}"))
+}
+
+/// Reads the query API's JSON: `{"status":"success","data":{"resultType":…,"result":…}}`.
+pub fn parse_response(body: &Json) -> Result<Vec<(Labels, f64)>, String> {
+    if body["status"] != "success" {
+        let kind = body["errorType"].as_str().unwrap_or("error");
+        return Err(format!("{kind}: {}", body["error"].as_str().unwrap_or("no error message")));
+    }
+    let value = |v: &Json| -> Result<f64, String> {
+        let text = v.get(1).and_then(Json::as_str).ok_or("a sample without a value")?;
+        text.parse::<f64>().map_err(|_| format!("sample value `{text}` is not a number"))
+    };
+    let data = &body["data"];
+    match data["resultType"].as_str() {
+        Some("vector") => data["result"]
+            .as_array()
+            .ok_or("a vector result without samples")?
+            .iter()
+            .map(|s| {
+                let labels = s["metric"]
+                    .as_object()
+                    .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+                    .unwrap_or_default();
+                Ok((labels, value(&s["value"])?))
+            })
+            .collect(),
+        Some("scalar") => Ok(vec![(Labels::new(), value(&data["result"])?)]),
+        other => Err(format!("result type {other:?} cannot drive an alert; the expression must return an instant vector")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_vectors_scalars_and_errors() {
+        let v = parse_response(&json!({"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"__name__":"up","job":"api","instance":"a:1"},"value":[1700000000.0,"0"]},
+            {"metric":{"job":"db"},"value":[1700000000.0,"NaN"]}]}}))
+        .unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].0["instance"], "a:1");
+        assert_eq!(v[0].1, 0.0);
+        assert!(v[1].1.is_nan());
+        let s = parse_response(&json!({"status":"success","data":{"resultType":"scalar","result":[1.0,"3.5"]}})).unwrap();
+        assert_eq!(s, vec![(Labels::new(), 3.5)]);
+        let e = parse_response(&json!({"status":"error","errorType":"bad_data","error":"parse error"})).unwrap_err();
+        assert_eq!(e, "bad_data: parse error");
+        assert!(parse_response(&json!({"status":"success","data":{"resultType":"matrix","result":[]}})).is_err());
+    }
+}
