@@ -345,3 +345,29 @@ fn the_seeds_prometheus_rules_load_as_written() {
     // 9 Spoke alerts pasted under `alerts:`, 2 + 3 chat-platform rules from rule files.
     assert_eq!(v["alerts"], 14, "{v}");
 }
+
+#[test]
+fn email_and_pagerduty_receiver_mistakes_are_found_at_validate_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("receivers.yaml");
+    std::fs::write(
+        &f,
+        "receivers:
+  - name: mail
+    email: {to: [oncall-at-example.com], from: steward@example.com, smarthost: smtp.example.com, tls: yes-please}
+  - name: pager
+    pagerduty: {routing_key: short}
+route:
+  receiver: mail
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    let errs = errors(&v);
+    let has = |line: u64, needle: &str| assert!(errs.iter().any(|(l, _, m)| *l == line && m.contains(needle)), "{needle:?} in {errs:#?}");
+    has(3, "`oncall-at-example.com` is not an email address");
+    has(3, "smarthost `smtp.example.com` is not HOST:PORT");
+    has(3, "tls `yes-please` is not known");
+    has(5, "routing_key must be 32 characters");
+}

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
 use super::Notification;
-use crate::config::{Receiver, ReceiverKind};
+use super::render;
+use crate::config::{EmailReceiver, Receiver, ReceiverKind, SmtpTls};
 use crate::engine::Engine;
 use crate::telemetry::DeliveryLabels;
 
@@ -125,6 +125,48 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
     }
 }
 
+/// A key naming the group rather than one notification: PagerDuty uses it to update
+/// and resolve the incident its first trigger opened.
+fn group_dedup_key(n: &Notification) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(n.receiver.as_bytes());
+    h.update([0]);
+    h.update(n.group_key.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+async fn send_email(e: &EmailReceiver, timeout: Duration, n: &Notification) -> Result<(), Failure> {
+    use lettre::message::{Mailbox, header::ContentType};
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let invalid = |m: String| Failure { message: m, retryable: false };
+    let (subject, body) = render::email(&n.payload);
+    let from: Mailbox = e.from.parse().map_err(|err| invalid(format!("from address: {err}")))?;
+    // The notification's dedup key as Message-ID: a redelivery is recognisably the same mail.
+    let mut message = Message::builder().from(from).subject(subject).message_id(Some(format!("<{}@steward>", n.dedup_key)));
+    for to in &e.to {
+        message = message.to(to.parse::<Mailbox>().map_err(|err| invalid(format!("to address: {err}")))?);
+    }
+    let message = message.header(ContentType::TEXT_PLAIN).body(body).map_err(|err| invalid(format!("cannot build the email: {err}")))?;
+    let (host, port) = &e.smarthost;
+    let builder = match e.tls {
+        SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
+        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+        SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)),
+    }
+    .map_err(|err| invalid(format!("SMTP TLS setup for {host}: {err}")))?;
+    let mut builder = builder.port(*port).timeout(Some(timeout));
+    if let Some((user, password)) = &e.auth {
+        builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_string()));
+    }
+    builder.build().send(message).await.map(|_| ()).map_err(|err| Failure {
+        message: format!("SMTP {host}:{port}: {err}"),
+        // 5xx replies (unknown mailbox, refused sender) will not change by retrying.
+        retryable: !err.is_permanent(),
+    })
+}
+
 /// Exponential from 1 s, capped at 5 min, with full jitter over its upper half.
 pub fn backoff(attempt: u32) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(BACKOFF_CAP);
@@ -139,7 +181,16 @@ struct Failure {
 async fn send(client: &reqwest::Client, r: &Receiver, n: &Notification) -> Result<(), Failure> {
     let (url, body, headers) = match &r.kind {
         ReceiverKind::Webhook { url, headers } => (url, n.payload.clone(), headers.as_slice()),
-        ReceiverKind::Slack { url, channel } => (url, slack_body(&n.payload, channel.as_deref()), &[][..]),
+        ReceiverKind::Slack { url, channel } => (url, render::slack_body(&n.payload, channel.as_deref()), &[][..]),
+        ReceiverKind::PagerDuty { routing_key, url } => {
+            (url, render::pagerduty_event(&n.payload, routing_key.expose(), &group_dedup_key(n)), &[][..])
+        }
+        ReceiverKind::Email(e) => {
+            return match tokio::time::timeout(r.timeout, send_email(e, r.timeout, n)).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure { message: format!("the SMTP exchange took longer than {:?}", r.timeout), retryable: true }),
+            };
+        }
     };
     let mut req = client.post(url.expose()).timeout(r.timeout).header("Idempotency-Key", &n.dedup_key).json(&body);
     for (k, v) in headers {
@@ -160,37 +211,6 @@ async fn send(client: &reqwest::Client, r: &Receiver, n: &Notification) -> Resul
     Err(Failure { message: format!("receiver answered {status}: {snippet}"), retryable })
 }
 
-/// A Slack-compatible incoming-webhook message rendered from the Alertmanager payload.
-pub fn slack_body(payload: &Json, channel: Option<&str>) -> Json {
-    let status = payload["status"].as_str().unwrap_or("firing");
-    let alerts = payload["alerts"].as_array().cloned().unwrap_or_default();
-    let firing = alerts.iter().filter(|a| a["status"] == "firing").count();
-    let resolved = alerts.len() - firing;
-    let mut lines = vec![format!(
-        "*[{}]* {}",
-        status.to_uppercase(),
-        payload["groupLabels"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" "))
-            .unwrap_or_default()
-    )];
-    if firing > 0 && resolved > 0 {
-        lines.push(format!("{firing} firing, {resolved} resolved"));
-    }
-    for a in &alerts {
-        let icon = if a["status"] == "firing" { ":red_circle:" } else { ":large_green_circle:" };
-        let name = a["labels"]["alertname"].as_str().unwrap_or("alert");
-        let summary = a["annotations"]["summary"].as_str().or(a["annotations"]["description"].as_str()).unwrap_or("");
-        let severity = a["labels"]["severity"].as_str().unwrap_or("");
-        lines.push(format!("{icon} *{name}* ({severity}) {summary}").trim_end().to_string());
-    }
-    let mut body = json!({ "text": lines.join("\n") });
-    if let Some(c) = channel {
-        body["channel"] = json!(c);
-    }
-    body
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,23 +223,5 @@ mod tests {
             assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?} vs {ceiling:?}");
         }
         assert!(backoff(30) <= BACKOFF_CAP);
-    }
-
-    #[test]
-    fn slack_message_names_each_alert() {
-        let payload = json!({
-            "status": "firing",
-            "groupLabels": {"alertname": "ApiDown"},
-            "alerts": [
-                {"status": "firing", "labels": {"alertname": "ApiDown", "severity": "critical"}, "annotations": {"summary": "api is down"}},
-                {"status": "resolved", "labels": {"alertname": "ApiDown", "severity": "critical"}, "annotations": {}}
-            ]
-        });
-        let body = slack_body(&payload, Some("#ops"));
-        let text = body["text"].as_str().unwrap();
-        assert!(text.starts_with("*[FIRING]* alertname=ApiDown"), "{text}");
-        assert!(text.contains("1 firing, 1 resolved"));
-        assert!(text.contains(":red_circle: *ApiDown* (critical) api is down"));
-        assert_eq!(body["channel"], "#ops");
     }
 }

@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod live;
 pub mod matcher;
 pub mod promql;
+pub mod render;
 pub mod route;
 pub mod template;
 pub mod time_interval;

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use super::decode::{self as de, Fields};
 use super::diagnostics::{Diagnostic, Diagnostics, Pos, closest};
-use super::secret::SecretString;
-use super::sections::{env_map, url};
 use super::yaml::{Node, Value};
 use crate::alerting::matcher::{Matcher, valid_label_name};
 use crate::alerting::template::Template;
@@ -78,34 +76,6 @@ impl Cmp {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Receiver {
-    pub name: String,
-    pub kind: ReceiverKind,
-    /// Whether resolved notifications are sent (Alertmanager's `send_resolved`).
-    pub send_resolved: bool,
-    /// One delivery attempt may take this long; a hanging receiver is cut off here.
-    pub timeout: Duration,
-    pub pos: Pos,
-}
-
-#[derive(Debug, Clone)]
-pub enum ReceiverKind {
-    /// Alertmanager's webhook payload (version 4), so existing receivers work unchanged.
-    Webhook { url: SecretString, headers: Vec<(String, SecretString)> },
-    /// A Slack-compatible incoming webhook (`{"text": …}`).
-    Slack { url: SecretString, channel: Option<String> },
-}
-
-impl ReceiverKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ReceiverKind::Webhook { .. } => "webhook",
-            ReceiverKind::Slack { .. } => "slack",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum GroupBy {
     Labels(Vec<String>),
@@ -159,14 +129,13 @@ const ROUTE_KEYS: &[&str] = &[
     "active_time_intervals",
     "routes",
 ];
-const RECEIVER_KINDS: &[&str] = &["webhook", "slack"];
 
 /// References from alerting items to other sections, checked once everything is read.
 #[derive(Default)]
 pub struct AlertingRefs {
     pub(super) rules: Vec<(String, Pos)>,
     checks: Vec<(String, Pos)>,
-    receivers: Vec<(String, Pos)>,
+    pub(super) receivers: Vec<(String, Pos)>,
     receivers_used: Vec<(String, Pos)>,
     pub(super) intervals: Vec<(String, Pos)>,
     pub(super) intervals_used: Vec<(String, Pos)>,
@@ -393,58 +362,6 @@ pub fn parse_when(text: &str) -> Result<AlertCondition, (usize, String)> {
         }
         other => Err((at, format!("`{other}` is not something an alert can test; use unhealthy, failure_ratio or latency"))),
     }
-}
-
-pub fn receiver(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut AlertingRefs) -> Option<Receiver> {
-    let mut f = Fields::of(node, "a receiver", d)?;
-    let name = f.require("name", d).and_then(|n| {
-        let s = de::string(n, "the receiver name", d)?;
-        refs.receivers.push((s.clone(), n.pos.clone()));
-        Some(s)
-    });
-    let what = name.as_ref().map_or("the receiver".to_string(), |n| format!("receiver `{n}`"));
-    let send_resolved = f.take("send_resolved").map_or(Some(true), |n| de::boolean(n, &format!("{what} send_resolved"), d));
-    let timeout = f.take("timeout").map_or(Some(Duration::from_secs(10)), |n| de::duration(n, &format!("{what} timeout"), d));
-    let present: Vec<&str> = RECEIVER_KINDS.iter().copied().filter(|k| f.has(k)).collect();
-    let kind = match present.as_slice() {
-        [kind] => {
-            let body = f.take(kind).expect("present");
-            Fields::of(body, format!("the `{kind}` settings of {what}"), d).and_then(|mut k| {
-                let url = k.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["http", "https"], d, secrets));
-                match *kind {
-                    "webhook" => {
-                        let headers = k.take("headers").map_or(Some(vec![]), |n| env_map(n, &format!("{what} headers"), d, secrets));
-                        k.finish(&["url", "headers"], d);
-                        Some(ReceiverKind::Webhook { url: url?, headers: headers? })
-                    }
-                    _ => {
-                        let channel = k.take("channel").and_then(|n| de::string(n, &format!("{what} channel"), d));
-                        k.finish(&["url", "channel"], d);
-                        Some(ReceiverKind::Slack { url: url?, channel })
-                    }
-                }
-            })
-        }
-        [] => {
-            d.push(
-                Diagnostic::error(f.pos().clone(), format!("{what} says nowhere to send"))
-                    .with_hint(format!("add exactly one of: {}", RECEIVER_KINDS.join(", "))),
-            );
-            None
-        }
-        many => {
-            for k in many {
-                f.take(k);
-            }
-            d.push(
-                Diagnostic::error(f.pos().clone(), format!("{what} has several kinds ({})", many.join(", ")))
-                    .with_hint("a receiver sends one way; define one receiver per destination"),
-            );
-            None
-        }
-    };
-    f.finish(&["name", "send_resolved", "timeout", "webhook", "slack"], d);
-    Some(Receiver { name: name?, kind: kind?, send_resolved: send_resolved?, timeout: timeout?, pos: node.pos.clone() })
 }
 
 /// The routing tree; children inherit their parent's receiver, grouping and timings.

@@ -4,7 +4,7 @@
 //! - `yaml`: YAML text → [`yaml::Node`] tree with positions.
 //! - `decode`: typed readers over nodes that record diagnostics instead of failing.
 //! - `sections`: one decoder per top-level section (`services`, `checks`).
-//! - `alerting`: `alerts`, `receivers`, `route`, `inhibit_rules`.
+//! - `alerting`: `alerts`, `route`, `inhibit_rules`; `receivers`: where notifications go.
 //! - `time_intervals`: `time_intervals`, `maintenance_windows`.
 //! - `prometheus`: the `prometheus` server and `rule_files` (Prometheus' format).
 //! - `model`: the validated types the rest of Steward uses.
@@ -19,6 +19,7 @@ pub mod diagnostics;
 pub mod duration;
 pub mod model;
 mod prometheus;
+mod receivers;
 pub mod secret;
 mod sections;
 mod time_intervals;

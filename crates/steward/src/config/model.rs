@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Receiver, ReceiverKind, Route};
+pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Route};
 use super::diagnostics::Pos;
 pub use super::prometheus::PrometheusSource;
+pub use super::receivers::{EmailReceiver, Receiver, ReceiverKind, SmtpTls};
 use super::secret::{Redactor, SecretString};
 pub use crate::alerting::time_interval::{MaintenanceWindow, TimeInterval};
 use crate::checks::condition::Condition;

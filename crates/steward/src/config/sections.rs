@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::alerting::{self, GroupBy, Receiver, Route};
+use super::alerting::{self, GroupBy, Route};
 use super::decode::{self as de, Fields};
 use super::diagnostics::{Diagnostic, Diagnostics, Pos};
 use super::model::*;
 use super::prometheus::{self, PrometheusSource};
+use super::receivers::{self, Receiver};
 use super::secret::{self, Redactor, SecretString};
 use super::time_intervals;
 use super::yaml::{Node, Value};
@@ -97,7 +98,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
             }
         }
         if let Some(list) = top.take("receivers").and_then(|n| de::list(n, "`receivers`", d)) {
-            receivers.extend(list.iter().filter_map(|n| alerting::receiver(n, d, &mut secrets, &mut alerting_refs)));
+            receivers.extend(list.iter().filter_map(|n| receivers::receiver(n, d, &mut secrets, &mut alerting_refs)));
         }
         if let Some(node) = top.take("route") {
             match &first_route {
