@@ -36,6 +36,9 @@ pub struct EngineOptions {
     pub max_concurrency: usize,
     /// Where `reload` reads the configuration from; `None` disables reload.
     pub config_path: Option<PathBuf>,
+    /// How people reach this server: notifications link to it (`externalURL`,
+    /// each alert's `generatorURL`).
+    pub external_url: String,
 }
 
 pub struct Engine {
@@ -59,6 +62,10 @@ pub struct ReloadReport {
 }
 
 impl Engine {
+    pub fn external_url(&self) -> &str {
+        &self.options.external_url
+    }
+
     /// Seeds states from the store, starts the result writer and every check.
     pub async fn start(
         config: Config,

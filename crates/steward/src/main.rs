@@ -86,6 +86,10 @@ enum Command {
         /// Do not serve the status page at `/` (it is public, like /health and /metrics).
         #[arg(long)]
         no_status_page: bool,
+        /// The URL people use to reach this server (behind a proxy, say); notifications
+        /// link to it. Default: http:// and the listen address.
+        #[arg(long, env = "STEWARD_EXTERNAL_URL", value_parser = parse_external_url)]
+        external_url: Option<String>,
     },
     /// List the alerts of a running server: state, since when, and what mutes them.
     Alerts {
@@ -220,6 +224,14 @@ fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
 
+fn parse_external_url(s: &str) -> Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(s.trim_end_matches('/').to_string()),
+        Ok(u) => Err(format!("scheme `{}` is not http or https", u.scheme())),
+        Err(e) => Err(format!("not a URL ({e}); write e.g. https://steward.example.com")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     steward::config::duration::parse_duration(s)
 }
@@ -242,8 +254,16 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Validate { config, output } => cli::validate::run(&config, output),
             Command::Check { config, output, names } => cli::check::run(&config, &names, output).await,
-            Command::Serve { config, data, listen, max_concurrency, raw_retention, no_status_page } => {
-                let opts = cli::serve::ServeOptions { config, data, listen, max_concurrency, raw_retention, status_page: !no_status_page };
+            Command::Serve { config, data, listen, max_concurrency, raw_retention, no_status_page, external_url } => {
+                let opts = cli::serve::ServeOptions {
+                    config,
+                    data,
+                    listen,
+                    max_concurrency,
+                    raw_retention,
+                    status_page: !no_status_page,
+                    external_url,
+                };
                 cli::serve::run(opts, None).await
             }
             Command::Alerts { remote, output } => cli::alerts::list_alerts(&remote.remote(), output).await,

@@ -45,6 +45,8 @@ fn alert_fires_is_retried_through_an_outage_survives_restart_and_resolves_once()
     assert_eq!(payload["receiver"], "ops");
     assert_eq!(payload["groupLabels"], json!({"alertname": "ApiDown"}));
     let alert = &payload["alerts"][0];
+    assert_eq!(payload["externalURL"], server.base.as_str(), "defaults to the listen address");
+    assert_eq!(alert["generatorURL"], format!("{}/api/v1/alerts/{}", server.base, alert["fingerprint"].as_str().unwrap()));
     assert_eq!(alert["labels"]["service"], "api");
     assert_eq!(alert["labels"]["severity"], "critical");
     assert_eq!(alert["annotations"]["summary"], "api-health is failing");
@@ -472,4 +474,35 @@ fn alertmanager_payloads_are_ingested_deduplicated_and_routed() {
     wait_for("DiskFull to resolve at its endsAt", Duration::from_secs(8), || {
         receiver.summary().contains(&("resolved".to_string(), vec!["DiskFull".to_string()])).then_some(())
     });
+}
+
+#[test]
+fn a_restart_during_group_wait_sends_the_notification_once_after_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(0);
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "checks:\n{}alerts:\n  - {{name: Down, when: check c unhealthy}}\nreceivers:\n  - {{name: ops, webhook: {{url: '{}'}}}}\nroute:\n  receiver: ops\n  group_wait: 3s\n  group_interval: 300ms\n",
+            file_check("c", None, &dir.path().join("never-there")),
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "v", "viewer");
+    let mut server = Server::start(&config, &data);
+    wait_for("the alert to fire", Duration::from_secs(10), || {
+        alert_named(&alerts(&server.base, &token), "Down").filter(|a| a["state"] == "firing").map(|_| ())
+    });
+    let fired = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.stop(), Some(0));
+    assert!(receiver.accepted().is_empty(), "still inside group_wait when stopped");
+    let _server = Server::start(&config, &data);
+    wait_for("the notification after restart", Duration::from_secs(10), || receiver.accepted().first().cloned());
+    assert!(fired.elapsed() >= Duration::from_secs(3), "group_wait is honoured across the restart");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(receiver.summary(), [("firing".to_string(), vec!["Down".to_string()])], "exactly one notification");
 }

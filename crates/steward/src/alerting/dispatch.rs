@@ -154,7 +154,7 @@ async fn flush(
         carried.extend(resolved.iter().copied());
     }
     let status = if firing.is_empty() { "resolved" } else { "firing" };
-    let payload = payload(receiver, key, &m.group_labels, status, &carried);
+    let payload = payload(receiver, key, &m.group_labels, status, &carried, engine.external_url());
     let mut h = Sha256::new();
     for part in [receiver.as_str(), key.as_str(), &prev.map(|p| p.sent_at.to_rfc3339()).unwrap_or_default()] {
         h.update(part.as_bytes());
@@ -184,7 +184,7 @@ async fn flush(
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// Alertmanager's webhook payload, version 4.
-pub fn payload(receiver: &str, group_key: &str, group_labels: &Labels, status: &str, alerts: &[&Alert]) -> Json {
+pub fn payload(receiver: &str, group_key: &str, group_labels: &Labels, status: &str, alerts: &[&Alert], external_url: &str) -> Json {
     let common = |pick: &dyn Fn(&Alert) -> &BTreeMap<String, String>| -> BTreeMap<String, String> {
         let Some(first) = alerts.first() else { return BTreeMap::new() };
         pick(first)
@@ -202,14 +202,14 @@ pub fn payload(receiver: &str, group_key: &str, group_labels: &Labels, status: &
         "groupLabels": group_labels,
         "commonLabels": common(&|a| &a.labels),
         "commonAnnotations": common(&|a| &a.annotations),
-        "externalURL": "",
+        "externalURL": external_url,
         "alerts": alerts.iter().map(|a| json!({
             "status": if a.state == AlertState::Firing { "firing" } else { "resolved" },
             "labels": a.labels,
             "annotations": a.annotations,
             "startsAt": a.fired_at.unwrap_or(a.active_since).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "endsAt": a.resolved_at.map_or(ZERO_TIME.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            "generatorURL": "",
+            "generatorURL": format!("{external_url}/api/v1/alerts/{}", a.fingerprint),
             "fingerprint": a.fingerprint,
         })).collect::<Vec<_>>(),
     })

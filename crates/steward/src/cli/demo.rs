@@ -76,6 +76,7 @@ Press Ctrl-C to stop.
         max_concurrency: 64,
         raw_retention: Duration::from_secs(6 * 3600),
         status_page: true,
+        external_url: None,
     };
     let code = serve::run(opts, Some(announce)).await;
     drop(fleet);
