@@ -113,6 +113,36 @@ pub async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry(store: impl S
     assert!(store.notifications(Some("fp-none"), 10).await.unwrap().is_empty());
 }
 
+pub async fn alert_batches_keep_every_transition_in_order(store: impl Store) {
+    use steward::alerting::{Alert, AlertEvent, AlertSource, AlertState};
+    let t0 = Utc.timestamp_opt(3_000, 0).unwrap();
+    let labels: steward::alerting::Labels = [("alertname".to_string(), "A".to_string())].into();
+    let mut firing = Alert::inactive("fpA", "A", labels, t0);
+    firing.state = AlertState::Firing;
+    firing.source = AlertSource::Alertmanager;
+    firing.ends_at = Some(t0 + chrono::Duration::seconds(60));
+    let mut resolved = firing.clone();
+    resolved.state = AlertState::Resolved;
+    resolved.ends_at = None;
+    let event = |from, to| AlertEvent { fingerprint: "fpA".into(), rule: "A".into(), at: t0, from, to, value: None };
+    // One alert changed twice in one batch: the last state wins, both events are kept.
+    store
+        .save_alerts(&[
+            (firing.clone(), Some(event(AlertState::Inactive, AlertState::Firing))),
+            (resolved.clone(), Some(event(AlertState::Firing, AlertState::Resolved))),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.load_alerts().await.unwrap(), vec![resolved]);
+    let events = store.alert_events(Some("fpA"), 10).await.unwrap();
+    let moves: Vec<_> = events.iter().rev().map(|e| (e.from, e.to)).collect();
+    assert_eq!(moves, [(AlertState::Inactive, AlertState::Firing), (AlertState::Firing, AlertState::Resolved)]);
+    // Source and expiry survive the round trip.
+    store.save_alert(&firing, None).await.unwrap();
+    let loaded = store.load_alerts().await.unwrap();
+    assert_eq!((loaded[0].source, loaded[0].ends_at), (AlertSource::Alertmanager, firing.ends_at));
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -136,6 +166,11 @@ macro_rules! store_suite {
             async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry() {
                 let (_guard, store) = $open.await;
                 super::outbox_enqueues_once_per_dedup_key_with_its_log_entry(store).await;
+            }
+            #[tokio::test]
+            async fn alert_batches_keep_every_transition_in_order() {
+                let (_guard, store) = $open.await;
+                super::alert_batches_keep_every_transition_in_order(store).await;
             }
             #[tokio::test]
             async fn forgets_states_of_removed_checks() {

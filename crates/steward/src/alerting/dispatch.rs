@@ -33,7 +33,34 @@ struct Group {
 struct Member<'a> {
     route: &'a Route,
     group_labels: Labels,
-    alerts: Vec<Alert>,
+    alerts: Vec<Arc<Alert>>,
+}
+
+/// One group an alert belongs to, by route.
+struct Placement {
+    group: GroupId,
+    route: String,
+    group_labels: Labels,
+}
+
+fn place(root: &Route, labels: &Labels) -> Arc<[Placement]> {
+    matching(root, labels)
+        .into_iter()
+        .map(|route| {
+            let group_labels = group_labels(route, labels);
+            Placement { group: (route.receiver.clone(), group_key(route, &group_labels)), route: route.id.clone(), group_labels }
+        })
+        .collect()
+}
+
+fn routes_by_id(root: &Route) -> HashMap<&str, &Route> {
+    let mut out = HashMap::new();
+    let mut stack = vec![root];
+    while let Some(r) = stack.pop() {
+        out.insert(r.id.as_str(), r);
+        stack.extend(r.routes.iter());
+    }
+    out
 }
 
 pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
@@ -50,35 +77,65 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
         }
     };
     let mut groups: HashMap<GroupId, Group> = HashMap::new();
+    // Where each alert goes, by fingerprint (labels never change under a fingerprint),
+    // valid for one configuration: routing a large alert set on every wake-up was the
+    // dispatcher's main cost.
+    let mut placements: HashMap<String, Arc<[Placement]>> = HashMap::new();
+    let mut placed_with: Option<Arc<crate::config::Config>> = None;
     loop {
         let now = Utc::now();
         let config = engine.config();
+        if !placed_with.as_ref().is_some_and(|c| Arc::ptr_eq(c, &config)) {
+            placements.clear();
+            placed_with = Some(config.clone());
+        }
         let alerts = engine.alerting.alerts();
-        let mut members: HashMap<GroupId, Member<'_>> = HashMap::new();
+        let mut placed: Vec<(&Arc<Alert>, Arc<[Placement]>)> = Vec::new();
         if let Some(root) = &config.route {
             for alert in alerts.iter().filter(|a| matches!(a.state, AlertState::Firing | AlertState::Resolved)) {
-                for route in matching(root, &alert.labels) {
-                    let gl = group_labels(route, &alert.labels);
-                    let id = (route.receiver.clone(), group_key(route, &gl));
-                    members.entry(id).or_insert_with(|| Member { route, group_labels: gl, alerts: vec![] }).alerts.push(alert.clone());
-                }
+                let p = match placements.get(&alert.fingerprint) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = place(root, &alert.labels);
+                        placements.insert(alert.fingerprint.clone(), p.clone());
+                        p
+                    }
+                };
+                placed.push((alert, p));
             }
         }
-        for (id, m) in &members {
-            groups.entry(id.clone()).or_insert_with(|| {
+        let routes = config.route.as_ref().map(routes_by_id).unwrap_or_default();
+        let mut members: HashMap<&GroupId, Member<'_>> = HashMap::new();
+        for (alert, ps) in &placed {
+            for p in ps.iter() {
+                members
+                    .entry(&p.group)
+                    .or_insert_with(|| Member { route: routes[p.route.as_str()], group_labels: p.group_labels.clone(), alerts: vec![] })
+                    .alerts
+                    .push(Arc::clone(alert));
+            }
+        }
+        if placements.len() > 2 * alerts.len() + 1024 {
+            let live: HashSet<&str> = alerts.iter().map(|a| a.fingerprint.as_str()).collect();
+            placements.retain(|fp, _| live.contains(fp.as_str()));
+        }
+        for (&id, m) in &members {
+            if !groups.contains_key(id) {
                 let next_flush = match log.get(id) {
                     Some(prev) => (prev.sent_at + m.route.group_interval).max(now),
                     None => now + m.route.group_wait,
                 };
-                Group { next_flush }
-            });
+                groups.insert(id.clone(), Group { next_flush });
+            }
         }
         groups.retain(|id, _| members.contains_key(id));
-        let states = engine.states();
+        // Check states are only needed (for dependency muting) when a group flushes.
+        let mut states = None;
         for (id, group) in groups.iter_mut() {
             if group.next_flush > now {
                 continue;
             }
+            let states = states.get_or_insert_with(|| engine.states());
             let m = &members[id];
             if let Some(reason) = time_muted(m.route, &config.time_intervals, now) {
                 // Alertmanager's semantics: nothing is sent or recorded, so the news
@@ -87,7 +144,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
                 group.next_flush = now + m.route.group_interval;
                 continue;
             }
-            match flush(&engine, id, m, log.get(id), &alerts, &states, now).await {
+            match flush(&engine, id, m, log.get(id), &alerts, states, now).await {
                 Ok(Some(entry)) => {
                     log.insert(id.clone(), entry);
                     group.next_flush = now + m.route.group_interval;
@@ -117,7 +174,7 @@ async fn flush(
     id: &GroupId,
     m: &Member<'_>,
     prev: Option<&NotifyLogEntry>,
-    all: &[Alert],
+    all: &[Arc<Alert>],
     states: &HashMap<String, crate::checks::state::CheckState>,
     now: DateTime<Utc>,
 ) -> Result<Option<NotifyLogEntry>, crate::store::StoreError> {
@@ -127,10 +184,11 @@ async fn flush(
     let firing: Vec<&Alert> = m
         .alerts
         .iter()
+        .map(Arc::as_ref)
         .filter(|a| a.state == AlertState::Firing && engine.alerting.mutes(a, all, &config, states, now).is_empty())
         .collect();
     let resolved: Vec<&Alert> =
-        m.alerts.iter().filter(|a| a.state == AlertState::Resolved && told.contains(a.fingerprint.as_str())).collect();
+        m.alerts.iter().map(Arc::as_ref).filter(|a| a.state == AlertState::Resolved && told.contains(a.fingerprint.as_str())).collect();
     let send_resolved = config.receiver(receiver).is_none_or(|r| r.send_resolved);
     let mut firing_fps: Vec<String> = firing.iter().map(|a| a.fingerprint.clone()).collect();
     firing_fps.sort();

@@ -12,7 +12,7 @@
 //! resolves then unless refreshed; one without `endsAt` (Alertmanager's webhook sends
 //! the zero time) stays firing until a resolved payload arrives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
@@ -102,14 +102,20 @@ fn time(a: &Json, field: &str) -> Result<Option<DateTime<Utc>>, String> {
     }
 }
 
-/// Records the payload's alerts. Stops at the first store failure and returns it; the
-/// alerts before it are recorded, and a retry of the same payload is harmless.
+/// Records the payload's alerts in one transaction: all of them or, on a store error,
+/// none (the sender retries the whole payload).
 pub async fn apply(engine: &Engine, incoming: Vec<Incoming>, now: DateTime<Utc>) -> Result<Outcome, crate::store::StoreError> {
     let _serial = engine.alerting.ingest.lock().await;
     let mut out = Outcome { received: incoming.len(), ..Outcome::default() };
+    // A later entry for the same alert in one payload sees the earlier one's result.
+    let mut pending: HashMap<String, usize> = HashMap::new();
+    let mut changes: Vec<(Alert, Option<AlertEvent>)> = Vec::new();
     for inc in incoming {
         let fp = fingerprint(&inc.labels);
-        let current = engine.alerting.alert(&fp);
+        let current = match pending.get(&fp) {
+            Some(i) => Some(changes[*i].0.clone()),
+            None => engine.alerting.alert(&fp),
+        };
         let Some(next) = next_state(current.as_ref(), &fp, inc, now) else {
             out.unchanged += 1;
             continue;
@@ -128,8 +134,11 @@ pub async fn apply(engine: &Engine, incoming: Vec<Incoming>, now: DateTime<Utc>)
             AlertState::Resolved if event.is_some() => out.resolved += 1,
             _ => out.unchanged += 1,
         }
-        engine.alerting.record(engine, next, event.as_ref()).await?;
+        // Every change is kept, in order, so the history has each transition.
+        pending.insert(fp, changes.len());
+        changes.push((next, event));
     }
+    engine.alerting.record_all(engine, changes).await?;
     Ok(out)
 }
 
@@ -173,7 +182,7 @@ pub async fn expire(engine: &Engine, now: DateTime<Utc>) {
         if a.source != AlertSource::Alertmanager || a.state != AlertState::Firing || a.ends_at.is_none_or(|t| t > now) {
             continue;
         }
-        let mut next = a.clone();
+        let mut next = Alert::clone(&a);
         next.state = AlertState::Resolved;
         next.resolved_at = a.ends_at;
         next.ends_at = None;

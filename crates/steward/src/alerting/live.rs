@@ -2,7 +2,7 @@
 //! the API: alerts by fingerprint, silences, and the wake-ups between the stages.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
@@ -18,7 +18,8 @@ use crate::store::{Store, StoreError};
 
 #[derive(Default)]
 pub struct Live {
-    alerts: Mutex<HashMap<String, Alert>>,
+    /// Shared, so the dispatcher's and API's snapshots copy pointers, not alerts.
+    alerts: Mutex<HashMap<String, Arc<Alert>>>,
     silences: RwLock<Vec<Silence>>,
     /// A check changed health: evaluate now rather than at the next tick.
     pub wake_evaluator: Notify,
@@ -36,21 +37,19 @@ impl Live {
     /// Loads alerts and silences from the store (start-up).
     pub async fn load(store: &dyn Store) -> Result<Live, StoreError> {
         let live = Live::default();
-        *live.alerts.lock().expect("alerts lock") = store.load_alerts().await?.into_iter().map(|a| (a.fingerprint.clone(), a)).collect();
+        *live.alerts.lock().expect("alerts lock") =
+            store.load_alerts().await?.into_iter().map(|a| (a.fingerprint.clone(), Arc::new(a))).collect();
         *live.silences.write().expect("silences lock") = store.silences().await?;
         Ok(live)
     }
 
     pub fn alert(&self, fingerprint: &str) -> Option<Alert> {
-        self.alerts.lock().expect("alerts lock").get(fingerprint).cloned()
+        self.alerts.lock().expect("alerts lock").get(fingerprint).map(|a| Alert::clone(a))
     }
 
-    /// Every alert that is not inactive, sorted by rule then fingerprint.
-    pub fn alerts(&self) -> Vec<Alert> {
-        let mut v: Vec<Alert> =
-            self.alerts.lock().expect("alerts lock").values().filter(|a| a.state != AlertState::Inactive).cloned().collect();
-        v.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
-        v
+    /// Every alert that is not inactive, in no particular order.
+    pub fn alerts(&self) -> Vec<Arc<Alert>> {
+        self.alerts.lock().expect("alerts lock").values().filter(|a| a.state != AlertState::Inactive).cloned().collect()
     }
 
     /// Persists then publishes an alert. Returns false (and keeps the old state, so the
@@ -68,23 +67,36 @@ impl Live {
 
     /// Persists then publishes an alert; on a store error nothing changes.
     pub async fn record(&self, engine: &Engine, alert: Alert, event: Option<&AlertEvent>) -> Result<(), StoreError> {
-        engine.store.save_alert(&alert, event).await?;
-        if let Some(e) = event {
-            match e.to {
-                AlertState::Firing => tracing::warn!(alert = %e.rule, fingerprint = %e.fingerprint, value = ?e.value, "alert firing"),
-                to => {
-                    tracing::info!(alert = %e.rule, fingerprint = %e.fingerprint, from = e.from.as_str(), to = to.as_str(), "alert changed state")
+        self.record_all(engine, vec![(alert, event.cloned())]).await
+    }
+
+    /// Persists many alert changes in one transaction, then publishes them all; on a
+    /// store error none is recorded or published.
+    pub async fn record_all(&self, engine: &Engine, changes: Vec<(Alert, Option<AlertEvent>)>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        engine.store.save_alerts(&changes).await?;
+        let mut any_event = false;
+        let mut alerts = self.alerts.lock().expect("alerts lock");
+        for (alert, event) in changes {
+            if let Some(e) = &event {
+                any_event = true;
+                match e.to {
+                    AlertState::Firing => tracing::warn!(alert = %e.rule, fingerprint = %e.fingerprint, value = ?e.value, "alert firing"),
+                    to => {
+                        tracing::info!(alert = %e.rule, fingerprint = %e.fingerprint, from = e.from.as_str(), to = to.as_str(), "alert changed state")
+                    }
                 }
             }
-        }
-        let mut alerts = self.alerts.lock().expect("alerts lock");
-        if alert.state == AlertState::Inactive {
-            alerts.remove(&alert.fingerprint);
-        } else {
-            alerts.insert(alert.fingerprint.clone(), alert);
+            if alert.state == AlertState::Inactive {
+                alerts.remove(&alert.fingerprint);
+            } else {
+                alerts.insert(alert.fingerprint.clone(), Arc::new(alert));
+            }
         }
         drop(alerts);
-        if event.is_some() {
+        if any_event {
             self.wake_dispatcher.notify_one();
         }
         Ok(())
@@ -94,7 +106,7 @@ impl Live {
     /// hear the end of what they were told began.
     pub async fn resolve_orphans(&self, engine: &Engine, config: &Config, now: DateTime<Utc>) -> bool {
         let rules: HashSet<&str> = config.alerts.iter().map(|r| r.name.as_str()).collect();
-        let orphans: Vec<Alert> = self
+        let orphans: Vec<Arc<Alert>> = self
             .alerts()
             .into_iter()
             .filter(|a| {
@@ -105,7 +117,7 @@ impl Live {
             .collect();
         let mut changed = false;
         for a in orphans {
-            let mut next = a.clone();
+            let mut next = Alert::clone(&a);
             next.state = if a.state == AlertState::Firing { AlertState::Resolved } else { AlertState::Inactive };
             next.resolved_at = Some(now);
             let event = AlertEvent {
@@ -142,7 +154,7 @@ impl Live {
     pub fn mutes(
         &self,
         alert: &Alert,
-        all: &[Alert],
+        all: &[Arc<Alert>],
         config: &Config,
         checks: &HashMap<String, CheckState>,
         now: DateTime<Utc>,

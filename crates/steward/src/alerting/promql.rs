@@ -110,6 +110,7 @@ async fn evaluate(engine: &Engine, client: &reqwest::Client, source: &Prometheus
         .into_iter()
         .filter(|a| a.rule == rule.name && a.source == AlertSource::Rule && !seen.contains(&a.fingerprint))
         .filter(|a| matches!(a.state, AlertState::Pending | AlertState::Firing))
+        .map(|a| Alert::clone(&a))
         .collect();
     for a in gone {
         changed |= advance(engine, rule, a, None, now).await;

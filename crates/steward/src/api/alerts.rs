@@ -22,14 +22,15 @@ use crate::engine::Engine;
 #[derive(Debug, Serialize)]
 pub struct AlertView {
     #[serde(flatten)]
-    pub alert: Alert,
+    pub alert: Arc<Alert>,
     pub muted_by: Vec<Mute>,
 }
 
 pub fn alert_views(engine: &Engine) -> Vec<AlertView> {
     let config = engine.config();
     let states = engine.states();
-    let alerts = engine.alerting.alerts();
+    let mut alerts = engine.alerting.alerts();
+    alerts.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
     let now = Utc::now();
     alerts
         .iter()

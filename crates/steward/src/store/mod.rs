@@ -107,7 +107,11 @@ pub trait AlertStore: Send + Sync {
     /// Every alert not inactive, to resume after a restart.
     async fn load_alerts(&self) -> Result<Vec<Alert>, StoreError>;
     /// Upserts the alert and appends its state change (when there is one), atomically.
-    async fn save_alert(&self, alert: &Alert, event: Option<&AlertEvent>) -> Result<(), StoreError>;
+    async fn save_alert(&self, alert: &Alert, event: Option<&AlertEvent>) -> Result<(), StoreError> {
+        self.save_alerts(&[(alert.clone(), event.cloned())]).await
+    }
+    /// [`AlertStore::save_alert`] for many alerts in one transaction: all or none.
+    async fn save_alerts(&self, changes: &[(Alert, Option<AlertEvent>)]) -> Result<(), StoreError>;
     /// State changes, newest first; of one alert when `fingerprint` is given.
     async fn alert_events(&self, fingerprint: Option<&str>, limit: u32) -> Result<Vec<AlertEvent>, StoreError>;
     /// Deletes resolved alerts resolved before `before` that no log entry still lists.

@@ -21,7 +21,7 @@ use crate::checks::state::{CheckState, Health, Transition};
 
 /// Rows per multi-row INSERT: 8 columns × 1,000 stays far below SQLite's limit of
 /// 32,766 bound parameters.
-const ROWS_PER_STATEMENT: usize = 1000;
+pub(super) const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[

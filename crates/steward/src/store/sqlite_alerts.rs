@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::sqlite::{SqliteStore, ms, time};
+use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, ms, time};
 use super::{AlertStore, NewNotification, StoreError};
 use crate::alerting::{Alert, AlertEvent, AlertSource, AlertState, DeliveryState, Matcher, Notification, NotifyLogEntry, Silence};
 
@@ -87,41 +87,51 @@ impl AlertStore for SqliteStore {
         Ok(rows.iter().map(alert_row).collect())
     }
 
-    async fn save_alert(&self, a: &Alert, event: Option<&AlertEvent>) -> Result<(), StoreError> {
+    async fn save_alerts(&self, changes: &[(Alert, Option<AlertEvent>)]) -> Result<(), StoreError> {
+        // Multi-row statements, as for check results: one round trip per chunk, not per
+        // row. Rows apply in order, so an alert changed twice ends in its last state.
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO alerts (fingerprint, rule, labels, annotations, state, active_since_ms, fired_at_ms, resolved_at_ms,
-                                 last_true_ms, value, source, ends_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET
-             rule = excluded.rule, labels = excluded.labels, annotations = excluded.annotations, state = excluded.state,
-             active_since_ms = excluded.active_since_ms, fired_at_ms = excluded.fired_at_ms,
-             resolved_at_ms = excluded.resolved_at_ms, last_true_ms = excluded.last_true_ms, value = excluded.value,
-             source = excluded.source, ends_at_ms = excluded.ends_at_ms",
-        )
-        .bind(&a.fingerprint)
-        .bind(&a.rule)
-        .bind(json(&a.labels))
-        .bind(json(&a.annotations))
-        .bind(a.state.as_str())
-        .bind(ms(a.active_since))
-        .bind(a.fired_at.map(ms))
-        .bind(a.resolved_at.map(ms))
-        .bind(a.last_true.map(ms))
-        .bind(a.value)
-        .bind(a.source.as_str())
-        .bind(a.ends_at.map(ms))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(e) = event {
-            sqlx::query("INSERT INTO alert_events (fingerprint, rule, at_ms, from_state, to_state, value) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(&e.fingerprint)
-                .bind(&e.rule)
-                .bind(ms(e.at))
-                .bind(e.from.as_str())
-                .bind(e.to.as_str())
-                .bind(e.value)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in changes.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO alerts (fingerprint, rule, labels, annotations, state, active_since_ms, fired_at_ms, resolved_at_ms,
+                                     last_true_ms, value, source, ends_at_ms) ",
+            );
+            q.push_values(chunk, |mut b, (a, _)| {
+                b.push_bind(&a.fingerprint)
+                    .push_bind(&a.rule)
+                    .push_bind(json(&a.labels))
+                    .push_bind(json(&a.annotations))
+                    .push_bind(a.state.as_str())
+                    .push_bind(ms(a.active_since))
+                    .push_bind(a.fired_at.map(ms))
+                    .push_bind(a.resolved_at.map(ms))
+                    .push_bind(a.last_true.map(ms))
+                    .push_bind(a.value)
+                    .push_bind(a.source.as_str())
+                    .push_bind(a.ends_at.map(ms));
+            });
+            q.push(
+                " ON CONFLICT (fingerprint) DO UPDATE SET
+                 rule = excluded.rule, labels = excluded.labels, annotations = excluded.annotations, state = excluded.state,
+                 active_since_ms = excluded.active_since_ms, fired_at_ms = excluded.fired_at_ms,
+                 resolved_at_ms = excluded.resolved_at_ms, last_true_ms = excluded.last_true_ms, value = excluded.value,
+                 source = excluded.source, ends_at_ms = excluded.ends_at_ms",
+            );
+            q.build().execute(&mut *tx).await?;
+            let events: Vec<&AlertEvent> = chunk.iter().filter_map(|(_, e)| e.as_ref()).collect();
+            if !events.is_empty() {
+                let mut q =
+                    QueryBuilder::<Sqlite>::new("INSERT INTO alert_events (fingerprint, rule, at_ms, from_state, to_state, value) ");
+                q.push_values(events, |mut b, e| {
+                    b.push_bind(&e.fingerprint)
+                        .push_bind(&e.rule)
+                        .push_bind(ms(e.at))
+                        .push_bind(e.from.as_str())
+                        .push_bind(e.to.as_str())
+                        .push_bind(e.value);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
