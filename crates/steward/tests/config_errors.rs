@@ -21,6 +21,10 @@ fn errors(v: &Value) -> Vec<(u64, u64, String)> {
         .collect()
 }
 
+fn assert_error_at(errs: &[(u64, u64, String)], line: u64, col: u64, needle: &str) {
+    assert!(errs.iter().any(|(l, c, m)| *l == line && *c == col && m.contains(needle)), "expected {needle:?} at {line}:{col} in {errs:#?}")
+}
+
 #[test]
 fn reports_all_errors_with_positions_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,12 +192,7 @@ inhibit_rules:
     let (code, v) = validate(&f);
     assert_eq!(code, 1);
     let errs = errors(&v);
-    let has = |line: u64, col: u64, needle: &str| {
-        assert!(
-            errs.iter().any(|(l, c, m)| *l == line && *c == col && m.contains(needle)),
-            "expected {needle:?} at {line}:{col} in {errs:#?}"
-        )
-    };
+    let has = |line: u64, col: u64, needle: &str| assert_error_at(&errs, line, col, needle);
     has(6, 11, "watches check `api-helth`, which is not defined");
     has(7, 15, "severity `urgent` is not known");
     has(9, 26, "unknown template variable `$vlaue`");
@@ -267,12 +266,7 @@ maintenance_windows:
     let (code, v) = validate(&f);
     assert_eq!(code, 1);
     let errs = errors(&v);
-    let has = |line: u64, col: u64, needle: &str| {
-        assert!(
-            errs.iter().any(|(l, c, m)| *l == line && *c == col && m.contains(needle)),
-            "expected {needle:?} at {line}:{col} in {errs:#?}"
-        )
-    };
+    let has = |line: u64, col: u64, needle: &str| assert_error_at(&errs, line, col, needle);
     has(6, 24, "the root route cannot have `mute_time_intervals`");
     has(9, 30, "time interval `buisness-hours` is not defined");
     has(13, 30, "`9:00` is not a time of day");

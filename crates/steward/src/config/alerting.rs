@@ -529,33 +529,40 @@ pub fn cross_check(refs: &AlertingRefs, checks: &[&str], d: &mut Diagnostics) {
             }
         }
     }
-    for (check, pos) in &refs.checks {
-        if !checks.contains(&check.as_str()) {
-            let hint = match closest(check, checks.iter().copied()) {
+    let names = |list: &[(String, Pos)]| -> Vec<String> { list.iter().map(|(n, _)| n.clone()).collect() };
+    let checks: Vec<String> = checks.iter().map(|c| c.to_string()).collect();
+    unknown_refs(
+        &refs.checks,
+        &checks,
+        |c| format!("the alert watches check `{c}`, which is not defined"),
+        "define the check under `checks:` or fix the name",
+        d,
+    );
+    unknown_refs(
+        &refs.receivers_used,
+        &names(&refs.receivers),
+        |r| format!("the route sends to receiver `{r}`, which is not defined"),
+        "define it under `receivers:`",
+        d,
+    );
+    unknown_refs(
+        &refs.intervals_used,
+        &names(&refs.intervals),
+        |i| format!("time interval `{i}` is not defined"),
+        "define it under `time_intervals:`",
+        d,
+    );
+}
+
+/// An error for each reference to a name not in `defined`, with a "did you mean" hint.
+fn unknown_refs(used: &[(String, Pos)], defined: &[String], message: impl Fn(&str) -> String, otherwise: &str, d: &mut Diagnostics) {
+    for (name, pos) in used {
+        if !defined.contains(name) {
+            let hint = match closest(name, defined.iter().map(String::as_str)) {
                 Some(c) => format!("did you mean `{c}`?"),
-                None => "define the check under `checks:` or fix the name".into(),
+                None => otherwise.to_string(),
             };
-            d.push(Diagnostic::error(pos.clone(), format!("the alert watches check `{check}`, which is not defined")).with_hint(hint));
-        }
-    }
-    let receivers: Vec<&str> = refs.receivers.iter().map(|(n, _)| n.as_str()).collect();
-    for (r, pos) in &refs.receivers_used {
-        if !receivers.contains(&r.as_str()) {
-            let hint = match closest(r, receivers.iter().copied()) {
-                Some(c) => format!("did you mean `{c}`?"),
-                None => "define it under `receivers:`".into(),
-            };
-            d.push(Diagnostic::error(pos.clone(), format!("the route sends to receiver `{r}`, which is not defined")).with_hint(hint));
-        }
-    }
-    let intervals: Vec<&str> = refs.intervals.iter().map(|(n, _)| n.as_str()).collect();
-    for (name, pos) in &refs.intervals_used {
-        if !intervals.contains(&name.as_str()) {
-            let hint = match closest(name, intervals.iter().copied()) {
-                Some(c) => format!("did you mean `{c}`?"),
-                None => "define it under `time_intervals:`".into(),
-            };
-            d.push(Diagnostic::error(pos.clone(), format!("time interval `{name}` is not defined")).with_hint(hint));
+            d.push(Diagnostic::error(pos.clone(), message(name)).with_hint(hint));
         }
     }
 }
