@@ -92,7 +92,10 @@ enum Command {
         external_url: Option<String>,
     },
     /// List the alerts of a running server: state, since when, and what mutes them.
+    /// With a fingerprint: that alert's history and every notification sent about it.
     Alerts {
+        /// One alert's fingerprint (the FINGERPRINT column of the list).
+        fingerprint: Option<String>,
         #[command(flatten)]
         remote: RemoteArgs,
         #[arg(short, long, value_enum, default_value = "table")]
@@ -266,7 +269,8 @@ fn main() -> ExitCode {
                 };
                 cli::serve::run(opts, None).await
             }
-            Command::Alerts { remote, output } => cli::alerts::list_alerts(&remote.remote(), output).await,
+            Command::Alerts { fingerprint: None, remote, output } => cli::alerts::list_alerts(&remote.remote(), output).await,
+            Command::Alerts { fingerprint: Some(fp), remote, output } => cli::alerts::show_alert(&remote.remote(), &fp, output).await,
             Command::Silence { action } => match action {
                 SilenceAction::Create { remote, matchers, duration, comment, output } => {
                     cli::alerts::create_silence(&remote.remote(), &matchers, &duration, &comment, output).await

@@ -380,6 +380,19 @@ route:
     let api = &alert_named(&all, "ApiDown").unwrap()["muted_by"];
     assert_eq!(api, &json!([{"kind": "time_interval", "receiver": "night", "reason": "in mute time interval `always`"}]));
 
+    // One alert's history and notifications, for people.
+    let fp = alert_named(&all, "ApiDown").unwrap()["fingerprint"].as_str().unwrap().to_string();
+    let out = common::steward().args(["alerts", &fp, "--server", base, "--token", &token]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.starts_with("ApiDown (firing)"), "{text}");
+    assert!(text.contains("muted: night in mute time interval `always`"), "{text}");
+    assert!(text.contains("inactive → firing"), "{text}");
+    let notification = text.lines().skip_while(|l| !l.starts_with("NOTIFICATIONS")).nth(2).unwrap_or_default();
+    assert!(notification.contains("ops") && notification.contains("delivered"), "{text}");
+    let out = common::steward().args(["alerts", "0000000000000000", "--server", base, "--token", &token]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "an unknown fingerprint is an error");
+
     let (status, windows) = request("GET", &format!("{base}/api/v1/maintenance-windows"), &token, None);
     assert_eq!(status, 200);
     assert_eq!(windows["maintenance_windows"][0]["name"], "cassandra-repair");

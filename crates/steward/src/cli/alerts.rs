@@ -96,6 +96,7 @@ pub async fn list_alerts(remote: &Remote, output: Output) -> u8 {
                         a["state"].as_str().unwrap_or("").to_string(),
                         ago(since),
                         if muted.is_empty() { "-".into() } else { muted.join("; ") },
+                        a["fingerprint"].as_str().unwrap_or("").to_string(),
                         labels_text(&a["labels"]),
                     ]
                 })
@@ -105,7 +106,60 @@ pub async fn list_alerts(remote: &Remote, output: Output) -> u8 {
     if rows.is_empty() {
         println!("no alerts");
     } else {
-        print_table(&["ALERT", "STATE", "SINCE", "MUTED BY", "LABELS"], &rows);
+        print_table(&["ALERT", "STATE", "SINCE", "MUTED BY", "FINGERPRINT", "LABELS"], &rows);
+    }
+    exit::OK
+}
+
+/// One alert: what it is, what mutes it, its state changes and its notifications.
+pub async fn show_alert(remote: &Remote, fingerprint: &str, output: Output) -> u8 {
+    let v = match remote.call("GET", &format!("/alerts/{fingerprint}"), None).await {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        return exit::OK;
+    }
+    let a = &v["alert"];
+    if a.is_object() {
+        println!("{} ({}) {}", a["rule"].as_str().unwrap_or(""), a["state"].as_str().unwrap_or(""), labels_text(&a["labels"]));
+        for (k, text) in a["annotations"].as_object().into_iter().flatten() {
+            println!("  {k}: {}", text.as_str().unwrap_or(""));
+        }
+        for m in a["muted_by"].as_array().into_iter().flatten() {
+            println!("  muted: {}", mute_text(m));
+        }
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let events: Vec<Vec<String>> = v["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| vec![text(&e["at"]), format!("{} → {}", text(&e["from"]), text(&e["to"])), e["value"].to_string()])
+        .collect();
+    println!("\nHISTORY");
+    print_table(&["AT", "CHANGE", "VALUE"], &events);
+    let notes: Vec<Vec<String>> = v["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            vec![
+                text(&n["created_at"]),
+                text(&n["receiver"]),
+                text(&n["status"]),
+                text(&n["state"]),
+                n["attempts"].to_string(),
+                text(&n["last_error"]),
+            ]
+        })
+        .collect();
+    println!("\nNOTIFICATIONS");
+    if notes.is_empty() {
+        println!("none");
+    } else {
+        print_table(&["CREATED", "RECEIVER", "STATUS", "DELIVERY", "ATTEMPTS", "LAST ERROR"], &notes);
     }
     exit::OK
 }
