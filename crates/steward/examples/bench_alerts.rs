@@ -155,8 +155,8 @@ async fn latency(steward: &Path, n: usize) {
             .arg("--data")
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("STEWARD_LOG", "error")
-            .stderr(Stdio::null())
+            .env("STEWARD_LOG", std::env::var("BENCH_STEWARD_LOG").unwrap_or("error".into()))
+            .stderr(std::env::var("BENCH_STEWARD_LOG_FILE").map_or(Stdio::null(), |f| std::fs::File::create(f).unwrap().into()))
             .spawn()
             .unwrap(),
     );

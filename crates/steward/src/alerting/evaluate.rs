@@ -111,9 +111,9 @@ pub fn step(alert: &Alert, holds: Option<f64>, rule: &AlertRule, now: DateTime<U
 }
 
 /// Moves one alert of `rule` given whether its condition holds (and the value that
-/// decided it), persisting any change. Returns whether the alert changed state.
-pub async fn advance(engine: &Engine, rule: &AlertRule, current: Alert, holds: Option<f64>, now: DateTime<Utc>) -> bool {
-    let Some(mut next) = step(&current, holds, rule, now) else { return false };
+/// decided it): the changed alert and its state change, if any; `None` = no change.
+pub fn advance(rule: &AlertRule, current: &Alert, holds: Option<f64>, now: DateTime<Utc>) -> Option<(Alert, Option<AlertEvent>)> {
+    let mut next = step(current, holds, rule, now)?;
     next.annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&current.labels, next.value))).collect();
     let event = (next.state != current.state).then(|| AlertEvent {
         fingerprint: current.fingerprint.clone(),
@@ -123,7 +123,7 @@ pub async fn advance(engine: &Engine, rule: &AlertRule, current: Alert, holds: O
         to: next.state,
         value: next.value,
     });
-    engine.alerting.save(engine, next, event.as_ref()).await && event.is_some()
+    Some((next, event))
 }
 
 /// Evaluation state kept between ticks.
@@ -136,7 +136,7 @@ impl Evaluator {
     /// Evaluates every rule once; returns whether any alert changed state.
     pub async fn tick(&mut self, engine: &Engine, now: DateTime<Utc>) -> bool {
         let config = engine.config();
-        let mut state_changed = false;
+        let mut changes = Vec::new();
         for rule in config.alerts.iter().filter(|r| !matches!(r.when, AlertCondition::Query { .. })) {
             let windowed = !matches!(rule.when, AlertCondition::CheckUnhealthy { .. });
             if windowed {
@@ -156,8 +156,9 @@ impl Evaluator {
             let labels = alert_labels(rule, &config);
             let fp = fingerprint(&labels);
             let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
-            state_changed |= advance(engine, rule, current, holds, now).await;
+            changes.extend(advance(rule, &current, holds, now));
         }
+        let mut state_changed = engine.alerting.commit(engine, changes, now).await;
         state_changed |= engine.alerting.resolve_orphans(engine, &config, now).await;
         state_changed
     }

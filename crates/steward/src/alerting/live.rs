@@ -31,7 +31,12 @@ pub struct Live {
     /// of the same alert (an Alertmanager HA pair) cannot interleave.
     pub ingest: tokio::sync::Mutex<()>,
     rule_health: Mutex<HashMap<String, RuleHealth>>,
+    /// When each alert was last written by [`Live::commit`].
+    persisted_at: Mutex<HashMap<String, DateTime<Utc>>>,
 }
+
+/// How stale a firing alert's stored `last_true` and value may get (see [`Live::commit`]).
+pub const REFRESH_PERSIST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Live {
     /// Loads alerts and silences from the store (start-up).
@@ -68,6 +73,41 @@ impl Live {
     /// Persists then publishes an alert; on a store error nothing changes.
     pub async fn record(&self, engine: &Engine, alert: Alert, event: Option<&AlertEvent>) -> Result<(), StoreError> {
         self.record_all(engine, vec![(alert, event.cloned())]).await
+    }
+
+    /// Applies one evaluation's changes. State changes are always written (in one
+    /// transaction) before they are published. A change that only refreshes a firing
+    /// alert's value and `last_true` is written at most every [`REFRESH_PERSIST_EVERY`]
+    /// and published at once: otherwise every firing alert would cost a write on every
+    /// evaluation. After a crash, `keep_firing_for` may therefore count from up to that
+    /// much earlier. Returns whether any alert changed state; on a store error nothing
+    /// changes (the next evaluation retries).
+    pub async fn commit(&self, engine: &Engine, changes: Vec<(Alert, Option<AlertEvent>)>, now: DateTime<Utc>) -> bool {
+        let every = chrono::Duration::from_std(REFRESH_PERSIST_EVERY).unwrap_or_default();
+        let (persist, refresh): (Vec<_>, Vec<_>) = {
+            let persisted = self.persisted_at.lock().expect("persisted lock");
+            changes.into_iter().partition(|(a, e)| e.is_some() || persisted.get(&a.fingerprint).is_none_or(|t| now - *t >= every))
+        };
+        let state_changed = persist.iter().any(|(_, e)| e.is_some());
+        let written: Vec<(String, bool)> = persist.iter().map(|(a, _)| (a.fingerprint.clone(), a.state == AlertState::Inactive)).collect();
+        if let Err(e) = self.record_all(engine, persist).await {
+            tracing::error!(error = %e, "could not record alert changes; retrying at the next evaluation");
+            return false;
+        }
+        let mut persisted = self.persisted_at.lock().expect("persisted lock");
+        for (fp, inactive) in written {
+            if inactive {
+                persisted.remove(&fp);
+            } else {
+                persisted.insert(fp, now);
+            }
+        }
+        drop(persisted);
+        let mut alerts = self.alerts.lock().expect("alerts lock");
+        for (a, _) in refresh {
+            alerts.insert(a.fingerprint.clone(), Arc::new(a));
+        }
+        state_changed
     }
 
     /// Persists many alert changes in one transaction, then publishes them all; on a

@@ -96,13 +96,13 @@ async fn evaluate(engine: &Engine, client: &reqwest::Client, source: &Prometheus
     }
     engine.alerting.set_rule_health(&rule.name, RuleHealth { last_evaluation: now, duration_ms, series: samples.len(), error: None });
     let mut seen = HashSet::new();
-    let mut changed = false;
+    let mut changes = Vec::new();
     for (series, value) in samples {
         let labels = alert_labels(rule, series);
         let fp = fingerprint(&labels);
         let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
         seen.insert(fp);
-        changed |= advance(engine, rule, current, Some(value), now).await;
+        changes.extend(advance(rule, &current, Some(value), now));
     }
     let gone: Vec<Alert> = engine
         .alerting
@@ -113,11 +113,9 @@ async fn evaluate(engine: &Engine, client: &reqwest::Client, source: &Prometheus
         .map(|a| Alert::clone(&a))
         .collect();
     for a in gone {
-        changed |= advance(engine, rule, a, None, now).await;
+        changes.extend(advance(rule, &a, None, now));
     }
-    if changed {
-        engine.alerting.wake_dispatcher.notify_one();
-    }
+    engine.alerting.commit(engine, changes, now).await;
 }
 
 /// Prometheus' rule labels: the series' labels without `__name__`, the rule's
