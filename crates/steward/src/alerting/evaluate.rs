@@ -1,6 +1,7 @@
 //! Alert rules → alerts. Each rule is evaluated on a tick (and at once when a check
 //! changes health), and its alert moves inactive → pending → firing → resolved.
-//! Every change is written to the store before the dispatcher hears of it.
+//! Every state change is written to the store before the dispatcher hears of it; one
+//! tick's changes are one transaction (`Live::commit`).
 
 use std::collections::HashMap;
 use std::time::Duration;

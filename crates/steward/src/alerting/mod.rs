@@ -9,7 +9,8 @@
 //!
 //! **Invariants.**
 //! - An alert's state is written to the store before anything is sent about it, so a
-//!   restart resumes `for` timers and knows what is firing.
+//!   restart resumes `for` timers and knows what is firing. (A firing alert's value
+//!   and `last_true` alone are written at most every 10 s; see `Live::commit`.)
 //! - A notification is enqueued in the same transaction that records it in the
 //!   notification log (what each receiver was last told about each group). A crash
 //!   therefore either did both or neither: never a duplicate firing notification, never
