@@ -177,9 +177,15 @@ pub fn next_state(current: Option<&Alert>, fp: &str, inc: Incoming, now: DateTim
 
 /// Resolves received alerts whose `endsAt` passed without a refresh.
 pub async fn expire(engine: &Engine, now: DateTime<Utc>) {
+    let due = |a: &Alert| a.source == AlertSource::Alertmanager && a.state == AlertState::Firing && a.ends_at.is_some_and(|t| t <= now);
+    // Called from the evaluator's loop: take the ingest lock (which a large payload may
+    // hold) only when there is something to expire.
+    if !engine.alerting.alerts().iter().any(|a| due(a)) {
+        return;
+    }
     let _serial = engine.alerting.ingest.lock().await;
     for a in engine.alerting.alerts() {
-        if a.source != AlertSource::Alertmanager || a.state != AlertState::Firing || a.ends_at.is_none_or(|t| t > now) {
+        if !due(&a) {
             continue;
         }
         let mut next = Alert::clone(&a);
