@@ -230,12 +230,22 @@ impl Live {
                     .find(|s| s.labels.get("service") == Some(&upstream))
                     .map(|s| format!("alert {} is firing", s.rule))
                     .or_else(|| {
-                        config
-                            .checks
-                            .iter()
-                            .filter(|c| c.service.as_deref() == Some(upstream.as_str()))
-                            .find(|c| checks.get(&c.name).is_some_and(|s| s.health == Health::Unhealthy))
-                            .map(|c| format!("check {} is unhealthy", c.name))
+                        // A failing run below the threshold counts too: checks cross their
+                        // thresholds at different moments, and the dependent service's
+                        // alert must not page in the seconds before the cause's does.
+                        config.checks.iter().filter(|c| c.service.as_deref() == Some(upstream.as_str())).find_map(|c| {
+                            let s = checks.get(&c.name)?;
+                            if s.health == Health::Unhealthy {
+                                Some(format!("check {} is unhealthy", c.name))
+                            } else if s.consecutive_failures > 0 {
+                                Some(format!(
+                                    "check {} is failing ({} of {} failures)",
+                                    c.name, s.consecutive_failures, c.failure_threshold
+                                ))
+                            } else {
+                                None
+                            }
+                        })
                     });
                 if let Some(cause) = cause {
                     out.push(Mute::Dependency { service: upstream, cause });

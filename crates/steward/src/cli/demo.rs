@@ -62,6 +62,13 @@ Break and heal a demo service (checks run every 2s; 2 failures make a check unhe
   curl -X POST http://{control}/demo/messaging/heal     # back to 200
   (services: auth, payment, messaging, notification)
 
+Each service has an alert; notifications go to the demo's own webhook receiver:
+  curl http://{control}/demo/notifications
+  steward alerts --server http://{addr} --token {token}     # state, and what mutes each alert
+A service fails with what it depends on. Break `auth`: every check turns unhealthy,
+but only AuthDown notifies; the others depend on auth, so their alerts are muted and
+name the cause.
+
 Press Ctrl-C to stop.
 "#,
             cfg = cfg.display(),

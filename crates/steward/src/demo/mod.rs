@@ -29,12 +29,15 @@ pub const SERVICES: &[(&str, u8, &[&str])] =
     &[("auth", 1, &[]), ("payment", 1, &["auth"]), ("messaging", 2, &["auth"]), ("notification", 3, &["messaging"])];
 
 type Modes = Arc<Mutex<HashMap<String, Mode>>>;
+/// What the demo's webhook receiver was sent, newest last.
+type Received = Arc<Mutex<Vec<serde_json::Value>>>;
 
 /// The running fleet: one port per service and one control port.
 pub struct Fleet {
     pub ports: Vec<(String, u16)>,
     pub control: SocketAddr,
     modes: Modes,
+    received: Received,
 }
 
 impl Fleet {
@@ -52,10 +55,20 @@ impl Fleet {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let control = listener.local_addr()?;
-        let app =
-            Router::new().route("/demo/{service}/{action}", post(control_action)).route("/demo", get(list_modes)).with_state(modes.clone());
+        let received: Received = Arc::default();
+        let notifications = Router::new().route("/demo/notifications", get(list_notifications).post(receive)).with_state(received.clone());
+        let app = Router::new()
+            .route("/demo/{service}/{action}", post(control_action))
+            .route("/demo", get(list_modes))
+            .with_state(modes.clone())
+            .merge(notifications);
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Fleet { ports, control, modes })
+        Ok(Fleet { ports, control, modes, received })
+    }
+
+    /// Notifications the demo receiver got so far.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        self.received.lock().expect("received").clone()
     }
 
     pub fn set(&self, service: &str, mode: Mode) {
@@ -83,12 +96,39 @@ impl Fleet {
         y.push_str(&format!(
             "  - name: messaging-port\n    service: messaging\n    interval: 5s\n    tcp:\n      address: 127.0.0.1:{messaging}\n"
         ));
+        // One alert per service; tier 1 pages as P1. Dependencies mute the downstream
+        // alerts when an upstream service fails, so breaking `auth` notifies once.
+        y.push_str("\nalerts:\n");
+        for (name, tier, _) in SERVICES {
+            let title = format!("{}{}Down", name[..1].to_uppercase(), &name[1..]);
+            let severity = if *tier == 1 { "P1" } else { "warning" };
+            y.push_str(&format!(
+                "  - name: {title}\n    when: check {name}-health unhealthy\n    severity: {severity}\n    annotations:\n      summary: \"{name} fails its health check\"\n"
+            ));
+        }
+        y.push_str(&format!(
+            "\n# The demo's own webhook receiver: curl http://{}/demo/notifications\nreceivers:\n  - name: demo-webhook\n    webhook: {{url: \"http://{}/demo/notifications\"}}\nroute:\n  receiver: demo-webhook\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 10s\n  repeat_interval: 1h\n",
+            self.control, self.control
+        ));
         y
     }
 }
 
+/// The first failing service `name` depends on, directly or not: a service whose
+/// dependency is down fails its own health check too, as real ones do.
+fn failing_upstream(modes: &HashMap<String, Mode>, name: &str) -> Option<String> {
+    let deps = SERVICES.iter().find(|(n, _, _)| *n == name).map_or(&[][..], |(_, _, d)| *d);
+    deps.iter().find_map(|d| if modes.get(*d) == Some(&Mode::Failing) { Some(d.to_string()) } else { failing_upstream(modes, d) })
+}
+
 async fn health(State((modes, name)): State<(Modes, String)>) -> impl IntoResponse {
-    let mode = modes.lock().expect("modes").get(&name).copied().unwrap_or(Mode::Healthy);
+    let (mode, upstream) = {
+        let modes = modes.lock().expect("modes");
+        (modes.get(&name).copied().unwrap_or(Mode::Healthy), failing_upstream(&modes, &name))
+    };
+    if let (Mode::Healthy, Some(cause)) = (mode, upstream) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "degraded", "service": name, "cause": cause})));
+    }
     match mode {
         Mode::Healthy => (StatusCode::OK, Json(json!({"status": "ok", "service": name}))),
         Mode::Failing => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "failing", "service": name}))),
@@ -114,6 +154,30 @@ async fn control_action(State(modes): State<Modes>, Path((service, action)): Pat
         }
         None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no demo service `{service}`")}))),
     }
+}
+
+async fn receive(State(received): State<Received>, Json(payload): Json<serde_json::Value>) -> impl IntoResponse {
+    received.lock().expect("received").push(payload);
+    StatusCode::OK
+}
+
+/// One line per alert of each notification: what a pager would have shown.
+async fn list_notifications(State(received): State<Received>) -> impl IntoResponse {
+    let received = received.lock().expect("received");
+    let lines: Vec<serde_json::Value> = received
+        .iter()
+        .flat_map(|p| p["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            json!({
+                "status": a["status"],
+                "alert": a["labels"]["alertname"],
+                "severity": a["labels"]["severity"],
+                "summary": a["annotations"]["summary"],
+                "startsAt": a["startsAt"],
+            })
+        })
+        .collect();
+    Json(json!({ "notifications": lines }))
 }
 
 async fn list_modes(State(modes): State<Modes>) -> impl IntoResponse {

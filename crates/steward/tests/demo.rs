@@ -1,0 +1,84 @@
+//! `steward demo`, the first thing a new user runs: the fleet, the printed instructions,
+//! and alerting with dependencies — breaking `auth` fails every service's check but
+//! notifies once, for the cause.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::alerting::{alert_named, alerts, request};
+use common::{free_port, wait_for};
+use serde_json::Value;
+
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn after<'a>(text: &'a str, marker: &str) -> &'a str {
+    let start = text.find(marker).unwrap_or_else(|| panic!("{marker:?} not in {text}")) + marker.len();
+    text[start..].split_whitespace().next().unwrap()
+}
+
+#[test]
+fn the_demo_breaks_auth_and_notifies_once_for_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = common::steward()
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.path().join("demo"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let demo = Demo(child);
+    let mut banner = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(Ok(line)) = lines.next() {
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let token = after(&banner, "Admin token").to_string();
+    let control = after(&banner, "curl http://").trim_end_matches("/demo/notifications").to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(banner.contains(&format!("steward alerts --server {base} --token {token}")), "{banner}");
+
+    // Everything healthy first: no alerts, nothing sent.
+    wait_for("the demo checks to be healthy", Duration::from_secs(15), || {
+        let (_, checks) = request("GET", &format!("{base}/api/v1/checks"), &token, None);
+        checks["checks"].as_array()?.iter().all(|c| c["health"] == "healthy").then_some(())
+    });
+    let notifications = || request("GET", &format!("http://{control}/demo/notifications"), "", None).1["notifications"].clone();
+    assert_eq!(notifications(), Value::Array(vec![]));
+
+    let (status, _) = request("POST", &format!("http://{control}/demo/auth/fail"), "", None);
+    assert_eq!(status, 200);
+    let all = wait_for("every demo alert firing", Duration::from_secs(20), || {
+        let all = alerts(&base, &token);
+        (all.iter().filter(|a| a["state"] == "firing").count() == 4).then_some(all)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = notifications();
+    let names: Vec<&str> = sent.as_array().unwrap().iter().map(|n| n["alert"].as_str().unwrap()).collect();
+    assert_eq!(names, ["AuthDown"], "only the cause pages: {sent}");
+    assert_eq!(sent[0]["severity"], "P1");
+    let messaging = &alert_named(&all, "MessagingDown").unwrap()["muted_by"][0];
+    assert_eq!((messaging["kind"].as_str(), messaging["service"].as_str()), (Some("dependency"), Some("auth")));
+
+    // Heal: every alert resolves; the receiver hears AuthDown resolve.
+    request("POST", &format!("http://{control}/demo/auth/heal"), "", None);
+    wait_for("AuthDown resolved at the receiver", Duration::from_secs(30), || {
+        notifications().as_array()?.iter().any(|n| n["alert"] == "AuthDown" && n["status"] == "resolved").then_some(())
+    });
+    drop(demo);
+}
