@@ -40,6 +40,17 @@ fn fail(message: &str) -> u8 {
     exit::FAILED
 }
 
+/// GETs `path`; with `--output json` prints the answer as it is and returns the exit
+/// code, otherwise returns the answer for a table.
+async fn get_for_table(remote: &Remote, path: &str, output: Output) -> Result<Value, u8> {
+    let v = remote.call("GET", path, None).await.map_err(|e| fail(&e))?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        return Err(exit::OK);
+    }
+    Ok(v)
+}
+
 fn labels_text(v: &Value) -> String {
     v.as_object()
         .map(|m| {
@@ -70,14 +81,10 @@ fn ago(t: &Value) -> String {
 }
 
 pub async fn list_alerts(remote: &Remote, output: Output) -> u8 {
-    let v = match remote.call("GET", "/alerts", None).await {
+    let v = match get_for_table(remote, "/alerts", output).await {
         Ok(v) => v,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
-        return exit::OK;
-    }
     let rows: Vec<Vec<String>> = v["alerts"]
         .as_array()
         .map(|a| {
@@ -113,14 +120,10 @@ pub async fn list_alerts(remote: &Remote, output: Output) -> u8 {
 
 /// One alert: what it is, what mutes it, its state changes and its notifications.
 pub async fn show_alert(remote: &Remote, fingerprint: &str, output: Output) -> u8 {
-    let v = match remote.call("GET", &format!("/alerts/{fingerprint}"), None).await {
+    let v = match get_for_table(remote, &format!("/alerts/{fingerprint}"), output).await {
         Ok(v) => v,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
-        return exit::OK;
-    }
     let a = &v["alert"];
     if a.is_object() {
         println!("{} ({}) {}", a["rule"].as_str().unwrap_or(""), a["state"].as_str().unwrap_or(""), labels_text(&a["labels"]));
@@ -184,14 +187,10 @@ pub async fn create_silence(remote: &Remote, matchers: &[String], duration: &str
 }
 
 pub async fn list_silences(remote: &Remote, output: Output) -> u8 {
-    let v = match remote.call("GET", "/silences", None).await {
+    let v = match get_for_table(remote, "/silences", output).await {
         Ok(v) => v,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
-        return exit::OK;
-    }
     let rows: Vec<Vec<String>> = v["silences"]
         .as_array()
         .map(|s| {

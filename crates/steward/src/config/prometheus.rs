@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::alerting::{AlertCondition, AlertRule, AlertingRefs, SEVERITIES, label_map, promql, template_map};
+use super::alerting::{AlertRule, AlertingRefs, SEVERITIES, label_map, promql, template_map};
 use super::decode::{self as de, Fields};
 use super::diagnostics::{Diagnostic, Diagnostics, Pos};
 use super::secret::SecretString;
@@ -149,7 +149,6 @@ fn rule_file(doc: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs, notes: &m
                 .get("severity")
                 .and_then(|s| SEVERITIES.iter().find(|v| v.eq_ignore_ascii_case(s)))
                 .map_or("warning".to_string(), |s| s.to_string());
-            debug_assert!(matches!(when, AlertCondition::Query { .. }));
             out.push(AlertRule {
                 name: alert,
                 when,
