@@ -45,6 +45,7 @@ pub struct Engine {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub alerting: Live,
+    pub incidents: crate::incidents::Incidents,
     /// Stops the alerting tasks at shutdown.
     stop: CancellationToken,
     loaded: RwLock<Arc<Loaded>>,
@@ -80,6 +81,7 @@ impl Engine {
             store,
             metrics,
             alerting,
+            incidents: Default::default(),
             stop: CancellationToken::new(),
             loaded: RwLock::new(Arc::new(Loaded {
                 prober: Arc::new(Prober::new(config.redactor.clone())),
@@ -96,6 +98,7 @@ impl Engine {
         engine.publish_config_metrics(&loaded.config);
         engine.scheduler.lock().await.apply(&engine, &loaded.config.checks);
         tokio::spawn(crate::alerting::run(engine.clone(), engine.stop.clone()));
+        tokio::spawn(crate::incidents::manager::run(engine.clone(), engine.stop.clone()));
         engine.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
         engine.metrics.config_last_reload_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
         Ok((engine, writer))

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod incidents;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;

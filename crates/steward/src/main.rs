@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use steward::auth::Role;
-use steward::cli::{self, Output};
+use steward::cli::{self, Output, RemoteArgs};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +23,8 @@ use steward::cli::{self, Output};
   steward route test -c steward.yaml alertname=ApiDown severity=critical
   steward alerts --token $TOKEN                  what is firing, and what mutes it
   steward silence create --token $TOKEN -m alertname=ApiDown --duration 2h --comment 'deploy #812'
+  steward incident list --token $TOKEN           open incidents; `incident ack ID`, `incident show ID`
+  steward oncall --token $TOKEN                  who is on call now, and next
 
 Exit codes: 0 success, 1 a problem was found or the command failed, 2 invalid configuration."
 )]
@@ -101,6 +103,50 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Incidents on a running server: list, show, declare, ack, note, mitigate, resolve,
+    /// close, assign roles, escalate, action items, postmortem, stats.
+    ///
+    /// Examples:
+    ///   steward incident list
+    ///   steward incident ack 12 --note "looking at the auth pods"
+    ///   steward incident note 12 "Logins fail for some users; investigating" --public
+    ///   steward incident postmortem 12 -f review-12.md
+    Incident {
+        #[command(subcommand)]
+        action: cli::incidents::IncidentAction,
+    },
+    /// Action items recorded across incidents.
+    ActionItems {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// open, done or all.
+        #[arg(long, default_value = "open")]
+        state: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Who is on call now (or at --at), per schedule, and who is next.
+    ///
+    /// Add an override: steward oncall --schedule primary --override dave --from "2026-12-24 09:00" --until "2026-12-27 09:00"
+    /// (times in the schedule's zone, or RFC 3339).
+    Oncall {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long)]
+        schedule: Option<String>,
+        /// An instant (RFC 3339, or `YYYY-MM-DD HH:MM` in UTC); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Put this person on call in --schedule from --from until --until.
+        #[arg(long = "override", requires_all = ["schedule", "from", "until"])]
+        override_person: Option<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Create, list and expire silences on a running server.
     Silence {
         #[command(subcommand)]
@@ -124,23 +170,6 @@ enum Command {
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
-}
-
-/// A running server and a token for it.
-#[derive(clap::Args)]
-struct RemoteArgs {
-    /// The server's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "STEWARD_SERVER")]
-    server: String,
-    /// An API token (viewer to read, operator to change silences).
-    #[arg(long, env = "STEWARD_TOKEN", hide_env_values = true)]
-    token: String,
-}
-
-impl RemoteArgs {
-    fn remote(self) -> cli::alerts::Remote {
-        cli::alerts::Remote { server: self.server, token: self.token }
-    }
 }
 
 #[derive(Subcommand)]
@@ -271,6 +300,15 @@ fn main() -> ExitCode {
             }
             Command::Alerts { fingerprint: None, remote, output } => cli::alerts::list_alerts(&remote.remote(), output).await,
             Command::Alerts { fingerprint: Some(fp), remote, output } => cli::alerts::show_alert(&remote.remote(), &fp, output).await,
+            Command::Incident { action } => cli::incidents::run(action).await,
+            Command::ActionItems { remote, state, output } => cli::incidents::action_items(&remote.remote(), &state, output).await,
+            Command::Oncall { remote, schedule, override_person: Some(person), from, until, .. } => {
+                let (schedule, from, until) = (schedule.unwrap_or_default(), from.unwrap_or_default(), until.unwrap_or_default());
+                cli::incidents::add_override(&remote.remote(), &schedule, &person, &from, &until).await
+            }
+            Command::Oncall { remote, schedule, at, override_person: None, output, .. } => {
+                cli::incidents::oncall(&remote.remote(), schedule.as_deref(), at.as_deref(), output).await
+            }
             Command::Silence { action } => match action {
                 SilenceAction::Create { remote, matchers, duration, comment, output } => {
                     cli::alerts::create_silence(&remote.remote(), &matchers, &duration, &comment, output).await

@@ -61,6 +61,11 @@ pub struct StateLabels {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PriorityLabels {
+    pub priority: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub check_up: Family<CheckLabels, Gauge>,
@@ -80,6 +85,10 @@ pub struct Metrics {
     pub outbox_oldest_age: Gauge<f64, AtomicU64>,
     pub alerts_received: Counter,
     pub rule_evaluation_failures: Family<RuleLabels, Counter>,
+    pub incidents_open: Family<PriorityLabels, Gauge>,
+    pub incident_time_to_acknowledge: Family<PriorityLabels, Histogram>,
+    pub incident_time_to_mitigate: Family<PriorityLabels, Histogram>,
+    pub incident_time_to_resolve: Family<PriorityLabels, Histogram>,
 }
 
 fn buckets(list: &[f64]) -> impl Iterator<Item = f64> + '_ {
@@ -87,6 +96,8 @@ fn buckets(list: &[f64]) -> impl Iterator<Item = f64> + '_ {
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// From a page answered in seconds to an outage of a day.
+const RESPONSE_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0];
 const LAG_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 impl Default for Metrics {
@@ -116,6 +127,10 @@ impl Metrics {
             outbox_oldest_age: Gauge::default(),
             alerts_received: Counter::default(),
             rule_evaluation_failures: Family::default(),
+            incidents_open: Family::default(),
+            incident_time_to_acknowledge: Family::new_with_constructor(|| Histogram::new(buckets(RESPONSE_BUCKETS))),
+            incident_time_to_mitigate: Family::new_with_constructor(|| Histogram::new(buckets(RESPONSE_BUCKETS))),
+            incident_time_to_resolve: Family::new_with_constructor(|| Histogram::new(buckets(RESPONSE_BUCKETS))),
         };
         {
             let mut r = m.registry.lock().expect("registry");
@@ -158,6 +173,25 @@ impl Metrics {
                 "rule_evaluation_failures",
                 "Alert rule evaluations that failed (e.g. Prometheus unreachable); the alert keeps its state",
                 m.rule_evaluation_failures.clone(),
+            );
+            r.register("incidents_open", "Incidents not yet resolved, by priority", m.incidents_open.clone());
+            r.register_with_unit(
+                "incident_time_to_acknowledge",
+                "From an incident opening to its first acknowledgement, by priority (MTTA = sum / count)",
+                Unit::Seconds,
+                m.incident_time_to_acknowledge.clone(),
+            );
+            r.register_with_unit(
+                "incident_time_to_mitigate",
+                "From an incident opening to its mitigation, by priority",
+                Unit::Seconds,
+                m.incident_time_to_mitigate.clone(),
+            );
+            r.register_with_unit(
+                "incident_time_to_resolve",
+                "From an incident opening to its resolution, by priority (MTTR = sum / count)",
+                Unit::Seconds,
+                m.incident_time_to_resolve.clone(),
             );
             let info: Family<Vec<(String, String)>, Gauge> = Family::default();
             info.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);

@@ -138,6 +138,7 @@ impl Live {
         drop(alerts);
         if any_event {
             self.wake_dispatcher.notify_one();
+            engine.incidents.wake.notify_one();
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 mod alerts;
 mod auth;
 pub mod error;
+mod incidents;
 mod status_page;
 
 use std::collections::HashMap;
@@ -54,6 +55,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/maintenance-windows", get(alerts::list_maintenance_windows))
         .route("/rules", get(alerts::list_rules))
         .route("/ingest/alertmanager", post(alerts::ingest_alertmanager))
+        .route("/incidents", get(incidents::list).post(incidents::declare))
+        .route("/incidents/stats", get(incidents::stats))
+        .route("/incidents/{id}", get(incidents::show))
+        .route("/incidents/{id}/notes", post(incidents::add_note))
+        .route("/incidents/{id}/priority", post(incidents::set_priority))
+        .route("/incidents/{id}/roles", post(incidents::assign_role))
+        .route("/incidents/{id}/postmortem", get(incidents::postmortem))
+        .route("/incidents/{id}/action-items", post(incidents::add_action_item))
+        .route("/incidents/{id}/action-items/{item}/done", post(incidents::complete_action_item))
+        .route("/incidents/{id}/{action}", post(incidents::transition))
+        .route("/action-items", get(incidents::list_action_items))
+        .route("/oncall", get(incidents::oncall))
+        .route("/schedules/{name}/overrides", post(incidents::add_override))
         .route("/config/reload", post(reload))
         .route("/tokens", get(list_tokens))
         .route("/whoami", get(whoami))
@@ -61,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::new(Code::NotFound, "no such API endpoint; see /api/v1/openapi.json") });
     Router::new()
         .route("/", get(status_page))
+        .route("/status.json", get(incidents::public_status))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))

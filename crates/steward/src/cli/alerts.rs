@@ -17,7 +17,7 @@ pub struct Remote {
 }
 
 impl Remote {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+    pub(super) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}/api/v1{path}", self.server.trim_end_matches('/'));
         let client = crate::checks::http::build_client(&Default::default(), false)?;
         let mut req = client.request(method.parse().expect("literal method"), &url).bearer_auth(&self.token);
@@ -33,16 +33,32 @@ impl Remote {
             Err(format!("{} ({status})", v["error"]["message"].as_str().unwrap_or("the server refused the request")))
         }
     }
+
+    /// GETs a non-JSON document (a Markdown postmortem).
+    pub(super) async fn get_text(&self, path: &str) -> Result<String, String> {
+        let url = format!("{}/api/v1{path}", self.server.trim_end_matches('/'));
+        let client = crate::checks::http::build_client(&Default::default(), false)?;
+        let resp =
+            client.get(&url).bearer_auth(&self.token).send().await.map_err(|e| format!("cannot reach steward at {}: {e}", self.server))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| format!("reading the answer: {e}"))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            Err(format!("{} ({status})", v["error"]["message"].as_str().unwrap_or("the server refused the request")))
+        }
+    }
 }
 
-fn fail(message: &str) -> u8 {
+pub(super) fn fail(message: &str) -> u8 {
     eprintln!("error: {message}");
     exit::FAILED
 }
 
 /// GETs `path`; with `--output json` prints the answer as it is and returns the exit
 /// code, otherwise returns the answer for a table.
-async fn get_for_table(remote: &Remote, path: &str, output: Output) -> Result<Value, u8> {
+pub(super) async fn get_for_table(remote: &Remote, path: &str, output: Output) -> Result<Value, u8> {
     let v = remote.call("GET", path, None).await.map_err(|e| fail(&e))?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
@@ -51,7 +67,7 @@ async fn get_for_table(remote: &Remote, path: &str, output: Output) -> Result<Va
     Ok(v)
 }
 
-fn labels_text(v: &Value) -> String {
+pub(super) fn labels_text(v: &Value) -> String {
     v.as_object()
         .map(|m| {
             m.iter()
@@ -74,7 +90,7 @@ fn mute_text(m: &Value) -> String {
     }
 }
 
-fn ago(t: &Value) -> String {
+pub(super) fn ago(t: &Value) -> String {
     let Some(t) = t.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else { return "-".into() };
     let secs = (Utc::now() - t.with_timezone(&Utc)).num_seconds().max(0) as u64;
     format!("{} ago", crate::config::duration::format_duration(std::time::Duration::from_secs(secs)))

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod check;
 pub mod demo;
+pub mod incidents;
 pub mod serve;
 pub mod token;
 pub mod validate;
@@ -63,4 +64,21 @@ pub fn fancy() -> bool {
 
 pub fn print_diagnostics(d: &crate::config::Diagnostics) {
     eprintln!("{d}");
+}
+
+/// A running server and a token for it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RemoteArgs {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "STEWARD_SERVER")]
+    pub server: String,
+    /// An API token (viewer to read, operator to act: silences, incidents).
+    #[arg(long, env = "STEWARD_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+impl RemoteArgs {
+    pub fn remote(self) -> alerts::Remote {
+        alerts::Remote { server: self.server, token: self.token }
+    }
 }

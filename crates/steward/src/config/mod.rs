@@ -17,6 +17,7 @@ pub mod alerting;
 pub mod decode;
 pub mod diagnostics;
 pub mod duration;
+mod incidents;
 pub mod model;
 mod prometheus;
 mod receivers;

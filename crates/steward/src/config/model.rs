@@ -7,6 +7,7 @@ use std::time::Duration;
 
 pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Route};
 use super::diagnostics::Pos;
+pub use super::incidents::{EscalationLevel, EscalationPolicy, IncidentPolicy, IncidentsConfig, Person};
 pub use super::prometheus::PrometheusSource;
 pub use super::receivers::{EmailReceiver, Receiver, ReceiverKind, SmtpTls};
 use super::secret::{Redactor, SecretString};
@@ -26,6 +27,8 @@ pub struct Config {
     pub maintenance_windows: Vec<MaintenanceWindow>,
     /// The server PromQL rules are evaluated by.
     pub prometheus: Option<PrometheusSource>,
+    /// Incident policies, escalation, on-call; empty when not configured.
+    pub incidents: IncidentsConfig,
     /// Things worth knowing that are not errors (e.g. skipped recording rules).
     pub notes: Vec<super::diagnostics::Diagnostic>,
     /// Scrubs every resolved secret from text that leaves the process.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::alerting::{self, GroupBy, Route};
 use super::decode::{self as de, Fields};
 use super::diagnostics::{Diagnostic, Diagnostics, Pos};
+use super::incidents::{self as incidents_section, IncidentsConfig};
 use super::model::*;
 use super::prometheus::{self, PrometheusSource};
 use super::receivers::{self, Receiver};
@@ -27,9 +28,10 @@ const TOP_LEVEL: &[&str] = &[
     "inhibit_rules",
     "time_intervals",
     "maintenance_windows",
+    "incidents",
 ];
 /// Sections of the intended configuration that this version cannot act on yet.
-const NOT_YET: &[&str] = &["runbooks", "backups", "incidents", "repositories"];
+const NOT_YET: &[&str] = &["runbooks", "backups", "repositories"];
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
 const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command"];
 const CHECK_KEYS: &[&str] = &[
@@ -69,6 +71,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut prometheus_source: Option<PrometheusSource> = None;
     let mut notes = Vec::new();
     let mut alerting_refs = alerting::AlertingRefs::default();
+    let mut incidents: Option<(IncidentsConfig, Pos)> = None;
     for doc in docs {
         if matches!(doc.value, Value::Null) {
             continue;
@@ -121,6 +124,19 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         if let Some(list) = top.take("maintenance_windows").and_then(|n| de::list(n, "`maintenance_windows`", d)) {
             maintenance_windows.extend(list.iter().filter_map(|n| time_intervals::maintenance_window(n, d, &mut alerting_refs)));
         }
+        if let Some(node) = top.take("incidents") {
+            match &incidents {
+                Some((_, first)) => d.push(
+                    Diagnostic::error(node.pos.clone(), "`incidents` is defined twice")
+                        .with_hint(format!("keep one `incidents:` section; the first is at {first}")),
+                ),
+                None => {
+                    if let Some(c) = incidents_section::section(node, d) {
+                        incidents = Some((c, node.pos.clone()));
+                    }
+                }
+            }
+        }
         for section in NOT_YET {
             if let Some(node) = top.take(section) {
                 d.push(
@@ -137,6 +153,8 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     cross_check(&services, &refs, d);
     let check_names: Vec<&str> = refs.iter().map(|c| c.name.as_str()).collect();
     alerting::cross_check(&alerting_refs, &check_names, d);
+    let incidents = incidents.map(|(c, _)| c).unwrap_or_default();
+    incidents_section::cross_check(&incidents, &receivers, d);
     if first_route.is_none() {
         route = default_route(&receivers, d);
     }
@@ -165,6 +183,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         time_intervals,
         maintenance_windows,
         prometheus: prometheus_source,
+        incidents,
         notes,
         redactor: Redactor::new(secrets),
         files: Vec::new(),

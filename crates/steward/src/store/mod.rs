@@ -6,6 +6,7 @@
 
 mod sqlite;
 mod sqlite_alerts;
+mod sqlite_incidents;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,6 +18,8 @@ use crate::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
 use crate::auth::{Role, TokenInfo};
 use crate::checks::Outcome;
 use crate::checks::state::{CheckState, Transition};
+use crate::incidents::oncall::Override;
+use crate::incidents::{ActionItem, Incident, IncidentAlert, Status, TimelineEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,7 +60,7 @@ pub struct Rollup {
 }
 
 #[async_trait]
-pub trait Store: AlertStore + Send + Sync + 'static {
+pub trait Store: AlertStore + IncidentStore + Send + Sync + 'static {
     /// Last known state of every check, to resume after a restart.
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError>;
     /// Writes a batch of runs in one transaction.
@@ -140,4 +143,68 @@ pub trait AlertStore: Send + Sync {
     async fn silences(&self) -> Result<Vec<Silence>, StoreError>;
     /// Returns false when no unexpired silence has that id.
     async fn expire_silence(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+/// A message for a receiver that is not about an alert group (an escalation level).
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub dedup_key: String,
+    pub receiver: String,
+    pub group_key: String,
+    pub status: String,
+    pub payload: serde_json::Value,
+}
+
+/// One change to one incident, written in one transaction (see `incidents`).
+#[derive(Debug, Clone)]
+pub struct IncidentWrite {
+    /// The new row. `id == 0` inserts a new incident; otherwise the stored row must
+    /// still have `version`, or the write fails with [`StoreError::Conflict`].
+    pub incident: Incident,
+    /// Upserted by fingerprint.
+    pub alerts: Vec<IncidentAlert>,
+    /// Appended.
+    pub timeline: Vec<TimelineEntry>,
+    /// Enqueued; a dedup key already in the outbox is skipped.
+    pub notifications: Vec<OutboxMessage>,
+    /// `id == 0` inserts; otherwise updates text, owner and state.
+    pub action_items: Vec<ActionItem>,
+}
+
+impl IncidentWrite {
+    pub fn of(incident: Incident) -> IncidentWrite {
+        IncidentWrite { incident, alerts: vec![], timeline: vec![], notifications: vec![], action_items: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IncidentQuery {
+    /// Only incidents not yet resolved.
+    pub open: bool,
+    pub status: Option<Status>,
+    pub service: Option<String>,
+    /// Opened at or after.
+    pub since: Option<DateTime<Utc>>,
+    pub limit: u32,
+}
+
+/// Durable state of incidents.
+#[async_trait]
+pub trait IncidentStore: Send + Sync {
+    /// Applies the write atomically; returns the incident as stored (id, version).
+    async fn write_incident(&self, w: &IncidentWrite) -> Result<Incident, StoreError>;
+    async fn incident(&self, id: i64) -> Result<Option<Incident>, StoreError>;
+    /// Newest first.
+    async fn incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+    /// The alerts of one incident, or of every open incident when `incident` is `None`.
+    async fn incident_alerts(&self, incident: Option<i64>) -> Result<Vec<IncidentAlert>, StoreError>;
+    /// Oldest first.
+    async fn timeline(&self, incident: i64) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// Escalation notifications of the incident and notifications about its alerts
+    /// sent while it was open, oldest first.
+    async fn incident_notifications(&self, incident: i64) -> Result<Vec<Notification>, StoreError>;
+    async fn action_items(&self, incident: Option<i64>, state: Option<&str>) -> Result<Vec<ActionItem>, StoreError>;
+    async fn add_override(&self, schedule: &str, o: &Override, created_by: &str) -> Result<(), StoreError>;
+    /// Runtime overrides still in effect at or after `after`.
+    async fn overrides(&self, after: DateTime<Utc>) -> Result<Vec<(String, Override)>, StoreError>;
 }

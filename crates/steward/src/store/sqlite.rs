@@ -140,6 +140,80 @@ CREATE TABLE silences (
 ALTER TABLE alerts ADD COLUMN source TEXT NOT NULL DEFAULT 'rule';
 ALTER TABLE alerts ADD COLUMN ends_at_ms INTEGER;
 "#,
+    // Incidents: the row, the alerts each holds, an append-only timeline (enforced by
+    // triggers), action items, runtime on-call overrides; escalation notifications in
+    // the outbox name their incident.
+    r#"
+CREATE TABLE incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    status TEXT NOT NULL,
+    policy TEXT,
+    group_key TEXT NOT NULL,
+    services TEXT NOT NULL,
+    opened_by TEXT NOT NULL,
+    opened_ms INTEGER NOT NULL,
+    acknowledged_ms INTEGER,
+    mitigated_ms INTEGER,
+    resolved_ms INTEGER,
+    closed_ms INTEGER,
+    roles TEXT NOT NULL,
+    escalation TEXT,
+    auto_resolve INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX incidents_by_status ON incidents (status);
+CREATE INDEX incidents_by_time ON incidents (opened_ms);
+CREATE TABLE incident_alerts (
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    fingerprint TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attached_ms INTEGER NOT NULL,
+    changed_ms INTEGER NOT NULL,
+    PRIMARY KEY (incident_id, fingerprint)
+);
+CREATE INDEX incident_alerts_by_fingerprint ON incident_alerts (fingerprint);
+CREATE TABLE incident_timeline (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    text TEXT NOT NULL,
+    public INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX incident_timeline_by_incident ON incident_timeline (incident_id, id);
+CREATE TRIGGER incident_timeline_no_update BEFORE UPDATE ON incident_timeline
+BEGIN SELECT RAISE(ABORT, 'the incident timeline is append-only'); END;
+CREATE TRIGGER incident_timeline_no_delete BEFORE DELETE ON incident_timeline
+BEGIN SELECT RAISE(ABORT, 'the incident timeline is append-only'); END;
+CREATE TABLE action_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    text TEXT NOT NULL,
+    owner TEXT,
+    state TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    done_ms INTEGER
+);
+CREATE INDEX action_items_by_incident ON action_items (incident_id);
+CREATE TABLE oncall_overrides (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    schedule TEXT NOT NULL,
+    person TEXT NOT NULL,
+    from_ms INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+ALTER TABLE outbox ADD COLUMN incident_id INTEGER;
+CREATE INDEX outbox_by_incident ON outbox (incident_id) WHERE incident_id IS NOT NULL;
+"#,
 ];
 
 pub struct SqliteStore {

@@ -9,11 +9,11 @@ use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, ms, time};
 use super::{AlertStore, NewNotification, StoreError};
 use crate::alerting::{Alert, AlertEvent, AlertSource, AlertState, DeliveryState, Matcher, Notification, NotifyLogEntry, Silence};
 
-fn json<T: serde::Serialize>(v: &T) -> String {
+pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 
-fn parse<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
+pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
     serde_json::from_str(text).unwrap_or_default()
 }
 
@@ -45,7 +45,7 @@ fn event_row(r: &SqliteRow) -> AlertEvent {
     }
 }
 
-fn notification_row(r: &SqliteRow) -> Notification {
+pub(super) fn notification_row(r: &SqliteRow) -> Notification {
     let alerts: Option<String> = r.try_get("alert_list").ok().flatten();
     Notification {
         id: r.get("id"),
@@ -78,7 +78,8 @@ fn silence_row(r: &SqliteRow) -> Silence {
     }
 }
 
-const NOTIFICATION_COLUMNS: &str = "o.*, (SELECT group_concat(fingerprint) FROM outbox_alerts a WHERE a.outbox_id = o.id) AS alert_list";
+pub(super) const NOTIFICATION_COLUMNS: &str =
+    "o.*, (SELECT group_concat(fingerprint) FROM outbox_alerts a WHERE a.outbox_id = o.id) AS alert_list";
 
 #[async_trait]
 impl AlertStore for SqliteStore {

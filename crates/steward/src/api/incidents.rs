@@ -1,0 +1,441 @@
+//! `/api/v1/incidents`, `/api/v1/action-items`, `/api/v1/oncall` and the public
+//! `/status.json`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::error::{ApiError, Code};
+use super::{AppState, parse_time};
+use crate::auth::Role;
+use crate::checks::state::Health;
+use crate::config::duration::parse_duration;
+use crate::engine::Engine;
+use crate::incidents::manager::{self, Action, ActionError};
+use crate::incidents::oncall::{self, Override};
+use crate::incidents::stats::{self, By};
+use crate::incidents::{Incident, Priority, Status, full_timeline, postmortem};
+use crate::store::IncidentQuery;
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> ApiError {
+        match e {
+            ActionError::NotFound(id) => ApiError::new(Code::NotFound, format!("no incident has id {id}")),
+            ActionError::Refused(m) => ApiError::new(Code::Conflict, m),
+            ActionError::BadInput(m) => ApiError::new(Code::BadRequest, m),
+            ActionError::Store(crate::store::StoreError::Conflict(m)) => ApiError::new(Code::Conflict, m),
+            ActionError::Store(e) => e.into(),
+        }
+    }
+}
+
+fn body<T: DeserializeOwned>(bytes: &Bytes, example: &str) -> Result<T, ApiError> {
+    let text = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
+    serde_json::from_slice(text).map_err(|e| ApiError::new(Code::BadRequest, format!("invalid request body: {e}; send {example}")))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ListQuery {
+    /// `open` (default), `all`, or one status.
+    status: Option<String>,
+    service: Option<String>,
+    since: Option<String>,
+    limit: Option<u32>,
+}
+
+fn query(q: &ListQuery) -> Result<IncidentQuery, ApiError> {
+    let mut out = IncidentQuery {
+        service: q.service.clone(),
+        since: parse_time("since", q.since.as_deref())?,
+        limit: q.limit.unwrap_or(100).min(10_000),
+        ..Default::default()
+    };
+    match q.status.as_deref().unwrap_or("open") {
+        "open" => out.open = true,
+        "all" => {}
+        other => {
+            out.status = Some(Status::parse(other).ok_or_else(|| {
+                ApiError::new(
+                    Code::BadRequest,
+                    format!("`status` must be open, all, triggered, acknowledged, mitigated, resolved or closed, got `{other}`"),
+                )
+            })?)
+        }
+    }
+    Ok(out)
+}
+
+pub async fn list(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let incidents = s.engine.store.incidents(&query(&q)?).await?;
+    Ok(Json(json!({ "incidents": incidents })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declare {
+    title: String,
+    priority: Option<String>,
+    #[serde(default)]
+    services: Vec<String>,
+    escalation: Option<String>,
+}
+
+pub async fn declare(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    caller.require(Role::Operator)?;
+    let req: Declare =
+        body(&bytes, r#"{"title": "Checkout is failing", "priority": "P1", "services": ["api"], "escalation": "platform"}"#)?;
+    let priority = priority(req.priority.as_deref().unwrap_or("P3"))?;
+    let incident = manager::declare(&s.engine, &caller.0.name, &req.title, priority, req.services, req.escalation).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "incident": incident }))))
+}
+
+fn priority(text: &str) -> Result<Priority, ApiError> {
+    Priority::parse(text).ok_or_else(|| ApiError::new(Code::BadRequest, format!("`{text}` is not a priority; use P0 … P4")))
+}
+
+async fn load(engine: &Engine, id: i64) -> Result<Incident, ApiError> {
+    engine.store.incident(id).await?.ok_or_else(|| ApiError::new(Code::NotFound, format!("no incident has id {id}")))
+}
+
+pub async fn show(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let incident = load(&s.engine, id).await?;
+    let store = &s.engine.store;
+    let timeline = full_timeline(store.timeline(id).await?, &store.incident_notifications(id).await?);
+    let alerts = store.incident_alerts(Some(id)).await?;
+    let items = store.action_items(Some(id), None).await?;
+    let times = json!({
+        "time_to_acknowledge_seconds": incident.time_to_acknowledge().map(|d| d.num_seconds()),
+        "time_to_mitigate_seconds": incident.time_to_mitigate().map(|d| d.num_seconds()),
+        "time_to_resolve_seconds": incident.time_to_resolve().map(|d| d.num_seconds()),
+    });
+    Ok(Json(json!({ "incident": incident, "times": times, "alerts": alerts, "timeline": timeline, "action_items": items })))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    note: Option<String>,
+}
+
+/// `POST /incidents/{id}/{acknowledge|mitigate|resolve|close}`.
+pub async fn transition(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path((id, verb)): Path<(i64, String)>,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    let NoteBody { note } = body(&bytes, r#"{"note": "optional text"}"#)?;
+    let action = match verb.as_str() {
+        "acknowledge" | "ack" => Action::Acknowledge { note },
+        "mitigate" => Action::Mitigate { note },
+        "resolve" => Action::Resolve { note },
+        "close" => Action::Close { note },
+        "escalate" => Action::EscalateNow,
+        other => {
+            return Err(ApiError::new(
+                Code::NotFound,
+                format!("no incident action `{other}`; use acknowledge, mitigate, resolve, close or escalate"),
+            ));
+        }
+    };
+    let incident = manager::act(&s.engine, id, &caller.0.name, action).await?;
+    Ok(Json(json!({ "incident": incident })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Note {
+    text: String,
+    #[serde(default)]
+    public: bool,
+}
+
+pub async fn add_note(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    let req: Note = body(&bytes, r#"{"text": "what happened", "public": false}"#)?;
+    let incident = manager::act(&s.engine, id, &caller.0.name, Action::Note { text: req.text, public: req.public }).await?;
+    Ok(Json(json!({ "incident": incident })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPriority {
+    priority: String,
+    reason: String,
+}
+
+pub async fn set_priority(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    let req: SetPriority = body(&bytes, r#"{"priority": "P1", "reason": "checkout affected"}"#)?;
+    let to = priority(&req.priority)?;
+    let incident = manager::act(&s.engine, id, &caller.0.name, Action::Priority { to, reason: req.reason }).await?;
+    Ok(Json(json!({ "incident": incident })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignRole {
+    role: String,
+    person: String,
+}
+
+pub async fn assign_role(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    let req: AssignRole = body(&bytes, r#"{"role": "commander", "person": "alice"}"#)?;
+    let incident = manager::act(&s.engine, id, &caller.0.name, Action::AssignRole { role: req.role, person: req.person }).await?;
+    Ok(Json(json!({ "incident": incident })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewItem {
+    text: String,
+    owner: Option<String>,
+}
+
+pub async fn add_action_item(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    caller.require(Role::Operator)?;
+    let req: NewItem = body(&bytes, r#"{"text": "Add a memory alert", "owner": "bob"}"#)?;
+    manager::act(&s.engine, id, &caller.0.name, Action::AddActionItem { text: req.text, owner: req.owner }).await?;
+    let items = s.engine.store.action_items(Some(id), None).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "action_item": items.last() }))))
+}
+
+pub async fn complete_action_item(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path((id, item)): Path<(i64, i64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    manager::act(&s.engine, id, &caller.0.name, Action::ActionItemDone { item }).await?;
+    let items = s.engine.store.action_items(Some(id), None).await?;
+    Ok(Json(json!({ "action_item": items.into_iter().find(|a| a.id == item) })))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ItemsQuery {
+    state: Option<String>,
+}
+
+pub async fn list_action_items(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<ItemsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let state = match q.state.as_deref() {
+        None | Some("all") => None,
+        Some(s @ ("open" | "done")) => Some(s),
+        Some(other) => return Err(ApiError::new(Code::BadRequest, format!("`state` must be open, done or all, got `{other}`"))),
+    };
+    let items = s.engine.store.action_items(None, state).await?;
+    Ok(Json(json!({ "action_items": items })))
+}
+
+pub async fn postmortem(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let incident = load(&s.engine, id).await?;
+    let store = &s.engine.store;
+    let timeline = full_timeline(store.timeline(id).await?, &store.incident_notifications(id).await?);
+    let alerts = store.incident_alerts(Some(id)).await?;
+    let items = store.action_items(Some(id), None).await?;
+    let config = s.engine.config();
+    let template = config.incidents.postmortem_template.as_ref().map_or(postmortem::DEFAULT_TEMPLATE, |(_, t)| t.as_str());
+    let text = postmortem::render(template, &incident, &alerts, &timeline, &items, Utc::now())
+        .map_err(|e| ApiError::new(Code::InvalidConfig, e))?;
+    Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text).into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct StatsQuery {
+    by: Option<String>,
+    /// A duration back from now (`30d`) or an RFC 3339 time.
+    since: Option<String>,
+}
+
+pub async fn stats(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let by_text = q.by.as_deref().unwrap_or("all");
+    let by = By::parse(by_text)
+        .ok_or_else(|| ApiError::new(Code::BadRequest, format!("`by` must be service, priority, week, month or all, got `{by_text}`")))?;
+    let since = match q.since.as_deref() {
+        None => Utc::now() - Duration::days(30),
+        Some(text) => match parse_duration(text) {
+            Ok(d) => Utc::now() - Duration::from_std(d).unwrap_or_default(),
+            Err(_) => parse_time("since", Some(text))?.unwrap_or_default(),
+        },
+    };
+    let incidents = s.engine.store.incidents(&IncidentQuery { since: Some(since), ..Default::default() }).await?;
+    Ok(Json(json!({ "since": since, "by": by_text, "rows": stats::compute(&incidents, by) })))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct OnCallQuery {
+    at: Option<String>,
+    schedule: Option<String>,
+}
+
+pub async fn oncall(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<OnCallQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let config = s.engine.config();
+    let at = match q.at.as_deref() {
+        None | Some("now") => Utc::now(),
+        Some(text) => {
+            oncall::parse_instant(text, &chrono_tz::Tz::UTC).map_err(|e| ApiError::new(Code::BadRequest, format!("`at`: {e}")))?
+        }
+    };
+    if let Some(name) = &q.schedule
+        && config.incidents.schedule(name).is_none()
+    {
+        return Err(ApiError::not_found("schedule", name));
+    }
+    let overrides = s.engine.store.overrides(at - Duration::days(1)).await?;
+    let schedules: Vec<serde_json::Value> = config
+        .incidents
+        .schedules
+        .iter()
+        .filter(|sc| q.schedule.as_ref().is_none_or(|n| *n == sc.name))
+        .map(|sc| {
+            let extra: Vec<Override> = overrides.iter().filter(|(n, _)| *n == sc.name).map(|(_, o)| o.clone()).collect();
+            json!({
+                "schedule": sc.name,
+                "time_zone": sc.location.name(),
+                "on_call": sc.on_call_at(at, &extra),
+                "next_shifts": sc.shifts(at, at + Duration::days(14)).into_iter().skip(1).take(5).collect::<Vec<_>>(),
+                "overrides": sc.overrides.iter().chain(&extra).filter(|o| o.until > at).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "at": at, "schedules": schedules })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOverride {
+    person: String,
+    from: String,
+    until: String,
+}
+
+pub async fn add_override(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    caller.require(Role::Operator)?;
+    let config = s.engine.config();
+    let schedule = config.incidents.schedule(&name).ok_or_else(|| ApiError::not_found("schedule", &name))?;
+    let req: NewOverride = body(&bytes, r#"{"person": "dave", "from": "2026-12-24 09:00", "until": "2026-12-27 09:00"}"#)?;
+    if config.incidents.person(&req.person).is_none() {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!("`{}` is not under incidents.people, so steward could not reach them", req.person),
+        ));
+    }
+    let parse = |field: &str, text: &str| {
+        oncall::parse_instant(text, &schedule.location).map_err(|e| ApiError::new(Code::BadRequest, format!("`{field}`: {e}")))
+    };
+    let o = Override { person: req.person, from: parse("from", &req.from)?, until: parse("until", &req.until)? };
+    if o.until <= o.from {
+        return Err(ApiError::new(Code::BadRequest, "`until` must be after `from`"));
+    }
+    s.engine.store.add_override(&name, &o, &caller.0.name).await?;
+    tracing::info!(schedule = %name, person = %o.person, from = %o.from, until = %o.until, by = %caller.0.name, "on-call override added");
+    Ok((StatusCode::CREATED, Json(json!({ "schedule": name, "override": o }))))
+}
+
+/// The public status summary: each service's state and the public updates of its
+/// open incidents. No token: this is what users of the system may see.
+pub async fn public_status(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !s.status_page {
+        return Err(ApiError::new(Code::NotFound, "the status page is disabled (--no-status-page)"));
+    }
+    let engine = &s.engine;
+    let config = engine.config();
+    let states = engine.states();
+    let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
+    let recent = engine.store.incidents(&IncidentQuery { since: Some(Utc::now() - Duration::days(7)), ..Default::default() }).await?;
+    let mut incidents = Vec::new();
+    for i in recent.iter().filter(|i| i.status.is_open() || i.resolved_at.is_some()) {
+        let updates: Vec<_> = engine.store.timeline(i.id).await?.into_iter().filter(|e| e.public).collect();
+        // Only incidents someone chose to tell users about are public.
+        if updates.is_empty() {
+            continue;
+        }
+        incidents.push(json!({
+            "id": i.id,
+            "title": i.title,
+            "status": if i.status.is_open() { i.status.as_str() } else { "resolved" },
+            "services": i.services,
+            "started_at": i.opened_at,
+            "resolved_at": i.resolved_at,
+            "updates": updates.iter().map(|e| json!({"at": e.at, "text": e.text})).collect::<Vec<_>>(),
+        }));
+    }
+    let services: Vec<_> = config
+        .services
+        .iter()
+        .map(|svc| {
+            let healths: Vec<Health> = config
+                .checks
+                .iter()
+                .filter(|c| c.service.as_deref() == Some(svc.name.as_str()))
+                .map(|c| states.get(&c.name).map_or(Health::Unknown, |s| s.health))
+                .collect();
+            let incident = open.iter().filter(|i| i.services.contains(&svc.name)).min_by_key(|i| i.priority);
+            let status = match (incident, healths.contains(&Health::Unhealthy)) {
+                (Some(i), _) if i.priority <= Priority::P1 => "major_outage",
+                (Some(_), _) | (None, true) => "degraded",
+                (None, false) if healths.iter().all(|h| *h == Health::Healthy) && !healths.is_empty() => "operational",
+                (None, false) => "unknown",
+            };
+            json!({ "name": svc.name, "status": status })
+        })
+        .collect();
+    Ok(Json(json!({ "updated_at": Utc::now(), "services": services, "incidents": incidents })))
+}

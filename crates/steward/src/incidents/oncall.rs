@@ -1,0 +1,238 @@
+//! On-call schedules: who answers a page at a given instant.
+//!
+//! A rotation hands over at a wall-clock time in the schedule's zone ("09:00 in
+//! America/New_York"), every N days counted in calendar days of that zone. Shifts are
+//! therefore 23 or 25 hours long across a DST change, and the handoff stays at 09:00
+//! local — the bug of tools that add 24 h in UTC (grafana/oncall#3261) cannot happen
+//! here. A handoff time that does not exist on a spring-forward day happens when the
+//! clocks jump (02:30 → 03:00); one that exists twice happens the first time.
+
+use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub name: String,
+    pub location: Tz,
+    pub rotation: Rotation,
+    /// Later overrides win over earlier ones where they overlap.
+    pub overrides: Vec<Override>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rotation {
+    /// In order: `people[0]` takes the shift that starts at `start`.
+    pub people: Vec<String>,
+    /// Shift length in calendar days of the schedule's zone (1 daily, 7 weekly).
+    pub shift_days: u32,
+    pub handoff: NaiveTime,
+    pub start: NaiveDate,
+}
+
+/// Someone else takes the shift from `from` until `until`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Override {
+    pub person: String,
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+/// The answer to "who is on call at T".
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OnCall {
+    pub schedule: String,
+    pub person: String,
+    /// The shift (or override) that covers the instant.
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub is_override: bool,
+}
+
+impl Schedule {
+    /// Who is on call at `t`, taking `extra` overrides (made at runtime) after the
+    /// configured ones. `None` before the rotation's first shift.
+    pub fn on_call_at(&self, t: DateTime<Utc>, extra: &[Override]) -> Option<OnCall> {
+        if let Some(o) = self.overrides.iter().chain(extra).filter(|o| o.from <= t && t < o.until).next_back() {
+            return Some(OnCall { schedule: self.name.clone(), person: o.person.clone(), from: o.from, until: o.until, is_override: true });
+        }
+        let (k, from, until) = self.shift_at(t)?;
+        Some(OnCall { schedule: self.name.clone(), person: self.person(k), from, until, is_override: false })
+    }
+
+    /// The rotation's shifts overlapping `[from, until)`, overrides not applied.
+    pub fn shifts(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<OnCall> {
+        let Some((first, _, _)) = self.shift_at(from.max(self.handoff(0))) else { return vec![] };
+        (first..first + 1000)
+            .map(|k| (k, self.handoff(k), self.handoff(k + 1)))
+            .take_while(|(_, start, _)| *start < until)
+            .map(|(k, from, until)| OnCall { schedule: self.name.clone(), person: self.person(k), from, until, is_override: false })
+            .collect()
+    }
+
+    fn person(&self, k: i64) -> String {
+        self.rotation.people[k.rem_euclid(self.rotation.people.len() as i64) as usize].clone()
+    }
+
+    /// The instant shift `k` starts.
+    fn handoff(&self, k: i64) -> DateTime<Utc> {
+        let date = self.rotation.start + Duration::days(k * self.rotation.shift_days as i64);
+        local_instant(&self.location, date.and_time(self.rotation.handoff))
+    }
+
+    /// The index of the shift covering `t`, with its bounds.
+    fn shift_at(&self, t: DateTime<Utc>) -> Option<(i64, DateTime<Utc>, DateTime<Utc>)> {
+        let n = self.rotation.shift_days.max(1) as i64;
+        let local_date = t.with_timezone(&self.location).date_naive();
+        let mut k = (local_date - self.rotation.start).num_days().div_euclid(n);
+        // The date arithmetic is right to within one shift; the handoff instants decide.
+        while t < self.handoff(k) {
+            k -= 1;
+        }
+        while t >= self.handoff(k + 1) {
+            k += 1;
+        }
+        (k >= 0).then(|| (k, self.handoff(k), self.handoff(k + 1)))
+    }
+}
+
+/// The instant a wall-clock time happens in `tz`: the first of two when clocks go
+/// back, the moment the clocks jump when it is skipped.
+pub fn local_instant(tz: &Tz, local: NaiveDateTime) -> DateTime<Utc> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => t.with_timezone(&Utc),
+        LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
+        LocalResult::None => {
+            // In a gap: the first wall-clock minute that exists is when the clocks jumped.
+            (1..=24 * 60)
+                .find_map(|m| tz.from_local_datetime(&(local + Duration::minutes(m))).earliest())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(|| Utc.from_utc_datetime(&local))
+        }
+    }
+}
+
+/// `2026-12-24 09:00` in `tz`, or an RFC 3339 instant.
+pub fn parse_instant(text: &str, tz: &Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(local) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(local_instant(tz, local));
+        }
+    }
+    Err(format!("`{text}` is not a time; write `2026-12-24 09:00` (in the schedule's time zone) or RFC 3339 (`2026-12-24T09:00:00Z`)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn schedule(tz: &str, shift_days: u32, handoff: &str, start: &str) -> Schedule {
+        Schedule {
+            name: "primary".into(),
+            location: tz.parse().unwrap(),
+            rotation: Rotation {
+                people: vec!["alice".into(), "bob".into(), "carol".into()],
+                shift_days,
+                handoff: NaiveTime::parse_from_str(handoff, "%H:%M").unwrap(),
+                start: NaiveDate::parse_from_str(start, "%Y-%m-%d").unwrap(),
+            },
+            overrides: vec![],
+        }
+    }
+
+    fn who(s: &Schedule, t: &str) -> String {
+        s.on_call_at(utc(t), &[]).map(|o| o.person).unwrap_or_else(|| "nobody".into())
+    }
+
+    #[test]
+    fn daily_handoff_stays_at_local_time_across_spring_forward() {
+        // New York springs forward on 2026-03-08 at 02:00 (EST -5 → EDT -4).
+        let s = schedule("America/New_York", 1, "09:00", "2026-03-01");
+        // 2026-03-07 is day 6 (alice on days 0,3,6): 09:00 EST = 14:00 UTC.
+        assert_eq!(who(&s, "2026-03-07T13:59:00Z"), "carol");
+        assert_eq!(who(&s, "2026-03-07T14:00:00Z"), "alice");
+        // 2026-03-08 09:00 EDT = 13:00 UTC: a 23-hour shift for alice.
+        assert_eq!(who(&s, "2026-03-08T12:59:00Z"), "alice");
+        assert_eq!(who(&s, "2026-03-08T13:00:00Z"), "bob");
+        let on = s.on_call_at(utc("2026-03-08T08:00:00Z"), &[]).unwrap();
+        assert_eq!((on.from, on.until), (utc("2026-03-07T14:00:00Z"), utc("2026-03-08T13:00:00Z")));
+        // A UTC-based rotation would still show bob at 13:30 UTC the next day; the
+        // handoff is 09:00 EDT = 13:00 UTC.
+        assert_eq!(who(&s, "2026-03-09T12:59:00Z"), "bob");
+        assert_eq!(who(&s, "2026-03-09T13:30:00Z"), "carol");
+    }
+
+    #[test]
+    fn weekly_handoff_across_fall_back_makes_a_25_hour_day() {
+        // New York falls back on 2026-11-01 (a Sunday) at 02:00 (EDT → EST).
+        let s = schedule("America/New_York", 7, "09:00", "2026-10-05");
+        // Shift 3 starts Monday 2026-10-26 09:00 EDT (13:00 UTC), shift 4 on
+        // 2026-11-02 09:00 EST (14:00 UTC): a week of 7 × 24 h + 1 h.
+        let on = s.on_call_at(utc("2026-10-30T00:00:00Z"), &[]).unwrap();
+        assert_eq!(on.person, "alice");
+        assert_eq!((on.from, on.until), (utc("2026-10-26T13:00:00Z"), utc("2026-11-02T14:00:00Z")));
+        assert_eq!(who(&s, "2026-11-02T13:30:00Z"), "alice");
+        assert_eq!(who(&s, "2026-11-02T14:00:00Z"), "bob");
+    }
+
+    #[test]
+    fn a_handoff_in_the_skipped_hour_happens_when_the_clocks_jump() {
+        let s = schedule("America/New_York", 1, "02:30", "2026-03-01");
+        // 02:30 does not exist on 2026-03-08: the handoff is at 03:00 EDT = 07:00 UTC.
+        let on = s.on_call_at(utc("2026-03-08T07:00:00Z"), &[]).unwrap();
+        assert_eq!(on.from, utc("2026-03-08T07:00:00Z"));
+        assert_eq!(on.until, utc("2026-03-09T06:30:00Z"));
+        assert_eq!(who(&s, "2026-03-08T06:59:00Z"), "alice");
+        assert_eq!(who(&s, "2026-03-08T07:00:00Z"), "bob");
+    }
+
+    #[test]
+    fn a_repeated_handoff_time_happens_once() {
+        let s = schedule("America/New_York", 1, "01:30", "2026-10-25");
+        // 01:30 happens twice on 2026-11-01 (EDT at 05:30 UTC, EST at 06:30 UTC).
+        let on = s.on_call_at(utc("2026-11-01T06:00:00Z"), &[]).unwrap();
+        assert_eq!(on.from, utc("2026-11-01T05:30:00Z"));
+        assert_eq!(on.until, utc("2026-11-02T06:30:00Z"));
+    }
+
+    #[test]
+    fn nobody_before_the_first_shift_and_overrides_win() {
+        let mut s = schedule("Europe/Berlin", 1, "09:00", "2026-11-02");
+        assert_eq!(who(&s, "2026-11-02T07:59:00Z"), "nobody");
+        assert_eq!(who(&s, "2026-11-02T08:00:00Z"), "alice");
+        s.overrides.push(Override { person: "dave".into(), from: utc("2026-11-02T12:00:00Z"), until: utc("2026-11-02T18:00:00Z") });
+        assert_eq!(who(&s, "2026-11-02T11:59:00Z"), "alice");
+        let on = s.on_call_at(utc("2026-11-02T12:00:00Z"), &[]).unwrap();
+        assert!(on.is_override);
+        assert_eq!(on.person, "dave");
+        let later = [Override { person: "erin".into(), from: utc("2026-11-02T13:00:00Z"), until: utc("2026-11-02T14:00:00Z") }];
+        assert_eq!(s.on_call_at(utc("2026-11-02T13:30:00Z"), &later).unwrap().person, "erin");
+        assert_eq!(who(&s, "2026-11-02T18:00:00Z"), "alice");
+    }
+
+    #[test]
+    fn shifts_lists_consecutive_shifts() {
+        let s = schedule("Europe/Berlin", 1, "09:00", "2026-03-27");
+        // Berlin springs forward on 2026-03-29.
+        let shifts = s.shifts(utc("2026-03-27T00:00:00Z"), utc("2026-03-31T00:00:00Z"));
+        let people: Vec<_> = shifts.iter().map(|o| o.person.as_str()).collect();
+        assert_eq!(people, ["alice", "bob", "carol", "alice"]);
+        assert_eq!(shifts[2].from, utc("2026-03-29T07:00:00Z"));
+        assert!(shifts.windows(2).all(|w| w[0].until == w[1].from));
+    }
+
+    #[test]
+    fn instants_parse_in_the_schedule_zone() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        assert_eq!(parse_instant("2026-12-24 09:00", &tz).unwrap(), utc("2026-12-24T08:00:00Z"));
+        assert_eq!(parse_instant("2026-12-24T09:00:00Z", &tz).unwrap(), utc("2026-12-24T09:00:00Z"));
+        assert!(parse_instant("tomorrow", &tz).is_err());
+    }
+}

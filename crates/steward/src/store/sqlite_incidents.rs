@@ -1,0 +1,315 @@
+//! [`IncidentStore`] on SQLite.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::sqlite::{SqliteStore, ms, time};
+use super::sqlite_alerts::{NOTIFICATION_COLUMNS, json, notification_row, parse};
+use super::{IncidentQuery, IncidentStore, IncidentWrite, StoreError};
+use crate::alerting::Notification;
+use crate::incidents::oncall::Override;
+use crate::incidents::{ActionItem, AttachedState, Incident, IncidentAlert, Priority, Status, TimelineEntry};
+
+fn opt_time(r: &SqliteRow, column: &str) -> Option<DateTime<Utc>> {
+    r.get::<Option<i64>, _>(column).map(time)
+}
+
+fn incident_row(r: &SqliteRow) -> Incident {
+    let escalation: Option<String> = r.get("escalation");
+    Incident {
+        id: r.get("id"),
+        title: r.get("title"),
+        priority: Priority::parse(r.get("priority")).unwrap_or(Priority::P3),
+        status: Status::parse(r.get("status")).unwrap_or(Status::Triggered),
+        policy: r.get("policy"),
+        group_key: r.get("group_key"),
+        services: parse(r.get("services")),
+        opened_by: r.get("opened_by"),
+        opened_at: time(r.get("opened_ms")),
+        acknowledged_at: opt_time(r, "acknowledged_ms"),
+        mitigated_at: opt_time(r, "mitigated_ms"),
+        resolved_at: opt_time(r, "resolved_ms"),
+        closed_at: opt_time(r, "closed_ms"),
+        roles: parse(r.get("roles")),
+        escalation: escalation.and_then(|e| serde_json::from_str(&e).ok()),
+        auto_resolve: r.get::<i64, _>("auto_resolve") != 0,
+        version: r.get("version"),
+    }
+}
+
+fn attached_row(r: &SqliteRow) -> IncidentAlert {
+    IncidentAlert {
+        incident_id: r.get("incident_id"),
+        fingerprint: r.get("fingerprint"),
+        rule: r.get("rule"),
+        labels: parse(r.get("labels")),
+        state: if r.get::<&str, _>("state") == "firing" { AttachedState::Firing } else { AttachedState::Resolved },
+        attached_at: time(r.get("attached_ms")),
+        changed_at: time(r.get("changed_ms")),
+    }
+}
+
+fn timeline_row(r: &SqliteRow) -> TimelineEntry {
+    TimelineEntry {
+        id: r.get("id"),
+        incident_id: r.get("incident_id"),
+        at: time(r.get("at_ms")),
+        kind: r.get("kind"),
+        actor: r.get("actor"),
+        text: r.get("text"),
+        public: r.get::<i64, _>("public") != 0,
+        data: serde_json::from_str(r.get("data")).unwrap_or_default(),
+    }
+}
+
+fn action_row(r: &SqliteRow) -> ActionItem {
+    ActionItem {
+        id: r.get("id"),
+        incident_id: r.get("incident_id"),
+        text: r.get("text"),
+        owner: r.get("owner"),
+        state: r.get("state"),
+        created_by: r.get("created_by"),
+        created_at: time(r.get("created_ms")),
+        done_at: opt_time(r, "done_ms"),
+    }
+}
+
+#[async_trait]
+impl IncidentStore for SqliteStore {
+    async fn write_incident(&self, w: &IncidentWrite) -> Result<Incident, StoreError> {
+        let i = &w.incident;
+        let mut tx = self.writer.begin().await?;
+        let escalation = i.escalation.as_ref().map(json);
+        let id: i64 = if i.id == 0 {
+            sqlx::query_scalar(
+                "INSERT INTO incidents (title, priority, status, policy, group_key, services, opened_by, opened_ms,
+                   acknowledged_ms, mitigated_ms, resolved_ms, closed_ms, roles, escalation, auto_resolve, version)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id",
+            )
+            .bind(&i.title)
+            .bind(i.priority.as_str())
+            .bind(i.status.as_str())
+            .bind(&i.policy)
+            .bind(&i.group_key)
+            .bind(json(&i.services))
+            .bind(&i.opened_by)
+            .bind(ms(i.opened_at))
+            .bind(i.acknowledged_at.map(ms))
+            .bind(i.mitigated_at.map(ms))
+            .bind(i.resolved_at.map(ms))
+            .bind(i.closed_at.map(ms))
+            .bind(json(&i.roles))
+            .bind(&escalation)
+            .bind(i.auto_resolve as i64)
+            .fetch_one(&mut *tx)
+            .await?
+        } else {
+            let updated = sqlx::query(
+                "UPDATE incidents SET title = ?, priority = ?, status = ?, services = ?, acknowledged_ms = ?, mitigated_ms = ?,
+                   resolved_ms = ?, closed_ms = ?, roles = ?, escalation = ?, auto_resolve = ?, version = version + 1
+                 WHERE id = ? AND version = ?",
+            )
+            .bind(&i.title)
+            .bind(i.priority.as_str())
+            .bind(i.status.as_str())
+            .bind(json(&i.services))
+            .bind(i.acknowledged_at.map(ms))
+            .bind(i.mitigated_at.map(ms))
+            .bind(i.resolved_at.map(ms))
+            .bind(i.closed_at.map(ms))
+            .bind(json(&i.roles))
+            .bind(&escalation)
+            .bind(i.auto_resolve as i64)
+            .bind(i.id)
+            .bind(i.version)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("incident {} changed meanwhile; reload it and try again", i.id)));
+            }
+            i.id
+        };
+        for a in &w.alerts {
+            sqlx::query(
+                "INSERT INTO incident_alerts (incident_id, fingerprint, rule, labels, state, attached_ms, changed_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (incident_id, fingerprint) DO UPDATE SET state = excluded.state, changed_ms = excluded.changed_ms",
+            )
+            .bind(id)
+            .bind(&a.fingerprint)
+            .bind(&a.rule)
+            .bind(json(&a.labels))
+            .bind(if a.state == AttachedState::Firing { "firing" } else { "resolved" })
+            .bind(ms(a.attached_at))
+            .bind(ms(a.changed_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for e in &w.timeline {
+            sqlx::query("INSERT INTO incident_timeline (incident_id, at_ms, kind, actor, text, public, data) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                .bind(id)
+                .bind(ms(e.at))
+                .bind(&e.kind)
+                .bind(&e.actor)
+                .bind(&e.text)
+                .bind(e.public as i64)
+                .bind(json(&e.data))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for n in &w.notifications {
+            let now = ms(Utc::now());
+            sqlx::query(
+                "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms, state, next_attempt_ms, incident_id)
+                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (dedup_key) DO NOTHING",
+            )
+            .bind(&n.dedup_key)
+            .bind(&n.receiver)
+            .bind(&n.group_key)
+            .bind(&n.status)
+            .bind(json(&n.payload))
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for a in &w.action_items {
+            if a.id == 0 {
+                sqlx::query(
+                    "INSERT INTO action_items (incident_id, text, owner, state, created_by, created_ms, done_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(&a.text)
+                .bind(&a.owner)
+                .bind(&a.state)
+                .bind(&a.created_by)
+                .bind(ms(a.created_at))
+                .bind(a.done_at.map(ms))
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                sqlx::query("UPDATE action_items SET text = ?, owner = ?, state = ?, done_ms = ? WHERE id = ? AND incident_id = ?")
+                    .bind(&a.text)
+                    .bind(&a.owner)
+                    .bind(&a.state)
+                    .bind(a.done_at.map(ms))
+                    .bind(a.id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let row = sqlx::query("SELECT * FROM incidents WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(incident_row(&row))
+    }
+
+    async fn incident(&self, id: i64) -> Result<Option<Incident>, StoreError> {
+        let row = sqlx::query("SELECT * FROM incidents WHERE id = ?").bind(id).fetch_optional(&self.reader).await?;
+        Ok(row.as_ref().map(incident_row))
+    }
+
+    async fn incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM incidents
+             WHERE (?1 = 0 OR status IN ('triggered', 'acknowledged', 'mitigated'))
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(services) WHERE value = ?3))
+               AND (?4 IS NULL OR opened_ms >= ?4)
+             ORDER BY id DESC LIMIT ?5",
+        )
+        .bind(q.open as i64)
+        .bind(q.status.map(Status::as_str))
+        .bind(&q.service)
+        .bind(q.since.map(ms))
+        .bind(if q.limit == 0 { -1 } else { q.limit as i64 })
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(incident_row).collect())
+    }
+
+    async fn incident_alerts(&self, incident: Option<i64>) -> Result<Vec<IncidentAlert>, StoreError> {
+        let rows = match incident {
+            Some(id) => {
+                sqlx::query("SELECT * FROM incident_alerts WHERE incident_id = ? ORDER BY attached_ms, fingerprint")
+                    .bind(id)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT a.* FROM incident_alerts a JOIN incidents i ON i.id = a.incident_id
+                     WHERE i.status IN ('triggered', 'acknowledged', 'mitigated') ORDER BY a.incident_id, a.attached_ms",
+                )
+                .fetch_all(&self.reader)
+                .await?
+            }
+        };
+        Ok(rows.iter().map(attached_row).collect())
+    }
+
+    async fn timeline(&self, incident: i64) -> Result<Vec<TimelineEntry>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM incident_timeline WHERE incident_id = ? ORDER BY id").bind(incident).fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(timeline_row).collect())
+    }
+
+    async fn incident_notifications(&self, incident: i64) -> Result<Vec<Notification>, StoreError> {
+        // Notifications about the incident's alerts count from a minute before it opened
+        // (an alert's first notification can leave before the incident manager's pass)
+        // until it closed.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM outbox o, incidents i
+             WHERE i.id = ?1 AND (o.incident_id = ?1 OR (
+                 o.incident_id IS NULL
+                 AND o.created_ms >= i.opened_ms - 60000
+                 AND o.created_ms <= coalesce(i.closed_ms, 9223372036854775807)
+                 AND o.id IN (SELECT x.outbox_id FROM outbox_alerts x JOIN incident_alerts a ON a.fingerprint = x.fingerprint
+                              WHERE a.incident_id = ?1)))
+             ORDER BY o.id"
+        )))
+        .bind(incident)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(notification_row).collect())
+    }
+
+    async fn action_items(&self, incident: Option<i64>, state: Option<&str>) -> Result<Vec<ActionItem>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM action_items WHERE (?1 IS NULL OR incident_id = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY id")
+                .bind(incident)
+                .bind(state)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows.iter().map(action_row).collect())
+    }
+
+    async fn add_override(&self, schedule: &str, o: &Override, created_by: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO oncall_overrides (schedule, person, from_ms, until_ms, created_by, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(schedule)
+            .bind(&o.person)
+            .bind(ms(o.from))
+            .bind(ms(o.until))
+            .bind(created_by)
+            .bind(ms(Utc::now()))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn overrides(&self, after: DateTime<Utc>) -> Result<Vec<(String, Override)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM oncall_overrides WHERE until_ms > ? ORDER BY id").bind(ms(after)).fetch_all(&self.reader).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let o = Override { person: r.get("person"), from: time(r.get("from_ms")), until: time(r.get("until_ms")) };
+                (r.get("schedule"), o)
+            })
+            .collect())
+    }
+}
