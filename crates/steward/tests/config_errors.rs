@@ -365,3 +365,71 @@ route:
     has(3, "tls `yes-please` is not known");
     has(5, "routing_key must be 32 characters");
 }
+
+#[test]
+fn incident_mistakes_are_found_at_validate_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("incidents.yaml");
+    std::fs::write(
+        &f,
+        "receivers:
+  - name: ops
+    webhook: {url: 'http://127.0.0.1:9/hook'}
+incidents:
+  policies:
+    - name: pages
+      matchers: ['severity=\"critical\"']
+      escalation: platfrom
+      priority: P7
+  priorities: {critical: P1, warning: urgent}
+  escalation_policies:
+    - name: platform
+      levels:
+        - {notify: [opps], wait: 5m}
+        - {wait: 10m}
+  schedules:
+    - name: primary
+      time_zone: Europe/Pariss
+      rotation: {people: [alice, erin], shift: fortnightly, handoff: '9am', start: '2026-13-01'}
+    - name: secondary
+      time_zone: UTC
+      rotation: {people: [erin], start: '2026-11-02'}
+  people:
+    - {name: alice, notify: [ops]}
+  postmortem_template: missing.md
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    let errs = errors(&v);
+    let has = |line: u64, col: u64, needle: &str| assert_error_at(&errs, line, col, needle);
+    has(9, 17, "priority `P7` is not a priority");
+    has(10, 39, "`urgent` is not a priority");
+    has(14, 11, "no receiver is named `opps`");
+    has(15, 11, "notifies nobody");
+    has(18, 18, "`Europe/Pariss` is not an IANA time zone");
+    has(19, 48, "shift `fortnightly` is not a shift length");
+    has(19, 70, "handoff `9am` is not a time of day");
+    has(19, 84, "start `2026-13-01` is not a date");
+    has(20, 7, "no person is named `erin`");
+    has(25, 24, "cannot read the postmortem template");
+    let hint = v["errors"].as_array().unwrap().iter().find(|e| e["message"].as_str().unwrap().contains("platfrom")).unwrap();
+    assert_eq!(hint["hint"], "did you mean `platform`?");
+
+    // A valid incidents section loads and the server-side pieces agree with it.
+    let template = dir.path().join("review.md");
+    std::fs::write(&template, "# {{ incident.title }}\n").unwrap();
+    let ok = dir.path().join("ok.yaml");
+    std::fs::write(
+        &ok,
+        "receivers:\n  - {name: ops, webhook: {url: 'http://127.0.0.1:9/hook'}}\nincidents:\n  policies:\n    - {name: pages, escalation: platform}\n  escalation_policies:\n    - name: platform\n      repeat: 2\n      levels:\n        - {oncall: [primary], wait: 5m}\n        - {notify: [ops]}\n  schedules:\n    - name: primary\n      time_zone: Europe/Paris\n      rotation: {people: [alice], shift: weekly, handoff: '09:00', start: '2026-11-02'}\n      overrides:\n        - {person: alice, from: '2026-12-24 09:00', until: '2026-12-27 09:00'}\n  people:\n    - {name: alice, notify: [ops]}\n  postmortem_template: review.md\n",
+    )
+    .unwrap();
+    let (code, v) = validate(&ok);
+    assert_eq!(code, 0, "{v}");
+    std::fs::write(&template, "# {{ incident.title }\n").unwrap();
+    let (code, v) = validate(&ok);
+    assert_eq!(code, 1);
+    assert_error_at(&errors(&v), 20, 24, "does not compile");
+}

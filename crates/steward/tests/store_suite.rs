@@ -143,6 +143,92 @@ pub async fn alert_batches_keep_every_transition_in_order(store: impl Store) {
     assert_eq!((loaded[0].source, loaded[0].ends_at), (AlertSource::Alertmanager, firing.ends_at));
 }
 
+fn incident(title: &str) -> steward::incidents::Incident {
+    steward::incidents::Incident {
+        id: 0,
+        title: title.into(),
+        priority: steward::incidents::Priority::P2,
+        status: steward::incidents::Status::Triggered,
+        policy: Some("pages".into()),
+        group_key: "pages:service=api".into(),
+        services: vec!["api".into()],
+        opened_by: "steward".into(),
+        opened_at: Utc.timestamp_opt(5_000, 0).unwrap(),
+        acknowledged_at: None,
+        mitigated_at: None,
+        resolved_at: None,
+        closed_at: None,
+        roles: Default::default(),
+        escalation: None,
+        auto_resolve: true,
+        version: 0,
+    }
+}
+
+pub async fn incident_writes_are_atomic_and_versioned(store: impl Store) {
+    use steward::incidents::{AttachedState, IncidentAlert, Status, TimelineEntry};
+    use steward::store::{IncidentQuery, IncidentWrite, OutboxMessage};
+    let at = Utc.timestamp_opt(5_000, 0).unwrap();
+    let message = |key: &str| OutboxMessage {
+        dedup_key: key.into(),
+        receiver: "pager".into(),
+        group_key: "incident/1".into(),
+        status: "firing".into(),
+        payload: serde_json::json!({"status": "firing"}),
+    };
+    let mut w = IncidentWrite::of(incident("API down"));
+    w.alerts.push(IncidentAlert {
+        incident_id: 0,
+        fingerprint: "fp1".into(),
+        rule: "ApiDown".into(),
+        labels: [("service".to_string(), "api".to_string())].into(),
+        state: AttachedState::Firing,
+        attached_at: at,
+        changed_at: at,
+    });
+    w.timeline.push(TimelineEntry::new(at, "opened", "steward", "opened"));
+    w.notifications.push(message("k1"));
+    let first = store.write_incident(&w).await.unwrap();
+    assert!(first.id > 0);
+    assert_eq!(first.version, 1);
+    assert_eq!(store.incident_alerts(None).await.unwrap().len(), 1, "alerts of open incidents");
+    assert_eq!(store.incident_notifications(first.id).await.unwrap().len(), 1);
+
+    // A write based on the current version succeeds; a stale one changes nothing.
+    let mut ack = IncidentWrite::of(first.clone());
+    ack.incident.status = Status::Acknowledged;
+    ack.incident.acknowledged_at = Some(at);
+    ack.timeline.push(TimelineEntry::new(at, "acknowledged", "alice", "ack"));
+    ack.notifications.push(message("k1"));
+    let second = store.write_incident(&ack).await.unwrap();
+    assert_eq!((second.version, second.status), (2, Status::Acknowledged));
+    assert_eq!(store.incident_notifications(first.id).await.unwrap().len(), 1, "a dedup key is enqueued once");
+    let mut stale = IncidentWrite::of(first.clone());
+    stale.incident.title = "lost update".into();
+    stale.timeline.push(TimelineEntry::new(at, "note", "bob", "from a stale copy"));
+    stale.notifications.push(message("k2"));
+    assert!(matches!(store.write_incident(&stale).await, Err(StoreError::Conflict(_))));
+    let now = store.incident(first.id).await.unwrap().unwrap();
+    assert_eq!((now.title.as_str(), now.version), ("API down", 2));
+    assert_eq!(store.timeline(first.id).await.unwrap().len(), 2, "the refused write left no timeline entry");
+    assert_eq!(store.incident_notifications(first.id).await.unwrap().len(), 1, "nor a notification");
+
+    // Queries.
+    let other = store
+        .write_incident(&IncidentWrite::of(steward::incidents::Incident { services: vec!["db".into()], ..incident("DB slow") }))
+        .await
+        .unwrap();
+    let open = store.incidents(&IncidentQuery { open: true, ..Default::default() }).await.unwrap();
+    assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), [other.id, first.id], "newest first");
+    let api = store.incidents(&IncidentQuery { service: Some("api".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(api.len(), 1);
+    let mut resolve = IncidentWrite::of(now);
+    resolve.incident.status = Status::Resolved;
+    store.write_incident(&resolve).await.unwrap();
+    assert!(store.incident_alerts(None).await.unwrap().is_empty(), "a resolved incident holds no alerts for the manager");
+    assert_eq!(store.incident_alerts(Some(first.id)).await.unwrap().len(), 1, "but keeps them on record");
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -171,6 +257,11 @@ macro_rules! store_suite {
             async fn alert_batches_keep_every_transition_in_order() {
                 let (_guard, store) = $open.await;
                 super::alert_batches_keep_every_transition_in_order(store).await;
+            }
+            #[tokio::test]
+            async fn incident_writes_are_atomic_and_versioned() {
+                let (_guard, store) = $open.await;
+                super::incident_writes_are_atomic_and_versioned(store).await;
             }
             #[tokio::test]
             async fn forgets_states_of_removed_checks() {
@@ -207,4 +298,26 @@ async fn sqlite_reopens_with_its_data_and_refuses_newer_schemas() {
         .unwrap();
     let err = steward::store::SqliteStore::open(dir.path()).await.err().expect("a newer schema must be refused");
     assert!(err.to_string().contains("newer steward"), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_refuses_to_edit_or_delete_the_incident_timeline() {
+    use steward::incidents::TimelineEntry;
+    use steward::store::{IncidentStore, IncidentWrite};
+    let dir = tempfile::tempdir().unwrap();
+    let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    let mut w = IncidentWrite::of(incident("x"));
+    w.timeline.push(TimelineEntry::new(Utc.timestamp_opt(5_000, 0).unwrap(), "opened", "steward", "opened"));
+    store.write_incident(&w).await.unwrap();
+    drop(store);
+    let db = dir.path().join("steward.db");
+    for sql in ["UPDATE incident_timeline SET text = 'edited'", "DELETE FROM incident_timeline"] {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!("import sqlite3; c=sqlite3.connect('{}'); c.execute(\"{sql}\"); c.commit()", db.display()))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sql} must be refused");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 }

@@ -128,11 +128,11 @@ impl IncidentsConfig {
 
 pub fn section(node: &Node, d: &mut Diagnostics) -> Option<IncidentsConfig> {
     let mut f = Fields::of(node, "the `incidents` section", d)?;
+    // What decodes is kept even when a part fails (the diagnostics already fail the
+    // load), so references between the parts are still checked in the same pass.
     let mut out = IncidentsConfig { priorities: default_priorities(), ..Default::default() };
-    let mut ok = true;
     if let Some(list) = f.take("policies").and_then(|n| de::list(n, "`incidents.policies`", d)) {
         out.policies = list.iter().filter_map(|n| policy(n, d)).collect();
-        ok &= out.policies.len() == list.len();
     }
     if let Some(n) = f.take("priorities") {
         match de::string_map(n, "`incidents.priorities`", d) {
@@ -143,7 +143,6 @@ pub fn section(node: &Node, d: &mut Diagnostics) -> Option<IncidentsConfig> {
                             out.priorities.insert(severity.to_ascii_lowercase(), p);
                         }
                         None => {
-                            ok = false;
                             d.push(
                                 Diagnostic::error(pos, format!("`{value}` is not a priority"))
                                     .with_hint("use P0 (complete outage) … P4 (no user impact)"),
@@ -152,12 +151,11 @@ pub fn section(node: &Node, d: &mut Diagnostics) -> Option<IncidentsConfig> {
                     }
                 }
             }
-            None => ok = false,
+            None => {}
         }
     }
     if let Some(list) = f.take("escalation_policies").and_then(|n| de::list(n, "`incidents.escalation_policies`", d)) {
         out.escalation_policies = list.iter().filter_map(|n| escalation_policy(n, d)).collect();
-        ok &= out.escalation_policies.len() == list.len();
     }
     if let Some(list) = f.take("schedules").and_then(|n| de::list(n, "`incidents.schedules`", d)) {
         for n in list {
@@ -166,20 +164,15 @@ pub fn section(node: &Node, d: &mut Diagnostics) -> Option<IncidentsConfig> {
                 out.schedules.push(s);
             }
         }
-        ok &= out.schedules.len() == list.len();
     }
     if let Some(list) = f.take("people").and_then(|n| de::list(n, "`incidents.people`", d)) {
         out.people = list.iter().filter_map(|n| person(n, d)).collect();
-        ok &= out.people.len() == list.len();
     }
     if let Some(n) = f.take("postmortem_template") {
-        match postmortem_template(n, d) {
-            Some(t) => out.postmortem_template = Some(t),
-            None => ok = false,
-        }
+        out.postmortem_template = postmortem_template(n, d);
     }
     f.finish(KEYS, d);
-    ok.then_some(out)
+    Some(out)
 }
 
 fn name(f: &mut Fields<'_>, kind: &str, d: &mut Diagnostics) -> Option<String> {
@@ -200,13 +193,15 @@ fn policy(node: &Node, d: &mut Diagnostics) -> Option<IncidentPolicy> {
         Some(n) => priority(n, &what, d).map(Some),
     };
     f.finish(POLICY_KEYS, d);
+    // Invalid fields fall back to defaults (their diagnostics fail the load) so the
+    // policy's references are still checked.
     Some(IncidentPolicy {
         name: name?,
-        matchers: matchers?,
-        group_by: group_by?,
+        matchers: matchers.unwrap_or_default(),
+        group_by: group_by.unwrap_or_default(),
         escalation,
-        auto_resolve: auto_resolve?,
-        priority: priority?,
+        auto_resolve: auto_resolve.unwrap_or(true),
+        priority: priority.flatten(),
         pos: node.pos.clone(),
     })
 }
@@ -232,11 +227,11 @@ fn escalation_policy(node: &Node, d: &mut Diagnostics) -> Option<EscalationPolic
             );
             return None;
         }
-        let levels: Vec<_> = items.iter().enumerate().map(|(i, item)| level(item, &format!("{what} level {}", i + 1), d)).collect();
-        levels.into_iter().collect::<Option<Vec<_>>>()
+        // Valid levels are kept when others fail, so their references are still checked.
+        Some(items.iter().enumerate().filter_map(|(i, item)| level(item, &format!("{what} level {}", i + 1), d)).collect::<Vec<_>>())
     });
     f.finish(&["name", "levels", "repeat"], d);
-    Some(EscalationPolicy { name: name?, levels: levels?, repeat: repeat? as u32, pos: node.pos.clone() })
+    Some(EscalationPolicy { name: name?, levels: levels.unwrap_or_default(), repeat: repeat.unwrap_or(0) as u32, pos: node.pos.clone() })
 }
 
 fn level(node: &Node, what: &str, d: &mut Diagnostics) -> Option<EscalationLevel> {

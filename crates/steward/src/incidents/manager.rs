@@ -381,7 +381,7 @@ async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: 
         w.incident.escalation = Some(esc);
         return Ok(());
     };
-    if esc.round > policy.repeat && !forced {
+    if (esc.round > policy.repeat && !forced) || policy.levels.is_empty() {
         esc.next_at = None;
         w.timeline.push(TimelineEntry::new(
             now,
