@@ -227,7 +227,12 @@ incidents:
     let status: Value = serde_json::from_str(&status).unwrap();
     let public = &status["incidents"][0];
     assert_eq!(public["updates"][0]["text"], "Cache is down; API degraded.");
+    assert_eq!(public["status"], "resolved");
     assert!(!status.to_string().contains("redis process gone"), "private notes stay private");
+    let (code, page) = get_text(&format!("{base}/"), "");
+    assert_eq!(code, 200);
+    assert!(page.contains(&format!("data-incident=\"{id}\"")) && page.contains("Cache is down; API degraded."), "{page}");
+    assert!(!page.contains("redis process gone"));
 
     // Closing records the review; the incident can then not be resolved again.
     let (code, _) = request("POST", &format!("{base}/api/v1/incidents/{id}/close"), &operator, Some(json!({"note": "review held"})));

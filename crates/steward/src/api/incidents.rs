@@ -8,9 +8,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{Duration, Utc};
-use serde::Deserialize;
+use chrono::{DateTime, Duration, Utc};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Caller;
@@ -389,35 +389,66 @@ pub async fn add_override(
     Ok((StatusCode::CREATED, Json(json!({ "schedule": name, "override": o }))))
 }
 
-/// The public status summary: each service's state and the public updates of its
-/// open incidents. No token: this is what users of the system may see.
-pub async fn public_status(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    if !s.status_page {
-        return Err(ApiError::new(Code::NotFound, "the status page is disabled (--no-status-page)"));
-    }
-    let engine = &s.engine;
-    let config = engine.config();
-    let states = engine.states();
+/// An incident as the public may see it: only what someone marked public.
+#[derive(Debug, Serialize)]
+pub struct PublicIncident {
+    pub id: i64,
+    pub title: String,
+    /// `investigating` (triggered, acknowledged), `mitigated`, or `resolved`.
+    pub status: &'static str,
+    pub services: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub updates: Vec<PublicUpdate>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PublicUpdate {
+    pub at: DateTime<Utc>,
+    pub text: String,
+}
+
+/// Open incidents, and those resolved in the last 7 days, that have at least one
+/// public update: only incidents someone chose to tell users about are shown.
+pub async fn public_incidents(engine: &Engine) -> Result<Vec<PublicIncident>, crate::store::StoreError> {
     let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
     let recent = engine.store.incidents(&IncidentQuery { since: Some(Utc::now() - Duration::days(7)), ..Default::default() }).await?;
-    let mut incidents = Vec::new();
-    for i in recent.iter().filter(|i| i.status.is_open() || i.resolved_at.is_some()) {
-        let updates: Vec<_> = engine.store.timeline(i.id).await?.into_iter().filter(|e| e.public).collect();
-        // Only incidents someone chose to tell users about are public.
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for i in open.iter().chain(&recent) {
+        if !seen.insert(i.id) {
+            continue;
+        }
+        let updates: Vec<PublicUpdate> =
+            engine.store.timeline(i.id).await?.into_iter().filter(|e| e.public).map(|e| PublicUpdate { at: e.at, text: e.text }).collect();
         if updates.is_empty() {
             continue;
         }
-        incidents.push(json!({
-            "id": i.id,
-            "title": i.title,
-            "status": if i.status.is_open() { i.status.as_str() } else { "resolved" },
-            "services": i.services,
-            "started_at": i.opened_at,
-            "resolved_at": i.resolved_at,
-            "updates": updates.iter().map(|e| json!({"at": e.at, "text": e.text})).collect::<Vec<_>>(),
-        }));
+        out.push(PublicIncident {
+            id: i.id,
+            title: i.title.clone(),
+            status: match i.status {
+                Status::Triggered | Status::Acknowledged => "investigating",
+                Status::Mitigated => "mitigated",
+                Status::Resolved | Status::Closed => "resolved",
+            },
+            services: i.services.clone(),
+            started_at: i.opened_at,
+            resolved_at: i.resolved_at,
+            updates,
+        });
     }
-    let services: Vec<_> = config
+    Ok(out)
+}
+
+/// Each service's public status: `major_outage` with an open P0/P1 incident,
+/// `degraded` with another open incident or a failing check, `operational` when all
+/// its checks pass, `unknown` before they have run.
+pub async fn service_statuses(engine: &Engine) -> Result<Vec<(String, &'static str)>, crate::store::StoreError> {
+    let config = engine.config();
+    let states = engine.states();
+    let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
+    Ok(config
         .services
         .iter()
         .map(|svc| {
@@ -431,11 +462,22 @@ pub async fn public_status(State(s): State<Arc<AppState>>) -> Result<Json<serde_
             let status = match (incident, healths.contains(&Health::Unhealthy)) {
                 (Some(i), _) if i.priority <= Priority::P1 => "major_outage",
                 (Some(_), _) | (None, true) => "degraded",
-                (None, false) if healths.iter().all(|h| *h == Health::Healthy) && !healths.is_empty() => "operational",
+                (None, false) if !healths.is_empty() && healths.iter().all(|h| *h == Health::Healthy) => "operational",
                 (None, false) => "unknown",
             };
-            json!({ "name": svc.name, "status": status })
+            (svc.name.clone(), status)
         })
-        .collect();
+        .collect())
+}
+
+/// The public status summary (JSON twin of the status page). No token: this is what
+/// users of the system may see.
+pub async fn public_status(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !s.status_page {
+        return Err(ApiError::new(Code::NotFound, "the status page is disabled on this server"));
+    }
+    let services: Vec<_> =
+        service_statuses(&s.engine).await?.into_iter().map(|(name, status)| json!({"name": name, "status": status})).collect();
+    let incidents = public_incidents(&s.engine).await?;
     Ok(Json(json!({ "updated_at": Utc::now(), "services": services, "incidents": incidents })))
 }

@@ -7,7 +7,7 @@
 mod alerts;
 mod auth;
 pub mod error;
-mod incidents;
+pub mod incidents;
 mod status_page;
 
 use std::collections::HashMap;
@@ -356,5 +356,10 @@ async fn status_page(State(s): State<Arc<AppState>>) -> Response {
         return ApiError::new(Code::NotFound, "the status page is disabled on this server").into_response();
     }
     let views = service_views(&s.engine.config(), &s.engine.states());
-    Html(status_page::render(&views, Utc::now())).into_response()
+    // The page still shows checks when the store cannot answer for incidents.
+    let incidents = incidents::public_incidents(&s.engine).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "status page: cannot read incidents");
+        Vec::new()
+    });
+    Html(status_page::render(&views, &incidents, Utc::now())).into_response()
 }

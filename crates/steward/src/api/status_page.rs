@@ -6,9 +6,10 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 
 use super::ServiceView;
+use super::incidents::PublicIncident;
 use crate::checks::state::Health;
 
-pub fn render(services: &[ServiceView], now: DateTime<Utc>) -> String {
+pub fn render(services: &[ServiceView], incidents: &[PublicIncident], now: DateTime<Utc>) -> String {
     let all = services.iter().flat_map(|s| &s.checks);
     let (mut up, mut down, mut unknown) = (0, 0, 0);
     for c in all {
@@ -45,6 +46,8 @@ table{{width:100%;border-collapse:collapse}} td,th{{padding:6px 14px;text-align:
 th{{font-weight:500;color:#6b7385;font-size:12px}}
 .badge{{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}}
 .badge.healthy{{background:#d9f2e1;color:#12662f}} .badge.unhealthy{{background:#fbdada;color:#9b1c1c}} .badge.unknown{{background:#e6e8ec;color:#4a5263}}
+.incident{{background:#fff;border:1px solid #dde1e7;border-left:4px solid #c0392b;border-radius:6px;padding:10px 14px;margin-bottom:12px}}
+.incident.resolved{{border-left-color:#27ae60}} .incident.mitigated{{border-left-color:#e67e22}} .incident ul{{margin:6px 0 0;padding-left:18px}}
 .muted{{color:#6b7385}} .reason{{color:#9b1c1c;font-family:ui-monospace,monospace;font-size:12px}}
 </style></head><body>
 <header><h1>Steward status</h1><span class="muted">{up} healthy · {down} unhealthy · {unknown} unknown · updated {}</span></header>
@@ -54,6 +57,24 @@ th{{font-weight:500;color:#6b7385;font-size:12px}}
         overall.0,
         esc(&overall.1)
     );
+    if !incidents.is_empty() {
+        h.push_str("<h2>Incidents</h2>\n");
+        for i in incidents {
+            let _ = write!(
+                h,
+                r#"<section class="incident {status}" data-incident="{id}"><strong>{title}</strong> <span class="muted">{status} · {services} · since {started}</span><ul>"#,
+                id = i.id,
+                status = i.status,
+                title = esc(&i.title),
+                services = esc(&i.services.join(", ")),
+                started = i.started_at.format("%Y-%m-%d %H:%M UTC"),
+            );
+            for u in i.updates.iter().rev() {
+                let _ = write!(h, "<li>{} {}</li>", ago(now, u.at), esc(&u.text));
+            }
+            h.push_str("</ul></section>\n");
+        }
+    }
     let mut last_tier = None;
     for s in services {
         if last_tier != Some(s.tier) {
