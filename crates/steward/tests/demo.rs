@@ -52,6 +52,7 @@ fn the_demo_breaks_auth_and_notifies_once_for_the_cause() {
     let control = after(&banner, "curl http://").trim_end_matches("/demo/notifications").to_string();
     let base = format!("http://127.0.0.1:{port}");
     assert!(banner.contains(&format!("steward alerts --server {base} --token {token}")), "{banner}");
+    assert!(banner.contains(&format!("steward incident list --server {base} --token {token}")), "{banner}");
 
     // Everything healthy first: no alerts, nothing sent.
     wait_for("the demo checks to be healthy", Duration::from_secs(15), || {
@@ -69,16 +70,37 @@ fn the_demo_breaks_auth_and_notifies_once_for_the_cause() {
     });
     std::thread::sleep(Duration::from_secs(2));
     let sent = notifications();
-    let names: Vec<&str> = sent.as_array().unwrap().iter().map(|n| n["alert"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        sent.as_array().unwrap().iter().map(|n| n["alert"].as_str().unwrap()).filter(|n| !n.starts_with("Incident")).collect();
     assert_eq!(names, ["AuthDown"], "only the cause pages: {sent}");
-    assert_eq!(sent[0]["severity"], "P1");
+    assert_eq!(sent.as_array().unwrap().iter().find(|n| n["alert"] == "AuthDown").unwrap()["severity"], "P1");
     let messaging = &alert_named(&all, "MessagingDown").unwrap()["muted_by"][0];
     assert_eq!((messaging["kind"].as_str(), messaging["service"].as_str()), (Some("dependency"), Some("auth")));
 
-    // Heal: every alert resolves; the receiver hears AuthDown resolve.
+    // The storm is one incident holding all four alerts, and it pages the on-call person.
+    let incident = wait_for("one incident with the four alerts", Duration::from_secs(10), || {
+        let (_, list) = request("GET", &format!("{base}/api/v1/incidents"), &token, None);
+        let id = list["incidents"].as_array()?.first()?["id"].as_i64()?;
+        let (_, detail) = request("GET", &format!("{base}/api/v1/incidents/{id}"), &token, None);
+        (detail["alerts"].as_array()?.len() == 4).then_some(detail)
+    });
+    let (_, all_incidents) = request("GET", &format!("{base}/api/v1/incidents?status=all"), &token, None);
+    assert_eq!(all_incidents["incidents"].as_array().unwrap().len(), 1, "{all_incidents}");
+    assert_eq!(incident["incident"]["priority"], "P1");
+    assert_eq!(incident["incident"]["services"][0], "auth");
+    let id = incident["incident"]["id"].as_i64().unwrap();
+    wait_for("the on-call page", Duration::from_secs(10), || {
+        notifications().as_array()?.iter().any(|n| n["alert"] == format!("Incident #{id}")).then_some(())
+    });
+
+    // Heal: every alert resolves, the receiver hears AuthDown resolve, the incident resolves.
     request("POST", &format!("http://{control}/demo/auth/heal"), "", None);
     wait_for("AuthDown resolved at the receiver", Duration::from_secs(30), || {
         notifications().as_array()?.iter().any(|n| n["alert"] == "AuthDown" && n["status"] == "resolved").then_some(())
+    });
+    wait_for("the incident to resolve", Duration::from_secs(30), || {
+        let (_, d) = request("GET", &format!("{base}/api/v1/incidents/{id}"), &token, None);
+        (d["incident"]["status"] == "resolved").then_some(())
     });
     drop(demo);
 }

@@ -69,6 +69,14 @@ A service fails with what it depends on. Break `auth`: every check turns unhealt
 but only AuthDown notifies; the others depend on auth, so their alerts are muted and
 name the cause.
 
+The storm opens one incident, which pages whoever is on call every minute until
+someone acknowledges it; healing auth resolves it:
+  steward incident list --server http://{addr} --token {token}
+  steward incident ack 1 --server http://{addr} --token {token}
+  steward incident show 1 --server http://{addr} --token {token}         # the timeline
+  steward incident postmortem 1 --server http://{addr} --token {token}   # review draft
+  steward oncall --server http://{addr} --token {token}
+
 Press Ctrl-C to stop.
 "#,
             cfg = cfg.display(),

@@ -1,7 +1,8 @@
 //! `steward demo`: a small fleet modelled on the Tchat runbook (auth, messaging,
 //! payment, notification, each with `/health`), a real configuration for it, and a
 //! real `serve` on an embedded store. Each service can be broken and healed over HTTP
-//! so a user can watch a check cross its failure threshold and recover.
+//! so a user can watch a check cross its failure threshold and recover, an alert
+//! fire, and an incident open, page the on-call person, and resolve.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -109,6 +110,12 @@ impl Fleet {
         y.push_str(&format!(
             "\n# The demo's own webhook receiver: curl http://{}/demo/notifications\nreceivers:\n  - name: demo-webhook\n    webhook: {{url: \"http://{}/demo/notifications\"}}\nroute:\n  receiver: demo-webhook\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 10s\n  repeat_interval: 1h\n",
             self.control, self.control
+        ));
+        // Incidents: an alert storm opens one incident, which pages whoever is on
+        // call (through the same webhook) until someone acknowledges it.
+        let start = (chrono::Utc::now() - chrono::Duration::days(7)).format("%Y-%m-%d");
+        y.push_str(&format!(
+            "\nincidents:\n  policies:\n    - name: pages\n      matchers: ['severity=~\"P1|warning\"']\n      group_by: [service]\n      escalation: demo-oncall\n  escalation_policies:\n    - name: demo-oncall\n      repeat: 2\n      levels:\n        - {{oncall: [primary], wait: 1m}}\n        - {{people: [lead], wait: 2m}}\n  schedules:\n    - name: primary\n      time_zone: Europe/Berlin\n      rotation: {{people: [ana, ben], shift: daily, handoff: \"09:00\", start: \"{start}\"}}\n  people:\n    - {{name: ana, notify: [demo-webhook]}}\n    - {{name: ben, notify: [demo-webhook]}}\n    - {{name: lead, notify: [demo-webhook]}}\n"
         ));
         y
     }
