@@ -107,7 +107,12 @@ route:
     assert!(resolved.data.contains("Subject: [RESOLVED] ApiDown\n"), "{}", resolved.data);
 
     // The hanging receiver's notifications say why they are late.
-    let (_, n) = request("GET", &format!("{}/api/v1/notifications", server.base), &token, None);
+    // (Its first attempt times out 1 s after it starts, possibly after recovery.)
+    let n = wait_for("the hanging receiver's first timeout to be recorded", Duration::from_secs(5), || {
+        let (_, n) = request("GET", &format!("{}/api/v1/notifications", server.base), &token, None);
+        let timed_out = n["notifications"].as_array()?.iter().any(|x| x["receiver"] == "stuck" && x["last_error"].is_string());
+        timed_out.then_some(n)
+    });
     let stuck: Vec<_> = n["notifications"].as_array().unwrap().iter().filter(|n| n["receiver"] == "stuck").collect();
     assert!(!stuck.is_empty());
     assert!(stuck.iter().all(|n| n["state"] == "pending"), "{stuck:?}");

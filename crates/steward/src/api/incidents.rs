@@ -139,23 +139,33 @@ pub async fn transition(
     Path((id, verb)): Path<(i64, String)>,
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Operator)?;
-    let NoteBody { note } = body(&bytes, r#"{"note": "optional text"}"#)?;
-    let action = match verb.as_str() {
-        "acknowledge" | "ack" => Action::Acknowledge { note },
-        "mitigate" => Action::Mitigate { note },
-        "resolve" => Action::Resolve { note },
-        "close" => Action::Close { note },
-        "escalate" => Action::EscalateNow,
-        other => {
-            return Err(ApiError::new(
-                Code::NotFound,
-                format!("no incident action `{other}`; use acknowledge, mitigate, resolve, close or escalate"),
-            ));
-        }
-    };
-    let incident = manager::act(&s.engine, id, &caller.0.name, action).await?;
+    let incident = act_on(&s, &caller, id, &bytes, r#"{"note": "optional text"}"#, |NoteBody { note }| match verb.as_str() {
+        "acknowledge" | "ack" => Ok(Action::Acknowledge { note }),
+        "mitigate" => Ok(Action::Mitigate { note }),
+        "resolve" => Ok(Action::Resolve { note }),
+        "close" => Ok(Action::Close { note }),
+        "escalate" => Ok(Action::EscalateNow),
+        other => Err(ApiError::new(
+            Code::NotFound,
+            format!("no incident action `{other}`; use acknowledge, mitigate, resolve, close or escalate"),
+        )),
+    })
+    .await?;
     Ok(Json(json!({ "incident": incident })))
+}
+
+/// Reads a JSON body, turns it into an action and applies it as the caller.
+async fn act_on<T: DeserializeOwned>(
+    s: &AppState,
+    caller: &Caller,
+    id: i64,
+    bytes: &Bytes,
+    example: &str,
+    action: impl FnOnce(T) -> Result<Action, ApiError>,
+) -> Result<Incident, ApiError> {
+    caller.require(Role::Operator)?;
+    let action = action(body(bytes, example)?)?;
+    Ok(manager::act(&s.engine, id, &caller.0.name, action).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,9 +182,8 @@ pub async fn add_note(
     Path(id): Path<i64>,
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Operator)?;
-    let req: Note = body(&bytes, r#"{"text": "what happened", "public": false}"#)?;
-    let incident = manager::act(&s.engine, id, &caller.0.name, Action::Note { text: req.text, public: req.public }).await?;
+    let example = r#"{"text": "what happened", "public": false}"#;
+    let incident = act_on(&s, &caller, id, &bytes, example, |n: Note| Ok(Action::Note { text: n.text, public: n.public })).await?;
     Ok(Json(json!({ "incident": incident })))
 }
 
@@ -191,10 +200,10 @@ pub async fn set_priority(
     Path(id): Path<i64>,
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Operator)?;
-    let req: SetPriority = body(&bytes, r#"{"priority": "P1", "reason": "checkout affected"}"#)?;
-    let to = priority(&req.priority)?;
-    let incident = manager::act(&s.engine, id, &caller.0.name, Action::Priority { to, reason: req.reason }).await?;
+    let example = r#"{"priority": "P1", "reason": "checkout affected"}"#;
+    let incident =
+        act_on(&s, &caller, id, &bytes, example, |p: SetPriority| Ok(Action::Priority { to: priority(&p.priority)?, reason: p.reason }))
+            .await?;
     Ok(Json(json!({ "incident": incident })))
 }
 
@@ -211,9 +220,9 @@ pub async fn assign_role(
     Path(id): Path<i64>,
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Operator)?;
-    let req: AssignRole = body(&bytes, r#"{"role": "commander", "person": "alice"}"#)?;
-    let incident = manager::act(&s.engine, id, &caller.0.name, Action::AssignRole { role: req.role, person: req.person }).await?;
+    let example = r#"{"role": "commander", "person": "alice"}"#;
+    let incident =
+        act_on(&s, &caller, id, &bytes, example, |r: AssignRole| Ok(Action::AssignRole { role: r.role, person: r.person })).await?;
     Ok(Json(json!({ "incident": incident })))
 }
 
@@ -230,9 +239,8 @@ pub async fn add_action_item(
     Path(id): Path<i64>,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    caller.require(Role::Operator)?;
-    let req: NewItem = body(&bytes, r#"{"text": "Add a memory alert", "owner": "bob"}"#)?;
-    manager::act(&s.engine, id, &caller.0.name, Action::AddActionItem { text: req.text, owner: req.owner }).await?;
+    let example = r#"{"text": "Add a memory alert", "owner": "bob"}"#;
+    act_on(&s, &caller, id, &bytes, example, |i: NewItem| Ok(Action::AddActionItem { text: i.text, owner: i.owner })).await?;
     let items = s.engine.store.action_items(Some(id), None).await?;
     Ok((StatusCode::CREATED, Json(json!({ "action_item": items.last() }))))
 }

@@ -134,24 +134,17 @@ pub fn section(node: &Node, d: &mut Diagnostics) -> Option<IncidentsConfig> {
     if let Some(list) = f.take("policies").and_then(|n| de::list(n, "`incidents.policies`", d)) {
         out.policies = list.iter().filter_map(|n| policy(n, d)).collect();
     }
-    if let Some(n) = f.take("priorities") {
-        match de::string_map(n, "`incidents.priorities`", d) {
-            Some(map) => {
-                for (severity, (value, pos)) in map {
-                    match Priority::parse(&value) {
-                        Some(p) => {
-                            out.priorities.insert(severity.to_ascii_lowercase(), p);
-                        }
-                        None => {
-                            d.push(
-                                Diagnostic::error(pos, format!("`{value}` is not a priority"))
-                                    .with_hint("use P0 (complete outage) … P4 (no user impact)"),
-                            );
-                        }
-                    }
+    if let Some(map) = f.take("priorities").and_then(|n| de::string_map(n, "`incidents.priorities`", d)) {
+        for (severity, (value, pos)) in map {
+            match Priority::parse(&value) {
+                Some(p) => {
+                    out.priorities.insert(severity.to_ascii_lowercase(), p);
                 }
+                None => d.push(
+                    Diagnostic::error(pos, format!("`{value}` is not a priority"))
+                        .with_hint("use P0 (complete outage) … P4 (no user impact)"),
+                ),
             }
-            None => {}
         }
     }
     if let Some(list) = f.take("escalation_policies").and_then(|n| de::list(n, "`incidents.escalation_policies`", d)) {

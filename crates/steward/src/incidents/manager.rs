@@ -235,23 +235,11 @@ fn new_incident(
         notified: vec![],
     });
     Incident {
-        id: 0,
-        title: policy::title(alert),
-        priority,
-        status: Status::Triggered,
         policy: Some(policy.name.clone()),
         group_key: policy::group_key(policy, &alert.labels),
-        services: vec![],
-        opened_by: STEWARD.into(),
-        opened_at: now,
-        acknowledged_at: None,
-        mitigated_at: None,
-        resolved_at: None,
-        closed_at: None,
-        roles: BTreeMap::new(),
         escalation,
         auto_resolve: policy.auto_resolve,
-        version: 0,
+        ..Incident::new(&policy::title(alert), priority, STEWARD, now)
     }
 }
 
@@ -672,23 +660,9 @@ pub async fn declare(
     let _guard = engine.incidents.lock.lock().await;
     let now = Utc::now();
     let mut w = IncidentWrite::of(Incident {
-        id: 0,
-        title: title.trim().to_string(),
-        priority,
-        status: Status::Triggered,
-        policy: None,
-        group_key: String::new(),
         services,
-        opened_by: actor.into(),
-        opened_at: now,
-        acknowledged_at: None,
-        mitigated_at: None,
-        resolved_at: None,
-        closed_at: None,
-        roles: BTreeMap::new(),
         escalation: escalation.map(|policy| Escalation { policy, level: 0, round: 0, next_at: Some(now), notified: vec![] }),
-        auto_resolve: false,
-        version: 0,
+        ..Incident::new(title.trim(), priority, actor, now)
     });
     w.timeline.push(TimelineEntry::new(
         now,

@@ -131,6 +131,29 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// A new triggered incident, not yet stored (`id` 0): no alerts, roles or escalation.
+    pub fn new(title: &str, priority: Priority, opened_by: &str, now: DateTime<Utc>) -> Incident {
+        Incident {
+            id: 0,
+            title: title.to_string(),
+            priority,
+            status: Status::Triggered,
+            policy: None,
+            group_key: String::new(),
+            services: vec![],
+            opened_by: opened_by.to_string(),
+            opened_at: now,
+            acknowledged_at: None,
+            mitigated_at: None,
+            resolved_at: None,
+            closed_at: None,
+            roles: BTreeMap::new(),
+            escalation: None,
+            auto_resolve: false,
+            version: 0,
+        }
+    }
+
     pub fn time_to_acknowledge(&self) -> Option<chrono::Duration> {
         self.acknowledged_at.map(|t| t - self.opened_at)
     }

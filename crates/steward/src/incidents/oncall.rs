@@ -53,7 +53,7 @@ impl Schedule {
     /// Who is on call at `t`, taking `extra` overrides (made at runtime) after the
     /// configured ones. `None` before the rotation's first shift.
     pub fn on_call_at(&self, t: DateTime<Utc>, extra: &[Override]) -> Option<OnCall> {
-        if let Some(o) = self.overrides.iter().chain(extra).filter(|o| o.from <= t && t < o.until).next_back() {
+        if let Some(o) = self.overrides.iter().chain(extra).rfind(|o| o.from <= t && t < o.until) {
             return Some(OnCall { schedule: self.name.clone(), person: o.person.clone(), from: o.from, until: o.until, is_override: true });
         }
         let (k, from, until) = self.shift_at(t)?;
