@@ -57,6 +57,11 @@ pub async fn pass(engine: &Engine, now: DateTime<Utc>) -> Result<(), StoreError>
             stored.push(i);
         }
     }
+    // Escalation changes neither status nor priority: count now.
+    for p in Priority::ALL {
+        let n = stored.iter().filter(|i| i.status.is_open() && i.priority == p).count();
+        engine.metrics.incidents_open.get_or_create(&PriorityLabels { priority: p.as_str().into() }).set(n as i64);
+    }
     for incident in stored {
         let due = incident.status == Status::Triggered && incident.escalation.as_ref().and_then(|e| e.next_at).is_some_and(|t| t <= now);
         if due {
@@ -66,7 +71,6 @@ pub async fn pass(engine: &Engine, now: DateTime<Utc>) -> Result<(), StoreError>
             commit_or_log(engine, Some(&before), &w).await;
         }
     }
-    publish_metrics(engine).await;
     Ok(())
 }
 
@@ -673,12 +677,4 @@ pub async fn declare(
     let stored = commit(engine, None, &w).await?;
     engine.incidents.wake.notify_one();
     Ok(stored)
-}
-
-async fn publish_metrics(engine: &Engine) {
-    let Ok(open) = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await else { return };
-    for p in Priority::ALL {
-        let n = open.iter().filter(|i| i.priority == p).count();
-        engine.metrics.incidents_open.get_or_create(&PriorityLabels { priority: p.as_str().into() }).set(n as i64);
-    }
 }
