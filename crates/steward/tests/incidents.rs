@@ -298,6 +298,43 @@ fn a_kill_mid_escalation_neither_skips_nor_repeats_a_level() {
 }
 
 #[test]
+fn resolving_by_hand_while_the_alert_fires_opens_nothing_new_until_it_fires_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = dir.path().join("up");
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "services:\n  - name: api\nchecks:\n{}alerts:\n  - {{name: ApiDown, when: check api-health unhealthy, severity: critical}}\nincidents:\n  policies:\n    - {{name: all}}\n",
+            file_check("api-health", Some("api"), &up),
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "ops", "operator");
+    let mut server = Server::start(&config, &data);
+    let base = server.base.clone();
+    let first = wait_for("the first incident", Duration::from_secs(10), || incidents(&base, &token, "open").first().cloned());
+    let id = first["id"].as_i64().unwrap();
+    let (code, _) =
+        request("POST", &format!("{base}/api/v1/incidents/{id}/resolve"), &token, Some(json!({"note": "known; fix deploying"})));
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(incidents(&base, &token, "all").len(), 1, "the same firing does not open a second incident");
+
+    // Once it resolves and fires again, that is a new incident.
+    std::fs::write(&up, "").unwrap();
+    wait_for("the alert to resolve", Duration::from_secs(10), || {
+        common::alerting::alerts(&base, &token).iter().all(|a| a["state"] != "firing").then_some(())
+    });
+    std::fs::remove_file(&up).unwrap();
+    let second = wait_for("a second incident", Duration::from_secs(10), || incidents(&base, &token, "open").first().cloned());
+    assert_ne!(second["id"], first["id"]);
+    assert_eq!(incidents(&base, &token, "all").len(), 2);
+    assert_eq!(server.stop(), Some(0));
+}
+
+#[test]
 fn declared_incidents_follow_the_lifecycle_and_refuse_what_does_not_apply() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("steward.yaml");

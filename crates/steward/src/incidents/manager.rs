@@ -6,7 +6,7 @@
 //! Every pass starts from the store, so it is idempotent: a restart picks up exactly
 //! where the last committed write left off.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,9 @@ pub async fn pass(engine: &Engine, now: DateTime<Utc>) -> Result<(), StoreError>
     let before: HashMap<i64, Incident> = open.iter().map(|i| (i.id, i.clone())).collect();
     let mut writes: Vec<IncidentWrite> = open.into_iter().map(IncidentWrite::of).collect();
     let mut dirty = vec![false; writes.len()];
-    take_alerts(engine, &config, &attached, &mut writes, &mut dirty, now);
+    let alerts = engine.alerting.alerts();
+    let handled = handled_elsewhere(engine, &config, &alerts, &attached).await?;
+    take_alerts(engine, &config, &alerts, &attached, &handled, &mut writes, &mut dirty, now);
     let mut stored = Vec::with_capacity(writes.len());
     for (w, d) in writes.into_iter().zip(dirty) {
         if !d {
@@ -122,15 +124,46 @@ fn describe_labels(alert: &Alert) -> String {
 }
 
 /// Applies the alerts' current states to the open incidents (and new ones).
+/// Firing alerts no open incident holds whose current firing was already part of an
+/// incident — one a person resolved or closed while the alert kept firing. They open
+/// nothing new until they resolve and fire again.
+async fn handled_elsewhere(
+    engine: &Engine,
+    config: &Config,
+    alerts: &[Arc<Alert>],
+    attached: &[IncidentAlert],
+) -> Result<HashSet<String>, StoreError> {
+    let held: HashSet<&str> = attached.iter().map(|a| a.fingerprint.as_str()).collect();
+    let candidates: Vec<&Alert> = alerts
+        .iter()
+        .map(|a| a.as_ref())
+        .filter(|a| {
+            a.state == AlertState::Firing && !held.contains(a.fingerprint.as_str()) && policy::policy_for(config, &a.labels).is_some()
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let fingerprints: Vec<String> = candidates.iter().map(|a| a.fingerprint.clone()).collect();
+    let past = engine.store.attachments(&fingerprints).await?;
+    Ok(candidates
+        .iter()
+        .filter(|a| past.iter().any(|p| p.fingerprint == a.fingerprint && a.fired_at.is_some_and(|f| p.attached_at >= f)))
+        .map(|a| a.fingerprint.clone())
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn take_alerts(
     engine: &Engine,
     config: &Config,
+    alerts: &[Arc<Alert>],
     attached: &[IncidentAlert],
+    handled: &HashSet<String>,
     writes: &mut Vec<IncidentWrite>,
     dirty: &mut Vec<bool>,
     now: DateTime<Utc>,
 ) {
-    let alerts = engine.alerting.alerts();
     let live: HashMap<&str, &Alert> = alerts.iter().map(|a| (a.fingerprint.as_str(), a.as_ref())).collect();
     let index = |writes: &[IncidentWrite], id: i64| writes.iter().position(|w| w.incident.id == id);
     // Attached alerts that resolved, or fired again.
@@ -157,11 +190,11 @@ fn take_alerts(
     let mut firing: Vec<&Alert> = alerts.iter().map(|a| a.as_ref()).filter(|a| a.state == AlertState::Firing).collect();
     firing.sort_by(|a, b| a.fired_at.cmp(&b.fired_at).then(a.fingerprint.cmp(&b.fingerprint)));
     for alert in firing {
-        if holder.contains_key(&alert.fingerprint) {
+        if holder.contains_key(&alert.fingerprint) || handled.contains(&alert.fingerprint) {
             continue;
         }
         let Some(policy) = policy::policy_for(config, &alert.labels) else { continue };
-        let mutes = engine.alerting.mutes(alert, &alerts, config, &checks, now);
+        let mutes = engine.alerting.mutes(alert, alerts, config, &checks, now);
         if mutes.iter().any(|m| matches!(m, Mute::Silence { .. } | Mute::Maintenance { .. })) {
             continue;
         }

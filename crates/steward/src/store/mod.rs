@@ -198,6 +198,8 @@ pub trait IncidentStore: Send + Sync {
     async fn incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
     /// The alerts of one incident, or of every open incident when `incident` is `None`.
     async fn incident_alerts(&self, incident: Option<i64>) -> Result<Vec<IncidentAlert>, StoreError>;
+    /// Every attachment of these alerts, to any incident in any status.
+    async fn attachments(&self, fingerprints: &[String]) -> Result<Vec<IncidentAlert>, StoreError>;
     /// Oldest first.
     async fn timeline(&self, incident: i64) -> Result<Vec<TimelineEntry>, StoreError>;
     /// Escalation notifications of the incident and notifications about its alerts

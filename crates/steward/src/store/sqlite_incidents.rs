@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::sqlite::{SqliteStore, ms, time};
+use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, ms, time};
 use super::sqlite_alerts::{NOTIFICATION_COLUMNS, json, notification_row, parse};
 use super::{IncidentQuery, IncidentStore, IncidentWrite, StoreError};
 use crate::alerting::Notification;
@@ -250,6 +250,20 @@ impl IncidentStore for SqliteStore {
             }
         };
         Ok(rows.iter().map(attached_row).collect())
+    }
+
+    async fn attachments(&self, fingerprints: &[String]) -> Result<Vec<IncidentAlert>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in fingerprints.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM incident_alerts WHERE fingerprint IN (");
+            let mut list = q.separated(", ");
+            for fp in chunk {
+                list.push_bind(fp);
+            }
+            q.push(")");
+            out.extend(q.build().fetch_all(&self.reader).await?.iter().map(attached_row));
+        }
+        Ok(out)
     }
 
     async fn timeline(&self, incident: i64) -> Result<Vec<TimelineEntry>, StoreError> {
