@@ -22,35 +22,49 @@ use crate::engine::Engine;
 use crate::store::{IncidentQuery, IncidentWrite, OutboxMessage, StoreError};
 use crate::telemetry::PriorityLabels;
 
+/// Due escalation levels are looked for this often.
 const PASS_EVERY: Duration = Duration::from_secs(1);
+/// Alerts are matched against incidents whenever one changes state, and at least this
+/// often (a silence or maintenance window ending changes no alert state, yet may let a
+/// firing alert open an incident). Reading every held alert every second cost ~20 % of
+/// a core with 20,000 held (BENCHMARKS.md).
+const ALERTS_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(PASS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alerts_read = tokio::time::Instant::now();
     loop {
-        tokio::select! {
+        let woken = tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-            _ = engine.incidents.wake.notified() => {}
+            _ = tick.tick() => false,
+            _ = engine.incidents.wake.notified() => true,
+        };
+        let with_alerts = woken || alerts_read.elapsed() >= ALERTS_AT_LEAST_EVERY;
+        if with_alerts {
+            alerts_read = tokio::time::Instant::now();
         }
         let _guard = engine.incidents.lock.lock().await;
-        if let Err(e) = pass(&engine, Utc::now()).await {
+        if let Err(e) = pass(&engine, Utc::now(), with_alerts).await {
             tracing::error!(error = %e, "incident pass failed; retrying in a second");
         }
     }
 }
 
-/// One pass: alerts → incidents, then due escalations. Public for tests.
-pub async fn pass(engine: &Engine, now: DateTime<Utc>) -> Result<(), StoreError> {
+/// One pass: alerts → incidents (when `with_alerts`), then due escalations. Public for
+/// tests.
+pub async fn pass(engine: &Engine, now: DateTime<Utc>, with_alerts: bool) -> Result<(), StoreError> {
     let config = engine.config();
     let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
-    let attached = engine.store.incident_alerts(None).await?;
+    let attached = if with_alerts { engine.store.incident_alerts(None).await? } else { Vec::new() };
     let before: HashMap<i64, Incident> = open.iter().map(|i| (i.id, i.clone())).collect();
     let mut writes: Vec<IncidentWrite> = open.into_iter().map(IncidentWrite::of).collect();
     let mut dirty = vec![false; writes.len()];
-    let alerts = engine.alerting.alerts();
-    let handled = handled_elsewhere(engine, &config, &alerts, &attached).await?;
-    take_alerts(engine, &config, &alerts, &attached, &handled, &mut writes, &mut dirty, now);
+    if with_alerts {
+        let alerts = engine.alerting.alerts();
+        let handled = handled_elsewhere(engine, &config, &alerts, &attached).await?;
+        take_alerts(engine, &config, &alerts, &attached, &handled, &mut writes, &mut dirty, now);
+    }
     let mut stored = Vec::with_capacity(writes.len());
     for (w, d) in writes.into_iter().zip(dirty) {
         if !d {
