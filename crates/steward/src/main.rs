@@ -12,7 +12,7 @@ use steward::cli::{self, Output, RemoteArgs};
 #[command(
     name = "steward",
     version,
-    about = "The operations layer of a production system: health checks against real protocols, alerting with durable notifications, a store, an API and a status page.",
+    about = "The operations layer of a production system: health checks against real protocols, alerting with durable notifications, incidents with escalation and on-call, a store, an API and a status page.",
     long_about = None,
     after_help = "Start here:
   steward demo                                   run a demo fleet and open its status page

@@ -1,7 +1,7 @@
-//! The incident manager: one pass a second (and whenever an alert changes state)
-//! that opens incidents for firing alerts, attaches later alerts, notes resolutions,
-//! resolves incidents whose alerts have all resolved, and fires escalation levels
-//! that are due. People's actions ([`act`], [`declare`]) go through the same lock.
+//! The incident manager: whenever an alert changes state (and at least every 10 s) a
+//! pass opens incidents for firing alerts, attaches later alerts, notes resolutions and
+//! resolves incidents whose alerts have all resolved; every second it fires the
+//! escalation levels that are due. People's actions ([`act`], [`declare`]) go through the same lock.
 //!
 //! Every pass starts from the store, so it is idempotent: a restart picks up exactly
 //! where the last committed write left off.
