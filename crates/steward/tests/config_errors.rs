@@ -393,7 +393,7 @@ incidents:
       rotation: {people: [alice, erin], shift: fortnightly, handoff: '9am', start: '2026-13-01'}
     - name: secondary
       time_zone: UTC
-      rotation: {people: [erin], start: '2026-11-02'}
+      rotations: [{people: [erin], start: '2026-11-02', active: [biz-hours]}]
   people:
     - {name: alice, notify: [ops]}
   postmortem_template: missing.md
@@ -413,6 +413,7 @@ incidents:
     has(19, 70, "handoff `9am` is not a time of day");
     has(19, 84, "start `2026-13-01` is not a date");
     has(20, 7, "no person is named `erin`");
+    has(22, 65, "no time interval is named `biz-hours`");
     has(25, 24, "cannot read the postmortem template");
     let hint = v["errors"].as_array().unwrap().iter().find(|e| e["message"].as_str().unwrap().contains("platfrom")).unwrap();
     assert_eq!(hint["hint"], "did you mean `platform`?");
@@ -423,7 +424,7 @@ incidents:
     let ok = dir.path().join("ok.yaml");
     std::fs::write(
         &ok,
-        "receivers:\n  - {name: ops, webhook: {url: 'http://127.0.0.1:9/hook'}}\nincidents:\n  policies:\n    - {name: pages, escalation: platform}\n  escalation_policies:\n    - name: platform\n      repeat: 2\n      levels:\n        - {oncall: [primary], wait: 5m}\n        - {notify: [ops]}\n  schedules:\n    - name: primary\n      time_zone: Europe/Paris\n      rotation: {people: [alice], shift: weekly, handoff: '09:00', start: '2026-11-02'}\n      overrides:\n        - {person: alice, from: '2026-12-24 09:00', until: '2026-12-27 09:00'}\n  people:\n    - {name: alice, notify: [ops]}\n  postmortem_template: review.md\n",
+        "receivers:\n  - {name: ops, webhook: {url: 'http://127.0.0.1:9/hook'}}\ntime_intervals:\n  - {name: business-hours, time_intervals: [{weekdays: ['monday:friday'], times: [{start_time: '09:00', end_time: '17:00'}]}]}\nincidents:\n  policies:\n    - {name: pages, escalation: platform}\n  escalation_policies:\n    - name: platform\n      repeat: 2\n      levels:\n        - {oncall: [primary], wait: 5m}\n        - {notify: [ops]}\n  schedules:\n    - name: primary\n      time_zone: Europe/Paris\n      rotations:\n        - {people: [alice], shift: weekly, handoff: '09:00', start: '2026-11-02'}\n        - {people: [alice], shift: daily, start: '2026-11-02', active: [business-hours]}\n      overrides:\n        - {person: alice, from: '2026-12-24 09:00', until: '2026-12-27 09:00'}\n  people:\n    - {name: alice, notify: [ops]}\n  postmortem_template: review.md\n",
     )
     .unwrap();
     let (code, v) = validate(&ok);
@@ -431,5 +432,5 @@ incidents:
     std::fs::write(&template, "# {{ incident.title }\n").unwrap();
     let (code, v) = validate(&ok);
     assert_eq!(code, 1);
-    assert_error_at(&errors(&v), 20, 24, "does not compile");
+    assert_error_at(&errors(&v), 24, 24, "does not compile");
 }

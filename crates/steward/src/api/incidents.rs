@@ -352,8 +352,8 @@ pub async fn oncall(
             json!({
                 "schedule": sc.name,
                 "time_zone": sc.location.name(),
-                "on_call": sc.on_call_at(at, &extra),
-                "next_shifts": sc.shifts(at, at + Duration::days(14)).into_iter().skip(1).take(5).collect::<Vec<_>>(),
+                "on_call": sc.on_call_at(at, &extra, &config.time_intervals),
+                "next_shifts": sc.shifts(at, at + Duration::days(14), &config.time_intervals, 6).into_iter().skip(1).collect::<Vec<_>>(),
                 "overrides": sc.overrides.iter().chain(&extra).filter(|o| o.until > at).collect::<Vec<_>>(),
             })
         })

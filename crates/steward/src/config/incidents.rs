@@ -14,7 +14,7 @@ use super::diagnostics::{Diagnostic, Diagnostics, Pos, closest};
 use super::receivers::Receiver;
 use super::yaml::{Node, Value};
 use crate::alerting::Matcher;
-use crate::alerting::time_interval::parse_location;
+use crate::alerting::time_interval::{TimeInterval, parse_location};
 use crate::incidents::Priority;
 use crate::incidents::oncall::{self, Override, Rotation, Schedule};
 
@@ -34,6 +34,8 @@ pub struct IncidentsConfig {
     pub postmortem_template: Option<(PathBuf, String)>,
     /// Where each schedule is written, for cross-reference errors.
     pub schedule_pos: Vec<(String, Pos)>,
+    /// Time intervals named by rotations' `active`, where.
+    pub interval_refs: Vec<(String, Pos)>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,7 +154,7 @@ pub fn section(node: &Node, d: &mut Diagnostics) -> Option<IncidentsConfig> {
     }
     if let Some(list) = f.take("schedules").and_then(|n| de::list(n, "`incidents.schedules`", d)) {
         for n in list {
-            if let Some(s) = schedule(n, d) {
+            if let Some(s) = schedule(n, &mut out.interval_refs, d) {
                 out.schedule_pos.push((s.name.clone(), n.pos.clone()));
                 out.schedules.push(s);
             }
@@ -256,7 +258,7 @@ fn level(node: &Node, what: &str, d: &mut Diagnostics) -> Option<EscalationLevel
     Some(EscalationLevel { receivers, schedules, people, wait: wait?, pos: node.pos.clone() })
 }
 
-fn schedule(node: &Node, d: &mut Diagnostics) -> Option<Schedule> {
+fn schedule(node: &Node, refs: &mut Vec<(String, Pos)>, d: &mut Diagnostics) -> Option<Schedule> {
     let mut f = Fields::of(node, "an on-call schedule", d)?;
     let name = name(&mut f, "schedule", d);
     let what = name.as_ref().map_or("the schedule".to_string(), |n| format!("schedule `{n}`"));
@@ -264,18 +266,41 @@ fn schedule(node: &Node, d: &mut Diagnostics) -> Option<Schedule> {
         let s = de::string(n, &format!("{what} time_zone"), d)?;
         parse_location(&s).map_err(|e| d.push(Diagnostic::error(n.pos.clone(), format!("{what} time_zone: {e}")))).ok()
     });
-    let rotation = f.require("rotation", d).and_then(|n| rotation(n, &what, d));
+    let rotations = match (f.take("rotation"), f.take("rotations")) {
+        (Some(n), None) => rotation(n, &what, refs, d).map(|r| vec![r]),
+        (None, Some(n)) => de::list(n, &format!("{what} rotations"), d).and_then(|items| {
+            if items.is_empty() {
+                d.push(Diagnostic::error(n.pos.clone(), format!("{what} has no rotations")));
+                return None;
+            }
+            items.iter().map(|i| rotation(i, &what, refs, d)).collect::<Vec<_>>().into_iter().collect()
+        }),
+        (Some(_), Some(_)) => {
+            d.push(
+                Diagnostic::error(node.pos.clone(), format!("{what} has both `rotation` and `rotations`"))
+                    .with_hint("use `rotation:` for one, or list them all under `rotations:` (later ones take precedence where active)"),
+            );
+            None
+        }
+        (None, None) => {
+            d.push(
+                Diagnostic::error(node.pos.clone(), format!("{what} has no rotation"))
+                    .with_hint("add `rotation: {people: [alice, bob], shift: weekly, handoff: \"09:00\", start: \"2026-11-02\"}`"),
+            );
+            None
+        }
+    };
     let overrides = match (f.take("overrides"), location) {
         (None, _) => Some(vec![]),
         (Some(n), Some(tz)) => de::list(n, &format!("{what} overrides"), d)
             .and_then(|items| items.iter().map(|i| override_(i, &what, &tz, d)).collect::<Vec<_>>().into_iter().collect()),
         (Some(_), None) => None,
     };
-    f.finish(&["name", "time_zone", "rotation", "overrides"], d);
-    Some(Schedule { name: name?, location: location?, rotation: rotation?, overrides: overrides? })
+    f.finish(&["name", "time_zone", "rotation", "rotations", "overrides"], d);
+    Some(Schedule { name: name?, location: location?, rotations: rotations?, overrides: overrides? })
 }
 
-fn rotation(node: &Node, what: &str, d: &mut Diagnostics) -> Option<Rotation> {
+fn rotation(node: &Node, what: &str, refs: &mut Vec<(String, Pos)>, d: &mut Diagnostics) -> Option<Rotation> {
     let mut f = Fields::of(node, format!("the rotation of {what}"), d)?;
     let people = f.require("people", d).and_then(|n| {
         let people = de::string_list(n, &format!("{what} rotation people"), d)?;
@@ -320,8 +345,13 @@ fn rotation(node: &Node, what: &str, d: &mut Diagnostics) -> Option<Rotation> {
             None
         })
     });
-    f.finish(&["people", "shift", "handoff", "start"], d);
-    Some(Rotation { people: people?, shift_days: shift_days?, handoff: handoff?, start: start? })
+    let active = f.take("active").map_or(Some(vec![]), |n| {
+        let names = de::string_list(n, &format!("{what} rotation active"), d)?;
+        refs.extend(names.iter().map(|name| (name.clone(), n.pos.clone())));
+        Some(names)
+    });
+    f.finish(&["people", "shift", "handoff", "start", "active"], d);
+    Some(Rotation { people: people?, shift_days: shift_days?, handoff: handoff?, start: start?, active: active? })
 }
 
 fn override_(node: &Node, what: &str, tz: &chrono_tz::Tz, d: &mut Diagnostics) -> Option<Override> {
@@ -379,7 +409,8 @@ fn postmortem_template(n: &Node, d: &mut Diagnostics) -> Option<(PathBuf, String
 }
 
 /// References from the incidents section to receivers and between its own parts.
-pub fn cross_check(c: &IncidentsConfig, receivers: &[Receiver], d: &mut Diagnostics) {
+pub fn cross_check(c: &IncidentsConfig, receivers: &[Receiver], time_intervals: &[TimeInterval], d: &mut Diagnostics) {
+    let interval_names: Vec<&str> = time_intervals.iter().map(|t| t.name.as_str()).collect();
     let receiver_names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
     let escalations: Vec<&str> = c.escalation_policies.iter().map(|p| p.name.as_str()).collect();
     let schedules: Vec<&str> = c.schedules.iter().map(|s| s.name.as_str()).collect();
@@ -417,8 +448,11 @@ pub fn cross_check(c: &IncidentsConfig, receivers: &[Receiver], d: &mut Diagnost
             missing("receiver", r, &receiver_names, &p.pos, "define it under `receivers:`");
         }
     }
+    for (name, pos) in &c.interval_refs {
+        missing("time interval", name, &interval_names, pos, "define it under `time_intervals:` (e.g. business hours)");
+    }
     for (name, pos) in &c.schedule_pos {
-        for who in c.schedule(name).map(|s| s.rotation.people.as_slice()).unwrap_or_default() {
+        for who in c.schedule(name).iter().flat_map(|s| &s.rotations).flat_map(|r| &r.people) {
             missing(
                 "person",
                 who,

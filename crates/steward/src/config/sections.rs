@@ -154,7 +154,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let check_names: Vec<&str> = refs.iter().map(|c| c.name.as_str()).collect();
     alerting::cross_check(&alerting_refs, &check_names, d);
     let incidents = incidents.map(|(c, _)| c).unwrap_or_default();
-    incidents_section::cross_check(&incidents, &receivers, d);
+    incidents_section::cross_check(&incidents, &receivers, &time_intervals, d);
     if first_route.is_none() {
         route = default_route(&receivers, d);
     }

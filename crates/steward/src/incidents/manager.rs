@@ -446,7 +446,7 @@ async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: 
     for s in &level.schedules {
         let Some(schedule) = config.incidents.schedule(s) else { continue };
         let extra: Vec<_> = overrides.iter().filter(|(name, _)| name == s).map(|(_, o)| o.clone()).collect();
-        match schedule.on_call_at(now, &extra) {
+        match schedule.on_call_at(now, &extra, &config.time_intervals) {
             Some(on) => {
                 people.push(format!("{} (on call for {s})", on.person));
                 add_person(&on.person, &mut targets);

@@ -6,16 +6,23 @@
 //! local — the bug of tools that add 24 h in UTC (grafana/oncall#3261) cannot happen
 //! here. A handoff time that does not exist on a spring-forward day happens when the
 //! clocks jump (02:30 → 03:00); one that exists twice happens the first time.
+//!
+//! A schedule may layer rotations, each restricted to named time intervals (business
+//! hours, say): at any instant the last active rotation covers it.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, DurationRound, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
+
+use crate::alerting::time_interval::TimeInterval;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     pub name: String,
     pub location: Tz,
-    pub rotation: Rotation,
+    /// Layers: at any instant the last rotation that is active covers it (a business-hours
+    /// rotation listed after a round-the-clock one takes the day, the first the night).
+    pub rotations: Vec<Rotation>,
     /// Later overrides win over earlier ones where they overlap.
     pub overrides: Vec<Override>,
 }
@@ -28,6 +35,9 @@ pub struct Rotation {
     pub shift_days: u32,
     pub handoff: NaiveTime,
     pub start: NaiveDate,
+    /// Names of time intervals outside which this rotation covers nothing; empty means
+    /// always.
+    pub active: Vec<String>,
 }
 
 /// Someone else takes the shift from `from` until `until`.
@@ -43,56 +53,106 @@ pub struct Override {
 pub struct OnCall {
     pub schedule: String,
     pub person: String,
-    /// The shift (or override) that covers the instant.
+    /// The stretch (shift, part of a shift, or override) that covers the instant.
     pub from: DateTime<Utc>,
     pub until: DateTime<Utc>,
     pub is_override: bool,
 }
 
+/// How far [`Schedule::on_call_at`] looks for where a layered stretch begins or ends.
+const SCAN_LIMIT_MINUTES: i64 = 8 * 24 * 60;
+
 impl Schedule {
     /// Who is on call at `t`, taking `extra` overrides (made at runtime) after the
-    /// configured ones. `None` before the rotation's first shift.
-    pub fn on_call_at(&self, t: DateTime<Utc>, extra: &[Override]) -> Option<OnCall> {
+    /// configured ones; `intervals` are the configuration's time intervals (rotations'
+    /// `active`). `None` when no rotation covers `t` (before the first shift, or outside
+    /// every restricted rotation).
+    pub fn on_call_at(&self, t: DateTime<Utc>, extra: &[Override], intervals: &[TimeInterval]) -> Option<OnCall> {
         if let Some(o) = self.overrides.iter().chain(extra).rfind(|o| o.from <= t && t < o.until) {
             return Some(OnCall { schedule: self.name.clone(), person: o.person.clone(), from: o.from, until: o.until, is_override: true });
         }
-        let (k, from, until) = self.shift_at(t)?;
-        Some(OnCall { schedule: self.name.clone(), person: self.person(k), from, until, is_override: false })
+        let (layer, k) = self.covering(t, intervals)?;
+        let (from, until) = (self.handoff(layer, k), self.handoff(layer, k + 1));
+        let (from, until) = if self.is_simple() {
+            (from, until)
+        } else {
+            // Layers and restrictions cut shifts: find where this coverage starts and
+            // ends, minute by minute (time intervals have minute resolution).
+            let same = |at: DateTime<Utc>| self.covering(at, intervals) == Some((layer, k));
+            let minute = |m: i64| t.duration_trunc(Duration::minutes(1)).unwrap_or(t) + Duration::minutes(m);
+            let start = (1..SCAN_LIMIT_MINUTES).map(|m| minute(-m)).take_while(|at| *at >= from && same(*at)).last().unwrap_or(minute(0));
+            let end = (1..SCAN_LIMIT_MINUTES).map(minute).find(|at| *at >= until || !same(*at)).unwrap_or(until);
+            (start.max(from), end.min(until))
+        };
+        Some(OnCall { schedule: self.name.clone(), person: self.person(layer, k), from, until, is_override: false })
     }
 
-    /// The rotation's shifts overlapping `[from, until)`, overrides not applied.
-    pub fn shifts(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<OnCall> {
-        let Some((first, _, _)) = self.shift_at(from.max(self.handoff(0))) else { return vec![] };
-        (first..first + 1000)
-            .map(|k| (k, self.handoff(k), self.handoff(k + 1)))
-            .take_while(|(_, start, _)| *start < until)
-            .map(|(k, from, until)| OnCall { schedule: self.name.clone(), person: self.person(k), from, until, is_override: false })
-            .collect()
+    /// The rotations' stretches from `from` until `until` (at most `limit`), overrides
+    /// not applied; stretches nobody covers are left out.
+    pub fn shifts(&self, from: DateTime<Utc>, until: DateTime<Utc>, intervals: &[TimeInterval], limit: usize) -> Vec<OnCall> {
+        let mut out: Vec<OnCall> = Vec::new();
+        let mut t = from;
+        while t < until && out.len() < limit {
+            match self.on_call_at(t, &[], intervals) {
+                Some(on) => {
+                    t = on.until.max(t + Duration::minutes(1));
+                    out.push(on);
+                }
+                None => {
+                    // Nobody: move to the next minute some rotation covers.
+                    let next = (1..SCAN_LIMIT_MINUTES).map(|m| t + Duration::minutes(m)).find(|at| self.covering(*at, intervals).is_some());
+                    match next {
+                        Some(n) => t = n,
+                        None => break,
+                    }
+                }
+            }
+        }
+        out
     }
 
-    fn person(&self, k: i64) -> String {
-        self.rotation.people[k.rem_euclid(self.rotation.people.len() as i64) as usize].clone()
+    /// One rotation, always active: shift bounds are exact without scanning.
+    fn is_simple(&self) -> bool {
+        self.rotations.len() == 1 && self.rotations[0].active.is_empty()
     }
 
-    /// The instant shift `k` starts.
-    fn handoff(&self, k: i64) -> DateTime<Utc> {
-        let date = self.rotation.start + Duration::days(k * self.rotation.shift_days as i64);
-        local_instant(&self.location, date.and_time(self.rotation.handoff))
+    /// The layer covering `t` and its shift index.
+    fn covering(&self, t: DateTime<Utc>, intervals: &[TimeInterval]) -> Option<(usize, i64)> {
+        self.rotations.iter().enumerate().rev().find_map(|(i, r)| {
+            let active = r.active.is_empty() || intervals.iter().any(|ti| r.active.contains(&ti.name) && ti.contains(t));
+            if !active {
+                return None;
+            }
+            self.shift_at(i, t).map(|k| (i, k))
+        })
     }
 
-    /// The index of the shift covering `t`, with its bounds.
-    fn shift_at(&self, t: DateTime<Utc>) -> Option<(i64, DateTime<Utc>, DateTime<Utc>)> {
-        let n = self.rotation.shift_days.max(1) as i64;
+    fn person(&self, layer: usize, k: i64) -> String {
+        let people = &self.rotations[layer].people;
+        people[k.rem_euclid(people.len() as i64) as usize].clone()
+    }
+
+    /// The instant shift `k` of rotation `layer` starts.
+    fn handoff(&self, layer: usize, k: i64) -> DateTime<Utc> {
+        let r = &self.rotations[layer];
+        let date = r.start + Duration::days(k * r.shift_days as i64);
+        local_instant(&self.location, date.and_time(r.handoff))
+    }
+
+    /// The index of rotation `layer`'s shift covering `t`; `None` before its first.
+    fn shift_at(&self, layer: usize, t: DateTime<Utc>) -> Option<i64> {
+        let r = &self.rotations[layer];
+        let n = r.shift_days.max(1) as i64;
         let local_date = t.with_timezone(&self.location).date_naive();
-        let mut k = (local_date - self.rotation.start).num_days().div_euclid(n);
+        let mut k = (local_date - r.start).num_days().div_euclid(n);
         // The date arithmetic is right to within one shift; the handoff instants decide.
-        while t < self.handoff(k) {
+        while t < self.handoff(layer, k) {
             k -= 1;
         }
-        while t >= self.handoff(k + 1) {
+        while t >= self.handoff(layer, k + 1) {
             k += 1;
         }
-        (k >= 0).then(|| (k, self.handoff(k), self.handoff(k + 1)))
+        (k >= 0).then_some(k)
     }
 }
 
@@ -137,18 +197,19 @@ mod tests {
         Schedule {
             name: "primary".into(),
             location: tz.parse().unwrap(),
-            rotation: Rotation {
+            rotations: vec![Rotation {
                 people: vec!["alice".into(), "bob".into(), "carol".into()],
                 shift_days,
                 handoff: NaiveTime::parse_from_str(handoff, "%H:%M").unwrap(),
                 start: NaiveDate::parse_from_str(start, "%Y-%m-%d").unwrap(),
-            },
+                active: vec![],
+            }],
             overrides: vec![],
         }
     }
 
     fn who(s: &Schedule, t: &str) -> String {
-        s.on_call_at(utc(t), &[]).map(|o| o.person).unwrap_or_else(|| "nobody".into())
+        s.on_call_at(utc(t), &[], &[]).map(|o| o.person).unwrap_or_else(|| "nobody".into())
     }
 
     #[test]
@@ -161,7 +222,7 @@ mod tests {
         // 2026-03-08 09:00 EDT = 13:00 UTC: a 23-hour shift for alice.
         assert_eq!(who(&s, "2026-03-08T12:59:00Z"), "alice");
         assert_eq!(who(&s, "2026-03-08T13:00:00Z"), "bob");
-        let on = s.on_call_at(utc("2026-03-08T08:00:00Z"), &[]).unwrap();
+        let on = s.on_call_at(utc("2026-03-08T08:00:00Z"), &[], &[]).unwrap();
         assert_eq!((on.from, on.until), (utc("2026-03-07T14:00:00Z"), utc("2026-03-08T13:00:00Z")));
         // A UTC-based rotation would still show bob at 13:30 UTC the next day; the
         // handoff is 09:00 EDT = 13:00 UTC.
@@ -175,7 +236,7 @@ mod tests {
         let s = schedule("America/New_York", 7, "09:00", "2026-10-05");
         // Shift 3 starts Monday 2026-10-26 09:00 EDT (13:00 UTC), shift 4 on
         // 2026-11-02 09:00 EST (14:00 UTC): a week of 7 × 24 h + 1 h.
-        let on = s.on_call_at(utc("2026-10-30T00:00:00Z"), &[]).unwrap();
+        let on = s.on_call_at(utc("2026-10-30T00:00:00Z"), &[], &[]).unwrap();
         assert_eq!(on.person, "alice");
         assert_eq!((on.from, on.until), (utc("2026-10-26T13:00:00Z"), utc("2026-11-02T14:00:00Z")));
         assert_eq!(who(&s, "2026-11-02T13:30:00Z"), "alice");
@@ -186,7 +247,7 @@ mod tests {
     fn a_handoff_in_the_skipped_hour_happens_when_the_clocks_jump() {
         let s = schedule("America/New_York", 1, "02:30", "2026-03-01");
         // 02:30 does not exist on 2026-03-08: the handoff is at 03:00 EDT = 07:00 UTC.
-        let on = s.on_call_at(utc("2026-03-08T07:00:00Z"), &[]).unwrap();
+        let on = s.on_call_at(utc("2026-03-08T07:00:00Z"), &[], &[]).unwrap();
         assert_eq!(on.from, utc("2026-03-08T07:00:00Z"));
         assert_eq!(on.until, utc("2026-03-09T06:30:00Z"));
         assert_eq!(who(&s, "2026-03-08T06:59:00Z"), "alice");
@@ -197,7 +258,7 @@ mod tests {
     fn a_repeated_handoff_time_happens_once() {
         let s = schedule("America/New_York", 1, "01:30", "2026-10-25");
         // 01:30 happens twice on 2026-11-01 (EDT at 05:30 UTC, EST at 06:30 UTC).
-        let on = s.on_call_at(utc("2026-11-01T06:00:00Z"), &[]).unwrap();
+        let on = s.on_call_at(utc("2026-11-01T06:00:00Z"), &[], &[]).unwrap();
         assert_eq!(on.from, utc("2026-11-01T05:30:00Z"));
         assert_eq!(on.until, utc("2026-11-02T06:30:00Z"));
     }
@@ -209,11 +270,11 @@ mod tests {
         assert_eq!(who(&s, "2026-11-02T08:00:00Z"), "alice");
         s.overrides.push(Override { person: "dave".into(), from: utc("2026-11-02T12:00:00Z"), until: utc("2026-11-02T18:00:00Z") });
         assert_eq!(who(&s, "2026-11-02T11:59:00Z"), "alice");
-        let on = s.on_call_at(utc("2026-11-02T12:00:00Z"), &[]).unwrap();
+        let on = s.on_call_at(utc("2026-11-02T12:00:00Z"), &[], &[]).unwrap();
         assert!(on.is_override);
         assert_eq!(on.person, "dave");
         let later = [Override { person: "erin".into(), from: utc("2026-11-02T13:00:00Z"), until: utc("2026-11-02T14:00:00Z") }];
-        assert_eq!(s.on_call_at(utc("2026-11-02T13:30:00Z"), &later).unwrap().person, "erin");
+        assert_eq!(s.on_call_at(utc("2026-11-02T13:30:00Z"), &later, &[]).unwrap().person, "erin");
         assert_eq!(who(&s, "2026-11-02T18:00:00Z"), "alice");
     }
 
@@ -221,10 +282,55 @@ mod tests {
     fn shifts_lists_consecutive_shifts() {
         let s = schedule("Europe/Berlin", 1, "09:00", "2026-03-27");
         // Berlin springs forward on 2026-03-29.
-        let shifts = s.shifts(utc("2026-03-27T00:00:00Z"), utc("2026-03-31T00:00:00Z"));
+        let shifts = s.shifts(utc("2026-03-27T00:00:00Z"), utc("2026-03-31T00:00:00Z"), &[], 100);
         let people: Vec<_> = shifts.iter().map(|o| o.person.as_str()).collect();
         assert_eq!(people, ["alice", "bob", "carol", "alice"]);
         assert_eq!(shifts[2].from, utc("2026-03-29T07:00:00Z"));
+        assert!(shifts.windows(2).all(|w| w[0].until == w[1].from));
+    }
+
+    #[test]
+    fn a_business_hours_layer_cuts_the_round_the_clock_rotation() {
+        use crate::alerting::time_interval::IntervalSpec;
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let business = TimeInterval {
+            name: "business-hours".into(),
+            specs: vec![IntervalSpec {
+                times: vec![(9 * 60, 17 * 60)],
+                weekdays: vec![(1, 5)],
+                days_of_month: vec![],
+                months: vec![],
+                years: vec![],
+                location: berlin,
+            }],
+        };
+        let rotation = |people: &[&str], active: &[&str]| Rotation {
+            people: people.iter().map(|p| p.to_string()).collect(),
+            shift_days: 7,
+            handoff: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+            start: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+            active: active.iter().map(|a| a.to_string()).collect(),
+        };
+        let s = Schedule {
+            name: "primary".into(),
+            location: berlin,
+            rotations: vec![rotation(&["nina", "otto"], &[]), rotation(&["dora"], &["business-hours"])],
+            overrides: vec![],
+        };
+        let at = |t: &str| s.on_call_at(utc(t), &[], std::slice::from_ref(&business)).unwrap();
+        // Monday 2026-11-09 10:00 CET (09:00 UTC): the day layer.
+        let day = at("2026-11-09T09:00:00Z");
+        assert_eq!(day.person, "dora");
+        assert_eq!((day.from, day.until), (utc("2026-11-09T08:00:00Z"), utc("2026-11-09T16:00:00Z")));
+        // The same evening: the night rotation's week-2 person, until the next morning.
+        let night = at("2026-11-09T18:00:00Z");
+        assert_eq!(night.person, "otto");
+        assert_eq!((night.from, night.until), (utc("2026-11-09T16:00:00Z"), utc("2026-11-10T08:00:00Z")));
+        // Saturday 10:00: no business hours, the night rotation all day.
+        assert_eq!(at("2026-11-14T09:00:00Z").person, "otto");
+        let shifts = s.shifts(utc("2026-11-09T07:00:00Z"), utc("2026-11-10T12:00:00Z"), std::slice::from_ref(&business), 10);
+        let people: Vec<_> = shifts.iter().map(|o| o.person.as_str()).collect();
+        assert_eq!(people, ["nina", "dora", "otto", "dora"], "{shifts:#?}");
         assert!(shifts.windows(2).all(|w| w[0].until == w[1].from));
     }
 
