@@ -46,6 +46,8 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub alerting: Live,
     pub incidents: crate::incidents::Incidents,
+    /// Signs acknowledge links in pages (kept in the store: links survive restarts).
+    pub ack_key: Vec<u8>,
     /// Stops the alerting tasks at shutdown.
     stop: CancellationToken,
     loaded: RwLock<Arc<Loaded>>,
@@ -75,6 +77,7 @@ impl Engine {
     ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>), crate::store::StoreError> {
         let stored = store.load_states().await?;
         let alerting = Live::load(store.as_ref()).await?;
+        let ack_key = store.server_key("acknowledge-links").await?;
         let (tx, rx) = mpsc::channel(65_536);
         let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(Engine {
@@ -82,6 +85,7 @@ impl Engine {
             metrics,
             alerting,
             incidents: Default::default(),
+            ack_key,
             stop: CancellationToken::new(),
             loaded: RwLock::new(Arc::new(Loaded {
                 prober: Arc::new(Prober::new(config.redactor.clone())),

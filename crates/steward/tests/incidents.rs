@@ -31,10 +31,14 @@ fn count(list: &[String], kind: &str) -> usize {
 }
 
 fn get_text(url: &str, token: &str) -> (u16, String) {
+    text_request("GET", url, token)
+}
+
+fn text_request(method: &str, url: &str, token: &str) -> (u16, String) {
     common::install_crypto();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+        let resp = reqwest::Client::new().request(method.parse().unwrap(), url).bearer_auth(token).send().await.unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
     })
 }
@@ -294,6 +298,26 @@ fn a_kill_mid_escalation_neither_skips_nor_repeats_a_level() {
         kinds(&show(&server.base, &token, id)).contains(&"escalation_exhausted".to_string()).then_some(())
     });
     assert_eq!(incidents(&server.base, &token, "all").len(), 1, "the restart did not open a second incident");
+
+    // Each page carries a link that acknowledges from the message itself. Opening it
+    // only shows a button (link previews fetch URLs); the button acknowledges.
+    let page = b.accepted().into_iter().find(|(_, p)| p["incident"]["escalation"].is_object()).unwrap().1;
+    let link = page["incident"]["acknowledge_url"].as_str().unwrap().to_string();
+    assert!(link.starts_with(&format!("{}/ack/{id}.", server.base)), "{link}");
+    assert_eq!(page["alerts"][0]["annotations"]["acknowledge"], link.as_str(), "email and chat bodies show it too");
+    let tampered = link.replacen(&format!("/ack/{id}."), &format!("/ack/{}.", id + 1), 1);
+    assert_eq!(text_request("POST", &tampered, "").0, 404);
+    let (code, html) = text_request("GET", &link, "");
+    assert_eq!(code, 200);
+    assert!(html.contains("Acknowledge as b") && html.contains("<form method=\"post\">"), "{html}");
+    assert_eq!(show(&server.base, &token, id)["incident"]["status"], "triggered", "opening the link acknowledges nothing");
+    let (code, html) = text_request("POST", &link, "");
+    assert_eq!(code, 200, "{html}");
+    let d = show(&server.base, &token, id);
+    assert_eq!(d["incident"]["status"], "acknowledged");
+    let ack = d["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "acknowledged").unwrap().clone();
+    assert_eq!(ack["actor"], "b (page link)");
+    assert_eq!(text_request("POST", &link, "").0, 409, "a second click says it is already acknowledged");
     assert_eq!(server.stop(), Some(0));
 }
 

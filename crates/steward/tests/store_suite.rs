@@ -229,6 +229,13 @@ pub async fn incident_writes_are_atomic_and_versioned(store: impl Store) {
     assert_eq!(store.incident_alerts(Some(first.id)).await.unwrap().len(), 1, "but keeps them on record");
 }
 
+pub async fn server_keys_are_created_once(store: impl Store) {
+    let a = store.server_key("acknowledge-links").await.unwrap();
+    assert_eq!(a.len(), 32);
+    assert_eq!(store.server_key("acknowledge-links").await.unwrap(), a, "the same key ever after");
+    assert_ne!(store.server_key("other").await.unwrap(), a);
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -262,6 +269,11 @@ macro_rules! store_suite {
             async fn incident_writes_are_atomic_and_versioned() {
                 let (_guard, store) = $open.await;
                 super::incident_writes_are_atomic_and_versioned(store).await;
+            }
+            #[tokio::test]
+            async fn server_keys_are_created_once() {
+                let (_guard, store) = $open.await;
+                super::server_keys_are_created_once(store).await;
             }
             #[tokio::test]
             async fn forgets_states_of_removed_checks() {

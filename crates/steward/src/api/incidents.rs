@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use crate::auth::Role;
 use crate::checks::state::Health;
 use crate::config::duration::parse_duration;
 use crate::engine::Engine;
+use crate::incidents::ack_link;
 use crate::incidents::manager::{self, Action, ActionError};
 use crate::incidents::oncall::{self, Override};
 use crate::incidents::stats::{self, By};
@@ -488,4 +489,92 @@ pub async fn public_status(State(s): State<Arc<AppState>>) -> Result<Json<serde_
         service_statuses(&s.engine).await?.into_iter().map(|(name, status)| json!({"name": name, "status": status})).collect();
     let incidents = public_incidents(&s.engine).await?;
     Ok(Json(json!({ "updated_at": Utc::now(), "services": services, "incidents": incidents })))
+}
+
+fn link_page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>{t}</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;margin:0;padding:24px;background:#f6f7f9;color:#1d2330}} main{{max-width:560px;margin:auto;background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:20px}} button{{font-size:18px;padding:12px 24px;border:0;border-radius:6px;background:#c0392b;color:#fff}} .muted{{color:#6b7385}}</style>
+</head><body><main><h1>{t}</h1>{body}</main></body></html>"#,
+        t = super::status_page::esc(title),
+    );
+    (status, Html(html)).into_response()
+}
+
+/// Verifies an acknowledge link; on failure, the page that says why.
+async fn grant(engine: &Engine, token: &str) -> Result<(ack_link::Grant, Incident), Response> {
+    let g = match ack_link::verify(&engine.ack_key, token, Utc::now()) {
+        Ok(g) => g,
+        Err(ack_link::LinkError::Expired) => {
+            return Err(link_page(
+                StatusCode::GONE,
+                "This link has expired",
+                "<p>Acknowledge links work for 24 hours. Use <code>steward incident ack ID</code> or the API.</p>",
+            ));
+        }
+        Err(ack_link::LinkError::Invalid) => {
+            return Err(link_page(
+                StatusCode::NOT_FOUND,
+                "This link is not valid",
+                "<p>It was not issued by this server, or it was changed.</p>",
+            ));
+        }
+    };
+    match engine.store.incident(g.incident).await {
+        Ok(Some(i)) => Ok((g, i)),
+        Ok(None) => Err(link_page(StatusCode::NOT_FOUND, "No such incident", "")),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
+}
+
+fn describe(i: &Incident) -> String {
+    use super::status_page::esc;
+    format!(
+        "<p><strong>#{} {}</strong> — {} · {}</p><p class=\"muted\">opened {}{}</p>",
+        i.id,
+        esc(&i.title),
+        i.priority.as_str(),
+        i.status.as_str(),
+        i.opened_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        if i.services.is_empty() { String::new() } else { format!(" · {}", esc(&i.services.join(", "))) }
+    )
+}
+
+/// `GET /ack/{token}`: shows the incident and a button. Never acknowledges by itself:
+/// link previews and mail scanners fetch URLs.
+pub async fn ack_link_page(State(s): State<Arc<AppState>>, Path(token): Path<String>) -> Response {
+    let (g, i) = match grant(&s.engine, &token).await {
+        Ok(v) => v,
+        Err(page) => return page,
+    };
+    if i.status != Status::Triggered {
+        return link_page(StatusCode::OK, &format!("Incident #{} is {}", i.id, i.status.as_str()), &describe(&i));
+    }
+    let body = format!(
+        "{}<form method=\"post\"><button type=\"submit\">Acknowledge as {}</button></form><p class=\"muted\">This stops the escalation and is recorded in the incident's timeline.</p>",
+        describe(&i),
+        super::status_page::esc(&g.who)
+    );
+    link_page(StatusCode::OK, &format!("Acknowledge incident #{}?", i.id), &body)
+}
+
+/// `POST /ack/{token}`: acknowledges as the person the page was sent to.
+pub async fn ack_link_submit(State(s): State<Arc<AppState>>, Path(token): Path<String>) -> Response {
+    let (g, i) = match grant(&s.engine, &token).await {
+        Ok(v) => v,
+        Err(page) => return page,
+    };
+    let actor = format!("{} (page link)", g.who);
+    match manager::act(&s.engine, i.id, &actor, Action::Acknowledge { note: None }).await {
+        Ok(i) => {
+            link_page(StatusCode::OK, &format!("Incident #{} acknowledged", i.id), &format!("{}<p>Escalation stopped.</p>", describe(&i)))
+        }
+        Err(ActionError::Refused(m)) => link_page(
+            StatusCode::CONFLICT,
+            &format!("Incident #{} was not acknowledged", i.id),
+            &format!("{}<p>{}</p>", describe(&i), super::status_page::esc(&m)),
+        ),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }

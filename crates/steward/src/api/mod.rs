@@ -76,6 +76,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/status.json", get(incidents::public_status))
+        .route("/ack/{token}", get(incidents::ack_link_page).post(incidents::ack_link_submit))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))

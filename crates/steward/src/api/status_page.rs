@@ -132,7 +132,7 @@ fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
     format!(r#"<time datetime="{}">{rel}</time>"#, t.to_rfc3339())
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

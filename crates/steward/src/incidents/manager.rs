@@ -352,7 +352,7 @@ fn resolve(w: &mut IncidentWrite, actor: &str, text: &str, now: DateTime<Utc>, e
     w.timeline.push(TimelineEntry::new(now, "resolved", actor, text));
     let notified = i.escalation.as_ref().map(|e| e.notified.clone()).unwrap_or_default();
     for receiver in notified {
-        let payload = incident_payload(&w.incident, &receiver, "resolved", None, external_url);
+        let payload = incident_payload(&w.incident, &receiver, "resolved", None, None, external_url);
         w.notifications.push(OutboxMessage {
             dedup_key: format!("incident-{}-resolved-{receiver}", w.incident.id),
             receiver,
@@ -365,7 +365,15 @@ fn resolve(w: &mut IncidentWrite, actor: &str, text: &str, now: DateTime<Utc>, e
 
 /// The Alertmanager-shaped payload of an incident notification, so every receiver
 /// kind renders it; `incident` carries the details for webhooks that want them.
-fn incident_payload(i: &Incident, receiver: &str, status: &str, level: Option<serde_json::Value>, external_url: &str) -> serde_json::Value {
+/// A page (`level` set) also carries `ack_url`: acknowledging from the message itself.
+fn incident_payload(
+    i: &Incident,
+    receiver: &str,
+    status: &str,
+    level: Option<serde_json::Value>,
+    ack_url: Option<String>,
+    external_url: &str,
+) -> serde_json::Value {
     let mut labels = BTreeMap::from([
         ("alertname".to_string(), format!("Incident #{}", i.id)),
         ("incident".to_string(), i.id.to_string()),
@@ -375,11 +383,15 @@ fn incident_payload(i: &Incident, receiver: &str, status: &str, level: Option<se
         labels.insert("service".into(), i.services.join(","));
     }
     let summary = format!("[{}] {}", i.priority.as_str(), i.title);
+    let mut annotations = BTreeMap::from([("summary".to_string(), summary)]);
+    if let Some(url) = &ack_url {
+        annotations.insert("acknowledge".into(), url.clone());
+    }
     let synthetic = Alert {
         fingerprint: format!("incident-{}", i.id),
         rule: format!("Incident #{}", i.id),
         labels: labels.clone(),
-        annotations: BTreeMap::from([("summary".to_string(), summary)]),
+        annotations,
         state: if status == "resolved" { AlertState::Resolved } else { AlertState::Firing },
         active_since: i.opened_at,
         fired_at: Some(i.opened_at),
@@ -401,6 +413,7 @@ fn incident_payload(i: &Incident, receiver: &str, status: &str, level: Option<se
         "opened_at": i.opened_at,
         "escalation": level,
         "url": format!("{external_url}/api/v1/incidents/{}", i.id),
+        "acknowledge_url": ack_url,
     });
     payload
 }
@@ -466,7 +479,10 @@ async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: 
     });
     let level_info =
         json!({"policy": policy.name, "level": level_index + 1, "levels": policy.levels.len(), "round": esc.round + 1, "people": people});
-    for (receiver, _) in &targets {
+    for (receiver, who) in &targets {
+        // Signed for whoever this page is for: a person, or a receiver paged directly.
+        let token = super::ack_link::sign(&engine.ack_key, w.incident.id, who, now + super::ack_link::VALID_FOR);
+        let ack_url = format!("{}/ack/{token}", engine.external_url());
         w.notifications.push(OutboxMessage {
             dedup_key: format!(
                 "incident-{}-round{}-level{}-{receiver}{}",
@@ -478,7 +494,7 @@ async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: 
             receiver: receiver.clone(),
             group_key: format!("incident/{}", w.incident.id),
             status: "firing".into(),
-            payload: incident_payload(&w.incident, receiver, "firing", Some(level_info.clone()), engine.external_url()),
+            payload: incident_payload(&w.incident, receiver, "firing", Some(level_info.clone()), Some(ack_url), engine.external_url()),
         });
         if !esc.notified.contains(receiver) {
             esc.notified.push(receiver.clone());

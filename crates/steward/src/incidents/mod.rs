@@ -19,6 +19,7 @@
 //! - Changes are serialized by [`Incidents::lock`] and checked against the row's
 //!   `version`, so an acknowledgement racing an escalation cannot be lost.
 
+pub mod ack_link;
 pub mod manager;
 pub mod oncall;
 pub mod policy;

@@ -86,6 +86,10 @@ pub trait Store: AlertStore + IncidentStore + Send + Sync + 'static {
     /// Returns false when no live token has that name.
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// A random 32-byte key named `name`, created on first use and the same ever after
+    /// (it signs links the server hands out, so it must survive restarts).
+    async fn server_key(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+
     /// Proves the store accepts writes (readiness).
     async fn probe_writable(&self) -> Result<(), StoreError>;
 }

@@ -214,6 +214,14 @@ CREATE TABLE oncall_overrides (
 ALTER TABLE outbox ADD COLUMN incident_id INTEGER;
 CREATE INDEX outbox_by_incident ON outbox (incident_id) WHERE incident_id IS NOT NULL;
 "#,
+    // Keys the server signs with (acknowledge links in pages), created on first use.
+    r#"
+CREATE TABLE server_keys (
+    name TEXT PRIMARY KEY,
+    key BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 pub struct SqliteStore {
@@ -487,6 +495,17 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn server_key(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let fresh: [u8; 32] = rand::random();
+        sqlx::query("INSERT INTO server_keys (name, key, created_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(&fresh[..])
+            .bind(ms(Utc::now()))
+            .execute(&self.writer)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT key FROM server_keys WHERE name = ?").bind(name).fetch_one(&self.writer).await?)
     }
 
     async fn probe_writable(&self) -> Result<(), StoreError> {
