@@ -144,24 +144,13 @@ pub async fn alert_batches_keep_every_transition_in_order(store: impl Store) {
 }
 
 fn incident(title: &str) -> steward::incidents::Incident {
-    steward::incidents::Incident {
-        id: 0,
-        title: title.into(),
-        priority: steward::incidents::Priority::P2,
-        status: steward::incidents::Status::Triggered,
+    use steward::incidents::{Incident, Priority};
+    Incident {
         policy: Some("pages".into()),
         group_key: "pages:service=api".into(),
         services: vec!["api".into()],
-        opened_by: "steward".into(),
-        opened_at: Utc.timestamp_opt(5_000, 0).unwrap(),
-        acknowledged_at: None,
-        mitigated_at: None,
-        resolved_at: None,
-        closed_at: None,
-        roles: Default::default(),
-        escalation: None,
         auto_resolve: true,
-        version: 0,
+        ..Incident::new(title, Priority::P2, "steward", Utc.timestamp_opt(5_000, 0).unwrap())
     }
 }
 

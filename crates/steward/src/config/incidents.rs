@@ -79,7 +79,8 @@ pub struct Person {
     pub pos: Pos,
 }
 
-/// The built-in mapping from alert severity to priority.
+/// The built-in mapping from alert severity to priority (severities written as
+/// priorities, `P0`…`P4`, map to themselves).
 pub fn default_priorities() -> BTreeMap<String, Priority> {
     [
         ("critical", Priority::P1),
@@ -92,7 +93,6 @@ pub fn default_priorities() -> BTreeMap<String, Priority> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .chain(Priority::ALL.into_iter().map(|p| (p.as_str().to_string(), p)))
     .collect()
 }
 
@@ -118,7 +118,8 @@ impl IncidentsConfig {
     /// service and one less on tier 4. Tier never makes P0: an alert cannot know about
     /// data loss; a person raises an incident to P0.
     pub fn priority_for(&self, severity: Option<&str>, tier: Option<u8>) -> Priority {
-        let base = severity.and_then(|s| self.priorities.get(&s.to_ascii_lowercase()).or(self.priorities.get(s))).copied();
+        // A severity already written as a priority (`P1`) is taken as it is.
+        let base = severity.and_then(|s| self.priorities.get(&s.to_ascii_lowercase()).copied().or_else(|| Priority::parse(s)));
         let base = base.unwrap_or(Priority::P3);
         match tier {
             Some(1) if base > Priority::P1 => base.shifted(1),
@@ -477,5 +478,25 @@ pub fn cross_check(c: &IncidentsConfig, receivers: &[Receiver], time_intervals: 
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_follows_severity_then_tier() {
+        let c = IncidentsConfig { priorities: default_priorities(), ..Default::default() };
+        let p = |severity: Option<&str>, tier: Option<u8>| c.priority_for(severity, tier).as_str();
+        assert_eq!(p(Some("critical"), Some(2)), "P1");
+        assert_eq!(p(Some("Critical"), Some(1)), "P1", "tier 1 never makes P0");
+        assert_eq!(p(Some("warning"), Some(1)), "P2", "tier 1: one level more urgent");
+        assert_eq!(p(Some("critical"), Some(4)), "P2", "tier 4: one level less");
+        assert_eq!(p(Some("info"), Some(4)), "P4");
+        assert_eq!(p(Some("P0"), None), "P0", "a priority as severity is taken as it is");
+        assert_eq!(p(Some("p2"), None), "P2");
+        assert_eq!(p(Some("whatever"), None), "P3");
+        assert_eq!(p(None, None), "P3");
     }
 }

@@ -83,7 +83,7 @@ pub async fn pass(engine: &Engine, now: DateTime<Utc>, with_alerts: bool) -> Res
         if due {
             let before = incident.clone();
             let mut w = IncidentWrite::of(incident);
-            escalate(engine, &config, &mut w, now, false).await?;
+            escalate(engine, &config, &mut w, now, None).await?;
             commit_or_log(engine, Some(&before), &w).await;
         }
     }
@@ -418,9 +418,10 @@ fn incident_payload(
     payload
 }
 
-/// Fires the incident's next escalation level (due, or `forced` by a person) and
+/// Fires the incident's next escalation level (due, or forced now `by` a person) and
 /// schedules the one after. Nothing is sent when the policy is exhausted.
-async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: DateTime<Utc>, forced: bool) -> Result<(), StoreError> {
+async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: DateTime<Utc>, by: Option<&str>) -> Result<(), StoreError> {
+    let forced = by.is_some();
     let Some(mut esc) = w.incident.escalation.clone() else { return Ok(()) };
     let Some(policy) = config.incidents.escalation_policy(&esc.policy) else {
         esc.next_at = None;
@@ -515,7 +516,7 @@ async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: 
     if !nobody.is_empty() {
         text.push_str(&format!("; nobody is on call in {}", nobody.join(", ")));
     }
-    w.timeline.push(TimelineEntry::new(now, "escalated", if forced { "" } else { STEWARD }, text).with_data(json!({
+    w.timeline.push(TimelineEntry::new(now, "escalated", by.unwrap_or(STEWARD), text).with_data(json!({
         "level": level_index + 1, "round": esc.round + 1, "receivers": targets.iter().map(|(r, _)| r).collect::<Vec<_>>(), "people": people,
     })));
     esc.level = level_index + 1;
@@ -656,10 +657,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
             if w.incident.escalation.is_none() {
                 return Err(ActionError::Refused(format!("incident {id} has no escalation policy")));
             }
-            escalate(engine, &config, &mut w, now, true).await?;
-            if let Some(e) = w.timeline.last_mut() {
-                e.actor = actor.to_string();
-            }
+            escalate(engine, &config, &mut w, now, Some(actor)).await?;
         }
         Action::AddActionItem { text, owner } => {
             if text.trim().is_empty() {

@@ -176,22 +176,17 @@ mod tests {
     fn postmortem_snapshot() {
         let incident = Incident {
             id: 7,
-            title: "Auth service is down".into(),
-            priority: Priority::P1,
             status: Status::Resolved,
             policy: Some("pages".into()),
             group_key: "pages:service=auth".into(),
             services: vec!["auth".into(), "api".into()],
-            opened_by: "steward".into(),
-            opened_at: at("2026-11-20T03:12:05Z"),
             acknowledged_at: Some(at("2026-11-20T03:15:40Z")),
             mitigated_at: Some(at("2026-11-20T03:31:00Z")),
             resolved_at: Some(at("2026-11-20T03:40:10Z")),
-            closed_at: None,
             roles: BTreeMap::from([("commander".into(), "alice".into()), ("scribe".into(), "bob".into())]),
-            escalation: None,
             auto_resolve: true,
             version: 9,
+            ..Incident::new("Auth service is down", Priority::P1, "steward", at("2026-11-20T03:12:05Z"))
         };
         let alert = |rule: &str, service: &str| IncidentAlert {
             incident_id: 7,
@@ -269,25 +264,7 @@ mod tests {
         assert!(check_template("{% if %}").is_err());
         let incident_template = "# {{ incident.titel }}\n";
         assert!(check_template(incident_template).is_ok(), "it compiles; the variable is unknown only at render time");
-        let i = Incident {
-            id: 1,
-            title: "x".into(),
-            priority: Priority::P3,
-            status: Status::Triggered,
-            policy: None,
-            group_key: String::new(),
-            services: vec![],
-            opened_by: "alice".into(),
-            opened_at: at("2026-11-20T03:12:05Z"),
-            acknowledged_at: None,
-            mitigated_at: None,
-            resolved_at: None,
-            closed_at: None,
-            roles: BTreeMap::new(),
-            escalation: None,
-            auto_resolve: false,
-            version: 1,
-        };
+        let i = Incident { id: 1, ..Incident::new("x", Priority::P3, "alice", at("2026-11-20T03:12:05Z")) };
         let err = render(incident_template, &i, &[], &[], &[], at("2026-11-20T04:00:00Z")).unwrap_err();
         assert!(err.contains("titel") || err.contains("undefined"), "{err}");
     }

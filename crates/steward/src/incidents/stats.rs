@@ -102,22 +102,11 @@ mod tests {
         let opened_at: DateTime<Utc> = opened.parse().unwrap();
         Incident {
             id: 1,
-            title: "t".into(),
-            priority,
             status: if resolve_min.is_some() { Status::Resolved } else { Status::Triggered },
-            policy: None,
-            group_key: String::new(),
             services: vec![service.into()],
-            opened_by: "steward".into(),
-            opened_at,
             acknowledged_at: ack_min.map(|m| opened_at + Duration::minutes(m)),
-            mitigated_at: None,
             resolved_at: resolve_min.map(|m| opened_at + Duration::minutes(m)),
-            closed_at: None,
-            roles: Default::default(),
-            escalation: None,
-            auto_resolve: true,
-            version: 1,
+            ..Incident::new("t", priority, "steward", opened_at)
         }
     }
 
