@@ -14,13 +14,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
+use bench_support::{Killed, cpu_seconds, free_port, operator_token, serve, wait_ready};
 use serde_json::{Value, json};
+
+mod bench_support;
 
 #[tokio::main]
 async fn main() {
@@ -34,29 +37,6 @@ async fn main() {
         }
         _ => eprintln!("usage: bench_alerts latency STEWARD N | bench_alerts ingest STEWARD ALERTMANAGER N BATCH"),
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn wait_ready(url: &str) {
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} never became ready");
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are 14th and 15th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -84,15 +64,6 @@ async fn receiver(on_alert: impl Fn(&Value) + Send + Sync + 'static) -> u16 {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     port
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[derive(Default)]
@@ -240,27 +211,9 @@ async fn ingest(steward: &Path, alertmanager: &Path, n: usize, batch: usize) {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let out = Command::new(steward)
-        .args(["token", "create", "--output", "json", "--name", "am", "--role", "operator", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string();
-    let port = free_port();
-    let server = Killed(
-        Command::new(steward)
-            .args(["serve", "-c"])
-            .arg(dir.path().join("steward.yaml"))
-            .arg("--data")
-            .arg(&data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("STEWARD_LOG", "error")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ready(&format!("http://127.0.0.1:{port}/health")).await;
-    let url = format!("http://127.0.0.1:{port}/api/v1/ingest/alertmanager");
+    let token = operator_token(steward, &data);
+    let (server, base) = serve(steward, &dir.path().join("steward.yaml"), &data).await;
+    let url = format!("{base}/api/v1/ingest/alertmanager");
     let (s_cpu, s_wall) = drive(server.0.id(), &seen, n, batch, |alerts| {
         let body = json!({"version": "4", "status": "firing", "receiver": "steward", "alerts":
             alerts.into_iter().map(|mut a| { a["status"] = json!("firing"); a }).collect::<Vec<_>>()});

@@ -14,12 +14,14 @@
 //! are not Debian packages); the figures stand alone.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use bench_support::{cpu_seconds, operator_token, serve};
 use serde_json::{Value, json};
+
+mod bench_support;
 
 #[tokio::main]
 async fn main() {
@@ -28,26 +30,6 @@ async fn main() {
     match args.get(1).map(String::as_str) {
         Some("storm") => storm(Path::new(&args[2]), args[3].parse().unwrap(), args[4].parse().unwrap()).await,
         _ => eprintln!("usage: bench_incidents storm STEWARD N SERVICES"),
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -81,33 +63,9 @@ async fn storm(steward: &Path, n: usize, services: usize) {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let out = Command::new(steward)
-        .args(["token", "create", "--output", "json", "--name", "bench", "--role", "operator", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string();
-    let port = free_port();
-    let server = Killed(
-        Command::new(steward)
-            .args(["serve", "-c"])
-            .arg(&config)
-            .arg("--data")
-            .arg(&data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("STEWARD_LOG", "error")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let token = operator_token(steward, &data);
+    let (server, base) = serve(steward, &config, &data).await;
     let client = reqwest::Client::new();
-    for _ in 0..300 {
-        if client.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let pid = server.0.id();
     let cpu0 = cpu_seconds(pid);
     let start = Instant::now();
