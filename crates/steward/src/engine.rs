@@ -39,6 +39,8 @@ pub struct EngineOptions {
     /// How people reach this server: notifications link to it (`externalURL`,
     /// each alert's `generatorURL`).
     pub external_url: String,
+    /// How long finished runbook runs are kept.
+    pub run_retention: Duration,
 }
 
 pub struct Engine {
@@ -46,6 +48,8 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub alerting: Live,
     pub incidents: crate::incidents::Incidents,
+    /// Live runbook runs and pending approvals.
+    pub runbooks: crate::runbooks::Runbooks,
     /// Signs acknowledge links in pages (kept in the store: links survive restarts).
     pub ack_key: Vec<u8>,
     /// Stops the alerting tasks at shutdown.
@@ -85,6 +89,7 @@ impl Engine {
             metrics,
             alerting,
             incidents: Default::default(),
+            runbooks: Default::default(),
             ack_key,
             stop: CancellationToken::new(),
             loaded: RwLock::new(Arc::new(Loaded {
@@ -103,6 +108,8 @@ impl Engine {
         engine.scheduler.lock().await.apply(&engine, &loaded.config.checks);
         tokio::spawn(crate::alerting::run(engine.clone(), engine.stop.clone()));
         tokio::spawn(crate::incidents::manager::run(engine.clone(), engine.stop.clone()));
+        crate::runbooks::control::recover(&engine).await?;
+        tokio::spawn(crate::runbooks::control::background(engine.clone(), engine.stop.clone(), engine.options.run_retention));
         engine.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
         engine.metrics.config_last_reload_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
         Ok((engine, writer))

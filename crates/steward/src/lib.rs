@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod incidents;
+pub mod runbooks;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;

@@ -85,6 +85,9 @@ enum Command {
         /// Keep raw results this long, then fold them into hourly rollups (e.g. 6h, 2d).
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         raw_retention: std::time::Duration,
+        /// Keep finished runbook runs (steps, output, audit events) this long.
+        #[arg(long, default_value = "90d", value_parser = parse_duration)]
+        run_retention: std::time::Duration,
         /// Do not serve the status page at `/` (it is public, like /health and /metrics).
         #[arg(long)]
         no_status_page: bool,
@@ -114,6 +117,34 @@ enum Command {
     Incident {
         #[command(subcommand)]
         action: cli::incidents::IncidentAction,
+    },
+    /// Start a runbook on a running server, or show its plan with --dry-run.
+    ///
+    /// Parameters reach shell steps only as environment variables (`-p node=db-2` is
+    /// $NODE), never as script text. Exit code with --follow: 0 if the run succeeded.
+    ///
+    /// Examples:
+    ///   steward run redis-memory-maintenance -p host=127.0.0.1 --dry-run
+    ///   steward run rolling-repair -p nodes=db-1,db-2,db-3 --follow
+    Run(cli::runs::RunArgs),
+    /// Runbook runs on a running server: list, show, follow, approve, deny, cancel,
+    /// resume, retry, audit.
+    ///
+    /// Examples:
+    ///   steward runs list --status interrupted
+    ///   steward runs approve 42 --comment "replica lag checked: 0.3s"
+    ///   steward runs resume 42 --follow
+    Runs {
+        #[command(subcommand)]
+        action: cli::runs::RunsAction,
+    },
+    /// The runbooks a running server knows, or one runbook's parameters and steps.
+    Runbooks {
+        name: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Action items recorded across incidents.
     ActionItems {
@@ -286,13 +317,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Validate { config, output } => cli::validate::run(&config, output),
             Command::Check { config, output, names } => cli::check::run(&config, &names, output).await,
-            Command::Serve { config, data, listen, max_concurrency, raw_retention, no_status_page, external_url } => {
+            Command::Serve { config, data, listen, max_concurrency, raw_retention, run_retention, no_status_page, external_url } => {
                 let opts = cli::serve::ServeOptions {
                     config,
                     data,
                     listen,
                     max_concurrency,
                     raw_retention,
+                    run_retention,
                     status_page: !no_status_page,
                     external_url,
                 };
@@ -301,6 +333,9 @@ fn main() -> ExitCode {
             Command::Alerts { fingerprint: None, remote, output } => cli::alerts::list_alerts(&remote.remote(), output).await,
             Command::Alerts { fingerprint: Some(fp), remote, output } => cli::alerts::show_alert(&remote.remote(), &fp, output).await,
             Command::Incident { action } => cli::incidents::run(action).await,
+            Command::Run(args) => cli::runs::run(args).await,
+            Command::Runs { action } => cli::runs::runs(action).await,
+            Command::Runbooks { name, remote, output } => cli::runs::list_runbooks(&remote.remote(), name.as_deref(), output).await,
             Command::ActionItems { remote, state, output } => cli::incidents::action_items(&remote.remote(), &state, output).await,
             Command::Oncall { remote, schedule, override_person: Some(person), from, until, .. } => {
                 let (schedule, from, until) = (schedule.unwrap_or_default(), from.unwrap_or_default(), until.unwrap_or_default());

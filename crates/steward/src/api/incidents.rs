@@ -39,7 +39,7 @@ impl From<ActionError> for ApiError {
     }
 }
 
-fn body<T: DeserializeOwned>(bytes: &Bytes, example: &str) -> Result<T, ApiError> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes, example: &str) -> Result<T, ApiError> {
     let text = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
     serde_json::from_slice(text).map_err(|e| ApiError::new(Code::BadRequest, format!("invalid request body: {e}; send {example}")))
 }

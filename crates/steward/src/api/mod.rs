@@ -8,6 +8,7 @@ mod alerts;
 mod auth;
 pub mod error;
 pub mod incidents;
+mod runs;
 mod status_page;
 
 use std::collections::HashMap;
@@ -68,6 +69,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/action-items", get(incidents::list_action_items))
         .route("/oncall", get(incidents::oncall))
         .route("/schedules/{name}/overrides", post(incidents::add_override))
+        .route("/runbooks", get(runs::list_runbooks))
+        .route("/runbooks/{name}", get(runs::get_runbook))
+        .route("/runbooks/{name}/runs", post(runs::start_run))
+        .route("/runs", get(runs::list_runs))
+        .route("/runs/{id}", get(runs::get_run))
+        .route("/runs/{id}/events", get(runs::run_events))
+        .route("/runs/{id}/stream", get(runs::stream_run))
+        .route("/runs/{id}/approve", post(runs::approve))
+        .route("/runs/{id}/deny", post(runs::deny))
+        .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/resume", post(runs::resume))
+        .route("/runs/{id}/retry", post(runs::retry))
+        .route("/audit", get(runs::audit))
         .route("/config/reload", post(reload))
         .route("/tokens", get(list_tokens))
         .route("/whoami", get(whoami))

@@ -136,7 +136,7 @@ fn certificate(der: &[u8]) -> Result<Json, String> {
 }
 
 /// reqwest's messages repeat the URL (which may carry a token); we say what failed.
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut root: &dyn Error = e;
     let mut chain = Vec::new();

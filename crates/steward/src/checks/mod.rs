@@ -13,8 +13,8 @@ mod command;
 pub mod condition;
 pub(crate) mod http;
 mod nats;
-mod redis;
-mod sql;
+pub(crate) mod redis;
+pub(crate) mod sql;
 pub mod state;
 mod tcp;
 

@@ -30,14 +30,17 @@ pub async fn observe_postgres(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<Stri
         .log_statements(tracing::log::LevelFilter::Trace);
     let conn = opts.connect().await.map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
     let rows = fetch(conn, p, spec).await?;
-    Ok(observation(&rows, spec, |row, i| {
-        column_value!(row, i,
-            i64 => Json::from, i32 => Json::from, i16 => Json::from,
-            f64 => Json::from, f32 => Json::from,
-            sqlx::types::Decimal => |d: sqlx::types::Decimal| decimal(&d.to_string()),
-            bool => Json::from, String => Json::from,
-        )
-    }))
+    Ok(observation(&rows, spec, pg_column))
+}
+
+/// Column `i` of a PostgreSQL row as JSON; `None` for types JSON cannot hold.
+pub(crate) fn pg_column(row: &sqlx::postgres::PgRow, i: usize) -> Option<Json> {
+    column_value!(row, i,
+        i64 => Json::from, i32 => Json::from, i16 => Json::from,
+        f64 => Json::from, f32 => Json::from,
+        sqlx::types::Decimal => |d: sqlx::types::Decimal| decimal(&d.to_string()),
+        bool => Json::from, String => Json::from,
+    )
 }
 
 pub async fn observe_mysql(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
@@ -47,15 +50,18 @@ pub async fn observe_mysql(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String,
         .log_statements(tracing::log::LevelFilter::Trace);
     let conn = opts.connect().await.map_err(|e| format!("cannot connect: {}", db_error(&e)))?;
     let rows = fetch(conn, p, spec).await?;
-    Ok(observation(&rows, spec, |row, i| {
-        column_value!(row, i,
-            i64 => Json::from, u64 => Json::from, i32 => Json::from,
-            f64 => Json::from, f32 => Json::from,
-            sqlx::types::Decimal => |d: sqlx::types::Decimal| decimal(&d.to_string()),
-            bool => Json::from, String => Json::from,
-            Vec<u8> => |b: Vec<u8>| Json::from(String::from_utf8_lossy(&b).into_owned()),
-        )
-    }))
+    Ok(observation(&rows, spec, mysql_column))
+}
+
+/// Column `i` of a MySQL/MariaDB row as JSON; `None` for types JSON cannot hold.
+pub(crate) fn mysql_column(row: &sqlx::mysql::MySqlRow, i: usize) -> Option<Json> {
+    column_value!(row, i,
+        i64 => Json::from, u64 => Json::from, i32 => Json::from,
+        f64 => Json::from, f32 => Json::from,
+        sqlx::types::Decimal => |d: sqlx::types::Decimal| decimal(&d.to_string()),
+        bool => Json::from, String => Json::from,
+        Vec<u8> => |b: Vec<u8>| Json::from(String::from_utf8_lossy(&b).into_owned()),
+    )
 }
 
 /// Runs the probe's query: every row only when a condition reads `rows`, otherwise
@@ -112,7 +118,7 @@ fn decimal(text: &str) -> Json {
     text.parse::<f64>().map(Json::from).unwrap_or_else(|_| Json::from(text.to_string()))
 }
 
-fn db_error(e: &sqlx::Error) -> String {
+pub(crate) fn db_error(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(db) => db.message().to_string(),
         sqlx::Error::Io(io) => io.to_string(),

@@ -90,6 +90,7 @@ Press Ctrl-C to stop.
         listen,
         max_concurrency: 64,
         raw_retention: Duration::from_secs(6 * 3600),
+        run_retention: Duration::from_secs(7 * 86400),
         status_page: true,
         external_url: None,
     };

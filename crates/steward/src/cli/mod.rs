@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod check;
 pub mod demo;
 pub mod incidents;
+pub mod runs;
 pub mod serve;
 pub mod token;
 pub mod validate;

@@ -23,6 +23,8 @@ pub struct ServeOptions {
     pub max_concurrency: usize,
     /// How long raw results are kept before being rolled up into hourly summaries.
     pub raw_retention: Duration,
+    /// How long finished runbook runs are kept.
+    pub run_retention: Duration,
     pub status_page: bool,
     /// The URL notifications link to; defaults to `http://` + the listen address.
     pub external_url: Option<String>,
@@ -55,7 +57,12 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
     let addr = listener.local_addr().expect("bound socket has an address");
     let checks = config.checks.len();
     let external_url = opts.external_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_string();
-    let engine_options = EngineOptions { max_concurrency: opts.max_concurrency, config_path: Some(opts.config.clone()), external_url };
+    let engine_options = EngineOptions {
+        max_concurrency: opts.max_concurrency,
+        config_path: Some(opts.config.clone()),
+        external_url,
+        run_retention: opts.run_retention,
+    };
     let (engine, writer) = match Engine::start(config, store, engine_options).await {
         Ok(v) => v,
         Err(e) => {

@@ -21,6 +21,7 @@ mod incidents;
 pub mod model;
 mod prometheus;
 mod receivers;
+pub mod runbooks;
 pub mod secret;
 mod sections;
 mod time_intervals;

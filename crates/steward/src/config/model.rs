@@ -10,6 +10,7 @@ use super::diagnostics::Pos;
 pub use super::incidents::{EscalationLevel, EscalationPolicy, IncidentPolicy, IncidentsConfig, Person};
 pub use super::prometheus::PrometheusSource;
 pub use super::receivers::{EmailReceiver, Receiver, ReceiverKind, SmtpTls};
+pub use super::runbooks::Runbook;
 use super::secret::{Redactor, SecretString};
 pub use crate::alerting::time_interval::{MaintenanceWindow, TimeInterval};
 use crate::checks::condition::Condition;
@@ -29,6 +30,7 @@ pub struct Config {
     pub prometheus: Option<PrometheusSource>,
     /// Incident policies, escalation, on-call; empty when not configured.
     pub incidents: IncidentsConfig,
+    pub runbooks: Vec<Runbook>,
     /// Things worth knowing that are not errors (e.g. skipped recording rules).
     pub notes: Vec<super::diagnostics::Diagnostic>,
     /// Scrubs every resolved secret from text that leaves the process.
@@ -52,6 +54,10 @@ impl Config {
 
     pub fn alert(&self, name: &str) -> Option<&AlertRule> {
         self.alerts.iter().find(|r| r.name == name)
+    }
+
+    pub fn runbook(&self, name: &str) -> Option<&Runbook> {
+        self.runbooks.iter().find(|r| r.name == name)
     }
 }
 

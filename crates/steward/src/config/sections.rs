@@ -29,9 +29,10 @@ const TOP_LEVEL: &[&str] = &[
     "time_intervals",
     "maintenance_windows",
     "incidents",
+    "runbooks",
 ];
 /// Sections of the intended configuration that this version cannot act on yet.
-const NOT_YET: &[&str] = &["runbooks", "backups", "repositories"];
+const NOT_YET: &[&str] = &["backups", "repositories"];
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
 const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command"];
 const CHECK_KEYS: &[&str] = &[
@@ -72,6 +73,8 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut notes = Vec::new();
     let mut alerting_refs = alerting::AlertingRefs::default();
     let mut incidents: Option<(IncidentsConfig, Pos)> = None;
+    let mut runbooks = Vec::new();
+    let mut runbook_refs = super::runbooks::RunbookRefs::default();
     for doc in docs {
         if matches!(doc.value, Value::Null) {
             continue;
@@ -137,6 +140,9 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
                 }
             }
         }
+        if let Some(list) = top.take("runbooks").and_then(|n| de::list(n, "`runbooks`", d)) {
+            runbooks.extend(list.iter().filter_map(|n| super::runbooks::runbook(n, d, &mut secrets, &mut runbook_refs)));
+        }
         for section in NOT_YET {
             if let Some(node) = top.take(section) {
                 d.push(
@@ -155,6 +161,8 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     alerting::cross_check(&alerting_refs, &check_names, d);
     let incidents = incidents.map(|(c, _)| c).unwrap_or_default();
     incidents_section::cross_check(&incidents, &receivers, &time_intervals, d);
+    let receiver_names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
+    super::runbooks::cross_check(&runbooks, &runbook_refs, &check_names, &receiver_names, d);
     if first_route.is_none() {
         route = default_route(&receivers, d);
     }
@@ -184,6 +192,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         maintenance_windows,
         prometheus: prometheus_source,
         incidents,
+        runbooks,
         notes,
         redactor: Redactor::new(secrets),
         files: Vec::new(),
@@ -221,7 +230,7 @@ fn default_route(receivers: &[Receiver], d: &mut Diagnostics) -> Option<Route> {
     }
 }
 
-fn name_of(fields: &mut Fields<'_>, kind: &str, d: &mut Diagnostics) -> Option<(String, Pos)> {
+pub(super) fn name_of(fields: &mut Fields<'_>, kind: &str, d: &mut Diagnostics) -> Option<(String, Pos)> {
     let node = fields.require("name", d)?;
     let name = de::string(node, &format!("the {kind} name"), d)?;
     let valid = !name.is_empty()

@@ -7,6 +7,7 @@
 mod sqlite;
 mod sqlite_alerts;
 mod sqlite_incidents;
+mod sqlite_runs;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,6 +21,7 @@ use crate::checks::Outcome;
 use crate::checks::state::{CheckState, Transition};
 use crate::incidents::oncall::Override;
 use crate::incidents::{ActionItem, Incident, IncidentAlert, Status, TimelineEntry};
+use crate::runbooks::{AuditQuery, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,7 +62,7 @@ pub struct Rollup {
 }
 
 #[async_trait]
-pub trait Store: AlertStore + IncidentStore + Send + Sync + 'static {
+pub trait Store: AlertStore + IncidentStore + RunStore + Send + Sync + 'static {
     /// Last known state of every check, to resume after a restart.
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError>;
     /// Writes a batch of runs in one transaction.
@@ -213,4 +215,47 @@ pub trait IncidentStore: Send + Sync {
     async fn add_override(&self, schedule: &str, o: &Override, created_by: &str) -> Result<(), StoreError>;
     /// Runtime overrides still in effect at or after `after`.
     async fn overrides(&self, after: DateTime<Utc>) -> Result<Vec<(String, Override)>, StoreError>;
+}
+
+/// Durable state of runbook runs (see `runbooks` for the invariants it keeps).
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Creates the run, takes its lock and appends `started` (with the new run's id),
+    /// atomically. [`StoreError::Conflict`] when the lock is held (the message names the
+    /// holder) or the schedule key was already used.
+    async fn create_run(&self, run: &NewRun, started: NewEvent) -> Result<Run, StoreError>;
+    /// Upserts one step attempt and appends `events`, atomically.
+    async fn save_step(&self, step: &StepRecord, events: &[NewEvent]) -> Result<(), StoreError>;
+    /// Sets the run's status and appends `events`, atomically. A final status also sets
+    /// the finish time, the error and outputs, and releases the run's lock.
+    async fn set_run_status(
+        &self,
+        run: i64,
+        status: RunStatus,
+        error: Option<&str>,
+        outputs: Option<&serde_json::Value>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    async fn append_events(&self, events: &[NewEvent]) -> Result<(), StoreError>;
+    /// Gives the run's steps still running or waiting `status` and `error`; returns
+    /// their paths.
+    async fn close_open_steps(&self, run: i64, status: StepStatus, error: &str) -> Result<Vec<String>, StoreError>;
+    async fn heartbeat(&self, runs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Runs not finished: running, waiting or interrupted.
+    async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError>;
+    async fn run(&self, id: i64) -> Result<Option<Run>, StoreError>;
+    /// Newest first.
+    async fn runs(&self, q: &RunQuery) -> Result<Vec<Run>, StoreError>;
+    /// Every attempt of every step, in the order they started.
+    async fn run_steps(&self, run: i64) -> Result<Vec<StepRecord>, StoreError>;
+    /// Oldest first, with an id above `after`.
+    async fn run_events(&self, run: i64, after: i64, limit: u32) -> Result<Vec<RunEvent>, StoreError>;
+    /// Audit events across runs, newest first.
+    async fn audit(&self, q: &AuditQuery) -> Result<Vec<RunEvent>, StoreError>;
+    /// Takes `lock` for the run again (a retry after the run failed).
+    async fn relock(&self, run: i64, lock: &str) -> Result<(), StoreError>;
+    /// Enqueues messages a `notify` step sends and appends `events`, atomically.
+    async fn enqueue_messages(&self, messages: &[OutboxMessage], events: &[NewEvent]) -> Result<(), StoreError>;
+    /// Deletes runs finished before `before`, with their steps and events.
+    async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }

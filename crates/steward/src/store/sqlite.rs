@@ -222,6 +222,73 @@ CREATE TABLE server_keys (
     created_ms INTEGER NOT NULL
 );
 "#,
+    // Runbook runs: the run (its lock in `run_locks`, taken and released in the same
+    // transactions as the run's status), each step attempt, and append-only events
+    // (progress, output, the audit trail). Events may be deleted only by retention,
+    // once their run is finished.
+    r#"
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    runbook TEXT NOT NULL,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    started_by TEXT NOT NULL,
+    parent_run INTEGER,
+    alert_fingerprint TEXT,
+    incident_id INTEGER,
+    lock_name TEXT,
+    schedule_key TEXT UNIQUE,
+    created_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    heartbeat_ms INTEGER NOT NULL,
+    error TEXT,
+    outputs TEXT NOT NULL DEFAULT 'null'
+);
+CREATE INDEX runs_by_runbook ON runs (runbook, id);
+CREATE INDEX runs_unfinished ON runs (status) WHERE finished_ms IS NULL;
+CREATE INDEX runs_by_finish ON runs (finished_ms) WHERE finished_ms IS NOT NULL;
+CREATE TABLE run_locks (
+    name TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    acquired_ms INTEGER NOT NULL
+);
+CREATE TABLE run_steps (
+    run_id INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    detail TEXT NOT NULL,
+    result TEXT NOT NULL,
+    output TEXT NOT NULL,
+    error TEXT,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (run_id, path, attempt)
+);
+CREATE INDEX run_steps_open ON run_steps (run_id) WHERE status IN ('running', 'waiting');
+CREATE TABLE run_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    step TEXT,
+    actor TEXT,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL,
+    audit INTEGER NOT NULL
+);
+CREATE INDEX run_events_by_run ON run_events (run_id, id);
+CREATE INDEX run_events_audit ON run_events (id) WHERE audit = 1;
+CREATE TRIGGER run_events_no_update BEFORE UPDATE ON run_events
+BEGIN SELECT RAISE(ABORT, 'run events are append-only'); END;
+CREATE TRIGGER run_events_no_delete_unfinished BEFORE DELETE ON run_events
+WHEN (SELECT finished_ms FROM runs WHERE id = OLD.run_id) IS NULL
+BEGIN SELECT RAISE(ABORT, 'run events are append-only; only finished runs expire'); END;
+"#,
 ];
 
 pub struct SqliteStore {

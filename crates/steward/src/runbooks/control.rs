@@ -1,0 +1,517 @@
+//! What people and triggers do to runs: start (with checked parameters and the lock),
+//! approve or deny, cancel, resume, retry; and what the server does on its own:
+//! recover after a restart, heartbeat, fire schedules, expire old history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value as Json, json};
+use tokio_util::sync::CancellationToken;
+
+use super::executor::{self, RunCx};
+use super::{Decision, NewEvent, NewRun, Run, RunStatus, StepStatus};
+use crate::auth::Role;
+use crate::config::runbooks::{Runbook, StepKind, coerce};
+use crate::engine::Engine;
+use crate::incidents::TimelineEntry;
+use crate::store::{IncidentWrite, StoreError};
+
+/// How long a run's heartbeat may be silent before the run counts as abandoned.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub runbook: String,
+    /// As given: strings from `-p key=value`, or JSON values from the API.
+    pub params: Map<String, Json>,
+    pub started_by: String,
+    pub trigger: String,
+    pub parent_run: Option<i64>,
+    pub alert_fingerprint: Option<String>,
+    pub incident_id: Option<i64>,
+    pub schedule_key: Option<String>,
+}
+
+impl StartRequest {
+    pub fn manual(runbook: &str, params: Map<String, Json>, by: &str) -> StartRequest {
+        StartRequest {
+            runbook: runbook.into(),
+            params,
+            started_by: by.into(),
+            trigger: "manual".into(),
+            parent_run: None,
+            alert_fingerprint: None,
+            incident_id: None,
+            schedule_key: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    NotFound(String),
+    /// One message per parameter problem.
+    #[error("invalid parameters: {}", .0.join("; "))]
+    BadParams(Vec<String>),
+    #[error("{0}")]
+    BadInput(String),
+    /// The run is not in a state where this applies, or its lock is held.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks the given parameters against the runbook's declarations and fills defaults.
+/// Every problem is reported, not only the first.
+pub fn check_params(rb: &Runbook, given: &Map<String, Json>) -> Result<Map<String, Json>, Vec<String>> {
+    let mut out = Map::new();
+    let mut problems = Vec::new();
+    for (k, _) in given {
+        if rb.param(k).is_none() {
+            let hint = crate::config::diagnostics::closest(k, rb.params.iter().map(|p| p.name.as_str())).map_or_else(
+                || format!("runbook `{}` takes: {}", rb.name, rb.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")),
+                |c| format!("did you mean `{c}`?"),
+            );
+            problems.push(format!("unknown parameter `{k}` ({hint})"));
+        }
+    }
+    for p in &rb.params {
+        match given.get(&p.name) {
+            Some(v) => match coerce(&p.kind, v) {
+                Ok(v) => {
+                    out.insert(p.name.clone(), v);
+                }
+                Err(e) => problems.push(format!("parameter `{}` ({}): {e}", p.name, p.kind.name())),
+            },
+            None => match &p.default {
+                Some(d) => {
+                    out.insert(p.name.clone(), d.clone());
+                }
+                None if p.required => problems.push(format!("parameter `{}` ({}) is required", p.name, p.kind.name())),
+                None => {
+                    out.insert(p.name.clone(), Json::Null);
+                }
+            },
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+fn runbook(engine: &Engine, name: &str) -> Result<Arc<Runbook>, ControlError> {
+    let config = engine.config();
+    config.runbook(name).map(|r| Arc::new(r.clone())).ok_or_else(|| {
+        let hint = crate::config::diagnostics::closest(name, config.runbooks.iter().map(|r| r.name.as_str()))
+            .map_or(String::new(), |c| format!("; did you mean `{c}`?"));
+        ControlError::NotFound(format!("no runbook is named `{name}`{hint}"))
+    })
+}
+
+/// Checks the request and writes the run with its lock and audit event; does not
+/// start it.
+pub async fn create(engine: &Arc<Engine>, req: StartRequest) -> Result<(Run, Arc<Runbook>), ControlError> {
+    let rb = runbook(engine, &req.runbook)?;
+    let params = check_params(&rb, &req.params).map_err(ControlError::BadParams)?;
+    let lock = match &rb.lock {
+        None => None,
+        Some(t) => {
+            let ctx = minijinja::Value::from_serialize(json!({"params": params, "run": {"runbook": rb.name}, "alert": {}}));
+            Some(t.render(&ctx).map_err(|e| ControlError::BadInput(format!("the runbook's lock cannot be rendered: {e}")))?)
+        }
+    };
+    let redactor = engine.config().redactor.clone();
+    let shown = redact(&redactor, &Json::Object(params.clone()));
+    let new = NewRun {
+        runbook: rb.name.clone(),
+        params,
+        trigger: req.trigger.clone(),
+        started_by: req.started_by.clone(),
+        parent_run: req.parent_run,
+        alert_fingerprint: req.alert_fingerprint.clone(),
+        incident_id: req.incident_id,
+        lock: lock.clone(),
+        schedule_key: req.schedule_key.clone(),
+    };
+    let message = format!("{} started runbook {} ({})", req.started_by, rb.name, req.trigger);
+    let started =
+        NewEvent::new(0, "run_started", message).by(&req.started_by).data(json!({"params": shown, "trigger": req.trigger, "lock": lock}));
+    let run = engine.store.create_run(&new, started).await.map_err(|e| match e {
+        StoreError::Conflict(m) => ControlError::Conflict(m),
+        other => ControlError::Store(other),
+    })?;
+    let _ = engine.runbooks.events.send(run.id);
+    Ok((run, rb))
+}
+
+/// Starts a run in the background and returns it as written.
+pub async fn start(engine: &Arc<Engine>, req: StartRequest) -> Result<Run, ControlError> {
+    let (run, rb) = create(engine, req).await?;
+    incident_entry(engine, &run, format!("Runbook {} started (run {}) by {}", run.runbook, run.id, run.started_by)).await;
+    spawn(engine, run.clone(), rb, vec![]);
+    Ok(run)
+}
+
+fn spawn(engine: &Arc<Engine>, run: Run, rb: Arc<Runbook>, records: Vec<super::StepRecord>) -> CancellationToken {
+    spawn_with(engine, run, rb, records, |_| {})
+}
+
+fn spawn_with(
+    engine: &Arc<Engine>,
+    run: Run,
+    rb: Arc<Runbook>,
+    records: Vec<super::StepRecord>,
+    adjust: impl FnOnce(&mut RunCx),
+) -> CancellationToken {
+    let cancel = CancellationToken::new();
+    engine.runbooks.active.lock().expect("active runs").insert(run.id, cancel.clone());
+    let mut cx = RunCx::new(engine.clone(), run, rb, records, cancel.clone());
+    adjust(&mut cx);
+    tokio::spawn(executor::execute(Arc::new(cx)));
+    cancel
+}
+
+fn redact(redactor: &crate::config::secret::Redactor, v: &Json) -> Json {
+    match v {
+        Json::String(s) => Json::String(redactor.redact(s).into_owned()),
+        Json::Array(items) => Json::Array(items.iter().map(|i| redact(redactor, i)).collect()),
+        Json::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), redact(redactor, v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A person's answer to a waiting approval. `step` may be omitted when the run waits
+/// at exactly one approval.
+pub async fn decide(
+    engine: &Arc<Engine>,
+    run_id: i64,
+    step: Option<&str>,
+    approved: bool,
+    by: &str,
+    role: Role,
+    comment: &str,
+) -> Result<(), ControlError> {
+    let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
+    let pending = {
+        let mut approvals = engine.runbooks.approvals.lock().expect("approvals");
+        let keys: Vec<String> = approvals.keys().filter(|(r, _)| *r == run_id).map(|(_, p)| p.clone()).collect();
+        let path = match (step, keys.as_slice()) {
+            (_, []) => return Err(ControlError::Conflict(format!("run {run_id} is {} and waits for no approval", run.status.as_str()))),
+            (Some(s), _) => keys.iter().find(|k| *k == s || k.rsplit('.').next() == Some(s)).cloned().ok_or_else(|| {
+                ControlError::Conflict(format!("run {run_id} does not wait for approval at `{s}`; it waits at: {}", keys.join(", ")))
+            })?,
+            (None, [only]) => only.clone(),
+            (None, many) => {
+                return Err(ControlError::BadInput(format!(
+                    "run {run_id} waits at several approvals ({}); say which with --step",
+                    many.join(", ")
+                )));
+            }
+        };
+        let p = approvals.get(&(run_id, path.clone())).expect("listed");
+        if role < p.role {
+            return Err(ControlError::Forbidden(format!("approving `{path}` needs the {} role; your token is {role}", p.role)));
+        }
+        if p.distinct_approver && p.started_by == by {
+            return Err(ControlError::Forbidden(format!("`{path}` needs a second person: {by} started this run and cannot approve it")));
+        }
+        let p = approvals.remove(&(run_id, path.clone())).expect("listed");
+        (path, p)
+    };
+    let (path, p) = pending;
+    let comment = comment.trim().to_string();
+    let verb = if approved { "approved" } else { "denied" };
+    let text = format!("{by} {verb} {path}{}", if comment.is_empty() { String::new() } else { format!(": {comment}") });
+    let ev = NewEvent::new(run_id, if approved { "approved" } else { "denied" }, text).step(&path).by(by).data(json!({"comment": comment}));
+    // The decision is recorded before the run learns of it.
+    engine.store.append_events(&[ev]).await?;
+    let _ = engine.runbooks.events.send(run_id);
+    let _ = p.answer.send(Decision { approved, by: by.to_string(), comment });
+    Ok(())
+}
+
+/// Cancels a live run (its running step is stopped) or aborts an interrupted one.
+pub async fn cancel(engine: &Arc<Engine>, run_id: i64, by: &str, reason: &str) -> Result<Run, ControlError> {
+    let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
+    let reason = reason.trim();
+    let why = if reason.is_empty() { String::new() } else { format!(": {reason}") };
+    let token = engine.runbooks.active.lock().expect("active runs").get(&run_id).cloned();
+    match (token, run.status) {
+        (Some(token), _) => {
+            let ev = NewEvent::new(run_id, "cancelled", format!("{by} cancelled the run{why}")).by(by);
+            engine.store.append_events(&[ev]).await?;
+            token.cancel();
+        }
+        (None, RunStatus::Interrupted) => {
+            let ev =
+                NewEvent::new(run_id, "aborted", format!("{by} aborted the interrupted run{why}; steps left unknown stay unknown")).by(by);
+            engine.store.set_run_status(run_id, RunStatus::Cancelled, Some(&format!("aborted by {by}{why}")), None, &[ev]).await?;
+        }
+        (None, s) => return Err(ControlError::Conflict(format!("run {run_id} is {} and cannot be cancelled", s.as_str()))),
+    }
+    let _ = engine.runbooks.events.send(run_id);
+    Ok(engine.store.run(run_id).await?.unwrap_or(run))
+}
+
+/// Continues an interrupted run (`resume`) or a failed one (`retry`) on an operator's
+/// word. Steps that succeeded are not repeated, except from `from` on when given;
+/// the step that was unknown or failed runs again.
+pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&str>, retry: bool) -> Result<Run, ControlError> {
+    let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
+    if engine.runbooks.is_active(run_id) {
+        return Err(ControlError::Conflict(format!("run {run_id} is still running")));
+    }
+    let allowed = match retry {
+        false => run.status == RunStatus::Interrupted,
+        true => matches!(run.status, RunStatus::Failed | RunStatus::Interrupted),
+    };
+    if !allowed {
+        let what = if retry {
+            "retry applies to failed or interrupted runs"
+        } else {
+            "resume applies to interrupted runs (use retry for failed ones)"
+        };
+        return Err(ControlError::Conflict(format!("run {run_id} is {}; {what}", run.status.as_str())));
+    }
+    let rb = runbook(engine, &run.runbook)?;
+    let records = engine.store.run_steps(run_id).await?;
+    let top: Vec<String> = rb.steps.iter().map(|s| s.name.clone()).collect();
+    let from_index = match from {
+        None => None,
+        Some(f) => Some(top.iter().position(|s| s == f).ok_or_else(|| {
+            ControlError::BadInput(format!("`{f}` is not a top-level step of runbook {}; its steps: {}", rb.name, top.join(", ")))
+        })?),
+    };
+    if let Some(lock) = &run.lock {
+        engine.store.relock(run_id, lock).await.map_err(|e| match e {
+            StoreError::Conflict(m) => ControlError::Conflict(m),
+            other => ControlError::Store(other),
+        })?;
+    }
+    let unknown: Vec<String> = records.iter().filter(|r| r.status == StepStatus::Unknown).map(|r| r.path.clone()).collect();
+    let kind = if retry { "retried" } else { "resumed" };
+    let mut text = format!("{by} {kind} the run");
+    if let Some(f) = from {
+        text.push_str(&format!(" from step {f}"));
+    }
+    if !unknown.is_empty() {
+        text.push_str(&format!("; runs again: {}", unknown.join(", ")));
+    }
+    let ev = NewEvent::new(run_id, kind, text).by(by).data(json!({"from": from, "unknown": unknown}));
+    engine.store.set_run_status(run_id, RunStatus::Running, None, None, &[ev]).await?;
+    let _ = engine.runbooks.events.send(run_id);
+    let mut run = run;
+    run.status = RunStatus::Running;
+    spawn_with(engine, run.clone(), rb, records, move |cx| {
+        if let Some(i) = from_index {
+            let rerun = &top[i..];
+            cx.done.retain(|path, _| {
+                let head = path.split(['.', '[']).next().unwrap_or(path);
+                !rerun.iter().any(|r| r == head)
+            });
+        }
+    });
+    Ok(run)
+}
+
+/// After a restart: runs that were live are interrupted, with their running steps
+/// `unknown` — or, when every such step is idempotent, resumed at once.
+pub async fn recover(engine: &Arc<Engine>) -> Result<(), StoreError> {
+    for run in engine.store.unfinished_runs().await? {
+        if engine.runbooks.is_active(run.id) || run.status == RunStatus::Interrupted {
+            continue;
+        }
+        interrupt_or_resume(engine, run, "steward stopped").await?;
+    }
+    Ok(())
+}
+
+async fn interrupt_or_resume(engine: &Arc<Engine>, run: Run, why: &str) -> Result<(), StoreError> {
+    let records = engine.store.run_steps(run.id).await?;
+    let open: Vec<&super::StepRecord> = records.iter().filter(|r| matches!(r.status, StepStatus::Running | StepStatus::Waiting)).collect();
+    let rb = engine.config().runbook(&run.runbook).cloned().map(Arc::new);
+    let repeatable = |r: &super::StepRecord| {
+        rb.as_ref()
+            .and_then(|rb| rb.step(&r.name))
+            .is_some_and(|s| s.idempotent || matches!(s.kind, StepKind::ForEach(_) | StepKind::Parallel(_)))
+    };
+    let heartbeat = run.heartbeat_at.format("%Y-%m-%d %H:%M:%S UTC");
+    // A called run is resumed through its caller, never on its own.
+    match rb {
+        Some(rb) if run.parent_run.is_none() && open.iter().all(|r| repeatable(r)) => {
+            let paths: Vec<String> = open.iter().map(|r| r.path.clone()).collect();
+            engine
+                .store
+                .close_open_steps(run.id, StepStatus::Unknown, &format!("{why} while this step ran; it is idempotent, so it runs again"))
+                .await?;
+            let text = if paths.is_empty() {
+                format!("{why} between steps (last heartbeat {heartbeat}); no step was in flight, so the run continues")
+            } else {
+                format!(
+                    "{why} (last heartbeat {heartbeat}); {} idempotent, so the run continues",
+                    paths.join(", ") + if paths.len() == 1 { " is" } else { " are" }
+                )
+            };
+            let ev = NewEvent::new(run.id, "resumed", text).by("steward").data(json!({"automatic": true, "rerun": paths}));
+            engine.store.set_run_status(run.id, RunStatus::Running, None, None, &[ev]).await?;
+            let records = engine.store.run_steps(run.id).await?;
+            spawn(engine, run, rb, records);
+        }
+        _ => {
+            let paths = engine
+                .store
+                .close_open_steps(run.id, StepStatus::Unknown, &format!("{why} while this step ran; it may or may not have finished"))
+                .await?;
+            let at = if paths.is_empty() { "between steps".to_string() } else { format!("while {} ran", paths.join(", ")) };
+            let error = format!(
+                "{why} {at} (last heartbeat {heartbeat}); an operator decides: `steward runs resume {id}`, `retry` or `cancel`",
+                id = run.id
+            );
+            let ev = NewEvent::new(run.id, "run_interrupted", error.clone()).data(json!({"unknown": paths}));
+            engine.store.set_run_status(run.id, RunStatus::Interrupted, Some(&error), None, &[ev]).await?;
+            incident_entry(engine, &run, format!("Run {} of runbook {} was interrupted: {error}", run.id, run.runbook)).await;
+        }
+    }
+    let _ = engine.runbooks.events.send(0);
+    Ok(())
+}
+
+/// Called by the executor when a run ends.
+pub(super) async fn after_run(cx: &RunCx, status: RunStatus) {
+    if cx.run.parent_run.is_none() {
+        let error = match status {
+            RunStatus::Succeeded => String::new(),
+            _ => cx.engine.store.run(cx.run.id).await.ok().flatten().and_then(|r| r.error).map(|e| format!(": {e}")).unwrap_or_default(),
+        };
+        incident_entry(&cx.engine, &cx.run, format!("Runbook {} run {} {}{error}", cx.run.runbook, cx.run.id, status.as_str())).await;
+    }
+}
+
+/// Appends to the timeline of the incident the run belongs to: the one named at start,
+/// or the open incident holding the alert that started it.
+async fn incident_entry(engine: &Arc<Engine>, run: &Run, text: String) {
+    let incident = match (run.incident_id, &run.alert_fingerprint) {
+        (Some(id), _) => Some(id),
+        (None, Some(fp)) => {
+            engine.store.attachments(std::slice::from_ref(fp)).await.ok().and_then(|list| list.into_iter().map(|a| a.incident_id).max())
+        }
+        _ => None,
+    };
+    let Some(id) = incident else { return };
+    let _guard = engine.incidents.lock.lock().await;
+    let Ok(Some(incident)) = engine.store.incident(id).await else { return };
+    let mut w = IncidentWrite::of(incident);
+    let text = engine.config().redactor.redact(&text).into_owned();
+    w.timeline.push(TimelineEntry::new(Utc::now(), "runbook", "steward", text).with_data(json!({"run": run.id, "runbook": run.runbook})));
+    if let Err(e) = engine.store.write_incident(&w).await {
+        tracing::warn!(run = run.id, incident = id, error = %e, "could not add the run to the incident timeline");
+    }
+}
+
+/// Heartbeats for live runs, interruption of abandoned ones, cron schedules and
+/// history retention, until `stop`.
+pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_fires: HashMap<(String, usize, String), DateTime<Utc>> = HashMap::new();
+    let started = Utc::now();
+    let mut last_heartbeat = std::time::Instant::now();
+    let mut last_sweep = std::time::Instant::now();
+    let mut last_prune: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = Utc::now();
+        fire_schedules(&engine, &mut next_fires, started, now).await;
+        if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+            last_heartbeat = std::time::Instant::now();
+            if let Err(e) = engine.store.heartbeat(&engine.runbooks.active_ids(), now).await {
+                tracing::warn!(error = %e, "could not record run heartbeats");
+            }
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(30) {
+            last_sweep = std::time::Instant::now();
+            sweep_stale(&engine, now).await;
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_prune = Some(std::time::Instant::now());
+            let before = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(90));
+            match engine.store.prune_runs(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(runs = n, "expired old runbook runs"),
+                Err(e) => tracing::warn!(error = %e, "expiring old runbook runs failed; will retry"),
+            }
+        }
+    }
+}
+
+/// Runs whose heartbeat stopped and that no task here is running: interrupted.
+async fn sweep_stale(engine: &Arc<Engine>, now: DateTime<Utc>) {
+    let Ok(runs) = engine.store.unfinished_runs().await else { return };
+    for run in runs {
+        let stale = now - run.heartbeat_at > chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
+        if stale && matches!(run.status, RunStatus::Running | RunStatus::Waiting) && !engine.runbooks.is_active(run.id) {
+            if let Err(e) = interrupt_or_resume(engine, run, "the run's heartbeat stopped").await {
+                tracing::warn!(error = %e, "could not interrupt an abandoned run");
+            }
+        }
+    }
+}
+
+/// Starts the runs whose schedule came due. Each fire is keyed by runbook, schedule and
+/// instant in the store, so no fire can start two runs; fires missed while steward
+/// was down are not made up (a log line says so).
+async fn fire_schedules(
+    engine: &Arc<Engine>,
+    next: &mut HashMap<(String, usize, String), DateTime<Utc>>,
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    let config = engine.config();
+    let mut live = Vec::new();
+    for rb in &config.runbooks {
+        for (i, s) in rb.schedules.iter().enumerate() {
+            let key = (rb.name.clone(), i, format!("{} {}", s.cron, s.timezone));
+            live.push(key.clone());
+            let Ok(cron) = super::schedule::parse_cron(&s.cron) else { continue };
+            let due = match next.get(&key) {
+                Some(t) => *t,
+                None => {
+                    let Some(t) = super::schedule::next_fire(&cron, s.timezone, started.max(now - chrono::Duration::seconds(1))) else {
+                        continue;
+                    };
+                    next.insert(key.clone(), t);
+                    t
+                }
+            };
+            if due > now {
+                continue;
+            }
+            let mut req = StartRequest::manual(&rb.name, s.params.clone().into_iter().collect(), "schedule");
+            req.trigger = "schedule".into();
+            req.schedule_key = Some(format!("{}#{}@{}", rb.name, i, due.to_rfc3339()));
+            match start(engine, req).await {
+                Ok(run) => tracing::info!(runbook = %rb.name, run = run.id, cron = %s.cron, "scheduled run started"),
+                Err(ControlError::Conflict(m)) => tracing::warn!(runbook = %rb.name, cron = %s.cron, "scheduled run not started: {m}"),
+                Err(e) => tracing::error!(runbook = %rb.name, cron = %s.cron, error = %e, "scheduled run could not start"),
+            }
+            if let Some(t) = super::schedule::next_fire(&cron, s.timezone, due) {
+                if t <= now {
+                    tracing::warn!(runbook = %rb.name, cron = %s.cron, "fires between {due} and now were missed and are not made up");
+                    let later = super::schedule::next_fire(&cron, s.timezone, now).unwrap_or(t);
+                    next.insert(key, later);
+                } else {
+                    next.insert(key, t);
+                }
+            }
+        }
+    }
+    next.retain(|k, _| live.contains(k));
+}

@@ -1,0 +1,973 @@
+//! Walks a run's steps. Each step attempt is written `running` before it acts and
+//! `succeeded`/`failed`/… after; output streams as events while it runs.
+//!
+//! Stopping is by dropping futures: a step timeout, the run timeout or a cancellation
+//! drops the step's future, which kills its process group; the step rows left
+//! `running` are then closed in one store call with the reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::actions::{Action, Outcome, OutputLine};
+use super::template::Text;
+use super::{Decision, NewEvent, PendingApproval, Run, RunStatus, StepRecord, StepStatus};
+use crate::config::Config;
+use crate::config::duration::{format_duration, parse_duration};
+use crate::config::runbooks::{Items, Runbook, ShellProgram, Step, StepKind, WaitProbe};
+use crate::config::secret::Redactor;
+use crate::engine::Engine;
+use crate::store::OutboxMessage;
+
+/// Output events per step beyond which lines are only kept in the step's tail.
+const MAX_OUTPUT_LINES: usize = 20_000;
+/// Characters of output kept on the step row.
+const TAIL_CHARS: usize = 64 << 10;
+
+/// Why a run stopped before its end.
+#[derive(Debug, Clone)]
+pub enum Stop {
+    Failed { step: String, error: String },
+    TimedOut(Duration),
+    Cancelled,
+}
+
+/// Everything the steps of one run share.
+pub struct RunCx {
+    pub engine: Arc<Engine>,
+    pub run: Run,
+    pub runbook: Arc<Runbook>,
+    pub config: Arc<Config>,
+    pub redactor: Redactor,
+    pub cancel: CancellationToken,
+    /// Steps that succeeded or were skipped in an earlier execution of this run: a
+    /// resumed run does not repeat them.
+    pub done: HashMap<String, StepRecord>,
+    /// The last attempt number per path, so a resumed step continues the numbering.
+    attempts: Mutex<HashMap<String, u32>>,
+    alert: Json,
+}
+
+/// The variables of one level: step results so far and loop variables.
+#[derive(Clone)]
+struct Scope {
+    steps: Arc<Mutex<BTreeMap<String, Json>>>,
+    vars: BTreeMap<String, Json>,
+    failure: Option<Json>,
+}
+
+impl Scope {
+    fn root() -> Scope {
+        Scope { steps: Arc::default(), vars: BTreeMap::new(), failure: None }
+    }
+
+    /// A loop item's scope: sees the steps before the loop, keeps its own results.
+    fn item(&self, var: &str, value: Json) -> Scope {
+        let steps = self.steps.lock().expect("scope").clone();
+        let mut vars = self.vars.clone();
+        vars.insert(var.to_string(), value);
+        Scope { steps: Arc::new(Mutex::new(steps)), vars, failure: self.failure.clone() }
+    }
+
+    fn set(&self, name: &str, result: Json) {
+        self.steps.lock().expect("scope").insert(name.to_string(), result);
+    }
+
+    fn context(&self, cx: &RunCx, extra: Option<(&str, Json)>) -> minijinja::Value {
+        let mut root = Map::new();
+        root.insert("params".into(), Json::Object(cx.run.params.clone()));
+        root.insert("steps".into(), Json::Object(self.steps.lock().expect("scope").clone().into_iter().collect()));
+        root.insert(
+            "run".into(),
+            json!({"id": cx.run.id, "runbook": cx.run.runbook, "started_by": cx.run.started_by, "trigger": cx.run.trigger}),
+        );
+        root.insert("alert".into(), cx.alert.clone());
+        if let Some(f) = &self.failure {
+            root.insert("failure".into(), f.clone());
+        }
+        for (k, v) in &self.vars {
+            root.insert(k.clone(), v.clone());
+        }
+        if let Some((k, v)) = extra {
+            root.insert(k.into(), v);
+        }
+        minijinja::Value::from_serialize(&root)
+    }
+}
+
+impl RunCx {
+    pub fn new(engine: Arc<Engine>, run: Run, runbook: Arc<Runbook>, done: Vec<StepRecord>, cancel: CancellationToken) -> RunCx {
+        let config = engine.config();
+        let mut attempts = HashMap::new();
+        let mut finished = HashMap::new();
+        for s in done {
+            let a = attempts.entry(s.path.clone()).or_insert(0);
+            *a = (*a).max(s.attempt);
+            if matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped) {
+                finished.insert(s.path.clone(), s);
+            } else {
+                // A later failed attempt supersedes an earlier success only if it is newer;
+                // rows come in start order, so the last one wins.
+                finished.remove(&s.path);
+            }
+        }
+        let alert = match &run.alert_fingerprint {
+            Some(fp) => engine
+                .alerting
+                .alert(fp)
+                .map(|a| json!({"fingerprint": fp, "rule": a.rule, "labels": a.labels, "annotations": a.annotations}))
+                .unwrap_or_else(|| json!({"fingerprint": fp, "labels": {}, "annotations": {}})),
+            None => json!({}),
+        };
+        RunCx {
+            redactor: config.redactor.clone(),
+            config,
+            engine,
+            run,
+            runbook,
+            cancel,
+            done: finished,
+            attempts: Mutex::new(attempts),
+            alert,
+        }
+    }
+
+    fn next_attempt(&self, path: &str) -> u32 {
+        let mut a = self.attempts.lock().expect("attempts");
+        let n = a.entry(path.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn redact_json(&self, v: &Json) -> Json {
+        match v {
+            Json::String(s) => Json::String(self.redactor.redact(s).into_owned()),
+            Json::Array(items) => Json::Array(items.iter().map(|i| self.redact_json(i)).collect()),
+            Json::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), self.redact_json(v))).collect()),
+            other => other.clone(),
+        }
+    }
+
+    fn event(&self, kind: &'static str, message: impl Into<String>) -> NewEvent {
+        NewEvent::new(self.run.id, kind, self.redactor.redact(&message.into()).into_owned())
+    }
+
+    async fn save(&self, rec: &StepRecord, events: &[NewEvent]) -> Result<(), Stop> {
+        let result = self.engine.store.save_step(rec, events).await;
+        let _ = self.engine.runbooks.events.send(self.run.id);
+        result.map_err(|e| Stop::Failed { step: rec.path.clone(), error: format!("cannot record the step ({e}); stopped before acting") })
+    }
+
+    async fn emit(&self, events: Vec<NewEvent>) {
+        if let Err(e) = self.engine.store.append_events(&events).await {
+            tracing::warn!(run = self.run.id, error = %e, "could not record run events");
+        }
+        let _ = self.engine.runbooks.events.send(self.run.id);
+    }
+
+    /// Waits, unless the run is cancelled first.
+    async fn pause(&self, d: Duration) -> Result<(), Stop> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = self.cancel.cancelled() => Err(Stop::Cancelled),
+        }
+    }
+
+    /// The environment every process of this run starts with: a minimal base, the
+    /// parameters, then loop variables.
+    fn base_env(&self, scope: &Scope, path: &str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())),
+            ("HOME".into(), std::env::var("HOME").unwrap_or_else(|_| "/".into())),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("STEWARD_RUN_ID".into(), self.run.id.to_string()),
+            ("STEWARD_RUNBOOK".into(), self.run.runbook.clone()),
+            ("STEWARD_STEP".into(), path.to_string()),
+        ];
+        for (k, v) in &self.run.params {
+            env.push((crate::config::runbooks::env_name(k), env_value(v)));
+        }
+        for (k, v) in &scope.vars {
+            env.push((crate::config::runbooks::env_name(k), env_value(v)));
+        }
+        env
+    }
+}
+
+/// How a value reads in an environment variable: strings as they are, lists
+/// space-separated (`for NODE in $NODES`), anything else as JSON.
+fn env_value(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Array(items) => items.iter().map(env_value).collect::<Vec<_>>().join(" "),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs the run to its end and records how it ended. `run` must already be written.
+pub async fn execute(cx: Arc<RunCx>) -> RunStatus {
+    let id = cx.run.id;
+    let started = Instant::now();
+    let scope = Scope::root();
+    let body = run_steps(&cx, &cx.runbook.steps, "", &scope);
+    let timed = async {
+        match cx.runbook.timeout {
+            Some(t) => tokio::time::timeout(t, body).await.unwrap_or(Err(Stop::TimedOut(t))),
+            None => body.await,
+        }
+    };
+    let result = tokio::select! {
+        r = timed => r,
+        _ = cx.cancel.cancelled() => Err(Stop::Cancelled),
+    };
+    let store = &cx.engine.store;
+    let elapsed = format_duration(Duration::from_millis(started.elapsed().as_millis() as u64));
+    let status = match result {
+        Ok(()) => match render_outputs(&cx, &scope) {
+            Ok(outputs) => {
+                let outputs = cx.redact_json(&outputs);
+                let ev = cx.event("run_succeeded", format!("run succeeded in {elapsed}")).data(json!({"outputs": outputs}));
+                finish(&cx, RunStatus::Succeeded, None, Some(&outputs), ev).await
+            }
+            Err(e) => {
+                let msg = format!("the run's outputs could not be rendered: {e}");
+                finish(&cx, RunStatus::Failed, Some(&msg), None, cx.event("run_failed", msg.clone())).await
+            }
+        },
+        Err(Stop::Cancelled) => {
+            let _ = store.close_open_steps(id, StepStatus::Cancelled, "the run was cancelled").await;
+            finish(&cx, RunStatus::Cancelled, Some("cancelled"), None, cx.event("run_cancelled", "run cancelled")).await
+        }
+        Err(stop) => {
+            let (failed_step, error) = match &stop {
+                Stop::TimedOut(t) => {
+                    let msg = format!("the run timed out after {}", format_duration(*t));
+                    let _ = store.close_open_steps(id, StepStatus::Failed, &msg).await;
+                    (None, msg)
+                }
+                Stop::Failed { step, error } => (Some(step.clone()), format!("step `{step}` failed: {error}")),
+                Stop::Cancelled => unreachable!("handled above"),
+            };
+            let mut error = cx.redactor.redact(&error).into_owned();
+            if !cx.runbook.on_failure.is_empty() {
+                cx.emit(vec![cx.event("rollback_started", format!("{error}; running on_failure steps"))]).await;
+                let mut rollback = Scope::root();
+                rollback.steps = scope.steps.clone();
+                rollback.failure = Some(json!({"step": failed_step, "error": error}));
+                // The rollback gets its own budget: the run's may be what ran out.
+                let rb = run_steps(&cx, &cx.runbook.on_failure, "", &rollback);
+                match tokio::select! { r = rb => r, _ = cx.cancel.cancelled() => Err(Stop::Cancelled) } {
+                    Ok(()) => error.push_str("; rolled back (on_failure succeeded)"),
+                    Err(Stop::Failed { step, error: e }) => error.push_str(&format!("; on_failure step `{step}` failed too: {e}")),
+                    Err(_) => {
+                        let _ = store.close_open_steps(id, StepStatus::Cancelled, "the rollback was cancelled").await;
+                        error.push_str("; the rollback was cancelled");
+                    }
+                }
+            }
+            finish(&cx, RunStatus::Failed, Some(&error), None, cx.event("run_failed", error.clone())).await
+        }
+    };
+    cx.engine.runbooks.active.lock().expect("active runs").remove(&id);
+    cx.engine.runbooks.approvals.lock().expect("approvals").retain(|(run, _), _| *run != id);
+    status
+}
+
+async fn finish(cx: &RunCx, status: RunStatus, error: Option<&str>, outputs: Option<&Json>, event: NewEvent) -> RunStatus {
+    if let Err(e) = cx.engine.store.set_run_status(cx.run.id, status, error, outputs, &[event]).await {
+        tracing::error!(run = cx.run.id, error = %e, "could not record how the run ended; it will show as interrupted");
+    }
+    let _ = cx.engine.runbooks.events.send(cx.run.id);
+    super::control::after_run(cx, status).await;
+    status
+}
+
+fn render_outputs(cx: &RunCx, scope: &Scope) -> Result<Json, String> {
+    if cx.runbook.outputs.is_empty() {
+        return Ok(Json::Object(Map::new()));
+    }
+    let ctx = scope.context(cx, None);
+    let mut out = Map::new();
+    for (k, t) in &cx.runbook.outputs {
+        let v = t.render(&ctx).map_err(|e| format!("output `{k}`: {e}"))?;
+        // An output that renders to JSON (a number, a list) stays typed.
+        out.insert(k.clone(), serde_json::from_str(&v).unwrap_or(Json::String(v)));
+    }
+    Ok(Json::Object(out))
+}
+
+fn run_steps<'a>(cx: &'a RunCx, steps: &'a [Step], prefix: &'a str, scope: &'a Scope) -> BoxFuture<'a, Result<(), Stop>> {
+    async move {
+        for step in steps {
+            run_step(cx, step, format!("{prefix}{}", step.name), scope).await?;
+        }
+        Ok(())
+    }
+    .boxed()
+}
+
+fn record(cx: &RunCx, step: &Step, path: &str, attempt: u32, status: StepStatus) -> StepRecord {
+    StepRecord {
+        run_id: cx.run.id,
+        path: path.to_string(),
+        name: step.name.clone(),
+        kind: step.kind.name().to_string(),
+        attempt,
+        status,
+        started_at: Utc::now(),
+        finished_at: None,
+        detail: Json::Null,
+        result: Json::Null,
+        output: String::new(),
+        error: None,
+    }
+}
+
+/// Result JSON as templates read it: the action's fields plus `status` and `error`.
+fn step_result(status: StepStatus, mut fields: Map<String, Json>, error: Option<&str>) -> Json {
+    fields.insert("status".into(), Json::from(status.as_str()));
+    fields.insert("error".into(), error.map_or(Json::Null, Json::from));
+    Json::Object(fields)
+}
+
+fn run_step<'a>(cx: &'a RunCx, step: &'a Step, path: String, scope: &'a Scope) -> BoxFuture<'a, Result<(), Stop>> {
+    async move {
+        if let Some(rec) = cx.done.get(&path) {
+            // Done in an earlier execution of this run: its recorded result stands.
+            scope.set(&step.name, rec.result.clone());
+            return Ok(());
+        }
+        if cx.cancel.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        if let Some(when) = &step.when {
+            let decided = when.is_true(&scope.context(cx, None));
+            match decided {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut rec = record(cx, step, &path, cx.next_attempt(&path), StepStatus::Skipped);
+                    rec.finished_at = Some(rec.started_at);
+                    rec.detail = json!({"when": when.source});
+                    rec.result = step_result(StepStatus::Skipped, Map::new(), None);
+                    let ev = cx.event("step_skipped", format!("{path} skipped: `{}` is false", when.source)).step(&path);
+                    cx.save(&rec, &[ev]).await?;
+                    scope.set(&step.name, rec.result);
+                    return Ok(());
+                }
+                Err(e) => {
+                    return conclude_failure(cx, step, &path, scope, format!("its `when` condition could not be evaluated: {e}")).await;
+                }
+            }
+        }
+        match &step.kind {
+            StepKind::ForEach(_) | StepKind::Parallel(_) => composite(cx, step, path, scope).await,
+            _ => leaf(cx, step, path, scope).await,
+        }
+    }
+    .boxed()
+}
+
+/// Records a failure that happened before an attempt could start, then fails or goes on.
+async fn conclude_failure(cx: &RunCx, step: &Step, path: &str, scope: &Scope, error: String) -> Result<(), Stop> {
+    let error = cx.redactor.redact(&error).into_owned();
+    let mut rec = record(cx, step, path, cx.next_attempt(path), StepStatus::Failed);
+    rec.finished_at = Some(rec.started_at);
+    rec.error = Some(error.clone());
+    rec.result = step_result(StepStatus::Failed, Map::new(), Some(&error));
+    let ev = cx.event("step_failed", format!("{path} failed: {error}")).step(path);
+    cx.save(&rec, &[ev]).await?;
+    scope.set(&step.name, rec.result);
+    if step.continue_on_error { Ok(()) } else { Err(Stop::Failed { step: path.to_string(), error }) }
+}
+
+/// What a leaf step will do, rendered.
+enum Prepared {
+    Act(Action),
+    Check(String),
+    Wait { probe: WaitPrepared, interval: Duration, timeout: Duration },
+    Sleep(Duration),
+    Approve { prompt: String },
+    Notify { receivers: Vec<String>, message: String, severity: String },
+    Call { runbook: String, params: Map<String, Json> },
+}
+
+enum WaitPrepared {
+    Check(String),
+    Act(Box<StepKind>, crate::runbooks::template::Expr),
+}
+
+impl Prepared {
+    fn detail(&self) -> Json {
+        match self {
+            Prepared::Act(a) => a.detail(),
+            Prepared::Check(c) => json!({"check": c}),
+            Prepared::Wait { probe, interval, timeout } => json!({
+                "until": match probe { WaitPrepared::Check(c) => format!("check {c} is healthy"), WaitPrepared::Act(_, cond) => cond.source.clone() },
+                "interval": format_duration(*interval), "timeout": format_duration(*timeout),
+            }),
+            Prepared::Sleep(d) => json!({"sleep": format_duration(*d)}),
+            Prepared::Approve { prompt } => json!({"prompt": prompt}),
+            Prepared::Notify { receivers, message, .. } => json!({"receivers": receivers, "message": message}),
+            Prepared::Call { runbook, params } => json!({"runbook": runbook, "params": params}),
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            Prepared::Act(a) => a.summary(),
+            Prepared::Check(c) => format!("check {c}"),
+            Prepared::Wait { probe: WaitPrepared::Check(c), timeout, .. } => {
+                format!("wait until {c} is healthy (up to {})", format_duration(*timeout))
+            }
+            Prepared::Wait { probe: WaitPrepared::Act(_, cond), timeout, .. } => {
+                format!("wait until {} (up to {})", cond.source, format_duration(*timeout))
+            }
+            Prepared::Sleep(d) => format!("sleep {}", format_duration(*d)),
+            Prepared::Approve { prompt } => format!("approval: {prompt}"),
+            Prepared::Notify { receivers, .. } => format!("notify {}", receivers.join(", ")),
+            Prepared::Call { runbook, .. } => format!("run runbook {runbook}"),
+        }
+    }
+}
+
+/// Renders an action step kind (shell/http/sql/redis) in `scope`.
+fn render_action(cx: &RunCx, kind: &StepKind, scope: &Scope, path: &str, extra: Option<(&str, Json)>) -> Result<Action, String> {
+    let ctx = std::cell::OnceCell::new();
+    let ctx = || ctx.get_or_init(|| scope.context(cx, extra.clone()));
+    let r = |t: &Text| if t.is_literal() { Ok(t.written.clone()) } else { t.render(ctx()) };
+    match kind {
+        StepKind::Shell(s) => {
+            let mut env = cx.base_env(scope, path);
+            for (k, v) in &s.env {
+                env.push((k.clone(), r(v).map_err(|e| format!("env {k}: {e}"))?));
+            }
+            let argv = match &s.program {
+                // The script text goes to the shell as written; values arrive through env.
+                ShellProgram::Script { shell, text } => vec![shell.clone(), "-c".into(), text.clone()],
+                ShellProgram::Argv(items) => items.iter().map(r).collect::<Result<Vec<_>, _>>()?,
+            };
+            Ok(Action::Process { argv, env, workdir: s.workdir.clone() })
+        }
+        StepKind::Http(h) => Ok(Action::Http {
+            method: h.method.clone(),
+            url: r(&h.url)?,
+            headers: h.headers.iter().map(|(k, v)| r(v).map(|v| (k.clone(), v))).collect::<Result<_, _>>()?,
+            body: h.body.as_ref().map(r).transpose()?,
+            expect_status: h.expect_status.clone(),
+        }),
+        StepKind::Sql(s) => Ok(Action::Sql {
+            engine: s.engine,
+            url: r(&s.url)?,
+            query: s.query.clone(),
+            args: s.args.iter().map(r).collect::<Result<_, _>>()?,
+        }),
+        StepKind::Redis(s) => Ok(Action::Redis { url: r(&s.url)?, command: s.command.iter().map(r).collect::<Result<_, _>>()? }),
+        other => Err(format!("a {} step is not an action", other.name())),
+    }
+}
+
+fn prepare(cx: &RunCx, step: &Step, scope: &Scope, path: &str) -> Result<Prepared, String> {
+    let r = |t: &Text| t.render(&scope.context(cx, None));
+    Ok(match &step.kind {
+        StepKind::Shell(_) | StepKind::Http(_) | StepKind::Sql(_) | StepKind::Redis(_) => {
+            Prepared::Act(render_action(cx, &step.kind, scope, path, None)?)
+        }
+        StepKind::Check(c) => Prepared::Check(c.clone()),
+        StepKind::WaitUntil(w) => Prepared::Wait {
+            probe: match &w.probe {
+                WaitProbe::Check(c) => WaitPrepared::Check(c.clone()),
+                WaitProbe::Step { kind, condition } => WaitPrepared::Act(kind.clone(), condition.clone()),
+            },
+            interval: w.interval,
+            timeout: w.timeout,
+        },
+        StepKind::Sleep(t) => {
+            let text = r(t)?;
+            Prepared::Sleep(parse_duration(text.trim()).map_err(|e| format!("sleep `{text}`: {e}"))?)
+        }
+        StepKind::Approve(a) => Prepared::Approve { prompt: r(&a.prompt)? },
+        StepKind::Notify(n) => Prepared::Notify { receivers: n.receivers.clone(), message: r(&n.message)?, severity: n.severity.clone() },
+        StepKind::Runbook(call) => {
+            let mut params = Map::new();
+            for (k, v) in &call.params {
+                let text = r(v).map_err(|e| format!("param {k}: {e}"))?;
+                params.insert(k.clone(), Json::String(text));
+            }
+            Prepared::Call { runbook: call.runbook.clone(), params }
+        }
+        StepKind::ForEach(_) | StepKind::Parallel(_) => unreachable!("composite steps are not leaves"),
+    })
+}
+
+async fn leaf(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<(), Stop> {
+    let mut delay = step.retry_delay;
+    let mut last_error = String::new();
+    let mut last_fields = Map::new();
+    for try_no in 0..=step.retries {
+        let prepared = match prepare(cx, step, scope, &path) {
+            Ok(p) => p,
+            Err(e) => return conclude_failure(cx, step, &path, scope, format!("cannot render: {e}")).await,
+        };
+        let attempt = cx.next_attempt(&path);
+        let waiting = matches!(prepared, Prepared::Approve { .. });
+        let mut rec = record(cx, step, &path, attempt, if waiting { StepStatus::Waiting } else { StepStatus::Running });
+        rec.detail = cx.redact_json(&prepared.detail());
+        let summary = cx.redactor.redact(&prepared.summary()).into_owned();
+        let retry_note = if try_no > 0 { format!(" (attempt {})", try_no + 1) } else { String::new() };
+        let ev = cx
+            .event("step_started", format!("{path}: {summary}{retry_note}"))
+            .step(&path)
+            .data(json!({"kind": step.kind.name(), "attempt": attempt}));
+        // Durability: the intent is on disk before anything acts.
+        cx.save(&rec, &[ev]).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let collector = tokio::spawn(collect_output(cx.engine.clone(), cx.run.id, path.clone(), cx.redactor.clone(), rx));
+        let act = perform(cx, step, &path, prepared, scope, &tx, attempt);
+        let outcome = match step.timeout {
+            Some(t) => tokio::time::timeout(t, act).await.unwrap_or_else(|_| Outcome {
+                ok: false,
+                result: Map::new(),
+                error: Some(format!("timed out after {}; its process group was stopped", format_duration(t))),
+            }),
+            None => act.await,
+        };
+        drop(tx);
+        let tail = match tokio::time::timeout(Duration::from_secs(1), collector).await {
+            Ok(Ok(tail)) => tail,
+            _ => String::new(),
+        };
+        let status = if outcome.ok { StepStatus::Succeeded } else { StepStatus::Failed };
+        let error = outcome.error.as_deref().map(|e| cx.redactor.redact(e).into_owned());
+        rec.status = status;
+        rec.finished_at = Some(Utc::now());
+        rec.output = tail;
+        rec.error = error.clone();
+        rec.result = cx.redact_json(&step_result(status, outcome.result.clone(), error.as_deref()));
+        let took = format_duration(Duration::from_millis(
+            (rec.finished_at.unwrap_or(rec.started_at) - rec.started_at).num_milliseconds().max(0) as u64,
+        ));
+        let ev = match &error {
+            None => cx.event("step_succeeded", format!("{path} succeeded in {took}")),
+            Some(e) => cx.event("step_failed", format!("{path} failed after {took}: {e}")),
+        }
+        .step(&path)
+        .data(json!({"attempt": attempt, "exit_code": outcome.result.get("exit_code")}));
+        cx.save(&rec, &[ev]).await?;
+        if outcome.ok {
+            // Templates read the real values; the store holds the redacted copy.
+            scope.set(&step.name, step_result(status, outcome.result, None));
+            return Ok(());
+        }
+        last_error = error.unwrap_or_default();
+        last_fields = outcome.result;
+        if try_no < step.retries && !cx.cancel.is_cancelled() {
+            cx.emit(vec![cx.event("step_retrying", format!("{path}: retrying in {}", format_duration(delay))).step(&path)]).await;
+            cx.pause(delay).await?;
+            delay = delay.saturating_mul(2);
+        }
+    }
+    scope.set(&step.name, step_result(StepStatus::Failed, last_fields, Some(&last_error)));
+    if step.continue_on_error {
+        cx.emit(vec![cx.event("step_continued", format!("{path} failed; continuing (continue_on_error)")).step(&path)]).await;
+        Ok(())
+    } else {
+        Err(Stop::Failed { step: path, error: last_error })
+    }
+}
+
+/// Batches output lines into events (a transaction per batch, not per line) and
+/// returns the tail kept on the step row.
+async fn collect_output(
+    engine: Arc<Engine>,
+    run: i64,
+    path: String,
+    redactor: Redactor,
+    mut rx: mpsc::UnboundedReceiver<OutputLine>,
+) -> String {
+    let mut tail = String::new();
+    let mut pending: Vec<(String, String)> = Vec::new();
+    let mut recorded = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let flush = |pending: &mut Vec<(String, String)>, recorded: &mut usize| {
+        let lines = std::mem::take(pending);
+        let engine = engine.clone();
+        let path = path.clone();
+        let before = *recorded;
+        *recorded += lines.len();
+        async move {
+            if lines.is_empty() || before >= MAX_OUTPUT_LINES {
+                return;
+            }
+            let mut events: Vec<NewEvent> = lines
+                .into_iter()
+                .take(MAX_OUTPUT_LINES - before)
+                .map(|(stream, line)| NewEvent::new(run, "output", line).step(&path).data(json!({"stream": stream})))
+                .collect();
+            if before + events.len() >= MAX_OUTPUT_LINES {
+                events.push(
+                    NewEvent::new(
+                        run,
+                        "output",
+                        format!("(output beyond {MAX_OUTPUT_LINES} lines is not recorded; the step's tail keeps the end)"),
+                    )
+                    .step(&path),
+                );
+            }
+            if let Err(e) = engine.store.append_events(&events).await {
+                tracing::warn!(run, error = %e, "could not record step output");
+            }
+            let _ = engine.runbooks.events.send(run);
+        }
+    };
+    loop {
+        tokio::select! {
+            line = rx.recv() => match line {
+                Some((stream, text)) => {
+                    let text = redactor.redact(&text).into_owned();
+                    tail.push_str(&text);
+                    tail.push('\n');
+                    if tail.len() > TAIL_CHARS * 2 {
+                        let cut = tail.len() - TAIL_CHARS;
+                        let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(tail.len());
+                        tail.drain(..cut);
+                    }
+                    pending.push((stream.to_string(), text));
+                    if pending.len() >= 200 {
+                        flush(&mut pending, &mut recorded).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => flush(&mut pending, &mut recorded).await,
+        }
+    }
+    flush(&mut pending, &mut recorded).await;
+    if tail.len() > TAIL_CHARS {
+        let cut = tail.len() - TAIL_CHARS;
+        let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(tail.len());
+        tail.drain(..cut);
+    }
+    tail
+}
+
+async fn perform(
+    cx: &RunCx,
+    step: &Step,
+    path: &str,
+    prepared: Prepared,
+    scope: &Scope,
+    out: &mpsc::UnboundedSender<OutputLine>,
+    attempt: u32,
+) -> Outcome {
+    match prepared {
+        Prepared::Act(action) => action.perform(out).await,
+        Prepared::Check(name) => check(cx, &name).await,
+        Prepared::Sleep(d) => {
+            tokio::time::sleep(d).await;
+            Outcome { ok: true, result: Map::new(), error: None }
+        }
+        Prepared::Wait { probe, interval, timeout } => wait_until(cx, path, probe, interval, timeout, scope, out).await,
+        Prepared::Approve { prompt } => approve(cx, step, path, prompt).await,
+        Prepared::Notify { receivers, message, severity } => notify(cx, path, attempt, receivers, message, severity).await,
+        Prepared::Call { runbook, params } => call(cx, path, runbook, params).await,
+    }
+}
+
+async fn check(cx: &RunCx, name: &str) -> Outcome {
+    match cx.engine.run_now(name).await {
+        None => Outcome { ok: false, result: Map::new(), error: Some(format!("check `{name}` is not configured (any more)")) },
+        Some(o) => {
+            let mut result = Map::new();
+            result.insert("healthy".into(), Json::from(o.healthy));
+            result.insert("reason".into(), o.reason.clone().map_or(Json::Null, Json::from));
+            result.insert("latency_ms".into(), Json::from(o.latency.as_secs_f64() * 1000.0));
+            let error = (!o.healthy).then(|| format!("check `{name}` is unhealthy: {}", o.reason.unwrap_or_default()));
+            Outcome { ok: o.healthy, result, error }
+        }
+    }
+}
+
+async fn wait_until(
+    cx: &RunCx,
+    path: &str,
+    probe: WaitPrepared,
+    interval: Duration,
+    timeout: Duration,
+    scope: &Scope,
+    out: &mpsc::UnboundedSender<OutputLine>,
+) -> Outcome {
+    let deadline = Instant::now() + timeout;
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        let (done, reason, last) = match &probe {
+            WaitPrepared::Check(name) => {
+                let o = check(cx, name).await;
+                (o.ok, o.error.unwrap_or_default(), Json::Object(o.result))
+            }
+            WaitPrepared::Act(kind, condition) => match render_action(cx, kind, scope, path, None) {
+                Err(e) => return Outcome { ok: false, result: Map::new(), error: Some(format!("cannot render: {e}")) },
+                Ok(action) => {
+                    // The polled action's own output is not streamed: only the verdicts are.
+                    let (sink, _drain) = mpsc::unbounded_channel();
+                    let o = action.perform(&sink).await;
+                    let result = Json::Object(o.result.clone());
+                    match (o.ok, condition.is_true(&scope.context(cx, Some(("result", result.clone()))))) {
+                        (false, _) => (false, o.error.unwrap_or_default(), result),
+                        (true, Ok(true)) => (true, String::new(), result),
+                        (true, Ok(false)) => (false, format!("`{}` is false", condition.source), result),
+                        (true, Err(e)) => (false, format!("`{}` cannot be evaluated: {e}", condition.source), result),
+                    }
+                }
+            },
+        };
+        let mut result = Map::new();
+        result.insert("polls".into(), Json::from(polls));
+        result.insert("result".into(), last);
+        if done {
+            let _ = out.send(("stdout", format!("poll {polls}: condition met")));
+            return Outcome { ok: true, result, error: None };
+        }
+        let _ = out.send(("stdout", format!("poll {polls}: not yet — {reason}")));
+        if Instant::now() + interval > deadline {
+            return Outcome {
+                ok: false,
+                result,
+                error: Some(format!("not true within {} ({polls} polls); last: {reason}", format_duration(timeout))),
+            };
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String) -> Outcome {
+    let StepKind::Approve(a) = &step.kind else { unreachable!("approve steps only") };
+    let (tx, rx) = tokio::sync::oneshot::channel::<Decision>();
+    cx.engine.runbooks.approvals.lock().expect("approvals").insert(
+        (cx.run.id, path.to_string()),
+        PendingApproval { role: a.role, distinct_approver: a.distinct_approver, started_by: cx.run.started_by.clone(), answer: tx },
+    );
+    let expires = Utc::now() + chrono::Duration::from_std(a.timeout).unwrap_or(chrono::Duration::hours(1));
+    let ev = cx
+        .event(
+            "approval_requested",
+            format!("{path} waits for approval ({} or above, until {}): {prompt}", a.role, expires.format("%H:%M:%S UTC")),
+        )
+        .step(path)
+        .data(json!({"prompt": prompt, "role": a.role, "expires_at": expires}));
+    if let Err(e) = cx.engine.store.set_run_status(cx.run.id, RunStatus::Waiting, None, None, &[ev]).await {
+        tracing::warn!(run = cx.run.id, error = %e, "could not record the approval request");
+    }
+    let _ = cx.engine.runbooks.events.send(cx.run.id);
+    let decision = tokio::time::timeout(a.timeout, rx).await;
+    cx.engine.runbooks.approvals.lock().expect("approvals").remove(&(cx.run.id, path.to_string()));
+    let _ = cx.engine.store.set_run_status(cx.run.id, RunStatus::Running, None, None, &[]).await;
+    let mut result = Map::new();
+    match decision {
+        Ok(Ok(d)) => {
+            result.insert("approved".into(), Json::from(d.approved));
+            result.insert("by".into(), Json::from(d.by.clone()));
+            result.insert("comment".into(), Json::from(d.comment.clone()));
+            let error = (!d.approved)
+                .then(|| format!("denied by {}{}", d.by, if d.comment.is_empty() { String::new() } else { format!(": {}", d.comment) }));
+            Outcome { ok: d.approved, result, error }
+        }
+        Ok(Err(_)) => Outcome { ok: false, result, error: Some("the approval was withdrawn".into()) },
+        Err(_) => Outcome { ok: false, result, error: Some(format!("no decision within {}", format_duration(a.timeout))) },
+    }
+}
+
+async fn notify(cx: &RunCx, path: &str, attempt: u32, receivers: Vec<String>, message: String, severity: String) -> Outcome {
+    let external = cx.engine.external_url().to_string();
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let labels = json!({"alertname": "RunbookNotification", "runbook": cx.run.runbook, "run": cx.run.id.to_string(), "step": path, "severity": severity});
+    let message = cx.redactor.redact(&message).into_owned();
+    let annotations = json!({"summary": message});
+    let group_key = format!("runbook/{}/{}", cx.run.id, path);
+    let messages: Vec<OutboxMessage> = receivers
+        .iter()
+        .map(|r| OutboxMessage {
+            // Stable per attempt: a step that is retried sends again, a replay does not.
+            dedup_key: format!("run:{}:{path}:{attempt}:{r}", cx.run.id),
+            receiver: r.clone(),
+            group_key: group_key.clone(),
+            status: "firing".into(),
+            payload: json!({
+                "version": "4", "groupKey": group_key, "truncatedAlerts": 0, "status": "firing", "receiver": r,
+                "groupLabels": {"runbook": cx.run.runbook}, "commonLabels": labels, "commonAnnotations": annotations,
+                "externalURL": external,
+                "alerts": [{"status": "firing", "labels": labels, "annotations": annotations, "startsAt": now,
+                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": format!("{external}/api/v1/runs/{}", cx.run.id),
+                    "fingerprint": format!("run-{}-{path}", cx.run.id)}],
+            }),
+        })
+        .collect();
+    match cx.engine.store.enqueue_messages(&messages, &[]).await {
+        Ok(()) => {
+            cx.engine.alerting.wake_delivery.notify_waiters();
+            let mut result = Map::new();
+            result.insert("receivers".into(), Json::from(receivers));
+            Outcome { ok: true, result, error: None }
+        }
+        Err(e) => Outcome { ok: false, result: Map::new(), error: Some(format!("cannot enqueue the notification: {e}")) },
+    }
+}
+
+async fn call(cx: &RunCx, path: &str, runbook: String, params: Map<String, Json>) -> Outcome {
+    let request = super::control::StartRequest {
+        runbook,
+        params,
+        started_by: format!("run {}", cx.run.id),
+        trigger: "runbook".into(),
+        parent_run: Some(cx.run.id),
+        alert_fingerprint: cx.run.alert_fingerprint.clone(),
+        incident_id: cx.run.incident_id,
+        schedule_key: None,
+    };
+    let child = match super::control::create(&cx.engine, request).await {
+        Ok((child, rb)) => (child, rb),
+        Err(e) => return Outcome { ok: false, result: Map::new(), error: Some(e.to_string()) },
+    };
+    let (run, rb) = child;
+    cx.emit(vec![cx.event("child_started", format!("{path}: started run {} of runbook {}", run.id, run.runbook)).step(path)]).await;
+    let child_cx = Arc::new(RunCx::new(cx.engine.clone(), run.clone(), rb, vec![], cx.cancel.child_token()));
+    cx.engine.runbooks.active.lock().expect("active runs").insert(run.id, child_cx.cancel.clone());
+    let status = execute(child_cx).await;
+    let stored = cx.engine.store.run(run.id).await.ok().flatten();
+    let mut result = Map::new();
+    result.insert("run_id".into(), Json::from(run.id));
+    result.insert("outputs".into(), stored.as_ref().map_or(Json::Null, |r| r.outputs.clone()));
+    let error = (status != RunStatus::Succeeded).then(|| {
+        format!("run {} of runbook {} {}: {}", run.id, run.runbook, status.as_str(), stored.and_then(|r| r.error).unwrap_or_default())
+    });
+    Outcome { ok: status == RunStatus::Succeeded, result, error }
+}
+
+/// for_each and parallel: a row for the step itself, children recorded on their own.
+async fn composite(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<(), Stop> {
+    let attempt = cx.next_attempt(&path);
+    let mut rec = record(cx, step, &path, attempt, StepStatus::Running);
+    let outcome = match &step.kind {
+        StepKind::ForEach(f) => {
+            let items: Vec<Json> = match &f.items {
+                Items::List(texts) => {
+                    let ctx = scope.context(cx, None);
+                    match texts.iter().map(|t| t.render(&ctx).map(Json::String)).collect::<Result<Vec<_>, _>>() {
+                        Ok(items) => items,
+                        Err(e) => return conclude_failure(cx, step, &path, scope, format!("cannot render items: {e}")).await,
+                    }
+                }
+                Items::Expr(e) => {
+                    match e.eval(&scope.context(cx, None)).and_then(|v| serde_json::to_value(&v).map_err(|x| x.to_string())) {
+                        Ok(Json::Array(items)) => items,
+                        Ok(other) => {
+                            return conclude_failure(cx, step, &path, scope, format!("items `{}` is not a list but {other}", e.source))
+                                .await;
+                        }
+                        Err(err) => return conclude_failure(cx, step, &path, scope, format!("items: {err}")).await,
+                    }
+                }
+            };
+            rec.detail = cx.redact_json(&json!({"items": items, "concurrency": f.concurrency, "pause": format_duration(f.pause)}));
+            let ev = cx.event("step_started", format!("{path}: for each of {} items", items.len())).step(&path);
+            cx.save(&rec, &[ev]).await?;
+            for_each(cx, &path, f, items, scope).await
+        }
+        StepKind::Parallel(children) => {
+            let ev = cx.event("step_started", format!("{path}: {} steps in parallel", children.len())).step(&path);
+            cx.save(&rec, &[ev]).await?;
+            let prefix = path.rsplit_once('.').map_or(String::new(), |(p, _)| format!("{p}."));
+            let results = futures::future::join_all(children.iter().map(|c| run_step(cx, c, format!("{prefix}{}", c.name), scope))).await;
+            match results.into_iter().find_map(Result::err) {
+                None => Ok(()),
+                Some(stop) => Err(stop),
+            }
+        }
+        _ => unreachable!("composite kinds only"),
+    };
+    rec.finished_at = Some(Utc::now());
+    match outcome {
+        Ok(()) => {
+            rec.status = StepStatus::Succeeded;
+            rec.result = step_result(StepStatus::Succeeded, Map::new(), None);
+            cx.save(&rec, &[cx.event("step_succeeded", format!("{path} succeeded")).step(&path)]).await?;
+            scope.set(&step.name, rec.result);
+            Ok(())
+        }
+        Err(Stop::Failed { step: failed, error }) => {
+            let error = format!("`{failed}` failed: {error}");
+            rec.status = StepStatus::Failed;
+            rec.error = Some(error.clone());
+            rec.result = step_result(StepStatus::Failed, Map::new(), Some(&error));
+            cx.save(&rec, &[cx.event("step_failed", format!("{path} failed: {error}")).step(&path)]).await?;
+            scope.set(&step.name, rec.result);
+            if step.continue_on_error {
+                Ok(())
+            } else {
+                Err(Stop::Failed { step: failed, error: error.split_once(": ").map_or(error.clone(), |(_, e)| e.to_string()) })
+            }
+        }
+        Err(other) => Err(other),
+    }
+}
+
+async fn for_each(cx: &RunCx, path: &str, f: &crate::config::runbooks::ForEach, items: Vec<Json>, scope: &Scope) -> Result<(), Stop> {
+    let failed: Mutex<Option<Stop>> = Mutex::new(None);
+    if f.concurrency <= 1 {
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 && !f.pause.is_zero() {
+                cx.emit(vec![
+                    cx.event("pausing", format!("{path}: pausing {} before item {}", format_duration(f.pause), i + 1)).step(path),
+                ])
+                .await;
+                cx.pause(f.pause).await?;
+            }
+            let item_scope = scope.item(&f.var, item);
+            if let Err(stop) = run_steps(cx, &f.steps, &format!("{path}[{i}]."), &item_scope).await {
+                match stop {
+                    Stop::Failed { .. } if !f.fail_fast => {
+                        failed.lock().expect("failure").get_or_insert(stop);
+                    }
+                    other => return Err(other),
+                }
+            }
+        }
+    } else {
+        let stop_starting = std::sync::atomic::AtomicBool::new(false);
+        let runs = futures::stream::iter(items.into_iter().enumerate())
+            .map(|(i, item)| {
+                let item_scope = scope.item(&f.var, item);
+                let stop_starting = &stop_starting;
+                let failed = &failed;
+                async move {
+                    if stop_starting.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let prefix = format!("{path}[{i}].");
+                    if let Err(stop) = run_steps(cx, &f.steps, &prefix, &item_scope).await {
+                        if f.fail_fast || !matches!(stop, Stop::Failed { .. }) {
+                            stop_starting.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        failed.lock().expect("failure").get_or_insert(stop);
+                    } else if !f.pause.is_zero() {
+                        let _ = cx.pause(f.pause).await;
+                    }
+                }
+            })
+            .buffer_unordered(f.concurrency);
+        runs.collect::<Vec<()>>().await;
+    }
+    match failed.into_inner().expect("failure") {
+        Some(stop) => Err(stop),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,282 @@
+//! Runbooks that run: a durable, audited workflow engine.
+//!
+//! # Data flow
+//! a trigger (CLI/API, a cron [`schedule`], an alert) → [`control::start`] checks the
+//! parameters, renders the lock and writes the run (one transaction with its lock and
+//! its audit event) → [`executor`] walks the steps, writing each step's state before it
+//! starts and after it ends → [`actions`] talks to the world (processes, HTTP, SQL,
+//! Redis, checks) → events (progress, output, decisions) stream to `--follow` and the
+//! SSE endpoint from the store.
+//!
+//! **Invariants.**
+//! - A step's row is written (status `running`) *before* it acts and updated after.
+//!   After a crash, a step still `running` is `unknown`: it may or may not have acted.
+//!   It is re-executed only on an operator's word (`resume`, `retry`), or automatically
+//!   when it is idempotent (declared, or a kind that only observes or waits).
+//! - Run events are append-only (a trigger refuses updates; deletes only by retention
+//!   of finished runs). Who started, approved, denied, cancelled, resumed or retried
+//!   what, with which parameters, is an event.
+//! - Parameters and outputs reach processes only as environment variables or single
+//!   argv items; no text a user typed is ever parsed by a shell or as SQL.
+//! - Everything recorded passes through the configuration's redactor.
+//! - A run's lock is taken in the transaction that creates the run and released in the
+//!   one that finishes it. An interrupted run keeps its lock: its state is unknown, so
+//!   another failover must not start until an operator resumes or aborts it.
+
+pub mod actions;
+pub mod control;
+pub mod executor;
+pub mod plan;
+pub mod schedule;
+pub mod template;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    /// Running, and stopped at an approval.
+    Waiting,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Steward stopped while the run was running; an operator decides what next.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 6] =
+        [RunStatus::Running, RunStatus::Waiting, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled, RunStatus::Interrupted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Finished for good: nothing will change it.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Running,
+    Waiting,
+    Succeeded,
+    Failed,
+    Skipped,
+    /// It was running when Steward stopped: it may or may not have acted.
+    Unknown,
+    Cancelled,
+}
+
+impl StepStatus {
+    pub const ALL: [StepStatus; 7] = [
+        StepStatus::Running,
+        StepStatus::Waiting,
+        StepStatus::Succeeded,
+        StepStatus::Failed,
+        StepStatus::Skipped,
+        StepStatus::Unknown,
+        StepStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Running => "running",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Unknown => "unknown",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepStatus> {
+        StepStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// One run of a runbook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub runbook: String,
+    /// Validated parameter values (with defaults filled in).
+    pub params: serde_json::Map<String, Json>,
+    pub status: RunStatus,
+    /// manual, schedule, alert or runbook (called by another run).
+    pub trigger: String,
+    pub started_by: String,
+    pub parent_run: Option<i64>,
+    pub alert_fingerprint: Option<String>,
+    pub incident_id: Option<i64>,
+    pub lock: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub error: Option<String>,
+    pub outputs: Json,
+}
+
+/// A run about to be written.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub runbook: String,
+    pub params: serde_json::Map<String, Json>,
+    pub trigger: String,
+    pub started_by: String,
+    pub parent_run: Option<i64>,
+    pub alert_fingerprint: Option<String>,
+    pub incident_id: Option<i64>,
+    pub lock: Option<String>,
+    /// Unique per scheduled fire time: a fire can never start two runs.
+    pub schedule_key: Option<String>,
+}
+
+/// One attempt of one step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub run_id: i64,
+    /// Where the step sits: `restart`, `repair[2].drain`.
+    pub path: String,
+    pub name: String,
+    pub kind: String,
+    pub attempt: u32,
+    pub status: StepStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What it was about to do: the rendered command, URL, query (redacted).
+    pub detail: Json,
+    /// What templates read as `steps.NAME` (redacted).
+    pub result: Json,
+    /// The tail of its output (redacted).
+    pub output: String,
+    pub error: Option<String>,
+}
+
+/// Something that happened in a run: progress, output, a person's decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEvent {
+    pub id: i64,
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub step: Option<String>,
+    pub actor: Option<String>,
+    pub message: String,
+    pub data: Json,
+}
+
+/// An event about to be written.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: &'static str,
+    pub step: Option<String>,
+    pub actor: Option<String>,
+    pub message: String,
+    pub data: Json,
+}
+
+impl NewEvent {
+    pub fn new(run_id: i64, kind: &'static str, message: impl Into<String>) -> NewEvent {
+        NewEvent { run_id, at: Utc::now(), kind, step: None, actor: None, message: message.into(), data: Json::Null }
+    }
+
+    pub fn step(mut self, path: &str) -> NewEvent {
+        self.step = Some(path.to_string());
+        self
+    }
+
+    pub fn by(mut self, actor: &str) -> NewEvent {
+        self.actor = Some(actor.to_string());
+        self
+    }
+
+    pub fn data(mut self, data: Json) -> NewEvent {
+        self.data = data;
+        self
+    }
+}
+
+/// Event kinds that record a person's (or a trigger's) decision: the audit trail.
+pub const AUDIT_KINDS: &[&str] = &["run_started", "approved", "denied", "cancelled", "resumed", "retried", "aborted"];
+
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub runbook: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Keyset pagination: runs with a smaller id.
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub runbook: Option<String>,
+    pub actor: Option<String>,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// A person's answer to an approval step.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub approved: bool,
+    pub by: String,
+    pub comment: String,
+}
+
+/// What is live in this process: running runs and pending approvals.
+pub struct Runbooks {
+    pub(crate) active: Mutex<HashMap<i64, CancellationToken>>,
+    pub(crate) approvals: Mutex<HashMap<(i64, String), PendingApproval>>,
+    /// Run ids with new events (wakes `--follow` and SSE streams).
+    pub events: broadcast::Sender<i64>,
+}
+
+pub(crate) struct PendingApproval {
+    pub role: crate::auth::Role,
+    pub distinct_approver: bool,
+    pub started_by: String,
+    pub answer: oneshot::Sender<Decision>,
+}
+
+impl Default for Runbooks {
+    fn default() -> Runbooks {
+        Runbooks { active: Mutex::default(), approvals: Mutex::default(), events: broadcast::channel(4096).0 }
+    }
+}
+
+impl Runbooks {
+    pub fn is_active(&self, run: i64) -> bool {
+        self.active.lock().expect("active runs").contains_key(&run)
+    }
+
+    pub fn active_ids(&self) -> Vec<i64> {
+        self.active.lock().expect("active runs").keys().copied().collect()
+    }
+}

@@ -1,0 +1,367 @@
+//! [`RunStore`] on SQLite.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::sqlite::{SqliteStore, ms, time};
+use super::sqlite_alerts::{json, parse};
+use super::{OutboxMessage, RunStore, StoreError};
+use crate::runbooks::{AUDIT_KINDS, AuditQuery, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
+
+const RUN_COLUMNS: &str = "id, runbook, params, status, trigger, started_by, parent_run, alert_fingerprint, incident_id, lock_name, \
+     created_ms, finished_ms, heartbeat_ms, error, outputs";
+
+fn run_row(r: &SqliteRow) -> Run {
+    Run {
+        id: r.get("id"),
+        runbook: r.get("runbook"),
+        params: parse(r.get("params")),
+        status: RunStatus::parse(r.get("status")).unwrap_or(RunStatus::Interrupted),
+        trigger: r.get("trigger"),
+        started_by: r.get("started_by"),
+        parent_run: r.get("parent_run"),
+        alert_fingerprint: r.get("alert_fingerprint"),
+        incident_id: r.get("incident_id"),
+        lock: r.get("lock_name"),
+        created_at: time(r.get("created_ms")),
+        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
+        heartbeat_at: time(r.get("heartbeat_ms")),
+        error: r.get("error"),
+        outputs: serde_json::from_str(r.get("outputs")).unwrap_or_default(),
+    }
+}
+
+fn step_row(r: &SqliteRow) -> StepRecord {
+    StepRecord {
+        run_id: r.get("run_id"),
+        path: r.get("path"),
+        name: r.get("name"),
+        kind: r.get("kind"),
+        attempt: r.get::<i64, _>("attempt") as u32,
+        status: StepStatus::parse(r.get("status")).unwrap_or(StepStatus::Unknown),
+        started_at: time(r.get("started_ms")),
+        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
+        detail: serde_json::from_str(r.get("detail")).unwrap_or_default(),
+        result: serde_json::from_str(r.get("result")).unwrap_or_default(),
+        output: r.get("output"),
+        error: r.get("error"),
+    }
+}
+
+fn event_row(r: &SqliteRow) -> RunEvent {
+    RunEvent {
+        id: r.get("id"),
+        run_id: r.get("run_id"),
+        at: time(r.get("at_ms")),
+        kind: r.get("kind"),
+        step: r.get("step"),
+        actor: r.get("actor"),
+        message: r.get("message"),
+        data: serde_json::from_str(r.get("data")).unwrap_or_default(),
+    }
+}
+
+async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+    // 9 columns × 500 rows stays far below SQLite's bound-parameter limit.
+    for chunk in events.chunks(500) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO run_events (run_id, at_ms, kind, step, actor, message, data, audit) ");
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(e.run_id)
+                .push_bind(ms(e.at))
+                .push_bind(e.kind)
+                .push_bind(e.step.as_deref())
+                .push_bind(e.actor.as_deref())
+                .push_bind(e.message.as_str())
+                .push_bind(json(&e.data))
+                .push_bind(AUDIT_KINDS.contains(&e.kind));
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn take_lock(conn: &mut SqliteConnection, lock: &str, run: i64, now: i64) -> Result<(), StoreError> {
+    let holder: Option<i64> =
+        sqlx::query_scalar("SELECT run_id FROM run_locks WHERE name = ?").bind(lock).fetch_optional(&mut *conn).await?;
+    if let Some(holder) = holder.filter(|h| *h != run) {
+        return Err(StoreError::Conflict(format!("lock `{lock}` is held by run {holder}")));
+    }
+    sqlx::query("INSERT OR REPLACE INTO run_locks (name, run_id, acquired_ms) VALUES (?, ?, ?)")
+        .bind(lock)
+        .bind(run)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn create_run(&self, run: &NewRun, mut started: NewEvent) -> Result<Run, StoreError> {
+        let now = ms(Utc::now());
+        let mut tx = self.writer.begin().await?;
+        if let Some(key) = &run.schedule_key {
+            let used: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM runs WHERE schedule_key = ?").bind(key).fetch_optional(&mut *tx).await?;
+            if let Some(id) = used {
+                return Err(StoreError::Conflict(format!("the scheduled fire `{key}` already started run {id}")));
+            }
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (runbook, params, status, trigger, started_by, parent_run, alert_fingerprint, incident_id, lock_name, \
+             schedule_key, created_ms, heartbeat_ms) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&run.runbook)
+        .bind(json(&run.params))
+        .bind(&run.trigger)
+        .bind(&run.started_by)
+        .bind(run.parent_run)
+        .bind(run.alert_fingerprint.as_deref())
+        .bind(run.incident_id)
+        .bind(run.lock.as_deref())
+        .bind(run.schedule_key.as_deref())
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(lock) = &run.lock {
+            take_lock(&mut tx, lock, id, now).await?;
+        }
+        started.run_id = id;
+        insert_events(&mut tx, &[started]).await?;
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))).bind(id).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(run_row(&row))
+    }
+
+    async fn save_step(&self, s: &StepRecord, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO run_steps (run_id, path, attempt, name, kind, status, started_ms, finished_ms, detail, result, output, error, seq) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_steps WHERE run_id = ?)) \
+             ON CONFLICT (run_id, path, attempt) DO UPDATE SET status = excluded.status, finished_ms = excluded.finished_ms, \
+             detail = excluded.detail, result = excluded.result, output = excluded.output, error = excluded.error",
+        )
+        .bind(s.run_id)
+        .bind(&s.path)
+        .bind(i64::from(s.attempt))
+        .bind(&s.name)
+        .bind(&s.kind)
+        .bind(s.status.as_str())
+        .bind(ms(s.started_at))
+        .bind(s.finished_at.map(ms))
+        .bind(json(&s.detail))
+        .bind(json(&s.result))
+        .bind(&s.output)
+        .bind(s.error.as_deref())
+        .bind(s.run_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_run_status(
+        &self,
+        run: i64,
+        status: RunStatus,
+        error: Option<&str>,
+        outputs: Option<&serde_json::Value>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let now = ms(Utc::now());
+        let mut tx = self.writer.begin().await?;
+        if status.is_final() {
+            sqlx::query("UPDATE runs SET status = ?, finished_ms = ?, error = ?, outputs = COALESCE(?, outputs) WHERE id = ?")
+                .bind(status.as_str())
+                .bind(now)
+                .bind(error)
+                .bind(outputs.map(json))
+                .bind(run)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM run_locks WHERE run_id = ?").bind(run).execute(&mut *tx).await?;
+        } else {
+            sqlx::query("UPDATE runs SET status = ?, error = ?, finished_ms = NULL WHERE id = ?")
+                .bind(status.as_str())
+                .bind(error)
+                .bind(run)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn close_open_steps(&self, run: i64, status: StepStatus, error: &str) -> Result<Vec<String>, StoreError> {
+        let paths: Vec<String> = sqlx::query_scalar(
+            "UPDATE run_steps SET status = ?, error = COALESCE(error, ?), finished_ms = COALESCE(finished_ms, ?) \
+             WHERE run_id = ? AND status IN ('running', 'waiting') RETURNING path",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(ms(Utc::now()))
+        .bind(run)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(paths)
+    }
+
+    async fn heartbeat(&self, runs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE runs SET heartbeat_ms = ");
+        q.push_bind(ms(at)).push(" WHERE id IN (");
+        let mut sep = q.separated(", ");
+        for id in runs {
+            sep.push_bind(*id);
+        }
+        q.push(")");
+        q.build().execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE finished_ms IS NULL ORDER BY id")))
+            .fetch_all(&self.writer)
+            .await?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
+    async fn run(&self, id: i64) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(run_row))
+    }
+
+    async fn runs(&self, q: &RunQuery) -> Result<Vec<Run>, StoreError> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"));
+        if let Some(r) = &q.runbook {
+            b.push(" AND runbook = ").push_bind(r.clone());
+        }
+        if let Some(s) = q.status {
+            b.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(id) = q.before_id {
+            b.push(" AND id < ").push_bind(id);
+        }
+        // Keyset pagination on the primary key: as fast with millions of runs as with ten.
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit.clamp(1, 1000)));
+        let rows = b.build().fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
+    async fn run_steps(&self, run: i64) -> Result<Vec<StepRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM run_steps WHERE run_id = ? ORDER BY seq").bind(run).fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(step_row).collect())
+    }
+
+    async fn run_events(&self, run: i64, after: i64, limit: u32) -> Result<Vec<RunEvent>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM run_events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?")
+            .bind(run)
+            .bind(after)
+            .bind(i64::from(limit.clamp(1, 10_000)))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.iter().map(event_row).collect())
+    }
+
+    async fn audit(&self, q: &AuditQuery) -> Result<Vec<RunEvent>, StoreError> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT e.id, e.run_id, e.at_ms, e.kind, e.step, e.actor, e.message, e.data FROM run_events e \
+             JOIN runs r ON r.id = e.run_id WHERE e.audit = 1",
+        );
+        if let Some(r) = &q.runbook {
+            b.push(" AND r.runbook = ").push_bind(r.clone());
+        }
+        if let Some(a) = &q.actor {
+            b.push(" AND e.actor = ").push_bind(a.clone());
+        }
+        if let Some(id) = q.before_id {
+            b.push(" AND e.id < ").push_bind(id);
+        }
+        b.push(" ORDER BY e.id DESC LIMIT ").push_bind(i64::from(q.limit.clamp(1, 1000)));
+        let rows = b.build().fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(event_row).collect())
+    }
+
+    async fn relock(&self, run: i64, lock: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        take_lock(&mut tx, lock, run, ms(Utc::now())).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn enqueue_messages(&self, messages: &[OutboxMessage], events: &[NewEvent]) -> Result<(), StoreError> {
+        let now = ms(Utc::now());
+        let mut tx = self.writer.begin().await?;
+        for n in messages {
+            sqlx::query(
+                "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms, state, next_attempt_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (dedup_key) DO NOTHING",
+            )
+            .bind(&n.dedup_key)
+            .bind(&n.receiver)
+            .bind(&n.group_key)
+            .bind(&n.status)
+            .bind(json(&n.payload))
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        // In batches, so the writer is never held long.
+        loop {
+            let mut tx = self.writer.begin().await?;
+            let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE finished_ms IS NOT NULL AND finished_ms < ? LIMIT 500")
+                .bind(ms(before))
+                .fetch_all(&mut *tx)
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            for table in ["run_events", "run_steps"] {
+                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!("DELETE FROM {table} WHERE run_id IN ("));
+                let mut sep = q.separated(", ");
+                for id in &ids {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM runs WHERE id IN (");
+            let mut sep = q.separated(", ");
+            for id in &ids {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+            tx.commit().await?;
+            removed += ids.len() as u64;
+        }
+        Ok(removed)
+    }
+}
