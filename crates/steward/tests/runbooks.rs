@@ -1,0 +1,424 @@
+//! Runbooks end to end with real processes: injection attempts, secrets, kill -9 of
+//! steward mid-run and the operator's resume, automatic continuation of idempotent
+//! steps, approvals (granted, denied, timed out, wrong role), locks, timeouts that
+//! kill whole process groups, cancellation, and the CLI's live view.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::alerting::request;
+use common::{Server, create_token, steward, wait_for};
+use serde_json::{Value, json};
+
+fn start(base: &str, token: &str, runbook: &str, params: Value) -> (u16, Value) {
+    request("POST", &format!("{base}/api/v1/runbooks/{runbook}/runs"), token, Some(json!({ "params": params })))
+}
+
+fn started(base: &str, token: &str, runbook: &str, params: Value) -> i64 {
+    let (code, v) = start(base, token, runbook, params);
+    assert_eq!(code, 201, "{v}");
+    v["run"]["id"].as_i64().unwrap()
+}
+
+fn detail(base: &str, token: &str, id: i64) -> Value {
+    let (code, v) = request("GET", &format!("{base}/api/v1/runs/{id}"), token, None);
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+fn wait_status(base: &str, token: &str, id: i64, status: &str, within: Duration) -> Value {
+    wait_for(&format!("run {id} to be {status}"), within, || {
+        let v = detail(base, token, id);
+        (v["run"]["status"] == status).then_some(v)
+    })
+}
+
+fn events(base: &str, token: &str, id: i64) -> Vec<Value> {
+    let (code, v) = request("GET", &format!("{base}/api/v1/runs/{id}/events"), token, None);
+    assert_eq!(code, 200, "{v}");
+    v["events"].as_array().cloned().unwrap_or_default()
+}
+
+fn step<'a>(d: &'a Value, path: &str) -> Vec<&'a Value> {
+    d["steps"].as_array().unwrap().iter().filter(|s| s["path"] == path).collect()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie is dead for our purpose; /proc/PID/stat's state field says Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+}
+
+fn write(dir: &Path, config: &str) -> std::path::PathBuf {
+    let path = dir.join("steward.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn parameters_never_become_code_and_bad_parameters_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let out = dir.path().join("out");
+    let config = write(
+        dir.path(),
+        &format!(
+            r#"runbooks:
+  - name: echo-target
+    params:
+      target: string
+      count: {{ type: int, default: 1, min: 1, max: 5 }}
+    steps:
+      - name: script
+        shell:
+          script: 'printf "%s\n" "$TARGET" >> {out}'
+      - name: argv
+        shell:
+          argv: [sh, -c, 'printf "%s\n" "$1" >> {out}', sh, "{{{{ params.target }}}}"]
+      - name: env
+        shell:
+          script: 'printf "%s\n" "$VALUE" >> {out}'
+          env: {{ VALUE: "{{{{ steps.script.exit_code }}}} {{{{ params.target }}}}" }}
+      - name: sql
+        sql:
+          url: postgres://postgres@127.0.0.1:5432/postgres
+          query: select $1::text as echoed
+          args: ["{{{{ params.target }}}}"]
+      - name: redis
+        redis: {{ url: "redis://127.0.0.1:6379", command: [ECHO, "{{{{ params.target }}}}"] }}
+    outputs:
+      sql: "{{{{ steps.sql.row.echoed }}}}"
+      redis: "{{{{ steps.redis.reply }}}}"
+"#,
+            out = out.display()
+        ),
+    );
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "operator");
+    let server = Server::start(&config, &data);
+    let evil = format!("$(touch {m}); `touch {m}`; touch {m} && echo \"'; DROP TABLE x; --", m = marker.display());
+    let id = started(&server.base, &token, "echo-target", json!({ "target": evil }));
+    let d = wait_status(&server.base, &token, id, "succeeded", Duration::from_secs(20));
+    assert!(!marker.exists(), "a parameter was executed as code");
+    let lines: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(String::from).collect();
+    assert_eq!(lines, vec![evil.clone(), evil.clone(), format!("0 {evil}")], "each step saw the exact text");
+    assert_eq!(d["run"]["outputs"]["sql"], evil.as_str());
+    assert_eq!(d["run"]["outputs"]["redis"], evil.as_str());
+
+    // Bad parameters: one clear error per problem, and no run is created.
+    let (code, v) = start(&server.base, &token, "echo-target", json!({"count": 9, "targt": "x"}));
+    assert_eq!(code, 400, "{v}");
+    let problems: Vec<String> =
+        v["error"]["details"]["params"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    assert!(problems.iter().any(|p| p.contains("unknown parameter `targt`") && p.contains("did you mean `target`")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("`count`") && p.contains("above the maximum 5")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("`target`") && p.contains("required")), "{problems:?}");
+    let (_, list) = request("GET", &format!("{}/api/v1/runs", server.base), &token, None);
+    assert_eq!(list["runs"].as_array().unwrap().len(), 1, "the rejected request created no run");
+    let (code, v) = start(&server.base, &token, "no-such", json!({}));
+    assert_eq!((code, v["error"]["code"].as_str()), (404, Some("not_found")));
+    // Viewers may read and plan, not run.
+    let viewer = create_token(&data, "victor", "viewer");
+    let (code, _) = start(&server.base, &viewer, "echo-target", json!({"target": "x"}));
+    assert_eq!(code, 403);
+}
+
+#[test]
+fn secrets_are_masked_in_everything_recorded_and_scripts_do_not_inherit_stewards_environment() {
+    let secret = "hunter2-runbook-secret-7f3a";
+    // SAFETY: set before the server starts; the name is unique to this test.
+    unsafe {
+        std::env::set_var("STEWARD_TEST_RB_SECRET", secret);
+        std::env::set_var("STEWARD_TEST_RB_INHERITED", "inherited-value-91c2");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        r#"runbooks:
+  - name: leaky
+    steps:
+      - name: print
+        shell:
+          script: |
+            echo "password is $PGPASSWORD"
+            echo "again: $PGPASSWORD" >&2
+            echo "inherited: [${STEWARD_TEST_RB_INHERITED:-}]"
+          env: { PGPASSWORD: "${env:STEWARD_TEST_RB_SECRET}" }
+      - name: fail
+        shell:
+          script: 'echo "bad password $PGPASSWORD" >&2; exit 3'
+          env: { PGPASSWORD: "${env:STEWARD_TEST_RB_SECRET}" }
+"#,
+    );
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "operator");
+    let server = Server::start(&config, &data);
+    let (code, plan) = request("POST", &format!("{}/api/v1/runbooks/leaky/runs", server.base), &token, Some(json!({"dry_run": true})));
+    assert_eq!(code, 200, "{plan}");
+    assert!(!plan.to_string().contains(secret), "the plan shows the secret: {plan}");
+    assert!(plan.to_string().contains("***"), "{plan}");
+    let id = started(&server.base, &token, "leaky", json!({}));
+    let d = wait_status(&server.base, &token, id, "failed", Duration::from_secs(20));
+    let evs = events(&server.base, &token, id);
+    let all = format!("{d}{}{}", Value::Array(evs.clone()), server.log());
+    assert!(!all.contains(secret), "the secret leaked into the record or the log");
+    assert!(evs.iter().any(|e| e["message"] == "password is ***"), "output is recorded, masked");
+    assert!(evs.iter().any(|e| e["message"] == "inherited: []"), "scripts do not inherit steward's environment");
+    assert!(d["run"]["error"].as_str().unwrap().contains("exited with code 3: bad password ***"), "{}", d["run"]["error"]);
+}
+
+const DURABLE: &str = r#"runbooks:
+  - name: two-phase
+    lock: two-phase
+    steps:
+      - name: one
+        shell: { script: 'echo one >> "$DIR/log"' }
+      - name: two
+        shell: { script: 'echo two-start >> "$DIR/log"; [ -f "$DIR/fast" ] || sleep 60; echo two-end >> "$DIR/log"' }
+      - name: three
+        shell: { script: 'echo three >> "$DIR/log"' }
+    params:
+      dir: string
+  - name: patient
+    params:
+      dir: string
+    steps:
+      - name: wait
+        sleep: 3s
+      - name: after
+        shell: { script: 'echo after >> "$DIR/patient"' }
+"#;
+
+#[test]
+fn kill_9_mid_run_leaves_an_honest_state_and_only_an_operator_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = write(dir.path(), DURABLE);
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "operator");
+    let mut server = Server::start(&config, &data);
+    let log = work.join("log");
+    let id = started(&server.base, &token, "two-phase", json!({"dir": work.display().to_string()}));
+    let patient = started(&server.base, &token, "patient", json!({"dir": work.display().to_string()}));
+    wait_for("step two to start", Duration::from_secs(20), || std::fs::read_to_string(&log).ok().filter(|l| l.contains("two-start")));
+    wait_for("the patient run to sleep", Duration::from_secs(10), || {
+        (step(&detail(&server.base, &token, patient), "wait").first()?["status"] == "running").then_some(())
+    });
+    server.signal(libc::SIGKILL);
+    let _ = server.child.wait();
+
+    let server = Server::start(&config, &data);
+    let d = wait_status(&server.base, &token, id, "interrupted", Duration::from_secs(10));
+    assert_eq!(step(&d, "one")[0]["status"], "succeeded");
+    assert_eq!(step(&d, "two")[0]["status"], "unknown", "{d}");
+    assert!(step(&d, "three").is_empty(), "nothing ran after the unknown step");
+    assert!(d["run"]["error"].as_str().unwrap().contains("steward stopped while two ran"), "{}", d["run"]["error"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().matches("two-start").count(), 1, "the unknown step was not re-executed on its own");
+    // The interrupted run keeps its lock: its state is unknown.
+    let (code, v) = start(&server.base, &token, "two-phase", json!({"dir": "/nonexistent"}));
+    assert_eq!(code, 409, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&format!("held by run {id}")), "{v}");
+
+    // The sleep is idempotent: that run continued by itself after the restart.
+    wait_status(&server.base, &token, patient, "succeeded", Duration::from_secs(15));
+    let auto = events(&server.base, &token, patient);
+    assert!(auto.iter().any(|e| e["kind"] == "resumed" && e["actor"] == "steward"), "{auto:?}");
+
+    // The operator looks, decides it is safe, and resumes from the CLI with --follow.
+    std::fs::write(work.join("fast"), "").unwrap();
+    let out =
+        steward().args(["runs", "resume", &id.to_string(), "--follow", "--server", &server.base, "--token", &token]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("alice resumed the run; runs again: two"), "{stdout}");
+    assert!(stdout.contains(&format!("run {id} succeeded")), "{stdout}");
+    let lines: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(String::from).collect();
+    assert_eq!(lines, vec!["one", "two-start", "two-start", "two-end", "three"], "step one ran once; two again on the operator's word");
+    let d = detail(&server.base, &token, id);
+    let attempts: Vec<(String, String)> =
+        step(&d, "two").iter().map(|s| (s["attempt"].to_string(), s["status"].as_str().unwrap().to_string())).collect();
+    assert_eq!(attempts, vec![("1".into(), "unknown".into()), ("2".into(), "succeeded".into())]);
+    // The lock is free again, and the audit trail says who did what.
+    let id2 = started(&server.base, &token, "two-phase", json!({"dir": work.display().to_string()}));
+    wait_status(&server.base, &token, id2, "succeeded", Duration::from_secs(20));
+    let (_, audit) = request("GET", &format!("{}/api/v1/audit?runbook=two-phase", server.base), &token, None);
+    let trail: Vec<(i64, String, String)> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["run_id"].as_i64().unwrap(), e["kind"].as_str().unwrap().into(), e["actor"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        trail,
+        vec![
+            (id2, "run_started".into(), "alice".into()),
+            (id, "resumed".into(), "alice".into()),
+            (id, "run_started".into(), "alice".into())
+        ]
+    );
+}
+
+#[test]
+fn approvals_are_granted_denied_or_time_out_and_need_the_right_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = write(
+        dir.path(),
+        &format!(
+            r#"runbooks:
+  - name: failover
+    params:
+      region: {{ type: enum, values: [eu, us] }}
+      wait: {{ type: duration, default: 1h }}
+    steps:
+      - name: confirm
+        approve:
+          prompt: "Promote the replica in {{{{ params.region }}}}? Data written since the last sync may be lost."
+          role: admin
+          distinct_approver: true
+          timeout: "2s"
+      - name: promote
+        shell: {{ script: 'echo "promoted $REGION by the word of $APPROVER" >> {log}', env: {{ APPROVER: "{{{{ steps.confirm.by }}}}" }} }}
+    on_failure:
+      - name: rollback
+        shell: {{ script: 'echo "rolled back: $WHY" >> {log}', env: {{ WHY: "{{{{ failure.error }}}}" }} }}
+"#,
+            log = work.join("log").display()
+        ),
+    );
+    let data = dir.path().join("data");
+    let alice = create_token(&data, "alice", "admin");
+    let bob = create_token(&data, "bob", "admin");
+    let olga = create_token(&data, "olga", "operator");
+    let server = Server::start(&config, &data);
+    let base = &server.base;
+
+    // Granted: not by an operator (role), not by the starter (four eyes), by bob.
+    let id = started(base, &alice, "failover", json!({"region": "eu"}));
+    let d = wait_status(base, &alice, id, "waiting", Duration::from_secs(10));
+    assert_eq!(d["waiting_for_approval"], json!(["confirm"]));
+    let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/approve"), &olga, Some(json!({})));
+    assert_eq!(code, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("needs the admin role"), "{v}");
+    let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/approve"), &alice, Some(json!({})));
+    assert_eq!(code, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("alice started this run"), "{v}");
+    let out = steward()
+        .args(["runs", "approve", &id.to_string(), "--comment", "lag is 0.2s", "--server", base, "--token", &bob])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_status(base, &alice, id, "succeeded", Duration::from_secs(10));
+    let log = || std::fs::read_to_string(work.join("log")).unwrap_or_default();
+    assert_eq!(log(), "promoted eu by the word of bob\n");
+    let evs = events(base, &alice, id);
+    assert!(evs.iter().any(|e| e["kind"] == "approved" && e["actor"] == "bob" && e["message"].as_str().unwrap().contains("lag is 0.2s")));
+
+    // Denied: the step fails, the rollback runs, nothing is promoted.
+    let id = started(base, &alice, "failover", json!({"region": "us"}));
+    wait_status(base, &alice, id, "waiting", Duration::from_secs(10));
+    let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/deny"), &bob, Some(json!({"comment": "lag too high"})));
+    assert_eq!(code, 200, "{v}");
+    let d = wait_status(base, &alice, id, "failed", Duration::from_secs(10));
+    assert!(d["run"]["error"].as_str().unwrap().contains("denied by bob: lag too high"), "{}", d["run"]["error"]);
+    assert!(d["run"]["error"].as_str().unwrap().contains("rolled back"), "{}", d["run"]["error"]);
+    assert!(log().contains("rolled back: step `confirm` failed: denied by bob: lag too high"), "{}", log());
+    assert!(!log().contains("promoted us"));
+
+    // Nobody answers: the approval times out and fails the run.
+    let id = started(base, &alice, "failover", json!({"region": "us"}));
+    let d = wait_status(base, &alice, id, "failed", Duration::from_secs(15));
+    assert!(d["run"]["error"].as_str().unwrap().contains("no decision within 2s"), "{}", d["run"]["error"]);
+    // Approving a run that waits for nothing is a conflict, not a silent success.
+    let (code, _) = request("POST", &format!("{base}/api/v1/runs/{id}/approve"), &bob, Some(json!({})));
+    assert_eq!(code, 409);
+}
+
+#[test]
+fn locks_exclude_and_timeouts_and_cancellation_kill_whole_process_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = write(
+        dir.path(),
+        r#"runbooks:
+  - name: hang
+    params:
+      region: string
+      dir: string
+      step_timeout: { type: bool, default: true }
+    lock: "failover-{{ params.region }}"
+    steps:
+      - name: slow
+        when: params.step_timeout
+        timeout: 1s
+        shell: { script: 'sleep 300 & echo $! > "$DIR/$REGION.pid"; wait' }
+      - name: forever
+        when: not params.step_timeout
+        shell: { script: 'sleep 300 & echo $! > "$DIR/$REGION.pid"; wait' }
+  - name: budget
+    timeout: 1s
+    params:
+      dir: string
+    steps:
+      - name: slow
+        shell: { script: 'sleep 300 & echo $! > "$DIR/budget.pid"; wait' }
+"#,
+    );
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "operator");
+    let server = Server::start(&config, &data);
+    let base = &server.base;
+    let dir_param = work.display().to_string();
+    let pid_of = |name: &str| -> i32 {
+        wait_for(&format!("{name}.pid"), Duration::from_secs(10), || {
+            std::fs::read_to_string(work.join(format!("{name}.pid"))).ok()?.trim().parse().ok()
+        })
+    };
+
+    // A step timeout kills the step's whole process group, background children too.
+    let id = started(base, &token, "hang", json!({"region": "eu", "dir": dir_param}));
+    let child = pid_of("eu");
+    assert!(pid_alive(child));
+    // Meanwhile the lock keeps a second failover of the same region out, not another region.
+    let (code, v) = start(base, &token, "hang", json!({"region": "eu", "dir": dir_param}));
+    assert_eq!(code, 409, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("lock `failover-eu` is held by run"), "{v}");
+    let other = started(base, &token, "hang", json!({"region": "us", "dir": dir_param}));
+    let d = wait_status(base, &token, id, "failed", Duration::from_secs(10));
+    assert!(step(&d, "slow")[0]["error"].as_str().unwrap().contains("timed out after 1s"), "{d}");
+    wait_for("the timed-out step's children to die", Duration::from_secs(5), || (!pid_alive(child)).then_some(()));
+    wait_status(base, &token, other, "failed", Duration::from_secs(10));
+
+    // The whole-run budget does the same.
+    let id = started(base, &token, "budget", json!({"dir": dir_param}));
+    let child = pid_of("budget");
+    let d = wait_status(base, &token, id, "failed", Duration::from_secs(10));
+    assert!(d["run"]["error"].as_str().unwrap().contains("timed out after 1s"), "{}", d["run"]["error"]);
+    assert_eq!(step(&d, "slow")[0]["status"], "failed");
+    wait_for("the run's children to die", Duration::from_secs(5), || (!pid_alive(child)).then_some(()));
+
+    // Cancelling from the CLI stops the running step and releases the lock.
+    let _ = std::fs::remove_file(work.join("eu.pid"));
+    let id = started(base, &token, "hang", json!({"region": "eu", "dir": dir_param, "step_timeout": false}));
+    let child = pid_of("eu");
+    let out = steward()
+        .args(["runs", "cancel", &id.to_string(), "--reason", "wrong region", "--server", base, "--token", &token])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = wait_status(base, &token, id, "cancelled", Duration::from_secs(10));
+    assert_eq!(step(&d, "forever")[0]["status"], "cancelled");
+    assert_eq!(step(&d, "slow")[0]["status"], "skipped");
+    wait_for("the cancelled step's children to die", Duration::from_secs(5), || (!pid_alive(child)).then_some(()));
+    let again = started(base, &token, "hang", json!({"region": "eu", "dir": dir_param}));
+    wait_status(base, &token, again, "failed", Duration::from_secs(10));
+    let evs = events(base, &token, id);
+    assert!(
+        evs.iter().any(|e| e["kind"] == "cancelled" && e["actor"] == "alice" && e["message"].as_str().unwrap().contains("wrong region"))
+    );
+}
