@@ -434,3 +434,67 @@ incidents:
     assert_eq!(code, 1);
     assert_error_at(&errors(&v), 24, 24, "does not compile");
 }
+
+#[test]
+fn runbook_mistakes_are_found_at_validate_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("runbooks.yaml");
+    std::fs::write(
+        &f,
+        r#"checks:
+  - {name: api-health, tcp: {address: '127.0.0.1:9'}}
+receivers:
+  - {name: ops, webhook: {url: 'http://127.0.0.1:9/hook'}}
+runbooks:
+  - name: repair
+    params:
+      nodes: {type: list}
+      path: string
+      mode: {type: enum}
+      count: {type: int, default: many}
+      pause: {type: durration}
+    steps:
+      - name: drain
+        shel: {script: 'echo'}
+      - name: restart
+        shell: {script: 'systemctl restart {{ params.nodes }}'}
+      - name: wait
+        wait_until: {check: api-helth, timeout: 5m}
+      - name: tell
+        notify: {receivers: [opps], message: "done {{ params.nodez }} {{ steps.later.stdout }}"}
+      - name: bad-template
+        http: {url: "http://127.0.0.1/{{ params.nodes "}
+      - name: call
+        runbook: {name: repiar}
+      - name: tell
+        sleep: 5x
+    schedule: {cron: "0 2 * *", timezone: Europe/Pariss}
+"#,
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    let errs = errors(&v);
+    let has = |line: u64, col: u64, needle: &str| assert_error_at(&errs, line, col, needle);
+    has(9, 7, "would reach shell steps as $PATH");
+    has(10, 20, "is an enum without values");
+    has(11, 35, "default: expected an integer, found `many`");
+    has(12, 21, "unknown type `durration`");
+    has(14, 9, "says nothing to do");
+    has(15, 9, "unknown key `shel`");
+    has(17, 25, "scripts are never templated");
+    has(19, 29, "check `api-helth` is not defined");
+    has(21, 29, "receiver `opps` is not defined");
+    has(21, 46, "reads `params.nodez`, which runbook `repair` does not declare");
+    has(21, 46, "reads `steps.later`, which is not a step that runs before it");
+    has(23, 21, "invalid template");
+    has(25, 25, "calls runbook `repiar`, which is not defined");
+    has(26, 15, "step `tell` is defined twice");
+    has(27, 16, "sleep: unknown unit `x`");
+    has(28, 22, "cron `0 2 * *` is invalid");
+    has(28, 43, "`Europe/Pariss` is not an IANA time zone");
+    let hint = v["errors"].as_array().unwrap().iter().find(|e| e["message"].as_str().unwrap().contains("api-helth")).unwrap();
+    assert_eq!(hint["hint"], "did you mean `api-health`?");
+    let script = v["errors"].as_array().unwrap().iter().find(|e| e["message"].as_str().unwrap().contains("never templated")).unwrap();
+    assert!(script["hint"].as_str().unwrap().contains("\"$NODES\""), "{script}");
+}

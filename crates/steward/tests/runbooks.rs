@@ -422,3 +422,87 @@ fn locks_exclude_and_timeouts_and_cancellation_kill_whole_process_groups() {
         evs.iter().any(|e| e["kind"] == "cancelled" && e["actor"] == "alice" && e["message"].as_str().unwrap().contains("wrong region"))
     );
 }
+
+#[test]
+fn an_alert_starts_its_runbook_and_the_run_lands_in_the_incident_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let healthy = dir.path().join("healthy");
+    std::fs::write(&healthy, "").unwrap();
+    let config = write(
+        dir.path(),
+        &format!(
+            r#"services:
+  - {{name: api, tier: 2}}
+checks:
+{check}
+alerts:
+  - name: ApiDown
+    when: check api-file unhealthy
+    severity: critical
+    labels: {{service: api}}
+    runbook:
+      name: restore-file
+      mode: run
+      params: {{ service: "{{{{ labels.service }}}}" }}
+  - name: ApiDownSuggest
+    when: check api-file unhealthy
+    severity: warning
+    labels: {{service: api}}
+    runbook: restore-file
+incidents:
+  policies:
+    - {{name: all, auto_resolve: true}}
+runbooks:
+  - name: restore-file
+    params:
+      service: {{ type: string, default: unused }}
+    steps:
+      - name: touch
+        shell: {{ script: 'echo "restoring $SERVICE"; touch {healthy}' }}
+"#,
+            check = common::alerting::file_check("api-file", Some("api"), &healthy),
+            healthy = healthy.display()
+        ),
+    );
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "operator");
+    let server = Server::start(&config, &data);
+    let base = &server.base;
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::remove_file(&healthy).unwrap();
+    // The alert fires, its runbook restores the file, the check recovers.
+    let run = wait_for("the alert to start its runbook", Duration::from_secs(20), || {
+        let (_, v) = request("GET", &format!("{base}/api/v1/runs"), &token, None);
+        v["runs"].as_array().and_then(|r| r.first().cloned())
+    });
+    assert_eq!(run["trigger"], "alert");
+    assert_eq!(run["started_by"], "alert ApiDown");
+    assert_eq!(run["params"]["service"], "api");
+    let id = run["id"].as_i64().unwrap();
+    wait_status(base, &token, id, "succeeded", Duration::from_secs(20));
+    wait_for("the file to be restored", Duration::from_secs(5), || healthy.exists().then_some(()));
+    let incident = wait_for("the incident to resolve with the run in its timeline", Duration::from_secs(30), || {
+        let (_, v) = request("GET", &format!("{base}/api/v1/incidents?status=all"), &token, None);
+        let first = v["incidents"].as_array()?.first()?.clone();
+        let (_, d) = request("GET", &format!("{base}/api/v1/incidents/{}", first["id"]), &token, None);
+        let runbook_entries: Vec<String> = d["timeline"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["kind"] == "runbook")
+            .map(|e| e["text"].as_str().unwrap_or("").to_string())
+            .collect();
+        (d["incident"]["status"] == "resolved" && runbook_entries.iter().any(|t| t.contains("succeeded"))).then_some((d, runbook_entries))
+    });
+    let (d, entries) = incident;
+    assert!(entries.iter().any(|t| t == &format!("Runbook restore-file run {id} succeeded")), "{entries:?}");
+    // One run per firing, not one per evaluation.
+    let (_, v) = request("GET", &format!("{base}/api/v1/runs"), &token, None);
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1, "{v}");
+    // The suggest-only rule put the command in its alert's annotations instead.
+    let (_, alerts) = request("GET", &format!("{base}/api/v1/alerts"), &token, None);
+    let suggest = alerts["alerts"].as_array().unwrap().iter().find(|a| a["rule"] == "ApiDownSuggest").unwrap();
+    assert_eq!(suggest["annotations"]["runbook"], "steward run restore-file");
+    let auto = alerts["alerts"].as_array().unwrap().iter().find(|a| a["rule"] == "ApiDown").unwrap();
+    assert_eq!(auto["annotations"]["runbook"], "started automatically: steward run restore-file -p service=api");
+    assert!(d["alerts"].as_array().map_or(0, Vec::len) >= 1, "{d}");
+}

@@ -116,6 +116,11 @@ pub fn step(alert: &Alert, holds: Option<f64>, rule: &AlertRule, now: DateTime<U
 pub fn advance(rule: &AlertRule, current: &Alert, holds: Option<f64>, now: DateTime<Utc>) -> Option<(Alert, Option<AlertEvent>)> {
     let mut next = step(current, holds, rule, now)?;
     next.annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&current.labels, next.value))).collect();
+    if let Some(link) = &rule.runbook {
+        // Whoever is paged sees what to run; a rule's own `runbook` annotation wins.
+        let text = if link.run { format!("started automatically: {}", link.command(&next)) } else { link.command(&next) };
+        next.annotations.entry("runbook".into()).or_insert(text);
+    }
     let event = (next.state != current.state).then(|| AlertEvent {
         fingerprint: current.fingerprint.clone(),
         rule: rule.name.clone(),

@@ -23,12 +23,53 @@ pub struct AlertRule {
     pub severity: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: Vec<(String, Template)>,
-    /// A runbook to run or suggest when the alert fires (used once runbooks exist).
-    pub runbook: Option<String>,
+    /// A runbook to suggest (in a `runbook` annotation) or run when the alert fires.
+    pub runbook: Option<RunbookLink>,
     /// PromQL rules: how often to query (a rule file group's `interval`, else the
     /// `prometheus` section's `evaluation_interval`).
     pub every: Duration,
     pub pos: Pos,
+}
+
+/// An alert rule's runbook: `runbook: NAME` suggests it; `{name, mode: run, params}`
+/// starts it each time an alert of the rule fires.
+#[derive(Debug, Clone)]
+pub struct RunbookLink {
+    pub name: String,
+    /// Start it automatically (otherwise only suggest the command).
+    pub run: bool,
+    /// Parameter templates reading `labels`, `annotations` and `value`.
+    pub params: Vec<(String, crate::runbooks::template::Text)>,
+    pub pos: Pos,
+}
+
+impl RunbookLink {
+    /// The parameters for one alert; an error names the template that failed.
+    pub fn params_for(&self, alert: &crate::alerting::Alert) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let ctx = minijinja::Value::from_serialize(serde_json::json!({
+            "labels": alert.labels, "annotations": alert.annotations, "value": alert.value,
+        }));
+        self.params
+            .iter()
+            .map(|(k, t)| t.render(&ctx).map(|v| (k.clone(), serde_json::Value::String(v))).map_err(|e| format!("param {k}: {e}")))
+            .collect()
+    }
+
+    /// The command a person would type, for the `runbook` annotation.
+    pub fn command(&self, alert: &crate::alerting::Alert) -> String {
+        let mut cmd = format!("steward run {}", self.name);
+        match self.params_for(alert) {
+            Ok(params) => {
+                for (k, v) in params {
+                    let v = v.as_str().unwrap_or_default().to_string();
+                    let safe = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,:/@=".contains(c));
+                    cmd.push_str(&if safe { format!(" -p {k}={v}") } else { format!(" -p '{k}={}'", v.replace('\'', "'\\''")) });
+                }
+            }
+            Err(e) => cmd.push_str(&format!(" (parameters could not be filled in: {e})")),
+        }
+        cmd
+    }
 }
 
 /// What an alert rule watches.
@@ -134,6 +175,8 @@ const ROUTE_KEYS: &[&str] = &[
 #[derive(Default)]
 pub struct AlertingRefs {
     pub(super) rules: Vec<(String, Pos)>,
+    /// Runbook links of alert rules, checked against the runbooks.
+    pub(super) runbook_links: Vec<RunbookLink>,
     checks: Vec<(String, Pos)>,
     pub(super) receivers: Vec<(String, Pos)>,
     receivers_used: Vec<(String, Pos)>,
@@ -194,7 +237,7 @@ pub fn rule(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option
     });
     let labels = label_map(f.take("labels"), &format!("{what} labels"), d);
     let annotations = template_map(f.take("annotations"), &what, d);
-    let runbook = f.take("runbook").and_then(|n| de::string(n, &format!("{what} runbook"), d));
+    let runbook = f.take("runbook").and_then(|n| runbook_link(n, &what, d, refs));
     f.finish(RULE_KEYS, d);
     Some(AlertRule {
         name: name?,
@@ -603,5 +646,100 @@ mod tests {
         let e = parse_when("check api latency p99 > 1s").unwrap_err();
         assert!(e.1.contains("over DURATION"));
         assert!(parse_when("").unwrap_err().1.contains("empty"));
+    }
+}
+
+fn runbook_link(n: &Node, what: &str, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<RunbookLink> {
+    let link = match &n.value {
+        Value::Str { text, .. } => RunbookLink { name: text.clone(), run: false, params: vec![], pos: n.pos.clone() },
+        _ => {
+            let mut f = Fields::of(n, format!("{what} runbook"), d)?;
+            let name_node = f.require("name", d)?;
+            let name = de::string(name_node, &format!("{what} runbook name"), d)?;
+            let run = f.take("mode").map_or(Some(false), |m| match de::string(m, &format!("{what} runbook mode"), d)?.as_str() {
+                "run" => Some(true),
+                "suggest" => Some(false),
+                other => {
+                    d.push(
+                        Diagnostic::error(m.pos.clone(), format!("{what} runbook mode `{other}` is not known"))
+                            .with_hint("use `run` (start it when the alert fires) or `suggest` (put the command in the notification)"),
+                    );
+                    None
+                }
+            });
+            let mut params = Vec::new();
+            let mut ok = true;
+            if let Some(p) = f.take("params") {
+                if let Value::Map(entries) = &p.value {
+                    for (k, v) in entries {
+                        let key = k.scalar_text().unwrap_or_default();
+                        let Some(text) = de::text(v, &format!("{what} runbook param {key}"), d) else {
+                            ok = false;
+                            continue;
+                        };
+                        match crate::runbooks::template::Text::parse(&text, &mut Vec::new()) {
+                            Ok(t) => {
+                                for var in t.variables() {
+                                    let root = var.split('.').next().unwrap_or_default();
+                                    if !["labels", "annotations", "value"].contains(&root) {
+                                        ok = false;
+                                        d.push(
+                                            Diagnostic::error(v.pos.clone(), format!("{what} runbook param `{key}` reads `{var}`"))
+                                                .with_hint("parameters from an alert can read labels, annotations and value, e.g. {{ labels.instance }}"),
+                                        );
+                                    }
+                                }
+                                params.push((key, t));
+                            }
+                            Err(e) => {
+                                ok = false;
+                                d.push(Diagnostic::error(
+                                    v.pos.clone(),
+                                    format!("{what} runbook param `{key}`: invalid template: {}", e.message),
+                                ));
+                            }
+                        }
+                    }
+                } else {
+                    d.push(de::type_error(p, &format!("{what} runbook params"), "a mapping"));
+                    ok = false;
+                }
+            }
+            f.finish(&["name", "mode", "params"], d);
+            if !ok {
+                return None;
+            }
+            RunbookLink { name, run: run?, params, pos: name_node.pos.clone() }
+        }
+    };
+    refs.runbook_links.push(link.clone());
+    Some(link)
+}
+
+/// Alert rules' runbooks exist and get the parameters they need.
+pub(super) fn check_runbook_links(refs: &AlertingRefs, runbooks: &[super::runbooks::Runbook], d: &mut Diagnostics) {
+    for link in &refs.runbook_links {
+        let Some(rb) = runbooks.iter().find(|r| r.name == link.name) else {
+            let hint = super::diagnostics::closest(&link.name, runbooks.iter().map(|r| r.name.as_str()))
+                .map_or("define it under `runbooks:`".to_string(), |c| format!("did you mean `{c}`?"));
+            d.push(Diagnostic::error(link.pos.clone(), format!("runbook `{}` is not defined", link.name)).with_hint(hint));
+            continue;
+        };
+        for (k, _) in &link.params {
+            if rb.param(k).is_none() {
+                d.push(Diagnostic::error(link.pos.clone(), format!("runbook `{}` has no parameter `{k}`", rb.name)));
+            }
+        }
+        for p in rb.params.iter().filter(|p| p.required && p.default.is_none()) {
+            if !link.params.iter().any(|(k, _)| *k == p.name) {
+                d.push(
+                    Diagnostic::error(
+                        link.pos.clone(),
+                        format!("runbook `{}` needs parameter `{}`, which the alert does not give", rb.name, p.name),
+                    )
+                    .with_hint(format!("add it under the rule's `runbook: {{ params: {{ {}: \"{{{{ labels.instance }}}}\" }} }}`", p.name)),
+                );
+            }
+        }
     }
 }

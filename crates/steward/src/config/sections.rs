@@ -163,6 +163,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     incidents_section::cross_check(&incidents, &receivers, &time_intervals, d);
     let receiver_names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
     super::runbooks::cross_check(&runbooks, &runbook_refs, &check_names, &receiver_names, d);
+    alerting::check_runbook_links(&alerting_refs, &runbooks, d);
     if first_route.is_none() {
         route = default_route(&receivers, d);
     }

@@ -32,7 +32,7 @@ pub struct StartRequest {
     pub parent_run: Option<i64>,
     pub alert_fingerprint: Option<String>,
     pub incident_id: Option<i64>,
-    pub schedule_key: Option<String>,
+    pub trigger_key: Option<String>,
 }
 
 impl StartRequest {
@@ -45,7 +45,7 @@ impl StartRequest {
             parent_run: None,
             alert_fingerprint: None,
             incident_id: None,
-            schedule_key: None,
+            trigger_key: None,
         }
     }
 }
@@ -136,7 +136,7 @@ pub async fn create(engine: &Arc<Engine>, req: StartRequest) -> Result<(Run, Arc
         alert_fingerprint: req.alert_fingerprint.clone(),
         incident_id: req.incident_id,
         lock: lock.clone(),
-        schedule_key: req.schedule_key.clone(),
+        trigger_key: req.trigger_key.clone(),
     };
     let message = format!("{} started runbook {} ({})", req.started_by, rb.name, req.trigger);
     let started =
@@ -423,6 +423,7 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention:
     let mut last_heartbeat = std::time::Instant::now();
     let mut last_sweep = std::time::Instant::now();
     let mut last_prune: Option<std::time::Instant> = None;
+    let mut handled: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -430,6 +431,7 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention:
         }
         let now = Utc::now();
         fire_schedules(&engine, &mut next_fires, started, now).await;
+        fire_alert_runbooks(&engine, &mut handled, now).await;
         if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
             last_heartbeat = std::time::Instant::now();
             if let Err(e) = engine.store.heartbeat(&engine.runbooks.active_ids(), now).await {
@@ -496,7 +498,7 @@ async fn fire_schedules(
             }
             let mut req = StartRequest::manual(&rb.name, s.params.clone().into_iter().collect(), "schedule");
             req.trigger = "schedule".into();
-            req.schedule_key = Some(format!("{}#{}@{}", rb.name, i, due.to_rfc3339()));
+            req.trigger_key = Some(format!("{}#{}@{}", rb.name, i, due.to_rfc3339()));
             match start(engine, req).await {
                 Ok(run) => tracing::info!(runbook = %rb.name, run = run.id, cron = %s.cron, "scheduled run started"),
                 Err(ControlError::Conflict(m)) => tracing::warn!(runbook = %rb.name, cron = %s.cron, "scheduled run not started: {m}"),
@@ -514,4 +516,68 @@ async fn fire_schedules(
         }
     }
     next.retain(|k, _| live.contains(k));
+}
+
+/// Alerts only start runs for firings this recent: a restart or a reload that links
+/// a runbook to a rule must not start remediation for something that fired long ago.
+const ALERT_TRIGGER_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Starts the runbook of every alert rule with `mode: run` once per firing of each of
+/// its alerts (the firing is the run's trigger key, so a restart cannot start it twice).
+/// `handled` remembers firings already dealt with, to ask the store only once.
+async fn fire_alert_runbooks(engine: &Arc<Engine>, handled: &mut std::collections::HashSet<String>, now: DateTime<Utc>) {
+    let config = engine.config();
+    if !config.alerts.iter().any(|r| r.runbook.as_ref().is_some_and(|l| l.run)) {
+        return;
+    }
+    for alert in engine.alerting.alerts() {
+        let Some(fired) = alert.fired_at.filter(|_| alert.state == crate::alerting::AlertState::Firing) else { continue };
+        if now - fired > ALERT_TRIGGER_WINDOW {
+            continue;
+        }
+        let Some(link) = config.alert(&alert.rule).and_then(|r| r.runbook.as_ref()).filter(|l| l.run) else { continue };
+        let key = format!("alert:{}@{}", alert.fingerprint, fired.timestamp_millis());
+        if handled.contains(&key) {
+            continue;
+        }
+        let params = match link.params_for(&alert) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(rule = %alert.rule, runbook = %link.name, "the alert's runbook was not started: {e}");
+                handled.insert(key);
+                continue;
+            }
+        };
+        let req = StartRequest {
+            runbook: link.name.clone(),
+            params,
+            started_by: format!("alert {}", alert.rule),
+            trigger: "alert".into(),
+            parent_run: None,
+            alert_fingerprint: Some(alert.fingerprint.clone()),
+            incident_id: None,
+            trigger_key: Some(key.clone()),
+        };
+        match start(engine, req).await {
+            Ok(run) => {
+                tracing::info!(rule = %alert.rule, runbook = %link.name, run = run.id, "an alert started its runbook");
+                handled.insert(key);
+            }
+            // The key exists: this firing already started its run (before a restart, say).
+            Err(ControlError::Conflict(m)) if m.contains("already started") => {
+                handled.insert(key);
+            }
+            Err(e) => {
+                tracing::warn!(rule = %alert.rule, runbook = %link.name, error = %e, "the alert's runbook was not started");
+                handled.insert(key);
+            }
+        }
+    }
+    // Forget keys of firings that aged out of the window.
+    handled.retain(|k| {
+        k.rsplit('@')
+            .next()
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .is_some_and(|ms| now.timestamp_millis() - ms < ALERT_TRIGGER_WINDOW.num_milliseconds())
+    });
 }

@@ -831,7 +831,7 @@ async fn call(cx: &RunCx, path: &str, runbook: String, params: Map<String, Json>
         parent_run: Some(cx.run.id),
         alert_fingerprint: cx.run.alert_fingerprint.clone(),
         incident_id: cx.run.incident_id,
-        schedule_key: None,
+        trigger_key: None,
     };
     let child = match super::control::create(&cx.engine, request).await {
         Ok((child, rb)) => (child, rb),

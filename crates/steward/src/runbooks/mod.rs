@@ -151,8 +151,9 @@ pub struct NewRun {
     pub alert_fingerprint: Option<String>,
     pub incident_id: Option<i64>,
     pub lock: Option<String>,
-    /// Unique per scheduled fire time: a fire can never start two runs.
-    pub schedule_key: Option<String>,
+    /// Unique per trigger (a schedule's fire time, an alert's firing): one trigger can
+    /// never start two runs, even across restarts.
+    pub trigger_key: Option<String>,
 }
 
 /// One attempt of one step.

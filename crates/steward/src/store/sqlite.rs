@@ -238,7 +238,7 @@ CREATE TABLE runs (
     alert_fingerprint TEXT,
     incident_id INTEGER,
     lock_name TEXT,
-    schedule_key TEXT UNIQUE,
+    trigger_key TEXT UNIQUE,
     created_ms INTEGER NOT NULL,
     finished_ms INTEGER,
     heartbeat_ms INTEGER NOT NULL,

@@ -103,16 +103,16 @@ impl RunStore for SqliteStore {
     async fn create_run(&self, run: &NewRun, mut started: NewEvent) -> Result<Run, StoreError> {
         let now = ms(Utc::now());
         let mut tx = self.writer.begin().await?;
-        if let Some(key) = &run.schedule_key {
+        if let Some(key) = &run.trigger_key {
             let used: Option<i64> =
-                sqlx::query_scalar("SELECT id FROM runs WHERE schedule_key = ?").bind(key).fetch_optional(&mut *tx).await?;
+                sqlx::query_scalar("SELECT id FROM runs WHERE trigger_key = ?").bind(key).fetch_optional(&mut *tx).await?;
             if let Some(id) = used {
-                return Err(StoreError::Conflict(format!("the scheduled fire `{key}` already started run {id}")));
+                return Err(StoreError::Conflict(format!("the trigger `{key}` already started run {id}")));
             }
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (runbook, params, status, trigger, started_by, parent_run, alert_fingerprint, incident_id, lock_name, \
-             schedule_key, created_ms, heartbeat_ms) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             trigger_key, created_ms, heartbeat_ms) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&run.runbook)
         .bind(json(&run.params))
@@ -122,7 +122,7 @@ impl RunStore for SqliteStore {
         .bind(run.alert_fingerprint.as_deref())
         .bind(run.incident_id)
         .bind(run.lock.as_deref())
-        .bind(run.schedule_key.as_deref())
+        .bind(run.trigger_key.as_deref())
         .bind(now)
         .bind(now)
         .fetch_one(&mut *tx)

@@ -199,8 +199,13 @@ impl Server {
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        let s = Server { child, base, data: data.to_path_buf() };
-        wait_for("steward serve to listen", Duration::from_secs(15), || port_open(port).then_some(()));
+        let mut s = Server { child, base, data: data.to_path_buf() };
+        wait_for("steward serve to listen", Duration::from_secs(15), || {
+            if let Some(status) = s.child.try_wait().unwrap() {
+                panic!("steward serve exited ({status}) before listening:\n{}", s.log());
+            }
+            port_open(port).then_some(())
+        });
         s
     }
 
