@@ -93,7 +93,9 @@ fn malformed_yaml_and_wrong_shapes_are_errors_not_panics() {
         ("- a\n- b\n", "must be a mapping"),
         ("checks:\n  - name: 'bad name!'\n    tcp: {address: 'x:1'}\n", "not a valid check name"),
         ("checks:\n  - name: a\n    tcp: {address: 'x:1'}\n  - name: b\n    tcp: {address: nohost}\n", "has no port"),
-        ("runbooks: []\n", "not supported by this version"),
+        ("backups: []\n", "not supported by this version"),
+        ("runbooks:\n  - name: r\n    steps: {a: 1}\n", "must be a list"),
+        ("runbooks:\n  - name: r\n    steps:\n      - name: s\n        shell: [echo]\n", "must be a mapping"),
         ("a: 1\na: 2\n", "duplicate key `a`"),
         ("checks:\n  - name: a\n    http: {url: 'http://x/${env:STEWARD_SURELY_UNSET}'}\n", "is not set"),
     ] {
