@@ -14,17 +14,18 @@ pub fn run(path: &Path, output: Output) -> u8 {
                 Output::Json => println!(
                     "{}",
                     json!({"valid": true, "services": c.services.len(), "checks": c.checks.len(), "alerts": c.alerts.len(),
-                           "files": c.files, "notes": c.notes})
+                           "runbooks": c.runbooks.len(), "files": c.files, "notes": c.notes})
                 ),
                 Output::Table => {
                     for note in &c.notes {
                         println!("{}: note: {}", note.pos, note.message);
                     }
                     println!(
-                        "configuration is valid: {} service(s), {} check(s), {} alert rule(s) in {} file(s)",
+                        "configuration is valid: {} service(s), {} check(s), {} alert rule(s), {} runbook(s) in {} file(s)",
                         c.services.len(),
                         c.checks.len(),
                         c.alerts.len(),
+                        c.runbooks.len(),
                         c.files.len()
                     )
                 }

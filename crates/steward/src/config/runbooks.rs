@@ -930,7 +930,13 @@ fn http(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<HttpStep> {
     let headers = f.take("headers").map_or(Some(vec![]), |h| text_map(h, &format!("{what} headers"), cx));
     let body = f.take("body").and_then(|b| match &b.value {
         // A mapping body is sent as JSON.
-        Value::Map(_) | Value::Seq(_) => Text::parse(&yaml_to_json(b).to_string(), cx.secrets).ok(),
+        Value::Map(_) | Value::Seq(_) => match Text::parse(&yaml_to_json(b).to_string(), cx.secrets) {
+            Ok(t) => check_variables(t.variables(), b, &format!("{what} body"), cx).then_some(t),
+            Err(e) => {
+                cx.d.push(Diagnostic::error(b.pos.clone(), format!("{what} body: invalid template: {}", e.message)));
+                None
+            }
+        },
         _ => text(b, &format!("{what} body"), cx),
     });
     let expect_status = f.take("expect_status").map_or(Some(vec![]), |e| {
@@ -995,7 +1001,8 @@ fn redis(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<RedisStep> {
     });
     f.finish(&["url", "command"], cx.d);
     if let Some(u) = &url {
-        if !u.written.starts_with("redis://") && !u.written.starts_with("rediss://") {
+        // A URL that is all template (`{{ params.url }}`) is checked when it renders.
+        if !u.written.starts_with("redis://") && !u.written.starts_with("rediss://") && !u.written.starts_with("{{") {
             cx.d.push(Diagnostic::error(f.pos().clone(), format!("{what} url must start with redis:// or rediss://")));
             return None;
         }

@@ -183,7 +183,9 @@ async fn process(
     match status.code() {
         Some(0) => Outcome { ok: true, result, error: None },
         Some(code) => {
-            let last = err.lines().chain(out.lines()).rfind(|l| !l.trim().is_empty()).unwrap_or("").chars().take(300).collect::<String>();
+            // The last thing said on stderr is usually the reason; else the last of stdout.
+            let said = |text: &str| text.lines().rfind(|l| !l.trim().is_empty()).map(str::to_string);
+            let last = said(&err).or_else(|| said(&out)).unwrap_or_default().chars().take(300).collect::<String>();
             let detail = if last.is_empty() { String::new() } else { format!(": {last}") };
             Outcome { ok: false, result, error: Some(format!("`{}` exited with code {code}{detail}", argv[0])) }
         }
