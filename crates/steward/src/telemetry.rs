@@ -62,6 +62,12 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunbookLabels {
+    pub runbook: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PriorityLabels {
     pub priority: String,
 }
@@ -89,6 +95,9 @@ pub struct Metrics {
     pub incident_time_to_acknowledge: Family<PriorityLabels, Histogram>,
     pub incident_time_to_mitigate: Family<PriorityLabels, Histogram>,
     pub incident_time_to_resolve: Family<PriorityLabels, Histogram>,
+    pub runbook_runs: Family<RunbookLabels, Counter>,
+    pub runbook_runs_active: Gauge,
+    pub runbook_run_duration: Family<RunbookLabels, Histogram>,
 }
 
 fn buckets(list: &[f64]) -> impl Iterator<Item = f64> + '_ {
@@ -96,6 +105,8 @@ fn buckets(list: &[f64]) -> impl Iterator<Item = f64> + '_ {
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// From a one-step run to a night-long rolling repair.
+const RUN_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0];
 /// From a page answered in seconds to an outage of a day.
 const RESPONSE_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0];
 const LAG_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -131,6 +142,9 @@ impl Metrics {
             incident_time_to_acknowledge: Family::new_with_constructor(|| Histogram::new(buckets(RESPONSE_BUCKETS))),
             incident_time_to_mitigate: Family::new_with_constructor(|| Histogram::new(buckets(RESPONSE_BUCKETS))),
             incident_time_to_resolve: Family::new_with_constructor(|| Histogram::new(buckets(RESPONSE_BUCKETS))),
+            runbook_runs: Family::default(),
+            runbook_runs_active: Gauge::default(),
+            runbook_run_duration: Family::new_with_constructor(|| Histogram::new(buckets(RUN_BUCKETS))),
         };
         {
             let mut r = m.registry.lock().expect("registry");
@@ -175,6 +189,22 @@ impl Metrics {
                 m.rule_evaluation_failures.clone(),
             );
             r.register("incidents_open", "Incidents not yet resolved, by priority", m.incidents_open.clone());
+            r.register(
+                "runbook_runs",
+                "Runbook runs that ended, by runbook and status (succeeded, failed, cancelled)",
+                m.runbook_runs.clone(),
+            );
+            r.register(
+                "runbook_runs_active",
+                "Runbook runs executing in this process (waiting at approvals included)",
+                m.runbook_runs_active.clone(),
+            );
+            r.register_with_unit(
+                "runbook_run_duration",
+                "From a run's start to its end, by runbook and status",
+                Unit::Seconds,
+                m.runbook_run_duration.clone(),
+            );
             r.register_with_unit(
                 "incident_time_to_acknowledge",
                 "From an incident opening to its first acknowledgement, by priority (MTTA = sum / count)",

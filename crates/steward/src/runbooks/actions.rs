@@ -144,6 +144,7 @@ async fn process(
     if let Some(dir) = workdir {
         cmd.current_dir(dir);
     }
+    let spawned = std::time::Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::failed(format!("cannot start `{}`: {e}", argv[0])),
@@ -152,6 +153,7 @@ async fn process(
     let stdout = tokio::spawn(read_lines(child.stdout.take().expect("piped"), "stdout", STDOUT_LIMIT, output.clone()));
     let stderr = tokio::spawn(read_lines(child.stderr.take().expect("piped"), "stderr", STDERR_LIMIT, output.clone()));
     let status = child.wait().await;
+    let command_ms = spawned.elapsed().as_secs_f64() * 1000.0;
     // The process is gone; its group stays alone unless the step is stopped. Whatever it
     // left in the background may hold the pipes open, so stop reading soon after.
     if let Some(g) = group {
@@ -176,6 +178,8 @@ async fn process(
     };
     let mut result = Map::new();
     result.insert("exit_code".into(), status.code().map_or(Json::Null, Json::from));
+    // The process's own time, spawn to exit: what the engine's overhead is measured against.
+    result.insert("command_ms".into(), Json::from((command_ms * 1000.0).round() / 1000.0));
     let trimmed = out.trim_end().to_string();
     result.insert("json".into(), serde_json::from_str::<Json>(trimmed.trim()).unwrap_or(Json::Null));
     result.insert("stdout".into(), Json::from(trimmed));

@@ -430,6 +430,7 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention:
             _ = stop.cancelled() => return,
         }
         let now = Utc::now();
+        engine.metrics.runbook_runs_active.set(engine.runbooks.active_ids().len() as i64);
         fire_schedules(&engine, &mut next_fires, started, now).await;
         fire_alert_runbooks(&engine, &mut handled, now).await;
         if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {

@@ -282,6 +282,10 @@ pub async fn execute(cx: Arc<RunCx>) -> RunStatus {
 }
 
 async fn finish(cx: &RunCx, status: RunStatus, error: Option<&str>, outputs: Option<&Json>, event: NewEvent) -> RunStatus {
+    let labels = crate::telemetry::RunbookLabels { runbook: cx.run.runbook.clone(), status: status.as_str().into() };
+    cx.engine.metrics.runbook_runs.get_or_create(&labels).inc();
+    let took = (Utc::now() - cx.run.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+    cx.engine.metrics.runbook_run_duration.get_or_create(&labels).observe(took);
     if let Err(e) = cx.engine.store.set_run_status(cx.run.id, status, error, outputs, &[event]).await {
         tracing::error!(run = cx.run.id, error = %e, "could not record how the run ended; it will show as interrupted");
     }
