@@ -506,3 +506,42 @@ runbooks:
     assert_eq!(auto["annotations"]["runbook"], "started automatically: steward run restore-file -p service=api");
     assert!(d["alerts"].as_array().map_or(0, Vec::len) >= 1, "{d}");
 }
+
+#[test]
+fn a_cron_schedule_starts_one_run_per_fire_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        r#"runbooks:
+  - name: every-minute
+    params:
+      label: string
+    schedule: { cron: "* * * * *", timezone: America/New_York, params: { label: nightly } }
+    steps:
+      - name: say
+        shell: { script: 'echo "scheduled $LABEL"' }
+"#,
+    );
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "viewer");
+    let mut server = Server::start(&config, &data);
+    let runs = |base: &str| -> Vec<Value> {
+        let (_, v) = request("GET", &format!("{base}/api/v1/runs"), &token, None);
+        v["runs"].as_array().cloned().unwrap_or_default()
+    };
+    let first = wait_for("the schedule to fire", Duration::from_secs(75), || runs(&server.base).first().cloned());
+    assert_eq!((first["trigger"].as_str(), first["started_by"].as_str()), (Some("schedule"), Some("schedule")));
+    assert_eq!(first["params"]["label"], "nightly");
+    let fired_minute = first["created_at"].as_str().unwrap()[..16].to_string();
+    let id = first["id"].as_i64().unwrap();
+    wait_status(&server.base, &token, id, "succeeded", Duration::from_secs(10));
+    // A restart within the same minute does not fire that minute again.
+    server.stop();
+    let server = Server::start(&config, &data);
+    std::thread::sleep(Duration::from_secs(3));
+    let now_minute = chrono::Utc::now().to_rfc3339()[..16].to_string();
+    let all = runs(&server.base);
+    let same_minute = all.iter().filter(|r| r["created_at"].as_str().unwrap().starts_with(&fired_minute)).count();
+    assert_eq!(same_minute, 1, "one run for the fire at {fired_minute} (now {now_minute}): {all:#?}");
+    assert!(events(&server.base, &token, id).iter().any(|e| e["message"] == "scheduled nightly"));
+}

@@ -225,6 +225,107 @@ pub async fn server_keys_are_created_once(store: impl Store) {
     assert_ne!(store.server_key("other").await.unwrap(), a);
 }
 
+fn new_run(runbook: &str, lock: Option<&str>, key: Option<&str>) -> steward::runbooks::NewRun {
+    steward::runbooks::NewRun {
+        runbook: runbook.into(),
+        params: Default::default(),
+        trigger: "manual".into(),
+        started_by: "alice".into(),
+        parent_run: None,
+        alert_fingerprint: None,
+        incident_id: None,
+        lock: lock.map(String::from),
+        trigger_key: key.map(String::from),
+    }
+}
+
+pub async fn runs_take_locks_and_trigger_keys_once_and_keep_their_record(store: impl Store) {
+    use steward::runbooks::{AuditQuery, NewEvent, RunQuery, RunStatus, StepRecord, StepStatus};
+    let started = |who: &str| NewEvent::new(0, "run_started", "started").by(who);
+    let a = store.create_run(&new_run("failover", Some("failover"), None), started("alice")).await.unwrap();
+    assert_eq!(a.status, RunStatus::Running);
+    // The lock is held: a second run is refused and leaves nothing behind.
+    let err = store.create_run(&new_run("failover", Some("failover"), None), started("bob")).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Conflict(m) if m.contains(&format!("held by run {}", a.id))), "{err}");
+    assert_eq!(store.runs(&RunQuery { limit: 10, ..Default::default() }).await.unwrap().len(), 1);
+    assert_eq!(store.audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap().len(), 1, "no audit event for the refused run");
+    // One trigger key, one run.
+    let keyed = store.create_run(&new_run("nightly", None, Some("nightly#0@2026-03-08T07:00:00Z")), started("schedule")).await.unwrap();
+    let err = store.create_run(&new_run("nightly", None, Some("nightly#0@2026-03-08T07:00:00Z")), started("schedule")).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Conflict(m) if m.contains(&format!("already started run {}", keyed.id))), "{err}");
+
+    // Steps: an attempt is upserted by (run, path, attempt); open ones can be closed.
+    let mut step = StepRecord {
+        run_id: a.id,
+        path: "promote".into(),
+        name: "promote".into(),
+        kind: "shell".into(),
+        attempt: 1,
+        status: StepStatus::Running,
+        started_at: Utc::now(),
+        finished_at: None,
+        detail: serde_json::json!({"argv": ["true"]}),
+        result: serde_json::Value::Null,
+        output: String::new(),
+        error: None,
+    };
+    store.save_step(&step, &[NewEvent::new(a.id, "step_started", "promote")]).await.unwrap();
+    assert_eq!(store.close_open_steps(a.id, StepStatus::Unknown, "stopped").await.unwrap(), vec!["promote".to_string()]);
+    step.attempt = 2;
+    step.status = StepStatus::Succeeded;
+    store.save_step(&step, &[]).await.unwrap();
+    let steps = store.run_steps(a.id).await.unwrap();
+    assert_eq!(steps.iter().map(|s| (s.attempt, s.status)).collect::<Vec<_>>(), vec![(1, StepStatus::Unknown), (2, StepStatus::Succeeded)]);
+    assert_eq!(steps[0].error.as_deref(), Some("stopped"));
+
+    // Interrupted keeps the lock; a final status releases it.
+    store.set_run_status(a.id, RunStatus::Interrupted, Some("stopped"), None, &[]).await.unwrap();
+    assert!(
+        store.create_run(&new_run("failover", Some("failover"), None), started("bob")).await.is_err(),
+        "an interrupted run keeps its lock"
+    );
+    store
+        .set_run_status(
+            a.id,
+            RunStatus::Succeeded,
+            None,
+            Some(&serde_json::json!({"ok": 1})),
+            &[NewEvent::new(a.id, "run_succeeded", "done")],
+        )
+        .await
+        .unwrap();
+    let b = store.create_run(&new_run("failover", Some("failover"), None), started("bob")).await.unwrap();
+    let done = store.run(a.id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.outputs.clone()), (RunStatus::Succeeded, serde_json::json!({"ok": 1})));
+    assert!(done.finished_at.is_some());
+    // A retry re-takes the lock only when it is free.
+    assert!(matches!(store.relock(a.id, "failover").await, Err(StoreError::Conflict(_))));
+
+    // Listing: newest first, filtered, paged by id; unfinished runs; the audit trail.
+    let all = store.runs(&RunQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b.id, keyed.id, a.id]);
+    let page = store.runs(&RunQuery { before_id: Some(keyed.id), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a.id]);
+    let failovers = store
+        .runs(&RunQuery { runbook: Some("failover".into()), status: Some(RunStatus::Running), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(failovers.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b.id]);
+    assert_eq!(store.unfinished_runs().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![keyed.id, b.id]);
+    let bobs = store.audit(&AuditQuery { actor: Some("bob".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(bobs.iter().map(|e| e.run_id).collect::<Vec<_>>(), vec![b.id]);
+    let events = store.run_events(a.id, 0, 100).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), vec!["run_started", "step_started", "run_succeeded"]);
+    assert_eq!(store.run_events(a.id, events[0].id, 100).await.unwrap().len(), 2, "after an id");
+
+    // Retention removes finished runs only, with their steps and events.
+    let removed = store.prune_runs(Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
+    assert_eq!(removed, 1);
+    assert!(store.run(a.id).await.unwrap().is_none());
+    assert!(store.run_steps(a.id).await.unwrap().is_empty() && store.run_events(a.id, 0, 10).await.unwrap().is_empty());
+    assert!(store.run(b.id).await.unwrap().is_some(), "a running run is never expired");
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -263,6 +364,11 @@ macro_rules! store_suite {
             async fn server_keys_are_created_once() {
                 let (_guard, store) = $open.await;
                 super::server_keys_are_created_once(store).await;
+            }
+            #[tokio::test]
+            async fn runs_take_locks_and_trigger_keys_once_and_keep_their_record() {
+                let (_guard, store) = $open.await;
+                super::runs_take_locks_and_trigger_keys_once_and_keep_their_record(store).await;
             }
             #[tokio::test]
             async fn forgets_states_of_removed_checks() {
@@ -313,6 +419,26 @@ async fn sqlite_refuses_to_edit_or_delete_the_incident_timeline() {
     drop(store);
     let db = dir.path().join("steward.db");
     for sql in ["UPDATE incident_timeline SET text = 'edited'", "DELETE FROM incident_timeline"] {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!("import sqlite3; c=sqlite3.connect('{}'); c.execute(\"{sql}\"); c.commit()", db.display()))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sql} must be refused");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[tokio::test]
+async fn sqlite_refuses_to_edit_run_events_or_delete_those_of_unfinished_runs() {
+    use steward::runbooks::NewEvent;
+    use steward::store::RunStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    store.create_run(&new_run("r", None, None), NewEvent::new(0, "run_started", "started").by("alice")).await.unwrap();
+    drop(store);
+    let db = dir.path().join("steward.db");
+    for sql in ["UPDATE run_events SET actor = 'mallory'", "DELETE FROM run_events"] {
         let out = std::process::Command::new("python3")
             .arg("-c")
             .arg(format!("import sqlite3; c=sqlite3.connect('{}'); c.execute(\"{sql}\"); c.commit()", db.display()))
