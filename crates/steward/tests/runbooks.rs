@@ -545,3 +545,166 @@ fn a_cron_schedule_starts_one_run_per_fire_even_across_a_restart() {
     assert_eq!(same_minute, 1, "one run for the fire at {fired_minute} (now {now_minute}): {all:#?}");
     assert!(events(&server.base, &token, id).iter().any(|e| e["message"] == "scheduled nightly"));
 }
+
+#[test]
+fn every_step_kind_composes_loops_parallel_calls_retries_and_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let hook = common::alerting::Receiver::start(0);
+    let healthy = work.join("healthy");
+    std::fs::write(&healthy, "").unwrap();
+    let config = write(
+        dir.path(),
+        &format!(
+            r#"checks:
+{check}
+receivers:
+  - {{name: chat, webhook: {{url: "{hook}"}}}}
+runbooks:
+  - name: child
+    params:
+      who: string
+    steps:
+      - name: greet
+        shell: {{ argv: [echo, "hello {{{{ params.who }}}}"] }}
+    outputs:
+      greeting: "{{{{ steps.greet.stdout }}}}"
+  - name: everything
+    params:
+      dir: string
+      nodes: {{ type: list, default: [a, b, c, d] }}
+    steps:
+      - name: flaky
+        retries: 3
+        retry_delay: 100ms
+        shell: {{ script: 'n=$(cat "$DIR/tries" 2>/dev/null || echo 0); echo $((n+1)) > "$DIR/tries"; [ $((n+1)) -ge 3 ]' }}
+      - name: both
+        parallel:
+          - name: left
+            shell: {{ script: 'sleep 1; echo left' }}
+          - name: right
+            shell: {{ script: 'sleep 1; echo right' }}
+      - name: fan_out
+        continue_on_error: true
+        for_each:
+          items: params.nodes
+          as: node
+          concurrency: 4
+          fail_fast: false
+          steps:
+            - name: visit
+              shell: {{ script: 'sleep 1; [ "$NODE" != c ] || {{ echo "c is broken" >&2; exit 7; }}; echo "$NODE" >> "$DIR/visited"' }}
+      - name: call
+        runbook: {{ name: child, params: {{ who: "{{{{ steps.left.stdout }}}}" }} }}
+      - name: healthy
+        wait_until: {{ check: file-ok, timeout: 10s, interval: 200ms }}
+      - name: status
+        http: {{ url: "{hook}", method: POST, body: {{ probe: true }}, expect_status: [418] }}
+        continue_on_error: true
+      - name: tell
+        notify: {{ receivers: [chat], message: "fan-out: {{{{ steps.fan_out.status }}}}, child said {{{{ steps.call.outputs.greeting }}}}" }}
+    outputs:
+      tries: "{{{{ steps.flaky.exit_code }}}}"
+      greeting: "{{{{ steps.call.outputs.greeting }}}}"
+      http: "{{{{ steps.status.http_status }}}}"
+"#,
+            check = common::alerting::file_check("file-ok", None, &healthy),
+            hook = hook.url
+        ),
+    );
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "operator");
+    let server = Server::start(&config, &data);
+    let base = &server.base;
+    let clock = std::time::Instant::now();
+    let id = started(base, &token, "everything", json!({"dir": work.display().to_string()}));
+    let d = wait_status(base, &token, id, "succeeded", Duration::from_secs(30));
+    let took = clock.elapsed();
+    // Retries: two failed attempts, then success.
+    let flaky: Vec<String> = step(&d, "flaky").iter().map(|s| s["status"].as_str().unwrap().to_string()).collect();
+    assert_eq!(flaky, vec!["failed", "failed", "succeeded"]);
+    // Parallel branches and the four loop items (concurrency 4) ran at the same time:
+    // each started before any of its group finished.
+    let overlap = |paths: &[&str]| {
+        let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+        let spans: Vec<_> = paths.iter().map(|p| (at(&step(&d, p)[0]["started_at"]), at(&step(&d, p)[0]["finished_at"]))).collect();
+        let last_start = spans.iter().map(|s| s.0).max().unwrap();
+        let first_end = spans.iter().map(|s| s.1).min().unwrap();
+        assert!(last_start < first_end, "{paths:?} did not overlap: {spans:?}");
+    };
+    overlap(&["left", "right"]);
+    overlap(&["fan_out[0].visit", "fan_out[1].visit", "fan_out[2].visit", "fan_out[3].visit"]);
+    assert!(took < Duration::from_secs(30));
+    // The loop went on past the broken item (fail_fast false) and the run past the loop.
+    let mut visited: Vec<String> = std::fs::read_to_string(work.join("visited")).unwrap().lines().map(String::from).collect();
+    visited.sort();
+    assert_eq!(visited, vec!["a", "b", "d"]);
+    assert_eq!(step(&d, "fan_out[2].visit")[0]["status"], "failed");
+    assert!(step(&d, "fan_out")[0]["error"].as_str().unwrap().contains("exited with code 7: c is broken"), "{d:#}");
+    // The called runbook is a run of its own, linked to its caller.
+    assert_eq!(d["run"]["outputs"]["greeting"], "hello left");
+    let (_, runs) = request("GET", &format!("{base}/api/v1/runs?runbook=child"), &token, None);
+    assert_eq!(runs["runs"][0]["parent_run"], id);
+    assert_eq!(runs["runs"][0]["trigger"], "runbook");
+    assert_eq!(d["run"]["outputs"]["http"], 200, "the unexpected status was recorded and the run went on");
+    assert_eq!(step(&d, "status")[0]["status"], "failed");
+    // The notification went through the receiver, with the rendered message.
+    let sent = wait_for("the notification", Duration::from_secs(10), || {
+        hook.accepted().into_iter().find(|(_, v)| v["commonLabels"]["alertname"] == "RunbookNotification")
+    });
+    assert_eq!(sent.1["commonAnnotations"]["summary"], "fan-out: failed, child said hello left");
+    assert_eq!(sent.1["commonLabels"]["run"], id.to_string());
+}
+
+#[test]
+fn retry_reruns_a_failed_run_from_its_failed_step_and_resume_from_goes_back_further() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = write(
+        dir.path(),
+        r#"runbooks:
+  - name: deploy
+    params:
+      dir: string
+    steps:
+      - name: build
+        shell: { script: 'echo build >> "$DIR/log"' }
+      - name: ship
+        shell: { script: 'echo ship >> "$DIR/log"; [ -f "$DIR/ok" ]' }
+      - name: verify
+        shell: { script: 'echo verify >> "$DIR/log"' }
+"#,
+    );
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "operator");
+    let server = Server::start(&config, &data);
+    let base = &server.base;
+    let log = || std::fs::read_to_string(work.join("log")).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>();
+    let id = started(base, &token, "deploy", json!({"dir": work.display().to_string()}));
+    wait_status(base, &token, id, "failed", Duration::from_secs(10));
+    let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/resume"), &token, Some(json!({})));
+    assert_eq!(code, 409, "resume is for interrupted runs: {v}");
+    std::fs::write(work.join("ok"), "").unwrap();
+    let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/retry"), &token, Some(json!({})));
+    assert_eq!(code, 200, "{v}");
+    wait_status(base, &token, id, "succeeded", Duration::from_secs(10));
+    assert_eq!(log(), vec!["build", "ship", "ship", "verify"], "build is not repeated");
+    let (code, _) = request("POST", &format!("{base}/api/v1/runs/{id}/retry"), &token, Some(json!({})));
+    assert_eq!(code, 409, "a succeeded run is not retried");
+    // A failed run retried from an earlier step runs that step and what follows again.
+    std::fs::remove_file(work.join("ok")).unwrap();
+    let id = started(base, &token, "deploy", json!({"dir": work.display().to_string()}));
+    wait_status(base, &token, id, "failed", Duration::from_secs(10));
+    std::fs::write(work.join("ok"), "").unwrap();
+    let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/retry"), &token, Some(json!({"from": "nope"})));
+    assert_eq!(code, 400, "{v}");
+    let (code, _) = request("POST", &format!("{base}/api/v1/runs/{id}/retry"), &token, Some(json!({"from": "build"})));
+    assert_eq!(code, 200);
+    wait_status(base, &token, id, "succeeded", Duration::from_secs(10));
+    assert_eq!(log()[4..], ["build", "ship", "build", "ship", "verify"]);
+    let (_, audit) = request("GET", &format!("{base}/api/v1/audit"), &token, None);
+    assert_eq!(audit["events"][0]["kind"], "retried");
+    assert!(audit["events"][0]["message"].as_str().unwrap().contains("from step build"), "{audit}");
+}
