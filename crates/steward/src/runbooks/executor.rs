@@ -52,15 +52,20 @@ pub struct RunCx {
     pub done: HashMap<String, StepRecord>,
     /// The last attempt number per path, so a resumed step continues the numbering.
     attempts: Mutex<HashMap<String, u32>>,
-    alert: Json,
+    /// Template values built once per run.
+    alert: minijinja::Value,
+    params: minijinja::Value,
+    run_value: minijinja::Value,
 }
 
-/// The variables of one level: step results so far and loop variables.
+/// The variables of one level: step results so far and loop variables. Results are
+/// kept as template values (shared, reference-counted), so building a context is
+/// cheap however many steps ran before.
 #[derive(Clone)]
 struct Scope {
-    steps: Arc<Mutex<BTreeMap<String, Json>>>,
-    vars: BTreeMap<String, Json>,
-    failure: Option<Json>,
+    steps: Arc<Mutex<BTreeMap<String, minijinja::Value>>>,
+    vars: BTreeMap<String, minijinja::Value>,
+    failure: Option<minijinja::Value>,
 }
 
 impl Scope {
@@ -69,25 +74,22 @@ impl Scope {
     }
 
     /// A loop item's scope: sees the steps before the loop, keeps its own results.
-    fn item(&self, var: &str, value: Json) -> Scope {
+    fn item(&self, var: &str, value: &Json) -> Scope {
         let steps = self.steps.lock().expect("scope").clone();
         let mut vars = self.vars.clone();
-        vars.insert(var.to_string(), value);
+        vars.insert(var.to_string(), minijinja::Value::from_serialize(value));
         Scope { steps: Arc::new(Mutex::new(steps)), vars, failure: self.failure.clone() }
     }
 
-    fn set(&self, name: &str, result: Json) {
-        self.steps.lock().expect("scope").insert(name.to_string(), result);
+    fn set(&self, name: &str, result: &Json) {
+        self.steps.lock().expect("scope").insert(name.to_string(), minijinja::Value::from_serialize(result));
     }
 
     fn context(&self, cx: &RunCx, extra: Option<(&str, Json)>) -> minijinja::Value {
-        let mut root = Map::new();
-        root.insert("params".into(), Json::Object(cx.run.params.clone()));
-        root.insert("steps".into(), Json::Object(self.steps.lock().expect("scope").clone().into_iter().collect()));
-        root.insert(
-            "run".into(),
-            json!({"id": cx.run.id, "runbook": cx.run.runbook, "started_by": cx.run.started_by, "trigger": cx.run.trigger}),
-        );
+        let mut root: BTreeMap<String, minijinja::Value> = BTreeMap::new();
+        root.insert("params".into(), cx.params.clone());
+        root.insert("steps".into(), minijinja::Value::from(self.steps.lock().expect("scope").clone()));
+        root.insert("run".into(), cx.run_value.clone());
         root.insert("alert".into(), cx.alert.clone());
         if let Some(f) = &self.failure {
             root.insert("failure".into(), f.clone());
@@ -96,9 +98,14 @@ impl Scope {
             root.insert(k.clone(), v.clone());
         }
         if let Some((k, v)) = extra {
-            root.insert(k.into(), v);
+            root.insert(k.into(), minijinja::Value::from_serialize(&v));
         }
-        minijinja::Value::from_serialize(&root)
+        minijinja::Value::from(root)
+    }
+
+    /// Loop variables as JSON, for the environment of processes.
+    fn var_values(&self) -> Vec<(String, Json)> {
+        self.vars.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Json::Null))).collect()
     }
 }
 
@@ -126,7 +133,13 @@ impl RunCx {
                 .unwrap_or_else(|| json!({"fingerprint": fp, "labels": {}, "annotations": {}})),
             None => json!({}),
         };
+        let params = minijinja::Value::from_serialize(&run.params);
+        let run_value = minijinja::Value::from_serialize(
+            json!({"id": run.id, "runbook": run.runbook, "started_by": run.started_by, "trigger": run.trigger}),
+        );
         RunCx {
+            params,
+            run_value,
             redactor: config.redactor.clone(),
             config,
             engine,
@@ -135,7 +148,7 @@ impl RunCx {
             cancel,
             done: finished,
             attempts: Mutex::new(attempts),
-            alert,
+            alert: minijinja::Value::from_serialize(&alert),
         }
     }
 
@@ -194,8 +207,8 @@ impl RunCx {
         for (k, v) in &self.run.params {
             env.push((crate::config::runbooks::env_name(k), env_value(v)));
         }
-        for (k, v) in &scope.vars {
-            env.push((crate::config::runbooks::env_name(k), env_value(v)));
+        for (k, v) in scope.var_values() {
+            env.push((crate::config::runbooks::env_name(&k), env_value(&v)));
         }
         env
     }
@@ -261,7 +274,7 @@ pub async fn execute(cx: Arc<RunCx>) -> RunStatus {
                 cx.emit(vec![cx.event("rollback_started", format!("{error}; running on_failure steps"))]).await;
                 let mut rollback = Scope::root();
                 rollback.steps = scope.steps.clone();
-                rollback.failure = Some(json!({"step": failed_step, "error": error}));
+                rollback.failure = Some(minijinja::Value::from_serialize(json!({"step": failed_step, "error": error})));
                 // The rollback gets its own budget: the run's may be what ran out.
                 let rb = run_steps(&cx, &cx.runbook.on_failure, "", &rollback);
                 match tokio::select! { r = rb => r, _ = cx.cancel.cancelled() => Err(Stop::Cancelled) } {
@@ -346,7 +359,7 @@ fn run_step<'a>(cx: &'a RunCx, step: &'a Step, path: String, scope: &'a Scope) -
     async move {
         if let Some(rec) = cx.done.get(&path) {
             // Done in an earlier execution of this run: its recorded result stands.
-            scope.set(&step.name, rec.result.clone());
+            scope.set(&step.name, &rec.result);
             return Ok(());
         }
         if cx.cancel.is_cancelled() {
@@ -363,7 +376,7 @@ fn run_step<'a>(cx: &'a RunCx, step: &'a Step, path: String, scope: &'a Scope) -
                     rec.result = step_result(StepStatus::Skipped, Map::new(), None);
                     let ev = cx.event("step_skipped", format!("{path} skipped: `{}` is false", when.source)).step(&path);
                     cx.save(&rec, &[ev]).await?;
-                    scope.set(&step.name, rec.result);
+                    scope.set(&step.name, &rec.result);
                     return Ok(());
                 }
                 Err(e) => {
@@ -388,7 +401,7 @@ async fn conclude_failure(cx: &RunCx, step: &Step, path: &str, scope: &Scope, er
     rec.result = step_result(StepStatus::Failed, Map::new(), Some(&error));
     let ev = cx.event("step_failed", format!("{path} failed: {error}")).step(path);
     cx.save(&rec, &[ev]).await?;
-    scope.set(&step.name, rec.result);
+    scope.set(&step.name, &rec.result);
     if step.continue_on_error { Ok(()) } else { Err(Stop::Failed { step: path.to_string(), error }) }
 }
 
@@ -479,7 +492,8 @@ fn render_action(cx: &RunCx, kind: &StepKind, scope: &Scope, path: &str, extra: 
 }
 
 fn prepare(cx: &RunCx, step: &Step, scope: &Scope, path: &str) -> Result<Prepared, String> {
-    let r = |t: &Text| t.render(&scope.context(cx, None));
+    // The context copies every earlier step's result: build it only for a template.
+    let r = |t: &Text| if t.is_literal() { Ok(t.written.clone()) } else { t.render(&scope.context(cx, None)) };
     Ok(match &step.kind {
         StepKind::Shell(_) | StepKind::Http(_) | StepKind::Sql(_) | StepKind::Redis(_) => {
             Prepared::Act(render_action(cx, &step.kind, scope, path, None)?)
@@ -567,7 +581,7 @@ async fn leaf(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<()
         cx.save(&rec, &[ev]).await?;
         if outcome.ok {
             // Templates read the real values; the store holds the redacted copy.
-            scope.set(&step.name, step_result(status, outcome.result, None));
+            scope.set(&step.name, &step_result(status, outcome.result, None));
             return Ok(());
         }
         last_error = error.unwrap_or_default();
@@ -578,7 +592,7 @@ async fn leaf(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<()
             delay = delay.saturating_mul(2);
         }
     }
-    scope.set(&step.name, step_result(StepStatus::Failed, last_fields, Some(&last_error)));
+    scope.set(&step.name, &step_result(StepStatus::Failed, last_fields, Some(&last_error)));
     if step.continue_on_error {
         cx.emit(vec![cx.event("step_continued", format!("{path} failed; continuing (continue_on_error)")).step(&path)]).await;
         Ok(())
@@ -904,7 +918,7 @@ async fn composite(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Resu
             rec.status = StepStatus::Succeeded;
             rec.result = step_result(StepStatus::Succeeded, Map::new(), None);
             cx.save(&rec, &[cx.event("step_succeeded", format!("{path} succeeded")).step(&path)]).await?;
-            scope.set(&step.name, rec.result);
+            scope.set(&step.name, &rec.result);
             Ok(())
         }
         Err(Stop::Failed { step: failed, error }) => {
@@ -913,7 +927,7 @@ async fn composite(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Resu
             rec.error = Some(error.clone());
             rec.result = step_result(StepStatus::Failed, Map::new(), Some(&error));
             cx.save(&rec, &[cx.event("step_failed", format!("{path} failed: {error}")).step(&path)]).await?;
-            scope.set(&step.name, rec.result);
+            scope.set(&step.name, &rec.result);
             if step.continue_on_error {
                 Ok(())
             } else {
@@ -935,7 +949,7 @@ async fn for_each(cx: &RunCx, path: &str, f: &crate::config::runbooks::ForEach, 
                 .await;
                 cx.pause(f.pause).await?;
             }
-            let item_scope = scope.item(&f.var, item);
+            let item_scope = scope.item(&f.var, &item);
             if let Err(stop) = run_steps(cx, &f.steps, &format!("{path}[{i}]."), &item_scope).await {
                 match stop {
                     Stop::Failed { .. } if !f.fail_fast => {
@@ -949,7 +963,7 @@ async fn for_each(cx: &RunCx, path: &str, f: &crate::config::runbooks::ForEach, 
         let stop_starting = std::sync::atomic::AtomicBool::new(false);
         let runs = futures::stream::iter(items.into_iter().enumerate())
             .map(|(i, item)| {
-                let item_scope = scope.item(&f.var, item);
+                let item_scope = scope.item(&f.var, &item);
                 let stop_starting = &stop_starting;
                 let failed = &failed;
                 async move {
