@@ -87,7 +87,7 @@ async fn finished(client: &reqwest::Client, base: &str, token: &str, id: i64) ->
                 let t = |k: &str| chrono::DateTime::parse_from_rfc3339(v["run"][k].as_str().unwrap()).unwrap();
                 let wall = (t("finished_at") - t("created_at")).to_std().unwrap();
                 let steps = v["steps"].as_array().unwrap();
-                let command_ms = steps.iter().filter_map(|s| s["result"]["command_ms"].as_f64()).sum();
+                let command_ms = steps.iter().filter_map(|s| s["result"]["command_ms"].as_f64()).sum::<f64>() + 0.0;
                 return Finished { wall, command_ms, steps: steps.len() };
             }
             Some("running") => tokio::time::sleep(Duration::from_millis(50)).await,

@@ -675,6 +675,9 @@ fn retry_reruns_a_failed_run_from_its_failed_step_and_resume_from_goes_back_furt
         shell: { script: 'echo ship >> "$DIR/log"; [ -f "$DIR/ok" ]' }
       - name: verify
         shell: { script: 'echo verify >> "$DIR/log"' }
+    on_failure:
+      - name: rollback
+        shell: { script: 'echo rollback >> "$DIR/log"' }
 "#,
     );
     let data = dir.path().join("data");
@@ -686,11 +689,16 @@ fn retry_reruns_a_failed_run_from_its_failed_step_and_resume_from_goes_back_furt
     wait_status(base, &token, id, "failed", Duration::from_secs(10));
     let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/resume"), &token, Some(json!({})));
     assert_eq!(code, 409, "resume is for interrupted runs: {v}");
+    // Retried too early: it fails again, and the rollback runs again.
+    let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/retry"), &token, Some(json!({})));
+    assert_eq!(code, 200, "{v}");
+    wait_for("the retry to fail", Duration::from_secs(10), || (log().len() == 5).then_some(()));
+    wait_status(base, &token, id, "failed", Duration::from_secs(10));
     std::fs::write(work.join("ok"), "").unwrap();
     let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/retry"), &token, Some(json!({})));
     assert_eq!(code, 200, "{v}");
     wait_status(base, &token, id, "succeeded", Duration::from_secs(10));
-    assert_eq!(log(), vec!["build", "ship", "ship", "verify"], "build is not repeated");
+    assert_eq!(log(), vec!["build", "ship", "rollback", "ship", "rollback", "ship", "verify"], "build is not repeated");
     let (code, _) = request("POST", &format!("{base}/api/v1/runs/{id}/retry"), &token, Some(json!({})));
     assert_eq!(code, 409, "a succeeded run is not retried");
     // A failed run retried from an earlier step runs that step and what follows again.
@@ -703,7 +711,7 @@ fn retry_reruns_a_failed_run_from_its_failed_step_and_resume_from_goes_back_furt
     let (code, _) = request("POST", &format!("{base}/api/v1/runs/{id}/retry"), &token, Some(json!({"from": "build"})));
     assert_eq!(code, 200);
     wait_status(base, &token, id, "succeeded", Duration::from_secs(10));
-    assert_eq!(log()[4..], ["build", "ship", "build", "ship", "verify"]);
+    assert_eq!(log()[7..], ["build", "ship", "rollback", "build", "ship", "verify"]);
     let (_, audit) = request("GET", &format!("{base}/api/v1/audit"), &token, None);
     assert_eq!(audit["events"][0]["kind"], "retried");
     assert!(audit["events"][0]["message"].as_str().unwrap().contains("from step build"), "{audit}");

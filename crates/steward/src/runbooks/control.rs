@@ -214,6 +214,9 @@ pub async fn decide(
             }
         };
         let p = approvals.get(&(run_id, path.clone())).expect("listed");
+        if p.answer.is_closed() {
+            return Err(ControlError::Conflict(format!("the approval at `{path}` is no longer pending (it timed out or the run stopped)")));
+        }
         if role < p.role {
             return Err(ControlError::Forbidden(format!("approving `{path}` needs the {} role; your token is {role}", p.role)));
         }
@@ -304,10 +307,24 @@ pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&s
     }
     let ev = NewEvent::new(run_id, kind, text).by(by).data(json!({"from": from, "unknown": unknown}));
     engine.store.set_run_status(run_id, RunStatus::Running, None, None, &[ev]).await?;
+    // Runs this one called and that were interrupted with it are superseded: the step
+    // that called them runs again and starts a new one (their locks must not block it).
+    for child in engine.store.unfinished_runs().await? {
+        if child.parent_run == Some(run_id) && child.status == RunStatus::Interrupted {
+            let text = format!("superseded: {by} {kind} the calling run {run_id}");
+            let ev = NewEvent::new(child.id, "aborted", text.clone()).by(by);
+            engine.store.set_run_status(child.id, RunStatus::Cancelled, Some(&text), None, &[ev]).await?;
+        }
+    }
     let _ = engine.runbooks.events.send(run_id);
     let mut run = run;
     run.status = RunStatus::Running;
+    let rollback: Vec<String> = rb.on_failure.iter().map(|s| s.name.clone()).collect();
     spawn_with(engine, run.clone(), rb, records, move |cx| {
+        // A rollback that ran after the earlier failure must run again after the next.
+        cx.done.retain(|path, _| {
+            !rollback.iter().any(|r| path == r || path.starts_with(&format!("{r}.")) || path.starts_with(&format!("{r}[")))
+        });
         if let Some(i) = from_index {
             let rerun = &top[i..];
             cx.done.retain(|path, _| {
