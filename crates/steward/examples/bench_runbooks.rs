@@ -196,8 +196,10 @@ async fn history(steward: &Path, runs: usize) {
         "/runs?runbook=runbook-7&limit=50",
         "/runs?status=failed&limit=50",
         "/runs?runbook=runbook-7&status=failed&limit=50",
+        "/runs?status=cancelled&limit=50",
         "/audit?limit=100",
         "/audit?actor=person-3&limit=100",
+        "/audit?actor=nobody&limit=100",
     ] {
         let mut times = Vec::new();
         for _ in 0..5 {

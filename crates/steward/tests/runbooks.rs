@@ -264,12 +264,15 @@ fn kill_9_mid_run_leaves_an_honest_state_and_only_an_operator_resumes_it() {
 #[test]
 fn approvals_are_granted_denied_or_time_out_and_need_the_right_person() {
     let dir = tempfile::tempdir().unwrap();
+    let hook = common::alerting::Receiver::start(0);
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let config = write(
         dir.path(),
         &format!(
-            r#"runbooks:
+            r#"receivers:
+  - {{name: ops, webhook: {{url: "{hook}"}}}}
+runbooks:
   - name: failover
     params:
       region: {{ type: enum, values: [eu, us] }}
@@ -281,13 +284,15 @@ fn approvals_are_granted_denied_or_time_out_and_need_the_right_person() {
           role: admin
           distinct_approver: true
           timeout: "2s"
+          notify: [ops]
       - name: promote
         shell: {{ script: 'echo "promoted $REGION by the word of $APPROVER" >> {log}', env: {{ APPROVER: "{{{{ steps.confirm.by }}}}" }} }}
     on_failure:
       - name: rollback
         shell: {{ script: 'echo "rolled back: $WHY" >> {log}', env: {{ WHY: "{{{{ failure.error }}}}" }} }}
 "#,
-            log = work.join("log").display()
+            log = work.join("log").display(),
+            hook = hook.url
         ),
     );
     let data = dir.path().join("data");
@@ -301,6 +306,13 @@ fn approvals_are_granted_denied_or_time_out_and_need_the_right_person() {
     let id = started(base, &alice, "failover", json!({"region": "eu"}));
     let d = wait_status(base, &alice, id, "waiting", Duration::from_secs(10));
     assert_eq!(d["waiting_for_approval"], json!(["confirm"]));
+    // Whoever can decide is told, with the prompt and the command to answer.
+    let told = wait_for("the approval request to be announced", Duration::from_secs(10), || hook.accepted().into_iter().next());
+    let summary = told.1["commonAnnotations"]["summary"].as_str().unwrap().to_string();
+    assert!(
+        summary.contains("Promote the replica in eu?") && summary.contains(&format!("steward runs approve {id} --step confirm")),
+        "{summary}"
+    );
     let (code, v) = request("POST", &format!("{base}/api/v1/runs/{id}/approve"), &olga, Some(json!({})));
     assert_eq!(code, 403, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("needs the admin role"), "{v}");

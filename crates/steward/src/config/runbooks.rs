@@ -248,6 +248,8 @@ pub struct Approval {
     pub role: Role,
     /// The person who started the run may not approve it (four eyes).
     pub distinct_approver: bool,
+    /// Receivers told that the run waits (with the prompt and how to answer).
+    pub notify: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -1060,7 +1062,13 @@ fn wait_until(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<WaitUntil> {
 fn approve(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<Approval> {
     if let Value::Str { .. } = &n.value {
         let prompt = text(n, &format!("{what} prompt"), cx)?;
-        return Some(Approval { prompt, timeout: DEFAULT_APPROVAL_TIMEOUT, role: Role::Operator, distinct_approver: false });
+        return Some(Approval {
+            prompt,
+            timeout: DEFAULT_APPROVAL_TIMEOUT,
+            role: Role::Operator,
+            distinct_approver: false,
+            notify: vec![],
+        });
     }
     let mut f = Fields::of(n, format!("{what} approve"), cx.d)?;
     let prompt = f.require("prompt", cx.d).and_then(|p| text(p, &format!("{what} prompt"), cx));
@@ -1076,8 +1084,15 @@ fn approve(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<Approval> {
         }
     });
     let distinct = f.take("distinct_approver").map_or(Some(false), |b| de::boolean(b, &format!("{what} distinct_approver"), cx.d));
-    f.finish(&["prompt", "timeout", "role", "distinct_approver"], cx.d);
-    Some(Approval { prompt: prompt?, timeout: timeout?, role: role?, distinct_approver: distinct? })
+    let notify = f.take("notify").map_or(Some(vec![]), |r| {
+        let list = de::string_list(r, &format!("{what} notify"), cx.d)?;
+        for name in &list {
+            cx.refs.receivers.push((name.clone(), r.pos.clone()));
+        }
+        Some(list)
+    });
+    f.finish(&["prompt", "timeout", "role", "distinct_approver", "notify"], cx.d);
+    Some(Approval { prompt: prompt?, timeout: timeout?, role: role?, distinct_approver: distinct?, notify: notify? })
 }
 
 fn for_each(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<ForEach> {

@@ -697,7 +697,7 @@ async fn perform(
             Outcome { ok: true, result: Map::new(), error: None }
         }
         Prepared::Wait { probe, interval, timeout } => wait_until(cx, path, probe, interval, timeout, scope, out).await,
-        Prepared::Approve { prompt } => approve(cx, step, path, prompt).await,
+        Prepared::Approve { prompt } => approve(cx, step, path, prompt, attempt).await,
         Prepared::Notify { receivers, message, severity } => notify(cx, path, attempt, receivers, message, severity).await,
         Prepared::Call { runbook, params } => call(cx, path, runbook, params).await,
     }
@@ -770,7 +770,7 @@ async fn wait_until(
     }
 }
 
-async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String) -> Outcome {
+async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u32) -> Outcome {
     let StepKind::Approve(a) = &step.kind else { unreachable!("approve steps only") };
     let (tx, rx) = tokio::sync::oneshot::channel::<Decision>();
     cx.engine.runbooks.approvals.lock().expect("approvals").insert(
@@ -789,6 +789,20 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String) -> Outcome
         tracing::warn!(run = cx.run.id, error = %e, "could not record the approval request");
     }
     let _ = cx.engine.runbooks.events.send(cx.run.id);
+    if !a.notify.is_empty() {
+        // Someone has to know the run waits: at 3 a.m. nobody watches a terminal.
+        let id = cx.run.id;
+        let message = format!(
+            "Run {id} of {} waits for approval ({} or above, until {}): {prompt} — `steward runs approve {id} --step {path}` or `deny`",
+            cx.run.runbook,
+            a.role,
+            expires.format("%H:%M UTC")
+        );
+        let told = notify(cx, path, attempt, a.notify.clone(), message, "warning".into()).await;
+        if let Some(e) = told.error {
+            tracing::warn!(run = id, error = %e, "could not announce the approval request");
+        }
+    }
     let decision = tokio::time::timeout(a.timeout, rx).await;
     cx.engine.runbooks.approvals.lock().expect("approvals").remove(&(cx.run.id, path.to_string()));
     let _ = cx.engine.store.set_run_status(cx.run.id, RunStatus::Running, None, None, &[]).await;
