@@ -96,19 +96,34 @@ async fn finished(client: &reqwest::Client, base: &str, token: &str, id: i64) ->
     }
 }
 
+/// A steward serving the two benchmark runbooks of `n` steps, with a token.
+struct Bench {
+    server: bench_support::Killed,
+    base: String,
+    token: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    async fn start(steward: &Path, n: usize) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("steward.yaml");
+        std::fs::write(&cfg, config(n)).unwrap();
+        let data = dir.path().join("data");
+        let token = operator_token(steward, &data);
+        let (server, base) = serve(steward, &cfg, &data).await;
+        Bench { server, base, token, client: reqwest::Client::new(), _dir: dir }
+    }
+}
+
 async fn steps(steward: &Path, n: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("steward.yaml");
-    std::fs::write(&cfg, config(n)).unwrap();
-    let data = dir.path().join("data");
-    let token = operator_token(steward, &data);
-    let (server, base) = serve(steward, &cfg, &data).await;
-    let pid = server.0.id();
-    let client = reqwest::Client::new();
+    let bench = Bench::start(steward, n).await;
+    let (base, token, pid, client) = (&bench.base, &bench.token, bench.server.0.id(), &bench.client);
     for runbook in ["sleeps", "trues"] {
         let cpu0 = cpu_seconds(pid);
-        let id = start(&client, &base, &token, runbook).await;
-        let f = finished(&client, &base, &token, id).await;
+        let id = start(client, base, token, runbook).await;
+        let f = finished(client, base, token, id).await;
         let cpu = cpu_seconds(pid) - cpu0;
         let overhead = (f.wall.as_secs_f64() * 1000.0 - f.command_ms) / f.steps as f64;
         println!(
@@ -131,24 +146,18 @@ async fn steps(steward: &Path, n: usize) {
 }
 
 async fn concurrent(steward: &Path, runs: usize, n: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("steward.yaml");
-    std::fs::write(&cfg, config(n)).unwrap();
-    let data = dir.path().join("data");
-    let token = operator_token(steward, &data);
-    let (server, base) = serve(steward, &cfg, &data).await;
-    let pid = server.0.id();
-    let client = reqwest::Client::new();
+    let bench = Bench::start(steward, n).await;
+    let (base, token, pid, client) = (&bench.base, &bench.token, bench.server.0.id(), &bench.client);
     // One alone first, for the reference per-step figure.
-    let id = start(&client, &base, &token, "sleeps").await;
-    let alone = finished(&client, &base, &token, id).await;
+    let id = start(client, base, token, "sleeps").await;
+    let alone = finished(client, base, token, id).await;
     let alone_ms = alone.wall.as_secs_f64() * 1000.0 / alone.steps as f64;
     let cpu0 = cpu_seconds(pid);
     let t = Instant::now();
-    let ids = futures::future::join_all((0..runs).map(|_| start(&client, &base, &token, "sleeps"))).await;
+    let ids = futures::future::join_all((0..runs).map(|_| start(client, base, token, "sleeps"))).await;
     let mut total_steps = 0;
     for id in ids {
-        total_steps += finished(&client, &base, &token, id).await.steps;
+        total_steps += finished(client, base, token, id).await.steps;
     }
     let wall = t.elapsed().as_secs_f64() * 1000.0;
     let cpu = cpu_seconds(pid) - cpu0;

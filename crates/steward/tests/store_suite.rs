@@ -419,13 +419,7 @@ async fn sqlite_refuses_to_edit_or_delete_the_incident_timeline() {
     drop(store);
     let db = dir.path().join("steward.db");
     for sql in ["UPDATE incident_timeline SET text = 'edited'", "DELETE FROM incident_timeline"] {
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(format!("import sqlite3; c=sqlite3.connect('{}'); c.execute(\"{sql}\"); c.commit()", db.display()))
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{sql} must be refused");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_refused_as_append_only(&db, sql);
     }
 }
 
@@ -439,12 +433,18 @@ async fn sqlite_refuses_to_edit_run_events_or_delete_those_of_unfinished_runs() 
     drop(store);
     let db = dir.path().join("steward.db");
     for sql in ["UPDATE run_events SET actor = 'mallory'", "DELETE FROM run_events"] {
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(format!("import sqlite3; c=sqlite3.connect('{}'); c.execute(\"{sql}\"); c.commit()", db.display()))
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{sql} must be refused");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_refused_as_append_only(&db, sql);
     }
+}
+
+/// Runs `sql` on the database file from another process (as an operator with the sqlite3
+/// shell would) and expects the append-only triggers to refuse it.
+fn assert_refused_as_append_only(db: &std::path::Path, sql: &str) {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("import sqlite3; c=sqlite3.connect('{}'); c.execute(\"{sql}\"); c.commit()", db.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{sql} must be refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"), "{}", String::from_utf8_lossy(&out.stderr));
 }

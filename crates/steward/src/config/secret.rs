@@ -108,6 +108,17 @@ impl Redactor {
         Redactor { secrets: Arc::new(secrets) }
     }
 
+    /// Every string inside a JSON value, redacted.
+    pub fn redact_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        match v {
+            J::String(s) => J::String(self.redact(s).into_owned()),
+            J::Array(items) => J::Array(items.iter().map(|i| self.redact_json(i)).collect()),
+            J::Object(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), self.redact_json(v))).collect()),
+            other => other.clone(),
+        }
+    }
+
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for s in self.secrets.iter() {

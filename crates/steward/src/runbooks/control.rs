@@ -126,7 +126,7 @@ pub async fn create(engine: &Arc<Engine>, req: StartRequest) -> Result<(Run, Arc
         }
     };
     let redactor = engine.config().redactor.clone();
-    let shown = redact(&redactor, &Json::Object(params.clone()));
+    let shown = redactor.redact_json(&Json::Object(params.clone()));
     let new = NewRun {
         runbook: rb.name.clone(),
         params,
@@ -174,15 +174,6 @@ fn spawn_with(
     adjust(&mut cx);
     tokio::spawn(executor::execute(Arc::new(cx)));
     cancel
-}
-
-fn redact(redactor: &crate::config::secret::Redactor, v: &Json) -> Json {
-    match v {
-        Json::String(s) => Json::String(redactor.redact(s).into_owned()),
-        Json::Array(items) => Json::Array(items.iter().map(|i| redact(redactor, i)).collect()),
-        Json::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), redact(redactor, v))).collect()),
-        other => other.clone(),
-    }
 }
 
 /// A person's answer to a waiting approval. `step` may be omitted when the run waits

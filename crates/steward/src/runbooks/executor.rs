@@ -159,15 +159,6 @@ impl RunCx {
         *n
     }
 
-    fn redact_json(&self, v: &Json) -> Json {
-        match v {
-            Json::String(s) => Json::String(self.redactor.redact(s).into_owned()),
-            Json::Array(items) => Json::Array(items.iter().map(|i| self.redact_json(i)).collect()),
-            Json::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), self.redact_json(v))).collect()),
-            other => other.clone(),
-        }
-    }
-
     fn event(&self, kind: &'static str, message: impl Into<String>) -> NewEvent {
         NewEvent::new(self.run.id, kind, self.redactor.redact(&message.into()).into_owned())
     }
@@ -216,7 +207,7 @@ impl RunCx {
 
 /// How a value reads in an environment variable: strings as they are, lists
 /// space-separated (`for NODE in $NODES`), anything else as JSON.
-fn env_value(v: &Json) -> String {
+pub(super) fn env_value(v: &Json) -> String {
     match v {
         Json::String(s) => s.clone(),
         Json::Array(items) => items.iter().map(env_value).collect::<Vec<_>>().join(" "),
@@ -246,7 +237,7 @@ pub async fn execute(cx: Arc<RunCx>) -> RunStatus {
     let status = match result {
         Ok(()) => match render_outputs(&cx, &scope) {
             Ok(outputs) => {
-                let outputs = cx.redact_json(&outputs);
+                let outputs = cx.redactor.redact_json(&outputs);
                 let ev = cx.event("run_succeeded", format!("run succeeded in {elapsed}")).data(json!({"outputs": outputs}));
                 finish(&cx, RunStatus::Succeeded, None, Some(&outputs), ev).await
             }
@@ -537,7 +528,7 @@ async fn leaf(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<()
         let attempt = cx.next_attempt(&path);
         let waiting = matches!(prepared, Prepared::Approve { .. });
         let mut rec = record(cx, step, &path, attempt, if waiting { StepStatus::Waiting } else { StepStatus::Running });
-        rec.detail = cx.redact_json(&prepared.detail());
+        rec.detail = cx.redactor.redact_json(&prepared.detail());
         let summary = cx.redactor.redact(&prepared.summary()).into_owned();
         let retry_note = if try_no > 0 { format!(" (attempt {})", try_no + 1) } else { String::new() };
         let ev = cx
@@ -568,7 +559,7 @@ async fn leaf(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<()
         rec.finished_at = Some(Utc::now());
         rec.output = tail;
         rec.error = error.clone();
-        rec.result = cx.redact_json(&step_result(status, outcome.result.clone(), error.as_deref()));
+        rec.result = cx.redactor.redact_json(&step_result(status, outcome.result.clone(), error.as_deref()));
         let took = format_duration(Duration::from_millis(
             (rec.finished_at.unwrap_or(rec.started_at) - rec.started_at).num_milliseconds().max(0) as u64,
         ));
@@ -912,7 +903,7 @@ async fn composite(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Resu
                     }
                 }
             };
-            rec.detail = cx.redact_json(&json!({"items": items, "concurrency": f.concurrency, "pause": format_duration(f.pause)}));
+            rec.detail = cx.redactor.redact_json(&json!({"items": items, "concurrency": f.concurrency, "pause": format_duration(f.pause)}));
             let ev = cx.event("step_started", format!("{path}: for each of {} items", items.len())).step(&path);
             cx.save(&rec, &[ev]).await?;
             for_each(cx, &path, f, items, scope).await

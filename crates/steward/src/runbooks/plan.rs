@@ -137,10 +137,10 @@ fn step(s: &Step, path: &str, ctx: &Ctx, redactor: &Redactor, config: &Config) -
         StepKind::Shell(sh) => {
             let mut env = Map::new();
             for (k, v) in &ctx.params {
-                env.insert(env_name(k), Json::from(env_text(v)));
+                env.insert(env_name(k), Json::from(super::executor::env_value(v)));
             }
             for (k, v) in &ctx.vars {
-                env.insert(env_name(k), Json::from(env_text(v)));
+                env.insert(env_name(k), Json::from(super::executor::env_value(v)));
             }
             for (k, v) in &sh.env {
                 env.insert(k.clone(), Json::from(r(v)));
@@ -233,13 +233,4 @@ fn step(s: &Step, path: &str, ctx: &Ctx, redactor: &Redactor, config: &Config) -
         }
     };
     PlannedStep { path: path.to_string(), kind: s.kind.name(), action, condition, notes, children }
-}
-
-fn env_text(v: &Json) -> String {
-    match v {
-        Json::String(s) => s.clone(),
-        Json::Array(items) => items.iter().map(env_text).collect::<Vec<_>>().join(" "),
-        Json::Null => String::new(),
-        other => other.to_string(),
-    }
 }

@@ -17,6 +17,30 @@ pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
     serde_json::from_str(text).unwrap_or_default()
 }
 
+/// Inserts one outbox row unless its dedup key is already there; returns the new id.
+/// The one place the outbox is written, for alerts, incidents and runbook steps alike.
+pub(super) async fn insert_outbox(
+    conn: &mut sqlx::SqliteConnection,
+    m: &super::OutboxMessage,
+    created_ms: i64,
+    incident: Option<i64>,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms, state, next_attempt_ms, incident_id)
+         VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+    )
+    .bind(&m.dedup_key)
+    .bind(&m.receiver)
+    .bind(&m.group_key)
+    .bind(&m.status)
+    .bind(json(&m.payload))
+    .bind(created_ms)
+    .bind(created_ms)
+    .bind(incident)
+    .fetch_optional(conn)
+    .await
+}
+
 fn alert_row(r: &SqliteRow) -> Alert {
     Alert {
         fingerprint: r.get("fingerprint"),
@@ -174,19 +198,14 @@ impl AlertStore for SqliteStore {
     async fn enqueue(&self, n: &NewNotification) -> Result<Option<i64>, StoreError> {
         let mut tx = self.writer.begin().await?;
         let now = ms(n.log.sent_at);
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms, state, next_attempt_ms)
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-        )
-        .bind(&n.dedup_key)
-        .bind(&n.receiver)
-        .bind(&n.group_key)
-        .bind(&n.status)
-        .bind(json(&n.payload))
-        .bind(now)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let message = super::OutboxMessage {
+            dedup_key: n.dedup_key.clone(),
+            receiver: n.receiver.clone(),
+            group_key: n.group_key.clone(),
+            status: n.status.clone(),
+            payload: n.payload.clone(),
+        };
+        let id = insert_outbox(&mut tx, &message, now, None).await?;
         if let Some(id) = id {
             for fp in &n.alerts {
                 sqlx::query("INSERT OR IGNORE INTO outbox_alerts (fingerprint, outbox_id) VALUES (?, ?)")

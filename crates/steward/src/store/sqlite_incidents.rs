@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, ms, time};
-use super::sqlite_alerts::{NOTIFICATION_COLUMNS, json, notification_row, parse};
+use super::sqlite_alerts::{NOTIFICATION_COLUMNS, insert_outbox, json, notification_row, parse};
 use super::{IncidentQuery, IncidentStore, IncidentWrite, StoreError};
 use crate::alerting::Notification;
 use crate::incidents::oncall::Override;
@@ -161,21 +161,7 @@ impl IncidentStore for SqliteStore {
                 .await?;
         }
         for n in &w.notifications {
-            let now = ms(Utc::now());
-            sqlx::query(
-                "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms, state, next_attempt_ms, incident_id)
-                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (dedup_key) DO NOTHING",
-            )
-            .bind(&n.dedup_key)
-            .bind(&n.receiver)
-            .bind(&n.group_key)
-            .bind(&n.status)
-            .bind(json(&n.payload))
-            .bind(now)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            insert_outbox(&mut tx, n, ms(Utc::now()), Some(id)).await?;
         }
         for a in &w.action_items {
             if a.id == 0 {

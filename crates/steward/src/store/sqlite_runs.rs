@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::sqlite::{SqliteStore, ms, time};
-use super::sqlite_alerts::{json, parse};
+use super::sqlite_alerts::{insert_outbox, json, parse};
 use super::{OutboxMessage, RunStore, StoreError};
 use crate::runbooks::{AUDIT_KINDS, AuditQuery, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
 
@@ -312,19 +312,7 @@ impl RunStore for SqliteStore {
         let now = ms(Utc::now());
         let mut tx = self.writer.begin().await?;
         for n in messages {
-            sqlx::query(
-                "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms, state, next_attempt_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (dedup_key) DO NOTHING",
-            )
-            .bind(&n.dedup_key)
-            .bind(&n.receiver)
-            .bind(&n.group_key)
-            .bind(&n.status)
-            .bind(json(&n.payload))
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            insert_outbox(&mut tx, n, now, None).await?;
         }
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
