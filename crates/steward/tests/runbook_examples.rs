@@ -142,8 +142,26 @@ fn tchat_redis_maintenance_and_a_verified_rdb_backup_run_against_a_real_redis() 
     let server = Server::start(&example("tchat"), &data);
     let base = &server.base;
 
-    let id = run(base, &token, "redis-memory-maintenance", json!({"url": url}));
+    // From the CLI, as an operator would: live progress and output, exit 0 on success.
+    let out = steward()
+        .args(["run", "redis-memory-maintenance", "-p", &format!("url={url}"), "--follow", "--server", base, "--token", &token])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for expected in [
+        "[1/6] reachable: check redis-up",
+        "[3/6] purge: MEMORY PURGE",
+        "│ used memory: ",
+        "✓ fragmentation_ok succeeded",
+        "run 1 succeeded",
+        "report = used memory:",
+    ] {
+        assert!(stdout.contains(expected), "expected {expected:?} in:\n{stdout}");
+    }
+    let id = 1;
     let d = wait_status(base, &token, id, "succeeded", Duration::from_secs(30));
+    assert_eq!(d["steps"].as_array().unwrap().len(), 6, "every step is on record: {d:#}");
     let report = d["run"]["outputs"]["report"].as_str().unwrap();
     assert!(report.starts_with("used memory: ") && report.contains("fragmentation ratio"), "{report}");
     // The same run with an impossible limit fails at the gate, with the reason.

@@ -87,7 +87,18 @@ fn parameters_never_become_code_and_bad_parameters_change_nothing() {
           args: ["{{{{ params.target }}}}"]
       - name: redis
         redis: {{ url: "redis://127.0.0.1:6379", command: [ECHO, "{{{{ params.target }}}}"] }}
+      - name: mariadb
+        sql:
+          url: mysql://root@127.0.0.1:3306/test
+          query: select ? as echoed
+          args: ["{{{{ params.target }}}}"]
+      - name: mariadb_statement
+        sql:
+          url: mysql://root@127.0.0.1:3306/test
+          query: do sleep(0)
     outputs:
+      mariadb: "{{{{ steps.mariadb.row.echoed }}}}"
+      affected: "{{{{ steps.mariadb_statement.rows_affected }}}}"
       sql: "{{{{ steps.sql.row.echoed }}}}"
       redis: "{{{{ steps.redis.reply }}}}"
 "#,
@@ -105,6 +116,8 @@ fn parameters_never_become_code_and_bad_parameters_change_nothing() {
     assert_eq!(lines, vec![evil.clone(), evil.clone(), format!("0 {evil}")], "each step saw the exact text");
     assert_eq!(d["run"]["outputs"]["sql"], evil.as_str());
     assert_eq!(d["run"]["outputs"]["redis"], evil.as_str());
+    assert_eq!(d["run"]["outputs"]["mariadb"], evil.as_str());
+    assert_eq!(d["run"]["outputs"]["affected"], 0);
 
     // Bad parameters: one clear error per problem, and no run is created.
     let (code, v) = start(&server.base, &token, "echo-target", json!({"count": 9, "targt": "x"}));
