@@ -89,12 +89,12 @@ fn parameters_never_become_code_and_bad_parameters_change_nothing() {
         redis: {{ url: "redis://127.0.0.1:6379", command: [ECHO, "{{{{ params.target }}}}"] }}
       - name: mariadb
         sql:
-          url: mysql://root@127.0.0.1:3306/test
+          url: mysql://root@127.0.0.1:3306/mysql
           query: select ? as echoed
           args: ["{{{{ params.target }}}}"]
       - name: mariadb_statement
         sql:
-          url: mysql://root@127.0.0.1:3306/test
+          url: mysql://root@127.0.0.1:3306/mysql
           query: do sleep(0)
     outputs:
       mariadb: "{{{{ steps.mariadb.row.echoed }}}}"
