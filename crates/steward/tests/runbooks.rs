@@ -158,6 +158,10 @@ fn secrets_are_masked_in_everything_recorded_and_scripts_do_not_inherit_stewards
             echo "again: $PGPASSWORD" >&2
             echo "inherited: [${STEWARD_TEST_RB_INHERITED:-}]"
           env: { PGPASSWORD: "${env:STEWARD_TEST_RB_SECRET}" }
+      - name: long_line
+        shell:
+          script: 'head -c 16380 /dev/zero | tr "\\0" a; echo "$PGPASSWORD and more"'
+          env: { PGPASSWORD: "${env:STEWARD_TEST_RB_SECRET}" }
       - name: fail
         shell:
           script: 'echo "bad password $PGPASSWORD" >&2; exit 3'
@@ -178,6 +182,9 @@ fn secrets_are_masked_in_everything_recorded_and_scripts_do_not_inherit_stewards
     assert!(!all.contains(secret), "the secret leaked into the record or the log");
     assert!(evs.iter().any(|e| e["message"] == "password is ***"), "output is recorded, masked");
     assert!(evs.iter().any(|e| e["message"] == "inherited: []"), "scripts do not inherit steward's environment");
+    // A line cut at 16 KiB in the middle of the secret shows no piece of it.
+    let cut = evs.iter().find(|e| e["message"].as_str().unwrap().ends_with("(line cut)")).expect("the long line is cut");
+    assert!(cut["message"].as_str().unwrap().ends_with("aaaa*** …(line cut)"), "{}", &cut["message"].as_str().unwrap()[16_000..]);
     assert!(d["run"]["error"].as_str().unwrap().contains("exited with code 3: bad password ***"), "{}", d["run"]["error"]);
 }
 
@@ -740,4 +747,32 @@ fn retry_reruns_a_failed_run_from_its_failed_step_and_resume_from_goes_back_furt
     let (_, audit) = request("GET", &format!("{base}/api/v1/audit"), &token, None);
     assert_eq!(audit["events"][0]["kind"], "retried");
     assert!(audit["events"][0]["message"].as_str().unwrap().contains("from step build"), "{audit}");
+}
+
+#[test]
+fn a_run_whose_heartbeat_stopped_is_interrupted_by_the_sweep() {
+    // Another steward (a replica, later) wrote a run and died: its heartbeat is old and
+    // no task here runs it. The sweep marks it interrupted, its step unknown.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "runbooks:\n  - name: orphan\n    steps:\n      - name: act\n        shell: { script: 'true' }\n");
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "viewer");
+    let server = Server::start(&config, &data);
+    let old = chrono::Utc::now().timestamp_millis() - 10 * 60 * 1000;
+    let sql = format!(
+        "insert into runs (id, runbook, params, status, trigger, started_by, created_ms, heartbeat_ms) values (77, 'orphan', '{{}}', 'running', 'manual', 'bob', {old}, {old}); \
+         insert into run_steps (run_id, path, attempt, name, kind, status, started_ms, detail, result, output, seq) values (77, 'act', 1, 'act', 'shell', 'running', {old}, 'null', 'null', '', 1);"
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3; c=sqlite3.connect('{}', timeout=10); c.executescript(\"{sql}\"); c.commit()",
+            data.join("steward.db").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = wait_status(&server.base, &token, 77, "interrupted", Duration::from_secs(50));
+    assert_eq!(step(&d, "act")[0]["status"], "unknown");
+    assert!(d["run"]["error"].as_str().unwrap().contains("heartbeat stopped"), "{}", d["run"]["error"]);
 }

@@ -119,6 +119,20 @@ impl Redactor {
         }
     }
 
+    /// Like [`Redactor::redact`] for text cut short at its end: an end that could be
+    /// the beginning of a secret is masked too.
+    pub fn redact_cut(&self, text: &str) -> String {
+        let mut out = self.redact(text).into_owned();
+        for s in self.secrets.iter() {
+            let longest = (1..s.len()).rev().filter(|k| s.is_char_boundary(*k)).find(|k| out.ends_with(&s[..*k]));
+            if let Some(k) = longest {
+                out.truncate(out.len() - k);
+                out.push_str("***");
+            }
+        }
+        out
+    }
+
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for s in self.secrets.iter() {
@@ -189,5 +203,13 @@ mod tests {
     fn url_passwords_are_masked() {
         assert_eq!(redact_url_password("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url_password("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn a_secret_cut_at_the_end_of_a_text_is_masked() {
+        let r = super::Redactor::new(vec!["hunter2-password".into()]);
+        assert_eq!(r.redact_cut("login with hunter2-pass"), "login with ***");
+        assert_eq!(r.redact_cut("password hunter2-password ok"), "password *** ok");
+        assert_eq!(r.redact_cut("nothing here"), "nothing here");
     }
 }

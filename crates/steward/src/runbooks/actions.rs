@@ -21,8 +21,12 @@ use crate::config::runbooks::SqlEngine;
 /// Bytes of stdout kept for `steps.NAME.stdout` and JSON parsing.
 const STDOUT_LIMIT: usize = 1 << 20;
 const STDERR_LIMIT: usize = 64 << 10;
-/// Lines longer than this are cut into several output lines.
+/// Lines longer than this are cut (the rest of the line is dropped from the event
+/// stream; the step's stdout keeps it). Not split: a secret across two pieces would
+/// escape redaction, which works on whole pieces of text.
 const LINE_LIMIT: usize = 16 << 10;
+/// Marks a cut line; the collector masks what could be the start of a secret there.
+pub const CUT: &str = " …(line cut)";
 const ROW_LIMIT: usize = 10_000;
 const BODY_LIMIT: usize = 1 << 20;
 
@@ -206,6 +210,7 @@ async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
 ) -> String {
     let mut kept = Vec::new();
     let mut line = Vec::new();
+    let mut cut = false;
     let mut chunk = [0u8; 8192];
     loop {
         let n = match reader.read(&mut chunk).await {
@@ -215,18 +220,27 @@ async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
         let room = limit.saturating_sub(kept.len());
         kept.extend_from_slice(&chunk[..n.min(room)]);
         for &b in &chunk[..n] {
-            if b == b'\n' || line.len() >= LINE_LIMIT {
-                let _ = output.send((stream, String::from_utf8_lossy(&line).into_owned()));
-                line.clear();
-                if b == b'\n' {
-                    continue;
+            if b == b'\n' {
+                let mut text = String::from_utf8_lossy(&line).into_owned();
+                if cut {
+                    text.push_str(CUT);
                 }
+                let _ = output.send((stream, text));
+                line.clear();
+                cut = false;
+            } else if line.len() < LINE_LIMIT {
+                line.push(b);
+            } else {
+                cut = true;
             }
-            line.push(b);
         }
     }
     if !line.is_empty() {
-        let _ = output.send((stream, String::from_utf8_lossy(&line).into_owned()));
+        let mut text = String::from_utf8_lossy(&line).into_owned();
+        if cut {
+            text.push_str(CUT);
+        }
+        let _ = output.send((stream, text));
     }
     String::from_utf8_lossy(&kept).into_owned()
 }

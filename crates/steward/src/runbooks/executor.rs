@@ -641,7 +641,10 @@ async fn collect_output(
         tokio::select! {
             line = rx.recv() => match line {
                 Some((stream, text)) => {
-                    let text = redactor.redact(&text).into_owned();
+                    let text = match text.strip_suffix(super::actions::CUT) {
+                        Some(head) => format!("{}{}", redactor.redact_cut(head), super::actions::CUT),
+                        None => redactor.redact(&text).into_owned(),
+                    };
                     tail.push_str(&text);
                     tail.push('\n');
                     if tail.len() > TAIL_CHARS * 2 {
