@@ -776,3 +776,48 @@ fn a_run_whose_heartbeat_stopped_is_interrupted_by_the_sweep() {
     assert_eq!(step(&d, "act")[0]["status"], "unknown");
     assert!(d["run"]["error"].as_str().unwrap().contains("heartbeat stopped"), "{}", d["run"]["error"]);
 }
+
+#[test]
+fn cancelling_a_run_cancels_the_run_it_called_and_a_timeout_does_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        r#"runbooks:
+  - name: inner
+    steps:
+      - name: wait
+        shell: { script: 'sleep 300' }
+  - name: outer
+    steps:
+      - name: call
+        runbook: inner
+  - name: outer-budget
+    timeout: 1s
+    steps:
+      - name: call
+        runbook: inner
+"#,
+    );
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "operator");
+    let server = Server::start(&config, &data);
+    let base = &server.base;
+    let child_of = |parent: i64| {
+        wait_for("the called run", Duration::from_secs(10), || {
+            let (_, v) = request("GET", &format!("{base}/api/v1/runs?runbook=inner"), &token, None);
+            v["runs"].as_array()?.iter().find(|r| r["parent_run"] == parent).and_then(|r| r["id"].as_i64())
+        })
+    };
+    let id = started(base, &token, "outer", json!({}));
+    let child = child_of(id);
+    let (code, _) = request("POST", &format!("{base}/api/v1/runs/{id}/cancel"), &token, Some(json!({})));
+    assert_eq!(code, 200);
+    wait_status(base, &token, id, "cancelled", Duration::from_secs(10));
+    wait_status(base, &token, child, "cancelled", Duration::from_secs(10));
+
+    let id = started(base, &token, "outer-budget", json!({}));
+    let child = child_of(id);
+    let d = wait_status(base, &token, id, "failed", Duration::from_secs(10));
+    assert!(d["run"]["error"].as_str().unwrap().contains("timed out after 1s"), "{}", d["run"]["error"]);
+    wait_status(base, &token, child, "cancelled", Duration::from_secs(10));
+}

@@ -47,6 +47,9 @@ pub struct RunCx {
     pub config: Arc<Config>,
     pub redactor: Redactor,
     pub cancel: CancellationToken,
+    /// Stops the runs this one called (they run as tasks of their own): cancelled with
+    /// this run, or when this run stops for any reason before they end.
+    children: Mutex<CancellationToken>,
     /// Steps that succeeded or were skipped in an earlier execution of this run: a
     /// resumed run does not repeat them.
     pub done: HashMap<String, StepRecord>,
@@ -145,6 +148,7 @@ impl RunCx {
             engine,
             run,
             runbook,
+            children: Mutex::new(cancel.child_token()),
             cancel,
             done: finished,
             attempts: Mutex::new(attempts),
@@ -232,6 +236,13 @@ pub async fn execute(cx: Arc<RunCx>) -> RunStatus {
         r = timed => r,
         _ = cx.cancel.cancelled() => Err(Stop::Cancelled),
     };
+    if matches!(result, Err(Stop::TimedOut(_) | Stop::Cancelled)) {
+        // The steps were dropped mid-way: runs they called must not go on without them
+        // (a rollback may still call runbooks, under a fresh token).
+        let mut children = cx.children.lock().expect("children");
+        children.cancel();
+        *children = cx.cancel.child_token();
+    }
     let store = &cx.engine.store;
     let elapsed = format_duration(Duration::from_millis(started.elapsed().as_millis() as u64));
     let status = match result {
@@ -868,9 +879,14 @@ async fn call(cx: &RunCx, path: &str, runbook: String, params: Map<String, Json>
     };
     let (run, rb) = child;
     cx.emit(vec![cx.event("child_started", format!("{path}: started run {} of runbook {}", run.id, run.runbook)).step(path)]).await;
-    let child_cx = Arc::new(RunCx::new(cx.engine.clone(), run.clone(), rb, vec![], cx.cancel.child_token()));
+    let child_cx = Arc::new(RunCx::new(cx.engine.clone(), run.clone(), rb, vec![], cx.children.lock().expect("children").child_token()));
     cx.engine.runbooks.active.lock().expect("active runs").insert(run.id, child_cx.cancel.clone());
-    let status = execute(child_cx).await;
+    // A task of its own: if this step is dropped (timeout, cancel), the child still
+    // records how it ended (cancelled through `children`) instead of staying `running`.
+    let status = match tokio::spawn(execute(child_cx)).await {
+        Ok(status) => status,
+        Err(e) => return Outcome { ok: false, result: Map::new(), error: Some(format!("the called run {} stopped: {e}", run.id)) },
+    };
     let stored = cx.engine.store.run(run.id).await.ok().flatten();
     let mut result = Map::new();
     result.insert("run_id".into(), Json::from(run.id));
