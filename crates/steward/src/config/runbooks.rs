@@ -635,9 +635,8 @@ fn schedule(node: &Node, what: &str, params: Option<&[Param]>, d: &mut Diagnosti
     });
     let mut values = BTreeMap::new();
     if let Some(n) = f.take("params") {
-        if let Some(pf) = Fields::of(n, format!("{what} schedule params"), d) {
-            let _ = pf;
-            if let Value::Map(entries) = &n.value {
+        match &n.value {
+            Value::Map(entries) => {
                 for (k, v) in entries {
                     let key = k.scalar_text().unwrap_or_default();
                     match params.and_then(|ps| ps.iter().find(|p| p.name == key)) {
@@ -647,11 +646,16 @@ fn schedule(node: &Node, what: &str, params: Option<&[Param]>, d: &mut Diagnosti
                             }
                             Err(e) => d.push(Diagnostic::error(v.pos.clone(), format!("{what} schedule param `{key}`: {e}"))),
                         },
-                        None if params.is_some() => d.push(unknown_param(&key, &k.pos, params.unwrap_or_default())),
-                        None => {}
+                        // Unknown names are only reported once the params themselves decoded.
+                        None => {
+                            if let Some(ps) = params {
+                                d.push(unknown_param(&key, &k.pos, ps));
+                            }
+                        }
                     }
                 }
             }
+            _ => d.push(de::type_error(n, &format!("{what} schedule params"), "a mapping")),
         }
     }
     if let Some(ps) = params {
@@ -723,7 +727,7 @@ fn step(node: &Node, cx: &mut Ctx<'_>) -> Option<Step> {
     let kind = match present.as_slice() {
         [kind] => {
             let n = f.take(kind).expect("present");
-            step_kind(kind, n, &what, name.as_deref(), cx)
+            step_kind(kind, n, &what, cx)
         }
         [] => {
             // An unknown key that looks like a kind is the likely mistake: say so there.
@@ -771,7 +775,7 @@ fn step(node: &Node, cx: &mut Ctx<'_>) -> Option<Step> {
     })
 }
 
-fn step_kind(kind: &str, n: &Node, what: &str, step_name: Option<&str>, cx: &mut Ctx<'_>) -> Option<StepKind> {
+fn step_kind(kind: &str, n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<StepKind> {
     match kind {
         "shell" => shell(n, what, cx).map(StepKind::Shell),
         "http" => http(n, what, cx).map(StepKind::Http),
@@ -834,7 +838,6 @@ fn step_kind(kind: &str, n: &Node, what: &str, step_name: Option<&str>, cx: &mut
             let callee = de::string(name_node, &format!("{what} runbook name"), cx.d)?;
             cx.refs.calls.push((cx.runbook.clone(), callee.clone(), name_node.pos.clone()));
             let params = params_node.map_or(Some(vec![]), |p| text_map(p, &format!("{what} params"), cx))?;
-            let _ = step_name;
             Some(StepKind::Runbook(CallRunbook { runbook: callee, params }))
         }
         _ => unreachable!("kinds come from STEP_KINDS"),
@@ -1037,7 +1040,7 @@ fn wait_until(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<WaitUntil> {
         }
         (None, [kind]) => {
             let node = f.take(kind).expect("present");
-            let kind = step_kind(kind, node, what, None, cx);
+            let kind = step_kind(kind, node, what, cx);
             // `result` is the output of the polled action.
             cx.loop_vars.push("result".into());
             let condition = f.require("condition", cx.d).and_then(|c| expr(c, &format!("{what} condition"), cx));
