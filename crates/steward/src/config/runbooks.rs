@@ -286,7 +286,10 @@ pub struct CallRunbook {
 
 #[derive(Debug, Clone)]
 pub struct Schedule {
+    /// As written, for display.
     pub cron: String,
+    /// Parsed once, when the configuration loads.
+    pub parsed: croner::Cron,
     pub timezone: chrono_tz::Tz,
     pub params: BTreeMap<String, Json>,
     pub pos: Pos,
@@ -612,14 +615,16 @@ fn schedule(node: &Node, what: &str, params: Option<&[Param]>, d: &mut Diagnosti
     let mut f = Fields::of(node, format!("{what} schedule"), d)?;
     let cron_node = f.require("cron", d);
     let cron = cron_node.and_then(|n| de::string(n, &format!("{what} schedule cron"), d));
-    if let (Some(c), Some(n)) = (&cron, cron_node) {
-        if let Err(e) = crate::runbooks::schedule::parse_cron(c) {
+    let parsed = cron.as_ref().zip(cron_node).and_then(|(c, n)| match crate::runbooks::schedule::parse_cron(c) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
             d.push(
                 Diagnostic::error(n.pos.clone(), format!("{what} schedule cron `{c}` is invalid: {e}"))
                     .with_hint("five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\""),
             );
+            None
         }
-    }
+    });
     let tz = f.take("timezone").map_or(Some(chrono_tz::Tz::UTC), |n| {
         let s = de::string(n, &format!("{what} schedule timezone"), d)?;
         match s.parse::<chrono_tz::Tz>() {
@@ -667,7 +672,7 @@ fn schedule(node: &Node, what: &str, params: Option<&[Param]>, d: &mut Diagnosti
         }
     }
     f.finish(&["cron", "timezone", "params"], d);
-    Some(Schedule { cron: cron?, timezone: tz?, params: values, pos: node.pos.clone() })
+    Some(Schedule { cron: cron?, parsed: parsed?, timezone: tz?, params: values, pos: node.pos.clone() })
 }
 
 fn unknown_param(key: &str, pos: &Pos, params: &[Param]) -> Diagnostic {

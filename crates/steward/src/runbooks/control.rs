@@ -340,6 +340,7 @@ pub async fn recover(engine: &Arc<Engine>) -> Result<(), StoreError> {
 }
 
 async fn interrupt_or_resume(engine: &Arc<Engine>, run: Run, why: &str) -> Result<(), StoreError> {
+    let id = run.id;
     let records = engine.store.run_steps(run.id).await?;
     let open: Vec<&super::StepRecord> = records.iter().filter(|r| matches!(r.status, StepStatus::Running | StepStatus::Waiting)).collect();
     let rb = engine.config().runbook(&run.runbook).cloned().map(Arc::new);
@@ -376,16 +377,15 @@ async fn interrupt_or_resume(engine: &Arc<Engine>, run: Run, why: &str) -> Resul
                 .close_open_steps(run.id, StepStatus::Unknown, &format!("{why} while this step ran; it may or may not have finished"))
                 .await?;
             let at = if paths.is_empty() { "between steps".to_string() } else { format!("while {} ran", paths.join(", ")) };
-            let error = format!(
-                "{why} {at} (last heartbeat {heartbeat}); an operator decides: `steward runs resume {id}`, `retry` or `cancel`",
-                id = run.id
-            );
+            let error =
+                format!("{why} {at} (last heartbeat {heartbeat}); an operator decides: `steward runs resume {id}`, `retry` or `cancel`");
             let ev = NewEvent::new(run.id, "run_interrupted", error.clone()).data(json!({"unknown": paths}));
             engine.store.set_run_status(run.id, RunStatus::Interrupted, Some(&error), None, &[ev]).await?;
             incident_entry(engine, &run, format!("Run {} of runbook {} was interrupted: {error}", run.id, run.runbook)).await;
         }
     }
-    let _ = engine.runbooks.events.send(0);
+    // Followers of this run learn of its new state at once.
+    let _ = engine.runbooks.events.send(id);
     Ok(())
 }
 
@@ -491,11 +491,11 @@ async fn fire_schedules(
         for (i, s) in rb.schedules.iter().enumerate() {
             let key = (rb.name.clone(), i, format!("{} {}", s.cron, s.timezone));
             live.push(key.clone());
-            let Ok(cron) = super::schedule::parse_cron(&s.cron) else { continue };
+            let cron = &s.parsed;
             let due = match next.get(&key) {
                 Some(t) => *t,
                 None => {
-                    let Some(t) = super::schedule::next_fire(&cron, s.timezone, started.max(now - chrono::Duration::seconds(1))) else {
+                    let Some(t) = super::schedule::next_fire(cron, s.timezone, started.max(now - chrono::Duration::seconds(1))) else {
                         continue;
                     };
                     next.insert(key.clone(), t);
@@ -513,10 +513,10 @@ async fn fire_schedules(
                 Err(ControlError::Conflict(m)) => tracing::warn!(runbook = %rb.name, cron = %s.cron, "scheduled run not started: {m}"),
                 Err(e) => tracing::error!(runbook = %rb.name, cron = %s.cron, error = %e, "scheduled run could not start"),
             }
-            if let Some(t) = super::schedule::next_fire(&cron, s.timezone, due) {
+            if let Some(t) = super::schedule::next_fire(cron, s.timezone, due) {
                 if t <= now {
                     tracing::warn!(runbook = %rb.name, cron = %s.cron, "fires between {due} and now were missed and are not made up");
-                    let later = super::schedule::next_fire(&cron, s.timezone, now).unwrap_or(t);
+                    let later = super::schedule::next_fire(cron, s.timezone, now).unwrap_or(t);
                     next.insert(key, later);
                 } else {
                     next.insert(key, t);
