@@ -71,13 +71,8 @@ pub struct Param {
     pub pos: Pos,
 }
 
-impl Param {
-    /// The environment variable a shell step reads this parameter from (`node-list` → `NODE_LIST`).
-    pub fn env_name(&self) -> String {
-        env_name(&self.name)
-    }
-}
-
+/// The environment variable a shell step reads a parameter or loop variable from
+/// (`node_list` → `NODE_LIST`).
 pub fn env_name(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
