@@ -164,10 +164,10 @@ impl Engine {
             self.metrics.check_up.get_or_create(&check_labels(spec)).set(i64::from(run.state.health == Health::Healthy));
         }
         let sender = self.results.lock().expect("results lock").clone();
-        if let Some(tx) = sender {
-            if tx.try_send(run).is_err() {
-                self.metrics.store_dropped_results.inc();
-            }
+        if let Some(tx) = sender
+            && tx.try_send(run).is_err()
+        {
+            self.metrics.store_dropped_results.inc();
         }
     }
 

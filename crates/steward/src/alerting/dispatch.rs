@@ -198,12 +198,12 @@ async fn flush(
     if !(new_firing || repeat || resolved_news) {
         // Nothing to say; still forget alerts that stopped firing, so that if one fires
         // again it is news.
-        if let Some(p) = prev {
-            if p.firing != firing_fps {
-                let entry = NotifyLogEntry { firing: firing_fps, ..p.clone() };
-                engine.store.update_notify_log(&entry).await?;
-                return Ok(Some(entry));
-            }
+        if let Some(p) = prev
+            && p.firing != firing_fps
+        {
+            let entry = NotifyLogEntry { firing: firing_fps, ..p.clone() };
+            engine.store.update_notify_log(&entry).await?;
+            return Ok(Some(entry));
         }
         return Ok(None);
     }

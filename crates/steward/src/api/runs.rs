@@ -237,12 +237,12 @@ pub async fn stream_run(
                 .is_none_or(|r| (r.status.is_final() || r.status == RunStatus::Interrupted) && !st.engine.runbooks.is_active(r.id));
             if done {
                 // One more look: events written between the read above and the status.
-                if let Ok(events) = st.engine.store.run_events(st.run, st.after, 10_000).await {
-                    if let Some(last) = events.last() {
-                        st.after = last.id;
-                        st.pending.extend(events);
-                        continue;
-                    }
+                if let Ok(events) = st.engine.store.run_events(st.run, st.after, 10_000).await
+                    && let Some(last) = events.last()
+                {
+                    st.after = last.id;
+                    st.pending.extend(events);
+                    continue;
                 }
                 st.ended = true;
                 let event = Event::default().event("end").json_data(json!({"run": run})).unwrap_or_default();

@@ -160,8 +160,8 @@ impl Condition {
                     Ok(text.contains(&needle))
                 }
             },
-            (Op::Eq, lit) => equals(actual, lit).map_err(|w| type_err(w)),
-            (Op::Ne, lit) => equals(actual, lit).map(|b| !b).map_err(|w| type_err(w)),
+            (Op::Eq, lit) => equals(actual, lit).map_err(&type_err),
+            (Op::Ne, lit) => equals(actual, lit).map(|b| !b).map_err(&type_err),
             (op, Literal::Str(s)) => {
                 let text = as_text(actual).ok_or_else(|| type_err("text"))?;
                 Ok(ordered(*op, text.as_str().cmp(s.as_str())))

@@ -83,10 +83,10 @@ pub async fn observe(clients: &Clients, p: &HttpProbe, spec: &CheckSpec) -> Resu
         .map(|(k, v)| (k.as_str().to_ascii_lowercase(), Json::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
         .collect();
     obs.insert("headers".into(), Json::Object(headers));
-    if let Some(info) = resp.extensions().get::<reqwest::tls::TlsInfo>() {
-        if let Some(der) = info.peer_certificate() {
-            obs.insert("cert".into(), certificate(der)?);
-        }
+    if let Some(info) = resp.extensions().get::<reqwest::tls::TlsInfo>()
+        && let Some(der) = info.peer_certificate()
+    {
+        obs.insert("cert".into(), certificate(der)?);
     }
     let status_ok = if p.expect_status.is_empty() { (200..300).contains(&status) } else { p.expect_status.contains(&status) };
     if !status_ok {

@@ -96,13 +96,13 @@ fn judge(spec: &CheckSpec, obs: &Json) -> Result<(), String> {
 /// SQL probes list columns whose type conditions cannot read under `_unsupported`;
 /// a condition that trips over one gets told how to fix the query.
 fn explain_unsupported(reason: String, c: &condition::Condition, obs: &Json) -> String {
-    if let (Some(condition::Segment::Key(col)), Some(Json::Object(unsupported))) = (c.path.get(1), obs.get("_unsupported")) {
-        if let Some(ty) = unsupported.get(col).and_then(Json::as_str) {
-            return format!(
-                "condition `{}` cannot be evaluated: column `{col}` has type {ty}, which conditions cannot read; cast it in the query (e.g. `{col}::text`, or EXTRACT(EPOCH FROM {col}) for times)",
-                c.source
-            );
-        }
+    if let (Some(condition::Segment::Key(col)), Some(Json::Object(unsupported))) = (c.path.get(1), obs.get("_unsupported"))
+        && let Some(ty) = unsupported.get(col).and_then(Json::as_str)
+    {
+        return format!(
+            "condition `{}` cannot be evaluated: column `{col}` has type {ty}, which conditions cannot read; cast it in the query (e.g. `{col}::text`, or EXTRACT(EPOCH FROM {col}) for times)",
+            c.source
+        );
     }
     reason
 }

@@ -252,12 +252,11 @@ pub async fn follow(remote: &Remote, id: i64, output: Output) -> u8 {
         return fail(&format!("{} ({status})", v["error"]["message"].as_str().unwrap_or("the server refused the request")));
     }
     let mut printer = Printer { fancy: fancy(), json: output == Output::Json, top_steps: 0, seen_top: Vec::new() };
-    if let Ok(v) = remote.call("GET", &format!("/runs/{id}"), None).await {
-        if let Some(name) = v["run"]["runbook"].as_str() {
-            if let Ok(rb) = remote.call("GET", &format!("/runbooks/{name}"), None).await {
-                printer.top_steps = rb["runbook"]["steps"].as_array().map_or(0, Vec::len);
-            }
-        }
+    if let Ok(v) = remote.call("GET", &format!("/runs/{id}"), None).await
+        && let Some(name) = v["run"]["runbook"].as_str()
+        && let Ok(rb) = remote.call("GET", &format!("/runbooks/{name}"), None).await
+    {
+        printer.top_steps = rb["runbook"]["steps"].as_array().map_or(0, Vec::len);
     }
     let mut stream = resp.bytes_stream();
     let mut buf = String::new();

@@ -610,45 +610,6 @@ fn unknown_refs(used: &[(String, Pos)], defined: &[String], message: impl Fn(&st
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn when_expressions() {
-        assert_eq!(parse_when("check api unhealthy").unwrap(), AlertCondition::CheckUnhealthy { check: "api".into() });
-        assert_eq!(
-            parse_when("check api failure_ratio >= 0.25 over 5m").unwrap(),
-            AlertCondition::FailureRatio { check: "api".into(), op: Cmp::Ge, threshold: 0.25, window: Duration::from_secs(300) }
-        );
-        assert_eq!(
-            parse_when("check api latency p99 > 500ms over 10m").unwrap(),
-            AlertCondition::Latency {
-                check: "api".into(),
-                quantile: 0.99,
-                op: Cmp::Gt,
-                threshold_ms: 500.0,
-                window: Duration::from_secs(600)
-            }
-        );
-    }
-
-    #[test]
-    fn when_errors_point_at_the_word() {
-        let e = parse_when("check api unhelthy").unwrap_err();
-        assert_eq!(e.0, 10);
-        assert!(e.1.contains("`unhelthy`"));
-        let e = parse_when("check api failure_ratio > 2 over 5m").unwrap_err();
-        assert_eq!(e.0, 26);
-        assert!(e.1.contains("not a ratio"));
-        let e = parse_when("check api latency p98 > 1s over 5m").unwrap_err();
-        assert!(e.1.contains("not a quantile"));
-        let e = parse_when("check api latency p99 > 1s").unwrap_err();
-        assert!(e.1.contains("over DURATION"));
-        assert!(parse_when("").unwrap_err().1.contains("empty"));
-    }
-}
-
 fn runbook_link(n: &Node, what: &str, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<RunbookLink> {
     let link = match &n.value {
         Value::Str { text, .. } => RunbookLink { name: text.clone(), run: false, params: vec![], pos: n.pos.clone() },
@@ -741,5 +702,44 @@ pub(super) fn check_runbook_links(refs: &AlertingRefs, runbooks: &[super::runboo
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_expressions() {
+        assert_eq!(parse_when("check api unhealthy").unwrap(), AlertCondition::CheckUnhealthy { check: "api".into() });
+        assert_eq!(
+            parse_when("check api failure_ratio >= 0.25 over 5m").unwrap(),
+            AlertCondition::FailureRatio { check: "api".into(), op: Cmp::Ge, threshold: 0.25, window: Duration::from_secs(300) }
+        );
+        assert_eq!(
+            parse_when("check api latency p99 > 500ms over 10m").unwrap(),
+            AlertCondition::Latency {
+                check: "api".into(),
+                quantile: 0.99,
+                op: Cmp::Gt,
+                threshold_ms: 500.0,
+                window: Duration::from_secs(600)
+            }
+        );
+    }
+
+    #[test]
+    fn when_errors_point_at_the_word() {
+        let e = parse_when("check api unhelthy").unwrap_err();
+        assert_eq!(e.0, 10);
+        assert!(e.1.contains("`unhelthy`"));
+        let e = parse_when("check api failure_ratio > 2 over 5m").unwrap_err();
+        assert_eq!(e.0, 26);
+        assert!(e.1.contains("not a ratio"));
+        let e = parse_when("check api latency p98 > 1s over 5m").unwrap_err();
+        assert!(e.1.contains("not a quantile"));
+        let e = parse_when("check api latency p99 > 1s").unwrap_err();
+        assert!(e.1.contains("over DURATION"));
+        assert!(parse_when("").unwrap_err().1.contains("empty"));
     }
 }

@@ -350,10 +350,10 @@ pub fn runbook(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs
     let lock = f.take("lock").and_then(|n| text(n, &format!("{what} lock"), &mut cx));
     let steps_node = f.require("steps", cx.d);
     let main_steps = steps_node.and_then(|n| steps(n, &format!("{what} steps"), &mut cx));
-    if let (Some(n), Some(s)) = (steps_node, &main_steps) {
-        if s.is_empty() {
-            cx.d.push(Diagnostic::error(n.pos.clone(), format!("{what} has no steps")).with_hint("add at least one step"));
-        }
+    if let (Some(n), Some(s)) = (steps_node, &main_steps)
+        && s.is_empty()
+    {
+        cx.d.push(Diagnostic::error(n.pos.clone(), format!("{what} has no steps")).with_hint("add at least one step"));
     }
     cx.in_on_failure = true;
     let on_failure = f.take("on_failure").map_or(Some(vec![]), |n| steps(n, &format!("{what} on_failure"), &mut cx));
@@ -533,11 +533,11 @@ pub fn coerce(kind: &ParamKind, v: &Json) -> Result<Json, String> {
                 Json::Bool(b) => b.to_string(),
                 _ => return Err("expected a string".into()),
             };
-            if let Some(p) = pattern {
-                if !p.is_match(&s) {
-                    let shown = p.as_str().trim_start_matches("^(?:").trim_end_matches(")$");
-                    return Err(format!("`{s}` does not match the pattern {shown}"));
-                }
+            if let Some(p) = pattern
+                && !p.is_match(&s)
+            {
+                let shown = p.as_str().trim_start_matches("^(?:").trim_end_matches(")$");
+                return Err(format!("`{s}` does not match the pattern {shown}"));
             }
             Ok(Json::String(s))
         }
@@ -788,11 +788,11 @@ fn step_kind(kind: &str, n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<StepK
         }
         "sleep" => {
             let t = text(n, &format!("{what} sleep"), cx)?;
-            if t.is_literal() {
-                if let Err(e) = super::duration::parse_duration(&t.written) {
-                    cx.d.push(Diagnostic::error(n.pos.clone(), format!("{what} sleep: {e}")).with_hint("e.g. `30s`, `5m`"));
-                    return None;
-                }
+            if t.is_literal()
+                && let Err(e) = super::duration::parse_duration(&t.written)
+            {
+                cx.d.push(Diagnostic::error(n.pos.clone(), format!("{what} sleep: {e}")).with_hint("e.g. `30s`, `5m`"));
+                return None;
             }
             Some(StepKind::Sleep(t))
         }
@@ -973,17 +973,15 @@ fn sql(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<SqlStep> {
             }
         }
     });
-    if let Some(node) = url_node {
-        if let Some(u) = &url {
-            if let Ok(parsed) = url::Url::parse(&u.written) {
-                if parsed.password().is_some_and(|p| !p.starts_with("%24%7B") && !p.starts_with("${")) {
-                    cx.d.push(
-                        Diagnostic::error(node.pos.clone(), format!("{what} url contains an inline password"))
-                            .with_hint("secrets are never written inline: use `${env:NAME}` or `${file:/path}` in place of the password"),
-                    );
-                }
-            }
-        }
+    if let Some(node) = url_node
+        && let Some(u) = &url
+        && let Ok(parsed) = url::Url::parse(&u.written)
+        && parsed.password().is_some_and(|p| !p.starts_with("%24%7B") && !p.starts_with("${"))
+    {
+        cx.d.push(
+            Diagnostic::error(node.pos.clone(), format!("{what} url contains an inline password"))
+                .with_hint("secrets are never written inline: use `${env:NAME}` or `${file:/path}` in place of the password"),
+        );
     }
     let query = f.require("query", cx.d).and_then(|q| de::string(q, &format!("{what} query"), cx.d));
     let args = f.take("args").map_or(Some(vec![]), |a| {
@@ -1263,26 +1261,23 @@ pub fn cross_check(runbooks: &[Runbook], refs: &RunbookRefs, checks: &[&str], re
     // Parameters given to called runbooks must exist there.
     for r in runbooks {
         for s in r.all_steps() {
-            if let StepKind::Runbook(call) = &s.kind {
-                if let Some(callee) = runbooks.iter().find(|x| x.name == call.runbook) {
-                    for (k, _) in &call.params {
-                        if callee.param(k).is_none() {
-                            d.push(unknown_param(k, &s.pos, &callee.params));
-                        }
+            if let StepKind::Runbook(call) = &s.kind
+                && let Some(callee) = runbooks.iter().find(|x| x.name == call.runbook)
+            {
+                for (k, _) in &call.params {
+                    if callee.param(k).is_none() {
+                        d.push(unknown_param(k, &s.pos, &callee.params));
                     }
-                    for p in callee.params.iter().filter(|p| p.required && p.default.is_none()) {
-                        if !call.params.iter().any(|(k, _)| k == &p.name) {
-                            d.push(
-                                Diagnostic::error(
-                                    s.pos.clone(),
-                                    format!(
-                                        "step `{}` calls runbook `{}` without its required parameter `{}`",
-                                        s.name, callee.name, p.name
-                                    ),
-                                )
-                                .with_hint("add it under the step's `runbook: { params: … }`"),
-                            );
-                        }
+                }
+                for p in callee.params.iter().filter(|p| p.required && p.default.is_none()) {
+                    if !call.params.iter().any(|(k, _)| k == &p.name) {
+                        d.push(
+                            Diagnostic::error(
+                                s.pos.clone(),
+                                format!("step `{}` calls runbook `{}` without its required parameter `{}`", s.name, callee.name, p.name),
+                            )
+                            .with_hint("add it under the step's `runbook: { params: … }`"),
+                        );
                     }
                 }
             }

@@ -468,10 +468,12 @@ async fn sweep_stale(engine: &Arc<Engine>, now: DateTime<Utc>) {
     let Ok(runs) = engine.store.unfinished_runs().await else { return };
     for run in runs {
         let stale = now - run.heartbeat_at > chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
-        if stale && matches!(run.status, RunStatus::Running | RunStatus::Waiting) && !engine.runbooks.is_active(run.id) {
-            if let Err(e) = interrupt_or_resume(engine, run, "the run's heartbeat stopped").await {
-                tracing::warn!(error = %e, "could not interrupt an abandoned run");
-            }
+        if stale
+            && matches!(run.status, RunStatus::Running | RunStatus::Waiting)
+            && !engine.runbooks.is_active(run.id)
+            && let Err(e) = interrupt_or_resume(engine, run, "the run's heartbeat stopped").await
+        {
+            tracing::warn!(error = %e, "could not interrupt an abandoned run");
         }
     }
 }

@@ -161,10 +161,10 @@ impl Expr {
 /// minijinja's message without the template-name noise.
 fn describe(e: &minijinja::Error) -> String {
     let mut msg = e.detail().map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind()));
-    if let Some(line) = e.line() {
-        if line > 1 {
-            msg.push_str(&format!(" (template line {line})"));
-        }
+    if let Some(line) = e.line()
+        && line > 1
+    {
+        msg.push_str(&format!(" (template line {line})"));
     }
     msg
 }
