@@ -7,6 +7,7 @@
 pub mod alerting;
 pub mod api;
 pub mod auth;
+pub mod backups;
 pub mod checks;
 pub mod cli;
 pub mod config;

@@ -98,6 +98,18 @@ pub struct Metrics {
     pub runbook_runs: Family<RunbookLabels, Counter>,
     pub runbook_runs_active: Gauge,
     pub runbook_run_duration: Family<RunbookLabels, Histogram>,
+    pub backup_last_success: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    pub backup_last_size: Family<PolicyLabels, Gauge>,
+    pub backup_last_stored_size: Family<PolicyLabels, Gauge>,
+    pub backup_last_duration: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    pub backup_last_verification: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    pub backup_last_verification_success: Family<PolicyLabels, Gauge>,
+    pub backup_last_restore_duration: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
 }
 
 fn buckets(list: &[f64]) -> impl Iterator<Item = f64> + '_ {
@@ -145,6 +157,13 @@ impl Metrics {
             runbook_runs: Family::default(),
             runbook_runs_active: Gauge::default(),
             runbook_run_duration: Family::new_with_constructor(|| Histogram::new(buckets(RUN_BUCKETS))),
+            backup_last_success: Family::default(),
+            backup_last_size: Family::default(),
+            backup_last_stored_size: Family::default(),
+            backup_last_duration: Family::default(),
+            backup_last_verification: Family::default(),
+            backup_last_verification_success: Family::default(),
+            backup_last_restore_duration: Family::default(),
         };
         {
             let mut r = m.registry.lock().expect("registry");
@@ -223,11 +242,70 @@ impl Metrics {
                 Unit::Seconds,
                 m.incident_time_to_resolve.clone(),
             );
+            r.register_with_unit(
+                "backup_last_success_timestamp",
+                "When the newest successful backup of the policy finished (Unix time)",
+                Unit::Seconds,
+                m.backup_last_success.clone(),
+            );
+            r.register_with_unit("backup_last_size", "Plain size of the newest successful backup", Unit::Bytes, m.backup_last_size.clone());
+            r.register_with_unit(
+                "backup_last_stored_size",
+                "Stored (compressed, encrypted) size of the newest successful backup",
+                Unit::Bytes,
+                m.backup_last_stored_size.clone(),
+            );
+            r.register_with_unit(
+                "backup_last_duration",
+                "How long the newest successful backup took",
+                Unit::Seconds,
+                m.backup_last_duration.clone(),
+            );
+            r.register_with_unit(
+                "backup_last_verification_timestamp",
+                "When a backup of the policy was last verified (Unix time)",
+                Unit::Seconds,
+                m.backup_last_verification.clone(),
+            );
+            r.register(
+                "backup_last_verification_success",
+                "Whether the last verification of a backup of the policy passed (1) or failed (0)",
+                m.backup_last_verification_success.clone(),
+            );
+            r.register_with_unit(
+                "backup_last_restore_duration",
+                "The last restore test's restore time: the measured RTO",
+                Unit::Seconds,
+                m.backup_last_restore_duration.clone(),
+            );
             let info: Family<Vec<(String, String)>, Gauge> = Family::default();
             info.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);
             r.register("build_info", "Steward's version", info);
         }
         m
+    }
+
+    pub fn backup_observed(&self, b: &crate::backups::BackupRecord) {
+        let l = PolicyLabels { policy: b.policy.clone() };
+        if let Some(f) = b.finished_at {
+            self.backup_last_success.get_or_create(&l).set(f.timestamp_millis() as f64 / 1000.0);
+        }
+        self.backup_last_size.get_or_create(&l).set(b.plain_bytes);
+        self.backup_last_stored_size.get_or_create(&l).set(b.stored_bytes);
+        if let Some(ms) = b.duration_ms() {
+            self.backup_last_duration.get_or_create(&l).set(ms as f64 / 1000.0);
+        }
+    }
+
+    pub fn backup_verification_observed(&self, b: &crate::backups::BackupRecord) {
+        let l = PolicyLabels { policy: b.policy.clone() };
+        if let Some(at) = b.verified_at {
+            self.backup_last_verification.get_or_create(&l).set(at.timestamp_millis() as f64 / 1000.0);
+        }
+        self.backup_last_verification_success.get_or_create(&l).set(i64::from(b.verify_result.as_deref() == Some("passed")));
+        if let Some(ms) = b.restore_ms {
+            self.backup_last_restore_duration.get_or_create(&l).set(ms as f64 / 1000.0);
+        }
     }
 
     pub fn render(&self) -> String {

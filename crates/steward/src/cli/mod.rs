@@ -2,6 +2,7 @@
 //! exit code; formatting for people (tables) and scripts (JSON) happens only here.
 
 pub mod alerts;
+pub mod backups;
 pub mod check;
 pub mod demo;
 pub mod incidents;
@@ -22,6 +23,11 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// The configuration is invalid, so the command could not run.
     pub const BAD_CONFIG: u8 = 2;
+    /// Someone else holds the lock (another backup of the same policy); try again later.
+    pub const BUSY: u8 = 3;
+    /// Refused to act destructively: the target holds data without `--force`, or the
+    /// action was not confirmed.
+    pub const REFUSED: u8 = 4;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

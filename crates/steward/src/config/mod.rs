@@ -8,12 +8,14 @@
 //! - `time_intervals`: `time_intervals`, `maintenance_windows`.
 //! - `prometheus`: the `prometheus` server and `rule_files` (Prometheus' format).
 //! - `model`: the validated types the rest of Steward uses.
+//! - `backups`: `repositories` and `backups` (policies, retention, verification).
 //! - `secret`: `${env:…}` / `${file:…}` references and the redactor.
 //!
 //! Start-up and reload both go through [`load`], so a reload can never accept what a
 //! fresh start would reject.
 
 pub mod alerting;
+pub mod backups;
 pub mod decode;
 pub mod diagnostics;
 pub mod duration;

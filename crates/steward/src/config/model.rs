@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Route};
+pub use super::backups::{BackupPolicy, BackupSource, PgFormat, Repository, RepositoryKind, Retention};
 use super::diagnostics::Pos;
 pub use super::incidents::{EscalationLevel, EscalationPolicy, IncidentPolicy, IncidentsConfig, Person};
 pub use super::prometheus::PrometheusSource;
@@ -31,6 +32,8 @@ pub struct Config {
     /// Incident policies, escalation, on-call; empty when not configured.
     pub incidents: IncidentsConfig,
     pub runbooks: Vec<Runbook>,
+    pub repositories: Vec<Repository>,
+    pub backups: Vec<BackupPolicy>,
     /// Things worth knowing that are not errors (e.g. skipped recording rules).
     pub notes: Vec<super::diagnostics::Diagnostic>,
     /// Scrubs every resolved secret from text that leaves the process.
@@ -58,6 +61,14 @@ impl Config {
 
     pub fn runbook(&self, name: &str) -> Option<&Runbook> {
         self.runbooks.iter().find(|r| r.name == name)
+    }
+
+    pub fn backup(&self, name: &str) -> Option<&BackupPolicy> {
+        self.backups.iter().find(|b| b.name == name)
+    }
+
+    pub fn repository(&self, name: &str) -> Option<&Repository> {
+        self.repositories.iter().find(|r| r.name == name)
     }
 }
 

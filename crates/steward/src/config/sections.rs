@@ -30,9 +30,10 @@ const TOP_LEVEL: &[&str] = &[
     "maintenance_windows",
     "incidents",
     "runbooks",
+    "repositories",
+    "backups",
 ];
 /// Sections of the intended configuration that this version cannot act on yet.
-const NOT_YET: &[&str] = &["backups", "repositories"];
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
 const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command"];
 const CHECK_KEYS: &[&str] = &[
@@ -75,6 +76,8 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut incidents: Option<(IncidentsConfig, Pos)> = None;
     let mut runbooks = Vec::new();
     let mut runbook_refs = super::runbooks::RunbookRefs::default();
+    let mut repositories = Vec::new();
+    let mut backups = Vec::new();
     for doc in docs {
         if matches!(doc.value, Value::Null) {
             continue;
@@ -143,16 +146,11 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         if let Some(list) = top.take("runbooks").and_then(|n| de::list(n, "`runbooks`", d)) {
             runbooks.extend(list.iter().filter_map(|n| super::runbooks::runbook(n, d, &mut secrets, &mut runbook_refs)));
         }
-        for section in NOT_YET {
-            if let Some(node) = top.take(section) {
-                d.push(
-                    Diagnostic::error(
-                        node.pos.shifted(0),
-                        format!("the `{section}` section is not supported by this version of steward yet"),
-                    )
-                    .with_hint("remove it for now; it is planned, and its shape is settled when it lands"),
-                );
-            }
+        if let Some(list) = top.take("repositories").and_then(|n| de::list(n, "`repositories`", d)) {
+            repositories.extend(list.iter().filter_map(|n| super::backups::repository(n, d, &mut secrets)));
+        }
+        if let Some(list) = top.take("backups").and_then(|n| de::list(n, "`backups`", d)) {
+            backups.extend(list.iter().filter_map(|n| super::backups::policy(n, d, &mut secrets)));
         }
         top.finish(TOP_LEVEL, d);
     }
@@ -164,6 +162,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let receiver_names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
     super::runbooks::cross_check(&runbooks, &runbook_refs, &check_names, &receiver_names, d);
     alerting::check_runbook_links(&alerting_refs, &runbooks, d);
+    super::backups::cross_check(&repositories, &backups, d);
     if first_route.is_none() {
         route = default_route(&receivers, d);
     }
@@ -194,6 +193,8 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         prometheus: prometheus_source,
         incidents,
         runbooks,
+        repositories,
+        backups,
         notes,
         redactor: Redactor::new(secrets),
         files: Vec::new(),
@@ -298,14 +299,15 @@ pub(super) fn url(node: &Node, what: &str, schemes: &[&str], d: &mut Diagnostics
                 );
                 return None;
             }
-            if let Some(pw) = u.password() {
-                if !pw.starts_with("%24%7B") && !pw.starts_with("${") {
-                    d.push(
-                        Diagnostic::error(node.pos.clone(), format!("{what} contains an inline password"))
-                            .with_hint("secrets are never written inline: use `${env:NAME}` or `${file:/path}` in place of the password"),
-                    );
-                    return None;
-                }
+            if let Some(pw) = u.password()
+                && !pw.starts_with("%24%7B")
+                && !pw.starts_with("${")
+            {
+                d.push(
+                    Diagnostic::error(node.pos.clone(), format!("{what} contains an inline password"))
+                        .with_hint("secrets are never written inline: use `${env:NAME}` or `${file:/path}` in place of the password"),
+                );
+                return None;
             }
             Some(value)
         }
@@ -344,10 +346,10 @@ fn check(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut
         f.take("success_threshold").map_or(Some(1), |n| de::integer(n, &format!("{what} success_threshold"), 1..=1000, d));
     let labels = labels(&mut f, &what, d);
 
-    if let (Some(i), Some(n)) = (interval, interval_node) {
-        if i < Duration::from_millis(100) {
-            d.push(Diagnostic::error(n.pos.clone(), format!("{what} interval must be at least 100ms")));
-        }
+    if let (Some(i), Some(n)) = (interval, interval_node)
+        && i < Duration::from_millis(100)
+    {
+        d.push(Diagnostic::error(n.pos.clone(), format!("{what} interval must be at least 100ms")));
     }
     let timeout = match (interval, timeout, timeout_node) {
         // An unset timeout never exceeds a short interval: it shrinks to fit.
@@ -405,7 +407,7 @@ fn check(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut
 }
 
 fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<(Probe, Vec<Condition>)> {
-    let mut f = Fields::of(node, &format!("the `{kind}` probe of {what}"), d)?;
+    let mut f = Fields::of(node, format!("the `{kind}` probe of {what}"), d)?;
     let conditions = conditions(&mut f, kind, what, d);
     let probe = match kind {
         "http" => http(&mut f, what, d, secrets),
@@ -614,17 +616,16 @@ fn cross_check(services: &[Service], checks: &[CheckRef], d: &mut Diagnostics) {
                     .with_hint(format!("the first definition is at {first}; names are unique across all files")),
             );
         }
-        if let Some((svc, pos)) = &c.service {
-            if !seen.contains_key(svc.as_str()) {
-                let hint = match super::diagnostics::closest(svc, services.iter().map(|s| s.name.as_str())) {
-                    Some(n) => format!("did you mean `{n}`?"),
-                    None => "add it under `services:` or fix the name".into(),
-                };
-                d.push(
-                    Diagnostic::error(pos.clone(), format!("check `{}` names service `{svc}`, which is not defined", c.name))
-                        .with_hint(hint),
-                );
-            }
+        if let Some((svc, pos)) = &c.service
+            && !seen.contains_key(svc.as_str())
+        {
+            let hint = match super::diagnostics::closest(svc, services.iter().map(|s| s.name.as_str())) {
+                Some(n) => format!("did you mean `{n}`?"),
+                None => "add it under `services:` or fix the name".into(),
+            };
+            d.push(
+                Diagnostic::error(pos.clone(), format!("check `{}` names service `{svc}`, which is not defined", c.name)).with_hint(hint),
+            );
         }
     }
     for s in services {

@@ -6,6 +6,7 @@
 
 mod sqlite;
 mod sqlite_alerts;
+mod sqlite_backups;
 mod sqlite_incidents;
 mod sqlite_runs;
 
@@ -17,6 +18,7 @@ pub use sqlite::SqliteStore;
 
 use crate::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
 use crate::auth::{Role, TokenInfo};
+use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, Verification};
 use crate::checks::Outcome;
 use crate::checks::state::{CheckState, Transition};
 use crate::incidents::oncall::Override;
@@ -62,7 +64,7 @@ pub struct Rollup {
 }
 
 #[async_trait]
-pub trait Store: AlertStore + IncidentStore + RunStore + Send + Sync + 'static {
+pub trait Store: AlertStore + IncidentStore + RunStore + BackupStore + Send + Sync + 'static {
     /// Last known state of every check, to resume after a restart.
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError>;
     /// Writes a batch of runs in one transaction.
@@ -258,4 +260,56 @@ pub trait RunStore: Send + Sync {
     async fn enqueue_messages(&self, messages: &[OutboxMessage], events: &[NewEvent]) -> Result<(), StoreError>;
     /// Deletes runs finished before `before`, with their steps and events.
     async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+pub trait BackupStore: Send + Sync {
+    /// Takes the policy's lease (`lock`) and records the backup `running`, atomically.
+    /// [`StoreError::Conflict`] when a live lease is held (the message names the owner
+    /// and when the lease ends) or the trigger key was already used. An expired lease
+    /// is taken over.
+    async fn create_backup(&self, backup: &NewBackup, lock: &str) -> Result<BackupRecord, StoreError>;
+    /// Extends the backup's heartbeat and its lease, if `owner` still holds it.
+    async fn heartbeat_backup(&self, id: &str, owner: &str, at: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records the end and releases the lease, atomically.
+    async fn finish_backup(
+        &self,
+        id: &str,
+        status: BackupStatus,
+        plain_bytes: i64,
+        stored_bytes: i64,
+        error: Option<&str>,
+        facts: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+    async fn backup(&self, id: &str) -> Result<Option<BackupRecord>, StoreError>;
+    /// Newest first.
+    async fn backups(&self, q: &BackupQuery) -> Result<Vec<BackupRecord>, StoreError>;
+    /// Marks a restore of the backup as running until `until` (`None`: done).
+    async fn set_restoring(&self, id: &str, until: Option<DateTime<Utc>>) -> Result<(), StoreError>;
+    /// Starts a verification; [`StoreError::Conflict`] when the trigger key was used.
+    async fn start_verification(
+        &self,
+        backup_id: &str,
+        policy: &str,
+        level: u8,
+        trigger: &str,
+        trigger_key: Option<&str>,
+    ) -> Result<i64, StoreError>;
+    /// Shows the verification is still alive (see `fail_stale_verifications`).
+    async fn heartbeat_verification(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records its result, and on the backup the latest verification.
+    async fn finish_verification(
+        &self,
+        id: i64,
+        passed: bool,
+        detail: &serde_json::Value,
+        restore_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// Marks a pruned backup `deleted` (the record stays, the data is gone).
+    async fn mark_backup_deleted(&self, id: &str) -> Result<(), StoreError>;
+    /// Verifications still `running` whose last heartbeat is before `before` (their
+    /// process died) become `failed`.
+    async fn fail_stale_verifications(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Newest first; every backup's when `backup_id` is `None`.
+    async fn verifications(&self, backup_id: Option<&str>, limit: u32) -> Result<Vec<Verification>, StoreError>;
 }

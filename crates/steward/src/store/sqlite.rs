@@ -294,6 +294,55 @@ CREATE TRIGGER run_events_no_delete_unfinished BEFORE DELETE ON run_events
 WHEN (SELECT finished_ms FROM runs WHERE id = OLD.run_id) IS NULL
 BEGIN SELECT RAISE(ABORT, 'run events are append-only; only finished runs expire'); END;
 "#,
+    r#"
+CREATE TABLE backups (
+    id TEXT PRIMARY KEY,
+    policy TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    trigger_key TEXT UNIQUE,
+    started_by TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    heartbeat_ms INTEGER NOT NULL,
+    plain_bytes INTEGER NOT NULL DEFAULT 0,
+    stored_bytes INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    facts TEXT NOT NULL DEFAULT 'null',
+    verified_ms INTEGER,
+    verify_result TEXT,
+    verify_level INTEGER,
+    restore_ms INTEGER,
+    restoring_until_ms INTEGER
+);
+CREATE INDEX backups_by_policy ON backups (policy, started_ms);
+CREATE INDEX backups_by_status ON backups (status, started_ms);
+CREATE TABLE backup_locks (
+    name TEXT PRIMARY KEY,
+    backup_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    acquired_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE backup_verifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    backup_id TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    trigger_key TEXT UNIQUE,
+    started_ms INTEGER NOT NULL,
+    heartbeat_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT 'null',
+    restore_ms INTEGER
+);
+CREATE INDEX backup_verifications_by_backup ON backup_verifications (backup_id, id);
+"#,
 ];
 
 pub struct SqliteStore {

@@ -1,0 +1,273 @@
+//! Where backups live: a local directory or an S3-compatible bucket, through
+//! object_store, with one layout:
+//!
+//! ```text
+//! <policy>/<id>/data/<object>      immutable, written once
+//! <policy>/<id>/manifest.json      written last: the backup exists from then on
+//! ```
+//!
+//! Every object is read back after upload and its size and blake3 compared with what
+//! was sent, before the manifest may name it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::mpsc;
+
+use super::manifest::Manifest;
+use super::pipeline::{Digest, StoredHasher};
+use crate::config::backups::{Repository, RepositoryKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("repository `{repo}`: {message}")]
+    Store { repo: String, message: String },
+    #[error("repository `{repo}`: object {key} is missing")]
+    Missing { repo: String, key: String },
+    #[error("repository `{repo}`: object {key} is corrupt: {detail}")]
+    Corrupt { repo: String, key: String, detail: String },
+}
+
+#[derive(Clone)]
+pub struct Repo {
+    pub name: String,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repo({})", self.name)
+    }
+}
+
+fn data_key(policy: &str, id: &str, object: &str) -> ObjectPath {
+    ObjectPath::from(format!("{policy}/{id}/data/{object}"))
+}
+
+fn manifest_key(policy: &str, id: &str) -> ObjectPath {
+    ObjectPath::from(format!("{policy}/{id}/manifest.json"))
+}
+
+impl Repo {
+    /// Opens the repository (creating a local directory if needed); credentials stay
+    /// inside object_store's client, never in messages.
+    pub fn open(config: &Repository) -> Result<Repo, RepoError> {
+        let err = |message: String| RepoError::Store { repo: config.name.clone(), message };
+        let store: Arc<dyn ObjectStore> = match &config.kind {
+            RepositoryKind::Local { path } => {
+                std::fs::create_dir_all(path).map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(path)
+                        .map_err(|e| err(e.to_string()))?
+                        .with_automatic_cleanup(true),
+                )
+            }
+            RepositoryKind::S3(s3) => {
+                let mut b = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(&s3.region)
+                    .with_allow_http(s3.allow_http);
+                if let Some(e) = &s3.endpoint {
+                    // Path-style requests: what S3-compatible servers expect.
+                    b = b.with_endpoint(e.trim_end_matches('/')).with_virtual_hosted_style_request(false);
+                }
+                match (&s3.access_key_id, &s3.secret_access_key) {
+                    (Some(k), Some(s)) => b = b.with_access_key_id(k.expose()).with_secret_access_key(s.expose()),
+                    _ => {
+                        if let (Ok(k), Ok(s)) = (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
+                            b = b.with_access_key_id(k).with_secret_access_key(s);
+                        }
+                    }
+                }
+                let s3store = b.build().map_err(|e| err(e.to_string()))?;
+                if s3.prefix.is_empty() {
+                    Arc::new(s3store)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(s3store, s3.prefix.as_str()))
+                }
+            }
+        };
+        Ok(Repo { name: config.name.clone(), store })
+    }
+
+    fn error(&self, e: object_store::Error, key: &ObjectPath) -> RepoError {
+        match e {
+            object_store::Error::NotFound { .. } => RepoError::Missing { repo: self.name.clone(), key: key.to_string() },
+            other => RepoError::Store { repo: self.name.clone(), message: format!("{key}: {other}") },
+        }
+    }
+
+    /// Uploads the chunks `rx` delivers as one new object, then reads it back and checks
+    /// size and blake3 against what was sent. Never overwrites.
+    pub async fn upload(&self, policy: &str, id: &str, object: &str, mut rx: mpsc::Receiver<Bytes>) -> Result<Digest, RepoError> {
+        let key = data_key(policy, id, object);
+        match self.store.head(&key).await {
+            Ok(_) => {
+                return Err(RepoError::Store {
+                    repo: self.name.clone(),
+                    message: format!("{key} already exists; objects are never overwritten"),
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.error(e, &key)),
+        }
+        let mut upload = self.store.put_multipart(&key).await.map_err(|e| self.error(e, &key))?;
+        let mut sent = StoredHasher::default();
+        let mut parts = 0;
+        let result = async {
+            while let Some(chunk) = rx.recv().await {
+                sent.update(&chunk);
+                parts += 1;
+                upload.put_part(PutPayload::from(chunk)).await?;
+            }
+            if parts == 0 {
+                upload.put_part(PutPayload::from(Bytes::new())).await?;
+            }
+            upload.complete().await
+        }
+        .await;
+        if let Err(e) = result {
+            // Best effort: a failed multipart upload leaves nothing the manifest names.
+            let _ = upload.abort().await;
+            return Err(self.error(e, &key));
+        }
+        let sent = sent.finish();
+        let read = self.read_digest(&key).await?;
+        if read != sent {
+            return Err(RepoError::Corrupt {
+                repo: self.name.clone(),
+                key: key.to_string(),
+                detail: format!(
+                    "read back {} bytes (blake3 {}) after sending {} bytes (blake3 {})",
+                    read.bytes, read.blake3, sent.bytes, sent.blake3
+                ),
+            });
+        }
+        Ok(sent)
+    }
+
+    async fn read_digest(&self, key: &ObjectPath) -> Result<Digest, RepoError> {
+        let got = self.store.get(key).await.map_err(|e| self.error(e, key))?;
+        let mut stream = got.into_stream();
+        let mut h = StoredHasher::default();
+        while let Some(chunk) = stream.next().await {
+            h.update(&chunk.map_err(|e| self.error(e, key))?);
+        }
+        Ok(h.finish())
+    }
+
+    /// Streams a stored object into `tx` while hashing it; the digest of what was read,
+    /// also when the consumer stopped early (the rest is read and hashed anyway, so a
+    /// checksum mismatch is reported as such rather than as a decoding error).
+    pub async fn download(
+        &self,
+        policy: &str,
+        id: &str,
+        object: &str,
+        tx: mpsc::Sender<std::io::Result<Bytes>>,
+    ) -> Result<Digest, RepoError> {
+        let key = data_key(policy, id, object);
+        let got = self.store.get(&key).await.map_err(|e| self.error(e, &key))?;
+        let mut stream = got.into_stream();
+        let mut h = StoredHasher::default();
+        let mut consumer = Some(tx);
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let err = self.error(e, &key);
+                    if let Some(tx) = consumer.take() {
+                        let _ = tx.send(Err(std::io::Error::other(err.to_string()))).await;
+                    }
+                    return Err(err);
+                }
+            };
+            h.update(&chunk);
+            if let Some(tx) = &consumer
+                && tx.send(Ok(chunk)).await.is_err()
+            {
+                consumer = None;
+            }
+        }
+        Ok(h.finish())
+    }
+
+    /// Size of a stored object, without reading it.
+    pub async fn object_size(&self, policy: &str, id: &str, object: &str) -> Result<u64, RepoError> {
+        let key = data_key(policy, id, object);
+        Ok(self.store.head(&key).await.map_err(|e| self.error(e, &key))?.size)
+    }
+
+    /// Writes the manifest (the backup exists from now on) and reads it back.
+    pub async fn write_manifest(&self, m: &Manifest) -> Result<(), RepoError> {
+        let key = manifest_key(&m.policy, &m.id);
+        let body = serde_json::to_vec_pretty(m).expect("a manifest serializes");
+        self.store.put(&key, PutPayload::from(body.clone())).await.map_err(|e| self.error(e, &key))?;
+        let back = self.store.get(&key).await.map_err(|e| self.error(e, &key))?.bytes().await.map_err(|e| self.error(e, &key))?;
+        if back.as_ref() != body.as_slice() {
+            return Err(RepoError::Corrupt {
+                repo: self.name.clone(),
+                key: key.to_string(),
+                detail: "the manifest read back differs".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The manifest, `None` when the backup never completed (or was deleted).
+    pub async fn manifest(&self, policy: &str, id: &str) -> Result<Option<Manifest>, RepoError> {
+        let key = manifest_key(policy, id);
+        let bytes = match self.store.get(&key).await {
+            Ok(g) => g.bytes().await.map_err(|e| self.error(e, &key))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error(e, &key)),
+        };
+        Manifest::parse(&bytes).map(Some).map_err(|detail| RepoError::Corrupt { repo: self.name.clone(), key: key.to_string(), detail })
+    }
+
+    /// Every backup id under `policy`, and whether it has a manifest.
+    pub async fn list(&self, policy: &str) -> Result<Vec<(String, bool)>, RepoError> {
+        let prefix = ObjectPath::from(policy);
+        let mut ids = BTreeSet::new();
+        let mut complete = BTreeSet::new();
+        let mut stream = self.store.list(Some(&prefix));
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(|e| self.error(e, &prefix))?;
+            let parts: Vec<_> = meta.location.parts().collect();
+            if parts.len() >= 3 {
+                let id = parts[1].as_ref().to_string();
+                if parts.len() == 3 && parts[2].as_ref() == "manifest.json" {
+                    complete.insert(id.clone());
+                }
+                ids.insert(id);
+            }
+        }
+        Ok(ids.into_iter().map(|id| (id.clone(), complete.contains(&id))).collect())
+    }
+
+    /// Deletes a backup: the manifest first (from then on it does not exist), then
+    /// its objects. Safe to call again after a failure half-way.
+    pub async fn delete(&self, policy: &str, id: &str) -> Result<u64, RepoError> {
+        let manifest = manifest_key(policy, id);
+        match self.store.delete(&manifest).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.error(e, &manifest)),
+        }
+        let prefix = ObjectPath::from(format!("{policy}/{id}"));
+        let mut deleted = 0;
+        let keys: Vec<ObjectPath> =
+            self.store.list(Some(&prefix)).filter_map(|m| async move { m.ok().map(|m| m.location) }).collect().await;
+        for key in keys {
+            match self.store.delete(&key).await {
+                Ok(()) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error(e, &key)),
+            }
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,733 @@
+//! Backup, verify, restore and prune, as the CLI and the server both run them. No
+//! dependency on the server: `steward backup restore` works with only the
+//! configuration, the data directory and the repository, when the server is down.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+use tokio_util::sync::CancellationToken;
+
+use super::manifest::{Compression, Encryption, FORMAT, Manifest};
+use super::repository::Repo;
+use super::retention::{self, Candidate, PlanItem};
+use super::sources::process::Running;
+use super::sources::{self, BackupCx, Comparison, Produced, Progress};
+use super::{BackupQuery, BackupRecord, BackupStatus, NewBackup, Verification, new_id, process_owner};
+use crate::config::Config;
+use crate::config::backups::{BackupPolicy, BackupSource};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// A lease not renewed for this long is expired: its holder is gone.
+pub const LEASE: Duration = Duration::from_secs(30);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0}")]
+    NotFound(String),
+    /// Another backup of the policy holds the lease.
+    #[error("{0}")]
+    Busy(String),
+    /// The restore target has data and `--force` was not given.
+    #[error("{0}")]
+    TargetNotEmpty(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs `beat` every [`HEARTBEAT_EVERY`] until the returned task is aborted: the
+/// heartbeat that keeps a lease (or a verification) from looking abandoned.
+fn keep_alive<F, Fut>(beat: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            beat().await;
+        }
+    })
+}
+
+/// Backups as a service: shared by the CLI and the server.
+pub struct Backups {
+    pub store: Arc<dyn Store>,
+    pub metrics: Option<Arc<Metrics>>,
+    /// Data directory: spool space for tools that need files.
+    pub data_dir: PathBuf,
+    /// Live operations (backup id → progress), for the API and progress bars.
+    live: Mutex<HashMap<String, Arc<Progress>>>,
+}
+
+/// What a restore did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub policy: String,
+    pub source: String,
+    pub target: String,
+    pub dry_run: bool,
+    /// Whether the target held data before (and `--force` replaced it).
+    pub target_had_data: bool,
+    pub target_state: String,
+    pub objects: usize,
+    pub plain_bytes: u64,
+    pub duration_ms: Option<u128>,
+    pub result: Json,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub policy: String,
+    pub dry_run: bool,
+    pub items: Vec<PlanItem>,
+    pub deleted: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+fn redact(config: &Config, text: &str) -> String {
+    config.redactor.redact(text).into_owned()
+}
+
+fn encryption(policy: &BackupPolicy) -> Result<Option<age::x25519::Identity>, BackupError> {
+    policy.encryption_key.as_ref().map(|k| super::pipeline::identity(k.expose())).transpose().map_err(BackupError::Invalid)
+}
+
+impl Backups {
+    pub fn new(store: Arc<dyn Store>, metrics: Option<Arc<Metrics>>, data_dir: PathBuf) -> Backups {
+        Backups { store, metrics, data_dir, live: Mutex::new(HashMap::new()) }
+    }
+
+    /// Progress of a live backup, verify or restore.
+    pub fn progress(&self, id: &str) -> Option<Arc<Progress>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    fn track(&self, id: &str, p: &Arc<Progress>) {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), p.clone());
+    }
+
+    fn untrack(&self, id: &str) {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    fn policy<'c>(config: &'c Config, name: &str) -> Result<&'c BackupPolicy, BackupError> {
+        config.backup(name).ok_or_else(|| {
+            let known: Vec<&str> = config.backups.iter().map(|b| b.name.as_str()).collect();
+            BackupError::NotFound(if known.is_empty() {
+                format!("no backup policy `{name}`: the configuration defines none")
+            } else {
+                format!("no backup policy `{name}`; configured: {}", known.join(", "))
+            })
+        })
+    }
+
+    fn repo(config: &Config, name: &str) -> Result<Repo, BackupError> {
+        let cfg = config.repository(name).ok_or_else(|| BackupError::NotFound(format!("repository `{name}` is not configured")))?;
+        Repo::open(cfg).map_err(|e| BackupError::Failed(e.to_string()))
+    }
+
+    /// Takes one backup of `policy`, start to end. `progress` is updated as it goes.
+    pub async fn run(
+        &self,
+        config: &Config,
+        policy: &str,
+        trigger: &str,
+        started_by: &str,
+        trigger_key: Option<String>,
+        progress: Arc<Progress>,
+    ) -> Result<BackupRecord, BackupError> {
+        let policy = Self::policy(config, policy)?;
+        let repo = Self::repo(config, &policy.repository)?;
+        let identity = encryption(policy)?;
+        let started_at = Utc::now();
+        let owner = process_owner();
+        let new = NewBackup {
+            id: new_id(started_at),
+            policy: policy.name.clone(),
+            repository: policy.repository.clone(),
+            source: policy.source.kind().to_string(),
+            trigger: trigger.to_string(),
+            started_by: started_by.to_string(),
+            owner: owner.clone(),
+            started_at,
+            trigger_key,
+            lease: LEASE,
+        };
+        let record = self.store.create_backup(&new, &format!("backup:{}", policy.name)).await.map_err(|e| match e {
+            StoreError::Conflict(m) => BackupError::Busy(m),
+            other => BackupError::Store(other),
+        })?;
+        let id = record.id.clone();
+        tracing::info!(backup = %id, policy = %policy.name, repository = %policy.repository, "backup started");
+        self.track(&id, &progress);
+        let spool = self.data_dir.join("spool").join(&id);
+        let cancel = CancellationToken::new();
+        let running = Running::default();
+        let heartbeat = {
+            let store = self.store.clone();
+            let (id, owner) = (id.clone(), owner.clone());
+            keep_alive(move || {
+                let (store, id, owner) = (store.clone(), id.clone(), owner.clone());
+                async move {
+                    let now = Utc::now();
+                    let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+                    if let Err(e) = store.heartbeat_backup(&id, &owner, now, until).await {
+                        tracing::warn!(backup = %id, error = %e, "could not renew the backup lease");
+                    }
+                }
+            })
+        };
+        let cx = BackupCx {
+            repo: repo.clone(),
+            policy: policy.name.clone(),
+            id: id.clone(),
+            level: policy.compression_level,
+            recipient: identity.as_ref().map(|i| i.to_public()),
+            spool: spool.clone(),
+            progress: progress.clone(),
+            cancel: cancel.clone(),
+        };
+        let started = Instant::now();
+        let produced = match std::fs::create_dir_all(&spool) {
+            Err(e) => Err(format!("cannot create the spool directory {}: {e}", spool.display())),
+            Ok(()) => match tokio::time::timeout(policy.timeout, produce(&cx, &policy.source, &running)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    running.kill_all();
+                    Err(format!("timed out after {}", crate::config::duration::format_duration(policy.timeout)))
+                }
+            },
+        };
+        let _ = std::fs::remove_dir_all(&spool);
+        let outcome = match produced {
+            Ok(p) => {
+                progress.set_phase("writing the manifest");
+                let manifest = Manifest {
+                    format: FORMAT,
+                    id: id.clone(),
+                    policy: policy.name.clone(),
+                    source: policy.source.kind().to_string(),
+                    target: policy.source.target(),
+                    tool: p.tool.clone(),
+                    started_at,
+                    finished_at: Utc::now(),
+                    compression: Compression { algorithm: "zstd".into(), level: policy.compression_level },
+                    encryption: identity.as_ref().map(|i| Encryption { scheme: "age-x25519".into(), recipient: i.to_public().to_string() }),
+                    objects: p.objects.clone(),
+                    facts: p.facts.clone(),
+                };
+                repo.write_manifest(&manifest).await.map(|_| (manifest, p)).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        cancel.cancel();
+        heartbeat.abort();
+        self.untrack(&id);
+        match outcome {
+            Ok((manifest, p)) => {
+                let facts = summary(&p.facts);
+                self.store
+                    .finish_backup(
+                        &id,
+                        BackupStatus::Succeeded,
+                        manifest.plain_bytes() as i64,
+                        manifest.stored_bytes() as i64,
+                        None,
+                        &facts,
+                    )
+                    .await?;
+                tracing::info!(
+                    backup = %id,
+                    policy = %policy.name,
+                    bytes = manifest.plain_bytes(),
+                    stored = manifest.stored_bytes(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "backup succeeded"
+                );
+            }
+            Err(e) => {
+                let e = redact(config, &e);
+                tracing::error!(backup = %id, policy = %policy.name, error = %e, "backup failed");
+                self.store
+                    .finish_backup(
+                        &id,
+                        BackupStatus::Failed,
+                        progress.plain.load(std::sync::atomic::Ordering::Relaxed) as i64,
+                        0,
+                        Some(&e),
+                        &Json::Null,
+                    )
+                    .await?;
+                // Its objects never became a backup (no manifest); remove them now, or prune will.
+                if let Err(del) = repo.delete(&policy.name, &id).await {
+                    tracing::warn!(backup = %id, error = %del, "could not remove a failed backup's objects yet; prune will");
+                }
+            }
+        }
+        let record = self.store.backup(&id).await?.ok_or_else(|| BackupError::NotFound(format!("backup {id} vanished from the store")))?;
+        self.publish(&record.policy).await;
+        Ok(record)
+    }
+
+    /// The record and its manifest; the manifest is `None` when it is gone.
+    async fn resolve(&self, config: &Config, id: &str) -> Result<(BackupRecord, Repo, Option<Manifest>), BackupError> {
+        if !super::valid_id(id) {
+            return Err(BackupError::Invalid(format!("`{id}` is not a backup id (they look like 20261122T020000Z-7f3a)")));
+        }
+        let record = self.store.backup(id).await?.ok_or_else(|| BackupError::NotFound(format!("no backup {id}")))?;
+        let repo = Self::repo(config, &record.repository)?;
+        let manifest = repo.manifest(&record.policy, id).await.map_err(|e| BackupError::Failed(e.to_string()))?;
+        Ok((record, repo, manifest))
+    }
+
+    /// The newest successful backup of `policy`.
+    pub async fn latest(&self, policy: &str) -> Result<BackupRecord, BackupError> {
+        let q = BackupQuery { policy: Some(policy.to_string()), status: Some(BackupStatus::Succeeded), limit: 1 };
+        self.store
+            .backups(&q)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| BackupError::NotFound(format!("policy `{policy}` has no successful backup")))
+    }
+
+    /// Verifies a backup: level 1 reads every object and checks sizes and both
+    /// checksums; `restore_test` restores into a scratch instance and compares.
+    pub async fn verify(
+        &self,
+        config: &Config,
+        id: &str,
+        restore_test: bool,
+        trigger: &str,
+        trigger_key: Option<&str>,
+        progress: Arc<Progress>,
+    ) -> Result<Verification, BackupError> {
+        let (record, repo, manifest) = self.resolve(config, id).await?;
+        if record.status != BackupStatus::Succeeded {
+            return Err(BackupError::Invalid(format!("backup {id} is {}: only successful backups are verified", record.status.as_str())));
+        }
+        let policy = config.backup(&record.policy);
+        let identity = policy.map(encryption).transpose()?.flatten();
+        if restore_test && policy.is_none() {
+            return Err(BackupError::Invalid(format!(
+                "policy `{}` is no longer configured: a restore test needs its source",
+                record.policy
+            )));
+        }
+        let level = if restore_test { 2 } else { 1 };
+        let vid = self.store.start_verification(id, &record.policy, level, trigger, trigger_key).await.map_err(|e| match e {
+            StoreError::Conflict(m) => BackupError::Busy(m),
+            other => BackupError::Store(other),
+        })?;
+        let heartbeat = {
+            let store = self.store.clone();
+            keep_alive(move || {
+                let store = store.clone();
+                async move {
+                    if let Err(e) = store.heartbeat_verification(vid, Utc::now()).await {
+                        tracing::warn!(verification = vid, error = %e, "could not record the verification's heartbeat");
+                    }
+                }
+            })
+        };
+        self.track(id, &progress);
+        let started = Instant::now();
+        let outcome = match (manifest, policy) {
+            (None, _) => Err("its manifest is missing from the repository: the backup is gone or damaged".to_string()),
+            (Some(m), Some(policy)) if restore_test => {
+                progress.total.store(m.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
+                restore_test_for(&repo, &m, identity.as_ref(), policy, &progress, &Running::default()).await
+            }
+            (Some(m), _) => {
+                progress.total.store(m.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
+                check_objects(&repo, &m, identity.as_ref(), &progress).await
+            }
+        };
+        heartbeat.abort();
+        self.untrack(id);
+        let (passed, detail, restore_ms) = match &outcome {
+            Ok((c, restore)) => (
+                c.passed(),
+                json!({ "level": level, "matched": c.matched, "differences": c.differences, "seconds": started.elapsed().as_secs_f64() }),
+                restore.map(|d| d.as_millis() as i64),
+            ),
+            Err(e) => (false, json!({ "level": level, "error": redact(config, e), "seconds": started.elapsed().as_secs_f64() }), None),
+        };
+        self.store.finish_verification(vid, passed, &detail, restore_ms).await?;
+        if passed {
+            tracing::info!(backup = %id, level, "backup verified");
+        } else {
+            tracing::error!(backup = %id, level, detail = %detail, "backup verification FAILED");
+        }
+        self.publish(&record.policy).await;
+        let v = self.store.verifications(Some(id), 1).await?.into_iter().next();
+        v.ok_or_else(|| BackupError::NotFound("the verification vanished from the store".into()))
+    }
+
+    /// Restores a backup into `target`: a database URL (PostgreSQL, MySQL), a file
+    /// (Redis' dump.rdb) or a directory. Refuses a target with data unless `force`.
+    pub async fn restore(
+        &self,
+        config: &Config,
+        id: &str,
+        target: &str,
+        force: bool,
+        dry_run: bool,
+        progress: Arc<Progress>,
+    ) -> Result<RestoreReport, BackupError> {
+        let (record, repo, manifest) = self.resolve(config, id).await?;
+        if record.status != BackupStatus::Succeeded {
+            return Err(BackupError::Invalid(format!(
+                "backup {id} is {}: only successful backups can be restored",
+                record.status.as_str()
+            )));
+        }
+        let manifest = manifest.ok_or_else(|| BackupError::Failed(format!("backup {id}: its manifest is missing from the repository")))?;
+        let identity = match config.backup(&record.policy) {
+            Some(p) => encryption(p)?,
+            None if manifest.encryption.is_some() => {
+                return Err(BackupError::Invalid(format!(
+                    "backup {id} is encrypted and policy `{}` (its key) is no longer configured",
+                    record.policy
+                )));
+            }
+            None => None,
+        };
+        let (had_data, state) = inspect(&manifest.source, target).await.map_err(BackupError::Invalid)?;
+        let mut report = RestoreReport {
+            backup: id.to_string(),
+            policy: record.policy.clone(),
+            source: manifest.source.clone(),
+            target: crate::config::secret::redact_url_password(target).into_owned(),
+            dry_run,
+            target_had_data: had_data,
+            target_state: state.clone(),
+            objects: manifest.objects.len(),
+            plain_bytes: manifest.plain_bytes(),
+            duration_ms: None,
+            result: Json::Null,
+        };
+        if had_data && !force {
+            return Err(BackupError::TargetNotEmpty(format!(
+                "the target is not empty ({state}); nothing was changed. Restore elsewhere, or pass --force to replace what is there"
+            )));
+        }
+        if dry_run {
+            report.result = json!({ "would": restore_plan(&manifest.source, had_data) });
+            return Ok(report);
+        }
+        progress.total.store(manifest.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
+        self.track(id, &progress);
+        let hold = |until: Option<DateTime<Utc>>| self.store.set_restoring(id, until);
+        hold(Some(Utc::now() + chrono::Duration::hours(24))).await?;
+        let started = Instant::now();
+        tracing::warn!(backup = %id, target = %report.target, force, "restore started");
+        let running = Running::default();
+        let result = restore_into(&repo, &manifest, identity.as_ref(), target, had_data, &progress, &running).await;
+        hold(None).await?;
+        self.untrack(id);
+        report.duration_ms = Some(started.elapsed().as_millis());
+        match result {
+            Ok(v) => {
+                tracing::warn!(backup = %id, target = %report.target, seconds = started.elapsed().as_secs_f64(), "restore finished");
+                report.result = v;
+                Ok(report)
+            }
+            Err(e) => Err(BackupError::Failed(format!("the restore failed: {}", redact(config, &e)))),
+        }
+    }
+
+    /// Computes the retention plan of `policy` and, unless `dry_run`, carries it out.
+    pub async fn prune(&self, config: &Config, policy: &str, dry_run: bool) -> Result<PruneReport, BackupError> {
+        let p = Self::policy(config, policy)?;
+        let Some(rules) = &p.retention else {
+            return Err(BackupError::Invalid(format!(
+                "policy `{policy}` has no retention rules; refusing to prune with an empty policy (add `retention:` with e.g. keep_daily and min_keep)"
+            )));
+        };
+        let repo = Self::repo(config, &p.repository)?;
+        let now = Utc::now();
+        let records = self.store.backups(&BackupQuery { policy: Some(policy.to_string()), status: None, limit: 1_000_000 }).await?;
+        let stored = repo.list(policy).await.map_err(|e| BackupError::Failed(e.to_string()))?;
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let lease = chrono::Duration::from_std(LEASE).unwrap_or_default();
+        for r in records.iter().filter(|r| r.repository == p.repository && r.status != BackupStatus::Deleted) {
+            let in_repo = stored.iter().find(|(id, _)| *id == r.id);
+            // A record whose data is gone from the repository has nothing to delete,
+            // except a success whose manifest vanished: that is worth a plan line.
+            if in_repo.is_none() && r.status != BackupStatus::Succeeded && r.status != BackupStatus::Running {
+                continue;
+            }
+            candidates.push(Candidate {
+                id: r.id.clone(),
+                started_at: r.started_at,
+                status: r.status,
+                in_progress: r.status == BackupStatus::Running && now - r.heartbeat_at < lease,
+                restoring: r.restoring_until.is_some_and(|t| t > now),
+            });
+        }
+        // In the repository but unknown to this store (another steward, a lost data
+        // directory): complete ones count as successes, the rest as leftovers.
+        for (id, complete) in &stored {
+            if candidates.iter().any(|c| c.id == *id) || records.iter().any(|r| r.id == *id) {
+                continue;
+            }
+            let Some(at) = id_time(id) else { continue };
+            // Objects younger than a lease may belong to a backup starting elsewhere.
+            if !complete && now - at < lease {
+                continue;
+            }
+            let status = if *complete { BackupStatus::Succeeded } else { BackupStatus::Interrupted };
+            candidates.push(Candidate { id: id.clone(), started_at: at, status, in_progress: false, restoring: false });
+        }
+        let items = retention::plan(&candidates, rules, now);
+        let mut report = PruneReport { policy: policy.to_string(), dry_run, items, deleted: vec![], errors: vec![] };
+        if dry_run {
+            return Ok(report);
+        }
+        for item in report.items.iter().filter(|i| !i.keep) {
+            match repo.delete(policy, &item.id).await {
+                Ok(_) => {
+                    if records.iter().any(|r| r.id == item.id) {
+                        self.store.mark_backup_deleted(&item.id).await?;
+                    }
+                    report.deleted.push(item.id.clone());
+                }
+                Err(e) => report.errors.push(format!("{}: {e}", item.id)),
+            }
+        }
+        tracing::info!(policy, deleted = report.deleted.len(), kept = report.items.iter().filter(|i| i.keep).count(), "pruned");
+        self.publish(policy).await;
+        Ok(report)
+    }
+
+    /// After a restart: backups left `running` by a process whose lease expired are
+    /// settled: `succeeded` if their manifest made it, else `interrupted` (and their
+    /// objects removed when the repository answers).
+    pub async fn recover(&self, config: &Config) -> Result<(), BackupError> {
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let running = self.store.backups(&BackupQuery { policy: None, status: Some(BackupStatus::Running), limit: 10_000 }).await?;
+        for r in running.into_iter().filter(|r| now - r.heartbeat_at > lease && self.progress(&r.id).is_none()) {
+            let repo = config.repository(&r.repository).and_then(|c| Repo::open(c).ok());
+            let manifest = match &repo {
+                Some(repo) => repo.manifest(&r.policy, &r.id).await.ok().flatten(),
+                None => None,
+            };
+            match manifest {
+                Some(m) => {
+                    tracing::warn!(backup = %r.id, "a backup interrupted after its manifest was written is complete");
+                    self.store
+                        .finish_backup(
+                            &r.id,
+                            BackupStatus::Succeeded,
+                            m.plain_bytes() as i64,
+                            m.stored_bytes() as i64,
+                            None,
+                            &summary(&m.facts),
+                        )
+                        .await?;
+                }
+                None => {
+                    let error = format!(
+                        "steward stopped during the backup (owner {}, last heartbeat {})",
+                        r.owner,
+                        r.heartbeat_at.format("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                    tracing::warn!(backup = %r.id, "{error}");
+                    self.store.finish_backup(&r.id, BackupStatus::Interrupted, r.plain_bytes, 0, Some(&error), &Json::Null).await?;
+                    if let Some(repo) = repo
+                        && let Err(e) = repo.delete(&r.policy, &r.id).await
+                    {
+                        tracing::warn!(backup = %r.id, error = %e, "could not remove an interrupted backup's objects yet; prune will");
+                    }
+                }
+            }
+        }
+        self.store.fail_stale_verifications(now - lease).await?;
+        for p in &config.backups {
+            self.publish(&p.name).await;
+        }
+        Ok(())
+    }
+
+    /// Updates the policy's gauges from the store.
+    pub async fn publish(&self, policy: &str) {
+        let Some(metrics) = &self.metrics else { return };
+        let q = BackupQuery { policy: Some(policy.to_string()), status: Some(BackupStatus::Succeeded), limit: 1 };
+        if let Ok(Some(b)) = self.store.backups(&q).await.map(|v| v.into_iter().next()) {
+            metrics.backup_observed(&b);
+        }
+        if let Ok(list) = self.store.backups(&BackupQuery { policy: Some(policy.to_string()), status: None, limit: 50 }).await
+            && let Some(v) = list.iter().find(|b| b.verified_at.is_some())
+        {
+            metrics.backup_verification_observed(v);
+        }
+    }
+}
+
+/// Facts for the store: without per-file lists (those stay in the manifest).
+fn summary(facts: &Json) -> Json {
+    let mut f = facts.clone();
+    if let Some(o) = f.as_object_mut() {
+        o.remove("list");
+    }
+    f
+}
+
+/// The start time in a backup id.
+fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(id.get(..16)?, "%Y%m%dT%H%M%SZ").ok().map(|n| n.and_utc())
+}
+
+async fn produce(cx: &BackupCx, source: &BackupSource, running: &Running) -> Result<Produced, String> {
+    match source {
+        BackupSource::Postgres(p) => sources::postgres::backup(cx, p, running).await,
+        BackupSource::Mysql { url } => sources::mysql::backup(cx, url.expose(), running).await,
+        BackupSource::Redis { url } => sources::redis::backup(cx, url.expose(), running).await,
+        BackupSource::Directory { path } => sources::directory::backup(cx, path).await,
+        BackupSource::Nats { .. } => Err("NATS JetStream backups are not available in this version".into()),
+    }
+}
+
+type Checked = Result<(Comparison, Option<Duration>), String>;
+
+/// Level 1: every object read in full; sizes, stored and plain blake3 compared.
+async fn check_objects(repo: &Repo, m: &Manifest, identity: Option<&age::x25519::Identity>, progress: &Arc<Progress>) -> Checked {
+    progress.set_phase("checking objects");
+    let mut c = Comparison::default();
+    for object in &m.objects {
+        match sources::read_object(repo, m, object, identity, progress, |r| std::io::copy(r, &mut std::io::sink())).await {
+            Ok(_) => c
+                .matched
+                .push(format!("{}: {} bytes stored, {} plain, checksums equal", object.name, object.stored.bytes, object.plain.bytes)),
+            Err(e) => c.differences.push(e.to_string()),
+        }
+    }
+    Ok((c, None))
+}
+
+async fn restore_test_for(
+    repo: &Repo,
+    m: &Manifest,
+    identity: Option<&age::x25519::Identity>,
+    policy: &BackupPolicy,
+    progress: &Arc<Progress>,
+    running: &Running,
+) -> Checked {
+    let (c, d) = match &policy.source {
+        BackupSource::Postgres(_) => {
+            sources::postgres::restore_test(repo, m, identity, &policy.verify.assertions, progress, running).await?
+        }
+        BackupSource::Mysql { url } => {
+            sources::mysql::restore_test(repo, m, identity, url.expose(), &policy.verify.assertions, progress, running).await?
+        }
+        BackupSource::Redis { .. } => sources::redis::restore_test(repo, m, identity, progress).await?,
+        BackupSource::Directory { .. } => {
+            let dir = tempfile::Builder::new().prefix("steward-scratch-dir-").tempdir().map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            progress.set_phase("restoring into a scratch directory");
+            let c = sources::directory::restore_into(repo, m, identity, dir.path(), progress).await?;
+            (c, started.elapsed())
+        }
+        BackupSource::Nats { .. } => return Err("NATS JetStream restore tests are not available in this version".into()),
+    };
+    Ok((c, Some(d)))
+}
+
+/// Whether the target holds data, and what it holds, for messages.
+async fn inspect(source: &str, target: &str) -> Result<(bool, String), String> {
+    match source {
+        "postgres" => {
+            if !target.starts_with("postgres://") && !target.starts_with("postgresql://") {
+                return Err("a PostgreSQL backup restores into a database: --to postgres://USER@HOST:5432/DATABASE".into());
+            }
+            let (db, tables) = sources::postgres::inspect_target(target).await?;
+            Ok((tables > 0, format!("database {db} has {tables} tables")))
+        }
+        "mysql" => {
+            if !target.starts_with("mysql://") && !target.starts_with("mariadb://") {
+                return Err("a MySQL/MariaDB backup restores into a database: --to mysql://USER@HOST:3306/DATABASE".into());
+            }
+            let (db, tables) = sources::mysql::inspect_target(&target.replacen("mariadb://", "mysql://", 1)).await?;
+            Ok((tables > 0, format!("database {db} has {tables} tables")))
+        }
+        "redis" => {
+            let p = Path::new(target);
+            if !p.is_absolute() {
+                return Err("a Redis backup restores as an RDB file: --to /ABSOLUTE/PATH/dump.rdb (stop Redis, restore, start it)".into());
+            }
+            let size = std::fs::metadata(p).map(|m| m.len()).ok();
+            Ok((size.is_some_and(|s| s > 0), size.map_or("no file there".into(), |s| format!("{} exists ({s} bytes)", p.display()))))
+        }
+        "directory" => {
+            let p = Path::new(target);
+            if !p.is_absolute() {
+                return Err("a directory backup restores into a directory: --to /ABSOLUTE/PATH".into());
+            }
+            let full = sources::directory::is_non_empty(p);
+            Ok((full, if full { format!("{} has files", p.display()) } else { format!("{} is empty or missing", p.display()) }))
+        }
+        other => Err(format!("restoring {other} backups is not available in this version")),
+    }
+}
+
+fn restore_plan(source: &str, replace: bool) -> String {
+    match (source, replace) {
+        ("postgres", false) => "pg_restore into the database".into(),
+        ("postgres", true) => "pg_restore --clean --if-exists into the database (objects in the dump are dropped and recreated)".into(),
+        ("mysql", _) => "load the dump into the database (each table in it is dropped and recreated)".into(),
+        ("redis", false) => "write the RDB file (checked with redis-check-rdb before it is put in place)".into(),
+        ("redis", true) => "replace the RDB file (checked with redis-check-rdb before it is put in place)".into(),
+        ("directory", false) => "unpack the files into the directory".into(),
+        _ => "unpack into a new directory beside it, then move the current directory aside (kept, not deleted) and put the restored one in place".into(),
+    }
+}
+
+async fn restore_into(
+    repo: &Repo,
+    m: &Manifest,
+    identity: Option<&age::x25519::Identity>,
+    target: &str,
+    replace: bool,
+    progress: &Arc<Progress>,
+    running: &Running,
+) -> Result<Json, String> {
+    progress.set_phase("restoring");
+    match m.source.as_str() {
+        "postgres" => sources::postgres::restore_to(repo, m, identity, target, replace, progress, running).await,
+        "mysql" => sources::mysql::restore_to(repo, m, identity, &target.replacen("mariadb://", "mysql://", 1), progress, running).await,
+        "redis" => {
+            let c = sources::redis::restore_file(repo, m, identity, Path::new(target), progress).await?;
+            Ok(json!({ "file": target, "comparison": c }))
+        }
+        "directory" => {
+            let target = Path::new(target);
+            if !replace {
+                let c = sources::directory::restore_into(repo, m, identity, target, progress).await?;
+                return Ok(json!({ "directory": target, "comparison": c }));
+            }
+            let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("restore");
+            let parent = target.parent().ok_or("the target has no parent directory")?;
+            let fresh = parent.join(format!(".{name}.steward-restore-{}", m.id));
+            let c = sources::directory::restore_into(repo, m, identity, &fresh, progress).await?;
+            let aside = parent.join(format!("{name}.before-restore-{}", Utc::now().format("%Y%m%dT%H%M%SZ")));
+            std::fs::rename(target, &aside).map_err(|e| format!("moving {} aside: {e}", target.display()))?;
+            std::fs::rename(&fresh, target).map_err(|e| format!("putting the restored directory in place: {e}"))?;
+            Ok(json!({ "directory": target, "previous_contents_moved_to": aside, "comparison": c }))
+        }
+        other => Err(format!("restoring {other} backups is not available in this version")),
+    }
+}

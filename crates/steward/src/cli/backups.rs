@@ -1,0 +1,606 @@
+//! `steward backup …`: backups are taken, verified, restored and pruned in this
+//! process, with only the configuration, the data directory and the repository — so a
+//! restore works at 3 a.m. when the server is down. A server on the same data
+//! directory sees everything done here (same store), and the policy's lease keeps the
+//! two from taking the same backup at once.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::{Output, exit, print_table};
+use crate::backups::service::{BackupError, Backups, PruneReport, RestoreReport};
+use crate::backups::sources::Progress;
+use crate::backups::{BackupQuery, BackupRecord, BackupStatus, Verification};
+use crate::config::{self, Config};
+use crate::store::{SqliteStore, Store};
+
+/// Where the policies and the record live.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Local {
+    /// The configuration (its `backups:` and `repositories:` sections).
+    #[arg(short, long, env = "STEWARD_CONFIG")]
+    pub config: PathBuf,
+    /// The data directory (the store where backups are recorded; the server's, if one runs).
+    #[arg(short, long, env = "STEWARD_DATA")]
+    pub data: PathBuf,
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupAction {
+    /// Take a backup of POLICY now, with a progress bar on a terminal.
+    ///
+    /// Exit codes: 0 the backup succeeded, 1 it failed (the reason is printed and
+    /// recorded), 3 another backup of the policy holds its lease.
+    Run {
+        policy: String,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// Backups, newest first: age, size, duration, compression, last verification.
+    List {
+        /// Only this policy's.
+        policy: Option<String>,
+        /// running, succeeded, failed, interrupted or deleted.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value = "50")]
+        limit: u32,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// One backup: what it recorded (row counts, key counts, files) and its verifications.
+    Show {
+        id: String,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// Prove a backup: read every object and check sizes and checksums, and with
+    /// --restore-test restore it into a scratch instance and compare it with what was
+    /// recorded at backup time (plus the policy's assertion queries).
+    ///
+    /// Exit codes: 0 verified, 1 verification failed (corrupt, missing, different).
+    ///
+    /// Examples:
+    ///   steward backup verify 20261122T020000Z-7f3a
+    ///   steward backup verify --latest --restore-test          every policy's newest
+    ///   steward backup verify --latest --policy orders-db --restore-test
+    Verify {
+        /// The backup (see `steward backup list`).
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        id: Option<String>,
+        /// The newest successful backup of every policy (or of --policy).
+        #[arg(long)]
+        latest: bool,
+        #[arg(long, requires = "latest")]
+        policy: Option<String>,
+        /// Restore into a scratch instance (a temporary PostgreSQL cluster, a scratch
+        /// database, a scratch redis-server) and compare.
+        #[arg(long)]
+        restore_test: bool,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// Restore a backup into TARGET: a database URL (postgres://…, mysql://…), a file
+    /// for Redis (the dump.rdb to write; the server loads it on restart) or a directory.
+    ///
+    /// A target that holds data is refused unless --force (then it is replaced).
+    /// On a terminal you are asked to confirm; elsewhere pass --yes.
+    ///
+    /// Exit codes: 0 restored, 1 failed, 4 refused (target not empty, not confirmed).
+    ///
+    /// Examples:
+    ///   steward backup restore 20261122T020000Z-7f3a --to postgres://127.0.0.1/orders_restored --dry-run
+    ///   steward backup restore 20261122T020000Z-7f3a --to /srv/uploads --force --yes
+    Restore {
+        id: String,
+        #[arg(long)]
+        to: String,
+        /// Replace what the target holds.
+        #[arg(long)]
+        force: bool,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+        /// Say what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// Apply retention: compute the plan (keep or delete, with the reason for each
+    /// backup), print it, then delete. Never deletes the newest successful backup,
+    /// anything running or being restored, or anything that would leave fewer than
+    /// min_keep.
+    Prune {
+        /// Only this policy (default: every policy with retention rules).
+        policy: Option<String>,
+        /// Print the plan, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// Make an encryption key: the secret identity goes to stdout (store it in a file
+    /// or your secret store), its public recipient to stderr.
+    ///
+    ///   steward backup keygen > /etc/steward/backup.key && chmod 600 /etc/steward/backup.key
+    ///   then: encryption: { key: "${file:/etc/steward/backup.key}" }
+    Keygen,
+}
+
+pub async fn run(action: BackupAction) -> u8 {
+    match action {
+        BackupAction::Keygen => keygen(),
+        BackupAction::Run { policy, local } => with_backups(&local, |cx| Box::pin(run_backup(cx, policy))).await,
+        BackupAction::List { policy, status, limit, local } => with_backups(&local, |cx| Box::pin(list(cx, policy, status, limit))).await,
+        BackupAction::Show { id, local } => with_backups(&local, |cx| Box::pin(show(cx, id))).await,
+        BackupAction::Verify { id, latest: _, policy, restore_test, local } => {
+            with_backups(&local, |cx| Box::pin(verify(cx, id, policy, restore_test))).await
+        }
+        BackupAction::Restore { id, to, force, yes, dry_run, local } => {
+            with_backups(&local, |cx| Box::pin(restore(cx, id, to, force, yes, dry_run))).await
+        }
+        BackupAction::Prune { policy, dry_run, local } => with_backups(&local, |cx| Box::pin(prune(cx, policy, dry_run))).await,
+    }
+}
+
+/// What every subcommand but keygen works with.
+struct Cx {
+    config: Config,
+    backups: Backups,
+    output: Output,
+}
+
+type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = u8> + 'a>>;
+
+/// Loads the configuration and the store, settles backups whose process died (their
+/// lease expired), then runs `f`.
+async fn with_backups(local: &Local, f: impl for<'a> FnOnce(&'a Cx) -> Task<'a>) -> u8 {
+    let config = match config::load(&local.config) {
+        Ok(c) => c,
+        Err(d) => {
+            super::print_diagnostics(&d);
+            return exit::BAD_CONFIG;
+        }
+    };
+    let store: Arc<dyn Store> = match SqliteStore::open(&local.data).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}\n  hint: --data is the server's data directory (or any directory steward can write)");
+            return exit::FAILED;
+        }
+    };
+    let cx = Cx { backups: Backups::new(store, None, local.data.clone()), config, output: local.output };
+    if let Err(e) = cx.backups.recover(&cx.config).await {
+        eprintln!("warning: could not settle interrupted backups: {e}");
+    }
+    f(&cx).await
+}
+
+fn fail(e: &BackupError) -> u8 {
+    eprintln!("error: {e}");
+    match e {
+        BackupError::Busy(_) => exit::BUSY,
+        BackupError::TargetNotEmpty(_) => exit::REFUSED,
+        BackupError::Invalid(_) | BackupError::NotFound(_) => exit::FAILED,
+        BackupError::Failed(_) | BackupError::Store(_) => exit::FAILED,
+    }
+}
+
+fn keygen() -> u8 {
+    let identity = age::x25519::Identity::generate();
+    use age::secrecy::ExposeSecret;
+    println!("{}", identity.to_string().expose_secret());
+    eprintln!("public recipient: {}", identity.to_public());
+    eprintln!("keep the secret above safe and apart from the repository: without it no backup it encrypts can be restored");
+    exit::OK
+}
+
+async fn run_backup(cx: &Cx, policy: String) -> u8 {
+    let progress = Arc::new(Progress::default());
+    // The previous backup's size is the best estimate of this one's.
+    let estimate = cx.backups.latest(&policy).await.ok().map(|b| b.plain_bytes.max(0) as u64);
+    let user = whoami();
+    let work = cx.backups.run(&cx.config, &policy, "manual", &user, None, progress.clone());
+    let result = show_progress(cx.output, &format!("backup {policy}"), &progress, estimate, work).await;
+    match result {
+        Ok(record) => {
+            match cx.output {
+                Output::Json => println!("{}", record.view()),
+                Output::Table => print_record_summary(&record),
+            }
+            if record.status == BackupStatus::Succeeded { exit::OK } else { exit::FAILED }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn print_record_summary(r: &BackupRecord) {
+    match r.status {
+        BackupStatus::Succeeded => println!(
+            "backup {} of {} succeeded: {} ({} stored, {}) in {}",
+            r.id,
+            r.policy,
+            bytes(r.plain_bytes),
+            bytes(r.stored_bytes),
+            ratio(r),
+            duration(r.duration_ms())
+        ),
+        _ => println!("backup {} of {} {}: {}", r.id, r.policy, r.status.as_str(), r.error.as_deref().unwrap_or("no reason recorded")),
+    }
+}
+
+async fn list(cx: &Cx, policy: Option<String>, status: Option<String>, limit: u32) -> u8 {
+    let status = match status.as_deref().map(|s| (s, BackupStatus::parse(s))) {
+        None => None,
+        Some((_, Some(s))) => Some(s),
+        Some((s, None)) => {
+            eprintln!("error: unknown status `{s}`; use running, succeeded, failed, interrupted or deleted");
+            return exit::FAILED;
+        }
+    };
+    let q = BackupQuery { policy, status, limit };
+    let list = match cx.backups.store.backups(&q).await {
+        Ok(l) => l,
+        Err(e) => return fail(&e.into()),
+    };
+    if cx.output == Output::Json {
+        println!("{}", json!({ "backups": list.iter().map(BackupRecord::view).collect::<Vec<_>>() }));
+        return exit::OK;
+    }
+    if list.is_empty() {
+        println!("no backups recorded yet; take one with `steward backup run POLICY`");
+        return exit::OK;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.policy.clone(),
+                r.status.as_str().to_string(),
+                ago(r.started_at),
+                if r.status == BackupStatus::Succeeded { bytes(r.plain_bytes) } else { "-".into() },
+                if r.status == BackupStatus::Succeeded { ratio(r) } else { "-".into() },
+                duration(r.duration_ms()),
+                verified(r),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "POLICY", "STATUS", "STARTED", "SIZE", "RATIO", "DURATION", "VERIFIED"], &rows);
+    exit::OK
+}
+
+async fn show(cx: &Cx, id: String) -> u8 {
+    let record = match cx.backups.store.backup(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return fail(&BackupError::NotFound(format!("no backup {id}; `steward backup list` shows them"))),
+        Err(e) => return fail(&e.into()),
+    };
+    let verifications = cx.backups.store.verifications(Some(&id), 20).await.unwrap_or_default();
+    if cx.output == Output::Json {
+        println!("{}", json!({ "backup": record.view(), "verifications": verifications }));
+        return exit::OK;
+    }
+    let r = &record;
+    println!("backup      {}", r.id);
+    println!("policy      {} ({} → repository {})", r.policy, r.source, r.repository);
+    println!("status      {}{}", r.status.as_str(), r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default());
+    println!("started     {} ({}) by {} ({})", r.started_at.format("%Y-%m-%d %H:%M:%S UTC"), ago(r.started_at), r.started_by, r.trigger);
+    println!("duration    {}", duration(r.duration_ms()));
+    println!("size        {} plain, {} stored ({})", bytes(r.plain_bytes), bytes(r.stored_bytes), ratio(r));
+    println!("verified    {}", verified(r));
+    if let Some(ms) = r.restore_ms {
+        println!("restore     {} (last restore test: the measured RTO)", duration(Some(ms)));
+    }
+    if !r.facts.is_null() {
+        println!("recorded    {}", facts_line(&r.facts));
+    }
+    if !verifications.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = verifications
+            .iter()
+            .map(|v| {
+                vec![
+                    v.started_at.format("%Y-%m-%d %H:%M").to_string(),
+                    format!("level {}", v.level),
+                    v.result.clone(),
+                    verification_detail(v),
+                ]
+            })
+            .collect();
+        print_table(&["VERIFIED", "LEVEL", "RESULT", "DETAIL"], &rows);
+    }
+    exit::OK
+}
+
+async fn verify(cx: &Cx, id: Option<String>, policy: Option<String>, restore_test: bool) -> u8 {
+    let ids: Vec<String> = match id {
+        Some(id) => vec![id],
+        None => {
+            let policies: Vec<String> = match &policy {
+                Some(p) => vec![p.clone()],
+                None => cx.config.backups.iter().map(|b| b.name.clone()).collect(),
+            };
+            if policies.is_empty() {
+                eprintln!("error: the configuration defines no backup policies");
+                return exit::FAILED;
+            }
+            let mut ids = Vec::new();
+            for p in policies {
+                match cx.backups.latest(&p).await {
+                    Ok(r) => ids.push(r.id),
+                    Err(e) => return fail(&e),
+                }
+            }
+            ids
+        }
+    };
+    let mut results = Vec::new();
+    let mut code = exit::OK;
+    for id in ids {
+        let progress = Arc::new(Progress::default());
+        let what = if restore_test { "restore test" } else { "verify" };
+        let work = cx.backups.verify(&cx.config, &id, restore_test, "manual", None, progress.clone());
+        match show_progress(cx.output, &format!("{what} {id}"), &progress, None, work).await {
+            Ok(v) => {
+                if v.result != "passed" {
+                    code = exit::FAILED;
+                }
+                if cx.output == Output::Table {
+                    let rto = v.restore_ms.map(|ms| format!(", restored in {}", duration(Some(ms)))).unwrap_or_default();
+                    println!("{id}: level {} {}{rto}: {}", v.level, v.result.to_uppercase(), verification_detail(&v));
+                }
+                results.push(v);
+            }
+            Err(e) => return fail(&e),
+        }
+    }
+    if cx.output == Output::Json {
+        println!("{}", json!({ "verifications": results }));
+    }
+    code
+}
+
+async fn restore(cx: &Cx, id: String, to: String, force: bool, yes: bool, dry_run: bool) -> u8 {
+    // The plan first: it checks the backup, the key and the target without touching it.
+    let plan = match cx.backups.restore(&cx.config, &id, &to, force, true, Arc::new(Progress::default())).await {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    if dry_run {
+        print_restore(cx.output, &plan);
+        return exit::OK;
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!("error: restoring changes {}; confirm with --yes (stdin is not a terminal to ask)", plan.target);
+            return exit::REFUSED;
+        }
+        print_restore(Output::Table, &plan);
+        eprint!("Type `restore` to go ahead: ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if std::io::stdin().lock().read_line(&mut answer).is_err() || answer.trim() != "restore" {
+            eprintln!("not confirmed; nothing was changed");
+            return exit::REFUSED;
+        }
+    }
+    let progress = Arc::new(Progress::default());
+    let work = cx.backups.restore(&cx.config, &id, &to, force, false, progress.clone());
+    match show_progress(cx.output, &format!("restore {id}"), &progress, Some(plan.plain_bytes), work).await {
+        Ok(report) => {
+            print_restore(cx.output, &report);
+            exit::OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn print_restore(output: Output, r: &RestoreReport) {
+    if output == Output::Json {
+        println!("{}", serde_json::to_value(r).unwrap_or(Value::Null));
+        return;
+    }
+    let verb = if r.dry_run { "would restore" } else { "restored" };
+    println!(
+        "{verb} backup {} ({} of {}, {} objects, {}) into {}",
+        r.backup,
+        r.source,
+        r.policy,
+        r.objects,
+        bytes(r.plain_bytes as i64),
+        r.target
+    );
+    println!("target before: {}{}", r.target_state, if r.target_had_data { " (replaced: --force)" } else { "" });
+    if let Some(ms) = r.duration_ms {
+        println!("took {}", duration(Some(ms as i64)));
+    }
+    if let Some(c) = r.result.get("comparison") {
+        println!("compared with the backup: {}", comparison_line(c));
+    } else if let Some(w) = r.result.get("would") {
+        println!("would: {}", w.as_str().map(str::to_string).unwrap_or_else(|| w.to_string()));
+    } else if !r.result.is_null() {
+        println!("{}", facts_line(&r.result));
+    }
+}
+
+async fn prune(cx: &Cx, policy: Option<String>, dry_run: bool) -> u8 {
+    let policies: Vec<String> = match policy {
+        Some(p) => vec![p],
+        None => cx.config.backups.iter().filter(|b| b.retention.is_some()).map(|b| b.name.clone()).collect(),
+    };
+    if policies.is_empty() {
+        eprintln!("error: no backup policy has retention rules; add `retention:` to a policy (e.g. keep_daily: 7, min_keep: 3)");
+        return exit::FAILED;
+    }
+    let mut reports: Vec<PruneReport> = Vec::new();
+    let mut code = exit::OK;
+    for p in policies {
+        match cx.backups.prune(&cx.config, &p, dry_run).await {
+            Ok(r) => {
+                if !r.errors.is_empty() {
+                    code = exit::FAILED;
+                }
+                reports.push(r);
+            }
+            Err(e) => return fail(&e),
+        }
+    }
+    if cx.output == Output::Json {
+        println!("{}", json!({ "plans": reports }));
+        return code;
+    }
+    for r in &reports {
+        let deleting = r.items.iter().filter(|i| !i.keep).count();
+        let verb = if r.dry_run { "would delete" } else { "deleted" };
+        println!("policy {}: keep {}, {verb} {}", r.policy, r.items.len() - deleting, if r.dry_run { deleting } else { r.deleted.len() });
+        let rows: Vec<Vec<String>> = r
+            .items
+            .iter()
+            .map(|i| {
+                vec![
+                    if i.keep { "keep".into() } else { "delete".into() },
+                    i.id.clone(),
+                    i.status.as_str().to_string(),
+                    ago(i.started_at),
+                    if i.reasons.is_empty() { "matches no keep rule".into() } else { i.reasons.join(", ") },
+                ]
+            })
+            .collect();
+        print_table(&["ACTION", "ID", "STATUS", "STARTED", "WHY"], &rows);
+        for e in &r.errors {
+            eprintln!("error: {e}");
+        }
+        println!();
+    }
+    code
+}
+
+/// Runs `work`, drawing a progress bar (bytes, throughput, phase) on a terminal.
+async fn show_progress<T>(
+    output: Output,
+    label: &str,
+    progress: &Arc<Progress>,
+    estimate: Option<u64>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    if output == Output::Json || !std::io::stderr().is_terminal() {
+        return work.await;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} {prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(label.to_string());
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(150));
+    let result = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => {
+                let done = progress.plain.load(Ordering::Relaxed);
+                let total = match progress.total.load(Ordering::Relaxed) {
+                    0 => estimate.unwrap_or(0).max(done),
+                    t => t.max(done),
+                };
+                bar.set_length(total);
+                bar.set_position(done);
+                bar.set_message(progress.phase());
+            }
+        }
+    };
+    bar.finish_and_clear();
+    result
+}
+
+fn whoami() -> String {
+    std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into())
+}
+
+fn ago(t: chrono::DateTime<Utc>) -> String {
+    let secs = (Utc::now() - t).num_seconds().max(0) as u64;
+    format!("{} ago", crate::config::duration::format_duration(Duration::from_secs(secs)))
+}
+
+fn duration(ms: Option<i64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => crate::incidents::postmortem::human(chrono::Duration::milliseconds(ms)),
+    }
+}
+
+/// `1.4 GiB`.
+pub fn bytes(n: i64) -> String {
+    let n = n.max(0) as f64;
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+fn ratio(r: &BackupRecord) -> String {
+    r.compression_ratio().map(|x| format!("{x:.1}x")).unwrap_or_else(|| "-".into())
+}
+
+fn verified(r: &BackupRecord) -> String {
+    match (&r.verified_at, &r.verify_result) {
+        (Some(at), Some(result)) => format!("{result} (level {}) {}", r.verify_level.unwrap_or(1), ago(*at)),
+        _ => "never".into(),
+    }
+}
+
+fn verification_detail(v: &Verification) -> String {
+    if let Some(e) = v.detail["error"].as_str() {
+        return e.to_string();
+    }
+    comparison_line(&v.detail)
+}
+
+/// `4 matched: public.orders: 120 rows, …` or the differences.
+fn comparison_line(c: &Value) -> String {
+    let list = |k: &str| -> Vec<&str> { c[k].as_array().map(|d| d.iter().filter_map(Value::as_str).collect()).unwrap_or_default() };
+    let (matched, differences) = (list("matched"), list("differences"));
+    if !differences.is_empty() {
+        return format!("{} different: {}", differences.len(), differences.join("; "));
+    }
+    match matched.len() {
+        0 => "nothing to compare".into(),
+        n @ 1..=3 => format!("{n} matched: {}", matched.join(", ")),
+        n => format!("{n} matched: {}, …", matched[..3].join(", ")),
+    }
+}
+
+/// `tables: 12, rows: 5000000` from recorded facts: scalars as they are, objects and
+/// lists by their size.
+fn facts_line(facts: &Value) -> String {
+    match facts {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Object(o) => format!("{k}: {} entries", o.len()),
+                Value::Array(a) => format!("{k}: {} entries", a.len()),
+                Value::String(s) => format!("{k}: {s}"),
+                other => format!("{k}: {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,302 @@
+//! [`BackupStore`] on SQLite.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::sqlite::{SqliteStore, ms, time};
+use super::{BackupStore, StoreError};
+use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, Verification};
+
+const BACKUP_COLUMNS: &str = "id, policy, repository, source, status, trigger, started_by, owner, started_ms, finished_ms, heartbeat_ms, \
+     plain_bytes, stored_bytes, error, facts, verified_ms, verify_result, verify_level, restore_ms, restoring_until_ms";
+
+fn backup_row(r: &SqliteRow) -> BackupRecord {
+    BackupRecord {
+        id: r.get("id"),
+        policy: r.get("policy"),
+        repository: r.get("repository"),
+        source: r.get("source"),
+        status: BackupStatus::parse(r.get("status")).unwrap_or(BackupStatus::Interrupted),
+        trigger: r.get("trigger"),
+        started_by: r.get("started_by"),
+        owner: r.get("owner"),
+        started_at: time(r.get("started_ms")),
+        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
+        heartbeat_at: time(r.get("heartbeat_ms")),
+        plain_bytes: r.get("plain_bytes"),
+        stored_bytes: r.get("stored_bytes"),
+        error: r.get("error"),
+        facts: serde_json::from_str(r.get("facts")).unwrap_or_default(),
+        verified_at: r.get::<Option<i64>, _>("verified_ms").map(time),
+        verify_result: r.get("verify_result"),
+        verify_level: r.get::<Option<i64>, _>("verify_level").map(|l| l as u8),
+        restore_ms: r.get("restore_ms"),
+        restoring_until: r.get::<Option<i64>, _>("restoring_until_ms").map(time),
+    }
+}
+
+fn verification_row(r: &SqliteRow) -> Verification {
+    Verification {
+        id: r.get("id"),
+        backup_id: r.get("backup_id"),
+        policy: r.get("policy"),
+        level: r.get::<i64, _>("level") as u8,
+        trigger: r.get("trigger"),
+        started_at: time(r.get("started_ms")),
+        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
+        result: r.get("result"),
+        detail: serde_json::from_str(r.get("detail")).unwrap_or_default(),
+        restore_ms: r.get("restore_ms"),
+    }
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[async_trait]
+impl BackupStore for SqliteStore {
+    async fn create_backup(&self, b: &NewBackup, lock: &str) -> Result<BackupRecord, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let now = ms(b.started_at);
+        let held: Option<(String, String, i64)> = sqlx::query_as("SELECT backup_id, owner, expires_ms FROM backup_locks WHERE name = ?")
+            .bind(lock)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some((holder, owner, expires)) = held {
+            if expires > now {
+                return Err(StoreError::Conflict(format!(
+                    "backup {holder} holds the lock `{lock}` (owner {owner}, lease until {})",
+                    time(expires).format("%Y-%m-%d %H:%M:%S UTC")
+                )));
+            }
+            tracing::warn!(lock, holder, owner, "taking over an expired backup lease");
+        }
+        let expires = now + b.lease.as_millis() as i64;
+        sqlx::query("INSERT OR REPLACE INTO backup_locks (name, backup_id, owner, acquired_ms, expires_ms) VALUES (?, ?, ?, ?, ?)")
+            .bind(lock)
+            .bind(&b.id)
+            .bind(&b.owner)
+            .bind(now)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO backups (id, policy, repository, source, status, trigger, trigger_key, started_by, owner, started_ms, heartbeat_ms) \
+             VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&b.id)
+        .bind(&b.policy)
+        .bind(&b.repository)
+        .bind(&b.source)
+        .bind(&b.trigger)
+        .bind(&b.trigger_key)
+        .bind(&b.started_by)
+        .bind(&b.owner)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("this trigger already started a backup of `{}`", b.policy)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE id = ?")))
+            .bind(&b.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(backup_row(&row))
+    }
+
+    async fn heartbeat_backup(&self, id: &str, owner: &str, at: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE backups SET heartbeat_ms = ? WHERE id = ? AND owner = ? AND status = 'running'")
+            .bind(ms(at))
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE backup_locks SET expires_ms = ? WHERE backup_id = ? AND owner = ?")
+            .bind(ms(lease_until))
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_backup(
+        &self,
+        id: &str,
+        status: BackupStatus,
+        plain_bytes: i64,
+        stored_bytes: i64,
+        error: Option<&str>,
+        facts: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let now = ms(Utc::now());
+        sqlx::query(
+            "UPDATE backups SET status = ?, finished_ms = COALESCE(finished_ms, ?), heartbeat_ms = ?, plain_bytes = ?, stored_bytes = ?, \
+             error = ?, facts = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(plain_bytes)
+        .bind(stored_bytes)
+        .bind(error)
+        .bind(facts.to_string())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM backup_locks WHERE backup_id = ?").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn backup(&self, id: &str) -> Result<Option<BackupRecord>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(backup_row))
+    }
+
+    async fn backups(&self, q: &BackupQuery) -> Result<Vec<BackupRecord>, StoreError> {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE 1 = 1"));
+        if let Some(p) = &q.policy {
+            qb.push(" AND policy = ").push_bind(p.clone());
+        }
+        if let Some(s) = q.status {
+            qb.push(" AND status = ").push_bind(s.as_str());
+        }
+        qb.push(" ORDER BY started_ms DESC, id DESC LIMIT ").push_bind(i64::from(q.limit.max(1)));
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(backup_row).collect())
+    }
+
+    async fn set_restoring(&self, id: &str, until: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE backups SET restoring_until_ms = ? WHERE id = ?").bind(until.map(ms)).bind(id).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn start_verification(
+        &self,
+        backup_id: &str,
+        policy: &str,
+        level: u8,
+        trigger: &str,
+        trigger_key: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO backup_verifications (backup_id, policy, level, trigger, trigger_key, started_ms, heartbeat_ms, result) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+        )
+        .bind(backup_id)
+        .bind(policy)
+        .bind(i64::from(level))
+        .bind(trigger)
+        .bind(trigger_key)
+        .bind(ms(Utc::now()))
+        .bind(ms(Utc::now()))
+        .execute(&self.writer)
+        .await;
+        match inserted {
+            Ok(r) => Ok(r.last_insert_rowid()),
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict(format!("this trigger already verified a backup of `{policy}`"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn finish_verification(
+        &self,
+        id: i64,
+        passed: bool,
+        detail: &serde_json::Value,
+        restore_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let now = ms(Utc::now());
+        let result = if passed { "passed" } else { "failed" };
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE backup_verifications SET finished_ms = ?, result = ?, detail = ?, restore_ms = ? WHERE id = ? RETURNING backup_id, level",
+        )
+        .bind(now)
+        .bind(result)
+        .bind(detail.to_string())
+        .bind(restore_ms)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((backup_id, level)) = row {
+            sqlx::query(
+                "UPDATE backups SET verified_ms = ?, verify_result = ?, verify_level = ?, restore_ms = COALESCE(?, restore_ms) WHERE id = ?",
+            )
+            .bind(now)
+            .bind(result)
+            .bind(level)
+            .bind(restore_ms)
+            .bind(backup_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_backup_deleted(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE backups SET status = 'deleted' WHERE id = ?").bind(id).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn heartbeat_verification(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE backup_verifications SET heartbeat_ms = ? WHERE id = ? AND result = 'running'")
+            .bind(ms(at))
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn fail_stale_verifications(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE backup_verifications SET result = 'failed', finished_ms = ?, detail = '{\"error\":\"steward stopped during the verification\"}' \
+             WHERE result = 'running' AND heartbeat_ms < ?",
+        )
+        .bind(ms(Utc::now()))
+        .bind(ms(before))
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn verifications(&self, backup_id: Option<&str>, limit: u32) -> Result<Vec<Verification>, StoreError> {
+        let columns = "id, backup_id, policy, level, trigger, started_ms, finished_ms, result, detail, restore_ms";
+        let rows = match backup_id {
+            Some(b) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {columns} FROM backup_verifications WHERE backup_id = ? ORDER BY id DESC LIMIT ?"
+                )))
+                .bind(b)
+                .bind(i64::from(limit.max(1)))
+                .fetch_all(&self.reader)
+                .await?
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {columns} FROM backup_verifications ORDER BY id DESC LIMIT ?")))
+                    .bind(i64::from(limit.max(1)))
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(verification_row).collect())
+    }
+}
