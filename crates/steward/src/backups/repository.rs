@@ -36,6 +36,10 @@ pub enum RepoError {
 pub struct Repo {
     pub name: String,
     store: Arc<dyn ObjectStore>,
+    /// A local repository's root. object_store stages a local multipart upload in a
+    /// hidden `NAME#N` file that listing never shows; a process killed mid-upload
+    /// leaves it behind, so local cleanup works on the directories themselves.
+    local: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -57,6 +61,10 @@ impl Repo {
     /// inside object_store's client, never in messages.
     pub fn open(config: &Repository) -> Result<Repo, RepoError> {
         let err = |message: String| RepoError::Store { repo: config.name.clone(), message };
+        let local = match &config.kind {
+            RepositoryKind::Local { path } => Some(path.clone()),
+            RepositoryKind::S3(_) => None,
+        };
         let store: Arc<dyn ObjectStore> = match &config.kind {
             RepositoryKind::Local { path } => {
                 std::fs::create_dir_all(path).map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
@@ -91,7 +99,7 @@ impl Repo {
                 }
             }
         };
-        Ok(Repo { name: config.name.clone(), store })
+        Ok(Repo { name: config.name.clone(), store, local })
     }
 
     fn error(&self, e: object_store::Error, key: &ObjectPath) -> RepoError {
@@ -246,6 +254,15 @@ impl Repo {
                 ids.insert(id);
             }
         }
+        // Folders holding only a killed upload's staging file are leftovers too.
+        if let Some(Ok(dir)) = self.local.as_ref().map(|root| std::fs::read_dir(root.join(policy))) {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if super::valid_id(&name) {
+                    ids.insert(name);
+                }
+            }
+        }
         Ok(ids.into_iter().map(|id| (id.clone(), complete.contains(&id))).collect())
     }
 
@@ -266,6 +283,15 @@ impl Repo {
                 Ok(()) => deleted += 1,
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.error(e, &key)),
+            }
+        }
+        if let Some(root) = &self.local
+            && super::valid_id(id)
+        {
+            match std::fs::remove_dir_all(root.join(policy).join(id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RepoError::Store { repo: self.name.clone(), message: format!("{policy}/{id}: {e}") }),
             }
         }
         Ok(deleted)

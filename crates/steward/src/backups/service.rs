@@ -548,6 +548,8 @@ impl Backups {
                     );
                     tracing::warn!(backup = %r.id, "{error}");
                     self.store.finish_backup(&r.id, BackupStatus::Interrupted, r.plain_bytes, 0, Some(&error), &Json::Null).await?;
+                    // Spool files of a backup of this host's (a directory-format dump, an RDB).
+                    let _ = std::fs::remove_dir_all(self.data_dir.join("spool").join(&r.id));
                     if let Some(repo) = repo
                         && let Err(e) = repo.delete(&r.policy, &r.id).await
                     {

@@ -377,8 +377,12 @@ impl SqliteStore {
     }
 }
 
+/// Write transactions start IMMEDIATE (the write lock first): a deferred one that reads
+/// and then writes fails at once with "database is locked" when another process (a
+/// `steward backup` or `token` command beside the server) wrote in between, instead of
+/// waiting out the busy timeout.
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
@@ -437,7 +441,7 @@ impl Store for SqliteStore {
     async fn record(&self, runs: &[RecordedRun]) -> Result<(), StoreError> {
         // Multi-row statements: each statement is a round trip to sqlx's SQLite worker
         // thread, so one per row cost more CPU than the inserts themselves.
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in runs.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO check_results (check_name, at_ms, healthy, latency_ms, reason) ");
             q.push_values(chunk, |mut b, run| {
@@ -552,7 +556,7 @@ impl Store for SqliteStore {
     }
 
     async fn compact(&self, raw_before: DateTime<Utc>, rollups_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO check_rollups (check_name, hour_ms, runs, failures, latency_sum_ms, latency_max_ms)
              SELECT check_name, (at_ms / 3600000) * 3600000, count(*), sum(1 - healthy), sum(latency_ms), max(latency_ms)

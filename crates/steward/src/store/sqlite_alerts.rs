@@ -115,7 +115,7 @@ impl AlertStore for SqliteStore {
     async fn save_alerts(&self, changes: &[(Alert, Option<AlertEvent>)]) -> Result<(), StoreError> {
         // Multi-row statements, as for check results: one round trip per chunk, not per
         // row. Rows apply in order, so an alert changed twice ends in its last state.
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in changes.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO alerts (fingerprint, rule, labels, annotations, state, active_since_ms, fired_at_ms, resolved_at_ms,
@@ -196,7 +196,7 @@ impl AlertStore for SqliteStore {
     }
 
     async fn enqueue(&self, n: &NewNotification) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let now = ms(n.log.sent_at);
         let message = super::OutboxMessage {
             dedup_key: n.dedup_key.clone(),
@@ -221,7 +221,7 @@ impl AlertStore for SqliteStore {
     }
 
     async fn update_notify_log(&self, entry: &NotifyLogEntry) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         upsert_log(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())

@@ -59,7 +59,7 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 #[async_trait]
 impl BackupStore for SqliteStore {
     async fn create_backup(&self, b: &NewBackup, lock: &str) -> Result<BackupRecord, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let now = ms(b.started_at);
         let held: Option<(String, String, i64)> = sqlx::query_as("SELECT backup_id, owner, expires_ms FROM backup_locks WHERE name = ?")
             .bind(lock)
@@ -115,7 +115,7 @@ impl BackupStore for SqliteStore {
     }
 
     async fn heartbeat_backup(&self, id: &str, owner: &str, at: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE backups SET heartbeat_ms = ? WHERE id = ? AND owner = ? AND status = 'running'")
             .bind(ms(at))
             .bind(id)
@@ -141,7 +141,7 @@ impl BackupStore for SqliteStore {
         error: Option<&str>,
         facts: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let now = ms(Utc::now());
         sqlx::query(
             "UPDATE backups SET status = ?, finished_ms = COALESCE(finished_ms, ?), heartbeat_ms = ?, plain_bytes = ?, stored_bytes = ?, \
@@ -223,7 +223,7 @@ impl BackupStore for SqliteStore {
         detail: &serde_json::Value,
         restore_ms: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let now = ms(Utc::now());
         let result = if passed { "passed" } else { "failed" };
         let row: Option<(String, i64)> = sqlx::query_as(

@@ -81,7 +81,7 @@ fn action_row(r: &SqliteRow) -> ActionItem {
 impl IncidentStore for SqliteStore {
     async fn write_incident(&self, w: &IncidentWrite) -> Result<Incident, StoreError> {
         let i = &w.incident;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let escalation = i.escalation.as_ref().map(json);
         let id: i64 = if i.id == 0 {
             sqlx::query_scalar(

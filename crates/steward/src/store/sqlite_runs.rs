@@ -102,7 +102,7 @@ async fn take_lock(conn: &mut SqliteConnection, lock: &str, run: i64, now: i64) 
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: &NewRun, mut started: NewEvent) -> Result<Run, StoreError> {
         let now = ms(Utc::now());
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(key) = &run.trigger_key {
             let used: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM runs WHERE trigger_key = ?").bind(key).fetch_optional(&mut *tx).await?;
@@ -139,7 +139,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn save_step(&self, s: &StepRecord, events: &[NewEvent]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO run_steps (run_id, path, attempt, name, kind, status, started_ms, finished_ms, detail, result, output, error, seq) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_steps WHERE run_id = ?)) \
@@ -175,7 +175,7 @@ impl RunStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let now = ms(Utc::now());
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if status.is_final() {
             sqlx::query("UPDATE runs SET status = ?, finished_ms = ?, error = ?, outputs = COALESCE(?, outputs) WHERE id = ?")
                 .bind(status.as_str())
@@ -200,7 +200,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn append_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
@@ -302,7 +302,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn relock(&self, run: i64, lock: &str) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         take_lock(&mut tx, lock, run, ms(Utc::now())).await?;
         tx.commit().await?;
         Ok(())
@@ -310,7 +310,7 @@ impl RunStore for SqliteStore {
 
     async fn enqueue_messages(&self, messages: &[OutboxMessage], events: &[NewEvent]) -> Result<(), StoreError> {
         let now = ms(Utc::now());
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for n in messages {
             insert_outbox(&mut tx, n, now, None).await?;
         }
@@ -323,7 +323,7 @@ impl RunStore for SqliteStore {
         let mut removed = 0;
         // In batches, so the writer is never held long.
         loop {
-            let mut tx = self.writer.begin().await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE finished_ms IS NOT NULL AND finished_ms < ? LIMIT 500")
                 .bind(ms(before))
                 .fetch_all(&mut *tx)

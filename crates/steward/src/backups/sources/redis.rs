@@ -73,6 +73,9 @@ pub async fn restore_file(
     progress: &Arc<Progress>,
 ) -> Result<Comparison, String> {
     let object = manifest.object("dump.rdb").ok_or("the manifest names no dump.rdb object")?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
     let partial = path.with_extension("rdb.partial");
     let into = partial.clone();
     read_object(repo, manifest, object, identity, progress, move |input| {

@@ -1,0 +1,592 @@
+//! Backups through the binary, against real PostgreSQL, MariaDB, Redis and
+//! directories: back up, prove it by restoring into a scratch instance, restore on
+//! demand, catch corruption, survive a kill, prune by a readable plan.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{PrivateRedis, free_port, port_open, steward, wait_for};
+use serde_json::Value;
+
+/// The output of one `steward backup …` run.
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// A configuration and a data directory in a temporary directory.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(config: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config.replace("$DIR", dir.path().to_str().unwrap());
+        std::fs::write(dir.path().join("steward.yaml"), config).unwrap();
+        Env { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn backup(&self, args: &[&str]) -> Out {
+        let out = steward()
+            .arg("backup")
+            .args(args)
+            .arg("-c")
+            .arg(self.path("steward.yaml"))
+            .arg("-d")
+            .arg(self.path("data"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    }
+
+    /// `backup run POLICY` that must succeed; returns the record.
+    fn run(&self, policy: &str) -> Value {
+        let out = self.backup(&["run", policy, "-o", "json"]);
+        assert_eq!(out.code, 0, "backup run {policy} failed:\n{}\n{}", out.stdout, out.stderr);
+        let v = out.json();
+        assert_eq!(v["status"], "succeeded", "{v}");
+        v
+    }
+
+    fn list(&self, policy: &str) -> Vec<Value> {
+        let out = self.backup(&["list", policy, "-o", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json()["backups"].as_array().unwrap().clone()
+    }
+
+    fn verify(&self, id: &str, restore_test: bool) -> (i32, Value) {
+        let mut args = vec!["verify", id, "-o", "json"];
+        if restore_test {
+            args.push("--restore-test");
+        }
+        let out = self.backup(&args);
+        assert!(out.code == 0 || out.code == 1, "verify crashed ({}): {}", out.code, out.stderr);
+        (out.code, out.json()["verifications"][0].clone())
+    }
+
+    /// The repository folder of one backup.
+    fn stored(&self, policy: &str, id: &str) -> PathBuf {
+        self.path("repo").join(policy).join(id)
+    }
+
+    /// Flips one bit in the middle of the backup's first data object.
+    fn corrupt(&self, policy: &str, id: &str) {
+        let dir = self.stored(policy, id).join("data");
+        let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&file, bytes).unwrap();
+    }
+}
+
+fn id_of(record: &Value) -> String {
+    record["id"].as_str().unwrap().to_string()
+}
+
+fn psql(db: &str, sql: &str) -> String {
+    let out =
+        Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atc", sql]).output().unwrap();
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn mariadb(sql: &str) -> String {
+    let out = Command::new("mariadb").args(["-h", "127.0.0.1", "-u", "root", "-N", "-B", "-e", sql]).output().unwrap();
+    assert!(out.status.success(), "mariadb {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 100_000
+}
+
+fn keygen(path: &Path) {
+    let out = steward().args(["backup", "keygen"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("age1"), "keygen tells the public recipient");
+    std::fs::write(path, &out.stdout).unwrap();
+}
+
+#[test]
+fn postgres_backups_are_proven_by_restore_tests_restore_safely_and_corruption_is_caught() {
+    let db = unique("bk_pg");
+    psql("postgres", &format!("CREATE DATABASE {db}"));
+    psql(
+        &db,
+        "CREATE TABLE orders (id bigint PRIMARY KEY, note text); \
+         INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 20000) g; \
+         CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int, total numeric); \
+         INSERT INTO billing.invoices SELECT g, g * 1.5 FROM generate_series(1, 321) g;",
+    );
+    let env = Env::new(&format!(
+        r#"
+repositories:
+  - name: local
+    path: $DIR/repo
+backups:
+  - name: orders
+    postgres: {{ url: "postgres://postgres@127.0.0.1:5432/{db}" }}
+    schedule: "0 2 * * *"
+    repository: local
+    compression: 6
+    encryption: {{ key: "${{file:$DIR/backup.key}}" }}
+    verify:
+      schedule: "0 6 * * *"
+      restore_test: true
+      assertions:
+        - {{ name: orders present, query: "SELECT count(*) >= 20000 FROM orders" }}
+  - name: orders-parallel
+    postgres: {{ url: "postgres://postgres@127.0.0.1:5432/{db}", format: directory, jobs: 2 }}
+    schedule: "0 3 * * *"
+    repository: local
+"#
+    ));
+    keygen(&env.path("backup.key"));
+
+    // Back up: the record says what verification will compare.
+    let record = env.run("orders");
+    let id = id_of(&record);
+    assert!(record["plain_bytes"].as_i64().unwrap() > 100_000, "{record}");
+    assert!(record["stored_bytes"].as_i64().unwrap() < record["plain_bytes"].as_i64().unwrap(), "compressed: {record}");
+    assert!(env.stored("orders", &id).join("manifest.json").exists());
+    let manifest = std::fs::read_to_string(env.stored("orders", &id).join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"public.orders\"") && manifest.contains("20000"), "row counts recorded: {manifest}");
+    assert!(manifest.contains("age-x25519"), "encrypted: {manifest}");
+
+    // Level 2: restored into a scratch cluster, counts and the assertion compared.
+    let (code, v) = env.verify(&id, true);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["result"], "passed", "{v}");
+    assert_eq!(v["level"], 2);
+    assert!(v["restore_ms"].as_i64().unwrap() > 0, "restore time recorded as RTO evidence: {v}");
+    let matched = v["detail"]["matched"].to_string();
+    assert!(matched.contains("public.orders: 20000 rows") && matched.contains("billing.invoices: 321 rows"), "{v}");
+    assert!(matched.contains("assertion `orders present` holds"), "{v}");
+
+    // The directory format with two jobs backs up and restore-tests the same way.
+    let parallel = env.run("orders-parallel");
+    let (code, v) = env.verify(&id_of(&parallel), true);
+    assert_eq!(code, 0, "{v}");
+
+    // Restore refuses a database that holds data, and changes nothing.
+    let source_url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let refused = env.backup(&["restore", &id, "--to", &source_url, "--yes"]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert!(refused.stderr.contains("not empty") && refused.stderr.contains("--force"), "{}", refused.stderr);
+    // Without a terminal and without --yes it refuses to go ahead.
+    let copy = format!("{db}_copy");
+    psql("postgres", &format!("CREATE DATABASE {copy}"));
+    let copy_url = format!("postgres://postgres@127.0.0.1:5432/{copy}");
+    let unconfirmed = env.backup(&["restore", &id, "--to", &copy_url]);
+    assert_eq!(unconfirmed.code, 4, "{}", unconfirmed.stderr);
+    let dry = env.backup(&["restore", &id, "--to", &copy_url, "--dry-run", "-o", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(dry.json()["dry_run"], true);
+    assert_eq!(psql(&copy, "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"), "0");
+    // Into an empty database: data equal.
+    let restored = env.backup(&["restore", &id, "--to", &copy_url, "--yes", "-o", "json"]);
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    assert_eq!(restored.json()["result"]["comparison"]["differences"], Value::Array(vec![]), "{}", restored.stdout);
+    assert_eq!(psql(&copy, "SELECT count(*), sum(id) FROM orders"), psql(&db, "SELECT count(*), sum(id) FROM orders"));
+    assert_eq!(psql(&copy, "SELECT sum(total) FROM billing.invoices"), psql(&db, "SELECT sum(total) FROM billing.invoices"));
+    // --force replaces what is there.
+    psql(&copy, "DELETE FROM orders WHERE id > 10");
+    let forced = env.backup(&["restore", &id, "--to", &copy_url, "--yes", "--force", "-o", "json"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(psql(&copy, "SELECT count(*) FROM orders"), "20000");
+
+    // One flipped bit in a stored object: verify says the backup is corrupt.
+    env.corrupt("orders", &id);
+    let (code, v) = env.verify(&id, false);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["result"], "failed");
+    assert!(v["detail"].to_string().contains("corrupt"), "{v}");
+    let (code, v) = env.verify(&id, true);
+    assert_eq!(code, 1, "a restore test of a corrupt backup fails too: {v}");
+    let listed = env.list("orders");
+    assert_eq!(listed[0]["verify_result"], "failed", "the list shows the last verification: {}", listed[0]);
+
+    psql("postgres", &format!("DROP DATABASE {copy}"));
+    psql("postgres", &format!("DROP DATABASE {db}"));
+}
+
+#[test]
+fn mariadb_backups_restore_test_in_a_scratch_database_and_restore_into_another() {
+    let db = unique("bk_my");
+    mariadb(&format!(
+        "CREATE DATABASE {db}; USE {db}; \
+         CREATE TABLE {db}.customers (id INT PRIMARY KEY, name VARCHAR(40)) ENGINE=InnoDB; \
+         INSERT INTO {db}.customers SELECT seq, CONCAT('c', seq) FROM seq_1_to_5000; \
+         CREATE TABLE {db}.events (id INT, kind VARCHAR(10)) ENGINE=InnoDB; \
+         INSERT INTO {db}.events SELECT seq, 'login' FROM seq_1_to_777;"
+    ));
+    let env = Env::new(&format!(
+        r#"
+repositories:
+  - name: local
+    path: $DIR/repo
+backups:
+  - name: shop
+    mysql: {{ url: "mysql://root@127.0.0.1:3306/{db}" }}
+    schedule: "0 2 * * *"
+    repository: local
+    verify:
+      schedule: "0 6 * * *"
+      restore_test: true
+      assertions:
+        - {{ name: customers present, query: "SELECT COUNT(*) = 5000 FROM customers" }}
+"#
+    ));
+    let id = id_of(&env.run("shop"));
+    let (code, v) = env.verify(&id, true);
+    assert_eq!(code, 0, "{v}");
+    let matched = v["detail"]["matched"].to_string();
+    assert!(matched.contains("customers: 5000 rows") && matched.contains("events: 777 rows"), "{v}");
+    assert!(matched.contains("assertion `customers present` holds"), "{v}");
+    // The scratch database is gone afterwards.
+    assert_eq!(mariadb("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE 'steward_restore_%'"), "0");
+
+    let target = format!("{db}_copy");
+    mariadb(&format!("CREATE DATABASE {target}"));
+    let out = env.backup(&["restore", &id, "--to", &format!("mysql://root@127.0.0.1:3306/{target}"), "--yes", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        mariadb(&format!("SELECT COUNT(*), SUM(id) FROM {target}.customers")),
+        mariadb(&format!("SELECT COUNT(*), SUM(id) FROM {db}.customers"))
+    );
+    let refused = env.backup(&["restore", &id, "--to", &format!("mysql://root@127.0.0.1:3306/{db}"), "--yes"]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+
+    env.corrupt("shop", &id);
+    let (code, v) = env.verify(&id, false);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["detail"].to_string().contains("corrupt"), "{v}");
+    mariadb(&format!("DROP DATABASE {db}; DROP DATABASE {target}"));
+}
+
+#[test]
+fn redis_backups_are_checked_restored_into_a_scratch_server_and_as_a_loadable_rdb() {
+    let redis = PrivateRedis::start();
+    let mut load =
+        Command::new("redis-cli").args(["-p", &redis.port.to_string()]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    {
+        use std::io::Write;
+        let stdin = load.stdin.as_mut().unwrap();
+        for i in 0..3000 {
+            writeln!(stdin, "SET key:{i} value-{i}").unwrap();
+        }
+        writeln!(stdin, "SELECT 2").unwrap();
+        for i in 0..40 {
+            writeln!(stdin, "HSET h:{i} field {i}").unwrap();
+        }
+    }
+    assert!(load.wait().unwrap().success());
+    let env = Env::new(&format!(
+        r#"
+repositories:
+  - name: local
+    path: $DIR/repo
+backups:
+  - name: cache
+    redis: {{ url: "redis://127.0.0.1:{}" }}
+    schedule: "0 * * * *"
+    repository: local
+"#,
+        redis.port
+    ));
+    let record = env.run("cache");
+    let id = id_of(&record);
+    let (code, v) = env.verify(&id, true);
+    assert_eq!(code, 0, "{v}");
+    let matched = v["detail"]["matched"].to_string();
+    assert!(matched.contains("all: 3040 keys"), "the snapshot's key count compared: {v}");
+
+    // Restored as an RDB file that a real redis-server loads.
+    let rdb = env.path("restored/dump.rdb");
+    let out = env.backup(&["restore", &id, "--to", rdb.to_str().unwrap(), "--yes", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let port = free_port();
+    let mut server = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--appendonly", "no", "--dir"])
+        .arg(env.path("restored"))
+        .args(["--dbfilename", "dump.rdb"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the restored redis to listen", Duration::from_secs(10), || port_open(port).then_some(()));
+    let dbsize = |db: &str| {
+        let out = Command::new("redis-cli").args(["-p", &port.to_string(), "-n", db, "DBSIZE"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let sizes = wait_for("the restored redis to load the RDB", Duration::from_secs(10), || {
+        let s = (dbsize("0"), dbsize("2"));
+        (!s.0.contains("LOADING")).then_some(s)
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(sizes, ("3000".to_string(), "40".to_string()));
+
+    // A second restore to the same file is refused without --force.
+    let refused = env.backup(&["restore", &id, "--to", rdb.to_str().unwrap(), "--yes"]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+
+    env.corrupt("cache", &id);
+    let (code, v) = env.verify(&id, false);
+    assert_eq!(code, 1, "{v}");
+}
+
+fn write_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    std::fs::write(root.join("readme.txt"), "the plain text nobody may read in the repository").unwrap();
+    std::fs::write(root.join("a/b/data.bin"), (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(root.join("a/empty"), "").unwrap();
+}
+
+#[test]
+fn encrypted_directory_backups_round_trip_and_a_wrong_key_is_named() {
+    let env = Env::new(
+        r#"
+repositories:
+  - name: local
+    path: $DIR/repo
+backups:
+  - name: files
+    directory: { path: $DIR/src }
+    schedule: "0 2 * * *"
+    repository: local
+    compression: "zstd:9"
+    encryption: { key: "${file:$DIR/backup.key}" }
+"#,
+    );
+    write_tree(&env.path("src"));
+    keygen(&env.path("backup.key"));
+    let id = id_of(&env.run("files"));
+
+    // Nothing readable in the repository.
+    for entry in walk(&env.stored("files", &id).join("data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(!bytes.windows(14).any(|w| w == b"the plain text"), "{} holds plain text", entry.display());
+    }
+    let target = env.path("restored");
+    let out = env.backup(&["restore", &id, "--to", target.to_str().unwrap(), "--yes", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for f in ["readme.txt", "a/b/data.bin", "a/empty"] {
+        assert_eq!(std::fs::read(env.path("src").join(f)).unwrap(), std::fs::read(target.join(f)).unwrap(), "{f}");
+    }
+    let (code, v) = env.verify(&id, true);
+    assert_eq!(code, 0, "{v}");
+
+    // Another key: verification and restore say the key is wrong, and write nothing.
+    keygen(&env.path("backup.key"));
+    let (code, v) = env.verify(&id, false);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["detail"].to_string().contains("key"), "{v}");
+    let elsewhere = env.path("restored-2");
+    let out = env.backup(&["restore", &id, "--to", elsewhere.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("key"), "{}", out.stderr);
+    assert!(!elsewhere.join("readme.txt").exists(), "nothing half-written");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_backup_killed_midway_is_never_complete_its_lease_holds_until_expiry_and_the_next_run_succeeds() {
+    let env = Env::new(
+        r#"
+repositories:
+  - name: local
+    path: $DIR/repo
+backups:
+  - name: big
+    directory: { path: $DIR/src }
+    schedule: "0 2 * * *"
+    repository: local
+    compression: 19
+"#,
+    );
+    // Incompressible data at the slowest level: the backup takes long enough to be killed.
+    std::fs::create_dir_all(env.path("src")).unwrap();
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let noise: Vec<u8> = (0..64 * 1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(env.path("src/noise.bin"), noise).unwrap();
+
+    let mut child = steward()
+        .args(["backup", "run", "big", "-c"])
+        .arg(env.path("steward.yaml"))
+        .arg("-d")
+        .arg(env.path("data"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed = wait_for("the backup to be running", Duration::from_secs(30), || {
+        env.list("big").into_iter().find(|b| b["status"] == "running").map(|b| id_of(&b))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the backup finished before it could be killed; make it bigger");
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+
+    // Nothing complete: no manifest, not listed as succeeded.
+    assert!(!env.stored("big", &killed).join("manifest.json").exists());
+    assert!(env.list("big").iter().all(|b| b["status"] != "succeeded"));
+    // Its lease is still live: another run is refused, naming the holder.
+    let busy = env.backup(&["run", "big"]);
+    assert_eq!(busy.code, 3, "{}\n{}", busy.stdout, busy.stderr);
+    assert!(busy.stderr.contains(&killed), "{}", busy.stderr);
+
+    // Once the lease expires the next run takes it over and succeeds; the killed
+    // backup is settled as interrupted and its leftovers are removed.
+    let record = wait_for("the lease to expire", Duration::from_secs(60), || {
+        let out = env.backup(&["run", "big", "-o", "json"]);
+        match out.code {
+            3 => {
+                std::thread::sleep(Duration::from_secs(2));
+                None
+            }
+            0 => Some(out.json()),
+            other => panic!("backup run exited {other}: {}", out.stderr),
+        }
+    });
+    assert_eq!(record["status"], "succeeded");
+    let all = env.list("big");
+    let old = all.iter().find(|b| b["id"] == killed.as_str()).unwrap();
+    assert_eq!(old["status"], "interrupted", "{old}");
+    assert!(old["error"].as_str().unwrap().contains("stopped during the backup"), "{old}");
+    assert!(!env.stored("big", &killed).exists(), "the interrupted backup's objects are removed");
+    let (code, v) = env.verify(&id_of(&record), false);
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn prune_prints_a_plan_with_reasons_and_deletes_only_what_it_says() {
+    let env = Env::new(
+        r#"
+repositories:
+  - name: local
+    path: $DIR/repo
+backups:
+  - name: files
+    directory: { path: $DIR/src }
+    schedule: "0 2 * * *"
+    repository: local
+    retention: { keep_last: 2, min_keep: 1 }
+  - name: forever
+    directory: { path: $DIR/src }
+    schedule: "0 2 * * *"
+    repository: local
+"#,
+    );
+    write_tree(&env.path("src"));
+    let ids: Vec<String> = (0..4).map(|_| id_of(&env.run("files"))).collect();
+
+    let dry = env.backup(&["prune", "files", "--dry-run", "-o", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let plan = dry.json()["plans"][0].clone();
+    let items = plan["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    let keep: Vec<&str> = items.iter().filter(|i| i["keep"] == true).map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(keep, vec![ids[3].as_str(), ids[2].as_str()], "{plan}");
+    assert!(items[0]["reasons"].to_string().contains("newest successful backup"), "{plan}");
+    assert!(items.iter().all(|i| !i["reasons"].as_array().unwrap().is_empty()), "every line says why: {plan}");
+    for id in &ids {
+        assert!(env.stored("files", id).join("manifest.json").exists(), "a dry run deletes nothing");
+    }
+    let table = env.backup(&["prune", "files", "--dry-run"]);
+    assert!(table.stdout.contains("would delete 2") && table.stdout.contains("keep_last 2"), "{}", table.stdout);
+
+    let applied = env.backup(&["prune", "files", "-o", "json"]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    let mut deleted: Vec<String> =
+        applied.json()["plans"][0]["deleted"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
+    deleted.sort();
+    let mut oldest = vec![ids[0].clone(), ids[1].clone()];
+    oldest.sort();
+    assert_eq!(deleted, oldest);
+    assert!(!env.stored("files", &ids[0]).exists() && !env.stored("files", &ids[1]).exists());
+    assert!(env.stored("files", &ids[2]).exists() && env.stored("files", &ids[3]).exists());
+    let statuses: Vec<String> = env.list("files").iter().map(|b| b["status"].as_str().unwrap().to_string()).collect();
+    assert_eq!(statuses, vec!["succeeded", "succeeded", "deleted", "deleted"]);
+
+    // A policy without retention rules is never pruned.
+    env.run("forever");
+    let refused = env.backup(&["prune", "forever"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("no retention rules"), "{}", refused.stderr);
+    assert_eq!(env.list("forever").len(), 1);
+}
+
+#[test]
+fn backup_commands_explain_mistakes_and_change_nothing() {
+    let env = Env::new(
+        r#"
+repositories:
+  - name: local
+    path: $DIR/repo
+backups:
+  - name: files
+    directory: { path: $DIR/src }
+    schedule: "0 2 * * *"
+    repository: local
+"#,
+    );
+    let unknown = env.backup(&["run", "nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("no backup policy `nope`") && unknown.stderr.contains("files"), "{}", unknown.stderr);
+    let bad_id = env.backup(&["verify", "../../etc/passwd"]);
+    assert_eq!(bad_id.code, 1);
+    assert!(bad_id.stderr.contains("not a backup id"), "{}", bad_id.stderr);
+    let no_latest = env.backup(&["verify", "--latest"]);
+    assert_eq!(no_latest.code, 1);
+    assert!(no_latest.stderr.contains("no successful backup"), "{}", no_latest.stderr);
+    // A source that does not exist fails the backup, recorded with the reason.
+    let failed = env.backup(&["run", "files", "-o", "json"]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let v = failed.json();
+    assert_eq!(v["status"], "failed");
+    assert!(v["error"].as_str().unwrap().contains("src"), "{v}");
+    assert!(!env.path("repo/files").exists() || walk(&env.path("repo/files")).is_empty(), "a failed backup leaves no objects");
+}
