@@ -93,7 +93,7 @@ fn malformed_yaml_and_wrong_shapes_are_errors_not_panics() {
         ("- a\n- b\n", "must be a mapping"),
         ("checks:\n  - name: 'bad name!'\n    tcp: {address: 'x:1'}\n", "not a valid check name"),
         ("checks:\n  - name: a\n    tcp: {address: 'x:1'}\n  - name: b\n    tcp: {address: nohost}\n", "has no port"),
-        ("backups: []\n", "not supported by this version"),
+        ("backups:\n  - name: b\n", "has no source"),
         ("runbooks:\n  - name: r\n    steps: {a: 1}\n", "must be a list"),
         ("runbooks:\n  - name: r\n    steps:\n      - name: s\n        shell: [echo]\n", "must be a mapping"),
         ("a: 1\na: 2\n", "duplicate key `a`"),
@@ -499,4 +499,69 @@ runbooks:
     assert_eq!(hint["hint"], "did you mean `api-health`?");
     let script = v["errors"].as_array().unwrap().iter().find(|e| e["message"].as_str().unwrap().contains("never templated")).unwrap();
     assert!(script["hint"].as_str().unwrap().contains("\"$NODES\""), "{script}");
+}
+
+#[test]
+fn backup_policies_are_checked_with_positions_and_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(
+        &f,
+        "repositories:
+  - name: local
+    path: relative/dir
+  - name: cloud
+    s3: { bucket: b, endpoint: 'http://127.0.0.1:9000', access_key_id: k, secret_access_key: plain }
+backups:
+  - name: db
+    postgres: { url: 'postgres://127.0.0.1/app', format: custom, jobs: 4 }
+    schedule: '0 2 * * *'
+    repository: locl
+    encryption: { key: AGE-SECRET-KEY-1INLINE }
+    retention: { keep_last: 0, min_keep: 0 }
+  - name: cache
+    redis: { url: 'redis://127.0.0.1:6379' }
+    schedule: 'every day'
+    repository: local
+    compression: 25
+    verify: { assertions: [ { name: a, query: 'select 1' } ] }
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    let errs = errors(&v);
+    assert_error_at(&errs, 3, 11, "is relative");
+    assert_error_at(&errs, 5, 9, "secret_access_key is written inline");
+    assert_error_at(&errs, 5, 9, "plain http");
+    assert_error_at(&errs, 8, 15, "4 jobs with the custom format");
+    assert_error_at(&errs, 11, 24, "encryption key is written inline");
+    assert_error_at(&errs, 12, 16, "retention keeps nothing");
+    assert_error_at(&errs, 15, 15, "`every day` is invalid");
+    assert_error_at(&errs, 17, 18, "zstd level from 1 to 19");
+
+    // Checks across policies, once each policy reads well.
+    std::fs::write(
+        &f,
+        "repositories:
+  - name: local
+    path: /var/backups
+backups:
+  - name: db
+    postgres: { url: 'postgres://127.0.0.1/app' }
+    repository: locl
+  - name: cache
+    redis: { url: 'redis://127.0.0.1:6379' }
+    repository: local
+    verify: { assertions: [ { name: a, query: 'select 1' } ] }
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 1);
+    let errs = errors(&v);
+    assert_error_at(&errs, 5, 5, "repository `locl`, which is not defined");
+    assert_error_at(&errs, 8, 5, "assertion queries");
+    let hints = v["errors"].to_string();
+    assert!(hints.contains("did you mean `local`?"), "{hints}");
 }
