@@ -560,8 +560,8 @@ backups:
     let (code, v) = validate(&f);
     assert_eq!(code, 1);
     let errs = errors(&v);
-    assert_error_at(&errs, 5, 5, "repository `locl`, which is not defined");
-    assert_error_at(&errs, 8, 5, "assertion queries");
+    assert_error_at(&errs, 5, 11, "repository `locl`, which is not defined");
+    assert_error_at(&errs, 8, 11, "assertion queries");
     let hints = v["errors"].to_string();
     assert!(hints.contains("did you mean `local`?"), "{hints}");
 }
