@@ -41,6 +41,8 @@ pub struct EngineOptions {
     pub external_url: String,
     /// How long finished runbook runs are kept.
     pub run_retention: Duration,
+    /// The data directory: backups spool there when a tool needs files.
+    pub data_dir: PathBuf,
 }
 
 pub struct Engine {
@@ -50,6 +52,8 @@ pub struct Engine {
     pub incidents: crate::incidents::Incidents,
     /// Live runbook runs and pending approvals.
     pub runbooks: crate::runbooks::Runbooks,
+    /// Backups: scheduled here, and run, verified and restored through the API.
+    pub backups: Arc<crate::backups::service::Backups>,
     /// Signs acknowledge links in pages (kept in the store: links survive restarts).
     pub ack_key: Vec<u8>,
     /// Stops the alerting tasks at shutdown.
@@ -84,19 +88,18 @@ impl Engine {
         let ack_key = store.server_key("acknowledge-links").await?;
         let (tx, rx) = mpsc::channel(65_536);
         let metrics = Arc::new(Metrics::new());
+        let prober = Arc::new(Prober::new(config.redactor.clone()).with_store(store.clone()));
+        let backups = Arc::new(crate::backups::service::Backups::new(store.clone(), Some(metrics.clone()), options.data_dir.clone()));
         let engine = Arc::new(Engine {
             store,
             metrics,
             alerting,
             incidents: Default::default(),
             runbooks: Default::default(),
+            backups,
             ack_key,
             stop: CancellationToken::new(),
-            loaded: RwLock::new(Arc::new(Loaded {
-                prober: Arc::new(Prober::new(config.redactor.clone())),
-                config: Arc::new(config),
-                loaded_at: Utc::now(),
-            })),
+            loaded: RwLock::new(Arc::new(Loaded { prober, config: Arc::new(config), loaded_at: Utc::now() })),
             states: Mutex::new(stored.into_iter().map(|s| (s.check.clone(), s)).collect()),
             results: Mutex::new(Some(tx)),
             scheduler: tokio::sync::Mutex::new(Scheduler::new(options.max_concurrency)),
@@ -110,6 +113,10 @@ impl Engine {
         tokio::spawn(crate::incidents::manager::run(engine.clone(), engine.stop.clone()));
         crate::runbooks::control::recover(&engine).await?;
         tokio::spawn(crate::runbooks::control::background(engine.clone(), engine.stop.clone(), engine.options.run_retention));
+        if let Err(e) = engine.backups.recover(&loaded.config).await {
+            tracing::warn!(error = %e, "could not settle backups interrupted by the last stop; will retry");
+        }
+        tokio::spawn(crate::backups::scheduled::background(engine.clone(), engine.stop.clone()));
         engine.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
         engine.metrics.config_last_reload_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
         Ok((engine, writer))
@@ -203,8 +210,11 @@ impl Engine {
             }
         }
         let names: Vec<String> = config.checks.iter().map(|c| c.name.clone()).collect();
-        let new =
-            Arc::new(Loaded { prober: Arc::new(Prober::new(config.redactor.clone())), config: Arc::new(config), loaded_at: Utc::now() });
+        let new = Arc::new(Loaded {
+            prober: Arc::new(Prober::new(config.redactor.clone()).with_store(self.store.clone())),
+            config: Arc::new(config),
+            loaded_at: Utc::now(),
+        });
         *self.loaded.write().expect("config lock") = new.clone();
         let (started, stopped) = scheduler.apply(self, &new.config.checks);
         drop(scheduler);

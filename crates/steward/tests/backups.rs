@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{PrivateRedis, free_port, port_open, steward, wait_for};
+use common::alerting::request;
+use common::{PrivateRedis, Server, create_token, free_port, port_open, steward, wait_for};
 use serde_json::Value;
 
 /// The output of one `steward backup …` run.
@@ -97,6 +98,14 @@ impl Env {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x01;
         std::fs::write(&file, bytes).unwrap();
+    }
+}
+
+mod reqwest {
+    /// GET a text body (the metrics page needs no token).
+    pub fn blocking_get(url: &str) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
     }
 }
 
@@ -589,4 +598,92 @@ backups:
     assert_eq!(v["status"], "failed");
     assert!(v["error"].as_str().unwrap().contains("src"), "{v}");
     assert!(!env.path("repo/files").exists() || walk(&env.path("repo/files")).is_empty(), "a failed backup leaves no objects");
+}
+
+#[test]
+fn the_server_takes_scheduled_backups_serves_them_through_the_api_and_checks_freshness() {
+    let env = Env::new(
+        r#"
+repositories:
+  - name: local
+    path: $DIR/repo
+backups:
+  - name: files
+    directory: { path: $DIR/src }
+    schedule: "* * * * *"
+    repository: local
+    retention: { keep_last: 1, min_keep: 1 }
+checks:
+  - name: files-backup-verified
+    interval: 1s
+    backup: { policy: files, max_age: 1h }
+  - name: files-backup-taken
+    interval: 1s
+    backup: { policy: files, max_age: 1h, verified: false, conditions: [ "backup.size_bytes > 1000" ] }
+"#,
+    );
+    write_tree(&env.path("src"));
+    let server = Server::start(&env.path("steward.yaml"), &env.path("data"));
+    let admin = create_token(&env.path("data"), "admin", "admin");
+    let viewer = create_token(&env.path("data"), "viewer", "viewer");
+    let base = format!("{}/api/v1", server.base);
+    let health =
+        |check: &str| request("GET", &format!("{base}/checks/{check}"), &viewer, None).1["health"].as_str().unwrap_or("").to_string();
+    wait_for("the freshness check to fail with no backup", Duration::from_secs(15), || {
+        (health("files-backup-taken") == "unhealthy").then_some(())
+    });
+    let reason = request("GET", &format!("{base}/checks/files-backup-taken"), &viewer, None).1.to_string();
+    assert!(reason.contains("has no successful backup"), "{reason}");
+
+    // Through the API: roles first, then a backup that runs in the background.
+    let (code, v) = request("POST", &format!("{base}/backups/run"), &viewer, Some(serde_json::json!({"policy": "files"})));
+    assert_eq!((code, v["error"]["code"].as_str()), (403, Some("forbidden")), "{v}");
+    let (code, v) = request("POST", &format!("{base}/backups/run"), &admin, Some(serde_json::json!({"policy": "nope"})));
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = request("POST", &format!("{base}/backups/run"), &admin, Some(serde_json::json!({"policy": "files"})));
+    assert_eq!(code, 202, "{v}");
+    let id = v["backup"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["backup"]["status"], "running");
+    wait_for("the API backup to succeed", Duration::from_secs(30), || {
+        let b = request("GET", &format!("{base}/backups/{id}"), &viewer, None).1;
+        (b["backup"]["status"] == "succeeded").then_some(())
+    });
+    wait_for("the taken-backup check to pass", Duration::from_secs(15), || (health("files-backup-taken") == "healthy").then_some(()));
+    assert_eq!(health("files-backup-verified"), "unhealthy", "not verified yet");
+    let (code, _) = request("POST", &format!("{base}/backups/{id}/verify"), &admin, Some(serde_json::json!({"restore_test": true})));
+    assert_eq!(code, 202);
+    wait_for("the verification to pass", Duration::from_secs(30), || {
+        let b = request("GET", &format!("{base}/backups/{id}"), &viewer, None).1;
+        (b["verifications"][0]["result"] == "passed").then_some(())
+    });
+    wait_for("the verified-backup check to pass", Duration::from_secs(15), || (health("files-backup-verified") == "healthy").then_some(()));
+
+    // Restore: operators may only dry-run; a non-empty target is a 409 that changes nothing.
+    let target = env.path("restored");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep.txt"), "mine").unwrap();
+    let body = serde_json::json!({"to": target.to_str().unwrap()});
+    let (code, v) = request("POST", &format!("{base}/backups/{id}/restore"), &admin, Some(body));
+    assert_eq!(code, 409, "{v}");
+    assert_eq!(std::fs::read_to_string(target.join("keep.txt")).unwrap(), "mine");
+    let fresh = env.path("restored-fresh");
+    let (code, v) =
+        request("POST", &format!("{base}/backups/{id}/restore"), &admin, Some(serde_json::json!({"to": fresh.to_str().unwrap()})));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(std::fs::read(fresh.join("a/b/data.bin")).unwrap(), std::fs::read(env.path("src/a/b/data.bin")).unwrap());
+
+    // The schedule fires within a minute; retention (keep_last 1) runs after it.
+    let scheduled = wait_for("a scheduled backup", Duration::from_secs(75), || {
+        let list = request("GET", &format!("{base}/backups?policy=files"), &viewer, None).1;
+        list["backups"].as_array().unwrap().iter().find(|b| b["trigger"] == "schedule" && b["status"] == "succeeded").cloned()
+    });
+    wait_for("retention to delete the API backup", Duration::from_secs(15), || {
+        let b = request("GET", &format!("{base}/backups/{id}"), &viewer, None).1;
+        (b["backup"]["status"] == "deleted").then_some(())
+    });
+    assert!(env.stored("files", scheduled["id"].as_str().unwrap()).join("manifest.json").exists());
+
+    let metrics = reqwest::blocking_get(&format!("{}/metrics", server.base));
+    assert!(metrics.contains("steward_backup_last_success_timestamp_seconds{policy=\"files\"}"), "{metrics}");
+    assert!(metrics.contains("steward_backup_last_verification_success{policy=\"files\"} 1"), "{metrics}");
 }

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod auth;
+mod backups;
 pub mod error;
 pub mod incidents;
 mod runs;
@@ -82,6 +83,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs/{id}/resume", post(runs::resume))
         .route("/runs/{id}/retry", post(runs::retry))
         .route("/audit", get(runs::audit))
+        .route("/backups", get(backups::list))
+        .route("/backups/run", post(backups::run))
+        .route("/backups/prune", post(backups::prune))
+        .route("/backups/{id}", get(backups::show))
+        .route("/backups/{id}/verify", post(backups::verify))
+        .route("/backups/{id}/restore", post(backups::restore))
         .route("/config/reload", post(reload))
         .route("/tokens", get(list_tokens))
         .route("/whoami", get(whoami))

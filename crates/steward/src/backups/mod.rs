@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod pipeline;
 pub mod repository;
 pub mod retention;
+pub mod scheduled;
 pub mod service;
 pub mod sources;
 

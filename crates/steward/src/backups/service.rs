@@ -148,9 +148,23 @@ impl Backups {
         trigger_key: Option<String>,
         progress: Arc<Progress>,
     ) -> Result<BackupRecord, BackupError> {
+        let begun = self.begin(config, policy, trigger, started_by, trigger_key).await?;
+        self.complete(config, begun, progress).await
+    }
+
+    /// Takes the policy's lease and records the backup `running`: what fails here
+    /// (unknown policy, a busy lease) fails before anything starts.
+    pub async fn begin(
+        &self,
+        config: &Config,
+        policy: &str,
+        trigger: &str,
+        started_by: &str,
+        trigger_key: Option<String>,
+    ) -> Result<BackupRecord, BackupError> {
         let policy = Self::policy(config, policy)?;
-        let repo = Self::repo(config, &policy.repository)?;
-        let identity = encryption(policy)?;
+        Self::repo(config, &policy.repository)?;
+        encryption(policy)?;
         let started_at = Utc::now();
         let owner = process_owner();
         let new = NewBackup {
@@ -169,8 +183,26 @@ impl Backups {
             StoreError::Conflict(m) => BackupError::Busy(m),
             other => BackupError::Store(other),
         })?;
+        tracing::info!(backup = %record.id, policy = %policy.name, repository = %policy.repository, "backup started");
+        Ok(record)
+    }
+
+    /// Takes a backup [`Backups::begin`] recorded, start to end.
+    pub async fn complete(&self, config: &Config, record: BackupRecord, progress: Arc<Progress>) -> Result<BackupRecord, BackupError> {
         let id = record.id.clone();
-        tracing::info!(backup = %id, policy = %policy.name, repository = %policy.repository, "backup started");
+        let owner = record.owner.clone();
+        let started_at = record.started_at;
+        let settled = async {
+            let policy = Self::policy(config, &record.policy)?;
+            Ok::<_, BackupError>((policy, Self::repo(config, &policy.repository)?, encryption(policy)?))
+        };
+        let (policy, repo, identity) = match settled.await {
+            Ok(v) => v,
+            Err(e) => {
+                self.store.finish_backup(&id, BackupStatus::Failed, 0, 0, Some(&e.to_string()), &Json::Null).await?;
+                return Err(e);
+            }
+        };
         self.track(&id, &progress);
         let spool = self.data_dir.join("spool").join(&id);
         let cancel = CancellationToken::new();

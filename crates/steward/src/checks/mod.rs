@@ -2,13 +2,15 @@
 //!
 //! # Layout
 //! - `condition`: the `<path> <op> <value>` language.
-//! - one module per protocol (`http`, `tcp`, `sql`, `redis`, `nats`, `command`), each
+//! - one module per protocol (`http`, `tcp`, `sql`, `redis`, `nats`, `command`, and
+//!   `backup`, which reads the store), each
 //!   turning a target into an *observation*: a JSON object that conditions read.
 //! - `state`: consecutive-result thresholds that turn runs into healthy/unhealthy.
 //!
 //! **Architecture invariant:** a failing target is data. [`Prober::run`] always returns an
 //! [`Outcome`] with a reason; no probe error escapes as `Err` or panic.
 
+mod backup;
 mod command;
 pub mod condition;
 pub(crate) mod http;
@@ -48,11 +50,19 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 pub struct Prober {
     http: http::Clients,
     redactor: Redactor,
+    /// Where backup checks read backups from (the server's store).
+    store: Option<std::sync::Arc<dyn crate::store::Store>>,
 }
 
 impl Prober {
     pub fn new(redactor: Redactor) -> Prober {
-        Prober { http: http::Clients::default(), redactor }
+        Prober { http: http::Clients::default(), redactor, store: None }
+    }
+
+    /// A prober whose backup checks read `store`.
+    pub fn with_store(mut self, store: std::sync::Arc<dyn crate::store::Store>) -> Prober {
+        self.store = Some(store);
+        self
     }
 
     /// Runs `spec` once: probe under the check's timeout, then every condition.
@@ -81,6 +91,7 @@ impl Prober {
             Probe::Redis { url } => redis::observe(url, spec).await,
             Probe::Nats(p) => nats::observe(p, spec).await,
             Probe::Command(p) => command::observe(p, spec).await,
+            Probe::Backup(p) => backup::observe(self.store.as_ref(), p).await,
         }
     }
 }

@@ -62,6 +62,7 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         config_path: Some(opts.config.clone()),
         external_url,
         run_retention: opts.run_retention,
+        data_dir: opts.data.clone(),
     };
     let (engine, writer) = match Engine::start(config, store, engine_options).await {
         Ok(v) => v,

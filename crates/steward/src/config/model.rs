@@ -125,12 +125,19 @@ impl CheckSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
     Http(HttpProbe),
-    Tcp { address: String },
+    Tcp {
+        address: String,
+    },
     Postgres(SqlProbe),
     Mysql(SqlProbe),
-    Redis { url: SecretString },
+    Redis {
+        url: SecretString,
+    },
     Nats(NatsProbe),
     Command(CommandProbe),
+    /// Backup freshness, read from the store: is the newest (verified) backup of a
+    /// policy younger than `max_age`?
+    Backup(BackupProbe),
 }
 
 impl Probe {
@@ -143,6 +150,7 @@ impl Probe {
             Probe::Redis { .. } => "redis",
             Probe::Nats(_) => "nats",
             Probe::Command(_) => "command",
+            Probe::Backup(_) => "backup",
         }
     }
 
@@ -155,6 +163,7 @@ impl Probe {
             "redis" => &["info", "response_time"],
             "nats" => &["stream", "consumer", "server", "response_time"],
             "command" => &["exit_code", "stdout", "stderr", "response_time"],
+            "backup" => &["backup", "response_time"],
             _ => &[],
         }
     }
@@ -169,6 +178,7 @@ impl Probe {
             Probe::Redis { url } => redact_url_password(url.written()).into_owned(),
             Probe::Nats(n) => redact_url_password(n.url.written()).into_owned(),
             Probe::Command(c) => c.argv.iter().map(|a| a.written()).collect::<Vec<_>>().join(" "),
+            Probe::Backup(b) => format!("backup policy {}", b.policy),
         }
     }
 }
@@ -199,6 +209,14 @@ pub struct TlsOptions {
 pub struct SqlProbe {
     pub url: SecretString,
     pub query: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupProbe {
+    pub policy: String,
+    pub max_age: Duration,
+    /// Count only backups whose last verification passed (default), not merely taken.
+    pub verified: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

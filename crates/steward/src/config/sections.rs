@@ -35,7 +35,7 @@ const TOP_LEVEL: &[&str] = &[
 ];
 /// Sections of the intended configuration that this version cannot act on yet.
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
-const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command"];
+const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup"];
 const CHECK_KEYS: &[&str] = &[
     "name",
     "service",
@@ -51,6 +51,7 @@ const CHECK_KEYS: &[&str] = &[
     "redis",
     "nats",
     "command",
+    "backup",
 ];
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -163,6 +164,22 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     super::runbooks::cross_check(&runbooks, &runbook_refs, &check_names, &receiver_names, d);
     alerting::check_runbook_links(&alerting_refs, &runbooks, d);
     super::backups::cross_check(&repositories, &backups, d);
+    for c in &checks {
+        if let Probe::Backup(b) = &c.probe
+            && !backups.iter().any(|p| p.name == b.policy)
+        {
+            let known: Vec<&str> = backups.iter().map(|p| p.name.as_str()).collect();
+            let hint = match super::diagnostics::closest(&b.policy, known.iter().copied()) {
+                Some(k) => format!("did you mean `{k}`?"),
+                None if known.is_empty() => "define the policy under `backups:`".into(),
+                None => format!("backup policies: {}", known.join(", ")),
+            };
+            d.push(
+                Diagnostic::error(c.pos.clone(), format!("check `{}` watches backup policy `{}`, which is not defined", c.name, b.policy))
+                    .with_hint(hint),
+            );
+        }
+    }
     if first_route.is_none() {
         route = default_route(&receivers, d);
     }
@@ -469,6 +486,13 @@ fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut
             let workdir = f.take("workdir").and_then(|n| de::string(n, &format!("{what} workdir"), d)).map(PathBuf::from);
             f.finish(&["argv", "env", "workdir", "conditions"], d);
             Some(Probe::Command(CommandProbe { argv: argv?, env: env?, workdir }))
+        }
+        "backup" => {
+            let policy = f.require("policy", d).and_then(|n| de::string(n, &format!("{what} policy"), d));
+            let max_age = f.require("max_age", d).and_then(|n| de::duration(n, &format!("{what} max_age"), d));
+            let verified = f.take("verified").map_or(Some(true), |n| de::boolean(n, &format!("{what} verified"), d));
+            f.finish(&["policy", "max_age", "verified", "conditions"], d);
+            Some(Probe::Backup(BackupProbe { policy: policy?, max_age: max_age?, verified: verified? }))
         }
         _ => unreachable!("kinds come from PROBE_KINDS"),
     };

@@ -2,7 +2,6 @@
 //! approve or deny, cancel, resume, retry; and what the server does on its own:
 //! recover after a restart, heartbeat, fire schedules, expire old history.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{self, RunCx};
+use super::schedule::Fires;
 use super::{Decision, NewEvent, NewRun, Run, RunStatus, StepStatus};
 use crate::auth::Role;
 use crate::config::runbooks::{Runbook, StepKind, coerce};
@@ -426,8 +426,7 @@ async fn incident_entry(engine: &Arc<Engine>, run: &Run, text: String) {
 pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_fires: HashMap<(String, usize, String), DateTime<Utc>> = HashMap::new();
-    let started = Utc::now();
+    let mut fires = Fires::new(Utc::now());
     let mut last_heartbeat = std::time::Instant::now();
     let mut last_sweep = std::time::Instant::now();
     let mut last_prune: Option<std::time::Instant> = None;
@@ -439,7 +438,7 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention:
         }
         let now = Utc::now();
         engine.metrics.runbook_runs_active.set(engine.runbooks.active_ids().len() as i64);
-        fire_schedules(&engine, &mut next_fires, started, now).await;
+        fire_schedules(&engine, &mut fires, now).await;
         fire_alert_runbooks(&engine, &mut handled, now).await;
         if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
             last_heartbeat = std::time::Instant::now();
@@ -481,52 +480,28 @@ async fn sweep_stale(engine: &Arc<Engine>, now: DateTime<Utc>) {
 /// Starts the runs whose schedule came due. Each fire is keyed by runbook, schedule and
 /// instant in the store, so no fire can start two runs; fires missed while steward
 /// was down are not made up (a log line says so).
-async fn fire_schedules(
-    engine: &Arc<Engine>,
-    next: &mut HashMap<(String, usize, String), DateTime<Utc>>,
-    started: DateTime<Utc>,
-    now: DateTime<Utc>,
-) {
+async fn fire_schedules(engine: &Arc<Engine>, fires: &mut Fires<(String, usize, String)>, now: DateTime<Utc>) {
     let config = engine.config();
     let mut live = Vec::new();
     for rb in &config.runbooks {
         for (i, s) in rb.schedules.iter().enumerate() {
             let key = (rb.name.clone(), i, format!("{} {}", s.cron, s.timezone));
             live.push(key.clone());
-            let cron = &s.parsed;
-            let due = match next.get(&key) {
-                Some(t) => *t,
-                None => {
-                    let Some(t) = super::schedule::next_fire(cron, s.timezone, started.max(now - chrono::Duration::seconds(1))) else {
-                        continue;
-                    };
-                    next.insert(key.clone(), t);
-                    t
-                }
-            };
-            if due > now {
-                continue;
-            }
+            let Some(due) = fires.due(&key, &s.parsed, s.timezone, now) else { continue };
             let mut req = StartRequest::manual(&rb.name, s.params.clone().into_iter().collect(), "schedule");
             req.trigger = "schedule".into();
-            req.trigger_key = Some(format!("{}#{}@{}", rb.name, i, due.to_rfc3339()));
+            req.trigger_key = Some(format!("{}#{}@{}", rb.name, i, due.at.to_rfc3339()));
             match start(engine, req).await {
                 Ok(run) => tracing::info!(runbook = %rb.name, run = run.id, cron = %s.cron, "scheduled run started"),
                 Err(ControlError::Conflict(m)) => tracing::warn!(runbook = %rb.name, cron = %s.cron, "scheduled run not started: {m}"),
                 Err(e) => tracing::error!(runbook = %rb.name, cron = %s.cron, error = %e, "scheduled run could not start"),
             }
-            if let Some(t) = super::schedule::next_fire(cron, s.timezone, due) {
-                if t <= now {
-                    tracing::warn!(runbook = %rb.name, cron = %s.cron, "fires between {due} and now were missed and are not made up");
-                    let later = super::schedule::next_fire(cron, s.timezone, now).unwrap_or(t);
-                    next.insert(key, later);
-                } else {
-                    next.insert(key, t);
-                }
+            if due.missed {
+                tracing::warn!(runbook = %rb.name, cron = %s.cron, "fires between {} and now were missed and are not made up", due.at);
             }
         }
     }
-    next.retain(|k, _| live.contains(k));
+    fires.retain(&live);
 }
 
 /// Alerts only start runs for firings this recent: a restart or a reload that links

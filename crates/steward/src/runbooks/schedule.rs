@@ -18,6 +18,64 @@ pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
     text.parse::<croner::Cron>().map_err(|e| e.to_string())
 }
 
+/// When each recurring schedule fires next, for a loop that wakes every second and
+/// asks which came due. A fire missed while steward was down (or the loop was late by
+/// more than one period) is skipped, not made up; [`Due::missed`] says so, to log.
+pub struct Fires<K> {
+    next: std::collections::HashMap<K, DateTime<Utc>>,
+    started: DateTime<Utc>,
+}
+
+/// One fire that came due.
+pub struct Due {
+    pub at: DateTime<Utc>,
+    /// Later fires had also passed by `now`; they were skipped.
+    pub missed: bool,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Fires<K> {
+    /// Schedules fire only after `started`: nothing fires for the time before it.
+    pub fn new(started: DateTime<Utc>) -> Fires<K> {
+        Fires { next: Default::default(), started }
+    }
+
+    /// The fire of `key` that came due by `now`, if one did; the schedule then moves on.
+    pub fn due(&mut self, key: &K, cron: &croner::Cron, tz: Tz, now: DateTime<Utc>) -> Option<Due> {
+        let at = match self.next.get(key) {
+            Some(t) => *t,
+            None => {
+                let t = next_fire(cron, tz, self.started.max(now - Duration::seconds(1)))?;
+                self.next.insert(key.clone(), t);
+                t
+            }
+        };
+        if at > now {
+            return None;
+        }
+        let following = next_fire(cron, tz, at);
+        let missed = following.is_some_and(|t| t <= now);
+        match (following, missed) {
+            (Some(_), true) => {
+                if let Some(later) = next_fire(cron, tz, now) {
+                    self.next.insert(key.clone(), later);
+                }
+            }
+            (Some(t), false) => {
+                self.next.insert(key.clone(), t);
+            }
+            (None, _) => {
+                self.next.remove(key);
+            }
+        }
+        Some(Due { at, missed })
+    }
+
+    /// Forgets schedules that are no longer configured (after a reload).
+    pub fn retain(&mut self, live: &[K]) {
+        self.next.retain(|k, _| live.contains(k));
+    }
+}
+
 /// The first fire time strictly after `after`.
 pub fn next_fire(cron: &croner::Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let every_hour = cron.as_str().split_whitespace().nth(1) == Some("*");
