@@ -28,6 +28,8 @@ impl Out {
 /// A configuration and a data directory in a temporary directory.
 struct Env {
     dir: tempfile::TempDir,
+    /// Environment for every command (secrets the configuration references).
+    vars: Vec<(String, String)>,
 }
 
 impl Env {
@@ -35,7 +37,7 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let config = config.replace("$DIR", dir.path().to_str().unwrap());
         std::fs::write(dir.path().join("steward.yaml"), config).unwrap();
-        Env { dir }
+        Env { dir, vars: Vec::new() }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -50,6 +52,7 @@ impl Env {
             .arg(self.path("steward.yaml"))
             .arg("-d")
             .arg(self.path("data"))
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -686,4 +689,107 @@ checks:
     let metrics = reqwest::blocking_get(&format!("{}/metrics", server.base));
     assert!(metrics.contains("steward_backup_last_success_timestamp_seconds{policy=\"files\"}"), "{metrics}");
     assert!(metrics.contains("steward_backup_last_verification_success{policy=\"files\"} 1"), "{metrics}");
+}
+
+/// A local S3-compatible server (s3s-fs: buckets are directories under `root`) that
+/// checks every request's SigV4 signature against one access key.
+struct LocalS3 {
+    port: u16,
+    root: tempfile::TempDir,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl LocalS3 {
+    const KEY: &str = "steward-test-key";
+    const SECRET: &str = "steward-test-secret-0123456789";
+
+    fn start(bucket: &str) -> LocalS3 {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join(bucket)).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let dir = root.path().to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut b = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(dir).unwrap());
+                b.set_auth(s3s::auth::SimpleAuth::from_single(Self::KEY, Self::SECRET));
+                let service = b.build();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                loop {
+                    let (socket, _) = listener.accept().await.unwrap();
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+            });
+        });
+        LocalS3 { port, root, _thread: thread }
+    }
+}
+
+#[test]
+fn backups_land_in_an_s3_compatible_repository_are_verified_restored_and_pruned_there() {
+    let s3 = LocalS3::start("backups");
+    let mut env = Env::new(&format!(
+        r#"
+repositories:
+  - name: cloud
+    s3:
+      bucket: backups
+      prefix: prod/steward
+      endpoint: http://127.0.0.1:{}
+      allow_http: true
+      access_key_id: ${{env:TEST_S3_KEY}}
+      secret_access_key: ${{env:TEST_S3_SECRET}}
+backups:
+  - name: files
+    directory: {{ path: $DIR/src }}
+    schedule: "0 2 * * *"
+    repository: cloud
+    encryption: {{ key: "${{file:$DIR/backup.key}}" }}
+    retention: {{ keep_last: 1 }}
+"#,
+        s3.port
+    ));
+    env.vars = vec![("TEST_S3_KEY".into(), LocalS3::KEY.into()), ("TEST_S3_SECRET".into(), LocalS3::SECRET.into())];
+    write_tree(&env.path("src"));
+    keygen(&env.path("backup.key"));
+    let first = id_of(&env.run("files"));
+    let in_bucket = s3.root.path().join("backups/prod/steward/files").join(&first);
+    assert!(in_bucket.join("manifest.json").exists(), "the manifest is in the bucket under the prefix");
+    let (code, v) = env.verify(&first, true);
+    assert_eq!(code, 0, "{v}");
+    let target = env.path("restored");
+    let out = env.backup(&["restore", &first, "--to", target.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::read(target.join("a/b/data.bin")).unwrap(), std::fs::read(env.path("src/a/b/data.bin")).unwrap());
+
+    // A flipped bit in the bucket is caught.
+    let object = std::fs::read_dir(in_bucket.join("data")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x80;
+    std::fs::write(&object, bytes).unwrap();
+    let (code, v) = env.verify(&first, false);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["detail"].to_string().contains("corrupt"), "{v}");
+
+    // Retention deletes in the bucket too.
+    let second = id_of(&env.run("files"));
+    let out = env.backup(&["prune", "files", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!in_bucket.join("manifest.json").exists(), "pruned from the bucket");
+    assert!(s3.root.path().join("backups/prod/steward/files").join(&second).join("manifest.json").exists());
+
+    // A wrong secret: a clear error that never shows the secret, and no backup.
+    env.vars[1].1 = "not-the-secret-at-all".into();
+    let out = env.backup(&["run", "files", "-o", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(!all.contains("not-the-secret-at-all") && !all.contains(LocalS3::SECRET), "{all}");
+    assert_eq!(out.json()["status"], "failed", "{}", out.stdout);
 }
