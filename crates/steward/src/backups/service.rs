@@ -437,7 +437,7 @@ impl Backups {
             }
             None => None,
         };
-        let (had_data, state) = inspect(&manifest.source, target).await.map_err(BackupError::Invalid)?;
+        let (had_data, state) = inspect(&manifest, target).await.map_err(BackupError::Invalid)?;
         let mut report = RestoreReport {
             backup: id.to_string(),
             policy: record.policy.clone(),
@@ -632,7 +632,7 @@ async fn produce(cx: &BackupCx, source: &BackupSource, running: &Running) -> Res
         BackupSource::Mysql { url } => sources::mysql::backup(cx, url.expose(), running).await,
         BackupSource::Redis { url } => sources::redis::backup(cx, url.expose(), running).await,
         BackupSource::Directory { path } => sources::directory::backup(cx, path).await,
-        BackupSource::Nats { .. } => Err("NATS JetStream backups are not available in this version".into()),
+        BackupSource::Nats { url, streams } => sources::nats::backup(cx, url.expose(), streams).await,
     }
 }
 
@@ -676,14 +676,14 @@ async fn restore_test_for(
             let c = sources::directory::restore_into(repo, m, identity, dir.path(), progress).await?;
             (c, started.elapsed())
         }
-        BackupSource::Nats { .. } => return Err("NATS JetStream restore tests are not available in this version".into()),
+        BackupSource::Nats { .. } => sources::nats::restore_test(repo, m, identity, progress).await?,
     };
     Ok((c, Some(d)))
 }
 
 /// Whether the target holds data, and what it holds, for messages.
-async fn inspect(source: &str, target: &str) -> Result<(bool, String), String> {
-    match source {
+async fn inspect(manifest: &Manifest, target: &str) -> Result<(bool, String), String> {
+    match manifest.source.as_str() {
         "postgres" => {
             if !target.starts_with("postgres://") && !target.starts_with("postgresql://") {
                 return Err("a PostgreSQL backup restores into a database: --to postgres://USER@HOST:5432/DATABASE".into());
@@ -714,6 +714,19 @@ async fn inspect(source: &str, target: &str) -> Result<(bool, String), String> {
             let full = sources::directory::is_non_empty(p);
             Ok((full, if full { format!("{} has files", p.display()) } else { format!("{} is empty or missing", p.display()) }))
         }
+        "nats" => {
+            if !target.starts_with("nats://") && !target.starts_with("tls://") {
+                return Err("a NATS JetStream backup restores into a server: --to nats://HOST:4222".into());
+            }
+            let present = sources::nats::inspect_target(manifest, target).await?;
+            let state = if present.is_empty() {
+                "none of the backup's streams exist there".to_string()
+            } else {
+                let list: Vec<String> = present.iter().map(|(s, n)| format!("{s} ({n} messages)")).collect();
+                format!("streams already there: {}", list.join(", "))
+            };
+            Ok((!present.is_empty(), state))
+        }
         other => Err(format!("restoring {other} backups is not available in this version")),
     }
 }
@@ -726,6 +739,8 @@ fn restore_plan(source: &str, replace: bool) -> String {
         ("redis", false) => "write the RDB file (checked with redis-check-rdb before it is put in place)".into(),
         ("redis", true) => "replace the RDB file (checked with redis-check-rdb before it is put in place)".into(),
         ("directory", false) => "unpack the files into the directory".into(),
+        ("nats", false) => "restore each stream through the server's restore API".into(),
+        ("nats", true) => "delete each stream of the backup that exists there, then restore it through the server's restore API".into(),
         _ => "unpack into a new directory beside it, then move the current directory aside (kept, not deleted) and put the restored one in place".into(),
     }
 }
@@ -762,6 +777,7 @@ async fn restore_into(
             std::fs::rename(&fresh, target).map_err(|e| format!("putting the restored directory in place: {e}"))?;
             Ok(json!({ "directory": target, "previous_contents_moved_to": aside, "comparison": c }))
         }
+        "nats" => sources::nats::restore_to(repo, m, identity, target, replace, progress).await,
         other => Err(format!("restoring {other} backups is not available in this version")),
     }
 }

@@ -547,12 +547,6 @@ pub fn cross_check(repositories: &[Repository], policies: &[BackupPolicy], d: &m
                     .with_hint(hint),
             );
         }
-        if let BackupSource::Nats { .. } = p.source {
-            d.push(
-                Diagnostic::error(p.pos.clone(), format!("backup `{}`: NATS JetStream backups are not available in this version", p.name))
-                    .with_hint("back up streams with `nats stream backup` from a runbook for now"),
-            );
-        }
         if !p.verify.assertions.is_empty() && !matches!(p.source, BackupSource::Postgres(_) | BackupSource::Mysql { .. }) {
             d.push(
                 Diagnostic::error(

@@ -7,6 +7,7 @@
 
 pub mod directory;
 pub mod mysql;
+pub mod nats;
 pub mod postgres;
 pub mod process;
 pub mod redis;
