@@ -2,7 +2,11 @@
 # Backup benchmark on this machine: one pgbench database, backed up three ways in the
 # same run, with times, sizes and peak memory side by side.
 #
-#   bash bench/backups.sh [SCALE=50]
+#   bash bench/backups.sh [SCALE=50] [DATA=pgbench|random]
+#
+# DATA=pgbench keeps pgbench's data (its blank-padded filler compresses ~50x, so gzip is
+# unusually fast); DATA=random fills every account's filler with random hex, which
+# compresses about 2x like much real data.
 #
 # 1. the seeds' way: `pg_dump DB | gzip > file` (and its restore: `gunzip | psql` into
 #    a new database);
@@ -19,7 +23,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:-50}
-DB=steward_bench_backup
+DATA=${2:-pgbench}
+DB=steward_bench_backup_$DATA
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steward-target}"
 cargo build --release --quiet --bin steward
 STEWARD="$CARGO_TARGET_DIR/release/steward"
@@ -34,10 +39,14 @@ if [ "$have" != "$want" ]; then
   echo "==> initializing pgbench scale $SCALE in $DB"
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
   pgbench -h 127.0.0.1 -U postgres -i -s "$SCALE" -q "$DB" >/dev/null 2>&1
+  if [ "$DATA" = random ]; then
+    "${PSQL[@]}" -d "$DB" -c "UPDATE pgbench_accounts SET filler = substr(md5(random()::text) || md5(random()::text) || md5(random()::text), 1, 84)"
+    "${PSQL[@]}" -d "$DB" -c "VACUUM FULL pgbench_accounts"
+  fi
   "${PSQL[@]}" -d "$DB" -c "VACUUM ANALYZE"
 fi
 db_size=$("${PSQL[@]}" -d "$DB" -c "SELECT pg_size_pretty(pg_database_size('$DB'))")
-echo "database $DB: pgbench scale $SCALE, $want accounts, $db_size on disk; $(nproc) cores"
+echo "database $DB: pgbench scale $SCALE ($DATA data), $want accounts, $db_size on disk; $(nproc) cores"
 sync
 
 seconds() { date +%s.%N; }

@@ -48,6 +48,10 @@ impl std::fmt::Debug for Repo {
     }
 }
 
+/// Parts of one chunk each up to here, then larger parts (see `upload`).
+const LARGE_AFTER: usize = 5_000;
+const CHUNKS_PER_LARGE_PART: usize = 4;
+
 fn data_key(policy: &str, id: &str, object: &str) -> ObjectPath {
     ObjectPath::from(format!("{policy}/{id}/data/{object}"))
 }
@@ -127,13 +131,21 @@ impl Repo {
         let mut sent = StoredHasher::default();
         let mut parts = 0;
         let result = async {
+            // S3 allows 10,000 parts: past LARGE_AFTER parts, each part gathers
+            // CHUNKS_PER_LARGE_PART chunks, so an object can reach ~200 GB at 8 MiB chunks
+            // (memory then holds one larger part, only for objects that big).
+            let mut pending: Vec<Bytes> = Vec::new();
             while let Some(chunk) = rx.recv().await {
                 sent.update(&chunk);
-                parts += 1;
-                upload.put_part(PutPayload::from(chunk)).await?;
+                pending.push(chunk);
+                let per_part = if parts < LARGE_AFTER { 1 } else { CHUNKS_PER_LARGE_PART };
+                if pending.len() >= per_part {
+                    parts += 1;
+                    upload.put_part(PutPayload::from_iter(pending.drain(..))).await?;
+                }
             }
-            if parts == 0 {
-                upload.put_part(PutPayload::from(Bytes::new())).await?;
+            if !pending.is_empty() || parts == 0 {
+                upload.put_part(PutPayload::from_iter(pending.drain(..))).await?;
             }
             upload.complete().await
         }

@@ -179,7 +179,10 @@ impl Backups {
             trigger_key,
             lease: LEASE,
         };
-        let record = self.store.create_backup(&new, &format!("backup:{}", policy.name)).await.map_err(|e| match e {
+        // One lease per source and repository: two policies backing up the same database
+        // into the same repository take turns.
+        let lock = format!("backup:{}@{}", policy.source.target(), policy.repository);
+        let record = self.store.create_backup(&new, &lock).await.map_err(|e| match e {
             StoreError::Conflict(m) => BackupError::Busy(m),
             other => BackupError::Store(other),
         })?;

@@ -39,7 +39,8 @@ pub enum BackupAction {
     /// Take a backup of POLICY now, with a progress bar on a terminal.
     ///
     /// Exit codes: 0 the backup succeeded, 1 it failed (the reason is printed and
-    /// recorded), 3 another backup of the policy holds its lease.
+    /// recorded), 3 another backup of the same source into the same repository
+    /// holds its lease.
     Run {
         policy: String,
         #[command(flatten)]
