@@ -878,3 +878,33 @@ backups:
     assert_eq!(code, 1, "{v}");
     assert!(v["detail"].to_string().contains("corrupt"), "{v}");
 }
+
+#[test]
+fn the_server_verifies_the_newest_backup_on_the_verify_schedule_by_restore_test() {
+    let env = Env::new(
+        r#"
+repositories:
+  - name: local
+    path: $DIR/repo
+backups:
+  - name: files
+    directory: { path: $DIR/src }
+    repository: local
+    verify: { schedule: "* * * * *", restore_test: true }
+"#,
+    );
+    write_tree(&env.path("src"));
+    let old = id_of(&env.run("files"));
+    let newest = id_of(&env.run("files"));
+    let server = Server::start(&env.path("steward.yaml"), &env.path("data"));
+    let viewer = create_token(&env.path("data"), "viewer", "viewer");
+    let base = format!("{}/api/v1", server.base);
+    let v = wait_for("a scheduled verification", Duration::from_secs(75), || {
+        let b = request("GET", &format!("{base}/backups/{newest}"), &viewer, None).1;
+        b["verifications"].as_array().and_then(|v| v.iter().find(|v| v["trigger"] == "schedule" && v["result"] != "running").cloned())
+    });
+    assert_eq!(v["result"], "passed", "{v}");
+    assert_eq!(v["level"], 2, "restore_test: true makes it a restore test: {v}");
+    let older = request("GET", &format!("{base}/backups/{old}"), &viewer, None).1;
+    assert_eq!(older["verifications"], Value::Array(vec![]), "only the newest is verified: {older}");
+}

@@ -22,7 +22,7 @@ pub struct Candidate {
     pub status: BackupStatus,
     /// A live backup (its lease is held).
     pub in_progress: bool,
-    /// A restore is reading it.
+    /// A restore or a verification is reading it.
     pub restoring: bool,
 }
 
@@ -53,7 +53,7 @@ pub fn plan(backups: &[Candidate], policy: &Retention, now: DateTime<Utc>) -> Ve
             items[i].reasons.push("in progress".into());
         }
         if b.restoring {
-            items[i].reasons.push("being restored".into());
+            items[i].reasons.push("being restored or verified".into());
         }
     }
     if let Some(&newest) = successes.first() {
@@ -171,7 +171,7 @@ mod tests {
         let plan = plan(&backups, &policy, now);
         let decided: Vec<_> = plan.iter().map(|p| (p.id.as_str(), p.keep)).collect();
         assert_eq!(decided, vec![("b0000", true), ("b0001", false), ("b0002", false), ("b0003", true), ("b0004", true)]);
-        assert_eq!(plan[4].reasons, ["being restored"]);
+        assert_eq!(plan[4].reasons, ["being restored or verified"]);
         assert!(plan[1].reasons[0].starts_with("interrupted: never completed"));
     }
 

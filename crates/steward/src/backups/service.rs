@@ -498,6 +498,15 @@ impl Backups {
         let stored = repo.list(policy).await.map_err(|e| BackupError::Failed(e.to_string()))?;
         let mut candidates: Vec<Candidate> = Vec::new();
         let lease = chrono::Duration::from_std(LEASE).unwrap_or_default();
+        // A backup being verified is read right now: as protected as one being restored.
+        let verifying: Vec<String> = self
+            .store
+            .verifications(None, 1_000)
+            .await?
+            .into_iter()
+            .filter(|v| v.result == "running" && v.policy == policy)
+            .map(|v| v.backup_id)
+            .collect();
         for r in records.iter().filter(|r| r.repository == p.repository && r.status != BackupStatus::Deleted) {
             let in_repo = stored.iter().find(|(id, _)| *id == r.id);
             // A record whose data is gone from the repository has nothing to delete,
@@ -510,7 +519,7 @@ impl Backups {
                 started_at: r.started_at,
                 status: r.status,
                 in_progress: r.status == BackupStatus::Running && now - r.heartbeat_at < lease,
-                restoring: r.restoring_until.is_some_and(|t| t > now),
+                restoring: r.restoring_until.is_some_and(|t| t > now) || verifying.contains(&r.id),
             });
         }
         // In the repository but unknown to this store (another steward, a lost data
