@@ -96,7 +96,8 @@ pub enum BackupAction {
     /// A target that holds data is refused unless --force (then it is replaced).
     /// On a terminal you are asked to confirm; elsewhere pass --yes.
     ///
-    /// Exit codes: 0 restored, 1 failed, 4 refused (target not empty, not confirmed).
+    /// Exit codes: 0 restored and equal to what the backup recorded, 1 failed or
+    /// different, 4 refused (target not empty, not confirmed).
     ///
     /// Examples:
     ///   steward backup restore 20261122T020000Z-7f3a --to postgres://127.0.0.1/orders_restored --dry-run
@@ -401,6 +402,11 @@ async fn restore(cx: &Cx, id: String, to: String, force: bool, yes: bool, dry_ru
     match show_progress(cx.output, &format!("restore {id}"), &progress, Some(plan.plain_bytes), work).await {
         Ok(report) => {
             print_restore(cx.output, &report);
+            let differences = report.result["comparison"]["differences"].as_array().map_or(0, Vec::len);
+            if differences > 0 {
+                eprintln!("error: the restored data differs from what the backup recorded ({differences} differences above)");
+                return exit::FAILED;
+            }
             exit::OK
         }
         Err(e) => fail(&e),
