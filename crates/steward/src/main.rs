@@ -116,6 +116,7 @@ enum Command {
     ///   steward incident ack 12 --note "looking at the auth pods"
     ///   steward incident note 12 "Logins fail for some users; investigating" --public
     ///   steward incident postmortem 12 -f review-12.md
+    #[command(verbatim_doc_comment)]
     Incident {
         #[command(subcommand)]
         action: cli::incidents::IncidentAction,
@@ -128,6 +129,7 @@ enum Command {
     /// Examples:
     ///   steward run redis-memory-maintenance -p host=127.0.0.1 --dry-run
     ///   steward run rolling-repair -p nodes=db-1,db-2,db-3 --follow
+    #[command(verbatim_doc_comment)]
     Run(cli::runs::RunArgs),
     /// Runbook runs on a running server: list, show, follow, approve, deny, cancel,
     /// resume, retry, audit.
@@ -136,6 +138,7 @@ enum Command {
     ///   steward runs list --status interrupted
     ///   steward runs approve 42 --comment "replica lag checked: 0.3s"
     ///   steward runs resume 42 --follow
+    #[command(verbatim_doc_comment)]
     Runs {
         #[command(subcommand)]
         action: cli::runs::RunsAction,
@@ -162,6 +165,7 @@ enum Command {
     ///
     /// Add an override: steward oncall --schedule primary --override dave --from "2026-12-24 09:00" --until "2026-12-27 09:00"
     /// (times in the schedule's zone, or RFC 3339).
+    #[command(verbatim_doc_comment)]
     Oncall {
         #[command(flatten)]
         remote: RemoteArgs,
@@ -201,6 +205,7 @@ enum Command {
     ///   steward backup verify --latest --restore-test -c steward.yaml -d /var/lib/steward
     ///   steward backup restore 20261122T020000Z-7f3a --to postgres://127.0.0.1/orders_check --dry-run -c … -d …
     ///   steward backup prune --dry-run -c steward.yaml -d /var/lib/steward
+    #[command(verbatim_doc_comment)]
     Backup {
         #[command(subcommand)]
         action: cli::backups::BackupAction,

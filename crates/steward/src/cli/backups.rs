@@ -74,6 +74,7 @@ pub enum BackupAction {
     ///   steward backup verify 20261122T020000Z-7f3a
     ///   steward backup verify --latest --restore-test          every policy's newest
     ///   steward backup verify --latest --policy orders-db --restore-test
+    #[command(verbatim_doc_comment)]
     Verify {
         /// The backup (see `steward backup list`).
         #[arg(required_unless_present = "latest", conflicts_with = "latest")]
@@ -81,6 +82,7 @@ pub enum BackupAction {
         /// The newest successful backup of every policy (or of --policy).
         #[arg(long)]
         latest: bool,
+        /// With --latest: only this policy's newest backup.
         #[arg(long, requires = "latest")]
         policy: Option<String>,
         /// Restore into a scratch instance (a temporary PostgreSQL cluster, a scratch
@@ -102,6 +104,7 @@ pub enum BackupAction {
     /// Examples:
     ///   steward backup restore 20261122T020000Z-7f3a --to postgres://127.0.0.1/orders_restored --dry-run
     ///   steward backup restore 20261122T020000Z-7f3a --to /srv/uploads --force --yes
+    #[command(verbatim_doc_comment)]
     Restore {
         id: String,
         #[arg(long)]
@@ -136,6 +139,7 @@ pub enum BackupAction {
     ///
     ///   steward backup keygen > /etc/steward/backup.key && chmod 600 /etc/steward/backup.key
     ///   then: encryption: { key: "${file:/etc/steward/backup.key}" }
+    #[command(verbatim_doc_comment)]
     Keygen,
 }
 
