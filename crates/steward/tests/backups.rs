@@ -231,6 +231,13 @@ backups:
     let forced = env.backup(&["restore", &id, "--to", &copy_url, "--yes", "--force", "-o", "json"]);
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     assert_eq!(psql(&copy, "SELECT count(*) FROM orders"), "20000");
+    // Each restore is on the record: who, where, whether it replaced data, how it ended.
+    let shown = env.backup(&["show", &id, "-o", "json"]).json();
+    let restores = shown["restores"].as_array().unwrap();
+    assert_eq!(restores.len(), 2, "dry runs and refusals are not restores: {shown}");
+    assert_eq!((&restores[0]["result"], &restores[0]["replaced"]), (&Value::from("succeeded"), &Value::from(true)), "{shown}");
+    assert_eq!((&restores[1]["result"], &restores[1]["replaced"]), (&Value::from("succeeded"), &Value::from(false)), "{shown}");
+    assert!(restores[0]["actor"].as_str().is_some_and(|a| !a.is_empty()) && restores[0]["target"] == copy_url.as_str(), "{shown}");
 
     // One flipped bit in a stored object: verify says the backup is corrupt.
     env.corrupt("orders", &id);
@@ -242,6 +249,17 @@ backups:
     assert_eq!(code, 1, "a restore test of a corrupt backup fails too: {v}");
     let listed = env.list("orders");
     assert_eq!(listed[0]["verify_result"], "failed", "the list shows the last verification: {}", listed[0]);
+    // Restoring the corrupt backup over data is refused before the target is touched.
+    psql(&copy, "DELETE FROM orders WHERE id > 10");
+    let damaged = env.backup(&["restore", &id, "--to", &copy_url, "--yes", "--force"]);
+    assert_eq!(damaged.code, 1, "{}", damaged.stderr);
+    assert!(damaged.stderr.contains("corrupt") && damaged.stderr.contains("was not changed"), "{}", damaged.stderr);
+    assert_eq!(psql(&copy, "SELECT count(*) FROM orders"), "10", "the target is as it was");
+    let shown = env.backup(&["show", &id, "-o", "json"]).json();
+    assert_eq!(shown["restores"][0]["result"], "failed", "{shown}");
+    assert_eq!(shown["restores"][0]["detail"]["result"]["target_changed"], false, "{shown}");
+    let table = env.backup(&["show", &id]);
+    assert!(table.stdout.contains("RESTORED") && table.stdout.contains("(replaced)"), "{}", table.stdout);
 
     psql("postgres", &format!("DROP DATABASE {copy}"));
     psql("postgres", &format!("DROP DATABASE {db}"));
@@ -316,8 +334,13 @@ fn redis_backups_are_checked_restored_into_a_scratch_server_and_as_a_loadable_rd
         for i in 0..40 {
             writeln!(stdin, "HSET h:{i} field {i}").unwrap();
         }
+        // Sessions: keys that expire between the backup and its restore test.
+        for i in 0..25 {
+            writeln!(stdin, "SET session:{i} x PX 6000").unwrap();
+        }
     }
     assert!(load.wait().unwrap().success());
+    let loaded = std::time::Instant::now();
     let env = Env::new(&format!(
         r#"
 repositories:
@@ -333,10 +356,15 @@ backups:
     ));
     let record = env.run("cache");
     let id = id_of(&record);
+    assert!(loaded.elapsed() < Duration::from_secs(6), "the backup took longer than the sessions' TTL");
+    assert_eq!(record["facts"]["keys"]["all"], 3065, "{record}");
+    // The sessions' TTL passes: a server loading the snapshot drops them, and that is
+    // not a difference (fewer than the keys without a TTL would be).
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(loaded.elapsed()) + Duration::from_millis(200));
     let (code, v) = env.verify(&id, true);
     assert_eq!(code, 0, "{v}");
     let matched = v["detail"]["matched"].to_string();
-    assert!(matched.contains("all: 3040 keys"), "the snapshot's key count compared: {v}");
+    assert!(matched.contains("3040 keys loaded of 3065 at backup; the other 25 had a TTL"), "the snapshot's key count compared: {v}");
 
     // Restored as an RDB file that a real redis-server loads.
     let rdb = env.path("restored/dump.rdb");
@@ -361,7 +389,7 @@ backups:
     });
     let _ = server.kill();
     let _ = server.wait();
-    assert_eq!(sizes, ("3000".to_string(), "40".to_string()));
+    assert_eq!(sizes, ("3000".to_string(), "40".to_string()), "the sessions expired; everything else is there");
 
     // A second restore to the same file is refused without --force.
     let refused = env.backup(&["restore", &id, "--to", rdb.to_str().unwrap(), "--yes"]);
@@ -674,6 +702,10 @@ checks:
         request("POST", &format!("{base}/backups/{id}/restore"), &admin, Some(serde_json::json!({"to": fresh.to_str().unwrap()})));
     assert_eq!(code, 200, "{v}");
     assert_eq!(std::fs::read(fresh.join("a/b/data.bin")).unwrap(), std::fs::read(env.path("src/a/b/data.bin")).unwrap());
+    // The restore is on the backup's record, as the token that asked for it.
+    let shown = request("GET", &format!("{base}/backups/{id}"), &viewer, None).1;
+    assert_eq!(shown["restores"].as_array().map(Vec::len), Some(1), "the refused restore is not one: {shown}");
+    assert_eq!((&shown["restores"][0]["actor"], &shown["restores"][0]["result"]), (&"admin".into(), &"succeeded".into()), "{shown}");
 
     // The schedule fires within a minute; retention (keep_last 1) runs after it.
     let scheduled = wait_for("a scheduled backup", Duration::from_secs(75), || {

@@ -326,6 +326,74 @@ pub async fn runs_take_locks_and_trigger_keys_once_and_keep_their_record(store: 
     assert!(store.run(b.id).await.unwrap().is_some(), "a running run is never expired");
 }
 
+fn new_backup(id: &str, policy: &str, key: Option<&str>) -> steward::backups::NewBackup {
+    steward::backups::NewBackup {
+        id: id.into(),
+        policy: policy.into(),
+        repository: "local".into(),
+        source: "postgres".into(),
+        trigger: "manual".into(),
+        started_by: "test".into(),
+        owner: format!("host:1:{id}"),
+        started_at: Utc::now(),
+        trigger_key: key.map(String::from),
+        lease: Duration::from_secs(30),
+    }
+}
+
+fn new_restore(backup: &str, actor: &str) -> steward::backups::NewRestore {
+    steward::backups::NewRestore {
+        backup_id: backup.into(),
+        policy: "orders".into(),
+        target: "postgres://app:***@db/orders".into(),
+        actor: actor.into(),
+        replaced: true,
+        hold_until: Utc::now() + chrono::Duration::hours(24),
+    }
+}
+
+pub async fn backups_take_one_lease_per_lock_and_restores_keep_a_record_and_a_hold(store: impl Store) {
+    use steward::backups::BackupStatus;
+    let lock = "orders@local";
+    let a = store.create_backup(&new_backup("20261122T020000Z-aaaa", "orders", Some("orders@2")), lock).await.unwrap();
+    assert_eq!(a.status, BackupStatus::Running);
+    // One live lease per lock; the message names the holder.
+    match store.create_backup(&new_backup("20261122T020001Z-bbbb", "orders-copy", None), lock).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("20261122T020000Z-aaaa") || m.contains("host:1"), "{m}"),
+        other => panic!("a held lease must refuse a second backup: {other:?}"),
+    }
+    store.finish_backup(&a.id, BackupStatus::Succeeded, 1000, 100, None, &serde_json::json!({ "rows": 5 })).await.unwrap();
+    // The lease is released, but a trigger key is used once, ever.
+    match store.create_backup(&new_backup("20261122T020002Z-cccc", "orders", Some("orders@2")), lock).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("a trigger key starts one backup: {other:?}"),
+    }
+    let b = store.create_backup(&new_backup("20261122T020003Z-dddd", "orders", None), lock).await.unwrap();
+    store.finish_backup(&b.id, BackupStatus::Failed, 0, 0, Some("pg_dump exited 1"), &serde_json::Value::Null).await.unwrap();
+
+    // Two restores of one backup: it is held while either runs.
+    let first = store.start_restore(&new_restore(&a.id, "alice")).await.unwrap();
+    let second = store.start_restore(&new_restore(&a.id, "bob")).await.unwrap();
+    assert!(store.backup(&a.id).await.unwrap().unwrap().restoring_until.is_some());
+    store.finish_restore(first, "succeeded", &serde_json::json!({ "seconds": 1.5 })).await.unwrap();
+    assert!(store.backup(&a.id).await.unwrap().unwrap().restoring_until.is_some(), "bob's restore still runs");
+    // A finished restore is not interrupted; a running one whose heartbeat is old is.
+    store.heartbeat_restore(second, Utc::now() - chrono::Duration::minutes(5)).await.unwrap();
+    assert_eq!(store.interrupt_stale_restores(Utc::now() - chrono::Duration::minutes(1)).await.unwrap(), 1);
+    assert_eq!(store.interrupt_stale_restores(Utc::now() + chrono::Duration::minutes(1)).await.unwrap(), 0, "settled once");
+    assert!(store.backup(&a.id).await.unwrap().unwrap().restoring_until.is_none(), "no restore runs: the hold is released");
+    // Finishing an interrupted restore later changes nothing: the record says what happened.
+    store.finish_restore(second, "succeeded", &serde_json::Value::Null).await.unwrap();
+
+    let restores = store.restores(Some(&a.id), 10).await.unwrap();
+    assert_eq!(restores.len(), 2);
+    assert_eq!((restores[0].actor.as_str(), restores[0].result.as_str()), ("bob", "interrupted"), "newest first");
+    assert!(restores[0].detail["error"].as_str().unwrap().contains("part of the data"), "{:?}", restores[0]);
+    assert_eq!((restores[1].actor.as_str(), restores[1].result.as_str()), ("alice", "succeeded"));
+    assert!(restores[1].finished_at.is_some() && restores[1].replaced);
+    assert!(store.restores(Some(&b.id), 10).await.unwrap().is_empty());
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -369,6 +437,11 @@ macro_rules! store_suite {
             async fn runs_take_locks_and_trigger_keys_once_and_keep_their_record() {
                 let (_guard, store) = $open.await;
                 super::runs_take_locks_and_trigger_keys_once_and_keep_their_record(store).await;
+            }
+            #[tokio::test]
+            async fn backups_take_one_lease_per_lock_and_restores_keep_a_record_and_a_hold() {
+                let (_guard, store) = $open.await;
+                super::backups_take_one_lease_per_lock_and_restores_keep_a_record_and_a_hold(store).await;
             }
             #[tokio::test]
             async fn forgets_states_of_removed_checks() {

@@ -17,7 +17,7 @@ use super::auth::Caller;
 use super::error::{ApiError, Code};
 use super::incidents::body;
 use crate::auth::Role;
-use crate::backups::service::BackupError;
+use crate::backups::service::{BackupError, RestoreOptions};
 use crate::backups::sources::Progress;
 use crate::backups::{BackupQuery, BackupRecord, BackupStatus};
 use crate::config::duration::format_duration;
@@ -93,7 +93,8 @@ pub async fn show(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path
     caller.require(Role::Viewer)?;
     let record = s.engine.store.backup(&id).await?.ok_or_else(|| ApiError::new(Code::NotFound, format!("no backup {id}")))?;
     let verifications = s.engine.store.verifications(Some(&id), 50).await?;
-    Ok(Json(json!({ "backup": view(&s, &record), "verifications": verifications })))
+    let restores = s.engine.store.restores(Some(&id), 50).await?;
+    Ok(Json(json!({ "backup": view(&s, &record), "verifications": verifications, "restores": restores })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +158,9 @@ struct RestoreBody {
     force: bool,
     #[serde(default)]
     dry_run: bool,
+    /// Skip reading every stored object before the restore (see `steward backup restore --skip-check`).
+    #[serde(default)]
+    skip_check: bool,
 }
 
 /// Restores a backup (admin); answers when it is done, with what was done. A target
@@ -175,10 +179,11 @@ pub async fn restore(
     }
     // Its own task: a client that disconnects must not cut a restore off half-way.
     let engine = s.engine.clone();
-    let task =
-        tokio::spawn(
-            async move { engine.backups.restore(&config, &id, &req.to, req.force, req.dry_run, Arc::new(Progress::default())).await },
-        );
+    let actor = caller.0.name.clone();
+    let task = tokio::spawn(async move {
+        let how = RestoreOptions { force: req.force, dry_run: req.dry_run, skip_check: req.skip_check, actor: &actor };
+        engine.backups.restore(&config, &id, &req.to, how, Arc::new(Progress::default())).await
+    });
     let report = task.await.map_err(|e| ApiError::new(Code::Internal, format!("the restore task failed: {e}")))??;
     Ok(Json(json!({ "restore": report })))
 }

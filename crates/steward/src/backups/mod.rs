@@ -155,6 +155,41 @@ pub struct Verification {
     pub restore_ms: Option<i64>,
 }
 
+/// One restore of one backup: who restored what into where, and how it ended. The
+/// row is written `running` before the target is touched, so a restore cut off by a
+/// crash reads `interrupted` (the target may hold part of the data), never nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreRecord {
+    pub id: i64,
+    pub backup_id: String,
+    pub policy: String,
+    /// Where it went, with any password in a URL replaced by `***`.
+    pub target: String,
+    pub actor: String,
+    /// The target held data and `--force` replaced it.
+    pub replaced: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `running`, `succeeded`, `differs` (restored, but not equal to what the backup
+    /// recorded), `failed` or `interrupted`.
+    pub result: String,
+    /// The comparison, or the error.
+    pub detail: Json,
+}
+
+/// A restore about to start.
+#[derive(Debug, Clone)]
+pub struct NewRestore {
+    pub backup_id: String,
+    pub policy: String,
+    pub target: String,
+    pub actor: String,
+    pub replaced: bool,
+    /// Prune leaves the backup alone until then, even if the restore's process dies
+    /// without a word (a stale restore is settled by `interrupt_stale_restores`).
+    pub hold_until: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct BackupQuery {
     pub policy: Option<String>,

@@ -156,7 +156,7 @@ impl Repo {
             return Err(self.error(e, &key));
         }
         let sent = sent.finish();
-        let read = self.read_digest(&key).await?;
+        let read = self.read_digest(&key, |_| {}).await?;
         if read != sent {
             return Err(RepoError::Corrupt {
                 repo: self.name.clone(),
@@ -170,14 +170,22 @@ impl Repo {
         Ok(sent)
     }
 
-    async fn read_digest(&self, key: &ObjectPath) -> Result<Digest, RepoError> {
+    async fn read_digest(&self, key: &ObjectPath, on_chunk: impl Fn(usize)) -> Result<Digest, RepoError> {
         let got = self.store.get(key).await.map_err(|e| self.error(e, key))?;
         let mut stream = got.into_stream();
         let mut h = StoredHasher::default();
         while let Some(chunk) = stream.next().await {
-            h.update(&chunk.map_err(|e| self.error(e, key))?);
+            let chunk = chunk.map_err(|e| self.error(e, key))?;
+            h.update(&chunk);
+            on_chunk(chunk.len());
         }
         Ok(h.finish())
+    }
+
+    /// Size and blake3 of a stored object as it is now, read in full; `on_chunk` hears
+    /// how many bytes each read brought (for progress).
+    pub async fn stored_digest(&self, policy: &str, id: &str, object: &str, on_chunk: impl Fn(usize)) -> Result<Digest, RepoError> {
+        self.read_digest(&data_key(policy, id, object), on_chunk).await
     }
 
     /// Streams a stored object into `tx` while hashing it; the digest of what was read,

@@ -13,11 +13,11 @@ use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
 use super::manifest::{Compression, Encryption, FORMAT, Manifest};
-use super::repository::Repo;
+use super::repository::{Repo, RepoError};
 use super::retention::{self, Candidate, PlanItem};
 use super::sources::process::Running;
 use super::sources::{self, BackupCx, Comparison, Produced, Progress};
-use super::{BackupQuery, BackupRecord, BackupStatus, NewBackup, Verification, new_id, process_owner};
+use super::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, Verification, new_id, process_owner};
 use crate::config::Config;
 use crate::config::backups::{BackupPolicy, BackupSource};
 use crate::store::{Store, StoreError};
@@ -68,6 +68,20 @@ pub struct Backups {
     pub data_dir: PathBuf,
     /// Live operations (backup id → progress), for the API and progress bars.
     live: Mutex<HashMap<String, Arc<Progress>>>,
+}
+
+/// How to restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions<'a> {
+    /// Replace what the target holds.
+    pub force: bool,
+    /// Inspect the backup and the target, change nothing.
+    pub dry_run: bool,
+    /// Skip reading every stored object before the restore (it saves one read of
+    /// the backup; a corrupt object is then found part-way, with the target changed).
+    pub skip_check: bool,
+    /// Who asked (the token's name, or the local user), for the record.
+    pub actor: &'a str,
 }
 
 /// What a restore did (or, with `dry_run`, would do).
@@ -413,15 +427,17 @@ impl Backups {
 
     /// Restores a backup into `target`: a database URL (PostgreSQL, MySQL), a file
     /// (Redis' dump.rdb) or a directory. Refuses a target with data unless `force`.
+    /// Unless `skip_check`, every stored object is read and its checksum compared
+    /// first, so a corrupt backup is refused before the target is touched.
     pub async fn restore(
         &self,
         config: &Config,
         id: &str,
         target: &str,
-        force: bool,
-        dry_run: bool,
+        how: RestoreOptions<'_>,
         progress: Arc<Progress>,
     ) -> Result<RestoreReport, BackupError> {
+        let RestoreOptions { force, dry_run, skip_check, actor } = how;
         let (record, repo, manifest) = self.resolve(config, id).await?;
         if record.status != BackupStatus::Succeeded {
             return Err(BackupError::Invalid(format!(
@@ -463,24 +479,63 @@ impl Backups {
             report.result = json!({ "would": restore_plan(&manifest.source, had_data) });
             return Ok(report);
         }
-        progress.total.store(manifest.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
+        let rid = self
+            .store
+            .start_restore(&NewRestore {
+                backup_id: id.to_string(),
+                policy: record.policy.clone(),
+                target: report.target.clone(),
+                actor: actor.to_string(),
+                replaced: had_data,
+                hold_until: Utc::now() + chrono::Duration::hours(24),
+            })
+            .await?;
+        let heartbeat = {
+            let store = self.store.clone();
+            keep_alive(move || {
+                let store = store.clone();
+                async move {
+                    if let Err(e) = store.heartbeat_restore(rid, Utc::now()).await {
+                        tracing::warn!(restore = rid, error = %e, "could not record the restore's heartbeat");
+                    }
+                }
+            })
+        };
         self.track(id, &progress);
-        let hold = |until: Option<DateTime<Utc>>| self.store.set_restoring(id, until);
-        hold(Some(Utc::now() + chrono::Duration::hours(24))).await?;
         let started = Instant::now();
-        tracing::warn!(backup = %id, target = %report.target, force, "restore started");
+        tracing::warn!(backup = %id, target = %report.target, force, actor, "restore started");
         let running = Running::default();
-        let result = restore_into(&repo, &manifest, identity.as_ref(), target, had_data, &progress, &running).await;
-        hold(None).await?;
+        let result = async {
+            if !skip_check {
+                check_stored(&repo, &manifest, &progress).await.map_err(|e| (false, e))?;
+            }
+            progress.plain.store(0, std::sync::atomic::Ordering::Relaxed);
+            progress.total.store(manifest.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
+            restore_into(&repo, &manifest, identity.as_ref(), target, had_data, &progress, &running).await.map_err(|e| (true, e))
+        }
+        .await;
+        heartbeat.abort();
         self.untrack(id);
         report.duration_ms = Some(started.elapsed().as_millis());
+        let seconds = started.elapsed().as_secs_f64();
+        let (outcome, detail) = match &result {
+            Ok(v) if v["comparison"]["differences"].as_array().is_some_and(|d| !d.is_empty()) => ("differs", v.clone()),
+            Ok(v) => ("succeeded", v.clone()),
+            Err((touched, e)) => ("failed", json!({ "error": redact(config, e), "target_changed": touched })),
+        };
+        self.store.finish_restore(rid, outcome, &json!({ "seconds": seconds, "result": detail })).await?;
         match result {
             Ok(v) => {
-                tracing::warn!(backup = %id, target = %report.target, seconds = started.elapsed().as_secs_f64(), "restore finished");
+                tracing::warn!(backup = %id, target = %report.target, seconds, outcome, "restore finished");
                 report.result = v;
                 Ok(report)
             }
-            Err(e) => Err(BackupError::Failed(format!("the restore failed: {}", redact(config, &e)))),
+            Err((false, e)) => Err(BackupError::Failed(format!(
+                "backup {id} is damaged, so it was not restored and {} was not changed: {}",
+                report.target,
+                redact(config, &e)
+            ))),
+            Err((true, e)) => Err(BackupError::Failed(format!("the restore failed: {}", redact(config, &e)))),
         }
     }
 
@@ -603,6 +658,13 @@ impl Backups {
             }
         }
         self.store.fail_stale_verifications(now - lease).await?;
+        let interrupted = self.store.interrupt_stale_restores(now - lease).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                restores = interrupted,
+                "restores cut off when steward stopped are recorded as interrupted: their targets may hold part of the data"
+            );
+        }
         for p in &config.backups {
             self.publish(&p.name).await;
         }
@@ -649,6 +711,32 @@ async fn produce(cx: &BackupCx, source: &BackupSource, running: &Running) -> Res
 }
 
 type Checked = Result<(Comparison, Option<Duration>), String>;
+
+/// Before a restore: every stored object read in full and its size and blake3
+/// compared with the manifest. Only the stored bytes (no decryption or
+/// decompression): what a restore would read is exactly what was written.
+async fn check_stored(repo: &Repo, m: &Manifest, progress: &Arc<Progress>) -> Result<(), String> {
+    progress.set_phase("checking the backup's objects");
+    progress.total.store(m.stored_bytes(), std::sync::atomic::Ordering::Relaxed);
+    let mut damaged = Vec::new();
+    for object in &m.objects {
+        match repo
+            .stored_digest(&m.policy, &m.id, &object.name, |n| {
+                progress.plain.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            })
+            .await
+        {
+            Ok(d) if d == object.stored => {}
+            Ok(d) => damaged.push(format!(
+                "object {} is corrupt: stored bytes: {} with blake3 {}, the manifest says {} with blake3 {}",
+                object.name, d.bytes, d.blake3, object.stored.bytes, object.stored.blake3
+            )),
+            Err(RepoError::Missing { .. }) => damaged.push(format!("object {} is corrupt: it is missing from the repository", object.name)),
+            Err(e) => return Err(format!("reading object {}: {e}", object.name)),
+        }
+    }
+    if damaged.is_empty() { Ok(()) } else { Err(damaged.join("; ")) }
+}
 
 /// Level 1: every object read in full; sizes, stored and plain blake3 compared.
 async fn check_objects(repo: &Repo, m: &Manifest, identity: Option<&age::x25519::Identity>, progress: &Arc<Progress>) -> Checked {

@@ -15,9 +15,9 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::{Output, exit, print_table};
-use crate::backups::service::{BackupError, Backups, PruneReport, RestoreReport};
+use crate::backups::service::{BackupError, Backups, PruneReport, RestoreOptions, RestoreReport};
 use crate::backups::sources::Progress;
-use crate::backups::{BackupQuery, BackupRecord, BackupStatus, Verification};
+use crate::backups::{BackupQuery, BackupRecord, BackupStatus, RestoreRecord, Verification};
 use crate::config::{self, Config};
 use crate::store::{SqliteStore, Store};
 
@@ -96,7 +96,10 @@ pub enum BackupAction {
     /// for Redis (the dump.rdb to write; the server loads it on restart) or a directory.
     ///
     /// A target that holds data is refused unless --force (then it is replaced).
-    /// On a terminal you are asked to confirm; elsewhere pass --yes.
+    /// On a terminal you are asked to confirm; elsewhere pass --yes. Every stored
+    /// object is read and checked first: a damaged backup is refused before the
+    /// target is touched. Each restore is recorded (who, where, how it ended) and
+    /// shown by `steward backup show ID`.
     ///
     /// Exit codes: 0 restored and equal to what the backup recorded, 1 failed or
     /// different, 4 refused (target not empty, not confirmed).
@@ -118,6 +121,10 @@ pub enum BackupAction {
         /// Say what would be done, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Do not read the backup's objects once before restoring (faster; a damaged
+        /// object is then found part-way, with the target already changed).
+        #[arg(long)]
+        skip_check: bool,
         #[command(flatten)]
         local: Local,
     },
@@ -152,8 +159,9 @@ pub async fn run(action: BackupAction) -> u8 {
         BackupAction::Verify { id, latest: _, policy, restore_test, local } => {
             with_backups(&local, |cx| Box::pin(verify(cx, id, policy, restore_test))).await
         }
-        BackupAction::Restore { id, to, force, yes, dry_run, local } => {
-            with_backups(&local, |cx| Box::pin(restore(cx, id, to, force, yes, dry_run))).await
+        BackupAction::Restore { id, to, force, yes, dry_run, skip_check, local } => {
+            let how = RestoreOptions { force, dry_run, skip_check, actor: "" };
+            with_backups(&local, |cx| Box::pin(restore(cx, id, to, how, yes))).await
         }
         BackupAction::Prune { policy, dry_run, local } => with_backups(&local, |cx| Box::pin(prune(cx, policy, dry_run))).await,
     }
@@ -293,8 +301,9 @@ async fn show(cx: &Cx, id: String) -> u8 {
         Err(e) => return fail(&e.into()),
     };
     let verifications = cx.backups.store.verifications(Some(&id), 20).await.unwrap_or_default();
+    let restores = cx.backups.store.restores(Some(&id), 20).await.unwrap_or_default();
     if cx.output == Output::Json {
-        println!("{}", json!({ "backup": record.view(), "verifications": verifications }));
+        println!("{}", json!({ "backup": record.view(), "verifications": verifications, "restores": restores }));
         return exit::OK;
     }
     let r = &record;
@@ -326,7 +335,32 @@ async fn show(cx: &Cx, id: String) -> u8 {
             .collect();
         print_table(&["VERIFIED", "LEVEL", "RESULT", "DETAIL"], &rows);
     }
+    if !restores.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = restores
+            .iter()
+            .map(|r| {
+                vec![
+                    r.started_at.format("%Y-%m-%d %H:%M").to_string(),
+                    r.actor.clone(),
+                    format!("{}{}", r.target, if r.replaced { " (replaced)" } else { "" }),
+                    r.result.clone(),
+                    restore_detail(r),
+                ]
+            })
+            .collect();
+        print_table(&["RESTORED", "BY", "TO", "RESULT", "DETAIL"], &rows);
+    }
     exit::OK
+}
+
+fn restore_detail(r: &RestoreRecord) -> String {
+    let d = &r.detail;
+    if let Some(e) = d["error"].as_str().or(d["result"]["error"].as_str()) {
+        return e.to_string();
+    }
+    let took = d["seconds"].as_f64().map(|s| format!("in {}: ", duration(Some((s * 1000.0) as i64)))).unwrap_or_default();
+    format!("{took}{}", comparison_line(&d["result"]["comparison"]))
 }
 
 async fn verify(cx: &Cx, id: Option<String>, policy: Option<String>, restore_test: bool) -> u8 {
@@ -377,13 +411,19 @@ async fn verify(cx: &Cx, id: Option<String>, policy: Option<String>, restore_tes
     code
 }
 
-async fn restore(cx: &Cx, id: String, to: String, force: bool, yes: bool, dry_run: bool) -> u8 {
+async fn restore(cx: &Cx, id: String, to: String, how: RestoreOptions<'_>, yes: bool) -> u8 {
+    let user = whoami();
+    let how = RestoreOptions { actor: &user, ..how };
     // The plan first: it checks the backup, the key and the target without touching it.
-    let plan = match cx.backups.restore(&cx.config, &id, &to, force, true, Arc::new(Progress::default())).await {
+    let plan = match cx
+        .backups
+        .restore(&cx.config, &id, &to, RestoreOptions { dry_run: true, ..how.clone() }, Arc::new(Progress::default()))
+        .await
+    {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    if dry_run {
+    if how.dry_run {
         print_restore(cx.output, &plan);
         return exit::OK;
     }
@@ -402,7 +442,7 @@ async fn restore(cx: &Cx, id: String, to: String, force: bool, yes: bool, dry_ru
         }
     }
     let progress = Arc::new(Progress::default());
-    let work = cx.backups.restore(&cx.config, &id, &to, force, false, progress.clone());
+    let work = cx.backups.restore(&cx.config, &id, &to, how, progress.clone());
     match show_progress(cx.output, &format!("restore {id}"), &progress, Some(plan.plain_bytes), work).await {
         Ok(report) => {
             print_restore(cx.output, &report);

@@ -18,7 +18,7 @@ pub use sqlite::SqliteStore;
 
 use crate::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
 use crate::auth::{Role, TokenInfo};
-use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, Verification};
+use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
 use crate::checks::Outcome;
 use crate::checks::state::{CheckState, Transition};
 use crate::incidents::oncall::Override;
@@ -284,8 +284,18 @@ pub trait BackupStore: Send + Sync {
     async fn backup(&self, id: &str) -> Result<Option<BackupRecord>, StoreError>;
     /// Newest first.
     async fn backups(&self, q: &BackupQuery) -> Result<Vec<BackupRecord>, StoreError>;
-    /// Marks a restore of the backup as running until `until` (`None`: done).
-    async fn set_restoring(&self, id: &str, until: Option<DateTime<Utc>>) -> Result<(), StoreError>;
+    /// Records a restore `running` and holds its backup (prune keeps it), atomically.
+    async fn start_restore(&self, restore: &NewRestore) -> Result<i64, StoreError>;
+    /// Shows the restore is still alive (see `interrupt_stale_restores`).
+    async fn heartbeat_restore(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records how the restore ended (`succeeded`, `differs`, `failed`) and releases the
+    /// backup's hold when no other restore of it runs, atomically.
+    async fn finish_restore(&self, id: i64, result: &str, detail: &serde_json::Value) -> Result<(), StoreError>;
+    /// Restores still `running` whose last heartbeat is before `before` (their process
+    /// died) become `interrupted`, and their backups' holds are released.
+    async fn interrupt_stale_restores(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Newest first; every backup's when `backup_id` is `None`.
+    async fn restores(&self, backup_id: Option<&str>, limit: u32) -> Result<Vec<RestoreRecord>, StoreError>;
     /// Starts a verification; [`StoreError::Conflict`] when the trigger key was used.
     async fn start_verification(
         &self,

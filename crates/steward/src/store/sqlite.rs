@@ -343,6 +343,23 @@ CREATE TABLE backup_verifications (
 );
 CREATE INDEX backup_verifications_by_backup ON backup_verifications (backup_id, id);
 "#,
+    r#"
+CREATE TABLE backup_restores (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    backup_id TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    target TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    replaced INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    heartbeat_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT 'null'
+);
+CREATE INDEX backup_restores_by_backup ON backup_restores (backup_id, id);
+CREATE INDEX backup_restores_running ON backup_restores (heartbeat_ms) WHERE result = 'running';
+"#,
 ];
 
 pub struct SqliteStore {

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::sqlite::{SqliteStore, ms, time};
 use super::{BackupStore, StoreError};
-use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, Verification};
+use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
 
 const BACKUP_COLUMNS: &str = "id, policy, repository, source, status, trigger, started_by, owner, started_ms, finished_ms, heartbeat_ms, \
      plain_bytes, stored_bytes, error, facts, verified_ms, verify_result, verify_level, restore_ms, restoring_until_ms";
@@ -50,6 +50,32 @@ fn verification_row(r: &SqliteRow) -> Verification {
         detail: serde_json::from_str(r.get("detail")).unwrap_or_default(),
         restore_ms: r.get("restore_ms"),
     }
+}
+
+fn restore_row(r: &SqliteRow) -> RestoreRecord {
+    RestoreRecord {
+        id: r.get("id"),
+        backup_id: r.get("backup_id"),
+        policy: r.get("policy"),
+        target: r.get("target"),
+        actor: r.get("actor"),
+        replaced: r.get("replaced"),
+        started_at: time(r.get("started_ms")),
+        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
+        result: r.get("result"),
+        detail: serde_json::from_str(r.get("detail")).unwrap_or_default(),
+    }
+}
+
+/// Backups held for a restore that no longer runs are released.
+async fn release_restore_holds(tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE backups SET restoring_until_ms = NULL WHERE restoring_until_ms IS NOT NULL \
+         AND id NOT IN (SELECT backup_id FROM backup_restores WHERE result = 'running')",
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -183,9 +209,91 @@ impl BackupStore for SqliteStore {
         Ok(rows.iter().map(backup_row).collect())
     }
 
-    async fn set_restoring(&self, id: &str, until: Option<DateTime<Utc>>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE backups SET restoring_until_ms = ? WHERE id = ?").bind(until.map(ms)).bind(id).execute(&self.writer).await?;
+    async fn start_restore(&self, r: &NewRestore) -> Result<i64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let now = ms(Utc::now());
+        let id = sqlx::query(
+            "INSERT INTO backup_restores (backup_id, policy, target, actor, replaced, started_ms, heartbeat_ms, result) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+        )
+        .bind(&r.backup_id)
+        .bind(&r.policy)
+        .bind(&r.target)
+        .bind(&r.actor)
+        .bind(r.replaced)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
+        sqlx::query("UPDATE backups SET restoring_until_ms = MAX(COALESCE(restoring_until_ms, 0), ?) WHERE id = ?")
+            .bind(ms(r.hold_until))
+            .bind(&r.backup_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn heartbeat_restore(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE backup_restores SET heartbeat_ms = ? WHERE id = ? AND result = 'running'")
+            .bind(ms(at))
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
         Ok(())
+    }
+
+    async fn finish_restore(&self, id: i64, result: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE backup_restores SET result = ?, detail = ?, finished_ms = ? WHERE id = ? AND result = 'running'")
+            .bind(result)
+            .bind(detail.to_string())
+            .bind(ms(Utc::now()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        release_restore_holds(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn interrupt_stale_restores(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let r = sqlx::query(
+            "UPDATE backup_restores SET result = 'interrupted', finished_ms = ?, \
+             detail = '{\"error\":\"steward stopped during the restore: the target may hold part of the data\"}' \
+             WHERE result = 'running' AND heartbeat_ms < ?",
+        )
+        .bind(ms(Utc::now()))
+        .bind(ms(before))
+        .execute(&mut *tx)
+        .await?;
+        release_restore_holds(&mut tx).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn restores(&self, backup_id: Option<&str>, limit: u32) -> Result<Vec<RestoreRecord>, StoreError> {
+        let columns = "id, backup_id, policy, target, actor, replaced, started_ms, finished_ms, result, detail";
+        let rows = match backup_id {
+            Some(b) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {columns} FROM backup_restores WHERE backup_id = ? ORDER BY id DESC LIMIT ?"
+                )))
+                .bind(b)
+                .bind(i64::from(limit.max(1)))
+                .fetch_all(&self.reader)
+                .await?
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {columns} FROM backup_restores ORDER BY id DESC LIMIT ?")))
+                    .bind(i64::from(limit.max(1)))
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(restore_row).collect())
     }
 
     async fn start_verification(
