@@ -253,11 +253,11 @@ backups:
     psql(&copy, "DELETE FROM orders WHERE id > 10");
     let damaged = env.backup(&["restore", &id, "--to", &copy_url, "--yes", "--force"]);
     assert_eq!(damaged.code, 1, "{}", damaged.stderr);
-    assert!(damaged.stderr.contains("corrupt") && damaged.stderr.contains("was not changed"), "{}", damaged.stderr);
+    assert!(damaged.stderr.contains("is corrupt") && damaged.stderr.contains("was not changed"), "{}", damaged.stderr);
     assert_eq!(psql(&copy, "SELECT count(*) FROM orders"), "10", "the target is as it was");
     let shown = env.backup(&["show", &id, "-o", "json"]).json();
     assert_eq!(shown["restores"][0]["result"], "failed", "{shown}");
-    assert_eq!(shown["restores"][0]["detail"]["result"]["target_changed"], false, "{shown}");
+    assert_eq!(shown["restores"][0]["detail"]["result"]["target_touched"], false, "{shown}");
     let table = env.backup(&["show", &id]);
     assert!(table.stdout.contains("RESTORED") && table.stdout.contains("(replaced)"), "{}", table.stdout);
 

@@ -507,11 +507,11 @@ impl Backups {
         let running = Running::default();
         let result = async {
             if !skip_check {
-                check_stored(&repo, &manifest, &progress).await.map_err(|e| (false, e))?;
+                check_stored(&repo, &manifest, &progress).await.map_err(|e| (Stage::Check, e))?;
             }
             progress.plain.store(0, std::sync::atomic::Ordering::Relaxed);
             progress.total.store(manifest.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
-            restore_into(&repo, &manifest, identity.as_ref(), target, had_data, &progress, &running).await.map_err(|e| (true, e))
+            restore_into(&repo, &manifest, identity.as_ref(), target, had_data, &progress, &running).await.map_err(|e| (Stage::Restore, e))
         }
         .await;
         heartbeat.abort();
@@ -521,7 +521,7 @@ impl Backups {
         let (outcome, detail) = match &result {
             Ok(v) if v["comparison"]["differences"].as_array().is_some_and(|d| !d.is_empty()) => ("differs", v.clone()),
             Ok(v) => ("succeeded", v.clone()),
-            Err((touched, e)) => ("failed", json!({ "error": redact(config, e), "target_changed": touched })),
+            Err((stage, e)) => ("failed", json!({ "error": redact(config, e), "target_touched": *stage == Stage::Restore })),
         };
         self.store.finish_restore(rid, outcome, &json!({ "seconds": seconds, "result": detail })).await?;
         match result {
@@ -530,12 +530,16 @@ impl Backups {
                 report.result = v;
                 Ok(report)
             }
-            Err((false, e)) => Err(BackupError::Failed(format!(
-                "backup {id} is damaged, so it was not restored and {} was not changed: {}",
+            Err((Stage::Check, e)) => Err(BackupError::Failed(format!(
+                "backup {id} did not pass its check, so nothing was restored and {} was not changed: {}",
                 report.target,
                 redact(config, &e)
             ))),
-            Err((true, e)) => Err(BackupError::Failed(format!("the restore failed: {}", redact(config, &e)))),
+            Err((Stage::Restore, e)) => Err(BackupError::Failed(format!(
+                "the restore failed part-way ({} may hold part of the data): {}",
+                report.target,
+                redact(config, &e)
+            ))),
         }
     }
 
@@ -712,6 +716,13 @@ async fn produce(cx: &BackupCx, source: &BackupSource, running: &Running) -> Res
 
 type Checked = Result<(Comparison, Option<Duration>), String>;
 
+/// Where a restore failed: before the target was touched, or while writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Check,
+    Restore,
+}
+
 /// Before a restore: every stored object read in full and its size and blake3
 /// compared with the manifest. Only the stored bytes (no decryption or
 /// decompression): what a restore would read is exactly what was written.
@@ -732,7 +743,7 @@ async fn check_stored(repo: &Repo, m: &Manifest, progress: &Arc<Progress>) -> Re
                 object.name, d.bytes, d.blake3, object.stored.bytes, object.stored.blake3
             )),
             Err(RepoError::Missing { .. }) => damaged.push(format!("object {} is corrupt: it is missing from the repository", object.name)),
-            Err(e) => return Err(format!("reading object {}: {e}", object.name)),
+            Err(e) => return Err(format!("object {} could not be read: {e}", object.name)),
         }
     }
     if damaged.is_empty() { Ok(()) } else { Err(damaged.join("; ")) }
