@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 pub const CHUNK: usize = 8 << 20;
 /// Chunks in flight between the encoder and the uploader.
 pub const CHANNEL_CHUNKS: usize = 2;
+/// Bytes of input per zstd worker job (see `ObjectWriter::new`).
+const ZSTD_JOB: u32 = 2 << 20;
 
 /// Size and blake3 of a byte stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +164,11 @@ impl ObjectWriter {
         };
         let mut zstd = zstd::stream::write::Encoder::new(sealed, level)?;
         zstd.multithread(zstd_workers())?;
+        // zstd sizes its jobs from the window (8 MiB at level 3) and keeps about
+        // 2 × workers + 3 of them buffered: ~56 MiB on two workers, ~90 MiB on four.
+        // 2 MiB jobs bound that whatever the core count; on the benchmark they cost
+        // neither speed nor size and halved peak RSS (BENCHMARKS.md).
+        zstd.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
         Ok(ObjectWriter { inner: Hashing::new(zstd) })
     }
 
