@@ -46,16 +46,19 @@ pub enum BackupError {
 }
 
 /// Runs `beat` every [`HEARTBEAT_EVERY`] until the returned task is aborted: the
-/// heartbeat that keeps a lease (or a verification) from looking abandoned.
-fn keep_alive<F, Fut>(beat: F) -> tokio::task::JoinHandle<()>
+/// heartbeat that keeps a lease (or a verification, or a restore) from looking
+/// abandoned. A failed beat is logged naming `what`; the next one may succeed.
+fn keep_alive<F, Fut>(store: Arc<dyn Store>, what: String, beat: F) -> tokio::task::JoinHandle<()>
 where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    F: Fn(Arc<dyn Store>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), StoreError>> + Send,
 {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(HEARTBEAT_EVERY).await;
-            beat().await;
+            if let Err(e) = beat(store.clone()).await {
+                tracing::warn!(error = %e, "could not record the heartbeat of {what}");
+            }
         }
     })
 }
@@ -225,16 +228,13 @@ impl Backups {
         let cancel = CancellationToken::new();
         let running = Running::default();
         let heartbeat = {
-            let store = self.store.clone();
             let (id, owner) = (id.clone(), owner.clone());
-            keep_alive(move || {
-                let (store, id, owner) = (store.clone(), id.clone(), owner.clone());
+            keep_alive(self.store.clone(), format!("backup {id} (its lease)"), move |store| {
+                let (id, owner) = (id.clone(), owner.clone());
                 async move {
                     let now = Utc::now();
                     let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-                    if let Err(e) = store.heartbeat_backup(&id, &owner, now, until).await {
-                        tracing::warn!(backup = %id, error = %e, "could not renew the backup lease");
-                    }
+                    store.heartbeat_backup(&id, &owner, now, until).await
                 }
             })
         };
@@ -380,17 +380,9 @@ impl Backups {
             StoreError::Conflict(m) => BackupError::Busy(m),
             other => BackupError::Store(other),
         })?;
-        let heartbeat = {
-            let store = self.store.clone();
-            keep_alive(move || {
-                let store = store.clone();
-                async move {
-                    if let Err(e) = store.heartbeat_verification(vid, Utc::now()).await {
-                        tracing::warn!(verification = vid, error = %e, "could not record the verification's heartbeat");
-                    }
-                }
-            })
-        };
+        let heartbeat = keep_alive(self.store.clone(), format!("verification {vid}"), move |store| async move {
+            store.heartbeat_verification(vid, Utc::now()).await
+        });
         self.track(id, &progress);
         let started = Instant::now();
         let outcome = match (manifest, policy) {
@@ -490,17 +482,12 @@ impl Backups {
                 hold_until: Utc::now() + chrono::Duration::hours(24),
             })
             .await?;
-        let heartbeat = {
-            let store = self.store.clone();
-            keep_alive(move || {
-                let store = store.clone();
-                async move {
-                    if let Err(e) = store.heartbeat_restore(rid, Utc::now()).await {
-                        tracing::warn!(restore = rid, error = %e, "could not record the restore's heartbeat");
-                    }
-                }
-            })
-        };
+        let heartbeat =
+            keep_alive(
+                self.store.clone(),
+                format!("restore {rid}"),
+                move |store| async move { store.heartbeat_restore(rid, Utc::now()).await },
+            );
         self.track(id, &progress);
         let started = Instant::now();
         tracing::warn!(backup = %id, target = %report.target, force, actor, "restore started");
