@@ -4,8 +4,8 @@
 //! Producers and consumers of data (pg_dump's stdout, tar, a child's stdin) are
 //! blocking `Read`/`Write`, so each object is encoded or decoded on a blocking thread
 //! that talks to the async uploader/downloader through a channel of at most
-//! [`CHANNEL_CHUNKS`] chunks. Memory is a few chunks plus zstd's window, whatever the
-//! size of the data.
+//! [`CHANNEL_CHUNKS`] chunks. Memory is a few chunks plus zstd's window and its
+//! buffered jobs (2 MiB each, see `ObjectWriter::new`), whatever the size of the data.
 //!
 //! Encryption is age (X25519): a stored object is a standard `age` file whose plaintext
 //! is a standard zstd stream, so `age -d -i key.txt OBJECT | zstd -d` recovers it
