@@ -23,6 +23,8 @@ use crate::scheduler::{self, Scheduler};
 use crate::store::{RecordedRun, Store};
 use crate::telemetry::{CheckLabels, HealthLabels, KindLabels, Metrics, ResultLabels, RunLabels};
 
+type BoxedLoop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// A configuration together with what was built from it.
 pub struct Loaded {
     pub config: Arc<Config>,
@@ -54,8 +56,6 @@ pub struct Engine {
     pub runbooks: crate::runbooks::Runbooks,
     /// Backups: scheduled here, and run, verified and restored through the API.
     pub backups: Arc<crate::backups::service::Backups>,
-    /// Signs acknowledge links in pages (kept in the store: links survive restarts).
-    pub ack_key: Vec<u8>,
     /// Stops the alerting tasks at shutdown.
     stop: CancellationToken,
     loaded: RwLock<Arc<Loaded>>,
@@ -85,7 +85,8 @@ impl Engine {
     ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>), crate::store::StoreError> {
         let stored = store.load_states().await?;
         let alerting = Live::load(store.as_ref()).await?;
-        let ack_key = store.server_key("acknowledge-links").await?;
+        // Created now if missing, so the first page does not wait on it.
+        store.server_key(crate::incidents::ack_link::KEY_NAME).await?;
         let (tx, rx) = mpsc::channel(65_536);
         let metrics = Arc::new(Metrics::new());
         let prober = Arc::new(Prober::new(config.redactor.clone()).with_store(store.clone()));
@@ -97,7 +98,6 @@ impl Engine {
             incidents: Default::default(),
             runbooks: Default::default(),
             backups,
-            ack_key,
             stop: CancellationToken::new(),
             loaded: RwLock::new(Arc::new(Loaded { prober, config: Arc::new(config), loaded_at: Utc::now() })),
             states: Mutex::new(stored.into_iter().map(|s| (s.check.clone(), s)).collect()),
@@ -109,14 +109,23 @@ impl Engine {
         let loaded = engine.current();
         engine.publish_config_metrics(&loaded.config);
         engine.scheduler.lock().await.apply(&engine, &loaded.config.checks);
-        tokio::spawn(crate::alerting::run(engine.clone(), engine.stop.clone()));
-        tokio::spawn(crate::incidents::manager::run(engine.clone(), engine.stop.clone()));
+        // Every background loop is supervised: a panic is logged, counted and the loop
+        // restarted, instead of silently ending alerting or escalations for good.
+        let supervise = |name: &'static str, f: fn(Arc<Engine>, CancellationToken) -> _| {
+            let e = engine.clone();
+            crate::telemetry::supervise(name, engine.metrics.clone(), move || f(e.clone(), e.stop.clone()))
+        };
+        supervise("alerting", |e, stop| Box::pin(crate::alerting::run(e, stop)) as BoxedLoop);
+        supervise("incidents", |e, stop| Box::pin(crate::incidents::manager::run(e, stop)) as BoxedLoop);
         crate::runbooks::control::recover(&engine).await?;
-        tokio::spawn(crate::runbooks::control::background(engine.clone(), engine.stop.clone(), engine.options.run_retention));
+        supervise("runbooks", |e, stop| {
+            let retention = e.options.run_retention;
+            Box::pin(crate::runbooks::control::background(e, stop, retention)) as BoxedLoop
+        });
         if let Err(e) = engine.backups.recover(&loaded.config).await {
             tracing::warn!(error = %e, "could not settle backups interrupted by the last stop; will retry");
         }
-        tokio::spawn(crate::backups::scheduled::background(engine.clone(), engine.stop.clone()));
+        supervise("backup_schedules", |e, stop| Box::pin(crate::backups::scheduled::background(e, stop)) as BoxedLoop);
         engine.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
         engine.metrics.config_last_reload_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
         Ok((engine, writer))
@@ -193,7 +202,20 @@ impl Engine {
         let Some(path) = self.options.config_path.clone() else {
             return Err(Diagnostics::default());
         };
-        let result = tokio::task::spawn_blocking(move || config::load(&path)).await.expect("config loading does not panic");
+        // A panic while loading is a bug, but it must not take reload down with it: it
+        // becomes a diagnostic like any other error, and the running configuration stays.
+        let name = path.display().to_string();
+        let result = tokio::task::spawn_blocking(move || config::load(&path)).await.unwrap_or_else(|e| {
+            self.metrics.panic("config_reload");
+            let why = crate::telemetry::panic_message(e);
+            Err(Diagnostics(vec![
+                config::Diagnostic::error(
+                    config::Pos::new(&std::sync::Arc::from(name), 1, 1),
+                    format!("loading the configuration failed unexpectedly ({why}); this is a bug in steward"),
+                )
+                .with_hint("please report it with the configuration that caused it; the running configuration was kept"),
+            ]))
+        });
         let config = match result {
             Ok(c) => c,
             Err(d) => {

@@ -8,6 +8,7 @@ pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod backups;
+pub mod bounds;
 pub mod checks;
 pub mod cli;
 pub mod config;

@@ -215,6 +215,11 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Manage the server's own keys in a data directory.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Start a demo fleet on loopback, a configuration for it, and a server.
     Demo {
         /// Keep the demo's data here (default: a new directory under the system temp dir).
@@ -305,6 +310,24 @@ enum TokenAction {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Replace a key with a fresh random one. `acknowledge-links` signs the acknowledge
+    /// links in pages: rotate it if a copy of the data directory leaked. Every link sent
+    /// before stops working at once (people use `steward incident ack` meanwhile); pages
+    /// sent after carry links signed with the new key. Safe while the server runs.
+    ///
+    ///   steward keys rotate acknowledge-links --data /var/lib/steward
+    #[command(verbatim_doc_comment)]
+    Rotate {
+        /// The key to rotate.
+        #[arg(value_parser = ["acknowledge-links"])]
+        key: String,
+        #[arg(short, long, env = "STEWARD_DATA")]
+        data: PathBuf,
+    },
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
@@ -324,7 +347,8 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let json = matches!(format, LogFormat::Json);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(steward::telemetry::CappedStderr { json });
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -332,6 +356,11 @@ fn init_logging(format: LogFormat, default_level: &str) {
 }
 
 fn main() -> ExitCode {
+    // Everything steward creates — the database, spooled dumps, backup objects in a
+    // local repository, scratch instances' files — is readable by its owner only,
+    // whatever umask it was started with. (Restored files keep their archived modes.)
+    // SAFETY: umask only sets this process's file-creation mask; no threads run yet.
+    unsafe { libc::umask(0o077) };
     let cli = Cli::parse();
     // `steward backup` reports for itself; its logs say only what went wrong.
     let default_level = if matches!(cli.command, Command::Backup { .. }) { "warn" } else { "info" };
@@ -379,6 +408,7 @@ fn main() -> ExitCode {
             Command::Route { action } => match action {
                 RouteAction::Test { config, output, labels } => cli::alerts::route_test(&config, &labels, output),
             },
+            Command::Keys { action: KeysAction::Rotate { key, data } } => cli::token::rotate_key(&data, &key).await,
             Command::Token { action } => match action {
                 TokenAction::Create { data, name, role, output } => cli::token::create(&data, &name, role, output).await,
                 TokenAction::List { data, output } => cli::token::list(&data, output).await,

@@ -72,8 +72,21 @@ pub struct PriorityLabels {
     pub priority: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhereLabels {
+    /// `http` for a request handler, otherwise the name of a background task.
+    pub r#where: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    pub panics: Family<WhereLabels, Counter>,
+    pub task_restarts: Family<TaskLabels, Counter>,
     pub check_up: Family<CheckLabels, Gauge>,
     pub check_duration: Family<KindLabels, Histogram>,
     pub check_runs: Family<RunLabels, Counter>,
@@ -133,6 +146,8 @@ impl Metrics {
     pub fn new() -> Metrics {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("steward")),
+            panics: Family::default(),
+            task_restarts: Family::default(),
             check_up: Family::default(),
             check_duration: Family::new_with_constructor(|| Histogram::new(buckets(LATENCY_BUCKETS))),
             check_runs: Family::default(),
@@ -167,6 +182,12 @@ impl Metrics {
         };
         {
             let mut r = m.registry.lock().expect("registry");
+            r.register(
+                "panics",
+                "Panics caught, by where (http: a request answered 500; otherwise the background task restarted)",
+                m.panics.clone(),
+            );
+            r.register("task_restarts", "Background tasks restarted after a panic, by task", m.task_restarts.clone());
             r.register("check_up", "Whether the check is healthy (1) or unhealthy (0), after thresholds", m.check_up.clone());
             r.register_with_unit("check_duration", "Time one probe took, by kind", Unit::Seconds, m.check_duration.clone());
             r.register("check_runs", "Probe runs by kind and result (success, failure)", m.check_runs.clone());
@@ -285,6 +306,11 @@ impl Metrics {
         m
     }
 
+    /// Counts a caught panic (`where`: `http` or a task name).
+    pub fn panic(&self, at: &str) {
+        self.panics.get_or_create(&WhereLabels { r#where: at.to_string() }).inc();
+    }
+
     pub fn backup_observed(&self, b: &crate::backups::BackupRecord) {
         let l = PolicyLabels { policy: b.policy.clone() };
         if let Some(f) = b.finished_at {
@@ -313,5 +339,131 @@ impl Metrics {
         let r = self.registry.lock().expect("registry");
         prometheus_client::encoding::text::encode(&mut out, &r).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The longest log line Steward writes; longer ones (a huge value someone sent, quoted
+/// in a message) are cut, so a request cannot make the log grow by megabytes.
+pub const MAX_LOG_LINE: usize = 16 * 1024;
+
+/// Standard error with every log line capped at [`MAX_LOG_LINE`] bytes. The formatter
+/// writes one whole event per `write`, so a line is cut as a unit; in JSON mode a cut
+/// line is replaced by a valid JSON line that says so and keeps its beginning.
+#[derive(Clone, Copy)]
+pub struct CappedStderr {
+    pub json: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CappedStderr {
+    type Writer = CappedStderr;
+    fn make_writer(&'a self) -> CappedStderr {
+        *self
+    }
+}
+
+impl std::io::Write for CappedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        if buf.len() <= MAX_LOG_LINE {
+            err.write_all(buf)?;
+        } else {
+            let head = String::from_utf8_lossy(&buf[..MAX_LOG_LINE - 256]);
+            let head = head.trim_end_matches('\u{FFFD}');
+            if self.json {
+                let line = serde_json::json!({
+                    "level": "WARN",
+                    "fields": {"message": format!("a log line of {} bytes was cut to its beginning", buf.len()), "head": head},
+                });
+                writeln!(err, "{line}")?;
+            } else {
+                writeln!(err, "{head}… [log line of {} bytes cut]", buf.len())?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// The message a panic carried, for a log line (`"unknown panic"` when it was not text).
+pub fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload_text(payload.as_ref()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The text of a panic payload (`panic!("…")` carries a `&str` or a `String`).
+pub fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Runs a background loop for the life of the process: when it panics, the panic is
+/// logged with the task's name, counted (`steward_panics_total{where=name}`,
+/// `steward_task_restarts_total{task=name}`) and the loop starts again after a backoff
+/// (1 s, doubling to 60 s). A loop that returns has finished on purpose (shutdown).
+/// The loops keep no state between passes that the store does not, so a fresh start
+/// resumes where the crashed one was.
+pub fn supervise<F, Fut>(name: &'static str, metrics: std::sync::Arc<Metrics>, make: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut backoff = std::time::Duration::from_secs(1);
+        loop {
+            let started = std::time::Instant::now();
+            match tokio::spawn(make()).await {
+                Ok(()) => return,
+                Err(e) if e.is_cancelled() => return,
+                Err(e) => {
+                    let why = panic_message(e);
+                    metrics.panic(name);
+                    metrics.task_restarts.get_or_create(&TaskLabels { task: name.to_string() }).inc();
+                    // A loop that ran a good while before failing starts over quickly.
+                    if started.elapsed() > std::time::Duration::from_secs(300) {
+                        backoff = std::time::Duration::from_secs(1);
+                    }
+                    tracing::error!(task = name, panic = %why, restart_in = ?backoff, "background task panicked; restarting it");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_loop_is_restarted_counted_and_logged() {
+        let metrics = Arc::new(Metrics::new());
+        let starts = Arc::new(AtomicU32::new(0));
+        let s = starts.clone();
+        let handle = supervise("flaky", metrics.clone(), move || {
+            let s = s.clone();
+            async move {
+                // Panics on its first two starts, then finishes normally.
+                if s.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("boom");
+                }
+            }
+        });
+        handle.await.unwrap();
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
+        let text = metrics.render();
+        assert!(text.contains(r#"steward_panics_total{where="flaky"} 2"#), "{text}");
+        assert!(text.contains(r#"steward_task_restarts_total{task="flaky"} 2"#), "{text}");
     }
 }

@@ -174,9 +174,18 @@ fn status_page_renders_in_a_real_browser() {
     );
     assert!(dom.contains("Tier 1"));
     assert!(dom.contains(r#"data-service="payments""#));
-    assert!(dom.contains(r#"<tr data-check="payments-port">"#));
-    assert!(dom.contains(r#"class="banner unhealthy""#), "the banner must say something is failing");
-    assert!(dom.contains("cannot connect to 127.0.0.1"), "the reason must be on the page");
+    assert!(dom.contains(r#"class="banner degraded""#), "the banner must say something is failing: {dom}");
+    assert!(dom.contains(r#"class="badge degraded""#), "{dom}");
+    // The public page shows nothing internal: no check names, targets, reasons or owners.
+    for internal in ["payments-port", "127.0.0.1", &closed.to_string(), "cannot connect", "team-pay"] {
+        assert!(!dom.contains(internal), "the public page shows `{internal}`: {dom}");
+    }
+    let public = get(&format!("{}/status.json", server.base), None).1;
+    let text = public.to_string();
+    for internal in ["payments-port", "127.0.0.1", "cannot connect", "team-pay"] {
+        assert!(!text.contains(internal), "status.json shows `{internal}`: {text}");
+    }
+    assert_eq!(public["services"][0]["status"], "degraded", "{public}");
 }
 
 #[test]

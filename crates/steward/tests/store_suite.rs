@@ -223,6 +223,14 @@ pub async fn server_keys_are_created_once(store: impl Store) {
     assert_eq!(a.len(), 32);
     assert_eq!(store.server_key("acknowledge-links").await.unwrap(), a, "the same key ever after");
     assert_ne!(store.server_key("other").await.unwrap(), a);
+    // Rotation replaces it for good, and only that key.
+    let other = store.server_key("other").await.unwrap();
+    store.rotate_server_key("acknowledge-links").await.unwrap();
+    let b = store.server_key("acknowledge-links").await.unwrap();
+    assert_ne!(b, a, "a rotated key is new");
+    assert_eq!(b.len(), 32);
+    assert_eq!(store.server_key("acknowledge-links").await.unwrap(), b, "and stays");
+    assert_eq!(store.server_key("other").await.unwrap(), other, "other keys are untouched");
 }
 
 fn new_run(runbook: &str, lock: Option<&str>, key: Option<&str>) -> steward::runbooks::NewRun {

@@ -47,9 +47,21 @@ impl Workers {
         for r in &config.receivers {
             if !self.running.contains_key(&r.name) {
                 let cancel = stop.child_token();
-                tokio::spawn(worker(engine.clone(), self.client.clone(), r.name.clone(), cancel.clone()));
+                let (engine, client, name, stop) = (engine.clone(), self.client.clone(), r.name.clone(), cancel.clone());
+                crate::telemetry::supervise("delivery", engine.metrics.clone(), move || {
+                    worker(engine.clone(), client.clone(), name.clone(), stop.clone())
+                });
                 self.running.insert(r.name.clone(), cancel);
             }
+        }
+    }
+}
+
+/// Workers stop with the set that started them (also when its owner unwinds).
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for cancel in self.running.values() {
+            cancel.cancel();
         }
     }
 }

@@ -44,9 +44,38 @@ pub struct Outcome {
     pub unchanged: usize,
 }
 
+/// The fields of Alertmanager's webhook payload (version 4) and of each alert in it.
+/// Anything else is refused, like every request body: a typo is an error, not ignored.
+const PAYLOAD_FIELDS: &[&str] = &[
+    "version",
+    "groupKey",
+    "truncatedAlerts",
+    "status",
+    "receiver",
+    "groupLabels",
+    "commonLabels",
+    "commonAnnotations",
+    "externalURL",
+    "alerts",
+];
+const ALERT_FIELDS: &[&str] = &["status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"];
+
+fn known_fields(v: &Json, known: &[&str], what: &str) -> Result<(), String> {
+    if let Some(map) = v.as_object()
+        && let Some(k) = map.keys().find(|k| !known.contains(&k.as_str()))
+    {
+        let k = crate::bounds::cut(k, 64);
+        let hint = crate::config::diagnostics::closest(&k, known.iter().copied())
+            .map_or_else(|| format!("known: {}", known.join(", ")), |c| format!("did you mean `{c}`?"));
+        return Err(format!("unknown field `{k}` in {what}; {hint}"));
+    }
+    Ok(())
+}
+
 /// Validates a whole payload; the error names the first offending field.
 pub fn parse(body: &[u8]) -> Result<Vec<Incoming>, String> {
     let v: Json = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    known_fields(&v, PAYLOAD_FIELDS, "the payload")?;
     let Some(alerts) = v.get("alerts").and_then(Json::as_array) else {
         return Err("expected an Alertmanager webhook payload: an object with an `alerts` list".into());
     };
@@ -60,6 +89,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<Incoming>, String> {
 }
 
 fn incoming(a: &Json) -> Result<Incoming, String> {
+    known_fields(a, ALERT_FIELDS, "the alert")?;
     let labels = string_map(a.get("labels"), "labels")?;
     if !labels.contains_key("alertname") {
         return Err("labels: `alertname` is required".into());
@@ -96,8 +126,9 @@ fn time(a: &Json, field: &str) -> Result<Option<DateTime<Utc>>, String> {
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(s)) if s.is_empty() || s.starts_with("0001-01-01") => Ok(None),
         Some(Json::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| format!("{field} `{s}` is not an RFC 3339 time")),
+            .map_err(|_| format!("{field} `{}` is not an RFC 3339 time", crate::bounds::cut(s, 64)))
+            .and_then(|t| crate::bounds::check(t.with_timezone(&Utc)).map_err(|e| format!("{field}: {e}")))
+            .map(Some),
         Some(_) => Err(format!("{field} must be a string")),
     }
 }

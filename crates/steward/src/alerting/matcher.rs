@@ -93,9 +93,22 @@ pub fn matches_all(matchers: &[Matcher], labels: &Labels) -> bool {
     matchers.iter().all(|m| m.matches(labels))
 }
 
+/// `name<op>"value"`, quoted with exactly the escapes [`Matcher::parse`] reads (`\\`,
+/// `\"`, `\n`), so a matcher shown, stored and read back is the same matcher. (Rust's
+/// `{:?}` escapes tabs and unusual characters as `\t`, `\u{…}`, which parse would not
+/// undo: found by fuzzing.)
 impl fmt::Display for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
+        write!(f, "{}{}\"", self.name, self.op.as_str())?;
+        for c in self.value.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => fmt::Write::write_char(f, c)?,
+            }
+        }
+        f.write_str("\"")
     }
 }
 

@@ -55,12 +55,25 @@ const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs alerting until `stop`: the evaluator here, the dispatcher and one delivery
 /// worker per receiver beside it.
+///
+/// Supervised (see [`crate::telemetry::supervise`]): if this loop panics, the tasks it
+/// started stop with it (their token is a child cancelled on unwind), so the restart
+/// never runs two dispatchers or two workers for one receiver.
 pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+    let stop = stop.child_token();
+    let _stop_ours_on_unwind = stop.clone().drop_guard();
     let mut evaluator = evaluate::Evaluator::default();
     let mut workers = deliver::Workers::new();
     workers.sync(&engine, &stop);
-    let dispatcher = tokio::spawn(dispatch::run(engine.clone(), stop.clone()));
-    let promql = tokio::spawn(promql::run(engine.clone(), stop.clone()));
+    let metrics = engine.metrics.clone();
+    let dispatcher = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        crate::telemetry::supervise("alert_dispatch", metrics.clone(), move || dispatch::run(engine.clone(), stop.clone()))
+    };
+    let promql = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        crate::telemetry::supervise("promql_rules", metrics, move || promql::run(engine.clone(), stop.clone()))
+    };
     let mut tick = tokio::time::interval(EVALUATION_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::Instant::now();

@@ -172,12 +172,7 @@ pub async fn create_silence(
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     caller.require(Role::Operator)?;
-    let req: NewSilence = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            Code::BadRequest,
-            format!("invalid silence: {e}; send {{\"matchers\": [\"alertname=\\\"X\\\"\"], \"duration\": \"2h\", \"comment\": \"why\"}}"),
-        )
-    })?;
+    let req: NewSilence = super::guard::body(&body, r#"{"matchers": ["alertname=\"X\""], "duration": "2h", "comment": "why"}"#)?;
     let silence = validate_silence(req, &caller.0.name, Utc::now())?;
     s.engine.store.create_silence(&silence).await?;
     s.engine.alerting.set_silences(s.engine.store.silences().await?);
@@ -204,7 +199,7 @@ fn validate_silence(req: NewSilence, author: &str, now: DateTime<Utc>) -> Result
         (Some(t), None) => t,
         (None, Some(d)) => {
             let d = crate::config::duration::parse_duration(d).map_err(|e| bad(format!("`duration`: {e}")))?;
-            starts_at + chrono::Duration::from_std(d).map_err(|_| bad("`duration` is too long".into()))?
+            crate::bounds::add(starts_at, d).map_err(|e| bad(format!("`duration`: {e}")))?
         }
         (None, None) => return Err(bad("give `ends_at` or `duration`: silences always end".into())),
     };

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, Code};
-use super::incidents::body;
+use super::guard::body;
 use crate::auth::Role;
 use crate::backups::service::{BackupError, RestoreOptions};
 use crate::backups::sources::Progress;
@@ -98,6 +98,7 @@ pub async fn show(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RunBody {
     policy: String,
 }
@@ -118,6 +119,7 @@ pub async fn run(caller: Caller, State(s): State<Arc<AppState>>, bytes: Bytes) -
 }
 
 #[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct VerifyBody {
     #[serde(default)]
     restore_test: bool,
@@ -152,6 +154,7 @@ pub async fn verify(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RestoreBody {
     to: String,
     #[serde(default)]
@@ -189,6 +192,7 @@ pub async fn restore(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PruneBody {
     policy: String,
     #[serde(default)]

@@ -12,6 +12,12 @@ pub enum Code {
     Forbidden,
     NotFound,
     BadRequest,
+    /// A request body field or query parameter the operation does not take (400).
+    UnknownField,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UriTooLong,
+    UnsupportedMediaType,
     /// The request is valid but does not apply to the resource's current state.
     Conflict,
     InvalidConfig,
@@ -26,6 +32,11 @@ impl Code {
             Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
             Code::BadRequest => "bad_request",
+            Code::UnknownField => "unknown_field",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::UriTooLong => "uri_too_long",
+            Code::UnsupportedMediaType => "unsupported_media_type",
             Code::Conflict => "conflict",
             Code::InvalidConfig => "invalid_config",
             Code::StoreUnavailable => "store_unavailable",
@@ -33,12 +44,16 @@ impl Code {
         }
     }
 
-    fn status(self) -> StatusCode {
+    pub fn status(self) -> StatusCode {
         match self {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
-            Code::BadRequest => StatusCode::BAD_REQUEST,
+            Code::BadRequest | Code::UnknownField => StatusCode::BAD_REQUEST,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::UriTooLong => StatusCode::URI_TOO_LONG,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::Conflict => StatusCode::CONFLICT,
             Code::InvalidConfig => StatusCode::UNPROCESSABLE_ENTITY,
             Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -46,6 +61,9 @@ impl Code {
         }
     }
 }
+
+/// The longest error message the API sends; longer ones are cut and marked.
+pub const MAX_MESSAGE_CHARS: usize = 1_000;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -73,7 +91,9 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        // Messages quote what was sent (a name, a value); never a megabyte of it.
+        let message = crate::bounds::cut(&self.message, MAX_MESSAGE_CHARS);
+        let mut body = json!({"error": {"code": self.code.as_str(), "message": message}});
         if let Some(d) = self.details {
             body["error"]["details"] = d;
         }

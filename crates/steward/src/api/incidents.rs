@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::error::{ApiError, Code};
+use super::guard::body;
 use super::{AppState, parse_time};
 use crate::auth::Role;
 use crate::checks::state::Health;
@@ -37,11 +38,6 @@ impl From<ActionError> for ApiError {
             ActionError::Store(e) => e.into(),
         }
     }
-}
-
-pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes, example: &str) -> Result<T, ApiError> {
-    let text = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
-    serde_json::from_slice(text).map_err(|e| ApiError::new(Code::BadRequest, format!("invalid request body: {e}; send {example}")))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -309,11 +305,18 @@ pub async fn stats(
         .ok_or_else(|| ApiError::new(Code::BadRequest, format!("`by` must be service, priority, week, month or all, got `{by_text}`")))?;
     let since = match q.since.as_deref() {
         None => Utc::now() - Duration::days(30),
+        // A duration back from now, or a time; a text that is neither says both ways.
         Some(text) => match parse_duration(text) {
-            Ok(d) => Utc::now() - Duration::from_std(d).unwrap_or_default(),
+            Ok(d) => crate::bounds::sub(Utc::now(), d),
+            Err(duration_error) if text.starts_with(|c: char| c.is_ascii_digit()) && !text.contains('-') => {
+                return Err(ApiError::new(Code::BadRequest, format!("`since`: {duration_error}")));
+            }
             Err(_) => parse_time("since", Some(text))?.unwrap_or_default(),
         },
     };
+    if since > Utc::now() {
+        return Err(ApiError::new(Code::BadRequest, "`since` is in the future; give a time in the past or a duration such as 30d"));
+    }
     let incidents = s.engine.store.incidents(&IncidentQuery { since: Some(since), ..Default::default() }).await?;
     Ok(Json(json!({ "since": since, "by": by_text, "rows": stats::compute(&incidents, by) })))
 }
@@ -428,14 +431,20 @@ pub async fn public_incidents(engine: &Engine) -> Result<Vec<PublicIncident>, cr
         if !seen.insert(i.id) {
             continue;
         }
-        let updates: Vec<PublicUpdate> =
-            engine.store.timeline(i.id).await?.into_iter().filter(|e| e.public).map(|e| PublicUpdate { at: e.at, text: e.text }).collect();
+        let updates: Vec<PublicUpdate> = engine
+            .store
+            .timeline(i.id)
+            .await?
+            .into_iter()
+            .filter(|e| e.public)
+            .map(|e| PublicUpdate { at: e.at, text: public_text(&e.text) })
+            .collect();
         if updates.is_empty() {
             continue;
         }
         out.push(PublicIncident {
             id: i.id,
-            title: i.title.clone(),
+            title: public_text(&i.title),
             status: match i.status {
                 Status::Triggered | Status::Acknowledged => "investigating",
                 Status::Mitigated => "mitigated",
@@ -450,14 +459,23 @@ pub async fn public_incidents(engine: &Engine) -> Result<Vec<PublicIncident>, cr
     Ok(out)
 }
 
+/// A service as the public sees it.
+#[derive(Debug, Serialize)]
+pub struct PublicService {
+    pub name: String,
+    pub tier: u8,
+    /// `major_outage`, `degraded`, `operational` or `unknown`.
+    pub status: &'static str,
+}
+
 /// Each service's public status: `major_outage` with an open P0/P1 incident,
 /// `degraded` with another open incident or a failing check, `operational` when all
-/// its checks pass, `unknown` before they have run.
-pub async fn service_statuses(engine: &Engine) -> Result<Vec<(String, &'static str)>, crate::store::StoreError> {
+/// its checks pass, `unknown` before they have run. In tier order.
+pub async fn service_statuses(engine: &Engine) -> Result<Vec<PublicService>, crate::store::StoreError> {
     let config = engine.config();
     let states = engine.states();
     let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
-    Ok(config
+    let mut out: Vec<PublicService> = config
         .services
         .iter()
         .map(|svc| {
@@ -474,9 +492,11 @@ pub async fn service_statuses(engine: &Engine) -> Result<Vec<(String, &'static s
                 (None, false) if !healths.is_empty() && healths.iter().all(|h| *h == Health::Healthy) => "operational",
                 (None, false) => "unknown",
             };
-            (svc.name.clone(), status)
+            PublicService { name: svc.name.clone(), tier: svc.tier, status }
         })
-        .collect())
+        .collect();
+    out.sort_by(|a, b| (a.tier, &a.name).cmp(&(b.tier, &b.name)));
+    Ok(out)
 }
 
 /// The public status summary (JSON twin of the status page). No token: this is what
@@ -485,10 +505,14 @@ pub async fn public_status(State(s): State<Arc<AppState>>) -> Result<Json<serde_
     if !s.status_page {
         return Err(ApiError::new(Code::NotFound, "the status page is disabled on this server"));
     }
-    let services: Vec<_> =
-        service_statuses(&s.engine).await?.into_iter().map(|(name, status)| json!({"name": name, "status": status})).collect();
+    let services = service_statuses(&s.engine).await?;
     let incidents = public_incidents(&s.engine).await?;
     Ok(Json(json!({ "updated_at": Utc::now(), "services": services, "incidents": incidents })))
+}
+
+/// Text for the public: control characters dropped, line breaks as spaces.
+fn public_text(s: &str) -> String {
+    s.chars().filter_map(|c| if matches!(c, '\n' | '\r' | '\t') { Some(' ') } else { (!c.is_control()).then_some(c) }).collect()
 }
 
 fn link_page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -504,7 +528,8 @@ fn link_page(status: StatusCode, title: &str, body: &str) -> Response {
 
 /// Verifies an acknowledge link; on failure, the page that says why.
 async fn grant(engine: &Engine, token: &str) -> Result<(ack_link::Grant, Incident), Response> {
-    let g = match ack_link::verify(&engine.ack_key, token, Utc::now()) {
+    let key = engine.store.server_key(ack_link::KEY_NAME).await.map_err(|e| ApiError::from(e).into_response())?;
+    let g = match ack_link::verify(&key, token, Utc::now()) {
         Ok(g) => g,
         Err(ack_link::LinkError::Expired) => {
             return Err(link_page(

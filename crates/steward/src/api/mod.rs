@@ -8,6 +8,7 @@ mod alerts;
 mod auth;
 mod backups;
 pub mod error;
+mod guard;
 pub mod incidents;
 mod runs;
 mod status_page;
@@ -102,6 +103,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+        .layer(axum::middleware::from_fn(guard::strict))
+        .layer(axum::extract::DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.engine.metrics.clone(), guard::outer))
         .with_state(state)
 }
 
@@ -254,12 +258,14 @@ struct HistoryQuery {
     since: Option<String>,
 }
 
+/// An RFC 3339 time from a request, within 1970 … 9999 ([`crate::bounds`]).
 fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     value
         .map(|v| {
-            DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|e| {
-                ApiError::new(Code::BadRequest, format!("`{field}` must be an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}"))
-            })
+            DateTime::parse_from_rfc3339(v)
+                .map_err(|e| format!("must be an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}"))
+                .and_then(|t| crate::bounds::check(t.with_timezone(&Utc)))
+                .map_err(|e| ApiError::new(Code::BadRequest, format!("`{field}` {e}")))
         })
         .transpose()
 }
@@ -377,11 +383,14 @@ async fn status_page(State(s): State<Arc<AppState>>) -> Response {
     if !s.status_page {
         return ApiError::new(Code::NotFound, "the status page is disabled on this server").into_response();
     }
-    let views = service_views(&s.engine.config(), &s.engine.states());
-    // The page still shows checks when the store cannot answer for incidents.
+    let services = match incidents::service_statuses(&s.engine).await {
+        Ok(v) => v,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    // The page still shows services when the store cannot answer for incidents.
     let incidents = incidents::public_incidents(&s.engine).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "status page: cannot read incidents");
         Vec::new()
     });
-    Html(status_page::render(&views, &incidents, Utc::now())).into_response()
+    Html(status_page::render(&services, &incidents, Utc::now())).into_response()
 }

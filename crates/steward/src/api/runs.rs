@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, Code};
-use super::incidents::body;
+use super::guard::body;
 use crate::auth::Role;
 use crate::config::duration::format_duration;
 use crate::config::runbooks::{ParamKind, Runbook};
@@ -106,6 +106,7 @@ pub async fn get_runbook(caller: Caller, State(s): State<Arc<AppState>>, Path(na
 }
 
 #[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct StartBody {
     #[serde(default)]
     params: Map<String, Value>,
@@ -258,6 +259,7 @@ pub async fn stream_run(
 }
 
 #[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct DecisionBody {
     step: Option<String>,
     #[serde(default)]
@@ -286,6 +288,7 @@ async fn decide(
 }
 
 #[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct CancelBody {
     #[serde(default)]
     reason: String,
@@ -299,6 +302,7 @@ pub async fn cancel(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Pa
 }
 
 #[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct ResumeBody {
     from: Option<String>,
 }

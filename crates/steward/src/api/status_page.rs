@@ -1,56 +1,53 @@
-//! The page an operator opens first: services by tier, each check's health, latency
-//! and last change. Server-rendered, no JavaScript, refreshes itself every 5 seconds.
+//! The public status page: what the users of the system may see. Services by tier with
+//! their status, and the incidents someone chose to tell users about, with the public
+//! updates written for them. Nothing internal: no check names, targets, command lines,
+//! failure reasons or output, no owners (those are in the API, behind a token).
+//! Server-rendered, no JavaScript, refreshes itself every 30 seconds.
 
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::ServiceView;
-use super::incidents::PublicIncident;
-use crate::checks::state::Health;
+use super::incidents::{PublicIncident, PublicService};
 
-pub fn render(services: &[ServiceView], incidents: &[PublicIncident], now: DateTime<Utc>) -> String {
-    let all = services.iter().flat_map(|s| &s.checks);
-    let (mut up, mut down, mut unknown) = (0, 0, 0);
-    for c in all {
-        match c.health {
-            Health::Healthy => up += 1,
-            Health::Unhealthy => down += 1,
-            Health::Unknown => unknown += 1,
-        }
-    }
-    let overall = if down > 0 {
-        ("unhealthy", format!("{down} check(s) failing"))
-    } else if up > 0 {
-        ("healthy", "All checks healthy".to_string())
+pub fn render(services: &[PublicService], incidents: &[PublicIncident], now: DateTime<Utc>) -> String {
+    let count = |status: &str| services.iter().filter(|s| s.status == status).count();
+    let (outage, degraded, unknown) = (count("major_outage"), count("degraded"), count("unknown"));
+    let overall = if outage > 0 {
+        ("major_outage", format!("Major outage: {outage} service(s) down"))
+    } else if degraded > 0 {
+        ("degraded", format!("{degraded} service(s) degraded"))
+    } else if services.is_empty() {
+        ("unknown", "No services are listed".to_string())
+    } else if unknown > 0 {
+        // Not "all healthy": some services have not been checked yet.
+        ("unknown", format!("{unknown} service(s) not checked yet; the others are operational"))
     } else {
-        ("unknown", "Waiting for first results".to_string())
+        ("operational", "All services operational".to_string())
     };
-    let mut h = String::with_capacity(16 * 1024);
+    let mut h = String::with_capacity(8 * 1024);
     let _ = write!(
         h,
         r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Steward status</title>
 <style>
-body{{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}}
-header{{padding:16px 24px;background:#1d2330;color:#fff}} header h1{{margin:0;font-size:20px}}
-main{{padding:16px 24px;max-width:1200px}}
-.banner{{padding:12px 16px;border-radius:6px;margin-bottom:16px;font-weight:600}}
-.banner.healthy{{background:#d9f2e1}} .banner.unhealthy{{background:#fbdada}} .banner.unknown{{background:#e6e8ec}}
-h2{{font-size:15px;margin:20px 0 8px;color:#4a5263;text-transform:uppercase;letter-spacing:.04em}}
-section.service{{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin-bottom:12px}}
-section.service>div{{padding:10px 14px;border-bottom:1px solid #eef0f3;display:flex;gap:12px;align-items:center}}
-table{{width:100%;border-collapse:collapse}} td,th{{padding:6px 14px;text-align:left;border-bottom:1px solid #f0f2f5;vertical-align:top}}
-th{{font-weight:500;color:#6b7385;font-size:12px}}
-.badge{{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}}
-.badge.healthy{{background:#d9f2e1;color:#12662f}} .badge.unhealthy{{background:#fbdada;color:#9b1c1c}} .badge.unknown{{background:#e6e8ec;color:#4a5263}}
-.incident{{background:#fff;border:1px solid #dde1e7;border-left:4px solid #c0392b;border-radius:6px;padding:10px 14px;margin-bottom:12px}}
+body{{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}}
+header{{padding:16px;background:#1d2330;color:#fff}} header h1{{margin:0;font-size:20px}}
+main{{padding:16px;max-width:760px;margin:auto}}
+.banner{{padding:12px 16px;border-radius:6px;margin-bottom:16px;font-weight:600;overflow-wrap:anywhere}}
+.operational{{background:#d9f2e1}} .degraded{{background:#fde8c8}} .major_outage{{background:#fbdada}} .unknown{{background:#e6e8ec}}
+h2{{font-size:14px;margin:20px 0 8px;color:#4a5263;text-transform:uppercase;letter-spacing:.04em}}
+ul.services{{list-style:none;margin:0;padding:0;background:#fff;border:1px solid #dde1e7;border-radius:6px}}
+ul.services li{{display:flex;justify-content:space-between;gap:12px;padding:10px 14px;border-bottom:1px solid #eef0f3;overflow-wrap:anywhere}}
+ul.services li:last-child{{border-bottom:0}}
+.badge{{flex:none;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}}
+.incident{{background:#fff;border:1px solid #dde1e7;border-left:4px solid #c0392b;border-radius:6px;padding:10px 14px;margin-bottom:12px;overflow-wrap:anywhere}}
 .incident.resolved{{border-left-color:#27ae60}} .incident.mitigated{{border-left-color:#e67e22}} .incident ul{{margin:6px 0 0;padding-left:18px}}
-.muted{{color:#6b7385}} .reason{{color:#9b1c1c;font-family:ui-monospace,monospace;font-size:12px}}
+.muted{{color:#6b7385}}
 </style></head><body>
-<header><h1>Steward status</h1><span class="muted">{up} healthy · {down} unhealthy · {unknown} unknown · updated {}</span></header>
+<header><h1>Steward status</h1><span class="muted">updated {}</span></header>
 <main><div class="banner {}" id="overall">{}</div>
 "#,
         now.format("%Y-%m-%d %H:%M:%S UTC"),
@@ -78,44 +75,22 @@ th{{font-weight:500;color:#6b7385;font-size:12px}}
     let mut last_tier = None;
     for s in services {
         if last_tier != Some(s.tier) {
+            if last_tier.is_some() {
+                h.push_str("</ul>\n");
+            }
             last_tier = Some(s.tier);
-            let title = if s.tier == 0 { "Other checks".to_string() } else { format!("Tier {}", s.tier) };
-            let _ = writeln!(h, "<h2>{title}</h2>");
+            let _ = writeln!(h, "<h2>Tier {}</h2><ul class=\"services\">", s.tier);
         }
-        let _ = write!(
+        let _ = writeln!(
             h,
-            r#"<section class="service" data-service="{name}"><div><strong>{name}</strong><span class="badge {health}">{health}</span>{owner}{deps}</div>
-<table><tr><th>Check</th><th>Kind</th><th>Target</th><th>State</th><th>Latency</th><th>Last change</th></tr>
-"#,
+            r#"<li data-service="{name}"><span>{name}</span><span class="badge {status}">{label}</span></li>"#,
             name = esc(&s.name),
-            health = s.health.as_str(),
-            owner = s.owner.as_ref().map(|o| format!(r#"<span class="muted">owner {}</span>"#, esc(o))).unwrap_or_default(),
-            deps = if s.depends_on.is_empty() {
-                String::new()
-            } else {
-                format!(r#"<span class="muted">depends on {}</span>"#, esc(&s.depends_on.join(", ")))
-            },
+            status = s.status,
+            label = s.status.replace('_', " "),
         );
-        for c in &s.checks {
-            let latency = c.latency_ms.map(|l| format!("{l:.1} ms")).unwrap_or_else(|| "–".into());
-            let since = c.since.filter(|_| c.health != Health::Unknown).map(|t| ago(now, t)).unwrap_or_else(|| "–".into());
-            let reason = match (&c.reason, c.health) {
-                (Some(r), _) => format!(r#"<div class="reason">{}</div>"#, esc(r)),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                h,
-                r#"<tr data-check="{name}"><td>{name}{reason}</td><td>{kind}</td><td class="muted">{target}</td><td><span class="badge {health}">{health}</span></td><td>{latency}</td><td>{since}</td></tr>"#,
-                name = esc(&c.name),
-                kind = c.kind,
-                target = esc(&c.target),
-                health = c.health.as_str(),
-            );
-        }
-        h.push_str("</table></section>\n");
     }
-    if services.is_empty() {
-        h.push_str("<p class=\"muted\">No checks are configured.</p>");
+    if last_tier.is_some() {
+        h.push_str("</ul>\n");
     }
     h.push_str("</main></body></html>\n");
     h
@@ -132,10 +107,14 @@ fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
     format!(r#"<time datetime="{}">{rel}</time>"#, t.to_rfc3339())
 }
 
+/// HTML-escaped, with control characters (NUL, ESC, …) dropped and line breaks and
+/// tabs shown as spaces: text people typed reaches the page as text only.
 pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => {}
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
@@ -152,5 +131,6 @@ mod tests {
     #[test]
     fn escapes_markup() {
         assert_eq!(super::esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(super::esc("a\0b\u{1b}[31mc\nd\u{7f}"), "ab[31mc d");
     }
 }

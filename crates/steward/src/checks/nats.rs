@@ -6,10 +6,10 @@ use serde_json::{Map, Value as Json};
 use crate::config::{CheckSpec, NatsProbe};
 
 pub async fn observe(p: &NatsProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
-    let client = async_nats::ConnectOptions::new()
+    let client = crate::backups::sources::nats::options(p.url.expose())
         .connection_timeout(spec.timeout)
         .name("steward")
-        .connect(p.url.expose())
+        .connect(crate::config::secret::split_credentials(p.url.expose()).0)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     client.flush().await.map_err(|e| format!("round trip to the server failed: {e}"))?;

@@ -14,6 +14,7 @@ use crate::api::{self, AppState};
 use crate::config;
 use crate::engine::{Engine, EngineOptions};
 use crate::store::{SqliteStore, Store};
+use crate::telemetry::supervise;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -75,8 +76,14 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
     if let Some(f) = on_listening {
         f(addr);
     }
-    let compactor = tokio::spawn(engine.clone().compact_forever(opts.raw_retention, Duration::from_secs(600)));
-    let reloader = tokio::spawn(reload_on_sighup(engine.clone()));
+    let compactor = {
+        let (e, keep) = (engine.clone(), opts.raw_retention);
+        supervise("compaction", engine.metrics.clone(), move || e.clone().compact_forever(keep, Duration::from_secs(600)))
+    };
+    let reloader = {
+        let e = engine.clone();
+        supervise("sighup_reload", engine.metrics.clone(), move || reload_on_sighup(e.clone()))
+    };
     let app = api::router(Arc::new(AppState { engine: engine.clone(), status_page: opts.status_page }));
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     tracing::info!("shutting down: stopping checks and flushing results");

@@ -1,5 +1,5 @@
-//! `steward token`: API tokens, managed directly in the data directory (works whether
-//! or not a server is running on it).
+//! `steward token` and `steward keys`: API tokens and the server's keys, managed
+//! directly in the data directory (works whether or not a server is running on it).
 
 use std::path::Path;
 
@@ -82,6 +82,24 @@ pub async fn revoke(data: &Path, name: &str) -> u8 {
         Ok(false) => {
             eprintln!("error: no active token named `{name}` (see `steward token list`)");
             exit::FAILED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+/// `steward keys rotate NAME`: a fresh key; whatever the old one signed stops verifying.
+pub async fn rotate_key(data: &Path, name: &str) -> u8 {
+    let result = match SqliteStore::open(data).await {
+        Ok(s) => s.rotate_server_key(name).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            eprintln!("key `{name}` rotated: links signed before now no longer work; new pages carry new links");
+            exit::OK
         }
         Err(e) => {
             eprintln!("error: {e}");

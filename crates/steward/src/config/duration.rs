@@ -1,12 +1,28 @@
 //! Durations as people write them in YAML: `500ms`, `10s`, `5m`, `2h`, `7d`, `1h30m`.
+//!
+//! Every duration that enters Steward — configuration, API, CLI, runbook parameters —
+//! goes through [`parse_duration`], which refuses anything longer than
+//! [`MAX_DURATION`] (100 years). That bound is what lets the rest of the program add a
+//! duration to "now" without overflow checks at every call site: `now + 100 years`
+//! fits in every time type Steward uses.
 
 use std::fmt::Write;
 use std::time::Duration;
+
+/// The longest duration Steward accepts anywhere: 100 years of 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// How MAX_DURATION is written in messages.
+pub const MAX_DURATION_TEXT: &str = "36500d (100 years)";
+/// Longer texts are refused before parsing: no honest duration needs more.
+const MAX_TEXT_LEN: usize = 64;
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration".into());
+    }
+    if s.len() > MAX_TEXT_LEN {
+        return Err(format!("a duration is at most {MAX_TEXT_LEN} characters long; this one has {}", s.len()));
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -31,9 +47,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 return Err(format!("unknown unit `{other}` in `{text}` (use ms, s, m, h or d)"));
             }
         };
-        total += Duration::from_secs_f64(seconds);
+        // Checked before converting: from_secs_f64 panics past u64 seconds.
+        if !seconds.is_finite() || seconds > MAX_DURATION.as_secs_f64() {
+            return Err(too_long(text));
+        }
+        total = total.checked_add(Duration::from_secs_f64(seconds)).filter(|t| *t <= MAX_DURATION).ok_or_else(|| too_long(text))?;
     }
     Ok(total)
+}
+
+fn too_long(text: &str) -> String {
+    format!("`{text}` is longer than the maximum of {MAX_DURATION_TEXT}")
 }
 
 /// The shortest exact spelling, e.g. `1m30s`, `250ms`.
@@ -72,6 +96,17 @@ mod tests {
         assert!(parse_duration("10w").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn refuses_durations_past_the_maximum_instead_of_panicking() {
+        for text in ["99999999999999999999d", "200000000d", "10000000000000000000s10000000000000000000s", "36501d", "36500d1ms"] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains("maximum of 36500d"), "{text}: {e}");
+        }
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        assert!(parse_duration(&"1".repeat(400)).unwrap_err().contains("at most 64 characters"));
+        assert!(parse_duration("1.2.3s").is_err());
     }
 
     #[test]

@@ -43,6 +43,19 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let mut d = Diagnostics::default();
     for file in &files {
         let name: Arc<str> = Arc::from(file.display().to_string());
+        // Refused before reading: a multi-gigabyte "configuration" must not fill memory.
+        if let Ok(meta) = std::fs::metadata(file)
+            && meta.len() > yaml::MAX_FILE_BYTES as u64
+        {
+            d.push(
+                Diagnostic::error(
+                    Pos::new(&name, 1, 1),
+                    format!("the file is {} bytes; a configuration file is at most {} bytes (8 MiB)", meta.len(), yaml::MAX_FILE_BYTES),
+                )
+                .with_hint("split it into several files in a config directory"),
+            );
+            continue;
+        }
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {

@@ -870,7 +870,21 @@ fn shell(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<ShellStep> {
                 );
                 return None;
             }
-            items.iter().map(|i| text(i, &format!("{what} argv item"), cx)).collect::<Option<Vec<_>>>().map(ShellProgram::Argv)
+            let argv = items.iter().map(|i| text(i, &format!("{what} argv item"), cx)).collect::<Option<Vec<_>>>()?;
+            if let Some(i) = interpreted_template(&argv) {
+                cx.d.push(
+                    Diagnostic::error(
+                        items[i].pos.clone(),
+                        format!("{what} argv item {i} is code that `{}` runs, and it uses a template", program_name(&argv)),
+                    )
+                    .with_hint(
+                        "a parameter there would become code; pass it as an environment variable instead: \
+                         env: { MSG: \"{{ params.msg }}\" } and read \"$MSG\" in the code (os.environ[\"MSG\"] in Python, $ENV{MSG} in Perl)",
+                    ),
+                );
+                return None;
+            }
+            Some(ShellProgram::Argv(argv))
         }
         (Some(_), Some(a)) => {
             cx.d.push(Diagnostic::error(a.pos.clone(), format!("{what} has both `script` and `argv`")).with_hint("keep one"));
@@ -885,6 +899,131 @@ fn shell(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<ShellStep> {
         }
     };
     Some(ShellStep { program: program?, env: env?, workdir })
+}
+
+/// The program an argv runs, by its file name (`/usr/bin/python3` → `python3`).
+fn program_name(argv: &[Text]) -> String {
+    argv.first().map_or_else(String::new, |t| t.written.rsplit('/').next().unwrap_or_default().to_string())
+}
+
+/// The index of an argv item that an interpreter will run as code *and* that is
+/// templated, if any: the text after `-c` for shells (sh, bash, dash, zsh, ksh, ash,
+/// busybox), after `-c` for Python, `-e`/`-E` for Perl, `-e` for Ruby, `-e`/`-p` for
+/// Node, `-r` for PHP, the program of awk, `-c`/`-e` for psql and mysql; every item of
+/// ssh's remote command; and the command of `kubectl exec … --` or `docker exec` /
+/// `podman exec`, checked again as an argv of its own. Wrappers such as `env`, `sudo`,
+/// `nice`, `timeout` are looked through. The item counts, not the program: an argv item
+/// is one argument, but to an interpreter that argument is source code.
+pub fn interpreted_template(argv: &[Text]) -> Option<usize> {
+    code_items(argv, 0).into_iter().find(|&i| !argv[i].is_literal())
+}
+
+/// Indexes (into the original argv, offset by `base`) of items an interpreter runs.
+fn code_items(argv: &[Text], base: usize) -> Vec<usize> {
+    let w = |i: usize| argv.get(i).map_or("", |t| t.written.as_str());
+    let name = |i: usize| w(i).rsplit('/').next().unwrap_or_default().to_string();
+    // Look through wrappers that run the rest of the line as a command.
+    let mut at = 0;
+    loop {
+        match name(at).as_str() {
+            "env" => {
+                at += 1;
+                while w(at).starts_with('-') || (w(at).contains('=') && !w(at).starts_with('=')) {
+                    at += 1;
+                }
+            }
+            "sudo" | "doas" | "nice" | "nohup" | "setsid" | "ionice" | "stdbuf" | "time" | "exec" | "command" | "chrt" | "taskset" => {
+                at += 1;
+                while w(at).starts_with('-') {
+                    // Options with a separate value (sudo -u root, nice -n 5).
+                    let takes_value = matches!(w(at), "-u" | "-g" | "-n" | "-c" | "-p" | "-C" | "-U" | "-h" | "-D" | "-r" | "-t");
+                    at += if takes_value { 2 } else { 1 };
+                }
+            }
+            "timeout" => {
+                at += 1;
+                while w(at).starts_with('-') {
+                    at += if matches!(w(at), "-s" | "-k" | "--signal" | "--kill-after") { 2 } else { 1 };
+                }
+                at += 1; // the duration
+            }
+            _ => break,
+        }
+        if at >= argv.len() {
+            return vec![];
+        }
+    }
+    let program = name(at);
+    let rest = at + 1;
+    // The first item after the option that introduces code (`-c`, `-e`, …).
+    let after_flag = |flags: &[&str], combined: Option<char>| -> Vec<usize> {
+        let mut i = rest;
+        while i < argv.len() {
+            let item = w(i);
+            if flags.contains(&item) {
+                return vec![base + i + 1].into_iter().filter(|&j| j - base < argv.len()).collect();
+            }
+            // Combined short flags such as `-ec` or `-xc`: the code follows.
+            if let Some(c) = combined
+                && item.starts_with('-')
+                && !item.starts_with("--")
+                && item.contains(c)
+            {
+                return vec![base + i + 1].into_iter().filter(|&j| j - base < argv.len()).collect();
+            }
+            // `--flag=code` forms carry the code in the same item.
+            if flags.iter().any(|f| f.starts_with("--") && item.starts_with(&format!("{f}="))) {
+                return vec![base + i];
+            }
+            i += 1;
+        }
+        vec![]
+    };
+    let shell = |program: &str| matches!(program, "sh" | "bash" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "busybox" | "fish");
+    match program.as_str() {
+        p if shell(p) => after_flag(&["-c"], Some('c')),
+        p if p == "python" || p.starts_with("python3") || p.starts_with("python2") || p == "pypy3" => after_flag(&["-c"], None),
+        "perl" => after_flag(&["-e", "-E"], Some('e')),
+        "ruby" => after_flag(&["-e"], Some('e')),
+        "node" | "nodejs" | "deno" | "bun" => after_flag(&["-e", "--eval", "-p", "--print"], None),
+        "php" => after_flag(&["-r"], None),
+        "psql" => after_flag(&["-c", "--command"], None),
+        "mysql" | "mariadb" => after_flag(&["-e", "--execute"], None),
+        "awk" | "gawk" | "mawk" | "nawk" => {
+            // The program is the first operand, unless it comes from a file (-f).
+            let mut i = rest;
+            while i < argv.len() && w(i).starts_with('-') {
+                if w(i) == "-f" {
+                    return vec![];
+                }
+                i += if matches!(w(i), "-F" | "-v") { 2 } else { 1 };
+            }
+            if i < argv.len() { vec![base + i] } else { vec![] }
+        }
+        "ssh" => {
+            // Every item after the destination is joined into a remote shell command.
+            let mut i = rest;
+            while i < argv.len() && w(i).starts_with('-') {
+                let takes_value = w(i).len() == 2 && "BbcDEeFIiJLlmOopQRSWw".contains(&w(i)[1..]);
+                i += if takes_value { 2 } else { 1 };
+            }
+            ((i + 1)..argv.len()).map(|j| base + j).collect()
+        }
+        "kubectl" | "oc" => match argv.iter().position(|t| t.written == "--") {
+            Some(dash) if argv[rest..].iter().any(|t| t.written == "exec") => code_items(&argv[dash + 1..], base + dash + 1),
+            _ => vec![],
+        },
+        "docker" | "podman" | "nerdctl" if w(rest) == "exec" => {
+            let mut i = rest + 1;
+            while i < argv.len() && w(i).starts_with('-') {
+                let takes_value = matches!(w(i), "-e" | "--env" | "-u" | "--user" | "-w" | "--workdir" | "--env-file" | "--detach-keys");
+                i += if takes_value { 2 } else { 1 };
+            }
+            // Then the container, then its command.
+            if i + 1 < argv.len() { code_items(&argv[i + 1..], base + i + 1) } else { vec![] }
+        }
+        _ => vec![],
+    }
 }
 
 /// Scripts are not templates (that is what keeps parameters from becoming code); a
@@ -975,15 +1114,26 @@ fn sql(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<SqlStep> {
     });
     if let Some(node) = url_node
         && let Some(u) = &url
-        && let Ok(parsed) = url::Url::parse(&u.written)
-        && parsed.password().is_some_and(|p| !p.starts_with("%24%7B") && !p.starts_with("${"))
+        && matches!(crate::config::secret::resolve_url(&u.written, &mut vec![]), Err(crate::config::secret::UrlError::InlinePassword))
     {
         cx.d.push(
             Diagnostic::error(node.pos.clone(), format!("{what} url contains an inline password"))
                 .with_hint("secrets are never written inline: use `${env:NAME}` or `${file:/path}` in place of the password"),
         );
     }
-    let query = f.require("query", cx.d).and_then(|q| de::string(q, &format!("{what} query"), cx.d));
+    let query = f.require("query", cx.d).and_then(|q| {
+        let text = de::string(q, &format!("{what} query"), cx.d)?;
+        // The query is sent as written; a template in it would be sent literally (and,
+        // were it rendered, would be SQL injection). Values go in as bound args.
+        if text.contains("{{") || text.contains("{%") {
+            cx.d.push(
+                Diagnostic::error(q.pos.clone(), format!("{what} query uses a template, but SQL text is never templated"))
+                    .with_hint("bind values instead: `args: [\"{{ params.x }}\"]` and write $1 (PostgreSQL) or ? (MySQL) in the query"),
+            );
+            return None;
+        }
+        Some(text)
+    });
     let args = f.take("args").map_or(Some(vec![]), |a| {
         let items = de::list(a, &format!("{what} args"), cx.d)?;
         items.iter().map(|i| text(i, &format!("{what} args item"), cx)).collect::<Option<Vec<_>>>()
@@ -1013,6 +1163,19 @@ fn redis(n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<RedisStep> {
     let command = command?;
     if command.is_empty() {
         cx.d.push(Diagnostic::error(f.pos().clone(), format!("{what} command is empty")).with_hint("e.g. command: [MEMORY, PURGE]"));
+        return None;
+    }
+    // EVAL's script is Lua that the server runs: a template there is code injection.
+    let verb = command[0].written.to_ascii_uppercase();
+    let script_at = match verb.as_str() {
+        "EVAL" | "EVAL_RO" => Some(1),
+        "SCRIPT" | "FUNCTION" => Some(2),
+        _ => None,
+    };
+    if script_at.and_then(|i| command.get(i)).is_some_and(|t| !t.is_literal()) {
+        cx.d.push(Diagnostic::error(f.pos().clone(), format!("{what} {verb} runs Lua code, and its script uses a template")).with_hint(
+            "pass values as the script's KEYS and ARGV: command: [EVAL, \"return redis.call('GET', KEYS[1])\", 1, \"{{ params.key }}\"]",
+        ));
         return None;
     }
     Some(RedisStep { url: url?, command })

@@ -24,6 +24,11 @@ impl SecretString {
         SecretString { written: s.clone(), resolved: s }
     }
 
+    /// A written text and its resolved value (see [`resolve_url`]).
+    pub fn from_parts(written: String, resolved: String) -> SecretString {
+        SecretString { written, resolved }
+    }
+
     /// The value to send to the target. Never log or display this.
     pub fn expose(&self) -> &str {
         &self.resolved
@@ -98,7 +103,9 @@ pub struct Redactor {
 impl Redactor {
     pub fn new(mut secrets: Vec<String>) -> Redactor {
         // Percent-encoded copies too: URLs carry passwords encoded.
-        let encoded: Vec<String> = secrets.iter().map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect()).collect();
+        // Both the form encoding and the userinfo encoding `resolve_url` uses.
+        let mut encoded: Vec<String> = secrets.iter().map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect()).collect();
+        encoded.extend(secrets.iter().map(|s| percent_encoding::utf8_percent_encode(s, USERINFO).to_string()));
         secrets.extend(encoded);
         // Longest first, so a secret that contains another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -150,6 +157,104 @@ impl fmt::Debug for Redactor {
     }
 }
 
+/// What a user or password value keeps unencoded in a URL (RFC 3986 unreserved).
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Stands in for the n-th reference while a written URL is parsed for its shape.
+fn placeholder(n: usize) -> String {
+    format!("stewardsecretref{n}x")
+}
+
+/// A URL as written, with every `${…}` replaced by a placeholder, and the references.
+fn with_placeholders(written: &str) -> (String, Vec<String>) {
+    let mut shape = String::with_capacity(written.len());
+    let mut references = Vec::new();
+    let mut rest = written;
+    while let Some(start) = rest.find("${") {
+        let Some(end) = rest[start..].find('}') else { break };
+        shape.push_str(&rest[..start]);
+        shape.push_str(&placeholder(references.len()));
+        references.push(rest[start..start + end + 1].to_string());
+        rest = &rest[start + end + 1..];
+    }
+    shape.push_str(rest);
+    (shape, references)
+}
+
+/// A URL with secret references, checked and resolved:
+/// - the whole URL may be one reference (`${env:DATABASE_URL}`);
+/// - a password must be a reference (or a template, in runbooks), never literal text;
+/// - a reference in the user or password is percent-encoded there, so a password may
+///   hold `@`, `/` or `:`; references elsewhere are inserted as they are.
+///
+/// Returns the parsed shape (for scheme checks) and the resolved URL. `secrets` collects
+/// the resolved values for redaction.
+pub fn resolve_url(written: &str, secrets: &mut Vec<String>) -> Result<(url::Url, String), UrlError> {
+    let (shape, references) = with_placeholders(written);
+    if references.len() == 1 && shape == placeholder(0) {
+        let value = resolve(written, secrets).map_err(|(_, m, h)| UrlError::Reference(m, h))?;
+        let u = url::Url::parse(value.expose()).map_err(|e| UrlError::Invalid(format!("the URL in {written} is not valid: {e}")))?;
+        // The password inside a URL given whole is a secret of its own: a client may
+        // quote it without the rest.
+        if let Some(pw) = u.password() {
+            secrets.push(percent_encoding::percent_decode_str(pw).decode_utf8_lossy().to_string());
+        }
+        return Ok((u, value.expose().to_string()));
+    }
+    let parsed = url::Url::parse(&shape).map_err(|e| UrlError::Invalid(e.to_string()))?;
+    let is_reference = |part: &str| part.is_empty() || part.contains("stewardsecretref") || part.contains("%7B%7B") || part.contains("{{");
+    if let Some(pw) = parsed.password()
+        && !is_reference(pw)
+    {
+        return Err(UrlError::InlinePassword);
+    }
+    let mut values = Vec::with_capacity(references.len());
+    for r in &references {
+        values.push(resolve(r, secrets).map_err(|(_, m, h)| UrlError::Reference(m, h))?.expose().to_string());
+    }
+    let fill = |part: &str| {
+        let mut out = part.to_string();
+        for (i, v) in values.iter().enumerate() {
+            out = out.replace(&placeholder(i), v);
+        }
+        out
+    };
+    let mut resolved = parsed.clone();
+    let user = percent_encoding::percent_decode_str(parsed.username()).decode_utf8_lossy().to_string();
+    if user.contains("stewardsecretref") {
+        let _ = resolved.set_username(&percent_encoding::utf8_percent_encode(&fill(&user), USERINFO).to_string());
+    }
+    if let Some(pw) = parsed.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().to_string())
+        && pw.contains("stewardsecretref")
+    {
+        let _ = resolved.set_password(Some(&percent_encoding::utf8_percent_encode(&fill(&pw), USERINFO).to_string()));
+    }
+    Ok((parsed, fill(resolved.as_str())))
+}
+
+/// Why [`resolve_url`] refused a URL.
+#[derive(Debug)]
+pub enum UrlError {
+    Invalid(String),
+    InlinePassword,
+    /// A reference that cannot be resolved: message and hint.
+    Reference(String, String),
+}
+
+/// A URL without its user and password, and those percent-decoded — for clients that
+/// take credentials apart from the address (NATS would otherwise send `p%40ss`).
+pub fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+    let Ok(mut u) = url::Url::parse(url) else { return (url.to_string(), None) };
+    if u.username().is_empty() && u.password().is_none() {
+        return (url.to_string(), None);
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string();
+    let credentials = (decode(u.username()), decode(u.password().unwrap_or("")));
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    (u.to_string(), Some(credentials))
+}
+
 /// Strips the password from a URL for display (`postgres://u:***@host/db`).
 pub fn redact_url_password(url: &str) -> Cow<'_, str> {
     match url::Url::parse(url) {
@@ -197,6 +302,31 @@ mod tests {
         assert_eq!(r.redact("pw=p@ss word!"), "pw=***!");
         assert_eq!(r.redact("url p%40ss+word"), "url ***");
         assert_eq!(r.redact("ab stays: too short to be a secret"), "ab stays: too short to be a secret");
+    }
+
+    #[test]
+    fn url_passwords_by_reference_are_encoded_into_the_userinfo() {
+        // SAFETY: only this test reads these variables.
+        unsafe {
+            std::env::set_var("STEWARD_URL_TEST_PW", "p@ss/w:rd");
+            std::env::set_var("STEWARD_URL_TEST_URL", "redis://:hunter22@127.0.0.1:6379/0");
+        }
+        let mut found = vec![];
+        let (_, resolved) = resolve_url("mysql://backup:${env:STEWARD_URL_TEST_PW}@127.0.0.1:3306/app", &mut found).unwrap();
+        assert_eq!(resolved, "mysql://backup:p%40ss%2Fw%3Ard@127.0.0.1:3306/app");
+        let u = url::Url::parse(&resolved).unwrap();
+        assert_eq!(percent_encoding::percent_decode_str(u.password().unwrap()).decode_utf8_lossy(), "p@ss/w:rd");
+        assert_eq!(found, vec!["p@ss/w:rd".to_string()]);
+        let (shape, resolved) = resolve_url("${env:STEWARD_URL_TEST_URL}", &mut vec![]).unwrap();
+        assert_eq!((shape.scheme(), resolved.as_str()), ("redis", "redis://:hunter22@127.0.0.1:6379/0"));
+        assert!(matches!(resolve_url("postgres://u:literal@h/db", &mut vec![]), Err(UrlError::InlinePassword)));
+        assert!(matches!(resolve_url("http://u:${env:STEWARD_URL_TEST_NOPE}@h/", &mut vec![]), Err(UrlError::Reference(..))));
+        // The redactor knows the encoded form too.
+        let r = Redactor::new(vec!["p@ss/w:rd".into()]);
+        assert_eq!(r.redact(&resolved_for_log()), "conn mysql://backup:***@h failed");
+        fn resolved_for_log() -> String {
+            "conn mysql://backup:p%40ss%2Fw%3Ard@h failed".into()
+        }
     }
 
     #[test]

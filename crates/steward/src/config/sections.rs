@@ -304,11 +304,14 @@ pub(super) fn secret_text(node: &Node, what: &str, d: &mut Diagnostics, secrets:
     }
 }
 
-/// A URL whose scheme must be one of `schemes`, with passwords only by reference.
+/// A URL whose scheme must be one of `schemes`, with passwords only by reference
+/// (`${env:…}`/`${file:…}`, or the whole URL as one reference); see
+/// [`secret::resolve_url`].
 pub(super) fn url(node: &Node, what: &str, schemes: &[&str], d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<SecretString> {
+    // Positions of unresolvable references are reported by secret_text.
     let value = secret_text(node, what, d, secrets)?;
-    match url::Url::parse(value.written()) {
-        Ok(u) => {
+    match secret::resolve_url(value.written(), secrets) {
+        Ok((u, resolved)) => {
             if !schemes.contains(&u.scheme()) {
                 d.push(
                     Diagnostic::error(node.pos.clone(), format!("{what} has scheme `{}`", u.scheme()))
@@ -316,22 +319,23 @@ pub(super) fn url(node: &Node, what: &str, schemes: &[&str], d: &mut Diagnostics
                 );
                 return None;
             }
-            if let Some(pw) = u.password()
-                && !pw.starts_with("%24%7B")
-                && !pw.starts_with("${")
-            {
-                d.push(
-                    Diagnostic::error(node.pos.clone(), format!("{what} contains an inline password"))
-                        .with_hint("secrets are never written inline: use `${env:NAME}` or `${file:/path}` in place of the password"),
-                );
-                return None;
-            }
-            Some(value)
+            Some(SecretString::from_parts(value.written().to_string(), resolved))
         }
-        Err(e) => {
+        Err(secret::UrlError::InlinePassword) => {
+            d.push(
+                Diagnostic::error(node.pos.clone(), format!("{what} contains an inline password"))
+                    .with_hint("secrets are never written inline: use `${env:NAME}` or `${file:/path}` in place of the password"),
+            );
+            None
+        }
+        Err(secret::UrlError::Reference(m, h)) => {
+            d.push(Diagnostic::error(node.pos.clone(), format!("{what}: {m}")).with_hint(h));
+            None
+        }
+        Err(secret::UrlError::Invalid(e)) => {
             d.push(
                 Diagnostic::error(node.pos.clone(), format!("{what} is not a valid URL: {e}"))
-                    .with_hint(format!("e.g. {}://127.0.0.1", schemes[0])),
+                    .with_hint(format!("e.g. {}://127.0.0.1, or the whole URL by reference: ${{env:NAME}}", schemes[0])),
             );
             None
         }

@@ -11,6 +11,15 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
 use super::diagnostics::{Diagnostic, Pos};
 
+/// A configuration file larger than this is refused before parsing.
+pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
+/// The most values (scalars and collections) one document may hold once its aliases
+/// are expanded: a few hundred bytes of nested aliases ("billion laughs") would
+/// otherwise expand to gigabytes. Real configurations hold a few thousand.
+pub const MAX_NODES: usize = 1_000_000;
+/// The deepest nesting of lists and mappings; deeper trees risk the stack when dropped.
+pub const MAX_DEPTH: usize = 128;
+
 /// One YAML value and the position of its first character.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -62,7 +71,14 @@ impl Node {
 
 /// Parses one YAML document. An empty file is an empty mapping.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
-    let mut builder = Builder { file: file.clone(), stack: Vec::new(), anchors: HashMap::new(), root: None };
+    if text.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::error(
+            Pos::new(file, 1, 1),
+            format!("the file is {} bytes; a configuration file is at most {MAX_FILE_BYTES} bytes (8 MiB)", text.len()),
+        )
+        .with_hint("split it into several files in a config directory"));
+    }
+    let mut builder = Builder { file: file.clone(), stack: Vec::new(), anchors: HashMap::new(), root: None, nodes: 0 };
     let mut parser = Parser::new_from_str(text);
     let mut documents = 0;
     while let Some(event) = parser.next_event() {
@@ -87,8 +103,11 @@ struct Builder {
     file: Arc<str>,
     /// Open collections: the node being filled and, for mappings, a key waiting for its value.
     stack: Vec<(Node, Option<Node>, usize)>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with how many values each holds (what an alias to it costs).
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
+    /// Values created so far, aliases counted as the copies they make.
+    nodes: usize,
 }
 
 impl Builder {
@@ -96,39 +115,60 @@ impl Builder {
         Pos::new(&self.file, span.start.line(), span.start.col() + 1)
     }
 
+    /// Counts `n` more values, refusing a document that grows past [`MAX_NODES`].
+    fn grow(&mut self, n: usize, span: &Span) -> Result<(), Diagnostic> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(Diagnostic::error(
+                self.pos(span),
+                format!("the document expands to more than {MAX_NODES} values (aliases count as the copies they make)"),
+            )
+            .with_hint(
+                "a configuration this large is almost certainly nested aliases (a \"billion laughs\" document); write the values out",
+            ));
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, value: Value, anchor: usize, span: &Span) -> Result<(), Diagnostic> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(Diagnostic::error(self.pos(span), format!("lists and mappings are nested more than {MAX_DEPTH} levels deep")));
+        }
+        self.grow(1, span)?;
+        self.stack.push((Node { value, pos: self.pos(span) }, None, anchor));
+        Ok(())
+    }
+
     fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), Diagnostic> {
         match event {
             Event::Scalar(text, style, anchor, _tag) => {
+                self.grow(1, &span)?;
                 let node = Node { value: resolve_scalar(&text, style), pos: self.pos(&span) };
-                self.push(node, anchor)
+                self.push(node, anchor, 1)
             }
-            Event::SequenceStart(anchor, _) => {
-                self.stack.push((Node { value: Value::Seq(Vec::new()), pos: self.pos(&span) }, None, anchor));
-                Ok(())
-            }
-            Event::MappingStart(anchor, _) => {
-                self.stack.push((Node { value: Value::Map(Vec::new()), pos: self.pos(&span) }, None, anchor));
-                Ok(())
-            }
+            Event::SequenceStart(anchor, _) => self.open(Value::Seq(Vec::new()), anchor, &span),
+            Event::MappingStart(anchor, _) => self.open(Value::Map(Vec::new()), anchor, &span),
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, _, anchor) = self.stack.pop().expect("parser balances collection events");
-                self.push(node, anchor)
+                let size = if anchor == 0 { 0 } else { count(&node) };
+                self.push(node, anchor, size)
             }
             Event::Alias(id) => {
-                let node = self
-                    .anchors
-                    .get(&id)
-                    .cloned()
-                    .ok_or_else(|| Diagnostic::error(self.pos(&span), "alias refers to an unknown anchor"))?;
-                self.push(node, 0)
+                let (node, size) =
+                    self.anchors.get(&id).ok_or_else(|| Diagnostic::error(self.pos(&span), "alias refers to an unknown anchor"))?;
+                let (node, size) = (node.clone(), *size);
+                // Counted before the copy is pushed, so the bound holds while building.
+                self.grow(size, &span)?;
+                self.push(node, 0, 0)
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => Ok(()),
         }
     }
 
-    fn push(&mut self, node: Node, anchor: usize) -> Result<(), Diagnostic> {
+    /// Attaches a finished node to its parent; `size` is its value count when anchored.
+    fn push(&mut self, node: Node, anchor: usize, size: usize) -> Result<(), Diagnostic> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         let Some((parent, pending_key, _)) = self.stack.last_mut() else {
             self.root = Some(node);
@@ -153,6 +193,15 @@ impl Builder {
             _ => unreachable!("only collections are pushed on the stack"),
         }
         Ok(())
+    }
+}
+
+/// How many values a node holds, itself included.
+fn count(node: &Node) -> usize {
+    match &node.value {
+        Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
+        Value::Map(entries) => 1 + entries.iter().map(|(k, v)| count(k) + count(v)).sum::<usize>(),
+        _ => 1,
     }
 }
 
@@ -223,6 +272,29 @@ mod tests {
         let err = p("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
         assert!(err.pos.line >= 1);
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_quickly_with_the_limit_named() {
+        // Nine levels of ten aliases: 10^9 values if expanded.
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            doc.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        assert!(doc.len() < 600);
+        let started = std::time::Instant::now();
+        let err = p(&doc).unwrap_err();
+        assert!(err.message.contains("more than 1000000 values"), "{}", err.message);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_files_are_refused() {
+        let deep = format!("a: {}{}", "[".repeat(200), "]".repeat(200));
+        assert!(p(&deep).unwrap_err().message.contains("nested more than 128"));
+        let huge = format!("a: \"{}\"", "x".repeat(MAX_FILE_BYTES));
+        assert!(p(&huge).unwrap_err().message.contains("at most 8388608 bytes"));
     }
 
     #[test]

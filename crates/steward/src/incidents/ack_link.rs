@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 
 /// How long a page's link works.
 pub const VALID_FOR: Duration = Duration::hours(24);
+/// The name of the signing key in the store (`steward keys rotate acknowledge-links`).
+pub const KEY_NAME: &str = "acknowledge-links";
+/// Clock differences tolerated on top of [`VALID_FOR`] when capping a link's expiry.
+const SKEW: Duration = Duration::minutes(5);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum LinkError {
@@ -68,6 +72,11 @@ pub fn verify(key: &[u8], token: &str, now: DateTime<Utc>) -> Result<Grant, Link
     if now.timestamp() >= expires {
         return Err(LinkError::Expired);
     }
+    // The server caps what a link may claim: no link it signs lives longer than
+    // VALID_FOR, so one that claims more was not made by this code — even with the key.
+    if expires > (now + VALID_FOR + SKEW).timestamp() {
+        return Err(LinkError::Invalid);
+    }
     Ok(Grant { incident, who })
 }
 
@@ -94,6 +103,11 @@ mod tests {
         let later = sign(&key, 42, "alice", now + VALID_FOR * 10);
         let extended = format!("{}.{}", later.rsplit_once('.').unwrap().0, token.rsplit_once('.').unwrap().1);
         assert_eq!(verify(&key, &extended, now), Err(LinkError::Invalid), "the expiry is signed");
+        let forever = sign(&key, 42, "mallory", DateTime::<Utc>::MAX_UTC);
+        assert_eq!(verify(&key, &forever, now), Err(LinkError::Invalid), "an expiry past the cap is refused even when signed");
+        let i64_max = format!("42.{}.{}.", hex::encode("mallory"), i64::MAX);
+        let mac = hex::encode(hmac(&key, i64_max.trim_end_matches('.').as_bytes()));
+        assert_eq!(verify(&key, &format!("{i64_max}{mac}"), now), Err(LinkError::Invalid));
         for junk in ["", "1.2.3", "x.616c696365.1.00", "42.zz.1.00", &format!("{token}.extra")] {
             assert_eq!(verify(&key, junk, now), Err(LinkError::Invalid), "{junk}");
         }

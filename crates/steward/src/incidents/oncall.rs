@@ -173,13 +173,17 @@ pub fn local_instant(tz: &Tz, local: NaiveDateTime) -> DateTime<Utc> {
 }
 
 /// `2026-12-24 09:00` in `tz`, or an RFC 3339 instant.
+/// Times outside 1970 … 9999 are refused (see [`crate::bounds`]).
 pub fn parse_instant(text: &str, tz: &Tz) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
+        return crate::bounds::check(t.with_timezone(&Utc));
     }
     for format in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
         if let Ok(local) = NaiveDateTime::parse_from_str(text, format) {
-            return Ok(local_instant(tz, local));
+            if local.and_utc() < crate::bounds::earliest() || local.and_utc() > crate::bounds::latest() {
+                return Err(format!("`{text}` is outside the accepted range 1970-01-01 … 9999-12-31"));
+            }
+            return crate::bounds::check(local_instant(tz, local));
         }
     }
     Err(format!("`{text}` is not a time; write `2026-12-24 09:00` (in the schedule's time zone) or RFC 3339 (`2026-12-24T09:00:00Z`)"))

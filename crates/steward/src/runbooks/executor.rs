@@ -462,6 +462,7 @@ fn render_action(cx: &RunCx, kind: &StepKind, scope: &Scope, path: &str, extra: 
     let ctx = std::cell::OnceCell::new();
     let ctx = || ctx.get_or_init(|| scope.context(cx, extra.clone()));
     let r = |t: &Text| if t.is_literal() { Ok(t.written.clone()) } else { t.render(ctx()) };
+    let url = |t: &Text| t.render_url(ctx()).map_err(|e| format!("url: {e}"));
     match kind {
         StepKind::Shell(s) => {
             let mut env = cx.base_env(scope, path);
@@ -477,18 +478,18 @@ fn render_action(cx: &RunCx, kind: &StepKind, scope: &Scope, path: &str, extra: 
         }
         StepKind::Http(h) => Ok(Action::Http {
             method: h.method.clone(),
-            url: r(&h.url)?,
+            url: url(&h.url)?,
             headers: h.headers.iter().map(|(k, v)| r(v).map(|v| (k.clone(), v))).collect::<Result<_, _>>()?,
             body: h.body.as_ref().map(r).transpose()?,
             expect_status: h.expect_status.clone(),
         }),
         StepKind::Sql(s) => Ok(Action::Sql {
             engine: s.engine,
-            url: r(&s.url)?,
+            url: url(&s.url)?,
             query: s.query.clone(),
             args: s.args.iter().map(r).collect::<Result<_, _>>()?,
         }),
-        StepKind::Redis(s) => Ok(Action::Redis { url: r(&s.url)?, command: s.command.iter().map(r).collect::<Result<_, _>>()? }),
+        StepKind::Redis(s) => Ok(Action::Redis { url: url(&s.url)?, command: s.command.iter().map(r).collect::<Result<_, _>>()? }),
         other => Err(format!("a {} step is not an action", other.name())),
     }
 }

@@ -106,6 +106,12 @@ fn render(t: &Text, ctx: &minijinja::Value, redactor: &Redactor) -> String {
     redactor.redact(&text).into_owned()
 }
 
+/// A URL as the run would send it (values percent-encoded where they land).
+fn render_url(t: &Text, ctx: &minijinja::Value, redactor: &Redactor) -> String {
+    let text = t.render_url(ctx).unwrap_or_else(|e| format!("⟨cannot render: {e}⟩"));
+    redactor.redact(&text).into_owned()
+}
+
 fn steps(list: &[Step], prefix: &str, ctx: &Ctx, redactor: &Redactor, config: &Config) -> Vec<PlannedStep> {
     list.iter().map(|s| step(s, &format!("{prefix}{}", s.name), ctx, redactor, config)).collect()
 }
@@ -113,6 +119,7 @@ fn steps(list: &[Step], prefix: &str, ctx: &Ctx, redactor: &Redactor, config: &C
 fn step(s: &Step, path: &str, ctx: &Ctx, redactor: &Redactor, config: &Config) -> PlannedStep {
     let value = ctx.value();
     let r = |t: &Text| render(t, &value, redactor);
+    let url = |t: &Text| render_url(t, &value, redactor);
     let mut notes = Vec::new();
     if let Some(t) = s.timeout {
         notes.push(format!("timeout {}", format_duration(t)));
@@ -154,17 +161,17 @@ fn step(s: &Step, path: &str, ctx: &Ctx, redactor: &Redactor, config: &Config) -
             }
         }
         StepKind::Http(h) => json!({
-            "method": h.method, "url": r(&h.url),
+            "method": h.method, "url": url(&h.url),
             "headers": h.headers.iter().map(|(k, v)| (k.clone(), Json::from(r(v)))).collect::<Map<_, _>>(),
             "body": h.body.as_ref().map(r),
             "expect_status": if h.expect_status.is_empty() { json!("2xx") } else { json!(h.expect_status) },
         }),
         StepKind::Sql(q) => json!({
-            "target": crate::config::secret::redact_url_password(&r(&q.url)),
+            "target": crate::config::secret::redact_url_password(&url(&q.url)),
             "query": q.query, "args": q.args.iter().map(r).collect::<Vec<_>>(),
         }),
         StepKind::Redis(c) => json!({
-            "target": crate::config::secret::redact_url_password(&r(&c.url)),
+            "target": crate::config::secret::redact_url_password(&url(&c.url)),
             "command": c.command.iter().map(r).collect::<Vec<_>>(),
         }),
         StepKind::Check(c) => json!({"check": c, "target": config.check(c).map(|c| c.probe.target())}),

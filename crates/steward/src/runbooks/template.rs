@@ -25,6 +25,113 @@ fn environment() -> &'static Environment<'static> {
     })
 }
 
+/// Marks where an expression's value starts and ends in a rendered URL (Unicode
+/// private-use characters; a value that contains them is refused).
+const VALUE_START: char = '\u{E000}';
+const VALUE_END: char = '\u{E001}';
+/// Marks a value the template already encoded with `| urlencode`: inserted as it is,
+/// not encoded twice.
+const ENCODED_START: char = '\u{E002}';
+const ENCODED_END: char = '\u{E003}';
+const MARKERS: [char; 4] = [VALUE_START, VALUE_END, ENCODED_START, ENCODED_END];
+
+/// The environment URL templates render in: each `{{ … }}` value comes out between
+/// markers, so [`place_url_values`] can encode it for the part of the URL it lands in.
+fn url_environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = environment().clone();
+        // Templates written before values were encoded automatically say `| urlencode`;
+        // its output is kept as it is (marked), so it is not encoded a second time.
+        env.add_filter("urlencode", |value: &Value| -> Result<String, minijinja::Error> {
+            Ok(format!("{ENCODED_START}{}{ENCODED_END}", minijinja::filters::urlencode(value)?))
+        });
+        env.set_formatter(|out, state, value| {
+            use std::fmt::Write;
+            out.write_char(VALUE_START).map_err(|_| minijinja::Error::from(minijinja::ErrorKind::WriteFailure))?;
+            minijinja::escape_formatter(out, state, value)?;
+            out.write_char(VALUE_END).map_err(|_| minijinja::Error::from(minijinja::ErrorKind::WriteFailure))
+        });
+        env
+    })
+}
+
+/// Characters a value keeps as they are in a URL's path, query or fragment: RFC 3986's
+/// unreserved set. Everything else — `/ ? # & = + %`, spaces — is percent-encoded, so a
+/// value is always exactly one path segment or one query value.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// In the authority (`user:password@host:port`) a value may also hold `:` and IPv6
+/// brackets, but never `@ / ? #`, which would move it into another part.
+const AUTHORITY: &percent_encoding::AsciiSet = &COMPONENT.remove(b':').remove(b'[').remove(b']');
+
+/// Replaces each marked value by its encoding for where it lands: before `://` (a value
+/// that is the whole URL or its scheme) as it is; in the authority with [`AUTHORITY`];
+/// after it with [`COMPONENT`]. Where a value lands is decided by the template's own
+/// text, except after a value that is itself a whole base URL (it held `://`): what
+/// follows that is path or query.
+fn place_url_values(rendered: &str) -> Result<String, String> {
+    #[derive(PartialEq)]
+    enum Part {
+        Scheme,
+        Authority,
+        Rest,
+    }
+    let mut out = String::with_capacity(rendered.len());
+    let mut part = Part::Scheme;
+    let mut rest = rendered;
+    while !rest.is_empty() {
+        let Some(start) = rest.find(VALUE_START) else {
+            advance(&mut part, &mut out, rest);
+            break;
+        };
+        advance(&mut part, &mut out, &rest[..start]);
+        let value_and_more = &rest[start + VALUE_START.len_utf8()..];
+        let end = value_and_more.find(VALUE_END).ok_or("a templated value holds reserved characters")?;
+        let value = &value_and_more[..end];
+        rest = &value_and_more[end + VALUE_END.len_utf8()..];
+        if let Some(encoded) = value.strip_prefix(ENCODED_START).and_then(|v| v.strip_suffix(ENCODED_END))
+            && !encoded.contains(MARKERS)
+        {
+            out.push_str(encoded);
+            continue;
+        }
+        if value.contains(MARKERS) {
+            return Err("a templated value holds reserved characters (U+E000…U+E003), or mixes `| urlencode` output with other text; \
+                        write them as separate {{ … }}"
+                .into());
+        }
+        match part {
+            // A value that is the whole base URL (`{{ params.base }}/health`): what
+            // follows it is path or query, as if the template had written the base.
+            Part::Scheme => {
+                out.push_str(value);
+                if let Some((_, after)) = out.split_once("://") {
+                    part = if after.contains(['/', '?', '#']) { Part::Rest } else { Part::Authority };
+                }
+            }
+            Part::Authority => out.extend(percent_encoding::utf8_percent_encode(value, AUTHORITY)),
+            Part::Rest => out.extend(percent_encoding::utf8_percent_encode(value, COMPONENT)),
+        }
+    }
+    if out.contains(MARKERS) {
+        return Err("a templated value holds reserved characters (U+E000…U+E003)".into());
+    }
+    return Ok(out);
+
+    /// Copies template text, moving to the next part at `://` and at the first
+    /// `/ ? #` after the authority.
+    fn advance(part: &mut Part, out: &mut String, text: &str) {
+        for c in text.chars() {
+            out.push(c);
+            match part {
+                Part::Scheme if out.ends_with("://") => *part = Part::Authority,
+                Part::Authority if matches!(c, '/' | '?' | '#') => *part = Part::Rest,
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The variable that carries a field's secret values (not readable by users: the
 /// name cannot be written in a YAML template without it being in the source).
 const SECRETS_VAR: &str = "__steward_secrets";
@@ -93,6 +200,20 @@ impl Text {
 
     /// Renders with `ctx` (a map of the variables templates may read).
     pub fn render(&self, ctx: &Value) -> Result<String, String> {
+        self.render_in(environment(), ctx)
+    }
+
+    /// Renders a URL: each value is percent-encoded for the part of the URL it lands in
+    /// (see [`place_url_values`]), so `x&admin=1` stays one query value and `a/../b` one
+    /// path segment.
+    pub fn render_url(&self, ctx: &Value) -> Result<String, String> {
+        if self.literal {
+            return Ok(self.written.clone());
+        }
+        place_url_values(&self.render_in(url_environment(), ctx)?)
+    }
+
+    fn render_in(&self, env: &Environment<'static>, ctx: &Value) -> Result<String, String> {
         if self.literal {
             return Ok(self.written.clone());
         }
@@ -101,7 +222,7 @@ impl Text {
         } else {
             minijinja::context! { __steward_secrets => Value::from_serialize(&*self.secrets), ..ctx.clone() }
         };
-        environment().render_str(&self.source, ctx).map_err(|e| describe(&e))
+        env.render_str(&self.source, ctx).map_err(|e| describe(&e))
     }
 
     /// The variables the template reads, as dotted paths (`params.node`, `steps.lag.json`).
@@ -137,12 +258,18 @@ impl Expr {
         // Tolerate `{{ … }}` around an expression: people write it out of habit.
         let trimmed = source.trim();
         let inner = trimmed.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")).map_or(trimmed, str::trim);
-        environment().compile_expression(inner).map_err(|e| TemplateError { message: describe(&e) })?;
+        // An expression has no template delimiters of its own; minijinja 2.24's expression
+        // lexer panics on a stray `}}` ("empty lexer stack", found by fuzzing), so they
+        // are refused here, with a message, before it sees them.
+        if let Some(d) = ["{{", "}}", "{%", "%}", "{#", "#}"].into_iter().find(|d| inner.contains(d)) {
+            return Err(TemplateError { message: format!("an expression cannot contain `{d}`; write it bare, e.g. `params.n > 2`") });
+        }
+        compile_guarded(inner).map_err(|message| TemplateError { message })?;
         Ok(Expr { source: inner.to_string() })
     }
 
     pub fn eval(&self, ctx: &Value) -> Result<Value, String> {
-        let expr = environment().compile_expression(&self.source).map_err(|e| describe(&e))?;
+        let expr = compile_guarded(&self.source)?;
         expr.eval(ctx).map_err(|e| describe(&e))
     }
 
@@ -151,11 +278,20 @@ impl Expr {
     }
 
     pub fn variables(&self) -> BTreeSet<String> {
-        match environment().compile_expression(&self.source) {
+        match compile_guarded(&self.source) {
             Ok(e) => e.undeclared_variables(true).into_iter().collect::<HashSet<_>>().into_iter().collect(),
             Err(_) => BTreeSet::new(),
         }
     }
+}
+
+/// Compiles an expression; a panic inside minijinja's compiler (a bug there, for input
+/// our own checks did not foresee) becomes an error instead of taking down validation,
+/// a reload or a run.
+fn compile_guarded<'s>(source: &'s str) -> Result<minijinja::Expression<'s, 's>, String> {
+    std::panic::catch_unwind(|| environment().compile_expression(source))
+        .map_err(|_| "the expression could not be compiled (the template engine failed on it)".to_string())?
+        .map_err(|e| describe(&e))
 }
 
 /// minijinja's message without the template-name noise.
@@ -195,6 +331,34 @@ mod tests {
         // The secret is inserted verbatim; the parameter's reference text is not resolved.
         assert_eq!(out, "password=s3cr{{ params.x }}t user=${env:STEWARD_TEMPLATE_TEST_SECRET}");
         assert_eq!(t.variables().into_iter().collect::<Vec<_>>(), vec!["params.user".to_string()]);
+    }
+
+    #[test]
+    fn url_values_are_encoded_for_the_part_they_land_in() {
+        let ctx = context! { params => context! {
+            q => "x&admin=1#frag", seg => "a/../b c", host => "db-1.internal", port => 8080, base => "https://api.example.com/v1",
+        } };
+        let url = |t: &str| Text::parse(t, &mut vec![]).unwrap().render_url(&ctx).unwrap();
+        assert_eq!(url("http://h/items?q={{ params.q }}&n=1"), "http://h/items?q=x%26admin%3D1%23frag&n=1");
+        assert_eq!(url("http://h/{{ params.seg }}/x"), "http://h/a%2F..%2Fb%20c/x");
+        assert_eq!(url("http://{{ params.host }}:{{ params.port }}/health"), "http://db-1.internal:8080/health");
+        // A value that is the whole base URL stays a URL.
+        assert_eq!(url("{{ params.base }}/health?x={{ params.q }}"), "https://api.example.com/v1/health?x=x%26admin%3D1%23frag");
+        // In the authority a value cannot add a user or a path.
+        let evil = context! { params => context! { host => "evil.com/x?@good.com" } };
+        let t = Text::parse("http://{{ params.host }}/ok", &mut vec![]).unwrap();
+        assert_eq!(t.render_url(&evil).unwrap(), "http://evil.com%2Fx%3F%40good.com/ok");
+        // `| urlencode` in a template is not encoded twice (the examples use it).
+        assert_eq!(url("http://h/?q={{ params.q | urlencode }}&x={{ 'a b' | urlencode }}"), "http://h/?q=x%26admin%3D1%23frag&x=a%20b");
+        let marker = context! { params => context! { q => "\u{E001}oops" } };
+        assert!(Text::parse("http://h/?q={{ params.q }}", &mut vec![]).unwrap().render_url(&marker).is_err());
+    }
+
+    #[test]
+    fn stray_delimiters_in_expressions_are_errors_not_panics() {
+        for source in ["}}{{", "a }} b", "{% if %}", "x #}"] {
+            assert!(Expr::parse(source).is_err(), "{source}");
+        }
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub trait Store: AlertStore + IncidentStore + RunStore + BackupStore + Send + Sy
     /// A random 32-byte key named `name`, created on first use and the same ever after
     /// (it signs links the server hands out, so it must survive restarts).
     async fn server_key(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    /// Replaces a server key with a fresh random one: whatever the old key signed stops
+    /// verifying. Returns when the new key is stored.
+    async fn rotate_server_key(&self, name: &str) -> Result<(), StoreError>;
 
     /// Proves the store accepts writes (readiness).
     async fn probe_writable(&self) -> Result<(), StoreError>;

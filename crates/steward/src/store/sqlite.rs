@@ -6,6 +6,7 @@
 //! process (`steward token create` while `serve` runs) waits on `busy_timeout`.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -369,9 +370,18 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) `steward.db` in `data_dir` and migrates it.
+    /// Opens (creating if needed) `steward.db` in `data_dir`. The directory is made 0700
+    /// and the database files 0600 whatever the umask: they hold token hashes, the
+    /// acknowledge-link key and every record.
     pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open { path: data_dir.display().to_string(), message: e.to_string() })?;
+        let open_error = |p: &Path, e: std::io::Error| StoreError::Open { path: p.display().to_string(), message: e.to_string() };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_error(data_dir, e))?;
+        restrict(data_dir, 0o700).map_err(|e| open_error(data_dir, e))?;
         let path = data_dir.join("steward.db");
+        if !path.exists() {
+            // Created empty with 0600 before SQLite opens it, so it is never readable by others.
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| open_error(&path, e))?;
+        }
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?
             .create_if_missing(true)
@@ -389,9 +399,22 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
         migrate(&writer).await?;
+        // Files written by an older steward under a permissive umask are tightened too.
+        for suffix in ["", "-wal", "-shm"] {
+            let f = data_dir.join(format!("steward.db{suffix}"));
+            if f.exists() {
+                restrict(&f, 0o600).map_err(|e| open_error(&f, e))?;
+            }
+        }
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(SqliteStore { writer, reader })
     }
+}
+
+/// Sets a file's or directory's mode (owner only).
+pub fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// Write transactions start IMMEDIATE (the write lock first): a deferred one that reads
@@ -648,6 +671,20 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(sqlx::query_scalar("SELECT key FROM server_keys WHERE name = ?").bind(name).fetch_one(&self.writer).await?)
+    }
+
+    async fn rotate_server_key(&self, name: &str) -> Result<(), StoreError> {
+        let fresh: [u8; 32] = rand::random();
+        sqlx::query(
+            "INSERT INTO server_keys (name, key, created_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET key = excluded.key, created_ms = excluded.created_ms",
+        )
+        .bind(name)
+        .bind(&fresh[..])
+        .bind(ms(Utc::now()))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     async fn probe_writable(&self) -> Result<(), StoreError> {

@@ -26,12 +26,21 @@ use crate::backups::repository::Repo;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CHUNK: usize = 128 * 1024;
 
+/// Connect options carrying the URL's user and password, decoded (a password by
+/// reference may hold `@`, `/` or `:`, which the URL holds percent-encoded).
+pub fn options(url: &str) -> async_nats::ConnectOptions {
+    match crate::config::secret::split_credentials(url).1 {
+        Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(user, password),
+        None => async_nats::ConnectOptions::new(),
+    }
+}
+
 async fn connect(url: &str) -> Result<async_nats::Client, String> {
-    async_nats::ConnectOptions::new()
+    options(url)
         .name("steward-backup")
         .connection_timeout(Duration::from_secs(10))
         .request_timeout(Some(REQUEST_TIMEOUT))
-        .connect(url)
+        .connect(crate::config::secret::split_credentials(url).0)
         .await
         .map_err(|e| format!("cannot connect to NATS: {e}"))
 }
