@@ -99,7 +99,7 @@ impl Engine {
             runbooks: Default::default(),
             backups,
             stop: CancellationToken::new(),
-            loaded: RwLock::new(Arc::new(Loaded { prober, config: Arc::new(config), loaded_at: Utc::now() })),
+            loaded: RwLock::new(Arc::new(Loaded { prober, config: Arc::new(config), loaded_at: crate::clock::now() })),
             states: Mutex::new(stored.into_iter().map(|s| (s.check.clone(), s)).collect()),
             results: Mutex::new(Some(tx)),
             scheduler: tokio::sync::Mutex::new(Scheduler::new(options.max_concurrency)),
@@ -127,7 +127,7 @@ impl Engine {
         }
         supervise("backup_schedules", |e, stop| Box::pin(crate::backups::scheduled::background(e, stop)) as BoxedLoop);
         engine.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
-        engine.metrics.config_last_reload_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        engine.metrics.config_last_reload_success.set(crate::clock::now().timestamp_millis() as f64 / 1000.0);
         Ok((engine, writer))
     }
 
@@ -235,7 +235,7 @@ impl Engine {
         let new = Arc::new(Loaded {
             prober: Arc::new(Prober::new(config.redactor.clone()).with_store(self.store.clone())),
             config: Arc::new(config),
-            loaded_at: Utc::now(),
+            loaded_at: crate::clock::now(),
         });
         *self.loaded.write().expect("config lock") = new.clone();
         let (started, stopped) = scheduler.apply(self, &new.config.checks);
@@ -246,7 +246,7 @@ impl Engine {
         }
         self.publish_config_metrics(&new.config);
         self.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
-        self.metrics.config_last_reload_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        self.metrics.config_last_reload_success.set(crate::clock::now().timestamp_millis() as f64 / 1000.0);
         let report = ReloadReport { checks: names.len(), started, stopped };
         tracing::info!(checks = report.checks, started, stopped, "configuration reloaded");
         Ok(report)
@@ -269,7 +269,7 @@ impl Engine {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let now = Utc::now();
+            let now = crate::clock::now();
             let raw_before = now - chrono::Duration::from_std(raw_retention).unwrap_or(chrono::Duration::hours(24));
             let rollups_before = now - chrono::Duration::days(400);
             match self.store.compact(raw_before, rollups_before).await {

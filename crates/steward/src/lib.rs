@@ -11,6 +11,7 @@ pub mod backups;
 pub mod bounds;
 pub mod checks;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod engine;

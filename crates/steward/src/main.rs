@@ -27,8 +27,12 @@ use steward::cli::{self, Output, RemoteArgs};
   steward oncall --token $TOKEN                  who is on call now, and next
   steward backup list -c steward.yaml -d /var/lib/steward    backups, sizes, last verification
 
-Exit codes: 0 success, 1 a problem was found or the command failed, 2 invalid configuration,
-3 busy (another backup of the policy runs), 4 refused (restore target not empty, not confirmed)."
+Exit codes, the same for every command:
+  0  done: the configuration is valid, every check healthy, the action done
+  1  unhealthy or failed: a check is unhealthy, a verification failed, the action failed
+  2  invalid input or configuration: nothing was run
+  3  busy: another backup of the same source runs; try again later
+  4  refused: a restore target holds data (no --force), or it was not confirmed"
 )]
 struct Cli {
     /// Log format on stderr.
@@ -48,7 +52,8 @@ enum LogFormat {
 enum Command {
     /// Check a configuration and report every error with file:line:column and a hint.
     ///
-    /// Exits 0 when the configuration is valid and 1 when it is not.
+    /// Exits 0 when the configuration is valid and 2 when it is not (as every command
+    /// exits 2 on an invalid configuration).
     Validate {
         /// A YAML file, or a directory whose *.yaml / *.yml files form one configuration.
         #[arg(short, long, env = "STEWARD_CONFIG")]
@@ -65,6 +70,10 @@ enum Command {
         config: PathBuf,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+        /// A server's data directory: `backup` checks read its records (without it they
+        /// are skipped).
+        #[arg(short, long, env = "STEWARD_DATA")]
+        data: Option<PathBuf>,
         /// Only these checks (default: all).
         names: Vec<String>,
     },
@@ -241,11 +250,11 @@ enum SilenceAction {
         /// A label matcher: name=value, name!=value, name=~regex or name!~regex (repeatable).
         #[arg(short, long = "matcher", required = true)]
         matchers: Vec<String>,
-        /// How long, from now (e.g. 30m, 2h).
-        #[arg(short, long)]
+        /// How long, from now (e.g. 30m, 2h; at most 36500d).
+        #[arg(long)]
         duration: String,
         /// Why: the next person on call reads it.
-        #[arg(short, long)]
+        #[arg(long)]
         comment: String,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
@@ -348,7 +357,9 @@ fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let json = matches!(format, LogFormat::Json);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(steward::telemetry::CappedStderr { json });
+    // Colours only for a person at a terminal: journald, files and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(steward::telemetry::CappedStderr { json });
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -362,6 +373,13 @@ fn main() -> ExitCode {
     // SAFETY: umask only sets this process's file-creation mask; no threads run yet.
     unsafe { libc::umask(0o077) };
     let cli = Cli::parse();
+    // A command whose output is piped into `head` ends quietly when the reader goes
+    // away, as Unix tools do (Rust ignores SIGPIPE, so println! would panic on the
+    // closed pipe). Not the server: a runbook step's closed pipe must not stop it.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
+        // SAFETY: restores the default disposition of one signal before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // `steward backup` reports for itself; its logs say only what went wrong.
     let default_level = if matches!(cli.command, Command::Backup { .. }) { "warn" } else { "info" };
     init_logging(cli.log_format, default_level);
@@ -370,7 +388,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Validate { config, output } => cli::validate::run(&config, output),
-            Command::Check { config, output, names } => cli::check::run(&config, &names, output).await,
+            Command::Check { config, output, data, names } => cli::check::run(&config, &names, output, data.as_deref()).await,
             Command::Serve { config, data, listen, max_concurrency, raw_retention, run_retention, no_status_page, external_url } => {
                 let opts = cli::serve::ServeOptions {
                     config,

@@ -26,7 +26,7 @@ fn assert_error_at(errs: &[(u64, u64, String)], line: u64, col: u64, needle: &st
 }
 
 #[test]
-fn reports_all_errors_with_positions_and_exit_1() {
+fn reports_all_errors_with_positions_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("bad.yaml");
     std::fs::write(
@@ -55,7 +55,7 @@ checks:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert_eq!(v["valid"], false);
     let errs = errors(&v);
     let expect = [
@@ -102,7 +102,7 @@ fn malformed_yaml_and_wrong_shapes_are_errors_not_panics() {
         let f = dir.path().join("c.yaml");
         std::fs::write(&f, text).unwrap();
         let (code, v) = validate(&f);
-        assert_eq!(code, 1, "{text}");
+        assert_eq!(code, 2, "{text}");
         let msgs: Vec<String> = errors(&v).into_iter().map(|(_, _, m)| m).collect();
         assert!(msgs.iter().any(|m| m.contains(needle)), "{text:?}: expected {needle:?} in {msgs:?}");
     }
@@ -120,7 +120,7 @@ fn a_directory_is_one_configuration_with_names_unique_across_files() {
 
     std::fs::write(dir.path().join("30-more.yaml"), "services:\n  - name: web\n").unwrap();
     let (code, v) = validate(dir.path());
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let e = &v["errors"][0];
     assert!(e["file"].as_str().unwrap().ends_with("30-more.yaml"));
     assert!(e["hint"].as_str().unwrap().contains("10-services.yaml:2:11"), "{e}");
@@ -192,7 +192,7 @@ inhibit_rules:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let errs = errors(&v);
     let has = |line: u64, col: u64, needle: &str| assert_error_at(&errs, line, col, needle);
     has(6, 11, "watches check `api-helth`, which is not defined");
@@ -213,7 +213,7 @@ inhibit_rules:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(errors(&v)[0].2.contains("no `route` says which gets what"));
     std::fs::write(&f, "receivers:\n  - {name: a, webhook: {url: 'http://127.0.0.1:9/a'}}\n").unwrap();
     assert_eq!(validate(&f).0, 0);
@@ -227,7 +227,7 @@ inhibit_rules:
     .unwrap();
     std::fs::write(dir2.path().join("b.yaml"), "route: {receiver: a}\n").unwrap();
     let (code, v) = validate(dir2.path());
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let msgs: Vec<String> = errors(&v).into_iter().map(|(_, _, m)| m).collect();
     assert!(msgs.iter().any(|m| m == "`route` is defined twice"), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("receiver `nope`")), "{msgs:?}");
@@ -266,7 +266,7 @@ maintenance_windows:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let errs = errors(&v);
     let has = |line: u64, col: u64, needle: &str| assert_error_at(&errs, line, col, needle);
     has(6, 24, "the root route cannot have `mute_time_intervals`");
@@ -310,7 +310,7 @@ alerts:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let errs: Vec<(String, u64, u64, String)> = v["errors"]
         .as_array()
         .unwrap()
@@ -359,7 +359,7 @@ route:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let errs = errors(&v);
     let has = |line: u64, needle: &str| assert!(errs.iter().any(|(l, _, m)| *l == line && m.contains(needle)), "{needle:?} in {errs:#?}");
     has(3, "`oncall-at-example.com` is not an email address");
@@ -403,7 +403,7 @@ incidents:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let errs = errors(&v);
     let has = |line: u64, col: u64, needle: &str| assert_error_at(&errs, line, col, needle);
     has(9, 17, "priority `P7` is not a priority");
@@ -433,7 +433,7 @@ incidents:
     assert_eq!(code, 0, "{v}");
     std::fs::write(&template, "# {{ incident.title }\n").unwrap();
     let (code, v) = validate(&ok);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert_error_at(&errors(&v), 24, 24, "does not compile");
 }
 
@@ -475,7 +475,7 @@ runbooks:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let errs = errors(&v);
     let has = |line: u64, col: u64, needle: &str| assert_error_at(&errs, line, col, needle);
     has(9, 7, "would reach shell steps as $PATH");
@@ -529,7 +529,7 @@ backups:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let errs = errors(&v);
     assert_error_at(&errs, 3, 11, "is relative");
     assert_error_at(&errs, 5, 9, "secret_access_key is written inline");
@@ -558,7 +558,7 @@ backups:
     )
     .unwrap();
     let (code, v) = validate(&f);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     let errs = errors(&v);
     assert_error_at(&errs, 5, 11, "repository `locl`, which is not defined");
     assert_error_at(&errs, 8, 11, "assertion queries");

@@ -208,7 +208,11 @@ fn json_value() -> impl Strategy<Value = Value> {
 #[test]
 fn conditions() {
     use steward::checks::condition::Condition;
-    let regressions = vec![("response_time < 99999999999999999999d".to_string(), json!({"response_time": 1e308}))];
+    let regressions = vec![
+        ("response_time < 99999999999999999999d".to_string(), json!({"response_time": 1e308})),
+        // Showing a huge number next to a duration panicked in from_secs_f64.
+        ("body==500ms".to_string(), json!(7.78967462100476e107)),
+    ];
     fuzz("conditions", &regressions, (tokens(CONDITION_TOKENS, 8), json_value()), |(text, observation)| {
         if let Ok(c) = Condition::parse(&text) {
             let _ = c.evaluate(&observation);

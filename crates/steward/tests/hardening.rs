@@ -383,7 +383,7 @@ backups:
     let out = steward().args(["validate", "--output", "json", "-c"]).arg(&config).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let at: Vec<(u64, u64)> = v["errors"]
         .as_array()
@@ -416,7 +416,7 @@ backups:
     let started = std::time::Instant::now();
     let out = steward().args(["validate", "-c"]).arg(&bomb).output().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "validate took {:?}", started.elapsed());
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("more than 1000000 values"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -492,7 +492,7 @@ fn templates_in_code_positions_are_refused_by_validate_with_the_env_var_way_show
             &format!("runbooks:\n  - name: r\n    params: {{m: string}}\n    steps:\n      - name: s\n        shell: {{argv: {argv}}}\n"),
         );
         let out = steward().args(["validate", "--output", "json", "-c"]).arg(&config).output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{argv} passed validate");
+        assert_eq!(out.status.code(), Some(2), "{argv} passed validate");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let e = &v["errors"][0];
         assert!(e["message"].as_str().unwrap().contains("is code that"), "{argv}: {e}");
@@ -524,7 +524,7 @@ fn templates_in_code_positions_are_refused_by_validate_with_the_env_var_way_show
             &format!("runbooks:\n  - name: r\n    params: {{m: string}}\n    steps:\n      - name: s\n        {step}\n"),
         );
         let out = steward().args(["validate", "-c"]).arg(&config).output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{step}");
+        assert_eq!(out.status.code(), Some(2), "{step}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(needle), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -728,7 +728,7 @@ fn passwords_by_reference_in_urls_reach_servers_that_demand_them_and_stay_redact
     // Literal passwords are still refused.
     let literal = write(dir.path(), "literal.yaml", "checks:\n  - name: m\n    mysql: {url: 'mysql://u:hunter2@127.0.0.1/db'}\n");
     let out = steward().args(["validate", "-c"]).arg(&literal).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("inline password"));
 }
 

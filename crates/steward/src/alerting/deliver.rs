@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -79,7 +78,7 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
         let woken = engine.alerting.wake_delivery.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let now = Utc::now();
+        let now = crate::clock::now();
         let due = match engine.store.due_notifications(&receiver, now, 16).await {
             Ok(d) => d,
             Err(e) => {
@@ -100,11 +99,11 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
                 Ok(()) => {
                     engine.metrics.notifications.get_or_create(&labels("delivered")).inc();
                     tracing::info!(receiver = %receiver, id = n.id, attempt, status = %n.status, "notification delivered");
-                    engine.store.mark_delivered(n.id, Utc::now(), attempt).await
+                    engine.store.mark_delivered(n.id, crate::clock::now(), attempt).await
                 }
                 Err(failure) => {
                     let error = engine.config().redactor.redact(&failure.message).into_owned();
-                    let age = (Utc::now() - n.created_at).to_std().unwrap_or_default();
+                    let age = (crate::clock::now() - n.created_at).to_std().unwrap_or_default();
                     if !failure.retryable || age >= MAX_AGE {
                         engine.metrics.notifications.get_or_create(&labels("expired")).inc();
                         tracing::error!(receiver = %receiver, id = n.id, attempt, error = %error, "notification given up");
@@ -113,7 +112,7 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
                         engine.metrics.notifications.get_or_create(&labels("retried")).inc();
                         let delay = backoff(attempt);
                         tracing::warn!(receiver = %receiver, id = n.id, attempt, retry_in = ?delay, error = %error, "notification failed; will retry");
-                        let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                        let next = crate::clock::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                         engine.store.mark_retry(n.id, attempt, next, &error).await
                     }
                 }
@@ -128,7 +127,8 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
             continue;
         }
         let next = engine.store.next_due(&receiver).await.ok().flatten();
-        let sleep = next.map_or(Duration::from_secs(60), |t| (t - Utc::now()).to_std().unwrap_or_default()).min(Duration::from_secs(60));
+        let sleep =
+            next.map_or(Duration::from_secs(60), |t| (t - crate::clock::now()).to_std().unwrap_or_default()).min(Duration::from_secs(60));
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = &mut woken => {}

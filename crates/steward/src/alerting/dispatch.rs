@@ -83,7 +83,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let mut placements: HashMap<String, Arc<[Placement]>> = HashMap::new();
     let mut placed_with: Option<Arc<crate::config::Config>> = None;
     loop {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let config = engine.config();
         if !placed_with.as_ref().is_some_and(|c| Arc::ptr_eq(c, &config)) {
             placements.clear();
@@ -158,7 +158,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
             }
         }
         let next = groups.values().map(|g| g.next_flush).min();
-        let sleep = next.map_or(std::time::Duration::from_secs(3600), |t| (t - Utc::now()).to_std().unwrap_or_default());
+        let sleep = next.map_or(std::time::Duration::from_secs(3600), |t| (t - crate::clock::now()).to_std().unwrap_or_default());
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = engine.alerting.wake_dispatcher.notified() => {}

@@ -141,6 +141,8 @@ pub struct Evaluator {
 impl Evaluator {
     /// Evaluates every rule once; returns whether any alert changed state.
     pub async fn tick(&mut self, engine: &Engine, now: DateTime<Utc>) -> bool {
+        // Whole milliseconds, as stored: a firing time must equal its stored copy.
+        let now = crate::clock::truncate(now);
         let config = engine.config();
         let mut changes = Vec::new();
         for rule in config.alerts.iter().filter(|r| !matches!(r.when, AlertCondition::Query { .. })) {
@@ -191,7 +193,7 @@ mod tests {
 
     #[test]
     fn pending_for_then_firing_then_resolved() {
-        let t0 = Utc::now();
+        let t0 = crate::clock::now();
         let s = |n: i64| t0 + chrono::Duration::seconds(n);
         let r = rule(60, 0);
         let a = step(&inactive(t0), Some(1.0), &r, t0).unwrap();
@@ -208,7 +210,7 @@ mod tests {
 
     #[test]
     fn keep_firing_for_damps_flapping() {
-        let t0 = Utc::now();
+        let t0 = crate::clock::now();
         let s = |n: i64| t0 + chrono::Duration::seconds(n);
         let r = rule(0, 30);
         let a = step(&inactive(t0), Some(1.0), &r, t0).unwrap();

@@ -127,7 +127,7 @@ fn time(a: &Json, field: &str) -> Result<Option<DateTime<Utc>>, String> {
         Some(Json::String(s)) if s.is_empty() || s.starts_with("0001-01-01") => Ok(None),
         Some(Json::String(s)) => DateTime::parse_from_rfc3339(s)
             .map_err(|_| format!("{field} `{}` is not an RFC 3339 time", crate::bounds::cut(s, 64)))
-            .and_then(|t| crate::bounds::check(t.with_timezone(&Utc)).map_err(|e| format!("{field}: {e}")))
+            .and_then(|t| crate::bounds::check(crate::clock::truncate(t.with_timezone(&Utc))).map_err(|e| format!("{field}: {e}")))
             .map(Some),
         Some(_) => Err(format!("{field} must be a string")),
     }
@@ -136,6 +136,7 @@ fn time(a: &Json, field: &str) -> Result<Option<DateTime<Utc>>, String> {
 /// Records the payload's alerts in one transaction: all of them or, on a store error,
 /// none (the sender retries the whole payload).
 pub async fn apply(engine: &Engine, incoming: Vec<Incoming>, now: DateTime<Utc>) -> Result<Outcome, crate::store::StoreError> {
+    let now = crate::clock::truncate(now);
     let _serial = engine.alerting.ingest.lock().await;
     let mut out = Outcome { received: incoming.len(), ..Outcome::default() };
     // A later entry for the same alert in one payload sees the earlier one's result.
@@ -275,7 +276,7 @@ mod tests {
 
     #[test]
     fn duplicates_change_nothing_and_resolve_needs_a_firing_alert() {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let inc = parse(&payload(r#"{"status":"firing","labels":{"alertname":"A"}}"#)).unwrap().remove(0);
         let fp = fingerprint(&inc.labels);
         let first = next_state(None, &fp, inc.clone(), now).unwrap();

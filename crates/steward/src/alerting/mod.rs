@@ -83,7 +83,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
             _ = tick.tick() => {}
             _ = engine.alerting.wake_evaluator.notified() => {}
         }
-        let now = chrono::Utc::now();
+        let now = crate::clock::now();
         evaluator.tick(&engine, now).await;
         ingest::expire(&engine, now).await;
         workers.sync(&engine, &stop);

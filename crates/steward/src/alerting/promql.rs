@@ -75,7 +75,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
 async fn evaluate(engine: &Engine, client: &reqwest::Client, source: &PrometheusSource, rule: &AlertRule) {
     let AlertCondition::Query { expr } = &rule.when else { return };
     let started = Instant::now();
-    let now = Utc::now();
+    let now = crate::clock::now();
     let result = query(client, source, expr, now).await;
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let previous_error = engine.alerting.rule_health(&rule.name).and_then(|h| h.error);

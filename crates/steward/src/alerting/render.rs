@@ -1,7 +1,6 @@
 //! Notification payloads for each receiver kind, rendered from the Alertmanager
 //! payload stored in the outbox (so a retry sends exactly what was decided).
 
-use chrono::Utc;
 use serde_json::{Value as Json, json};
 
 /// A Slack-compatible incoming-webhook message rendered from the Alertmanager payload.
@@ -132,7 +131,7 @@ pub fn pagerduty_event(payload: &Json, routing_key: &str, dedup_key: &str) -> Js
             "summary": summary.chars().take(1024).collect::<String>(),
             "source": payload["commonLabels"]["service"].as_str().or(payload["commonLabels"]["instance"].as_str()).unwrap_or("steward"),
             "severity": pagerduty_severity(payload),
-            "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "timestamp": crate::clock::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "group": payload["groupKey"],
             "custom_details": { "firing": details, "group_labels": payload["groupLabels"] },
         },

@@ -31,7 +31,7 @@ pub fn alert_views(engine: &Engine) -> Vec<AlertView> {
     let states = engine.states();
     let mut alerts = engine.alerting.alerts();
     alerts.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
-    let now = Utc::now();
+    let now = crate::clock::now();
     alerts
         .iter()
         .map(|a| {
@@ -83,7 +83,7 @@ pub async fn list_notifications(
 pub async fn ingest_alertmanager(caller: Caller, State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Operator)?;
     let incoming = crate::alerting::ingest::parse(&body).map_err(|e| ApiError::new(Code::BadRequest, format!("invalid payload: {e}")))?;
-    let outcome = crate::alerting::ingest::apply(&s.engine, incoming, Utc::now()).await?;
+    let outcome = crate::alerting::ingest::apply(&s.engine, incoming, crate::clock::now()).await?;
     s.engine.metrics.alerts_received.inc_by(outcome.received as u64);
     Ok(Json(json!(outcome)))
 }
@@ -121,7 +121,7 @@ pub async fn list_rules(caller: Caller, State(s): State<Arc<AppState>>) -> Resul
 pub async fn list_maintenance_windows(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let config = s.engine.config();
-    let now = Utc::now();
+    let now = crate::clock::now();
     let windows: Vec<serde_json::Value> = config
         .maintenance_windows
         .iter()
@@ -149,7 +149,7 @@ struct SilenceView<'a> {
 
 pub async fn list_silences(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let now = Utc::now();
+    let now = crate::clock::now();
     let silences = s.engine.alerting.silences();
     let views: Vec<SilenceView<'_>> = silences.iter().map(|silence| SilenceView { silence, state: silence.state(now) }).collect();
     Ok(Json(json!({ "silences": views })))
@@ -173,7 +173,7 @@ pub async fn create_silence(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     caller.require(Role::Operator)?;
     let req: NewSilence = super::guard::body(&body, r#"{"matchers": ["alertname=\"X\""], "duration": "2h", "comment": "why"}"#)?;
-    let silence = validate_silence(req, &caller.0.name, Utc::now())?;
+    let silence = validate_silence(req, &caller.0.name, crate::clock::now())?;
     s.engine.store.create_silence(&silence).await?;
     s.engine.alerting.set_silences(s.engine.store.silences().await?);
     tracing::info!(id = %silence.id, by = %silence.created_by, matchers = ?silence.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>(), "silence created");
@@ -230,7 +230,7 @@ pub async fn expire_silence(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Operator)?;
-    if !s.engine.store.expire_silence(&id, Utc::now()).await? {
+    if !s.engine.store.expire_silence(&id, crate::clock::now()).await? {
         return Err(ApiError::new(Code::NotFound, format!("no active or pending silence with id `{id}`")));
     }
     s.engine.alerting.set_silences(s.engine.store.silences().await?);
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn silences_are_validated() {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let ok = validate_silence(req(&["alertname=ApiDown"], Some("2h"), "deploy"), "alice", now).unwrap();
         assert_eq!(ok.ends_at - ok.starts_at, chrono::Duration::hours(2));
         assert_eq!(ok.created_by, "alice");

@@ -282,7 +282,7 @@ pub async fn postmortem(caller: Caller, State(s): State<Arc<AppState>>, Path(id)
     let items = store.action_items(Some(id), None).await?;
     let config = s.engine.config();
     let template = config.incidents.postmortem_template.as_ref().map_or(postmortem::DEFAULT_TEMPLATE, |(_, t)| t.as_str());
-    let text = postmortem::render(template, &incident, &alerts, &timeline, &items, Utc::now())
+    let text = postmortem::render(template, &incident, &alerts, &timeline, &items, crate::clock::now())
         .map_err(|e| ApiError::new(Code::InvalidConfig, e))?;
     Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text).into_response())
 }
@@ -304,17 +304,17 @@ pub async fn stats(
     let by = By::parse(by_text)
         .ok_or_else(|| ApiError::new(Code::BadRequest, format!("`by` must be service, priority, week, month or all, got `{by_text}`")))?;
     let since = match q.since.as_deref() {
-        None => Utc::now() - Duration::days(30),
+        None => crate::clock::now() - Duration::days(30),
         // A duration back from now, or a time; a text that is neither says both ways.
         Some(text) => match parse_duration(text) {
-            Ok(d) => crate::bounds::sub(Utc::now(), d),
+            Ok(d) => crate::bounds::sub(crate::clock::now(), d),
             Err(duration_error) if text.starts_with(|c: char| c.is_ascii_digit()) && !text.contains('-') => {
                 return Err(ApiError::new(Code::BadRequest, format!("`since`: {duration_error}")));
             }
             Err(_) => parse_time("since", Some(text))?.unwrap_or_default(),
         },
     };
-    if since > Utc::now() {
+    if since > crate::clock::now() {
         return Err(ApiError::new(Code::BadRequest, "`since` is in the future; give a time in the past or a duration such as 30d"));
     }
     let incidents = s.engine.store.incidents(&IncidentQuery { since: Some(since), ..Default::default() }).await?;
@@ -335,7 +335,7 @@ pub async fn oncall(
     caller.require(Role::Viewer)?;
     let config = s.engine.config();
     let at = match q.at.as_deref() {
-        None | Some("now") => Utc::now(),
+        None | Some("now") => crate::clock::now(),
         Some(text) => {
             oncall::parse_instant(text, &chrono_tz::Tz::UTC).map_err(|e| ApiError::new(Code::BadRequest, format!("`at`: {e}")))?
         }
@@ -424,7 +424,8 @@ pub struct PublicUpdate {
 /// public update: only incidents someone chose to tell users about are shown.
 pub async fn public_incidents(engine: &Engine) -> Result<Vec<PublicIncident>, crate::store::StoreError> {
     let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
-    let recent = engine.store.incidents(&IncidentQuery { since: Some(Utc::now() - Duration::days(7)), ..Default::default() }).await?;
+    let recent =
+        engine.store.incidents(&IncidentQuery { since: Some(crate::clock::now() - Duration::days(7)), ..Default::default() }).await?;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for i in open.iter().chain(&recent) {
@@ -507,7 +508,7 @@ pub async fn public_status(State(s): State<Arc<AppState>>) -> Result<Json<serde_
     }
     let services = service_statuses(&s.engine).await?;
     let incidents = public_incidents(&s.engine).await?;
-    Ok(Json(json!({ "updated_at": Utc::now(), "services": services, "incidents": incidents })))
+    Ok(Json(json!({ "updated_at": crate::clock::now(), "services": services, "incidents": incidents })))
 }
 
 /// Text for the public: control characters dropped, line breaks as spaces.
@@ -529,7 +530,7 @@ fn link_page(status: StatusCode, title: &str, body: &str) -> Response {
 /// Verifies an acknowledge link; on failure, the page that says why.
 async fn grant(engine: &Engine, token: &str) -> Result<(ack_link::Grant, Incident), Response> {
     let key = engine.store.server_key(ack_link::KEY_NAME).await.map_err(|e| ApiError::from(e).into_response())?;
-    let g = match ack_link::verify(&key, token, Utc::now()) {
+    let g = match ack_link::verify(&key, token, crate::clock::now()) {
         Ok(g) => g,
         Err(ack_link::LinkError::Expired) => {
             return Err(link_page(

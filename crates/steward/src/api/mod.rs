@@ -264,7 +264,7 @@ fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>,
         .map(|v| {
             DateTime::parse_from_rfc3339(v)
                 .map_err(|e| format!("must be an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}"))
-                .and_then(|t| crate::bounds::check(t.with_timezone(&Utc)))
+                .and_then(|t| crate::bounds::check(crate::clock::truncate(t.with_timezone(&Utc))))
                 .map_err(|e| ApiError::new(Code::BadRequest, format!("`{field}` {e}")))
         })
         .transpose()
@@ -311,7 +311,7 @@ async fn check_rollups(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     known_check(&s, &name)?;
-    let since = parse_time("since", q.since.as_deref())?.unwrap_or_else(|| Utc::now() - chrono::Duration::days(7));
+    let since = parse_time("since", q.since.as_deref())?.unwrap_or_else(|| crate::clock::now() - chrono::Duration::days(7));
     let rows = s.engine.store.rollups(&name, since).await?;
     Ok(Json(json!({ "check": name, "rollups": rows })))
 }
@@ -392,5 +392,5 @@ async fn status_page(State(s): State<Arc<AppState>>) -> Response {
         tracing::warn!(error = %e, "status page: cannot read incidents");
         Vec::new()
     });
-    Html(status_page::render(&services, &incidents, Utc::now())).into_response()
+    Html(status_page::render(&services, &incidents, crate::clock::now())).into_response()
 }

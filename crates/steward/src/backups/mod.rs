@@ -222,7 +222,7 @@ pub fn process_owner() -> String {
         .get_or_init(|| {
             let host =
                 std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
-            format!("{host}:{}:{}", std::process::id(), Utc::now().timestamp_millis())
+            format!("{host}:{}:{}", std::process::id(), crate::clock::now().timestamp_millis())
         })
         .clone()
 }

@@ -31,7 +31,7 @@ const RECOVER_EVERY: Duration = Duration::from_secs(30);
 pub async fn background(engine: Arc<Engine>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut fires: Fires<(String, Job, String)> = Fires::new(Utc::now());
+    let mut fires: Fires<(String, Job, String)> = Fires::new(crate::clock::now());
     let mut last_recover = Instant::now();
     loop {
         tokio::select! {
@@ -39,7 +39,7 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         let config = engine.config();
-        let now = Utc::now();
+        let now = crate::clock::now();
         let mut live = Vec::new();
         for p in &config.backups {
             let schedules = [(Job::Backup, p.schedule.as_ref()), (Job::Verify, p.verify.schedule.as_ref())];

@@ -182,7 +182,7 @@ impl Backups {
         let policy = Self::policy(config, policy)?;
         Self::repo(config, &policy.repository)?;
         encryption(policy)?;
-        let started_at = Utc::now();
+        let started_at = crate::clock::now();
         let owner = process_owner();
         let new = NewBackup {
             id: new_id(started_at),
@@ -232,7 +232,7 @@ impl Backups {
             keep_alive(self.store.clone(), format!("backup {id} (its lease)"), move |store| {
                 let (id, owner) = (id.clone(), owner.clone());
                 async move {
-                    let now = Utc::now();
+                    let now = crate::clock::now();
                     let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
                     store.heartbeat_backup(&id, &owner, now, until).await
                 }
@@ -271,7 +271,7 @@ impl Backups {
                     target: policy.source.target(),
                     tool: p.tool.clone(),
                     started_at,
-                    finished_at: Utc::now(),
+                    finished_at: crate::clock::now(),
                     compression: Compression { algorithm: "zstd".into(), level: policy.compression_level },
                     encryption: identity.as_ref().map(|i| Encryption { scheme: "age-x25519".into(), recipient: i.to_public().to_string() }),
                     objects: p.objects.clone(),
@@ -332,13 +332,18 @@ impl Backups {
 
     /// The record and its manifest; the manifest is `None` when it is gone.
     async fn resolve(&self, config: &Config, id: &str) -> Result<(BackupRecord, Repo, Option<Manifest>), BackupError> {
+        let (record, repo) = self.record_and_repo(config, id).await?;
+        let manifest = repo.manifest(&record.policy, id).await.map_err(|e| BackupError::Failed(e.to_string()))?;
+        Ok((record, repo, manifest))
+    }
+
+    async fn record_and_repo(&self, config: &Config, id: &str) -> Result<(BackupRecord, Repo), BackupError> {
         if !super::valid_id(id) {
             return Err(BackupError::Invalid(format!("`{id}` is not a backup id (they look like 20261122T020000Z-7f3a)")));
         }
         let record = self.store.backup(id).await?.ok_or_else(|| BackupError::NotFound(format!("no backup {id}")))?;
         let repo = Self::repo(config, &record.repository)?;
-        let manifest = repo.manifest(&record.policy, id).await.map_err(|e| BackupError::Failed(e.to_string()))?;
-        Ok((record, repo, manifest))
+        Ok((record, repo))
     }
 
     /// The newest successful backup of `policy`.
@@ -363,10 +368,13 @@ impl Backups {
         trigger_key: Option<&str>,
         progress: Arc<Progress>,
     ) -> Result<Verification, BackupError> {
-        let (record, repo, manifest) = self.resolve(config, id).await?;
+        let (record, repo) = self.record_and_repo(config, id).await?;
         if record.status != BackupStatus::Succeeded {
             return Err(BackupError::Invalid(format!("backup {id} is {}: only successful backups are verified", record.status.as_str())));
         }
+        // Read after the verification is recorded started: a manifest that cannot be read
+        // (garbled, unreadable) is a failed verification on record, not a bare error.
+        let manifest = repo.manifest(&record.policy, id).await.map_err(|e| format!("its manifest cannot be read: {e}"));
         let policy = config.backup(&record.policy);
         let identity = policy.map(encryption).transpose()?.flatten();
         if restore_test && policy.is_none() {
@@ -381,17 +389,18 @@ impl Backups {
             other => BackupError::Store(other),
         })?;
         let heartbeat = keep_alive(self.store.clone(), format!("verification {vid}"), move |store| async move {
-            store.heartbeat_verification(vid, Utc::now()).await
+            store.heartbeat_verification(vid, crate::clock::now()).await
         });
         self.track(id, &progress);
         let started = Instant::now();
         let outcome = match (manifest, policy) {
-            (None, _) => Err("its manifest is missing from the repository: the backup is gone or damaged".to_string()),
-            (Some(m), Some(policy)) if restore_test => {
+            (Err(e), _) => Err(e),
+            (Ok(None), _) => Err("its manifest is missing from the repository: the backup is gone or damaged".to_string()),
+            (Ok(Some(m)), Some(policy)) if restore_test => {
                 progress.total.store(m.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
                 restore_test_for(&repo, &m, identity.as_ref(), policy, &progress, &Running::default()).await
             }
-            (Some(m), _) => {
+            (Ok(Some(m)), _) => {
                 progress.total.store(m.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
                 check_objects(&repo, &m, identity.as_ref(), &progress).await
             }
@@ -479,15 +488,12 @@ impl Backups {
                 target: report.target.clone(),
                 actor: actor.to_string(),
                 replaced: had_data,
-                hold_until: Utc::now() + chrono::Duration::hours(24),
+                hold_until: crate::clock::now() + chrono::Duration::hours(24),
             })
             .await?;
-        let heartbeat =
-            keep_alive(
-                self.store.clone(),
-                format!("restore {rid}"),
-                move |store| async move { store.heartbeat_restore(rid, Utc::now()).await },
-            );
+        let heartbeat = keep_alive(self.store.clone(), format!("restore {rid}"), move |store| async move {
+            store.heartbeat_restore(rid, crate::clock::now()).await
+        });
         self.track(id, &progress);
         let started = Instant::now();
         tracing::warn!(backup = %id, target = %report.target, force, actor, "restore started");
@@ -539,7 +545,7 @@ impl Backups {
             )));
         };
         let repo = Self::repo(config, &p.repository)?;
-        let now = Utc::now();
+        let now = crate::clock::now();
         let records = self.store.backups(&BackupQuery { policy: Some(policy.to_string()), status: None, limit: 1_000_000 }).await?;
         let stored = repo.list(policy).await.map_err(|e| BackupError::Failed(e.to_string()))?;
         let mut candidates: Vec<Candidate> = Vec::new();
@@ -607,7 +613,7 @@ impl Backups {
     /// settled: `succeeded` if their manifest made it, else `interrupted` (and their
     /// objects removed when the repository answers).
     pub async fn recover(&self, config: &Config) -> Result<(), BackupError> {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let lease = chrono::Duration::from_std(LEASE).unwrap_or_default();
         let running = self.store.backups(&BackupQuery { policy: None, status: Some(BackupStatus::Running), limit: 10_000 }).await?;
         for r in running.into_iter().filter(|r| now - r.heartbeat_at > lease && self.progress(&r.id).is_none()) {
@@ -870,7 +876,7 @@ async fn restore_into(
             let parent = target.parent().ok_or("the target has no parent directory")?;
             let fresh = parent.join(format!(".{name}.steward-restore-{}", m.id));
             let c = sources::directory::restore_into(repo, m, identity, &fresh, progress).await?;
-            let aside = parent.join(format!("{name}.before-restore-{}", Utc::now().format("%Y%m%dT%H%M%SZ")));
+            let aside = parent.join(format!("{name}.before-restore-{}", crate::clock::now().format("%Y%m%dT%H%M%SZ")));
             std::fs::rename(target, &aside).map_err(|e| format!("moving {} aside: {e}", target.display()))?;
             std::fs::rename(&fresh, target).map_err(|e| format!("putting the restored directory in place: {e}"))?;
             Ok(json!({ "directory": target, "previous_contents_moved_to": aside, "comparison": c }))

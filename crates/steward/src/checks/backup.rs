@@ -16,7 +16,7 @@ pub async fn observe(store: Option<&Arc<dyn Store>>, probe: &BackupProbe) -> Res
     let store = store.ok_or("backup checks read the server's store: run them under `steward serve` (or see `steward backup list`)")?;
     let q = BackupQuery { policy: Some(probe.policy.clone()), status: Some(BackupStatus::Succeeded), limit: 500 };
     let list = store.backups(&q).await.map_err(|e| format!("cannot read backups from the store: {e}"))?;
-    let now = Utc::now();
+    let now = crate::clock::now();
     let newest = list.first();
     let newest_verified = list.iter().find(|b| b.verify_result.as_deref() == Some("passed"));
     let age = |t: chrono::DateTime<Utc>| (now - t).num_seconds().max(0);

@@ -242,7 +242,12 @@ fn json_type(v: &Json) -> &'static str {
 
 fn show(actual: &Json, expected: &Literal) -> String {
     let mut s = match (actual, expected) {
-        (Json::Number(n), Literal::Duration(_)) => format_duration(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0) / 1000.0)),
+        // A target may send any number: one too large for a Duration is shown as it is
+        // (from_secs_f64 would panic; found by fuzzing).
+        (Json::Number(n), Literal::Duration(_)) => match Duration::try_from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0) / 1000.0) {
+            Ok(d) => format_duration(d),
+            Err(_) => format!("{n}ms"),
+        },
         (Json::String(s), _) => format!("{s:?}"),
         (other, _) => other.to_string(),
     };

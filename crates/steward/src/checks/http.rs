@@ -125,7 +125,7 @@ pub async fn observe(clients: &Clients, p: &HttpProbe, spec: &CheckSpec) -> Resu
 fn certificate(der: &[u8]) -> Result<Json, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse the server certificate: {e}"))?;
     let not_after = cert.validity().not_after.timestamp();
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::clock::now().timestamp();
     let days_left = (not_after - now).div_euclid(86_400);
     let mut m = Map::new();
     m.insert("days_left".into(), Json::from(days_left));

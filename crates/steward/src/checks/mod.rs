@@ -67,7 +67,7 @@ impl Prober {
 
     /// Runs `spec` once: probe under the check's timeout, then every condition.
     pub async fn run(&self, spec: &CheckSpec) -> Outcome {
-        let at = Utc::now();
+        let at = crate::clock::now();
         let started = Instant::now();
         let observed = tokio::time::timeout(spec.timeout, self.observe(spec)).await;
         let latency = started.elapsed();

@@ -106,10 +106,10 @@ mod tests {
     use super::*;
 
     fn run(results: &[bool], f: u32, s: u32) -> (CheckState, Vec<Health>) {
-        let mut st = CheckState::new("c", Utc::now());
+        let mut st = CheckState::new("c", crate::clock::now());
         let mut seen = vec![];
         for &ok in results {
-            if let Some(t) = apply(&mut st, ok, (!ok).then_some("down"), Utc::now(), f, s) {
+            if let Some(t) = apply(&mut st, ok, (!ok).then_some("down"), crate::clock::now(), f, s) {
                 seen.push(t.to);
             }
         }

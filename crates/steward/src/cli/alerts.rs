@@ -92,7 +92,7 @@ fn mute_text(m: &Value) -> String {
 
 pub(super) fn ago(t: &Value) -> String {
     let Some(t) = t.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else { return "-".into() };
-    let secs = (Utc::now() - t.with_timezone(&Utc)).num_seconds().max(0) as u64;
+    let secs = (crate::clock::now() - t.with_timezone(&Utc)).num_seconds().max(0) as u64;
     format!("{} ago", crate::config::duration::format_duration(std::time::Duration::from_secs(secs)))
 }
 

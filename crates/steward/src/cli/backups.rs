@@ -581,7 +581,7 @@ fn whoami() -> String {
 }
 
 fn ago(t: chrono::DateTime<Utc>) -> String {
-    let secs = (Utc::now() - t).num_seconds().max(0) as u64;
+    let secs = (crate::clock::now() - t).num_seconds().max(0) as u64;
     format!("{} ago", crate::config::duration::format_duration(Duration::from_secs(secs)))
 }
 

@@ -7,10 +7,14 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{Output, exit};
+
+const SKIPPED: &str = "backup checks read a server's records: give its --data directory";
 use crate::checks::Prober;
 use crate::config::{self, Diagnostic, Diagnostics, Pos};
 
-pub async fn run(path: &Path, names: &[String], output: Output) -> u8 {
+/// `data`: the data directory of a server, for `backup` checks (they read its records);
+/// without it they are skipped and say so, rather than reported unhealthy.
+pub async fn run(path: &Path, names: &[String], output: Output, data: Option<&Path>) -> u8 {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(d) => {
@@ -34,7 +38,19 @@ pub async fn run(path: &Path, names: &[String], output: Output) -> u8 {
         return exit::BAD_CONFIG;
     }
     let selected: Vec<_> = config.checks.iter().filter(|c| names.is_empty() || names.contains(&c.name)).cloned().collect();
-    let prober = Arc::new(Prober::new(config.redactor.clone()));
+    let mut prober = Prober::new(config.redactor.clone());
+    if let Some(dir) = data {
+        match crate::store::SqliteStore::open(dir).await {
+            Ok(store) => prober = prober.with_store(Arc::new(store)),
+            Err(e) => {
+                eprintln!("error: {e}\n  hint: --data is the directory `steward serve --data` uses");
+                return exit::FAILED;
+            }
+        }
+    }
+    let (selected, skipped): (Vec<_>, Vec<_>) =
+        selected.into_iter().partition(|c| data.is_some() || !matches!(c.probe, crate::config::Probe::Backup(_)));
+    let prober = Arc::new(prober);
     let tasks: Vec<_> = selected
         .into_iter()
         .map(|spec| {
@@ -62,7 +78,11 @@ pub async fn run(path: &Path, names: &[String], output: Output) -> u8 {
                     })
                 })
                 .collect();
-            println!("{}", json!({ "checks": checks, "healthy": all_healthy }));
+            let skipped: Vec<_> = skipped
+                .iter()
+                .map(|s| json!({"name": s.name, "service": s.service, "kind": s.probe.kind(), "status": "skipped", "reason": SKIPPED}))
+                .collect();
+            println!("{}", json!({ "checks": checks, "skipped": skipped, "healthy": all_healthy }));
         }
         Output::Table => {
             let rows: Vec<Vec<String>> = results
@@ -78,9 +98,17 @@ pub async fn run(path: &Path, names: &[String], output: Output) -> u8 {
                     ]
                 })
                 .collect();
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .chain(skipped.iter().map(|s| {
+                    let service = s.service.clone().unwrap_or_else(|| "-".into());
+                    vec![s.name.clone(), service, s.probe.kind().into(), "skipped".into(), "-".into(), SKIPPED.into()]
+                }))
+                .collect();
             super::print_table(&["CHECK", "SERVICE", "KIND", "STATUS", "LATENCY", "REASON"], &rows);
             let failing = results.iter().filter(|(_, o)| !o.healthy).count();
-            println!("\n{} check(s), {} healthy, {failing} unhealthy", results.len(), results.len() - failing);
+            let skipped = if skipped.is_empty() { String::new() } else { format!(", {} skipped", skipped.len()) };
+            println!("\n{} check(s), {} healthy, {failing} unhealthy{skipped}", results.len(), results.len() - failing);
         }
     }
     if all_healthy { exit::OK } else { exit::FAILED }

@@ -32,7 +32,7 @@ pub async fn run(data: Option<PathBuf>, listen: SocketAddr) -> u8 {
     let token = generate_secret();
     let stored = match SqliteStore::open(&data).await {
         Ok(store) => store
-            .create_token(&format!("demo-admin-{}", chrono::Utc::now().timestamp_millis()), Role::Admin, &hash_secret(&token))
+            .create_token(&format!("demo-admin-{}", crate::clock::now().timestamp_millis()), Role::Admin, &hash_secret(&token))
             .await
             .map(|_| ()),
         Err(e) => Err(e),

@@ -116,7 +116,7 @@ pub enum IncidentAction {
         remote: RemoteArgs,
         id: i64,
         /// Write to this file instead of stdout.
-        #[arg(short = 'f', long)]
+        #[arg(long)]
         file: Option<PathBuf>,
     },
     /// Mean time to acknowledge, mitigate and resolve, grouped.
@@ -142,7 +142,7 @@ pub struct Transition {
     remote: RemoteArgs,
     id: i64,
     /// Why, or what was done; goes into the timeline.
-    #[arg(short, long)]
+    #[arg(long)]
     note: Option<String>,
 }
 

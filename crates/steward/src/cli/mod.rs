@@ -19,9 +19,9 @@ use clap::ValueEnum;
 pub mod exit {
     /// Everything as hoped: config valid, checks healthy, command done.
     pub const OK: u8 = 0;
-    /// The command ran and found a problem (invalid config for `validate`, an unhealthy check for `check`) or failed at run time.
+    /// The command ran and found a problem (an unhealthy check, a failed verification) or failed at run time.
     pub const FAILED: u8 = 1;
-    /// The configuration is invalid, so the command could not run.
+    /// The input or configuration is invalid (`validate` included), so nothing was run.
     pub const BAD_CONFIG: u8 = 2;
     /// Someone else holds the lock (another backup of the same policy); try again later.
     pub const BUSY: u8 = 3;

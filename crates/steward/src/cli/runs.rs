@@ -105,7 +105,8 @@ pub struct Decide {
     /// The approval step, when the run waits at several.
     #[arg(long)]
     step: Option<String>,
-    #[arg(short, long, default_value = "")]
+    /// Why: recorded in the run's audit trail.
+    #[arg(long, default_value = "")]
     comment: String,
 }
 
@@ -495,11 +496,20 @@ async fn show(remote: &Remote, id: i64, output: Output) -> u8 {
     exit::OK
 }
 
+/// What a decision did, in words ("approve" → "approved", "deny" → "denied").
+fn decided(verb: &str) -> &'static str {
+    match verb {
+        "approve" => "approved",
+        "deny" => "denied",
+        _ => "decided",
+    }
+}
+
 async fn decide(d: Decide, verb: &str) -> u8 {
     let remote = d.remote.remote();
     match remote.call("POST", &format!("/runs/{}/{verb}", d.id), Some(json!({"step": d.step, "comment": d.comment}))).await {
         Ok(_) => {
-            println!("run {}: {}d", d.id, verb.trim_end_matches('e'));
+            println!("run {}: {}", d.id, decided(verb));
             exit::OK
         }
         Err(e) => fail(&e),
@@ -570,4 +580,13 @@ pub async fn list_runbooks(remote: &Remote, name: Option<&str>, output: Output) 
         .collect();
     print_table(&["RUNBOOK", "PARAMS", "STEPS", "SCHEDULE", "DESCRIPTION"], &rows);
     exit::OK
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decisions_are_said_in_words() {
+        assert_eq!(super::decided("approve"), "approved");
+        assert_eq!(super::decided("deny"), "denied");
+    }
 }

@@ -37,7 +37,7 @@ pub fn run(path: &Path, output: Output) -> u8 {
                 Output::Json => println!("{}", json!({"valid": false, "errors": d.0})),
                 Output::Table => super::print_diagnostics(&d),
             }
-            exit::FAILED
+            exit::BAD_CONFIG
         }
     }
 }

@@ -113,7 +113,7 @@ impl Fleet {
         ));
         // Incidents: an alert storm opens one incident, which pages whoever is on
         // call (through the same webhook) until someone acknowledges it.
-        let start = (chrono::Utc::now() - chrono::Duration::days(7)).format("%Y-%m-%d");
+        let start = (crate::clock::now() - chrono::Duration::days(7)).format("%Y-%m-%d");
         y.push_str(&format!(
             "\nincidents:\n  policies:\n    - name: pages\n      matchers: ['severity=~\"P1|warning\"']\n      group_by: [service]\n      escalation: demo-oncall\n  escalation_policies:\n    - name: demo-oncall\n      repeat: 2\n      levels:\n        - {{oncall: [primary], wait: 1m}}\n        - {{people: [lead], wait: 2m}}\n  schedules:\n    - name: primary\n      time_zone: Europe/Berlin\n      rotation: {{people: [ana, ben], shift: daily, handoff: \"09:00\", start: \"{start}\"}}\n  people:\n    - {{name: ana, notify: [demo-webhook]}}\n    - {{name: ben, notify: [demo-webhook]}}\n    - {{name: lead, notify: [demo-webhook]}}\n"
         ));

@@ -45,7 +45,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
             alerts_read = tokio::time::Instant::now();
         }
         let _guard = engine.incidents.lock.lock().await;
-        if let Err(e) = pass(&engine, Utc::now(), with_alerts).await {
+        if let Err(e) = pass(&engine, crate::clock::now(), with_alerts).await {
             tracing::error!(error = %e, "incident pass failed; retrying in a second");
         }
     }
@@ -54,6 +54,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
 /// One pass: alerts → incidents (when `with_alerts`), then due escalations. Public for
 /// tests.
 pub async fn pass(engine: &Engine, now: DateTime<Utc>, with_alerts: bool) -> Result<(), StoreError> {
+    let now = crate::clock::truncate(now);
     let config = engine.config();
     let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
     let attached = if with_alerts { engine.store.incident_alerts(None).await? } else { Vec::new() };
@@ -162,7 +163,10 @@ async fn handled_elsewhere(
     let past = engine.store.attachments(&fingerprints).await?;
     Ok(candidates
         .iter()
-        .filter(|a| past.iter().any(|p| p.fingerprint == a.fingerprint && a.fired_at.is_some_and(|f| p.attached_at >= f)))
+        .filter(|a| {
+            // Compared as stored (whole milliseconds): see `clock`.
+            past.iter().any(|p| p.fingerprint == a.fingerprint && a.fired_at.is_some_and(|f| p.attached_at >= crate::clock::truncate(f)))
+        })
         .map(|a| a.fingerprint.clone())
         .collect())
 }
@@ -565,7 +569,7 @@ pub enum ActionError {
 pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Result<Incident, ActionError> {
     let _guard = engine.incidents.lock.lock().await;
     let incident = engine.store.incident(id).await?.ok_or(ActionError::NotFound(id))?;
-    let now = Utc::now();
+    let now = crate::clock::now();
     let config = engine.config();
     let loaded = incident.clone();
     let mut w = IncidentWrite::of(incident);
@@ -725,7 +729,7 @@ pub async fn declare(
         return Err(ActionError::BadInput(format!("no escalation policy is named `{e}`")));
     }
     let _guard = engine.incidents.lock.lock().await;
-    let now = Utc::now();
+    let now = crate::clock::now();
     let mut w = IncidentWrite::of(Incident {
         services,
         escalation: escalation.map(|policy| Escalation { policy, level: 0, round: 0, next_at: Some(now), notified: vec![] }),

@@ -176,7 +176,7 @@ pub fn local_instant(tz: &Tz, local: NaiveDateTime) -> DateTime<Utc> {
 /// Times outside 1970 … 9999 are refused (see [`crate::bounds`]).
 pub fn parse_instant(text: &str, tz: &Tz) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return crate::bounds::check(t.with_timezone(&Utc));
+        return crate::bounds::check(crate::clock::truncate(t.with_timezone(&Utc)));
     }
     for format in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
         if let Ok(local) = NaiveDateTime::parse_from_str(text, format) {

@@ -415,7 +415,9 @@ async fn incident_entry(engine: &Arc<Engine>, run: &Run, text: String) {
     let Ok(Some(incident)) = engine.store.incident(id).await else { return };
     let mut w = IncidentWrite::of(incident);
     let text = engine.config().redactor.redact(&text).into_owned();
-    w.timeline.push(TimelineEntry::new(Utc::now(), "runbook", "steward", text).with_data(json!({"run": run.id, "runbook": run.runbook})));
+    w.timeline.push(
+        TimelineEntry::new(crate::clock::now(), "runbook", "steward", text).with_data(json!({"run": run.id, "runbook": run.runbook})),
+    );
     if let Err(e) = engine.store.write_incident(&w).await {
         tracing::warn!(run = run.id, incident = id, error = %e, "could not add the run to the incident timeline");
     }
@@ -426,7 +428,7 @@ async fn incident_entry(engine: &Arc<Engine>, run: &Run, text: String) {
 pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut fires = Fires::new(Utc::now());
+    let mut fires = Fires::new(crate::clock::now());
     let mut last_heartbeat = std::time::Instant::now();
     let mut last_sweep = std::time::Instant::now();
     let mut last_prune: Option<std::time::Instant> = None;
@@ -436,7 +438,7 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention:
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let now = Utc::now();
+        let now = crate::clock::now();
         engine.metrics.runbook_runs_active.set(engine.runbooks.active_ids().len() as i64);
         fire_schedules(&engine, &mut fires, now).await;
         fire_alert_runbooks(&engine, &mut handled, now).await;

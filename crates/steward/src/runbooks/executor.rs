@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Map, Value as Json, json};
@@ -299,7 +298,7 @@ pub async fn execute(cx: Arc<RunCx>) -> RunStatus {
 async fn finish(cx: &RunCx, status: RunStatus, error: Option<&str>, outputs: Option<&Json>, event: NewEvent) -> RunStatus {
     let labels = crate::telemetry::RunbookLabels { runbook: cx.run.runbook.clone(), status: status.as_str().into() };
     cx.engine.metrics.runbook_runs.get_or_create(&labels).inc();
-    let took = (Utc::now() - cx.run.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+    let took = (crate::clock::now() - cx.run.created_at).num_milliseconds().max(0) as f64 / 1000.0;
     cx.engine.metrics.runbook_run_duration.get_or_create(&labels).observe(took);
     if let Err(e) = cx.engine.store.set_run_status(cx.run.id, status, error, outputs, &[event]).await {
         tracing::error!(run = cx.run.id, error = %e, "could not record how the run ended; it will show as interrupted");
@@ -341,7 +340,7 @@ fn record(cx: &RunCx, step: &Step, path: &str, attempt: u32, status: StepStatus)
         kind: step.kind.name().to_string(),
         attempt,
         status,
-        started_at: Utc::now(),
+        started_at: crate::clock::now(),
         finished_at: None,
         detail: Json::Null,
         result: Json::Null,
@@ -568,7 +567,7 @@ async fn leaf(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<()
         let status = if outcome.ok { StepStatus::Succeeded } else { StepStatus::Failed };
         let error = outcome.error.as_deref().map(|e| cx.redactor.redact(e).into_owned());
         rec.status = status;
-        rec.finished_at = Some(Utc::now());
+        rec.finished_at = Some(crate::clock::now());
         rec.output = tail;
         rec.error = error.clone();
         rec.result = cx.redactor.redact_json(&step_result(status, outcome.result.clone(), error.as_deref()));
@@ -783,7 +782,7 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
         (cx.run.id, path.to_string()),
         PendingApproval { role: a.role, distinct_approver: a.distinct_approver, started_by: cx.run.started_by.clone(), answer: tx },
     );
-    let expires = Utc::now() + chrono::Duration::from_std(a.timeout).unwrap_or(chrono::Duration::hours(1));
+    let expires = crate::clock::now() + chrono::Duration::from_std(a.timeout).unwrap_or(chrono::Duration::hours(1));
     let ev = cx
         .event(
             "approval_requested",
@@ -829,7 +828,7 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
 
 async fn notify(cx: &RunCx, path: &str, attempt: u32, receivers: Vec<String>, message: String, severity: String) -> Outcome {
     let external = cx.engine.external_url().to_string();
-    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = crate::clock::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let labels = json!({"alertname": "RunbookNotification", "runbook": cx.run.runbook, "run": cx.run.id.to_string(), "step": path, "severity": severity});
     let message = cx.redactor.redact(&message).into_owned();
     let annotations = json!({"summary": message});
@@ -940,7 +939,7 @@ async fn composite(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Resu
         }
         _ => unreachable!("composite kinds only"),
     };
-    rec.finished_at = Some(Utc::now());
+    rec.finished_at = Some(crate::clock::now());
     match outcome {
         Ok(()) => {
             rec.status = StepStatus::Succeeded;

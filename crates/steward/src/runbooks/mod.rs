@@ -204,7 +204,7 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn new(run_id: i64, kind: &'static str, message: impl Into<String>) -> NewEvent {
-        NewEvent { run_id, at: Utc::now(), kind, step: None, actor: None, message: message.into(), data: Json::Null }
+        NewEvent { run_id, at: crate::clock::now(), kind, step: None, actor: None, message: message.into(), data: Json::Null }
     }
 
     pub fn step(mut self, path: &str) -> NewEvent {

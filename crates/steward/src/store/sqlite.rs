@@ -623,7 +623,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError> {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let result = sqlx::query("INSERT INTO api_tokens (name, role, secret_hash, created_at_ms) VALUES (?, ?, ?, ?)")
             .bind(name)
             .bind(role.as_str())
@@ -655,7 +655,7 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE api_tokens SET revoked_at_ms = ? WHERE name = ? AND revoked_at_ms IS NULL")
-            .bind(ms(Utc::now()))
+            .bind(ms(crate::clock::now()))
             .bind(name)
             .execute(&self.writer)
             .await?;
@@ -667,7 +667,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT INTO server_keys (name, key, created_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(&fresh[..])
-            .bind(ms(Utc::now()))
+            .bind(ms(crate::clock::now()))
             .execute(&self.writer)
             .await?;
         Ok(sqlx::query_scalar("SELECT key FROM server_keys WHERE name = ?").bind(name).fetch_one(&self.writer).await?)
@@ -681,7 +681,7 @@ impl Store for SqliteStore {
         )
         .bind(name)
         .bind(&fresh[..])
-        .bind(ms(Utc::now()))
+        .bind(ms(crate::clock::now()))
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -689,7 +689,7 @@ impl Store for SqliteStore {
 
     async fn probe_writable(&self) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO readiness_probe (id, at_ms) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms")
-            .bind(ms(Utc::now()))
+            .bind(ms(crate::clock::now()))
             .execute(&self.writer)
             .await?;
         Ok(())

@@ -168,7 +168,7 @@ impl BackupStore for SqliteStore {
         facts: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let now = ms(Utc::now());
+        let now = ms(crate::clock::now());
         sqlx::query(
             "UPDATE backups SET status = ?, finished_ms = COALESCE(finished_ms, ?), heartbeat_ms = ?, plain_bytes = ?, stored_bytes = ?, \
              error = ?, facts = ? WHERE id = ?",
@@ -211,7 +211,7 @@ impl BackupStore for SqliteStore {
 
     async fn start_restore(&self, r: &NewRestore) -> Result<i64, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let now = ms(Utc::now());
+        let now = ms(crate::clock::now());
         let id = sqlx::query(
             "INSERT INTO backup_restores (backup_id, policy, target, actor, replaced, started_ms, heartbeat_ms, result) \
              VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
@@ -249,7 +249,7 @@ impl BackupStore for SqliteStore {
         sqlx::query("UPDATE backup_restores SET result = ?, detail = ?, finished_ms = ? WHERE id = ? AND result = 'running'")
             .bind(result)
             .bind(detail.to_string())
-            .bind(ms(Utc::now()))
+            .bind(ms(crate::clock::now()))
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -265,7 +265,7 @@ impl BackupStore for SqliteStore {
              detail = '{\"error\":\"steward stopped during the restore: the target may hold part of the data\"}' \
              WHERE result = 'running' AND heartbeat_ms < ?",
         )
-        .bind(ms(Utc::now()))
+        .bind(ms(crate::clock::now()))
         .bind(ms(before))
         .execute(&mut *tx)
         .await?;
@@ -313,8 +313,8 @@ impl BackupStore for SqliteStore {
         .bind(i64::from(level))
         .bind(trigger)
         .bind(trigger_key)
-        .bind(ms(Utc::now()))
-        .bind(ms(Utc::now()))
+        .bind(ms(crate::clock::now()))
+        .bind(ms(crate::clock::now()))
         .execute(&self.writer)
         .await;
         match inserted {
@@ -332,7 +332,7 @@ impl BackupStore for SqliteStore {
         restore_ms: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let now = ms(Utc::now());
+        let now = ms(crate::clock::now());
         let result = if passed { "passed" } else { "failed" };
         let row: Option<(String, i64)> = sqlx::query_as(
             "UPDATE backup_verifications SET finished_ms = ?, result = ?, detail = ?, restore_ms = ? WHERE id = ? RETURNING backup_id, level",
@@ -379,7 +379,7 @@ impl BackupStore for SqliteStore {
             "UPDATE backup_verifications SET result = 'failed', finished_ms = ?, detail = '{\"error\":\"steward stopped during the verification\"}' \
              WHERE result = 'running' AND heartbeat_ms < ?",
         )
-        .bind(ms(Utc::now()))
+        .bind(ms(crate::clock::now()))
         .bind(ms(before))
         .execute(&self.writer)
         .await?;

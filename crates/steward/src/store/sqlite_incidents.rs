@@ -161,7 +161,7 @@ impl IncidentStore for SqliteStore {
                 .await?;
         }
         for n in &w.notifications {
-            insert_outbox(&mut tx, n, ms(Utc::now()), Some(id)).await?;
+            insert_outbox(&mut tx, n, ms(crate::clock::now()), Some(id)).await?;
         }
         for a in &w.action_items {
             if a.id == 0 {
@@ -295,7 +295,7 @@ impl IncidentStore for SqliteStore {
             .bind(ms(o.from))
             .bind(ms(o.until))
             .bind(created_by)
-            .bind(ms(Utc::now()))
+            .bind(ms(crate::clock::now()))
             .execute(&self.writer)
             .await?;
         Ok(())

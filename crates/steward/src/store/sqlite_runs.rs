@@ -101,7 +101,7 @@ async fn take_lock(conn: &mut SqliteConnection, lock: &str, run: i64, now: i64) 
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: &NewRun, mut started: NewEvent) -> Result<Run, StoreError> {
-        let now = ms(Utc::now());
+        let now = ms(crate::clock::now());
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(key) = &run.trigger_key {
             let used: Option<i64> =
@@ -174,7 +174,7 @@ impl RunStore for SqliteStore {
         outputs: Option<&serde_json::Value>,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let now = ms(Utc::now());
+        let now = ms(crate::clock::now());
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if status.is_final() {
             sqlx::query("UPDATE runs SET status = ?, finished_ms = ?, error = ?, outputs = COALESCE(?, outputs) WHERE id = ?")
@@ -213,7 +213,7 @@ impl RunStore for SqliteStore {
         )
         .bind(status.as_str())
         .bind(error)
-        .bind(ms(Utc::now()))
+        .bind(ms(crate::clock::now()))
         .bind(run)
         .fetch_all(&self.writer)
         .await?;
@@ -303,13 +303,13 @@ impl RunStore for SqliteStore {
 
     async fn relock(&self, run: i64, lock: &str) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        take_lock(&mut tx, lock, run, ms(Utc::now())).await?;
+        take_lock(&mut tx, lock, run, ms(crate::clock::now())).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn enqueue_messages(&self, messages: &[OutboxMessage], events: &[NewEvent]) -> Result<(), StoreError> {
-        let now = ms(Utc::now());
+        let now = ms(crate::clock::now());
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for n in messages {
             insert_outbox(&mut tx, n, now, None).await?;
