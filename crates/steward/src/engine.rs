@@ -60,7 +60,7 @@ pub struct Engine {
     stop: CancellationToken,
     loaded: RwLock<Arc<Loaded>>,
     states: Mutex<HashMap<String, CheckState>>,
-    results: Mutex<Option<mpsc::Sender<RecordedRun>>>,
+    results: Mutex<Option<mpsc::Sender<scheduler::Queued>>>,
     scheduler: tokio::sync::Mutex<Scheduler>,
     options: EngineOptions,
 }
@@ -152,38 +152,72 @@ impl Engine {
         self.states.lock().expect("states lock").get(check).cloned()
     }
 
-    /// Folds a run into the check's state, updates metrics, queues it for the store.
-    pub fn observe(&self, spec: &CheckSpec, outcome: Outcome) {
+    /// Folds a run into the check's state, updates metrics, and stores it.
+    ///
+    /// A run that changes the check's health is stored *before* the new health is
+    /// visible to anyone (the API, alert rules): it goes through the writer in order
+    /// with the runs before it, and this waits for the commit. So an alert never fires
+    /// — and nothing is ever sent — about a transition a crash could still lose. Runs
+    /// that change nothing are batched and may be dropped under overload (counted).
+    pub async fn observe(&self, spec: &CheckSpec, outcome: Outcome) {
         let kind = spec.probe.kind();
         let result = if outcome.healthy { "success" } else { "failure" };
         self.metrics.check_runs.get_or_create(&RunLabels { kind: kind.into(), result: result.into() }).inc();
         self.metrics.check_duration.get_or_create(&KindLabels { kind: kind.into() }).observe(outcome.latency.as_secs_f64());
         let run = {
             let mut states = self.states.lock().expect("states lock");
-            let st = states.entry(spec.name.clone()).or_insert_with(|| CheckState::new(&spec.name, outcome.at));
-            let transition =
-                state::apply(st, outcome.healthy, outcome.reason.as_deref(), outcome.at, spec.failure_threshold, spec.success_threshold);
+            let mut st = states.get(&spec.name).cloned().unwrap_or_else(|| CheckState::new(&spec.name, outcome.at));
+            let transition = state::apply(
+                &mut st,
+                outcome.healthy,
+                outcome.reason.as_deref(),
+                outcome.at,
+                spec.failure_threshold,
+                spec.success_threshold,
+            );
             st.last_latency_ms = Some(outcome.latency.as_secs_f64() * 1000.0);
-            RecordedRun { check: spec.name.clone(), outcome, state: st.clone(), transition }
-        };
-        if let Some(t) = &run.transition {
-            self.alerting.wake_evaluator.notify_one();
-            self.metrics.check_transitions.get_or_create(&HealthLabels { to: t.to.as_str().into() }).inc();
-            match t.to {
-                Health::Unhealthy => {
-                    tracing::warn!(check = %t.check, from = t.from.as_str(), reason = t.reason.as_deref().unwrap_or(""), "check is unhealthy")
-                }
-                _ => tracing::info!(check = %t.check, from = t.from.as_str(), to = t.to.as_str(), "check changed health"),
+            if transition.is_none() {
+                states.insert(spec.name.clone(), st.clone());
             }
-        }
-        if run.state.health != Health::Unknown {
-            self.metrics.check_up.get_or_create(&check_labels(spec)).set(i64::from(run.state.health == Health::Healthy));
-        }
+            RecordedRun { check: spec.name.clone(), outcome, state: st, transition }
+        };
         let sender = self.results.lock().expect("results lock").clone();
-        if let Some(tx) = sender
-            && tx.try_send(run).is_err()
-        {
-            self.metrics.store_dropped_results.inc();
+        let Some(t) = run.transition.clone() else {
+            if run.state.health != Health::Unknown {
+                self.metrics.check_up.get_or_create(&check_labels(spec)).set(i64::from(run.state.health == Health::Healthy));
+            }
+            if let Some(tx) = sender
+                && tx.try_send((run, None)).is_err()
+            {
+                self.metrics.store_dropped_results.inc();
+            }
+            return;
+        };
+        let state = run.state.clone();
+        let stored = match sender {
+            Some(tx) => {
+                let (ack, acked) = tokio::sync::oneshot::channel();
+                tx.send((run, Some(ack))).await.is_ok() && acked.await.unwrap_or(false)
+            }
+            // No writer (it has stopped): write directly.
+            None => self.store.record(std::slice::from_ref(&run)).await.is_ok(),
+        };
+        if !stored {
+            // With the store down, alert state cannot be written either, so nothing is
+            // sent; the health is still shown, as the probe saw it.
+            tracing::error!(check = %t.check, "the health change could not be stored; it is shown but not durable");
+        }
+        self.states.lock().expect("states lock").insert(spec.name.clone(), state.clone());
+        self.alerting.wake_evaluator.notify_one();
+        self.metrics.check_transitions.get_or_create(&HealthLabels { to: t.to.as_str().into() }).inc();
+        if state.health != Health::Unknown {
+            self.metrics.check_up.get_or_create(&check_labels(spec)).set(i64::from(state.health == Health::Healthy));
+        }
+        match t.to {
+            Health::Unhealthy => {
+                tracing::warn!(check = %t.check, from = t.from.as_str(), reason = t.reason.as_deref().unwrap_or(""), "check is unhealthy")
+            }
+            _ => tracing::info!(check = %t.check, from = t.from.as_str(), to = t.to.as_str(), "check changed health"),
         }
     }
 
@@ -192,7 +226,7 @@ impl Engine {
         let loaded = self.current();
         let spec = loaded.config.check(name)?.clone();
         let outcome = loaded.prober.run(&spec).await;
-        self.observe(&spec, outcome.clone());
+        self.observe(&spec, outcome.clone()).await;
         Some(outcome)
     }
 

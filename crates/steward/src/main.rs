@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use steward::auth::Role;
 use steward::cli::{self, Output, RemoteArgs};
 
@@ -229,6 +229,35 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Ask a running server whether it is ready (`GET /health/ready`: store writable,
+    /// configuration loaded); for container health checks and scripts. No token needed.
+    ///
+    /// Exits 0 when ready, 1 when not (or unreachable).
+    Ready {
+        /// The server's base URL (`host:port` means http://host:port).
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "STEWARD_SERVER")]
+        server: String,
+    },
+    /// Print a shell completion script.
+    ///
+    ///   steward completions bash > /etc/bash_completion.d/steward
+    ///   steward completions zsh > "${fpath[1]}/_steward"
+    ///   steward completions fish > ~/.config/fish/completions/steward.fish
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages — steward.1 and one per subcommand (steward-serve.1, …) — into a
+    /// directory.
+    ///
+    ///   steward man --out /usr/local/share/man/man1
+    #[command(verbatim_doc_comment)]
+    Man {
+        /// Where to write the pages (created if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Start a demo fleet on loopback, a configuration for it, and a server.
     Demo {
         /// Keep the demo's data here (default: a new directory under the system temp dir).
@@ -383,6 +412,23 @@ fn main() -> ExitCode {
     // `steward backup` reports for itself; its logs say only what went wrong.
     let default_level = if matches!(cli.command, Command::Backup { .. }) { "warn" } else { "info" };
     init_logging(cli.log_format, default_level);
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "steward", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { out } => {
+            let written = std::fs::create_dir_all(out).and_then(|()| clap_mangen::generate_to(Cli::command(), out));
+            return match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write man pages into {}: {e}", out.display());
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the async runtime");
     let code = runtime.block_on(async move {
@@ -433,6 +479,8 @@ fn main() -> ExitCode {
                 TokenAction::Revoke { data, name } => cli::token::revoke(&data, &name).await,
             },
             Command::Demo { data, listen } => cli::demo::run(data, listen).await,
+            Command::Completions { .. } | Command::Man { .. } => unreachable!("answered before the runtime starts"),
+            Command::Ready { server } => cli::check::ready(&server).await,
             Command::Backup { action } => cli::backups::run(action).await,
         }
     });

@@ -103,7 +103,7 @@ async fn run_check(engine: Arc<Engine>, spec: Arc<CheckSpec>, permits: Arc<Semap
             o = Box::pin(prober.run(&spec)) => o,
         };
         drop(permit);
-        engine.observe(&spec, outcome);
+        engine.observe(&spec, outcome).await;
         // Next slot on the fixed grid; slots already missed are skipped, not queued.
         due += spec.interval;
         let now = Instant::now();
@@ -115,26 +115,37 @@ async fn run_check(engine: Arc<Engine>, spec: Arc<CheckSpec>, permits: Arc<Semap
     }
 }
 
+/// A run for the writer, with a channel told whether it was committed when the
+/// caller waits for it (health transitions do; see [`Engine::observe`]).
+pub type Queued = (RecordedRun, Option<tokio::sync::oneshot::Sender<bool>>);
+
 /// Drains results into the store in batches of up to `max_batch`, flushing at least
-/// every `linger`. Returns when every sender is gone and the queue is empty.
-pub async fn write_results(engine: Arc<Engine>, mut rx: mpsc::Receiver<RecordedRun>, max_batch: usize, linger: Duration) {
+/// every `linger`, and at once when a run in the batch is waited for. Runs are written
+/// in the order they came, so a waited-for transition is never overwritten by an older
+/// run of its check.
+pub async fn write_results(engine: Arc<Engine>, mut rx: mpsc::Receiver<Queued>, max_batch: usize, linger: Duration) {
     let mut batch = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.recv().await {
+    let mut acks = Vec::new();
+    while let Some((first, ack)) = rx.recv().await {
         batch.push(first);
+        acks.extend(ack);
         let deadline = Instant::now() + linger;
-        while batch.len() < max_batch {
+        while batch.len() < max_batch && acks.is_empty() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(run)) => batch.push(run),
+                Ok(Some((run, ack))) => {
+                    batch.push(run);
+                    acks.extend(ack);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
         let mut attempt = 0;
-        loop {
+        let stored = loop {
             let started = std::time::Instant::now();
             match engine.store.record(&batch).await {
                 Ok(()) => {
                     engine.metrics.store_write_duration.observe(started.elapsed().as_secs_f64());
-                    break;
+                    break true;
                 }
                 Err(e) if attempt < 3 => {
                     attempt += 1;
@@ -144,9 +155,12 @@ pub async fn write_results(engine: Arc<Engine>, mut rx: mpsc::Receiver<RecordedR
                 Err(e) => {
                     tracing::error!(error = %e, runs = batch.len(), "writing check results failed; dropping this batch (states are rewritten by later runs)");
                     engine.metrics.store_dropped_results.inc_by(batch.len() as u64);
-                    break;
+                    break false;
                 }
             }
+        };
+        for ack in acks.drain(..) {
+            let _ = ack.send(stored);
         }
         batch.clear();
     }

@@ -54,10 +54,12 @@ incidents:
     // A millisecond boundary, then times inside that millisecond.
     let base: DateTime<Utc> = DateTime::from_timestamp_millis(Utc::now().timestamp_millis() + 1_000).unwrap();
     let at = |micros: i64| base + TimeDelta::microseconds(micros);
-    engine.observe(
-        &spec,
-        steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: Some("refused".into()), at: at(100) },
-    );
+    engine
+        .observe(
+            &spec,
+            steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: Some("refused".into()), at: at(100) },
+        )
+        .await;
     let mut evaluator = steward::alerting::evaluate::Evaluator::default();
     evaluator.tick(&engine, at(400)).await;
     let firing = engine.alerting.alerts();
@@ -99,7 +101,7 @@ incidents:
     .await;
     let spec = engine.config().checks[0].clone();
     let odd = DateTime::from_timestamp(steward::clock::now().timestamp() + 1, 123_456_789).unwrap();
-    engine.observe(&spec, steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: None, at: odd });
+    engine.observe(&spec, steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: None, at: odd }).await;
     let mut evaluator = steward::alerting::evaluate::Evaluator::default();
     evaluator.tick(&engine, odd).await;
     steward::incidents::manager::pass(&engine, odd, true).await.unwrap();
@@ -111,6 +113,47 @@ incidents:
     assert_eq!(attached[0].attached_at, incident.opened_at);
     assert_eq!(Some(attached[0].attached_at), alert.fired_at, "fired and attached in the same pass: the same instant");
     assert_eq!(incident.opened_at.timestamp_subsec_nanos() % 1_000_000, 0);
+}
+
+/// Was: check results were batched, so a check turned unhealthy, its alert fired and
+/// was notified, and a kill -9 before the batch was written lost the transition (1 of
+/// 123 firings over 98 kills); after the restart the alert resolved while the target
+/// still failed. Now a run that changes health is committed before the new health is
+/// visible to anything that could act on it — here, with the writer running and
+/// batching as in production, the store holds the transition the moment `observe`
+/// returns, and the in-memory health never runs ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_change_is_stored_before_alerting_can_see_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = steward::config::load_str(
+        "t.yaml",
+        "checks:\n  - {name: c, interval: 1h, failure_threshold: 1, tcp: {address: '127.0.0.1:1'}}\n  - {name: quiet, interval: 1h, tcp: {address: '127.0.0.1:1'}}\n",
+    )
+    .unwrap();
+    let options = EngineOptions {
+        max_concurrency: 4,
+        config_path: None,
+        external_url: "http://127.0.0.1".into(),
+        run_retention: Duration::from_secs(3600),
+        data_dir: data.clone(),
+    };
+    let (engine, _writer) = Engine::start(config, Arc::new(SqliteStore::open(&data).await.unwrap()), options).await.unwrap();
+    let spec = engine.config().check("c").unwrap().clone();
+    let quiet = engine.config().check("quiet").unwrap().clone();
+    for (healthy, expect) in [(false, "unhealthy"), (true, "healthy"), (false, "unhealthy")] {
+        // A run that changes nothing is queued ahead of the transition, as in production.
+        engine
+            .observe(&quiet, steward::checks::Outcome { healthy: false, latency: Duration::ZERO, reason: None, at: steward::clock::now() })
+            .await;
+        let outcome = steward::checks::Outcome { healthy, latency: Duration::from_millis(1), reason: None, at: steward::clock::now() };
+        engine.observe(&spec, outcome).await;
+        assert_eq!(engine.state("c").unwrap().health.as_str(), expect);
+        let stored = engine.store.load_states().await.unwrap().into_iter().find(|s| s.check == "c").expect("the state is stored");
+        assert_eq!(stored.health.as_str(), expect, "the stored health must not lag the health alerting sees");
+    }
+    let transitions = engine.store.transitions(Some("c"), 10).await.unwrap();
+    assert_eq!(transitions.len(), 3, "every transition stored: {transitions:?}");
 }
 
 fn steward_backup(config: &std::path::Path, data: &std::path::Path, args: &[&str]) -> std::process::Output {

@@ -30,7 +30,7 @@ impl Remote {
         if status.is_success() {
             Ok(v)
         } else {
-            Err(format!("{} ({status})", v["error"]["message"].as_str().unwrap_or("the server refused the request")))
+            Err(format!("{}: {} ({status})", self.server, v["error"]["message"].as_str().unwrap_or("the server refused the request")))
         }
     }
 
@@ -46,7 +46,7 @@ impl Remote {
             Ok(text)
         } else {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            Err(format!("{} ({status})", v["error"]["message"].as_str().unwrap_or("the server refused the request")))
+            Err(format!("{}: {} ({status})", self.server, v["error"]["message"].as_str().unwrap_or("the server refused the request")))
         }
     }
 }

@@ -113,3 +113,37 @@ pub async fn run(path: &Path, names: &[String], output: Output, data: Option<&Pa
     }
     if all_healthy { exit::OK } else { exit::FAILED }
 }
+
+/// `steward ready`: exit 0 when the server answers `/health/ready` with 200.
+pub async fn ready(server: &str) -> u8 {
+    let base = match super::server_url(server) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_CONFIG;
+        }
+    };
+    let client = match crate::checks::http::build_client(&Default::default(), false) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    match client.get(format!("{base}/health/ready")).timeout(std::time::Duration::from_secs(5)).send().await {
+        Ok(r) if r.status().is_success() => {
+            println!("{base}: ready");
+            exit::OK
+        }
+        Ok(r) => {
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            eprintln!("{base}: not ready ({status}): {}", body["reason"].as_str().unwrap_or("no reason given"));
+            exit::FAILED
+        }
+        Err(e) => {
+            eprintln!("{base}: unreachable: {e}");
+            exit::FAILED
+        }
+    }
+}

@@ -212,7 +212,10 @@ fn print_steps(steps: &[Value], depth: usize) {
                 } else {
                     println!(
                         "{pad}     $ {}",
-                        a["argv"].as_array().map(|x| x.iter().map(text).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+                        a["argv"]
+                            .as_array()
+                            .map(|x| crate::runbooks::actions::shell_words(&x.iter().map(text).collect::<Vec<_>>()))
+                            .unwrap_or_default()
                     );
                 }
                 if let Some(env) = a["env"].as_object().filter(|e| !e.is_empty()) {

@@ -73,6 +73,15 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         }
     };
     tracing::info!(%addr, checks, data = %opts.data.display(), "steward is serving");
+    // A fresh data directory has no token, and without one the API answers 401 to all.
+    if let Ok(tokens) = engine.store.list_tokens().await
+        && tokens.iter().all(|t| t.revoked_at.is_some())
+    {
+        tracing::warn!(
+            "no API token can use this server yet; create the first one with: steward token create --data {} --name admin --role admin",
+            opts.data.display()
+        );
+    }
     if let Some(f) = on_listening {
         f(addr);
     }

@@ -84,10 +84,11 @@ impl Action {
     }
 
     /// One line for progress displays.
+    /// One line for people: argv as a shell would need it typed (`sh -c 'sleep 1; echo x'`).
     pub fn summary(&self) -> String {
         match self {
             Action::Process { argv, .. } => {
-                let line: String = argv.join(" ").chars().take(160).collect();
+                let line: String = shell_words(argv).chars().take(160).collect();
                 line.replace('\n', " ⏎ ")
             }
             Action::Http { method, url, .. } => format!("{method} {}", crate::config::secret::redact_url_password(url)),
@@ -415,8 +416,19 @@ fn redis_json(v: redis::Value) -> Json {
     }
 }
 
+/// argv quoted for a POSIX shell, so what is shown can be read unambiguously and pasted.
+pub fn shell_words(argv: &[String]) -> String {
+    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| format!("{argv:?}"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn argv_is_shown_shell_quoted() {
+        let argv: Vec<String> = ["sh", "-c", "sleep 1; echo restarted", "it's"].map(String::from).to_vec();
+        assert_eq!(super::shell_words(&argv), r#"sh -c 'sleep 1; echo restarted' "it's""#);
+    }
+
     use super::*;
 
     #[test]
