@@ -105,7 +105,14 @@ impl Engine {
             scheduler: tokio::sync::Mutex::new(Scheduler::new(options.max_concurrency)),
             options,
         });
-        let writer = tokio::spawn(scheduler::write_results(engine.clone(), rx, 2_000, Duration::from_millis(50)));
+        // Supervised like every loop: a restarted writer takes the same queue back.
+        let queue = Arc::new(tokio::sync::Mutex::new(rx));
+        let writer = {
+            let e = engine.clone();
+            crate::telemetry::supervise("result_writer", engine.metrics.clone(), move || {
+                scheduler::write_results(e.clone(), queue.clone(), 2_000, Duration::from_millis(50))
+            })
+        };
         let loaded = engine.current();
         engine.publish_config_metrics(&loaded.config);
         engine.scheduler.lock().await.apply(&engine, &loaded.config.checks);

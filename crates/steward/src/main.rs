@@ -106,6 +106,13 @@ enum Command {
         /// link to it. Default: http:// and the listen address.
         #[arg(long, env = "STEWARD_EXTERNAL_URL", value_parser = parse_external_url)]
         external_url: Option<String>,
+        /// Serve HTTPS with this certificate chain (PEM); with --tls-key. Both files are
+        /// read again on SIGHUP, so a renewed certificate needs no restart.
+        #[arg(long, env = "STEWARD_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, env = "STEWARD_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// List the alerts of a running server: state, since when, and what mutes them.
     /// With a fingerprint: that alert's history and every notification sent about it.
@@ -435,7 +442,18 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Validate { config, output } => cli::validate::run(&config, output),
             Command::Check { config, output, data, names } => cli::check::run(&config, &names, output, data.as_deref()).await,
-            Command::Serve { config, data, listen, max_concurrency, raw_retention, run_retention, no_status_page, external_url } => {
+            Command::Serve {
+                config,
+                data,
+                listen,
+                max_concurrency,
+                raw_retention,
+                run_retention,
+                no_status_page,
+                external_url,
+                tls_cert,
+                tls_key,
+            } => {
                 let opts = cli::serve::ServeOptions {
                     config,
                     data,
@@ -445,6 +463,7 @@ fn main() -> ExitCode {
                     run_retention,
                     status_page: !no_status_page,
                     external_url,
+                    tls: tls_cert.zip(tls_key),
                 };
                 cli::serve::run(opts, None).await
             }

@@ -123,7 +123,16 @@ pub type Queued = (RecordedRun, Option<tokio::sync::oneshot::Sender<bool>>);
 /// every `linger`, and at once when a run in the batch is waited for. Runs are written
 /// in the order they came, so a waited-for transition is never overwritten by an older
 /// run of its check.
-pub async fn write_results(engine: Arc<Engine>, mut rx: mpsc::Receiver<Queued>, max_batch: usize, linger: Duration) {
+///
+/// The queue is shared so that a supervisor can restart a writer that panicked: the
+/// batch in hand is lost (its waiters are told it was not stored), the queue is not.
+pub async fn write_results(
+    engine: Arc<Engine>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
+    max_batch: usize,
+    linger: Duration,
+) {
+    let mut rx = queue.lock().await;
     let mut batch = Vec::with_capacity(max_batch);
     let mut acks = Vec::new();
     while let Some((first, ack)) = rx.recv().await {

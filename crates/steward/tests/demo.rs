@@ -104,3 +104,29 @@ fn the_demo_breaks_auth_and_notifies_once_for_the_cause() {
     });
     drop(demo);
 }
+
+/// Was: `steward demo` left `/tmp/steward-demo-PID` behind. A directory it made for
+/// itself is removed when it stops; one the user named stays (the test above).
+#[test]
+fn the_demo_removes_the_directory_it_made_when_it_stops() {
+    let port = free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = common::steward()
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let made = tmp.path().join(format!("steward-demo-{}", child.id()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert!(made.join("steward.db").exists(), "the demo keeps its data in {}", made.display());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(!made.exists(), "{} was left behind", made.display());
+}

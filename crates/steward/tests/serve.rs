@@ -219,3 +219,104 @@ fn a_hanging_target_never_delays_other_checks() {
     assert!(hanging["last_run"].is_null() || hanging["reason"].as_str().is_some_and(|r| r.contains("timed out")), "{hanging}");
     drop(hang);
 }
+
+/// A self-signed certificate for 127.0.0.1 named `name`: (cert PEM, key PEM, cert DER).
+fn self_signed(name: &str) -> (String, String, Vec<u8>) {
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+}
+
+/// Connects over TLS trusting `roots`, GETs `path`; returns the server's certificate
+/// (DER) and the status line.
+fn tls_get(port: u16, roots: &[&[u8]], path: &str) -> Result<(Vec<u8>, String), String> {
+    use std::io::{Read, Write};
+    common::install_crypto();
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(rustls::pki_types::CertificateDer::from(r.to_vec())).unwrap();
+    }
+    let config = std::sync::Arc::new(rustls::ClientConfig::builder().with_root_certificates(store).with_no_client_auth());
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    let peer = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).ok_or("no certificate")?;
+    Ok((peer, answer.lines().next().unwrap_or("").to_string()))
+}
+
+/// `serve --tls-cert --tls-key` answers HTTPS only, and SIGHUP swaps in a renewed
+/// certificate without a restart; a broken one leaves the current one served.
+#[test]
+fn serve_speaks_tls_and_reloads_its_certificate_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(&config, "checks:\n  - {name: c, interval: 1h, tcp: {address: '127.0.0.1:1'}}\n").unwrap();
+    let (cert_a, key_a, der_a) = self_signed("steward-a");
+    let (cert_b, key_b, der_b) = self_signed("steward-b");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &cert_a).unwrap();
+    std::fs::write(&key, &key_a).unwrap();
+    let port = common::free_port();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let child = common::steward()
+        .args(["serve", "-c"])
+        .arg(&config)
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails half-way, so no server outlives it.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(child);
+    let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    common::wait_for("steward to serve TLS", Duration::from_secs(15), || tls_get(port, &[&der_a], "/health/ready").ok());
+    let (peer, status) = tls_get(port, &[&der_a], "/health/ready").unwrap();
+    assert_eq!((peer == der_a, status.as_str()), (true, "HTTP/1.1 200 OK"), "{}", log());
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer);
+        assert!(!answer.starts_with(b"HTTP/"), "plain HTTP was answered: {}", String::from_utf8_lossy(&answer));
+    }
+    // Renewed: served after SIGHUP, no restart.
+    std::fs::write(&cert, &cert_b).unwrap();
+    std::fs::write(&key, &key_b).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    common::wait_for("the renewed certificate", Duration::from_secs(10), || {
+        tls_get(port, &[&der_a, &der_b], "/health").ok().filter(|(peer, _)| *peer == der_b)
+    });
+    // Broken: the renewed one stays.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    common::wait_for("the failed reload in the log", Duration::from_secs(10), || {
+        log().contains("TLS certificate reload failed").then_some(())
+    });
+    let (peer, status) = tls_get(port, &[&der_b], "/health").unwrap();
+    assert_eq!((peer == der_b, status.as_str()), (true, "HTTP/1.1 200 OK"));
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.0.wait().unwrap().code(), Some(0), "{}", log());
+}

@@ -90,7 +90,7 @@ pub async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry(store: impl S
         group_key: "{0}:{}".into(),
         status: "firing".into(),
         payload: serde_json::json!({"status": "firing"}),
-        alerts: vec!["fp1".into(), "fp2".into()],
+        alerts: vec![("fp1".into(), Some(t0)), ("fp2".into(), None)],
         log: NotifyLogEntry { receiver: "ops".into(), group_key: "{0}:{}".into(), firing: vec!["fp1".into(), "fp2".into()], sent_at: t0 },
     };
     let id = store.enqueue(&n).await.unwrap().expect("a new dedup key is enqueued");
@@ -174,6 +174,7 @@ pub async fn incident_writes_are_atomic_and_versioned(store: impl Store) {
         state: AttachedState::Firing,
         attached_at: at,
         changed_at: at,
+        fired_at: Some(at),
     });
     w.timeline.push(TimelineEntry::new(at, "opened", "steward", "opened"));
     w.notifications.push(message("k1"));
@@ -231,6 +232,53 @@ pub async fn server_keys_are_created_once(store: impl Store) {
     assert_eq!(b.len(), 32);
     assert_eq!(store.server_key("acknowledge-links").await.unwrap(), b, "and stays");
     assert_eq!(store.server_key("other").await.unwrap(), other, "other keys are untouched");
+}
+
+/// Two firings (episodes) of one alert, each in its own incident: each incident lists
+/// the notifications of its own episodes only — also when the second firing came
+/// seconds after the first incident was resolved.
+pub async fn an_incident_lists_only_its_own_episodes_notifications(store: impl Store) {
+    use steward::alerting::NotifyLogEntry;
+    use steward::incidents::{AttachedState, IncidentAlert, Status};
+    use steward::store::{IncidentWrite, NewNotification};
+    let t = |s: i64| Utc.timestamp_opt(10_000 + s, 0).unwrap();
+    let notify = |key: &str, fired: i64, at: i64, status: &str| NewNotification {
+        dedup_key: key.into(),
+        receiver: "ops".into(),
+        group_key: "{}:{alertname=\"ApiDown\"}".into(),
+        status: status.into(),
+        payload: serde_json::json!({"status": status}),
+        alerts: vec![("fp-api".into(), Some(t(fired)))],
+        log: NotifyLogEntry { receiver: "ops".into(), group_key: "{}:{alertname=\"ApiDown\"}".into(), firing: vec![], sent_at: t(at) },
+    };
+    let open = |fired: i64| {
+        let mut w = IncidentWrite::of(steward::incidents::Incident { opened_at: t(fired), ..incident("API down") });
+        w.alerts.push(IncidentAlert {
+            incident_id: 0,
+            fingerprint: "fp-api".into(),
+            rule: "ApiDown".into(),
+            labels: Default::default(),
+            state: AttachedState::Firing,
+            attached_at: t(fired),
+            changed_at: t(fired),
+            fired_at: Some(t(fired)),
+        });
+        w
+    };
+    // Episode 1 fires at 0, is notified, resolves (notified) at 20; the incident resolves at 21.
+    let first = store.write_incident(&open(0)).await.unwrap();
+    store.enqueue(&notify("e1-firing", 0, 0, "firing")).await.unwrap();
+    store.enqueue(&notify("e1-resolved", 0, 20, "resolved")).await.unwrap();
+    let mut resolve = IncidentWrite::of(first.clone());
+    resolve.incident.status = Status::Resolved;
+    resolve.incident.resolved_at = Some(t(21));
+    store.write_incident(&resolve).await.unwrap();
+    // Episode 2 fires at 25 and opens the second incident.
+    let second = store.write_incident(&open(25)).await.unwrap();
+    store.enqueue(&notify("e2-firing", 25, 25, "firing")).await.unwrap();
+    let keys = |list: Vec<steward::alerting::Notification>| list.into_iter().map(|n| n.dedup_key).collect::<Vec<_>>();
+    assert_eq!(keys(store.incident_notifications(first.id).await.unwrap()), ["e1-firing", "e1-resolved"]);
+    assert_eq!(keys(store.incident_notifications(second.id).await.unwrap()), ["e2-firing"]);
 }
 
 fn new_run(runbook: &str, lock: Option<&str>, key: Option<&str>) -> steward::runbooks::NewRun {
@@ -431,6 +479,12 @@ macro_rules! store_suite {
                 let (_guard, store) = $open.await;
                 super::alert_batches_keep_every_transition_in_order(store).await;
             }
+            #[tokio::test]
+            async fn an_incident_lists_only_its_own_episodes_notifications() {
+                let (_dir, store) = super::sqlite().await;
+                super::an_incident_lists_only_its_own_episodes_notifications(store).await;
+            }
+
             #[tokio::test]
             async fn incident_writes_are_atomic_and_versioned() {
                 let (_guard, store) = $open.await;

@@ -229,7 +229,7 @@ async fn flush(
         group_key: key.clone(),
         status: status.into(),
         payload,
-        alerts: carried.iter().map(|a| a.fingerprint.clone()).collect(),
+        alerts: carried.iter().map(|a| (a.fingerprint.clone(), a.fired_at)).collect(),
         log: entry.clone(),
     };
     if engine.store.enqueue(&n).await?.is_some() {

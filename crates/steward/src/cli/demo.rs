@@ -12,6 +12,9 @@ use crate::demo::Fleet;
 use crate::store::{SqliteStore, Store};
 
 pub async fn run(data: Option<PathBuf>, listen: SocketAddr) -> u8 {
+    // A directory the demo made for itself is removed when it stops; one the user named
+    // is theirs and stays.
+    let temporary = data.is_none();
     let data = data.unwrap_or_else(|| std::env::temp_dir().join(format!("steward-demo-{}", std::process::id())));
     let fleet = match Fleet::start().await {
         Ok(f) => f,
@@ -86,15 +89,19 @@ Press Ctrl-C to stop.
     });
     let opts = ServeOptions {
         config: config_path,
-        data,
+        data: data.clone(),
         listen,
         max_concurrency: 64,
         raw_retention: Duration::from_secs(6 * 3600),
         run_retention: Duration::from_secs(7 * 86400),
         status_page: true,
         external_url: None,
+        tls: None,
     };
     let code = serve::run(opts, Some(announce)).await;
     drop(fleet);
+    if temporary && let Err(e) = std::fs::remove_dir_all(&data) {
+        eprintln!("warning: could not remove the demo's data in {}: {e}", data.display());
+    }
     code
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::exit;
+use super::{exit, tls};
 use crate::api::{self, AppState};
 use crate::config;
 use crate::engine::{Engine, EngineOptions};
@@ -27,8 +27,10 @@ pub struct ServeOptions {
     /// How long finished runbook runs are kept.
     pub run_retention: Duration,
     pub status_page: bool,
-    /// The URL notifications link to; defaults to `http://` + the listen address.
+    /// The URL notifications link to; defaults to `http(s)://` + the listen address.
     pub external_url: Option<String>,
+    /// Certificate chain and key files (PEM): serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Runs until SIGTERM/SIGINT. `on_listening` is told the bound address (the demo
@@ -40,6 +42,16 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
             super::print_diagnostics(&d);
             return exit::BAD_CONFIG;
         }
+    };
+    let certificate = match &opts.tls {
+        Some((cert, key)) => match tls::Certificate::load(cert, key) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e}\n  hint: --tls-cert takes the PEM chain, --tls-key its PEM private key");
+                return exit::BAD_CONFIG;
+            }
+        },
+        None => None,
     };
     let store: Arc<dyn Store> = match SqliteStore::open(&opts.data).await {
         Ok(s) => Arc::new(s),
@@ -57,7 +69,8 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
     };
     let addr = listener.local_addr().expect("bound socket has an address");
     let checks = config.checks.len();
-    let external_url = opts.external_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_string();
+    let scheme = if certificate.is_some() { "https" } else { "http" };
+    let external_url = opts.external_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}")).trim_end_matches('/').to_string();
     let engine_options = EngineOptions {
         max_concurrency: opts.max_concurrency,
         config_path: Some(opts.config.clone()),
@@ -82,6 +95,15 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
             opts.data.display()
         );
     }
+    // Handlers are installed before anyone is told the server listens: a SIGTERM sent
+    // the moment it does must stop it gracefully, not kill it by default.
+    let stop = match shutdown_signal() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install the SIGTERM/SIGINT handlers: {e}");
+            return exit::FAILED;
+        }
+    };
     if let Some(f) = on_listening {
         f(addr);
     }
@@ -90,11 +112,17 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         supervise("compaction", engine.metrics.clone(), move || e.clone().compact_forever(keep, Duration::from_secs(600)))
     };
     let reloader = {
-        let e = engine.clone();
-        supervise("sighup_reload", engine.metrics.clone(), move || reload_on_sighup(e.clone()))
+        let (e, c) = (engine.clone(), certificate.clone());
+        supervise("sighup_reload", engine.metrics.clone(), move || reload_on_sighup(e.clone(), c.clone()))
     };
     let app = api::router(Arc::new(AppState { engine: engine.clone(), status_page: opts.status_page }));
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let served = match certificate {
+        Some(c) => match tls::TlsListener::new(listener, c) {
+            Ok(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+            Err(e) => Err(e),
+        },
+        None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+    };
     tracing::info!("shutting down: stopping checks and flushing results");
     reloader.abort();
     compactor.abort();
@@ -108,19 +136,29 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
     }
 }
 
-async fn reload_on_sighup(engine: Arc<Engine>) {
+async fn reload_on_sighup(engine: Arc<Engine>, certificate: Option<Arc<tls::Certificate>>) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading configuration");
         // Errors are logged by reload itself, and the running configuration stays.
         let _ = engine.reload().await;
+        if let Some(c) = &certificate {
+            match c.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS certificate reload failed; the current one is still served"),
+            }
+        }
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+/// Resolves on SIGTERM or SIGINT; the handlers are installed when this is called.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

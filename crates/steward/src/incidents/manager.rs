@@ -315,6 +315,7 @@ fn attach(
         state: AttachedState::Firing,
         attached_at: now,
         changed_at: now,
+        fired_at: alert.fired_at,
     });
     w.timeline.push(
         TimelineEntry::new(

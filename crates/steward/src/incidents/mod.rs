@@ -199,6 +199,10 @@ pub struct IncidentAlert {
     pub state: AttachedState,
     pub attached_at: DateTime<Utc>,
     pub changed_at: DateTime<Utc>,
+    /// When the alert's firing that was first attached started (its episode); later
+    /// firings while the incident is open belong to it too. `None` for rows written
+    /// before this was recorded.
+    pub fired_at: Option<DateTime<Utc>>,
 }
 
 /// One line of an incident's timeline. Never edited, never deleted.

@@ -200,6 +200,7 @@ mod tests {
             state: AttachedState::Resolved,
             attached_at: at("2026-11-20T03:12:05Z"),
             changed_at: at("2026-11-20T03:40:10Z"),
+            fired_at: None,
         };
         let e = |t: &str, kind: &str, actor: &str, text: &str, public: bool| TimelineEntry {
             public,

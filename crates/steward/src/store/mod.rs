@@ -110,7 +110,8 @@ pub struct NewNotification {
     pub group_key: String,
     pub status: String,
     pub payload: serde_json::Value,
-    pub alerts: Vec<String>,
+    /// The alerts it is about: fingerprint, and when the firing it reports started.
+    pub alerts: Vec<(String, Option<DateTime<Utc>>)>,
     pub log: NotifyLogEntry,
 }
 

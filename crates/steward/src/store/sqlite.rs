@@ -361,6 +361,12 @@ CREATE TABLE backup_restores (
 CREATE INDEX backup_restores_by_backup ON backup_restores (backup_id, id);
 CREATE INDEX backup_restores_running ON backup_restores (heartbeat_ms) WHERE result = 'running';
 "#,
+    // Which firing (episode) of an alert a notification and an incident attachment are
+    // about, so an incident lists only its own episodes' notifications.
+    r#"
+ALTER TABLE incident_alerts ADD COLUMN fired_ms INTEGER;
+ALTER TABLE outbox_alerts ADD COLUMN fired_ms INTEGER;
+"#,
 ];
 
 pub struct SqliteStore {

@@ -207,10 +207,11 @@ impl AlertStore for SqliteStore {
         };
         let id = insert_outbox(&mut tx, &message, now, None).await?;
         if let Some(id) = id {
-            for fp in &n.alerts {
-                sqlx::query("INSERT OR IGNORE INTO outbox_alerts (fingerprint, outbox_id) VALUES (?, ?)")
+            for (fp, fired_at) in &n.alerts {
+                sqlx::query("INSERT OR IGNORE INTO outbox_alerts (fingerprint, outbox_id, fired_ms) VALUES (?, ?, ?)")
                     .bind(fp)
                     .bind(id)
+                    .bind(fired_at.map(ms))
                     .execute(&mut *tx)
                     .await?;
             }

@@ -48,6 +48,7 @@ fn attached_row(r: &SqliteRow) -> IncidentAlert {
         state: if r.get::<&str, _>("state") == "firing" { AttachedState::Firing } else { AttachedState::Resolved },
         attached_at: time(r.get("attached_ms")),
         changed_at: time(r.get("changed_ms")),
+        fired_at: r.get::<Option<i64>, _>("fired_ms").map(time),
     }
 }
 
@@ -134,8 +135,8 @@ impl IncidentStore for SqliteStore {
         };
         for a in &w.alerts {
             sqlx::query(
-                "INSERT INTO incident_alerts (incident_id, fingerprint, rule, labels, state, attached_ms, changed_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO incident_alerts (incident_id, fingerprint, rule, labels, state, attached_ms, changed_ms, fired_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (incident_id, fingerprint) DO UPDATE SET state = excluded.state, changed_ms = excluded.changed_ms",
             )
             .bind(id)
@@ -145,6 +146,7 @@ impl IncidentStore for SqliteStore {
             .bind(if a.state == AttachedState::Firing { "firing" } else { "resolved" })
             .bind(ms(a.attached_at))
             .bind(ms(a.changed_at))
+            .bind(a.fired_at.map(ms))
             .execute(&mut *tx)
             .await?;
         }
@@ -259,17 +261,25 @@ impl IncidentStore for SqliteStore {
     }
 
     async fn incident_notifications(&self, incident: i64) -> Result<Vec<Notification>, StoreError> {
-        // Notifications about the incident's alerts count from a minute before it opened
-        // (an alert's first notification can leave before the incident manager's pass)
-        // until it closed.
+        // A notification about one of the incident's alerts belongs to it when it is
+        // about a firing (episode) that started no earlier than the one first attached
+        // and before the incident was resolved: an earlier episode belonged to an earlier
+        // incident, a later one opens its own. Rows from before episodes were recorded
+        // fall back to the time window: from a minute before the incident opened (an
+        // alert's first notification can leave before the incident manager's pass) until
+        // it closed.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM outbox o, incidents i
              WHERE i.id = ?1 AND (o.incident_id = ?1 OR (
                  o.incident_id IS NULL
-                 AND o.created_ms >= i.opened_ms - 60000
-                 AND o.created_ms <= coalesce(i.closed_ms, 9223372036854775807)
-                 AND o.id IN (SELECT x.outbox_id FROM outbox_alerts x JOIN incident_alerts a ON a.fingerprint = x.fingerprint
-                              WHERE a.incident_id = ?1)))
+                 AND o.id IN (
+                     SELECT x.outbox_id FROM outbox_alerts x JOIN incident_alerts a ON a.fingerprint = x.fingerprint
+                     WHERE a.incident_id = ?1 AND CASE
+                         WHEN x.fired_ms IS NOT NULL AND a.fired_ms IS NOT NULL THEN
+                             x.fired_ms >= a.fired_ms AND x.fired_ms <= coalesce(i.resolved_ms, i.closed_ms, 9223372036854775807)
+                         ELSE
+                             o.created_ms >= i.opened_ms - 60000 AND o.created_ms <= coalesce(i.closed_ms, 9223372036854775807)
+                     END)))
              ORDER BY o.id"
         )))
         .bind(incident)
