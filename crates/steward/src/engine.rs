@@ -62,6 +62,8 @@ pub struct Engine {
     states: Mutex<HashMap<String, CheckState>>,
     results: Mutex<Option<mpsc::Sender<scheduler::Queued>>>,
     scheduler: tokio::sync::Mutex<Scheduler>,
+    /// The supervised background loops, awaited at shutdown.
+    loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     options: EngineOptions,
 }
 
@@ -103,6 +105,7 @@ impl Engine {
             states: Mutex::new(stored.into_iter().map(|s| (s.check.clone(), s)).collect()),
             results: Mutex::new(Some(tx)),
             scheduler: tokio::sync::Mutex::new(Scheduler::new(options.max_concurrency)),
+            loops: Mutex::new(Vec::new()),
             options,
         });
         // Supervised like every loop: a restarted writer takes the same queue back.
@@ -120,7 +123,8 @@ impl Engine {
         // restarted, instead of silently ending alerting or escalations for good.
         let supervise = |name: &'static str, f: fn(Arc<Engine>, CancellationToken) -> _| {
             let e = engine.clone();
-            crate::telemetry::supervise(name, engine.metrics.clone(), move || f(e.clone(), e.stop.clone()))
+            let handle = crate::telemetry::supervise(name, engine.metrics.clone(), move || f(e.clone(), e.stop.clone()));
+            engine.loops.lock().expect("loops lock").push(handle);
         };
         supervise("alerting", |e, stop| Box::pin(crate::alerting::run(e, stop)) as BoxedLoop);
         supervise("incidents", |e, stop| Box::pin(crate::incidents::manager::run(e, stop)) as BoxedLoop);
@@ -298,8 +302,16 @@ impl Engine {
     }
 
     /// Stops all checks, then lets the writer flush what is queued.
+    /// Stops the background loops (and waits until they have: nothing evaluates, pages
+    /// or runs after this returns), then stops all checks and lets the writer flush
+    /// what is queued.
     pub async fn shutdown(&self, writer: tokio::task::JoinHandle<()>) {
         self.stop.cancel();
+        let loops: Vec<_> = self.loops.lock().expect("loops lock").drain(..).collect();
+        for handle in loops {
+            // Each loop selects on `stop`; one stuck in a long call is not waited for forever.
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
         self.scheduler.lock().await.shutdown().await;
         self.results.lock().expect("results lock").take();
         let _ = writer.await;
