@@ -13,6 +13,13 @@ use steward::store::{IncidentQuery, SqliteStore};
 /// An engine on a fresh store whose background loops are stopped, so that only the
 /// test advances alerting and incidents, at the times it chooses.
 async fn quiet_engine(config: &str, data: &std::path::Path) -> Arc<Engine> {
+    let (engine, writer) = running_engine(config, data).await;
+    engine.shutdown(writer).await;
+    engine
+}
+
+/// An engine on a fresh store with every loop running, as `serve` starts it.
+async fn running_engine(config: &str, data: &std::path::Path) -> (Arc<Engine>, tokio::task::JoinHandle<()>) {
     let config = steward::config::load_str("t.yaml", config).expect("valid test configuration");
     let store = SqliteStore::open(data).await.unwrap();
     let options = EngineOptions {
@@ -22,10 +29,17 @@ async fn quiet_engine(config: &str, data: &std::path::Path) -> Arc<Engine> {
         run_retention: Duration::from_secs(3600),
         data_dir: data.to_path_buf(),
     };
-    let (engine, writer) = Engine::start(config, Arc::new(store), options).await.unwrap();
-    engine.shutdown(writer).await;
-    engine
+    Engine::start(config, Arc::new(store), options).await.unwrap()
 }
+
+/// An alert rule on check `c`, a receiver, a route and an incident policy for it.
+const DOWN_OPENS_AN_INCIDENT: &str = "alerts:
+  - {name: Down, when: check c unhealthy, severity: critical}
+receivers: [{name: pager, webhook: {url: 'http://127.0.0.1:9/'}}]
+route: {receiver: pager}
+incidents:
+  policies: [{name: all}]
+";
 
 /// Was: `handled_elsewhere` compared the alert's firing time (nanoseconds, in memory)
 /// with the time it was attached to its incident (milliseconds, as stored). An alert
@@ -36,20 +50,10 @@ async fn quiet_engine(config: &str, data: &std::path::Path) -> Arc<Engine> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_resolved_incident_stays_resolved_when_its_alert_fired_in_the_attaching_millisecond() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = quiet_engine(
-        "services: [{name: api, tier: 2}]
-checks:
-  - {name: api-port, service: api, interval: 1h, failure_threshold: 1, tcp: {address: '127.0.0.1:1'}}
-alerts:
-  - {name: ApiDown, when: check api-port unhealthy, severity: critical}
-receivers: [{name: pager, webhook: {url: 'http://127.0.0.1:9/'}}]
-route: {receiver: pager}
-incidents:
-  policies: [{name: all}]
-",
-        &dir.path().join("data"),
-    )
-    .await;
+    let config = format!(
+        "services: [{{name: api, tier: 2}}]\nchecks:\n  - {{name: c, service: api, interval: 1h, failure_threshold: 1, tcp: {{address: '127.0.0.1:1'}}}}\n{DOWN_OPENS_AN_INCIDENT}"
+    );
+    let engine = quiet_engine(&config, &dir.path().join("data")).await;
     let spec = engine.config().checks[0].clone();
     // A millisecond boundary, then times inside that millisecond.
     let base: DateTime<Utc> = DateTime::from_timestamp_millis(Utc::now().timestamp_millis() + 1_000).unwrap();
@@ -86,19 +90,9 @@ incidents:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_compare_equal_to_themselves_after_a_round_trip_through_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = quiet_engine(
-        "checks:
-  - {name: c, interval: 1h, failure_threshold: 1, tcp: {address: '127.0.0.1:1'}}
-alerts:
-  - {name: Down, when: check c unhealthy, severity: critical}
-receivers: [{name: pager, webhook: {url: 'http://127.0.0.1:9/'}}]
-route: {receiver: pager}
-incidents:
-  policies: [{name: all}]
-",
-        &dir.path().join("data"),
-    )
-    .await;
+    let config =
+        format!("checks:\n  - {{name: c, interval: 1h, failure_threshold: 1, tcp: {{address: '127.0.0.1:1'}}}}\n{DOWN_OPENS_AN_INCIDENT}");
+    let engine = quiet_engine(&config, &dir.path().join("data")).await;
     let spec = engine.config().checks[0].clone();
     let odd = DateTime::from_timestamp(steward::clock::now().timestamp() + 1, 123_456_789).unwrap();
     engine.observe(&spec, steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: None, at: odd }).await;
@@ -126,19 +120,11 @@ incidents:
 async fn a_health_change_is_stored_before_alerting_can_see_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = steward::config::load_str(
-        "t.yaml",
+    let (engine, _writer) = running_engine(
         "checks:\n  - {name: c, interval: 1h, failure_threshold: 1, tcp: {address: '127.0.0.1:1'}}\n  - {name: quiet, interval: 1h, tcp: {address: '127.0.0.1:1'}}\n",
+        &data,
     )
-    .unwrap();
-    let options = EngineOptions {
-        max_concurrency: 4,
-        config_path: None,
-        external_url: "http://127.0.0.1".into(),
-        run_retention: Duration::from_secs(3600),
-        data_dir: data.clone(),
-    };
-    let (engine, _writer) = Engine::start(config, Arc::new(SqliteStore::open(&data).await.unwrap()), options).await.unwrap();
+    .await;
     let spec = engine.config().check("c").unwrap().clone();
     let quiet = engine.config().check("quiet").unwrap().clone();
     for (healthy, expect) in [(false, "unhealthy"), (true, "healthy"), (false, "unhealthy")] {
