@@ -540,7 +540,7 @@ backups:
     assert_error_at(&errs, 15, 15, "`every day` is invalid");
     assert_error_at(&errs, 17, 18, "zstd level from 1 to 19");
 
-    // Checks across policies, once each policy reads well.
+    // Checks across policies (also made when a policy has errors of its own, above).
     std::fs::write(
         &f,
         "repositories:
@@ -560,8 +560,67 @@ backups:
     let (code, v) = validate(&f);
     assert_eq!(code, 2);
     let errs = errors(&v);
-    assert_error_at(&errs, 5, 11, "repository `locl`, which is not defined");
+    assert_error_at(&errs, 7, 17, "repository `locl`, which is not defined");
     assert_error_at(&errs, 8, 11, "assertion queries");
     let hints = v["errors"].to_string();
     assert!(hints.contains("did you mean `local`?"), "{hints}");
+}
+
+/// One pass reports everything: an entry with an error of its own still has its
+/// references checked (a backup with a bad compression level and an unknown
+/// repository; a runbook whose steps have errors and read later steps), and an entry
+/// that is defined but invalid is not also called "not defined" where it is used.
+#[test]
+fn every_error_comes_in_one_pass_even_inside_entries_with_other_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        r#"checks:
+  - name: bk
+    backup: { policy: nightly, max_age: 1d }
+alerts:
+  - name: Restart
+    when: check bk unhealthy
+    runbook: restart
+repositories:
+  - name: local
+    path: /tmp/x
+    bogus: 1
+backups:
+  - name: nightly
+    postgres: { url: "postgres://127.0.0.1/postgres" }
+    repository: locl
+    compression: 99
+  - name: weekly
+    postgres: { url: "postgres://127.0.0.1/postgres" }
+    repository: local
+runbooks:
+  - name: restart
+    steps:
+      - name: first
+        shell: { argv: [echo, "{{ steps.second.stdout }}"] }
+        bogus: 2
+      - name: second
+        sleep: 1x
+  - name: caller
+    steps:
+      - { name: call, runbook: { name: restart } }
+"#,
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 2);
+    let errs = errors(&v);
+    assert_error_at(&errs, 11, 5, "unknown key `bogus`");
+    assert_error_at(&errs, 15, 17, "uses repository `locl`, which is not defined");
+    assert_error_at(&errs, 16, 18, "compression");
+    assert_error_at(&errs, 24, 31, "reads `steps.second`, which is not a step that runs before it");
+    assert_error_at(&errs, 25, 9, "unknown key `bogus`");
+    assert_error_at(&errs, 27, 16, "sleep");
+    // Defined, with errors of their own: not also "not defined" where they are used.
+    for (l, _, m) in &errs {
+        assert!(!m.contains("not defined") || m.contains("locl"), "line {l}: {m}");
+    }
+    assert_eq!(errs.len(), 6, "{errs:#?}");
 }

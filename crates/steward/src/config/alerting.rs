@@ -678,10 +678,15 @@ fn runbook_link(n: &Node, what: &str, d: &mut Diagnostics, refs: &mut AlertingRe
 }
 
 /// Alert rules' runbooks exist and get the parameters they need.
-pub(super) fn check_runbook_links(refs: &AlertingRefs, runbooks: &[super::runbooks::Runbook], d: &mut Diagnostics) {
+pub(super) fn check_runbook_links(refs: &AlertingRefs, runbooks: &[super::runbooks::Runbook], declared: &[String], d: &mut Diagnostics) {
     for link in &refs.runbook_links {
         let Some(rb) = runbooks.iter().find(|r| r.name == link.name) else {
-            let hint = super::diagnostics::closest(&link.name, runbooks.iter().map(|r| r.name.as_str()))
+            if declared.contains(&link.name) {
+                // Defined, with errors of its own (reported there); its parameters
+                // are checked once it decodes.
+                continue;
+            }
+            let hint = super::diagnostics::closest(&link.name, declared.iter().map(String::as_str))
                 .map_or("define it under `runbooks:`".to_string(), |c| format!("did you mean `{c}`?"));
             d.push(Diagnostic::error(link.pos.clone(), format!("runbook `{}` is not defined", link.name)).with_hint(hint));
             continue;

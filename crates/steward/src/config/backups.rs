@@ -190,9 +190,21 @@ pub struct Assertion {
     pub query: String,
 }
 
-pub fn repository(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<Repository> {
+/// Names declared and referenced in `repositories:` and `backups:`, kept even when the
+/// entry that declares or references them has other errors: one pass reports every
+/// problem, and an entry with a typo elsewhere is not also called "not defined".
+#[derive(Default)]
+pub struct BackupRefs {
+    pub repositories: Vec<String>,
+    pub policies: Vec<String>,
+    /// (policy, repository, where the repository is named)
+    pub uses: Vec<(String, String, Pos)>,
+}
+
+pub fn repository(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut BackupRefs) -> Option<Repository> {
     let mut f = Fields::of(node, "a repository", d)?;
     let name = name_of(&mut f, "repository", d);
+    refs.repositories.extend(name.as_ref().map(|(n, _)| n.clone()));
     let what = name.as_ref().map_or("the repository".to_string(), |(n, _)| format!("repository `{n}`"));
     let path = f.take("path");
     let s3 = f.take("s3");
@@ -273,9 +285,10 @@ fn s3_repository(node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec
     })
 }
 
-pub fn policy(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<BackupPolicy> {
+pub fn policy(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut BackupRefs) -> Option<BackupPolicy> {
     let mut f = Fields::of(node, "a backup", d)?;
     let name = name_of(&mut f, "backup", d);
+    refs.policies.extend(name.as_ref().map(|(n, _)| n.clone()));
     let what = name.as_ref().map_or("the backup".to_string(), |(n, _)| format!("backup `{n}`"));
     let sources: Vec<&str> = SOURCE_KINDS.iter().copied().filter(|k| f.has(k)).collect();
     let source = match sources.as_slice() {
@@ -311,7 +324,11 @@ pub fn policy(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Op
         })
     });
     let schedule = f.take("schedule").map(|n| cron(n, &format!("{what} schedule"), timezone.unwrap_or(chrono_tz::Tz::UTC), d));
-    let repository = f.require("repository", d).and_then(|n| de::string(n, &format!("{what} repository"), d));
+    let repository = f.require("repository", d).and_then(|n| {
+        let r = de::string(n, &format!("{what} repository"), d)?;
+        refs.uses.push((name.as_ref().map_or_else(String::new, |(n, _)| n.clone()), r.clone(), n.pos.clone()));
+        Some(r)
+    });
     let compression_level = f.take("compression").map_or(Some(3), |n| compression(n, &what, d));
     let encryption_key = f.take("encryption").map_or(Some(None), |n| encryption(n, &what, d, secrets).map(Some));
     let retention = f.take("retention").map_or(Some(None), |n| retention(n, &what, d).map(Some));
@@ -518,7 +535,7 @@ fn verify(node: &Node, what: &str, timezone: chrono_tz::Tz, d: &mut Diagnostics)
 }
 
 /// Rules across policies and repositories.
-pub fn cross_check(repositories: &[Repository], policies: &[BackupPolicy], d: &mut Diagnostics) {
+pub fn cross_check(repositories: &[Repository], policies: &[BackupPolicy], refs: &BackupRefs, d: &mut Diagnostics) {
     for (i, r) in repositories.iter().enumerate() {
         if let Some(first) = repositories[..i].iter().find(|o| o.name == r.name) {
             d.push(
@@ -527,24 +544,26 @@ pub fn cross_check(repositories: &[Repository], policies: &[BackupPolicy], d: &m
             );
         }
     }
+    for (policy, repository, pos) in &refs.uses {
+        if refs.repositories.contains(repository) {
+            continue;
+        }
+        let known = refs.repositories.iter().map(String::as_str);
+        let hint = match super::diagnostics::closest(repository, known.clone()) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None if refs.repositories.is_empty() => {
+                "add a `repositories:` section, e.g. `- { name: local, path: /var/lib/steward/backups }`".into()
+            }
+            None => format!("known repositories: {}", known.collect::<Vec<_>>().join(", ")),
+        };
+        let whose = if policy.is_empty() { "a backup".to_string() } else { format!("backup `{policy}`") };
+        d.push(Diagnostic::error(pos.clone(), format!("{whose} uses repository `{repository}`, which is not defined")).with_hint(hint));
+    }
     for (i, p) in policies.iter().enumerate() {
         if let Some(first) = policies[..i].iter().find(|o| o.name == p.name) {
             d.push(
                 Diagnostic::error(p.pos.clone(), format!("backup `{}` is defined twice", p.name))
                     .with_hint(format!("the first is at {}", first.pos)),
-            );
-        }
-        if !repositories.iter().any(|r| r.name == p.repository) {
-            let hint = match super::diagnostics::closest(&p.repository, repositories.iter().map(|r| r.name.as_str())) {
-                Some(c) => format!("did you mean `{c}`?"),
-                None if repositories.is_empty() => {
-                    "add a `repositories:` section, e.g. `- { name: local, path: /var/lib/steward/backups }`".into()
-                }
-                None => format!("known repositories: {}", repositories.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")),
-            };
-            d.push(
-                Diagnostic::error(p.pos.clone(), format!("backup `{}` uses repository `{}`, which is not defined", p.name, p.repository))
-                    .with_hint(hint),
             );
         }
         if !p.verify.assertions.is_empty() && !matches!(p.source, BackupSource::Postgres(_) | BackupSource::Mysql { .. }) {

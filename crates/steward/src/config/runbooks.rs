@@ -308,6 +308,9 @@ pub const DEFAULT_WAIT_INTERVAL: Duration = Duration::from_secs(5);
 /// What decoding found, for the rules that span runbooks and sections.
 #[derive(Default)]
 pub struct RunbookRefs {
+    /// Every runbook name declared, also of runbooks with errors of their own (so that
+    /// a call to one is not also reported as "not defined").
+    pub declared: Vec<String>,
     pub checks: Vec<(String, Pos)>,
     pub receivers: Vec<(String, Pos)>,
     /// (caller, callee, position)
@@ -331,6 +334,7 @@ struct Ctx<'a> {
 pub fn runbook(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut RunbookRefs) -> Option<Runbook> {
     let mut f = Fields::of(node, "a runbook", d)?;
     let name = super::sections::name_of(&mut f, "runbook", d);
+    refs.declared.extend(name.as_ref().map(|(n, _)| n.clone()));
     let what = name.as_ref().map_or("the runbook".to_string(), |(n, _)| format!("runbook `{n}`"));
     let description = f.take("description").and_then(|n| de::string(n, &format!("{what} description"), d));
     let owner = f.take("owner").and_then(|n| de::string(n, &format!("{what} owner"), d));
@@ -1405,7 +1409,7 @@ pub fn cross_check(runbooks: &[Runbook], refs: &RunbookRefs, checks: &[&str], re
             d.push(Diagnostic::error(pos.clone(), format!("receiver `{receiver}` is not defined")).with_hint(hint));
         }
     }
-    let names: Vec<&str> = runbooks.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = refs.declared.iter().map(String::as_str).collect();
     for (caller, callee, pos) in &refs.calls {
         if !names.contains(&callee.as_str()) {
             let hint = closest(callee, names.iter().copied())

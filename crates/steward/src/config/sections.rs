@@ -79,6 +79,7 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut runbook_refs = super::runbooks::RunbookRefs::default();
     let mut repositories = Vec::new();
     let mut backups = Vec::new();
+    let mut backup_refs = super::backups::BackupRefs::default();
     for doc in docs {
         if matches!(doc.value, Value::Null) {
             continue;
@@ -148,10 +149,10 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
             runbooks.extend(list.iter().filter_map(|n| super::runbooks::runbook(n, d, &mut secrets, &mut runbook_refs)));
         }
         if let Some(list) = top.take("repositories").and_then(|n| de::list(n, "`repositories`", d)) {
-            repositories.extend(list.iter().filter_map(|n| super::backups::repository(n, d, &mut secrets)));
+            repositories.extend(list.iter().filter_map(|n| super::backups::repository(n, d, &mut secrets, &mut backup_refs)));
         }
         if let Some(list) = top.take("backups").and_then(|n| de::list(n, "`backups`", d)) {
-            backups.extend(list.iter().filter_map(|n| super::backups::policy(n, d, &mut secrets)));
+            backups.extend(list.iter().filter_map(|n| super::backups::policy(n, d, &mut secrets, &mut backup_refs)));
         }
         top.finish(TOP_LEVEL, d);
     }
@@ -162,13 +163,13 @@ pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     incidents_section::cross_check(&incidents, &receivers, &time_intervals, d);
     let receiver_names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
     super::runbooks::cross_check(&runbooks, &runbook_refs, &check_names, &receiver_names, d);
-    alerting::check_runbook_links(&alerting_refs, &runbooks, d);
-    super::backups::cross_check(&repositories, &backups, d);
+    alerting::check_runbook_links(&alerting_refs, &runbooks, &runbook_refs.declared, d);
+    super::backups::cross_check(&repositories, &backups, &backup_refs, d);
     for c in &checks {
         if let Probe::Backup(b) = &c.probe
-            && !backups.iter().any(|p| p.name == b.policy)
+            && !backup_refs.policies.contains(&b.policy)
         {
-            let known: Vec<&str> = backups.iter().map(|p| p.name.as_str()).collect();
+            let known: Vec<&str> = backup_refs.policies.iter().map(String::as_str).collect();
             let hint = match super::diagnostics::closest(&b.policy, known.iter().copied()) {
                 Some(k) => format!("did you mean `{k}`?"),
                 None if known.is_empty() => "define the policy under `backups:`".into(),
