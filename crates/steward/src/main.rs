@@ -58,6 +58,7 @@ enum Command {
         /// A YAML file, or a directory whose *.yaml / *.yml files form one configuration.
         #[arg(short, long, env = "STEWARD_CONFIG")]
         config: PathBuf,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -66,8 +67,10 @@ enum Command {
     /// Thresholds do not apply: each check's single run decides. Exits 0 when all are
     /// healthy, 1 when any is unhealthy, 2 when the configuration is invalid.
     Check {
+        /// A YAML file, or a directory whose *.yaml / *.yml files form one configuration.
         #[arg(short, long, env = "STEWARD_CONFIG")]
         config: PathBuf,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
         /// A server's data directory: `backup` checks read its records (without it they
@@ -83,11 +86,13 @@ enum Command {
     /// SIGHUP reloads the configuration (validated first; on error the running one stays).
     /// SIGTERM or Ctrl-C stops gracefully.
     Serve {
+        /// A YAML file, or a directory whose *.yaml / *.yml files form one configuration.
         #[arg(short, long, env = "STEWARD_CONFIG")]
         config: PathBuf,
         /// Directory for the embedded store (created if missing).
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
+        /// Address and port for the API, /metrics and the status page.
         #[arg(short, long, default_value = "127.0.0.1:8080", env = "STEWARD_LISTEN")]
         listen: SocketAddr,
         /// Probes in flight at once across all checks.
@@ -121,6 +126,7 @@ enum Command {
         fingerprint: Option<String>,
         #[command(flatten)]
         remote: RemoteArgs,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -161,9 +167,11 @@ enum Command {
     },
     /// The runbooks a running server knows, or one runbook's parameters and steps.
     Runbooks {
+        /// Show this runbook in full (parameters, steps, schedules) instead of the list.
         name: Option<String>,
         #[command(flatten)]
         remote: RemoteArgs,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -174,6 +182,7 @@ enum Command {
         /// open, done or all.
         #[arg(long, default_value = "open")]
         state: String,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -185,6 +194,7 @@ enum Command {
     Oncall {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// Only this schedule; with --override, the schedule to change.
         #[arg(long)]
         schedule: Option<String>,
         /// An instant (RFC 3339, or `YYYY-MM-DD HH:MM` in UTC); default now.
@@ -193,10 +203,13 @@ enum Command {
         /// Put this person on call in --schedule from --from until --until.
         #[arg(long = "override", requires_all = ["schedule", "from", "until"])]
         override_person: Option<String>,
+        /// With --override: when it starts (`YYYY-MM-DD HH:MM` in the schedule's zone, or RFC 3339).
         #[arg(long)]
         from: Option<String>,
+        /// With --override: when it ends (`YYYY-MM-DD HH:MM` in the schedule's zone, or RFC 3339).
         #[arg(long)]
         until: Option<String>,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -270,6 +283,7 @@ enum Command {
         /// Keep the demo's data here (default: a new directory under the system temp dir).
         #[arg(short, long)]
         data: Option<PathBuf>,
+        /// Address and port for the demo's Steward server (the demo fleet picks a free port of its own).
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
@@ -292,6 +306,7 @@ enum SilenceAction {
         /// Why: the next person on call reads it.
         #[arg(long)]
         comment: String,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -299,6 +314,7 @@ enum SilenceAction {
     List {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -306,6 +322,7 @@ enum SilenceAction {
     Expire {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The silence's ID, as `steward silence list` shows it.
         id: String,
     },
 }
@@ -316,8 +333,10 @@ enum RouteAction {
     ///
     /// Example: steward route test -c steward.yaml alertname=ApiDown severity=critical team=chat
     Test {
+        /// A YAML file, or a directory whose *.yaml / *.yml files form one configuration.
         #[arg(short, long, env = "STEWARD_CONFIG")]
         config: PathBuf,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
         /// LABEL=VALUE pairs.
@@ -329,27 +348,34 @@ enum RouteAction {
 enum TokenAction {
     /// Create a token and print its secret (only this once).
     Create {
+        /// The server's data directory (its store, keys and tokens).
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
+        /// A name for the token, unique; `token list` shows it and `token revoke --name` takes it.
         #[arg(short, long)]
         name: String,
         /// viewer reads; operator also acts (runs checks); admin also reloads config and manages tokens.
         #[arg(short, long, value_parser = parse_role)]
         role: Role,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// List tokens (never their secrets).
     List {
+        /// The server's data directory (its store, keys and tokens).
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Revoke a token by name; requests with it are refused from then on.
     Revoke {
+        /// The server's data directory (its store, keys and tokens).
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
+        /// The token's name, as `steward token list` shows it.
         #[arg(short, long)]
         name: String,
     },
@@ -368,6 +394,7 @@ enum KeysAction {
         /// The key to rotate.
         #[arg(value_parser = ["acknowledge-links"])]
         key: String,
+        /// The server's data directory (its store, keys and tokens).
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
     },
@@ -506,4 +533,68 @@ fn main() -> ExitCode {
     // Probe tasks may still be parked on a hung target; do not wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every command, with its path from the root (`steward backup restore`).
+    fn walk(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands() {
+            walk(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    fn commands() -> Vec<(String, clap::Command)> {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut out = Vec::new();
+        walk(&cmd, "steward".into(), &mut out);
+        out
+    }
+
+    /// `--help` teaches: every command says what it does and every argument what it
+    /// takes (an argument without help shows as a bare name).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let mut missing = Vec::new();
+        for (path, cmd) in commands() {
+            if cmd.get_about().is_none() && path != "steward help" && !path.starts_with("steward help ") {
+                missing.push(format!("{path}: no description"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.is_hide_set() {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: argument `{id}` has no help"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented:\n{}", missing.join("\n"));
+    }
+
+    /// A short flag means one thing everywhere: `-d` is `--data` in every command
+    /// that has it.
+    #[test]
+    fn a_short_flag_means_one_thing_everywhere() {
+        let mut meaning: BTreeMap<char, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        for (path, cmd) in commands() {
+            for arg in cmd.get_arguments() {
+                if let Some(short) = arg.get_short() {
+                    let long = arg.get_long().unwrap_or(arg.get_id().as_str()).to_string();
+                    meaning.entry(short).or_default().entry(long).or_default().push(path.clone());
+                }
+            }
+        }
+        let clashes: Vec<String> =
+            meaning.iter().filter(|(_, longs)| longs.len() > 1).map(|(short, longs)| format!("-{short}: {longs:?}")).collect();
+        assert!(clashes.is_empty(), "short flags with two meanings:\n{}", clashes.join("\n"));
+    }
 }

@@ -30,6 +30,7 @@ pub struct Local {
     /// The data directory (the store where backups are recorded; the server's, if one runs).
     #[arg(short, long, env = "STEWARD_DATA")]
     pub data: PathBuf,
+    /// How to print: `table` for people, `json` for scripts.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
 }
@@ -42,6 +43,7 @@ pub enum BackupAction {
     /// recorded), 3 another backup of the same source into the same repository
     /// holds its lease.
     Run {
+        /// The backup policy, as named under `backups:`.
         policy: String,
         #[command(flatten)]
         local: Local,
@@ -53,6 +55,7 @@ pub enum BackupAction {
         /// running, succeeded, failed, interrupted or deleted.
         #[arg(long)]
         status: Option<String>,
+        /// At most this many, newest first.
         #[arg(long, default_value = "50")]
         limit: u32,
         #[command(flatten)]
@@ -60,6 +63,7 @@ pub enum BackupAction {
     },
     /// One backup: what it recorded (row counts, key counts, files) and its verifications.
     Show {
+        /// The backup's ID, as `steward backup list` shows it.
         id: String,
         #[command(flatten)]
         local: Local,
@@ -109,7 +113,9 @@ pub enum BackupAction {
     ///   steward backup restore 20261122T020000Z-7f3a --to /srv/uploads --force --yes
     #[command(verbatim_doc_comment)]
     Restore {
+        /// The backup's ID, as `steward backup list` shows it.
         id: String,
+        /// Where to restore: postgres://… or mysql://… (a database), the dump.rdb path for Redis, or a directory.
         #[arg(long)]
         to: String,
         /// Replace what the target holds.

@@ -74,10 +74,10 @@ name the cause.
 
 The storm opens one incident, which pages whoever is on call every minute until
 someone acknowledges it; healing auth resolves it:
-  steward incident list --server http://{addr} --token {token}
-  steward incident ack 1 --server http://{addr} --token {token}
-  steward incident show 1 --server http://{addr} --token {token}         # the timeline
-  steward incident postmortem 1 --server http://{addr} --token {token}   # review draft
+  steward incident list --server http://{addr} --token {token}         # IDs; the open one is the storm
+  steward incident ack ID --server http://{addr} --token {token}        # ID from the list: stops the paging
+  steward incident show ID --server http://{addr} --token {token}       # the timeline
+  steward incident postmortem ID --server http://{addr} --token {token} # review draft
   steward oncall --server http://{addr} --token {token}
 
 Press Ctrl-C to stop.

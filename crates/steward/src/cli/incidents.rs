@@ -22,6 +22,7 @@ pub enum IncidentAction {
         /// Only incidents touching this service.
         #[arg(long)]
         service: Option<String>,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -29,7 +30,9 @@ pub enum IncidentAction {
     Show {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The incident's number, as `steward incident list` shows it.
         id: i64,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -39,6 +42,7 @@ pub enum IncidentAction {
     Declare {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// One line saying what is wrong; pages and the timeline show it.
         #[arg(long)]
         title: String,
         /// P0 (complete outage, data loss) … P4 (no user impact).
@@ -50,6 +54,7 @@ pub enum IncidentAction {
         /// Page through this escalation policy until someone acknowledges.
         #[arg(long)]
         escalation: Option<String>,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -65,8 +70,11 @@ pub enum IncidentAction {
     Note {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The incident's number, as `steward incident list` shows it.
         id: i64,
+        /// The note (quote it to keep it one argument).
         text: String,
+        /// Also show the note on the public status page: write it for customers.
         #[arg(long)]
         public: bool,
     },
@@ -74,9 +82,11 @@ pub enum IncidentAction {
     Priority {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The incident's number, as `steward incident list` shows it.
         id: i64,
         /// P0 … P4.
         priority: String,
+        /// Why the priority changes; goes into the timeline.
         #[arg(long)]
         reason: String,
     },
@@ -84,22 +94,29 @@ pub enum IncidentAction {
     AssignRole {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The incident's number, as `steward incident list` shows it.
         id: i64,
+        /// commander, scribe or liaison.
         role: String,
+        /// Who takes the role.
         person: String,
     },
     /// Fire the next escalation level now instead of waiting.
     EscalateNow {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The incident's number, as `steward incident list` shows it.
         id: i64,
     },
     /// Record an action item (follow-up work) on the incident.
     ActionItem {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The incident's number, as `steward incident list` shows it.
         id: i64,
+        /// What needs doing.
         text: String,
+        /// Who will do it.
         #[arg(long)]
         owner: Option<String>,
     },
@@ -107,13 +124,16 @@ pub enum IncidentAction {
     ActionDone {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The incident's number, as `steward incident list` shows it.
         id: i64,
+        /// The action item's number, as `steward incident show ID` lists it.
         item: i64,
     },
     /// Write the post-incident review (Markdown), pre-filled from the incident.
     Postmortem {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The incident's number, as `steward incident list` shows it.
         id: i64,
         /// Write to this file instead of stdout.
         #[arg(long)]
@@ -131,6 +151,7 @@ pub enum IncidentAction {
         /// How far back (e.g. 30d) or an RFC 3339 time.
         #[arg(long, default_value = "30d")]
         since: String,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -140,6 +161,7 @@ pub enum IncidentAction {
 pub struct Transition {
     #[command(flatten)]
     remote: RemoteArgs,
+    /// The incident's number, as `steward incident list` shows it.
     id: i64,
     /// Why, or what was done; goes into the timeline.
     #[arg(long)]

@@ -25,6 +25,7 @@ pub struct RunArgs {
     pub follow: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// How to print: `table` for people, `json` for scripts.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
 }
@@ -35,16 +36,19 @@ pub enum RunsAction {
     List {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// Only runs of this runbook.
         #[arg(long)]
         runbook: Option<String>,
         /// running, waiting, succeeded, failed, cancelled, interrupted.
         #[arg(long)]
         status: Option<String>,
+        /// At most this many, newest first.
         #[arg(long, default_value = "50")]
         limit: u32,
         /// Only runs with a smaller id (the next page).
         #[arg(long)]
         before: Option<i64>,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -52,7 +56,9 @@ pub enum RunsAction {
     Show {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The run's number, as `steward runs list` shows it.
         id: i64,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -60,7 +66,9 @@ pub enum RunsAction {
     Follow {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The run's number, as `steward runs list` shows it.
         id: i64,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -73,7 +81,9 @@ pub enum RunsAction {
     Cancel {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// The run's number, as `steward runs list` shows it.
         id: i64,
+        /// Why; goes into the run's record.
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -86,12 +96,16 @@ pub enum RunsAction {
     Audit {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// Only runs of this runbook.
         #[arg(long)]
         runbook: Option<String>,
+        /// Only what this person or token did.
         #[arg(long)]
         actor: Option<String>,
+        /// At most this many, newest first.
         #[arg(long, default_value = "100")]
         limit: u32,
+        /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -101,6 +115,7 @@ pub enum RunsAction {
 pub struct Decide {
     #[command(flatten)]
     remote: RemoteArgs,
+    /// The run's number, as `steward runs list` shows it.
     id: i64,
     /// The approval step, when the run waits at several.
     #[arg(long)]
@@ -114,12 +129,15 @@ pub struct Decide {
 pub struct Continue {
     #[command(flatten)]
     remote: RemoteArgs,
+    /// The run's number, as `steward runs list` shows it.
     id: i64,
     /// Run again from this top-level step on, even if later steps had succeeded.
     #[arg(long)]
     from: Option<String>,
+    /// Then follow the run live until it ends (as `steward runs follow`).
     #[arg(short, long)]
     follow: bool,
+    /// How to print: `table` for people, `json` for scripts.
     #[arg(short, long, value_enum, default_value = "table")]
     output: Output,
 }

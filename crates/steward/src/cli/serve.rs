@@ -18,7 +18,9 @@ use crate::telemetry::supervise;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// A YAML file, or a directory whose *.yaml / *.yml files form one configuration.
     pub config: PathBuf,
+    /// The server's data directory (its store, keys and tokens).
     pub data: PathBuf,
     pub listen: SocketAddr,
     pub max_concurrency: usize,
