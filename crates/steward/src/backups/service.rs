@@ -496,7 +496,7 @@ impl Backups {
         });
         self.track(id, &progress);
         let started = Instant::now();
-        tracing::warn!(backup = %id, target = %report.target, force, actor, "restore started");
+        tracing::info!(backup = %id, target = %report.target, force, actor, "restore started");
         let running = Running::default();
         let result = async {
             if !skip_check {
@@ -519,7 +519,13 @@ impl Backups {
         self.store.finish_restore(rid, outcome, &json!({ "seconds": seconds, "result": detail })).await?;
         match result {
             Ok(v) => {
-                tracing::warn!(backup = %id, target = %report.target, seconds, outcome, "restore finished");
+                // A restore that worked is news, not a warning; one whose data differs
+                // from what was backed up is.
+                if outcome == "succeeded" {
+                    tracing::info!(backup = %id, target = %report.target, seconds, outcome, "restore finished");
+                } else {
+                    tracing::warn!(backup = %id, target = %report.target, seconds, outcome, "restore finished; the restored data differs from the backup's record");
+                }
                 report.result = v;
                 Ok(report)
             }
