@@ -182,7 +182,10 @@ fn take_alerts(
     dirty: &mut Vec<bool>,
     now: DateTime<Utc>,
 ) {
-    let live: HashMap<&str, &Alert> = alerts.iter().map(|a| (a.fingerprint.as_str(), a.as_ref())).collect();
+    // Built only when something is attached: with thousands of alerts and no incident,
+    // every pass paid for this map (and the sort below) for nothing.
+    let live: HashMap<&str, &Alert> =
+        if attached.is_empty() { HashMap::new() } else { alerts.iter().map(|a| (a.fingerprint.as_str(), a.as_ref())).collect() };
     let index = |writes: &[IncidentWrite], id: i64| writes.iter().position(|w| w.incident.id == id);
     // Attached alerts that resolved, or fired again.
     let mut holder: HashMap<String, usize> = HashMap::new();
@@ -203,15 +206,20 @@ fn take_alerts(
             dirty[i] = true;
         }
     }
-    // Firing alerts no open incident holds yet.
-    let checks = engine.states();
-    let mut firing: Vec<&Alert> = alerts.iter().map(|a| a.as_ref()).filter(|a| a.state == AlertState::Firing).collect();
-    firing.sort_by(|a, b| a.fired_at.cmp(&b.fired_at).then(a.fingerprint.cmp(&b.fingerprint)));
-    for alert in firing {
-        if holder.contains_key(&alert.fingerprint) || handled.contains(&alert.fingerprint) {
+    // Firing alerts no open incident holds yet, oldest first (filtered before sorting:
+    // most alerts of a large set are held already or match no policy).
+    let mut firing: Vec<(&Alert, &crate::config::IncidentPolicy)> = alerts
+        .iter()
+        .map(|a| a.as_ref())
+        .filter(|a| a.state == AlertState::Firing && !holder.contains_key(&a.fingerprint) && !handled.contains(&a.fingerprint))
+        .filter_map(|a| policy::policy_for(config, &a.labels).map(|p| (a, p)))
+        .collect();
+    firing.sort_by(|(a, _), (b, _)| a.fired_at.cmp(&b.fired_at).then(a.fingerprint.cmp(&b.fingerprint)));
+    let checks = if firing.is_empty() { HashMap::new() } else { engine.states() };
+    for (alert, policy) in firing {
+        if holder.contains_key(&alert.fingerprint) {
             continue;
         }
-        let Some(policy) = policy::policy_for(config, &alert.labels) else { continue };
         let mutes = engine.alerting.mutes(alert, alerts, config, &checks, now);
         if mutes.iter().any(|m| matches!(m, Mute::Silence { .. } | Mute::Maintenance { .. })) {
             continue;

@@ -206,15 +206,20 @@ impl AlertStore for SqliteStore {
             payload: n.payload.clone(),
         };
         let id = insert_outbox(&mut tx, &message, now, None).await?;
-        if let Some(id) = id {
-            for (fp, fired_at) in &n.alerts {
-                sqlx::query("INSERT OR IGNORE INTO outbox_alerts (fingerprint, outbox_id, fired_ms) VALUES (?, ?, ?)")
-                    .bind(fp)
-                    .bind(id)
-                    .bind(fired_at.map(ms))
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        if let Some(id) = id
+            && !n.alerts.is_empty()
+        {
+            // One statement for every alert of the notification: a group of hundreds of
+            // alerts was hundreds of round trips to the SQLite thread per flush.
+            let rows: Vec<(&str, Option<i64>)> = n.alerts.iter().map(|(fp, fired_at)| (fp.as_str(), fired_at.map(ms))).collect();
+            sqlx::query(
+                "INSERT OR IGNORE INTO outbox_alerts (fingerprint, outbox_id, fired_ms)
+                 SELECT value ->> 0, ?, value ->> 1 FROM json_each(?)",
+            )
+            .bind(id)
+            .bind(json(&rows))
+            .execute(&mut *tx)
+            .await?;
         }
         upsert_log(&mut tx, &n.log).await?;
         tx.commit().await?;
