@@ -11,6 +11,8 @@
 #    Alertmanager ingest endpoint, then to Alertmanager's /api/v2/alerts; both group by
 #    instance (100 groups) into one webhook. Alerts routed per CPU-second of each server
 #    (utime+stime from /proc) until the receiver has seen every alert.
+#    BENCH_GROUP_INTERVAL=15s (both servers' group_wait and group_interval; default 1s)
+#    measures ingest alone: one flush per group, after every alert is in.
 # Not a test: it prints figures. Needs prometheus-alertmanager (Debian package).
 set -euo pipefail
 cd "$(dirname "$0")/.."

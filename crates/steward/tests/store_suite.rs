@@ -89,7 +89,7 @@ pub async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry(store: impl S
         receiver: "ops".into(),
         group_key: "{0}:{}".into(),
         status: "firing".into(),
-        payload: serde_json::json!({"status": "firing"}),
+        payload: serde_json::json!({"status": "firing"}).to_string(),
         alerts: vec![("fp1".into(), Some(t0)), ("fp2".into(), None)],
         log: NotifyLogEntry { receiver: "ops".into(), group_key: "{0}:{}".into(), firing: vec!["fp1".into(), "fp2".into()], sent_at: t0 },
     };
@@ -247,7 +247,7 @@ pub async fn an_incident_lists_only_its_own_episodes_notifications(store: impl S
         receiver: "ops".into(),
         group_key: "{}:{alertname=\"ApiDown\"}".into(),
         status: status.into(),
-        payload: serde_json::json!({"status": status}),
+        payload: serde_json::json!({"status": status}).to_string(),
         alerts: vec![("fp-api".into(), Some(t(fired)))],
         log: NotifyLogEntry { receiver: "ops".into(), group_key: "{}:{alertname=\"ApiDown\"}".into(), firing: vec![], sent_at: t(at) },
     };

@@ -153,7 +153,7 @@ async fn send_email(e: &EmailReceiver, timeout: Duration, n: &Notification) -> R
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let invalid = |m: String| Failure { message: m, retryable: false };
-    let (subject, body) = render::email(&n.payload);
+    let (subject, body) = render::email(&n.payload_value());
     let from: Mailbox = e.from.parse().map_err(|err| invalid(format!("from address: {err}")))?;
     // The notification's dedup key as Message-ID: a redelivery is recognisably the same mail.
     let mut message = Message::builder().from(from).subject(subject).message_id(Some(format!("<{}@steward>", n.dedup_key)));
@@ -191,11 +191,12 @@ struct Failure {
 }
 
 async fn send(client: &reqwest::Client, r: &Receiver, n: &Notification) -> Result<(), Failure> {
+    // JSON text: a webhook gets the stored payload as it is, not parsed and written again.
     let (url, body, headers) = match &r.kind {
         ReceiverKind::Webhook { url, headers } => (url, n.payload.clone(), headers.as_slice()),
-        ReceiverKind::Slack { url, channel } => (url, render::slack_body(&n.payload, channel.as_deref()), &[][..]),
+        ReceiverKind::Slack { url, channel } => (url, render::slack_body(&n.payload_value(), channel.as_deref()).to_string(), &[][..]),
         ReceiverKind::PagerDuty { routing_key, url } => {
-            (url, render::pagerduty_event(&n.payload, routing_key.expose(), &group_dedup_key(n)), &[][..])
+            (url, render::pagerduty_event(&n.payload_value(), routing_key.expose(), &group_dedup_key(n)).to_string(), &[][..])
         }
         ReceiverKind::Email(e) => {
             return match tokio::time::timeout(r.timeout, send_email(e, r.timeout, n)).await {
@@ -204,7 +205,12 @@ async fn send(client: &reqwest::Client, r: &Receiver, n: &Notification) -> Resul
             };
         }
     };
-    let mut req = client.post(url.expose()).timeout(r.timeout).header("Idempotency-Key", &n.dedup_key).json(&body);
+    let mut req = client
+        .post(url.expose())
+        .timeout(r.timeout)
+        .header("Idempotency-Key", &n.dedup_key)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
     for (k, v) in headers {
         req = req.header(k, v.expose());
     }

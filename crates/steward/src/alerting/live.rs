@@ -18,8 +18,7 @@ use crate::store::{Store, StoreError};
 
 #[derive(Default)]
 pub struct Live {
-    /// Shared, so the dispatcher's and API's snapshots copy pointers, not alerts.
-    alerts: Mutex<HashMap<String, Arc<Alert>>>,
+    alerts: Mutex<Alerts>,
     silences: RwLock<Vec<Silence>>,
     /// A check changed health: evaluate now rather than at the next tick.
     pub wake_evaluator: Notify,
@@ -35,6 +34,42 @@ pub struct Live {
     persisted_at: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
+#[derive(Default)]
+struct Alerts {
+    /// Shared, so the dispatcher's and API's snapshots copy pointers, not alerts.
+    by_fingerprint: HashMap<String, Arc<Alert>>,
+    /// Fingerprints changed since the dispatcher last took them ([`Live::take_changed`]):
+    /// its groups follow these instead of rescanning every alert on every change, which
+    /// was the main cost of a large ingest. Changed under the same lock as the alerts, so
+    /// no change is published without being in the feed.
+    changed: HashSet<String>,
+}
+
+impl Alerts {
+    fn insert(&mut self, alert: Arc<Alert>) {
+        self.changed.insert(alert.fingerprint.clone());
+        self.by_fingerprint.insert(alert.fingerprint.clone(), alert);
+    }
+
+    fn remove(&mut self, fingerprint: &str) {
+        self.changed.insert(fingerprint.to_string());
+        self.by_fingerprint.remove(fingerprint);
+    }
+
+    /// Publishes an alert's new state; an inactive alert leaves the live set.
+    fn put(&mut self, alert: Alert) {
+        if alert.state == AlertState::Inactive {
+            self.remove(&alert.fingerprint);
+        } else {
+            self.insert(Arc::new(alert));
+        }
+    }
+
+    fn active(&self) -> Vec<Arc<Alert>> {
+        self.by_fingerprint.values().filter(|a| a.state != AlertState::Inactive).cloned().collect()
+    }
+}
+
 /// How stale a firing alert's stored `last_true` and value may get (see [`Live::commit`]).
 pub const REFRESH_PERSIST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -42,19 +77,42 @@ impl Live {
     /// Loads alerts and silences from the store (start-up).
     pub async fn load(store: &dyn Store) -> Result<Live, StoreError> {
         let live = Live::default();
-        *live.alerts.lock().expect("alerts lock") =
+        live.alerts.lock().expect("alerts lock").by_fingerprint =
             store.load_alerts().await?.into_iter().map(|a| (a.fingerprint.clone(), Arc::new(a))).collect();
         *live.silences.write().expect("silences lock") = store.silences().await?;
         Ok(live)
     }
 
     pub fn alert(&self, fingerprint: &str) -> Option<Alert> {
-        self.alerts.lock().expect("alerts lock").get(fingerprint).map(|a| Alert::clone(a))
+        self.alerts.lock().expect("alerts lock").by_fingerprint.get(fingerprint).map(|a| Alert::clone(a))
     }
 
     /// Every alert that is not inactive, in no particular order.
     pub fn alerts(&self) -> Vec<Arc<Alert>> {
-        self.alerts.lock().expect("alerts lock").values().filter(|a| a.state != AlertState::Inactive).cloned().collect()
+        self.alerts.lock().expect("alerts lock").active()
+    }
+
+    /// The alerts changed since the last call (or [`Live::resync`]), as they are now:
+    /// `None` when gone or inactive. The dispatcher's change feed; it has one reader.
+    pub fn take_changed(&self) -> Vec<(String, Option<Arc<Alert>>)> {
+        let mut alerts = self.alerts.lock().expect("alerts lock");
+        let changed = std::mem::take(&mut alerts.changed);
+        changed
+            .into_iter()
+            .map(|fp| {
+                let now = alerts.by_fingerprint.get(&fp).filter(|a| a.state != AlertState::Inactive).cloned();
+                (fp, now)
+            })
+            .collect()
+    }
+
+    /// Every alert that is not inactive, and the change feed emptied: the starting point
+    /// for a reader of [`Live::take_changed`], taken under one lock so no change falls
+    /// between the two.
+    pub fn resync(&self) -> Vec<Arc<Alert>> {
+        let mut alerts = self.alerts.lock().expect("alerts lock");
+        alerts.changed.clear();
+        alerts.active()
     }
 
     /// Persists then publishes an alert. Returns false (and keeps the old state, so the
@@ -105,7 +163,7 @@ impl Live {
         drop(persisted);
         let mut alerts = self.alerts.lock().expect("alerts lock");
         for (a, _) in refresh {
-            alerts.insert(a.fingerprint.clone(), Arc::new(a));
+            alerts.insert(Arc::new(a));
         }
         state_changed
     }
@@ -129,11 +187,7 @@ impl Live {
                     }
                 }
             }
-            if alert.state == AlertState::Inactive {
-                alerts.remove(&alert.fingerprint);
-            } else {
-                alerts.insert(alert.fingerprint.clone(), Arc::new(alert));
-            }
+            alerts.put(alert);
         }
         drop(alerts);
         if any_event {
@@ -141,6 +195,12 @@ impl Live {
             engine.incidents.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Publishes an alert without a store (tests of the stages after this one).
+    #[cfg(test)]
+    pub fn publish(&self, alert: Alert) {
+        self.alerts.lock().expect("alerts lock").put(alert);
     }
 
     /// Alerts whose rule is gone (a reload removed or renamed it) resolve, so receivers

@@ -260,8 +260,10 @@ pub struct Notification {
     pub group_key: String,
     /// `firing` or `resolved`, as in the Alertmanager payload.
     pub status: String,
-    /// The Alertmanager-compatible payload; receivers of other kinds render from it.
-    pub payload: serde_json::Value,
+    /// The Alertmanager-compatible payload as stored, JSON text: a webhook gets it as it
+    /// is; receivers of other kinds render from [`Notification::payload_value`].
+    #[serde(serialize_with = "json_text")]
+    pub payload: String,
     pub created_at: DateTime<Utc>,
     pub state: DeliveryState,
     pub attempts: u32,
@@ -270,6 +272,18 @@ pub struct Notification {
     pub delivered_at: Option<DateTime<Utc>>,
     /// Fingerprints of the alerts it carries.
     pub alerts: Vec<String>,
+}
+
+impl Notification {
+    /// The payload parsed (`Null` if the stored text is not JSON, which steward never writes).
+    pub fn payload_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or_default()
+    }
+}
+
+/// JSON text serialized as the JSON it holds (an object in the API, not a string).
+fn json_text<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    serde_json::from_str::<serde_json::Value>(text).unwrap_or_default().serialize(s)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

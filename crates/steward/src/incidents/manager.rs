@@ -61,7 +61,9 @@ pub async fn pass(engine: &Engine, now: DateTime<Utc>, with_alerts: bool) -> Res
     let before: HashMap<i64, Incident> = open.iter().map(|i| (i.id, i.clone())).collect();
     let mut writes: Vec<IncidentWrite> = open.into_iter().map(IncidentWrite::of).collect();
     let mut dirty = vec![false; writes.len()];
-    if with_alerts {
+    // Without policies no alert opens an incident, and with nothing attached none
+    // changes one: alerting-only setups skip reading every alert on every change.
+    if with_alerts && !(config.incidents.policies.is_empty() && attached.is_empty()) {
         let alerts = engine.alerting.alerts();
         let handled = handled_elsewhere(engine, &config, &alerts, &attached).await?;
         take_alerts(engine, &config, &alerts, &attached, &handled, &mut writes, &mut dirty, now);

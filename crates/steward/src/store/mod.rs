@@ -109,7 +109,8 @@ pub struct NewNotification {
     pub receiver: String,
     pub group_key: String,
     pub status: String,
-    pub payload: serde_json::Value,
+    /// The Alertmanager-shaped payload as JSON text, stored as it is.
+    pub payload: String,
     /// The alerts it is about: fingerprint, and when the firing it reports started.
     pub alerts: Vec<(String, Option<DateTime<Utc>>)>,
     pub log: NotifyLogEntry,

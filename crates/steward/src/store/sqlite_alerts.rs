@@ -19,9 +19,27 @@ pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
 
 /// Inserts one outbox row unless its dedup key is already there; returns the new id.
 /// The one place the outbox is written, for alerts, incidents and runbook steps alike.
+/// One outbox row's text columns, borrowed: a notification's payload can be large and
+/// is written as the caller holds it.
+pub(super) struct OutboxRow<'a> {
+    pub dedup_key: &'a str,
+    pub receiver: &'a str,
+    pub group_key: &'a str,
+    pub status: &'a str,
+    /// JSON text.
+    pub payload: &'a str,
+}
+
+impl<'a> OutboxRow<'a> {
+    pub fn of(m: &'a super::OutboxMessage, payload: &'a str) -> Self {
+        OutboxRow { dedup_key: &m.dedup_key, receiver: &m.receiver, group_key: &m.group_key, status: &m.status, payload }
+    }
+}
+
+/// Inserts a pending notification (`None`: its dedup key was enqueued before).
 pub(super) async fn insert_outbox(
     conn: &mut sqlx::SqliteConnection,
-    m: &super::OutboxMessage,
+    m: &OutboxRow<'_>,
     created_ms: i64,
     incident: Option<i64>,
 ) -> Result<Option<i64>, sqlx::Error> {
@@ -29,11 +47,11 @@ pub(super) async fn insert_outbox(
         "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms, state, next_attempt_ms, incident_id)
          VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
     )
-    .bind(&m.dedup_key)
-    .bind(&m.receiver)
-    .bind(&m.group_key)
-    .bind(&m.status)
-    .bind(json(&m.payload))
+    .bind(m.dedup_key)
+    .bind(m.receiver)
+    .bind(m.group_key)
+    .bind(m.status)
+    .bind(m.payload)
     .bind(created_ms)
     .bind(created_ms)
     .bind(incident)
@@ -77,7 +95,7 @@ pub(super) fn notification_row(r: &SqliteRow) -> Notification {
         receiver: r.get("receiver"),
         group_key: r.get("group_key"),
         status: r.get("status"),
-        payload: serde_json::from_str(r.get("payload")).unwrap_or_default(),
+        payload: r.get("payload"),
         created_at: time(r.get("created_ms")),
         state: DeliveryState::parse(r.get("state")),
         attempts: r.get::<i64, _>("attempts") as u32,
@@ -198,14 +216,9 @@ impl AlertStore for SqliteStore {
     async fn enqueue(&self, n: &NewNotification) -> Result<Option<i64>, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let now = ms(n.log.sent_at);
-        let message = super::OutboxMessage {
-            dedup_key: n.dedup_key.clone(),
-            receiver: n.receiver.clone(),
-            group_key: n.group_key.clone(),
-            status: n.status.clone(),
-            payload: n.payload.clone(),
-        };
-        let id = insert_outbox(&mut tx, &message, now, None).await?;
+        let row =
+            OutboxRow { dedup_key: &n.dedup_key, receiver: &n.receiver, group_key: &n.group_key, status: &n.status, payload: &n.payload };
+        let id = insert_outbox(&mut tx, &row, now, None).await?;
         if let Some(id) = id
             && !n.alerts.is_empty()
         {

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, ms, time};
-use super::sqlite_alerts::{NOTIFICATION_COLUMNS, insert_outbox, json, notification_row, parse};
+use super::sqlite_alerts::{NOTIFICATION_COLUMNS, OutboxRow, insert_outbox, json, notification_row, parse};
 use super::{IncidentQuery, IncidentStore, IncidentWrite, StoreError};
 use crate::alerting::Notification;
 use crate::incidents::oncall::Override;
@@ -163,7 +163,7 @@ impl IncidentStore for SqliteStore {
                 .await?;
         }
         for n in &w.notifications {
-            insert_outbox(&mut tx, n, ms(crate::clock::now()), Some(id)).await?;
+            insert_outbox(&mut tx, &OutboxRow::of(n, &json(&n.payload)), ms(crate::clock::now()), Some(id)).await?;
         }
         for a in &w.action_items {
             if a.id == 0 {

@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::sqlite::{SqliteStore, ms, time};
-use super::sqlite_alerts::{insert_outbox, json, parse};
+use super::sqlite_alerts::{OutboxRow, insert_outbox, json, parse};
 use super::{OutboxMessage, RunStore, StoreError};
 use crate::runbooks::{AUDIT_KINDS, AuditQuery, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
 
@@ -312,7 +312,7 @@ impl RunStore for SqliteStore {
         let now = ms(crate::clock::now());
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for n in messages {
-            insert_outbox(&mut tx, n, now, None).await?;
+            insert_outbox(&mut tx, &OutboxRow::of(n, &json(&n.payload)), now, None).await?;
         }
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
