@@ -641,7 +641,6 @@ repositories:
 backups:
   - name: files
     directory: { path: $DIR/src }
-    schedule: "* * * * *"
     repository: local
     retention: { keep_last: 1, min_keep: 1 }
 checks:
@@ -707,7 +706,15 @@ checks:
     assert_eq!(shown["restores"].as_array().map(Vec::len), Some(1), "the refused restore is not one: {shown}");
     assert_eq!((&shown["restores"][0]["actor"], &shown["restores"][0]["result"]), (&"admin".into(), &"succeeded".into()), "{shown}");
 
-    // The schedule fires within a minute; retention (keep_last 1) runs after it.
+    // A schedule added by a reload fires within a minute; retention (keep_last 1) runs
+    // after it. (Scheduled from the start, a backup at a minute boundary could land
+    // before the "no backup" check failed, or delete the API backup mid-test.)
+    let config = std::fs::read_to_string(env.path("steward.yaml")).unwrap();
+    let scheduled = config.replace("    repository: local\n", "    schedule: \"* * * * *\"\n    repository: local\n");
+    assert_ne!(scheduled, config);
+    std::fs::write(env.path("steward.yaml"), scheduled).unwrap();
+    let (code, v) = request("POST", &format!("{base}/config/reload"), &admin, None);
+    assert_eq!(code, 200, "{v}");
     let scheduled = wait_for("a scheduled backup", Duration::from_secs(75), || {
         let list = request("GET", &format!("{base}/backups?policy=files"), &viewer, None).1;
         list["backups"].as_array().unwrap().iter().find(|b| b["trigger"] == "schedule" && b["status"] == "succeeded").cloned()
