@@ -39,7 +39,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 mod bench_support;
-use bench_support::{free_port, operator_token};
+use bench_support::{free_port, operator_token, serve_command};
 
 const TARGETS: usize = 4;
 
@@ -487,17 +487,7 @@ async fn listen(app: Router) -> u16 {
 
 fn spawn(steward: &Path, config: &Path, data: &Path, port: u16, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(steward)
-        .args(["serve", "-c"])
-        .arg(config)
-        .arg("--data")
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("STEWARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    serve_command(steward, config, data, port).env("STEWARD_LOG", "warn").stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
 async fn ready(client: &reqwest::Client, base: &str) -> bool {

@@ -51,20 +51,18 @@ pub fn operator_token(steward: &Path, data: &Path) -> String {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string()
 }
 
+/// `steward serve -c CONFIG --data DATA --listen 127.0.0.1:PORT`, not yet spawned.
+pub fn serve_command(steward: &Path, config: &Path, data: &Path, port: u16) -> Command {
+    let mut command = Command::new(steward);
+    command.args(["serve", "-c"]).arg(config).arg("--data").arg(data).args(["--listen", &format!("127.0.0.1:{port}")]);
+    command
+}
+
 /// `steward serve` on a free port, logging errors only; returns it and its base URL once
 /// `/health` answers.
 pub async fn serve(steward: &Path, config: &Path, data: &Path) -> (Killed, String) {
     let port = free_port();
-    let child = Command::new(steward)
-        .args(["serve", "-c"])
-        .arg(config)
-        .arg("--data")
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("STEWARD_LOG", "error")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = serve_command(steward, config, data, port).env("STEWARD_LOG", "error").stderr(Stdio::null()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let server = Killed(child);
     wait_ready(&format!("{base}/health")).await;
