@@ -99,6 +99,7 @@ pub async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry(store: impl S
     let due = store.due_notifications("ops", t0, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].alerts, vec!["fp1".to_string(), "fp2".to_string()]);
+    assert_eq!(due[0].payload, n.payload, "the payload reads back as it was written");
     assert!(store.due_notifications("other", t0, 10).await.unwrap().is_empty());
     // A retry moves it out of the due set until its time; delivery ends it.
     let later = t0 + chrono::Duration::seconds(30);
@@ -111,6 +112,8 @@ pub async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry(store: impl S
     assert_eq!((all[0].state, all[0].attempts, all[0].last_error.as_deref()), (DeliveryState::Delivered, 2, None));
     assert_eq!(store.outbox_depth().await.unwrap(), (0, None));
     assert!(store.notifications(Some("fp-none"), 10).await.unwrap().is_empty());
+    let recent = store.notifications(None, 10).await.unwrap();
+    assert_eq!((recent.len(), recent[0].id, &recent[0].payload), (1, id, &n.payload));
 }
 
 pub async fn alert_batches_keep_every_transition_in_order(store: impl Store) {

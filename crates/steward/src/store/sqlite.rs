@@ -367,6 +367,12 @@ CREATE INDEX backup_restores_running ON backup_restores (heartbeat_ms) WHERE res
 ALTER TABLE incident_alerts ADD COLUMN fired_ms INTEGER;
 ALTER TABLE outbox_alerts ADD COLUMN fired_ms INTEGER;
 "#,
+    // A notification's alerts by notification: every listed or delivered notification
+    // looks its alerts up by `outbox_id`, which the (fingerprint, outbox_id) key cannot
+    // serve — each lookup scanned every reference ever written.
+    r#"
+CREATE INDEX outbox_alerts_by_outbox ON outbox_alerts (outbox_id);
+"#,
 ];
 
 pub struct SqliteStore {
@@ -703,5 +709,68 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Payloads are stored compressed; rows an older steward wrote hold the JSON text
+    /// itself and still read back as they were.
+    #[tokio::test]
+    async fn payloads_are_stored_compressed_and_older_text_rows_still_read() {
+        use crate::store::{AlertStore, NewNotification};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let t0 = crate::clock::now();
+        let alerts: Vec<serde_json::Value> = (0..200)
+            .map(|i| serde_json::json!({"labels": {"alertname": "Disk", "instance": format!("host-{i}")}, "status": "firing"}))
+            .collect();
+        let payload = serde_json::json!({"version": "4", "alerts": alerts}).to_string();
+        let log = crate::alerting::NotifyLogEntry { receiver: "ops".into(), group_key: "g".into(), firing: vec![], sent_at: t0 };
+        let new = NewNotification {
+            dedup_key: "new".into(),
+            receiver: "ops".into(),
+            group_key: "g".into(),
+            status: "firing".into(),
+            payload: payload.clone(),
+            alerts: vec![],
+            log,
+        };
+        store.enqueue(&new).await.unwrap().unwrap();
+        let stored: Vec<u8> =
+            sqlx::query_scalar("SELECT payload FROM outbox WHERE dedup_key = 'new'").fetch_one(&store.reader).await.unwrap();
+        assert!(stored.len() * 5 < payload.len(), "{} bytes stored for a {}-byte payload", stored.len(), payload.len());
+        sqlx::query(
+            "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms, state, next_attempt_ms)
+             VALUES ('old', 'ops', 'g', 'firing', '{\"version\":\"4\"}', 0, 'pending', 0)",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        let due = store.due_notifications("ops", t0, 10).await.unwrap();
+        let payloads: Vec<(&str, &str)> = due.iter().map(|n| (n.dedup_key.as_str(), n.payload.as_str())).collect();
+        assert_eq!(payloads, vec![("new", payload.as_str()), ("old", r#"{"version":"4"}"#)]);
+    }
+
+    /// The notification history only grows (and is kept for postmortems): a query that
+    /// lists or delivers notifications must reach its rows through an index, or every
+    /// delivery costs the size of the history. Asks SQLite for each query's plan.
+    #[tokio::test]
+    async fn notification_queries_never_scan_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let queries =
+            super::super::sqlite_alerts::NOTIFICATION_QUERIES.into_iter().chain(super::super::sqlite_incidents::NOTIFICATION_QUERIES);
+        for sql in queries {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&store.reader)
+                .await
+                .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::get(r, "detail")).collect();
+            let scans: Vec<&String> = plan.iter().filter(|step| step.starts_with("SCAN") && !step.starts_with("SCAN CONSTANT")).collect();
+            assert!(scans.is_empty(), "{sql}\nscans {scans:?}; whole plan {plan:#?}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, ms, time};
-use super::sqlite_alerts::{NOTIFICATION_COLUMNS, OutboxRow, insert_outbox, json, notification_row, parse};
+use super::sqlite_alerts::{OutboxRow, insert_outbox, json, notification_columns, notification_row, parse};
 use super::{IncidentQuery, IncidentStore, IncidentWrite, StoreError};
 use crate::alerting::Notification;
 use crate::incidents::oncall::Override;
@@ -77,6 +77,31 @@ fn action_row(r: &SqliteRow) -> ActionItem {
         done_at: opt_time(r, "done_ms"),
     }
 }
+
+/// An incident's notifications: its own (incident pages), and those about its alerts'
+/// episodes (see `incident_notifications`). Two indexed branches rather than one `OR`,
+/// which SQLite could only answer by walking the whole outbox.
+const INCIDENT_NOTIFICATIONS: &str = concat!(
+    "SELECT ",
+    notification_columns!(),
+    " FROM outbox o WHERE o.id IN (
+         SELECT p.id FROM outbox p JOIN incidents i ON i.id = p.incident_id WHERE p.incident_id = ?1
+         UNION
+         SELECT x.outbox_id FROM incidents i
+             JOIN incident_alerts a ON a.incident_id = i.id
+             JOIN outbox_alerts x ON x.fingerprint = a.fingerprint
+             JOIN outbox n ON n.id = x.outbox_id
+         WHERE i.id = ?1 AND n.incident_id IS NULL AND CASE
+             WHEN x.fired_ms IS NOT NULL AND a.fired_ms IS NOT NULL THEN
+                 x.fired_ms >= a.fired_ms AND x.fired_ms <= coalesce(i.resolved_ms, i.closed_ms, 9223372036854775807)
+             ELSE
+                 n.created_ms >= i.opened_ms - 60000 AND n.created_ms <= coalesce(i.closed_ms, 9223372036854775807)
+         END)
+     ORDER BY o.id"
+);
+
+#[cfg(test)]
+pub(super) const NOTIFICATION_QUERIES: [&str; 1] = [INCIDENT_NOTIFICATIONS];
 
 #[async_trait]
 impl IncidentStore for SqliteStore {
@@ -268,23 +293,7 @@ impl IncidentStore for SqliteStore {
         // fall back to the time window: from a minute before the incident opened (an
         // alert's first notification can leave before the incident manager's pass) until
         // it closed.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM outbox o, incidents i
-             WHERE i.id = ?1 AND (o.incident_id = ?1 OR (
-                 o.incident_id IS NULL
-                 AND o.id IN (
-                     SELECT x.outbox_id FROM outbox_alerts x JOIN incident_alerts a ON a.fingerprint = x.fingerprint
-                     WHERE a.incident_id = ?1 AND CASE
-                         WHEN x.fired_ms IS NOT NULL AND a.fired_ms IS NOT NULL THEN
-                             x.fired_ms >= a.fired_ms AND x.fired_ms <= coalesce(i.resolved_ms, i.closed_ms, 9223372036854775807)
-                         ELSE
-                             o.created_ms >= i.opened_ms - 60000 AND o.created_ms <= coalesce(i.closed_ms, 9223372036854775807)
-                     END)))
-             ORDER BY o.id"
-        )))
-        .bind(incident)
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query(INCIDENT_NOTIFICATIONS).bind(incident).fetch_all(&self.reader).await?;
         Ok(rows.iter().map(notification_row).collect())
     }
 
