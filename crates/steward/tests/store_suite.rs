@@ -7,7 +7,7 @@ use chrono::{TimeZone, Utc};
 use steward::auth::Role;
 use steward::checks::Outcome;
 use steward::checks::state::{CheckState, Health, Transition};
-use steward::store::{RecordedRun, Store, StoreError};
+use steward::store::{LockHolder, RecordedRun, Store, StoreError};
 
 fn run(check: &str, at_s: i64, healthy: bool, health: Health, transition: bool) -> RecordedRun {
     let at = Utc.timestamp_opt(at_s, 0).unwrap();
@@ -62,7 +62,9 @@ pub async fn compaction_folds_old_results_into_hourly_rollups(store: impl Store)
 pub async fn tokens_are_unique_by_live_name_and_revocable(store: impl Store) {
     let t = store.create_token("ci", Role::Operator, "hash-1").await.unwrap();
     assert_eq!(t.role, Role::Operator);
-    assert!(matches!(store.create_token("ci", Role::Viewer, "hash-2").await, Err(StoreError::Conflict(_))));
+    assert!(
+        matches!(store.create_token("ci", Role::Viewer, "hash-2").await, Err(StoreError::NameTaken { kind: "token", name }) if name == "ci")
+    );
     assert_eq!(store.token_by_hash("hash-1").await.unwrap().unwrap().name, "ci");
     assert!(store.token_by_hash("hash-x").await.unwrap().is_none());
     assert!(store.revoke_token("ci").await.unwrap());
@@ -200,7 +202,7 @@ pub async fn incident_writes_are_atomic_and_versioned(store: impl Store) {
     stale.incident.title = "lost update".into();
     stale.timeline.push(TimelineEntry::new(at, "note", "bob", "from a stale copy"));
     stale.notifications.push(message("k2"));
-    assert!(matches!(store.write_incident(&stale).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.write_incident(&stale).await, Err(StoreError::StaleVersion { .. })));
     let now = store.incident(first.id).await.unwrap().unwrap();
     assert_eq!((now.title.as_str(), now.version), ("API down", 2));
     assert_eq!(store.timeline(first.id).await.unwrap().len(), 2, "the refused write left no timeline entry");
@@ -305,13 +307,13 @@ pub async fn runs_take_locks_and_trigger_keys_once_and_keep_their_record(store: 
     assert_eq!(a.status, RunStatus::Running);
     // The lock is held: a second run is refused and leaves nothing behind.
     let err = store.create_run(&new_run("failover", Some("failover"), None), started("bob")).await.unwrap_err();
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains(&format!("held by run {}", a.id))), "{err}");
+    assert!(matches!(&err, StoreError::LockHeld { lock, holder: LockHolder::Run(id) } if lock == "failover" && *id == a.id), "{err}");
     assert_eq!(store.runs(&RunQuery { limit: 10, ..Default::default() }).await.unwrap().len(), 1);
     assert_eq!(store.audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap().len(), 1, "no audit event for the refused run");
     // One trigger key, one run.
     let keyed = store.create_run(&new_run("nightly", None, Some("nightly#0@2026-03-08T07:00:00Z")), started("schedule")).await.unwrap();
     let err = store.create_run(&new_run("nightly", None, Some("nightly#0@2026-03-08T07:00:00Z")), started("schedule")).await.unwrap_err();
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains(&format!("already started run {}", keyed.id))), "{err}");
+    assert!(matches!(&err, StoreError::TriggerUsed { started, .. } if *started == format!("run {}", keyed.id)), "{err}");
 
     // Steps: an attempt is upserted by (run, path, attempt); open ones can be closed.
     let mut step = StepRecord {
@@ -358,7 +360,7 @@ pub async fn runs_take_locks_and_trigger_keys_once_and_keep_their_record(store: 
     assert_eq!((done.status, done.outputs.clone()), (RunStatus::Succeeded, serde_json::json!({"ok": 1})));
     assert!(done.finished_at.is_some());
     // A retry re-takes the lock only when it is free.
-    assert!(matches!(store.relock(a.id, "failover").await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.relock(a.id, "failover").await, Err(StoreError::LockHeld { holder: LockHolder::Run(id), .. }) if id == b.id));
 
     // Listing: newest first, filtered, paged by id; unfinished runs; the audit trail.
     let all = store.runs(&RunQuery { limit: 10, ..Default::default() }).await.unwrap();
@@ -418,13 +420,15 @@ pub async fn backups_take_one_lease_per_lock_and_restores_keep_a_record_and_a_ho
     assert_eq!(a.status, BackupStatus::Running);
     // One live lease per lock; the message names the holder.
     match store.create_backup(&new_backup("20261122T020001Z-bbbb", "orders-copy", None), lock).await {
-        Err(StoreError::Conflict(m)) => assert!(m.contains("20261122T020000Z-aaaa") || m.contains("host:1"), "{m}"),
+        Err(StoreError::LockHeld { lock: l, holder: LockHolder::Backup { id, owner, .. } }) => {
+            assert_eq!((l.as_str(), id.as_str(), owner.as_str()), (lock, "20261122T020000Z-aaaa", "host:1:20261122T020000Z-aaaa"))
+        }
         other => panic!("a held lease must refuse a second backup: {other:?}"),
     }
     store.finish_backup(&a.id, BackupStatus::Succeeded, 1000, 100, None, &serde_json::json!({ "rows": 5 })).await.unwrap();
     // The lease is released, but a trigger key is used once, ever.
     match store.create_backup(&new_backup("20261122T020002Z-cccc", "orders", Some("orders@2")), lock).await {
-        Err(StoreError::Conflict(_)) => {}
+        Err(StoreError::TriggerUsed { key, .. }) => assert_eq!(key, "orders@2"),
         other => panic!("a trigger key starts one backup: {other:?}"),
     }
     let b = store.create_backup(&new_backup("20261122T020003Z-dddd", "orders", None), lock).await.unwrap();

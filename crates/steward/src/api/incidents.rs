@@ -34,7 +34,7 @@ impl From<ActionError> for ApiError {
             ActionError::NotFound(id) => ApiError::new(Code::NotFound, format!("no incident has id {id}")),
             ActionError::Refused(m) => ApiError::new(Code::Conflict, m),
             ActionError::BadInput(m) => ApiError::new(Code::BadRequest, m),
-            ActionError::Store(crate::store::StoreError::Conflict(m)) => ApiError::new(Code::Conflict, m),
+            ActionError::Store(e) if e.is_conflict() => ApiError::new(Code::Conflict, e.to_string()),
             ActionError::Store(e) => e.into(),
         }
     }

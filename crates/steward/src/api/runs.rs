@@ -34,7 +34,7 @@ impl From<ControlError> for ApiError {
                 err
             }
             ControlError::BadInput(m) => ApiError::new(Code::BadRequest, m),
-            ControlError::Conflict(m) => ApiError::new(Code::Conflict, m),
+            ControlError::Conflict(m) | ControlError::TriggerUsed(m) => ApiError::new(Code::Conflict, m),
             ControlError::Forbidden(m) => ApiError::new(Code::Forbidden, m),
             ControlError::Store(e) => e.into(),
         }

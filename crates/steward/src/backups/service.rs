@@ -200,7 +200,7 @@ impl Backups {
         // into the same repository take turns.
         let lock = format!("backup:{}@{}", policy.source.target(), policy.repository);
         let record = self.store.create_backup(&new, &lock).await.map_err(|e| match e {
-            StoreError::Conflict(m) => BackupError::Busy(m),
+            e if e.is_conflict() => BackupError::Busy(e.to_string()),
             other => BackupError::Store(other),
         })?;
         tracing::info!(backup = %record.id, policy = %policy.name, repository = %policy.repository, "backup started");
@@ -385,7 +385,7 @@ impl Backups {
         }
         let level = if restore_test { 2 } else { 1 };
         let vid = self.store.start_verification(id, &record.policy, level, trigger, trigger_key).await.map_err(|e| match e {
-            StoreError::Conflict(m) => BackupError::Busy(m),
+            e if e.is_conflict() => BackupError::Busy(e.to_string()),
             other => BackupError::Store(other),
         })?;
         let heartbeat = keep_alive(self.store.clone(), format!("verification {vid}"), move |store| async move {

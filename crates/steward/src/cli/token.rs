@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{Output, exit};
 use crate::auth::{Role, generate_secret, hash_secret};
-use crate::store::{SqliteStore, Store};
+use crate::store::{SqliteStore, Store, StoreError};
 
 pub async fn create(data: &Path, name: &str, role: Role, output: Output) -> u8 {
     let store = match SqliteStore::open(data).await {
@@ -28,6 +28,10 @@ pub async fn create(data: &Path, name: &str, role: Role, output: Output) -> u8 {
                 }
             }
             exit::OK
+        }
+        Err(e @ StoreError::NameTaken { .. }) => {
+            eprintln!("error: {e}; revoke it first or pick another name");
+            exit::FAILED
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -62,6 +62,9 @@ pub enum ControlError {
     /// The run is not in a state where this applies, or its lock is held.
     #[error("{0}")]
     Conflict(String),
+    /// The trigger key already started a run (this schedule slot, this alert's firing).
+    #[error("{0}")]
+    TriggerUsed(String),
     #[error("{0}")]
     Forbidden(String),
     #[error(transparent)]
@@ -142,7 +145,8 @@ pub async fn create(engine: &Arc<Engine>, req: StartRequest) -> Result<(Run, Arc
     let started =
         NewEvent::new(0, "run_started", message).by(&req.started_by).data(json!({"params": shown, "trigger": req.trigger, "lock": lock}));
     let run = engine.store.create_run(&new, started).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ControlError::Conflict(m),
+        e @ StoreError::TriggerUsed { .. } => ControlError::TriggerUsed(e.to_string()),
+        e if e.is_conflict() => ControlError::Conflict(e.to_string()),
         other => ControlError::Store(other),
     })?;
     let _ = engine.runbooks.events.send(run.id);
@@ -283,7 +287,7 @@ pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&s
     };
     if let Some(lock) = &run.lock {
         engine.store.relock(run_id, lock).await.map_err(|e| match e {
-            StoreError::Conflict(m) => ControlError::Conflict(m),
+            e if e.is_conflict() => ControlError::Conflict(e.to_string()),
             other => ControlError::Store(other),
         })?;
     }
@@ -495,7 +499,9 @@ async fn fire_schedules(engine: &Arc<Engine>, fires: &mut Fires<(String, usize, 
             req.trigger_key = Some(format!("{}#{}@{}", rb.name, i, due.at.to_rfc3339()));
             match start(engine, req).await {
                 Ok(run) => tracing::info!(runbook = %rb.name, run = run.id, cron = %s.cron, "scheduled run started"),
-                Err(ControlError::Conflict(m)) => tracing::warn!(runbook = %rb.name, cron = %s.cron, "scheduled run not started: {m}"),
+                Err(ControlError::Conflict(m) | ControlError::TriggerUsed(m)) => {
+                    tracing::warn!(runbook = %rb.name, cron = %s.cron, "scheduled run not started: {m}")
+                }
                 Err(e) => tracing::error!(runbook = %rb.name, cron = %s.cron, error = %e, "scheduled run could not start"),
             }
             if due.missed {
@@ -552,7 +558,7 @@ async fn fire_alert_runbooks(engine: &Arc<Engine>, handled: &mut std::collection
                 handled.insert(key);
             }
             // The key exists: this firing already started its run (before a restart, say).
-            Err(ControlError::Conflict(m)) if m.contains("already started") => {
+            Err(ControlError::TriggerUsed(_)) => {
                 handled.insert(key);
             }
             Err(e) => {

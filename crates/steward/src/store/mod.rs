@@ -4,6 +4,7 @@
 //! behind it. Every backend passes the same test suite (`tests/store_suite.rs`); the
 //! embedded SQLite backend is the default, a PostgreSQL backend slots in beside it.
 
+mod error;
 mod sqlite;
 mod sqlite_alerts;
 mod sqlite_backups;
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use error::{LockHolder, StoreError};
 pub use sqlite::SqliteStore;
 
 use crate::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
@@ -24,16 +26,6 @@ use crate::checks::state::{CheckState, Transition};
 use crate::incidents::oncall::Override;
 use crate::incidents::{ActionItem, Incident, IncidentAlert, Status, TimelineEntry};
 use crate::runbooks::{AuditQuery, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("store: {0}")]
-    Conflict(String),
-    #[error("store: cannot open {path}: {message}")]
-    Open { path: String, message: String },
-}
 
 /// One run as the scheduler hands it over: the outcome, the state after it, and the
 /// transition it caused, written together so they can never disagree.
@@ -82,7 +74,7 @@ pub trait Store: AlertStore + IncidentStore + RunStore + BackupStore + Send + Sy
     /// Forgets the state of checks no longer configured (their history stays).
     async fn retain_states(&self, checks: &[String]) -> Result<(), StoreError>;
 
-    /// Fails with [`StoreError::Conflict`] when the name is taken.
+    /// Fails with [`StoreError::NameTaken`] when the name is taken.
     async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError>;
     /// The live (not revoked) token with this hash.
     async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenInfo>, StoreError>;
@@ -172,7 +164,7 @@ pub struct OutboxMessage {
 #[derive(Debug, Clone)]
 pub struct IncidentWrite {
     /// The new row. `id == 0` inserts a new incident; otherwise the stored row must
-    /// still have `version`, or the write fails with [`StoreError::Conflict`].
+    /// still have `version`, or the write fails with [`StoreError::StaleVersion`].
     pub incident: Incident,
     /// Upserted by fingerprint.
     pub alerts: Vec<IncidentAlert>,
@@ -228,8 +220,8 @@ pub trait IncidentStore: Send + Sync {
 #[async_trait]
 pub trait RunStore: Send + Sync {
     /// Creates the run, takes its lock and appends `started` (with the new run's id),
-    /// atomically. [`StoreError::Conflict`] when the lock is held (the message names the
-    /// holder) or the schedule key was already used.
+    /// atomically. [`StoreError::LockHeld`] when the lock is held by another run;
+    /// [`StoreError::TriggerUsed`] when the trigger key was already used.
     async fn create_run(&self, run: &NewRun, started: NewEvent) -> Result<Run, StoreError>;
     /// Upserts one step attempt and appends `events`, atomically.
     async fn save_step(&self, step: &StepRecord, events: &[NewEvent]) -> Result<(), StoreError>;
@@ -259,7 +251,8 @@ pub trait RunStore: Send + Sync {
     async fn run_events(&self, run: i64, after: i64, limit: u32) -> Result<Vec<RunEvent>, StoreError>;
     /// Audit events across runs, newest first.
     async fn audit(&self, q: &AuditQuery) -> Result<Vec<RunEvent>, StoreError>;
-    /// Takes `lock` for the run again (a retry after the run failed).
+    /// Takes `lock` for the run again (a retry after the run failed);
+    /// [`StoreError::LockHeld`] when another run holds it.
     async fn relock(&self, run: i64, lock: &str) -> Result<(), StoreError>;
     /// Enqueues messages a `notify` step sends and appends `events`, atomically.
     async fn enqueue_messages(&self, messages: &[OutboxMessage], events: &[NewEvent]) -> Result<(), StoreError>;
@@ -270,9 +263,9 @@ pub trait RunStore: Send + Sync {
 #[async_trait]
 pub trait BackupStore: Send + Sync {
     /// Takes the policy's lease (`lock`) and records the backup `running`, atomically.
-    /// [`StoreError::Conflict`] when a live lease is held (the message names the owner
-    /// and when the lease ends) or the trigger key was already used. An expired lease
-    /// is taken over.
+    /// [`StoreError::LockHeld`] when a live lease is held (naming the backup, its owner
+    /// and when the lease ends); [`StoreError::TriggerUsed`] when the trigger key was
+    /// already used. An expired lease is taken over.
     async fn create_backup(&self, backup: &NewBackup, lock: &str) -> Result<BackupRecord, StoreError>;
     /// Extends the backup's heartbeat and its lease, if `owner` still holds it.
     async fn heartbeat_backup(&self, id: &str, owner: &str, at: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<(), StoreError>;
@@ -301,7 +294,7 @@ pub trait BackupStore: Send + Sync {
     async fn interrupt_stale_restores(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Newest first; every backup's when `backup_id` is `None`.
     async fn restores(&self, backup_id: Option<&str>, limit: u32) -> Result<Vec<RestoreRecord>, StoreError>;
-    /// Starts a verification; [`StoreError::Conflict`] when the trigger key was used.
+    /// Starts a verification; [`StoreError::TriggerUsed`] when the trigger key was used.
     async fn start_verification(
         &self,
         backup_id: &str,

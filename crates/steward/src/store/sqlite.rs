@@ -445,10 +445,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&mut *tx).await?;
     }
     if version as usize > MIGRATIONS.len() {
-        return Err(StoreError::Conflict(format!(
-            "the data directory was written by a newer steward (schema {version}, this build knows {}); upgrade steward",
-            MIGRATIONS.len()
-        )));
+        return Err(StoreError::NewerSchema { found: version, known: MIGRATIONS.len() });
     }
     tx.commit().await?;
     Ok(())
@@ -650,7 +647,7 @@ impl Store for SqliteStore {
         match result {
             Ok(_) => Ok(TokenInfo { name: name.to_string(), role, created_at: time(ms(now)), revoked_at: None }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("a token named `{name}` already exists; revoke it first or pick another name")))
+                Err(StoreError::NameTaken { kind: "token", name: name.to_string() })
             }
             Err(e) => Err(e.into()),
         }

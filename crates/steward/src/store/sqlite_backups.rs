@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::sqlite::{SqliteStore, ms, time};
-use super::{BackupStore, StoreError};
+use super::{BackupStore, LockHolder, StoreError};
 use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
 
 const BACKUP_COLUMNS: &str = "id, policy, repository, source, status, trigger, started_by, owner, started_ms, finished_ms, heartbeat_ms, \
@@ -93,10 +93,10 @@ impl BackupStore for SqliteStore {
             .await?;
         if let Some((holder, owner, expires)) = held {
             if expires > now {
-                return Err(StoreError::Conflict(format!(
-                    "backup {holder} holds the lock `{lock}` (owner {owner}, lease until {})",
-                    time(expires).format("%Y-%m-%d %H:%M:%S UTC")
-                )));
+                return Err(StoreError::LockHeld {
+                    lock: lock.to_string(),
+                    holder: LockHolder::Backup { id: holder, owner, until: time(expires) },
+                });
             }
             tracing::warn!(lock, holder, owner, "taking over an expired backup lease");
         }
@@ -128,7 +128,8 @@ impl BackupStore for SqliteStore {
         match inserted {
             Ok(_) => {}
             Err(e) if unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!("this trigger already started a backup of `{}`", b.policy)));
+                let key = b.trigger_key.clone().unwrap_or_default();
+                return Err(StoreError::TriggerUsed { key, started: format!("a backup of `{}`", b.policy) });
             }
             Err(e) => return Err(e.into()),
         }
@@ -319,7 +320,10 @@ impl BackupStore for SqliteStore {
         .await;
         match inserted {
             Ok(r) => Ok(r.last_insert_rowid()),
-            Err(e) if unique_violation(&e) => Err(StoreError::Conflict(format!("this trigger already verified a backup of `{policy}`"))),
+            Err(e) if unique_violation(&e) => Err(StoreError::TriggerUsed {
+                key: trigger_key.unwrap_or_default().to_string(),
+                started: format!("a verification of a backup of `{policy}`"),
+            }),
             Err(e) => Err(e.into()),
         }
     }

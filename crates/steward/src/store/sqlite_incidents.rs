@@ -154,7 +154,7 @@ impl IncidentStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("incident {} changed meanwhile; reload it and try again", i.id)));
+                return Err(StoreError::StaleVersion { what: format!("incident {}", i.id) });
             }
             i.id
         };

@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::sqlite::{SqliteStore, ms, time};
 use super::sqlite_alerts::{OutboxRow, insert_outbox, json, parse};
-use super::{OutboxMessage, RunStore, StoreError};
+use super::{LockHolder, OutboxMessage, RunStore, StoreError};
 use crate::runbooks::{AUDIT_KINDS, AuditQuery, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
 
 const RUN_COLUMNS: &str = "id, runbook, params, status, trigger, started_by, parent_run, alert_fingerprint, incident_id, lock_name, \
@@ -87,7 +87,7 @@ async fn take_lock(conn: &mut SqliteConnection, lock: &str, run: i64, now: i64) 
     let holder: Option<i64> =
         sqlx::query_scalar("SELECT run_id FROM run_locks WHERE name = ?").bind(lock).fetch_optional(&mut *conn).await?;
     if let Some(holder) = holder.filter(|h| *h != run) {
-        return Err(StoreError::Conflict(format!("lock `{lock}` is held by run {holder}")));
+        return Err(StoreError::LockHeld { lock: lock.to_string(), holder: LockHolder::Run(holder) });
     }
     sqlx::query("INSERT OR REPLACE INTO run_locks (name, run_id, acquired_ms) VALUES (?, ?, ?)")
         .bind(lock)
@@ -107,7 +107,7 @@ impl RunStore for SqliteStore {
             let used: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM runs WHERE trigger_key = ?").bind(key).fetch_optional(&mut *tx).await?;
             if let Some(id) = used {
-                return Err(StoreError::Conflict(format!("the trigger `{key}` already started run {id}")));
+                return Err(StoreError::TriggerUsed { key: key.clone(), started: format!("run {id}") });
             }
         }
         let id: i64 = sqlx::query_scalar(
