@@ -10,4 +10,9 @@ export PATH="$PATH:$HOME/.local/bin"
 echo "==> hadolint packaging/Containerfile"
 hadolint packaging/Containerfile
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steward-target}"
+# Code gates: formatting and every clippy lint, warnings as errors, on all targets.
+echo "==> cargo fmt --check; cargo clippy --all-targets -D warnings"
+cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
