@@ -390,15 +390,13 @@ impl SqliteStore {
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(data_dir, e))?;
         restrict(data_dir, 0o700).map_err(|e| open_error(data_dir, e))?;
         let path = data_dir.join("steward.db");
-        if !path.exists() {
-            // Created empty with 0600 before SQLite opens it, so it is never readable by others.
-            // Another steward process (a CLI command beside the server) may create it
-            // between the check and here: then it exists, which is all this needs.
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(open_error(&path, e)),
-            }
+        // Created empty with 0600 before SQLite opens it, so it is never readable by
+        // others. No exists() check first: another steward process (a CLI command beside
+        // the server) may create it in between, and an existing file is all this needs.
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(open_error(&path, e)),
         }
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?

@@ -127,7 +127,9 @@ impl BackupStore for SqliteStore {
         .await;
         match inserted {
             Ok(_) => {}
-            Err(e) if unique_violation(&e) => {
+            // Only the trigger key can repeat: any other unique violation (a backup id
+            // that exists) is not the caller's trigger and is reported as it is.
+            Err(e) if unique_violation(&e) && b.trigger_key.is_some() => {
                 let key = b.trigger_key.clone().unwrap_or_default();
                 return Err(StoreError::TriggerUsed { key, started: format!("a backup of `{}`", b.policy) });
             }
@@ -320,7 +322,8 @@ impl BackupStore for SqliteStore {
         .await;
         match inserted {
             Ok(r) => Ok(r.last_insert_rowid()),
-            Err(e) if unique_violation(&e) => Err(StoreError::TriggerUsed {
+            // As for backups: only the trigger key can repeat.
+            Err(e) if unique_violation(&e) && trigger_key.is_some() => Err(StoreError::TriggerUsed {
                 key: trigger_key.unwrap_or_default().to_string(),
                 started: format!("a verification of a backup of `{policy}`"),
             }),
