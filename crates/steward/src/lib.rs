@@ -13,6 +13,7 @@ pub mod checks;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod demo;
 pub mod engine;
 pub mod incidents;

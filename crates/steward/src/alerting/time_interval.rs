@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 
 use super::matcher::{Labels, Matcher, matches_all};
@@ -175,7 +175,7 @@ impl MaintenanceWindow {
     pub fn open_until(&self, now: DateTime<Utc>, intervals: &[TimeInterval]) -> Option<Option<DateTime<Utc>>> {
         match &self.schedule {
             WindowSchedule::Cron { cron, duration, location } => {
-                let start = occurrence_covering(cron, *duration, location, now)?;
+                let start = crate::cron::occurrence_covering(cron, *location, *duration, now)?;
                 Some(Some(start + chrono::Duration::from_std(*duration).unwrap_or_default()))
             }
             WindowSchedule::Intervals(names) => {
@@ -191,20 +191,10 @@ impl MaintenanceWindow {
     /// The next start after `now` (cron windows only).
     pub fn next_start(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match &self.schedule {
-            WindowSchedule::Cron { cron, location, .. } => {
-                cron.find_next_occurrence(&now.with_timezone(location), false).ok().map(|t| t.with_timezone(&Utc))
-            }
+            WindowSchedule::Cron { cron, location, .. } => crate::cron::next_fire(cron, *location, now),
             WindowSchedule::Intervals(_) => None,
         }
     }
-}
-
-/// The start of the occurrence whose `[start, start + duration)` contains `now`.
-fn occurrence_covering(cron: &croner::Cron, duration: Duration, location: &Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let from = now - chrono::Duration::from_std(duration).ok()?;
-    let start = cron.find_next_occurrence(&location.from_utc_datetime(&from.naive_utc()), false).ok()?;
-    let start = start.with_timezone(&Utc);
-    (start <= now).then_some(start)
 }
 
 #[cfg(test)]

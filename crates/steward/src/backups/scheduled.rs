@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::BackupStatus;
 use super::service::BackupError;
 use super::sources::Progress;
+use crate::cron::Fires;
 use crate::engine::Engine;
-use crate::runbooks::schedule::Fires;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Job {

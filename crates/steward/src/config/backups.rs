@@ -420,7 +420,7 @@ fn source(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mu
 
 fn cron(node: &Node, what: &str, timezone: chrono_tz::Tz, d: &mut Diagnostics) -> Option<CronSchedule> {
     let cron = de::string(node, what, d)?;
-    match crate::runbooks::schedule::parse_cron(&cron) {
+    match crate::cron::parse_cron(&cron) {
         Ok(parsed) => Some(CronSchedule { cron, parsed, timezone }),
         Err(e) => {
             d.push(

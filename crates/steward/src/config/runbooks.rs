@@ -614,7 +614,7 @@ fn schedule(node: &Node, what: &str, params: Option<&[Param]>, d: &mut Diagnosti
     let mut f = Fields::of(node, format!("{what} schedule"), d)?;
     let cron_node = f.require("cron", d);
     let cron = cron_node.and_then(|n| de::string(n, &format!("{what} schedule cron"), d));
-    let parsed = cron.as_ref().zip(cron_node).and_then(|(c, n)| match crate::runbooks::schedule::parse_cron(c) {
+    let parsed = cron.as_ref().zip(cron_node).and_then(|(c, n)| match crate::cron::parse_cron(c) {
         Ok(parsed) => Some(parsed),
         Err(e) => {
             d.push(

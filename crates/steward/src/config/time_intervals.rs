@@ -129,7 +129,7 @@ pub fn maintenance_window(node: &Node, d: &mut Diagnostics, refs: &mut AlertingR
     let comment = f.take("comment").and_then(|n| de::string(n, &format!("{what} comment"), d));
     let schedule = match (f.take("schedule"), f.take("time_intervals")) {
         (Some(s), None) => {
-            let cron = de::string(s, &format!("{what} schedule"), d).and_then(|text| match text.parse::<croner::Cron>() {
+            let cron = de::string(s, &format!("{what} schedule"), d).and_then(|text| match crate::cron::parse_cron(&text) {
                 Ok(c) => Some(Box::new(c)),
                 Err(e) => {
                     d.push(

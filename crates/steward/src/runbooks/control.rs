@@ -10,10 +10,10 @@ use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{self, RunCx};
-use super::schedule::Fires;
 use super::{Decision, NewEvent, NewRun, Run, RunStatus, StepStatus};
 use crate::auth::Role;
 use crate::config::runbooks::{Runbook, StepKind, coerce};
+use crate::cron::Fires;
 use crate::engine::Engine;
 use crate::incidents::TimelineEntry;
 use crate::store::{IncidentWrite, StoreError};

@@ -27,7 +27,6 @@ pub mod actions;
 pub mod control;
 pub mod executor;
 pub mod plan;
-pub mod schedule;
 pub mod template;
 
 use std::collections::HashMap;

@@ -1,12 +1,16 @@
-//! Cron schedules in an IANA time zone, correct across daylight-saving changes.
+//! Cron in an IANA time zone — the one implementation, used by runbook schedules,
+//! backup and verification schedules and maintenance windows. Pure: no clock, no I/O.
 //!
-//! The cron expression is matched against *wall-clock* time in the zone, then each
-//! matching wall time is mapped to an instant:
-//! - a wall time that happens twice (the repeated hour in autumn) fires once, at its
-//!   first occurrence — unless the hour field is `*`: an hourly job runs in both hours,
-//!   which are an hour apart (as vixie cron does);
+//! **The DST rule.** The expression is matched against *wall-clock* time in the zone,
+//! then each matching wall time is mapped to an instant:
 //! - a wall time that never happens (the skipped hour in spring) fires when the clocks
-//!   jump, once, however many skipped wall times matched.
+//!   jump, once, however many skipped wall times matched;
+//! - a wall time that happens twice (the repeated hour in autumn) fires once, at its
+//!   first occurrence — unless the hour field is `*`: an hourly schedule fires in both
+//!   hours, which are an hour apart (as vixie cron does).
+//!
+//! A maintenance window is an occurrence of its schedule plus a duration, so a window
+//! in the skipped hour opens when the clocks jump and one in the repeated hour opens once.
 
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -95,6 +99,14 @@ pub fn next_fire(cron: &croner::Cron, tz: Tz, after: DateTime<Utc>) -> Option<Da
     None
 }
 
+/// The start of the occurrence whose `[start, start + duration)` contains `now`, if any
+/// (a maintenance window that is open).
+pub fn occurrence_covering(cron: &croner::Cron, tz: Tz, duration: std::time::Duration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let from = now - Duration::from_std(duration).ok()?;
+    let start = next_fire(cron, tz, from)?;
+    (start <= now).then_some(start)
+}
+
 /// The instants a matching wall time fires at: its first occurrence (both when
 /// `every_hour`), or the end of the gap it falls in.
 fn instants(tz: Tz, wall: NaiveDateTime, every_hour: bool) -> Vec<DateTime<Utc>> {
@@ -157,6 +169,31 @@ mod tests {
         assert_eq!(got, vec!["11-01 01:30 EDT", "11-02 01:30 EST"]);
         let hourly = fires("0 * * * *", chrono_tz::America::New_York, "2026-11-01T04:30:00Z", "2026-11-01T08:30:00Z");
         assert_eq!(hourly, vec!["11-01 01:00 EDT", "11-01 01:00 EST", "11-01 02:00 EST", "11-01 03:00 EST"]);
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_occurrence_in_the_skipped_hour_covers_from_the_jump() {
+        // 02:30 does not exist in New York on 2026-03-08: the occurrence starts at 03:00 EDT.
+        let cron = parse_cron("30 2 * * *").unwrap();
+        let half_hour = std::time::Duration::from_secs(1800);
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(occurrence_covering(&cron, ny, half_hour, at("2026-03-08T07:10:00Z")), Some(at("2026-03-08T07:00:00Z")));
+        assert_eq!(occurrence_covering(&cron, ny, half_hour, at("2026-03-08T07:30:00Z")), None, "the end is not covered");
+        assert_eq!(occurrence_covering(&cron, ny, half_hour, at("2026-03-08T06:59:59Z")), None);
+    }
+
+    #[test]
+    fn an_occurrence_in_the_repeated_hour_covers_once() {
+        // 01:30 happens twice in New York on 2026-11-01 (EDT, then EST): one occurrence.
+        let cron = parse_cron("30 1 * * *").unwrap();
+        let half_hour = std::time::Duration::from_secs(1800);
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(occurrence_covering(&cron, ny, half_hour, at("2026-11-01T05:40:00Z")), Some(at("2026-11-01T05:30:00Z")));
+        assert_eq!(occurrence_covering(&cron, ny, half_hour, at("2026-11-01T06:40:00Z")), None, "01:40 EST is the second pass");
     }
 
     #[test]
