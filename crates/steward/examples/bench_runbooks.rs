@@ -187,6 +187,7 @@ async fn history(steward: &Path, runs: usize) {
             incident_id: None,
             lock: None,
             trigger_key: None,
+            owner: "bench".into(),
         };
         let r = store.create_run(&run, NewEvent::new(0, "run_started", "started").by(&run.started_by)).await.unwrap();
         let status = if i % 10 == 0 { RunStatus::Failed } else { RunStatus::Succeeded };

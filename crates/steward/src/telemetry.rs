@@ -439,6 +439,36 @@ where
     })
 }
 
+/// This process, as the owner of locks, leases, runs and claims: host, pid and start
+/// time, so a restarted steward on the same host never mistakes an old lease for its own.
+pub fn process_owner() -> String {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER
+        .get_or_init(|| {
+            let host =
+                std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}:{}", std::process::id(), crate::clock::now().timestamp_millis())
+        })
+        .clone()
+}
+
+/// Whether `owner` (a [`process_owner`] string) names a process of this host that is
+/// gone: its pid no longer runs, or runs as another process (this one, restarted).
+/// Owners on other hosts are never judged from here.
+pub fn owner_gone(owner: &str) -> bool {
+    let mine = process_owner();
+    let host_of = |o: &str| o.rsplitn(3, ':').nth(2).map(str::to_string);
+    let pid_of = |o: &str| o.rsplit(':').nth(1).and_then(|p| p.parse::<u32>().ok());
+    if owner == mine || host_of(owner).is_none() || host_of(owner) != host_of(&mine) {
+        return false;
+    }
+    match pid_of(owner) {
+        Some(pid) if pid == std::process::id() => true,
+        Some(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -98,24 +98,51 @@ pub async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry(store: impl S
     let id = store.enqueue(&n).await.unwrap().expect("a new dedup key is enqueued");
     assert_eq!(store.enqueue(&n).await.unwrap(), None, "the same dedup key is never enqueued twice");
     assert_eq!(store.notify_log().await.unwrap(), vec![n.log.clone()], "the log entry is written with the row");
-    let due = store.due_notifications("ops", t0, 10).await.unwrap();
+    let secs = |s: i64| t0 + chrono::Duration::seconds(s);
+    let due = store.claim_due("ops", "w1", t0, secs(60), 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].alerts, vec!["fp1".to_string(), "fp2".to_string()]);
     assert_eq!(due[0].payload, n.payload, "the payload reads back as it was written");
-    assert!(store.due_notifications("other", t0, 10).await.unwrap().is_empty());
-    // A retry moves it out of the due set until its time; delivery ends it.
-    let later = t0 + chrono::Duration::seconds(30);
-    store.mark_retry(id, 1, later, "503").await.unwrap();
-    assert!(store.due_notifications("ops", t0, 10).await.unwrap().is_empty());
-    assert_eq!(store.next_due("ops").await.unwrap(), Some(later));
+    assert!(store.claim_due("other", "w1", t0, secs(60), 10).await.unwrap().is_empty());
+    // Claimed: no other worker gets it until the claim ends.
+    assert!(store.claim_due("ops", "w2", secs(59), secs(120), 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due("ops").await.unwrap(), Some(secs(60)), "claimable again when the claim ends");
+    // Only the claimant schedules the retry, which releases the claim and moves the row
+    // out of the due set until its time.
+    assert!(!store.mark_retry(id, "w2", 1, secs(30), "503").await.unwrap(), "w2 holds no claim");
+    assert!(store.mark_retry(id, "w1", 1, secs(30), "503").await.unwrap());
+    assert!(store.claim_due("ops", "w2", secs(29), secs(90), 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due("ops").await.unwrap(), Some(secs(30)));
     assert_eq!(store.outbox_depth().await.unwrap(), (1, Some(t0)));
-    store.mark_delivered(id, later, 2).await.unwrap();
+    // A claim whose process is gone is released; one that ended is taken over, and the
+    // worker that lost it can no longer give the row up.
+    assert_eq!(store.claim_due("ops", "w2", secs(30), secs(90), 10).await.unwrap().len(), 1);
+    assert_eq!(store.claim_owners().await.unwrap(), vec!["w2".to_string()]);
+    assert_eq!(store.release_claims("w2").await.unwrap(), 1);
+    assert_eq!(store.claim_due("ops", "w3", secs(31), secs(40), 10).await.unwrap().len(), 1, "released: claimable at once");
+    assert_eq!(store.claim_due("ops", "w4", secs(40), secs(100), 10).await.unwrap().len(), 1, "w3's claim ended");
+    assert!(!store.mark_expired(id, "w3", 2, "gave up").await.unwrap());
+    store.mark_delivered(id, secs(30), 2).await.unwrap();
+    assert!(store.claim_owners().await.unwrap().is_empty(), "delivery releases the claim");
+    // Giving up is recorded by the claimant.
+    let expiring = NewNotification { dedup_key: "k2".into(), ..n.clone() };
+    let id2 = store.enqueue(&expiring).await.unwrap().unwrap();
+    assert_eq!(store.claim_due("ops", "w5", secs(50), secs(60), 10).await.unwrap().iter().map(|n| n.id).collect::<Vec<_>>(), [id2]);
+    assert!(store.mark_expired(id2, "w5", 1, "410 Gone").await.unwrap());
+    let expired = store.notifications(None, 1).await.unwrap();
+    assert_eq!((expired[0].id, expired[0].state, expired[0].last_error.as_deref()), (id2, DeliveryState::Expired, Some("410 Gone")));
+    assert!(store.claim_due("ops", "w5", secs(3600), secs(3700), 10).await.unwrap().is_empty(), "an expired row is never sent");
+    // Updating a log entry without a send.
+    let quiet = NotifyLogEntry { firing: vec![], sent_at: secs(70), ..n.log.clone() };
+    store.update_notify_log(&quiet).await.unwrap();
+    assert_eq!(store.notify_log().await.unwrap(), vec![quiet]);
     let all = store.notifications(Some("fp2"), 10).await.unwrap();
-    assert_eq!((all[0].state, all[0].attempts, all[0].last_error.as_deref()), (DeliveryState::Delivered, 2, None));
+    let delivered = all.iter().find(|x| x.id == id).unwrap();
+    assert_eq!((delivered.state, delivered.attempts, delivered.last_error.as_deref()), (DeliveryState::Delivered, 2, None));
     assert_eq!(store.outbox_depth().await.unwrap(), (0, None));
     assert!(store.notifications(Some("fp-none"), 10).await.unwrap().is_empty());
     let recent = store.notifications(None, 10).await.unwrap();
-    assert_eq!((recent.len(), recent[0].id, &recent[0].payload), (1, id, &n.payload));
+    assert_eq!((recent.len(), recent[1].id, &recent[1].payload), (2, id, &n.payload));
 }
 
 pub async fn alert_batches_keep_every_transition_in_order(store: impl Store) {
@@ -210,7 +237,11 @@ pub async fn incident_writes_are_atomic_and_versioned(store: impl Store) {
 
     // Queries.
     let other = store
-        .write_incident(&IncidentWrite::of(steward::incidents::Incident { services: vec!["db".into()], ..incident("DB slow") }))
+        .write_incident(&IncidentWrite::of(steward::incidents::Incident {
+            services: vec!["db".into()],
+            group_key: "pages:service=db".into(),
+            ..incident("DB slow")
+        }))
         .await
         .unwrap();
     let open = store.incidents(&IncidentQuery { open: true, ..Default::default() }).await.unwrap();
@@ -297,6 +328,7 @@ fn new_run(runbook: &str, lock: Option<&str>, key: Option<&str>) -> steward::run
         incident_id: None,
         lock: lock.map(String::from),
         trigger_key: key.map(String::from),
+        owner: "host:1:1".into(),
     }
 }
 
@@ -359,8 +391,6 @@ pub async fn runs_take_locks_and_trigger_keys_once_and_keep_their_record(store: 
     let done = store.run(a.id).await.unwrap().unwrap();
     assert_eq!((done.status, done.outputs.clone()), (RunStatus::Succeeded, serde_json::json!({"ok": 1})));
     assert!(done.finished_at.is_some());
-    // A retry re-takes the lock only when it is free.
-    assert!(matches!(store.relock(a.id, "failover").await, Err(StoreError::LockHeld { holder: LockHolder::Run(id), .. }) if id == b.id));
 
     // Listing: newest first, filtered, paged by id; unfinished runs; the audit trail.
     let all = store.runs(&RunQuery { limit: 10, ..Default::default() }).await.unwrap();
@@ -457,8 +487,365 @@ pub async fn backups_take_one_lease_per_lock_and_restores_keep_a_record_and_a_ho
     assert!(store.restores(Some(&b.id), 10).await.unwrap().is_empty());
 }
 
+/// One open incident per group key is the store's rule: a second writer opening the
+/// group again is refused with the incident it must join. Action items, alert
+/// attachments and on-call overrides round-trip.
+pub async fn incidents_keep_one_open_per_group_with_items_and_overrides(store: impl Store) {
+    use steward::incidents::oncall::Override;
+    use steward::incidents::{ActionItem, AttachedState, IncidentAlert, Status};
+    use steward::store::IncidentWrite;
+    let at = Utc.timestamp_opt(5_000, 0).unwrap();
+    let first = store.write_incident(&IncidentWrite::of(incident("API down"))).await.unwrap();
+    let err = store.write_incident(&IncidentWrite::of(incident("API down again"))).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::GroupOpen { group_key, incident } if group_key == "pages:service=api" && *incident == first.id),
+        "{err}"
+    );
+    assert!(err.is_conflict());
+    // Incidents without a group (declared by a person) are never refused.
+    let manual = |t: &str| steward::incidents::Incident { group_key: String::new(), policy: None, ..incident(t) };
+    store.write_incident(&IncidentWrite::of(manual("a"))).await.unwrap();
+    store.write_incident(&IncidentWrite::of(manual("b"))).await.unwrap();
+    // Once resolved, the group may open a new incident.
+    let mut w = IncidentWrite::of(first.clone());
+    w.incident.status = Status::Resolved;
+    w.alerts.push(IncidentAlert {
+        incident_id: first.id,
+        fingerprint: "fp-api".into(),
+        rule: "ApiDown".into(),
+        labels: Default::default(),
+        state: AttachedState::Resolved,
+        attached_at: at,
+        changed_at: at,
+        fired_at: Some(at),
+    });
+    let item = |id: i64, state: &str| ActionItem {
+        id,
+        incident_id: first.id,
+        text: "alert on replica lag".into(),
+        owner: Some("alice".into()),
+        state: state.into(),
+        created_by: "bob".into(),
+        created_at: at,
+        done_at: None,
+    };
+    w.action_items.push(item(0, "open"));
+    let resolved = store.write_incident(&w).await.unwrap();
+    let second = store.write_incident(&IncidentWrite::of(incident("API down, once more"))).await.unwrap();
+    assert_ne!(second.id, first.id);
+    let attached = store.attachments(&["fp-api".to_string(), "fp-none".to_string()]).await.unwrap();
+    assert_eq!(attached.iter().map(|a| (a.incident_id, a.state)).collect::<Vec<_>>(), [(first.id, AttachedState::Resolved)]);
+    let items = store.action_items(Some(first.id), Some("open")).await.unwrap();
+    assert_eq!(items.iter().map(|i| (i.text.as_str(), i.owner.as_deref())).collect::<Vec<_>>(), [("alert on replica lag", Some("alice"))]);
+    let mut done = IncidentWrite::of(resolved);
+    done.action_items.push(item(items[0].id, "done"));
+    store.write_incident(&done).await.unwrap();
+    assert!(store.action_items(None, Some("open")).await.unwrap().is_empty());
+    assert_eq!(store.action_items(None, None).await.unwrap().len(), 1, "updated, not added");
+    // Overrides: those still in effect after a time.
+    let o = |p: &str, from: i64, until: i64| Override {
+        person: p.into(),
+        from: Utc.timestamp_opt(from, 0).unwrap(),
+        until: Utc.timestamp_opt(until, 0).unwrap(),
+    };
+    store.add_override("primary", &o("carol", 1_000, 2_000), "alice").await.unwrap();
+    store.add_override("primary", &o("dave", 2_000, 3_000), "alice").await.unwrap();
+    let live = store.overrides(Utc.timestamp_opt(2_000, 0).unwrap()).await.unwrap();
+    assert_eq!(live, vec![("primary".to_string(), o("dave", 2_000, 3_000))]);
+}
+
+pub async fn silences_expire_and_resolved_alerts_are_forgotten(store: impl Store) {
+    use steward::alerting::matcher::Matcher;
+    use steward::alerting::{Alert, AlertState, NotifyLogEntry, Silence};
+    use steward::store::NewNotification;
+    let t = |s: i64| Utc.timestamp_opt(20_000 + s, 0).unwrap();
+    let silence = Silence {
+        id: "s1".into(),
+        matchers: vec![Matcher::parse("service=\"api\"").unwrap()],
+        starts_at: t(0),
+        ends_at: t(3_600),
+        created_by: "alice".into(),
+        comment: "deploy".into(),
+        created_at: t(0),
+        expired_at: None,
+    };
+    store.create_silence(&silence).await.unwrap();
+    assert_eq!(store.silences().await.unwrap(), vec![silence.clone()]);
+    assert!(store.expire_silence("s1", t(60)).await.unwrap());
+    assert!(!store.expire_silence("s1", t(61)).await.unwrap(), "expired once");
+    assert!(!store.expire_silence("nope", t(61)).await.unwrap());
+    assert_eq!(store.silences().await.unwrap()[0].expired_at, Some(t(60)));
+    // Resolved alerts go after the cutoff — unless a log entry still lists them.
+    let resolved =
+        |fp: &str| Alert { state: AlertState::Resolved, resolved_at: Some(t(10)), ..Alert::inactive(fp, "R", Default::default(), t(0)) };
+    store
+        .save_alerts(&[
+            (resolved("gone"), None),
+            (resolved("listed"), None),
+            (Alert { state: AlertState::Firing, ..resolved("firing") }, None),
+        ])
+        .await
+        .unwrap();
+    let log = NotifyLogEntry { receiver: "ops".into(), group_key: "g".into(), firing: vec!["listed".into()], sent_at: t(5) };
+    let n = NewNotification {
+        dedup_key: "d".into(),
+        receiver: "ops".into(),
+        group_key: "g".into(),
+        status: "firing".into(),
+        payload: "{}".into(),
+        alerts: vec![],
+        log,
+    };
+    store.enqueue(&n).await.unwrap();
+    assert_eq!(store.forget_resolved(t(5)).await.unwrap(), 0, "resolved after the cutoff");
+    assert_eq!(store.forget_resolved(t(20)).await.unwrap(), 1);
+    let mut left: Vec<String> = store.load_alerts().await.unwrap().into_iter().map(|a| a.fingerprint).collect();
+    left.sort();
+    assert_eq!(left, ["firing", "listed"]);
+}
+
+pub async fn runs_heartbeat_and_send_messages_with_their_events(store: impl Store) {
+    use steward::runbooks::NewEvent;
+    use steward::store::OutboxMessage;
+    let run = store.create_run(&new_run("notify", None, None), NewEvent::new(0, "run_started", "started")).await.unwrap();
+    let beat = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
+    store.heartbeat(&[run.id], beat).await.unwrap();
+    store.heartbeat(&[], beat).await.unwrap();
+    assert_eq!(store.run(run.id).await.unwrap().unwrap().heartbeat_at, beat);
+    let message = OutboxMessage {
+        dedup_key: format!("run/{}/tell", run.id),
+        receiver: "ops".into(),
+        group_key: format!("run/{}", run.id),
+        status: "firing".into(),
+        payload: serde_json::json!({"text": "failover done"}),
+    };
+    let sent = NewEvent::new(run.id, "notified", "told ops");
+    store.enqueue_messages(std::slice::from_ref(&message), &[sent]).await.unwrap();
+    store.enqueue_messages(&[message], &[]).await.unwrap();
+    let notes = store.notifications(None, 10).await.unwrap();
+    assert_eq!(notes.len(), 1, "a message's dedup key is enqueued once");
+    assert_eq!(notes[0].payload_value(), serde_json::json!({"text": "failover done"}));
+    store.append_events(&[NewEvent::new(run.id, "note", "one"), NewEvent::new(run.id, "note", "two")]).await.unwrap();
+    let kinds: Vec<String> = store.run_events(run.id, 0, 10).await.unwrap().into_iter().map(|e| e.message).collect();
+    assert_eq!(kinds, ["started", "told ops", "one", "two"]);
+}
+
+pub async fn backup_leases_renew_and_end_and_verifications_keep_their_record(store: impl Store) {
+    use steward::backups::{BackupQuery, BackupStatus};
+    let t = |s: i64| Utc.timestamp_opt(1_900_000_000 + s, 0).unwrap();
+    let at = |id: &str, lock_s: i64| steward::backups::NewBackup { started_at: t(lock_s), ..new_backup(id, "orders", None) };
+    // An ended lease is taken over; a renewed one is not; a renewal by another owner is not one.
+    store.create_backup(&at("20300101T000000Z-0001", 0), "l1").await.unwrap();
+    store.create_backup(&at("20300101T000031Z-0002", 31), "l1").await.expect("the 30 s lease ended");
+    let c = store.create_backup(&at("20300101T000000Z-0003", 0), "l2").await.unwrap();
+    store.heartbeat_backup(&c.id, &c.owner, t(20), t(120)).await.unwrap();
+    assert!(matches!(store.create_backup(&at("20300101T000100Z-0004", 60), "l2").await, Err(StoreError::LockHeld { .. })));
+    let e = store.create_backup(&at("20300101T000000Z-0005", 0), "l3").await.unwrap();
+    store.heartbeat_backup(&e.id, "someone-else", t(20), t(120)).await.unwrap();
+    store.create_backup(&at("20300101T000031Z-0006", 31), "l3").await.expect("not renewed by a stranger");
+    assert_eq!(store.backup(&c.id).await.unwrap().unwrap().heartbeat_at, t(20));
+
+    store.finish_backup(&c.id, BackupStatus::Succeeded, 10, 5, None, &serde_json::Value::Null).await.unwrap();
+    let v1 = store.start_verification(&c.id, "orders", 2, "schedule", Some("verify@1")).await.unwrap();
+    assert!(matches!(
+        store.start_verification(&c.id, "orders", 2, "schedule", Some("verify@1")).await,
+        Err(StoreError::TriggerUsed { .. })
+    ));
+    // A verification whose heartbeat stopped fails, and its late result changes nothing.
+    store.heartbeat_verification(v1, Utc::now() - chrono::Duration::minutes(10)).await.unwrap();
+    assert_eq!(store.fail_stale_verifications(Utc::now() - chrono::Duration::minutes(1)).await.unwrap(), 1);
+    store.finish_verification(v1, true, &serde_json::json!({"tables": 3}), Some(1200)).await.unwrap();
+    assert!(store.backup(&c.id).await.unwrap().unwrap().verify_result.is_none());
+    let v2 = store.start_verification(&c.id, "orders", 3, "manual", None).await.unwrap();
+    store.finish_verification(v2, true, &serde_json::json!({"tables": 3}), Some(900)).await.unwrap();
+    let list = store.verifications(Some(&c.id), 10).await.unwrap();
+    assert_eq!(list.iter().map(|v| (v.id, v.result.as_str())).collect::<Vec<_>>(), [(v2, "passed"), (v1, "failed")]);
+    assert_eq!(store.verifications(None, 1).await.unwrap()[0].id, v2);
+    let verified = store.backup(&c.id).await.unwrap().unwrap();
+    assert_eq!((verified.verify_result.as_deref(), verified.verify_level, verified.restore_ms), (Some("passed"), Some(3), Some(900)));
+
+    store.mark_backup_deleted(&c.id).await.unwrap();
+    let deleted = store.backups(&BackupQuery { status: Some(BackupStatus::Deleted), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(deleted.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), [c.id.as_str()]);
+    let all = store.backups(&BackupQuery { policy: Some("orders".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.len(), 5, "every backup but the one refused");
+    assert!(all.windows(2).all(|w| w[0].started_at >= w[1].started_at), "newest first");
+}
+
+/// Two handles on one database race for everything only one may win: a run lock, a
+/// trigger key, a backup lease, a group's open incident, a token name, outbox rows.
+pub async fn two_writers_never_both_win(a: impl Store, b: impl Store) {
+    use steward::runbooks::NewEvent;
+    use steward::store::{IncidentWrite, NewNotification};
+    let (a, b): (std::sync::Arc<dyn Store>, std::sync::Arc<dyn Store>) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    const ROUNDS: usize = 8;
+    async fn both<T: Send + 'static>(
+        a: impl std::future::Future<Output = T> + Send + 'static,
+        b: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> [T; 2] {
+        let (x, y) = tokio::join!(tokio::spawn(a), tokio::spawn(b));
+        [x.unwrap(), y.unwrap()]
+    }
+    for round in 0..ROUNDS {
+        let lock = format!("failover-{round}");
+        let key = format!("nightly@{round}");
+        let run = |s: std::sync::Arc<dyn Store>, lock: String, key: Option<String>| async move {
+            s.create_run(&new_run("failover", Some(&lock), key.as_deref()), NewEvent::new(0, "run_started", "started")).await
+        };
+        let results = both(run(a.clone(), lock.clone(), None), run(b.clone(), lock.clone(), None)).await;
+        let winner = results.iter().find_map(|r| r.as_ref().ok()).expect("one run takes the lock").id;
+        let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(refused.len(), 1, "round {round}: exactly one run takes `{lock}`");
+        assert!(matches!(refused[0], StoreError::LockHeld { holder: LockHolder::Run(id), .. } if *id == winner), "{}", refused[0]);
+
+        let results =
+            both(run(a.clone(), format!("k-{round}-a"), Some(key.clone())), run(b.clone(), format!("k-{round}-b"), Some(key.clone())))
+                .await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: one trigger key, one run");
+        assert!(results.iter().any(|r| matches!(r, Err(StoreError::TriggerUsed { .. }))));
+
+        let backup = |s: std::sync::Arc<dyn Store>, id: String| async move {
+            s.create_backup(&new_backup(&id, "orders", None), "orders@race").await
+        };
+        let results =
+            both(backup(a.clone(), format!("20300101T0000{round:02}Z-aaaa")), backup(b.clone(), format!("20300101T0000{round:02}Z-bbbb")))
+                .await;
+        let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: one backup holds the lease");
+        store_finish(&*a, &won[0].id).await;
+
+        let open = |s: std::sync::Arc<dyn Store>| async move {
+            let group = steward::incidents::Incident { group_key: format!("pages:round={round}"), ..incident("race") };
+            s.write_incident(&IncidentWrite::of(group)).await
+        };
+        let results = both(open(a.clone()), open(b.clone())).await;
+        let opened = results.iter().find_map(|r| r.as_ref().ok()).expect("one incident opens").id;
+        assert!(
+            results.iter().any(|r| matches!(r, Err(StoreError::GroupOpen { incident, .. }) if *incident == opened)),
+            "round {round}: the other writer is told which incident to join"
+        );
+
+        let token = |s: std::sync::Arc<dyn Store>, hash: &'static str| {
+            let name = format!("deploy-{round}");
+            async move { s.create_token(&name, Role::Operator, &format!("{hash}-{round}")).await }
+        };
+        let results = both(token(a.clone(), "ha"), token(b.clone(), "hb")).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: one live token per name");
+    }
+    // Outbox rows: four workers on two handles claim until nothing is left; every row
+    // is claimed exactly once.
+    let t0 = Utc.timestamp_opt(30_000, 0).unwrap();
+    for i in 0..60 {
+        let log = steward::alerting::NotifyLogEntry { receiver: "ops".into(), group_key: format!("g{i}"), firing: vec![], sent_at: t0 };
+        let n = NewNotification {
+            dedup_key: format!("race-{i}"),
+            receiver: "ops".into(),
+            group_key: format!("g{i}"),
+            status: "firing".into(),
+            payload: "{}".into(),
+            alerts: vec![],
+            log,
+        };
+        a.enqueue(&n).await.unwrap();
+    }
+    let worker = |s: std::sync::Arc<dyn Store>, name: &'static str| async move {
+        let mut mine = Vec::new();
+        loop {
+            let got = s.claim_due("ops", name, t0, t0 + chrono::Duration::seconds(300), 3).await.unwrap();
+            if got.is_empty() {
+                return mine;
+            }
+            mine.extend(got.into_iter().map(|n| n.id));
+            tokio::task::yield_now().await;
+        }
+    };
+    let [w1, w2] = both(worker(a.clone(), "a1"), worker(b.clone(), "b1")).await;
+    let [w3, w4] = both(worker(a.clone(), "a2"), worker(b.clone(), "b2")).await;
+    let mut all: Vec<i64> = [w1, w2, w3, w4].concat();
+    let claimed = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((claimed, all.len()), (60, 60), "every row claimed once, none twice");
+}
+
+async fn store_finish(s: &dyn Store, id: &str) {
+    s.finish_backup(id, steward::backups::BackupStatus::Succeeded, 1, 1, None, &serde_json::Value::Null).await.unwrap();
+}
+
+/// Approvals, cancels and resumes are decisions any process may take: each is taken
+/// once, in the store, and the loser learns it lost.
+pub async fn approvals_cancels_and_resumes_are_decided_once(store: impl Store) {
+    use steward::runbooks::{Approval, ApprovalState, Decision, NewEvent, RunStatus};
+    let run = store.create_run(&new_run("deploy", Some("deploy"), None), NewEvent::new(0, "run_started", "started")).await.unwrap();
+    let now = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
+    let approval = |path: &str| Approval {
+        run_id: run.id,
+        path: path.into(),
+        attempt: 1,
+        role: Role::Operator,
+        distinct_approver: true,
+        started_by: "alice".into(),
+        requested_at: now,
+        expires_at: now + chrono::Duration::minutes(30),
+        state: ApprovalState::Pending,
+        decided_by: None,
+        decided_at: None,
+        comment: String::new(),
+    };
+    let decision = |state, by: &str, comment: &str| Decision { state, by: by.into(), comment: comment.into() };
+    store.request_approval(&approval("confirm"), &[NewEvent::new(run.id, "approval_requested", "waits")]).await.unwrap();
+    assert_eq!(store.run(run.id).await.unwrap().unwrap().status, RunStatus::Waiting);
+    assert_eq!(store.approvals(run.id).await.unwrap(), vec![approval("confirm")]);
+    // The first decision stands; a later one (the timeout, a second person) writes nothing.
+    let approved = NewEvent::new(run.id, "approved", "bob approved").by("bob");
+    assert!(store.decide_approval(run.id, "confirm", 1, &decision(ApprovalState::Approved, "bob", "lag ok"), &[approved]).await.unwrap());
+    let late = NewEvent::new(run.id, "denied", "too late").by("carol");
+    assert!(!store.decide_approval(run.id, "confirm", 1, &decision(ApprovalState::Denied, "carol", ""), &[late]).await.unwrap());
+    assert!(!store.decide_approval(run.id, "confirm", 1, &decision(ApprovalState::Expired, "steward", ""), &[]).await.unwrap());
+    let decided = &store.approvals(run.id).await.unwrap()[0];
+    assert_eq!((decided.state, decided.decided_by.as_deref(), decided.comment.as_str()), (ApprovalState::Approved, Some("bob"), "lag ok"));
+    assert!(decided.decided_at.is_some());
+    let messages: Vec<String> = store.run_events(run.id, 0, 10).await.unwrap().into_iter().map(|e| e.message).collect();
+    assert_eq!(messages, ["started", "waits", "bob approved"], "the losing decision left no event");
+    // A run that stops withdraws what it waited for.
+    store.request_approval(&approval("again"), &[]).await.unwrap();
+    store.set_run_status(run.id, RunStatus::Interrupted, Some("stopped"), None, &[]).await.unwrap();
+    assert_eq!(store.approvals(run.id).await.unwrap()[1].state, ApprovalState::Withdrawn);
+
+    // Resume: from the given statuses only, once, taking the lock and the run for its owner.
+    store
+        .resume_run(run.id, &[RunStatus::Interrupted], "host:2:2", Some("deploy"), &[NewEvent::new(run.id, "resumed", "go")])
+        .await
+        .unwrap();
+    let resumed = store.run(run.id).await.unwrap().unwrap();
+    assert_eq!((resumed.status, resumed.owner.as_str(), resumed.error.as_deref()), (RunStatus::Running, "host:2:2", None));
+    let again = store.resume_run(run.id, &[RunStatus::Interrupted], "host:3:3", Some("deploy"), &[]).await;
+    assert!(matches!(again, Err(StoreError::StaleVersion { .. })), "{again:?}");
+
+    // Cancel: asked once, while the run runs; the runner finds it among its runs.
+    assert!(store.cancels_requested(&[run.id]).await.unwrap().is_empty());
+    assert!(store.request_cancel(run.id, "carol", &[NewEvent::new(run.id, "cancelled", "carol cancelled")]).await.unwrap());
+    assert!(!store.request_cancel(run.id, "dave", &[NewEvent::new(run.id, "cancelled", "dave cancelled")]).await.unwrap());
+    assert_eq!(store.cancels_requested(&[run.id, run.id + 1000]).await.unwrap(), vec![run.id]);
+    assert_eq!(store.run(run.id).await.unwrap().unwrap().cancel_requested_by.as_deref(), Some("carol"));
+    store.set_run_status(run.id, RunStatus::Cancelled, Some("cancelled"), None, &[]).await.unwrap();
+    assert!(store.cancels_requested(&[run.id]).await.unwrap().is_empty(), "an ended run is not cancelled again");
+    assert!(!store.request_cancel(run.id, "erin", &[]).await.unwrap(), "nor can it be asked to");
+
+    // A retry takes the lock back only when it is free, and changes nothing otherwise.
+    let failed = store.create_run(&new_run("db", Some("db"), None), NewEvent::new(0, "run_started", "started")).await.unwrap();
+    store.set_run_status(failed.id, RunStatus::Failed, Some("boom"), None, &[]).await.unwrap();
+    let other = store.create_run(&new_run("db", Some("db"), None), NewEvent::new(0, "run_started", "started")).await.unwrap();
+    let retry =
+        store.resume_run(failed.id, &[RunStatus::Failed], "host:2:2", Some("db"), &[NewEvent::new(failed.id, "retried", "x")]).await;
+    assert!(matches!(&retry, Err(StoreError::LockHeld { holder: LockHolder::Run(id), .. }) if *id == other.id), "{retry:?}");
+    let still = store.run(failed.id).await.unwrap().unwrap();
+    assert_eq!((still.status, still.error.as_deref()), (RunStatus::Failed, Some("boom")), "a refused retry changes nothing");
+    assert_eq!(store.run_events(failed.id, 0, 10).await.unwrap().len(), 1);
+}
+
 macro_rules! store_suite {
-    ($backend:ident, $open:expr) => {
+    ($backend:ident, $open:expr, $open_twice:expr) => {
         mod $backend {
             use super::*;
             #[tokio::test]
@@ -488,7 +875,7 @@ macro_rules! store_suite {
             }
             #[tokio::test]
             async fn an_incident_lists_only_its_own_episodes_notifications() {
-                let (_dir, store) = super::sqlite().await;
+                let (_guard, store) = $open.await;
                 super::an_incident_lists_only_its_own_episodes_notifications(store).await;
             }
 
@@ -513,6 +900,36 @@ macro_rules! store_suite {
                 super::backups_take_one_lease_per_lock_and_restores_keep_a_record_and_a_hold(store).await;
             }
             #[tokio::test]
+            async fn incidents_keep_one_open_per_group_with_items_and_overrides() {
+                let (_guard, store) = $open.await;
+                super::incidents_keep_one_open_per_group_with_items_and_overrides(store).await;
+            }
+            #[tokio::test]
+            async fn silences_expire_and_resolved_alerts_are_forgotten() {
+                let (_guard, store) = $open.await;
+                super::silences_expire_and_resolved_alerts_are_forgotten(store).await;
+            }
+            #[tokio::test]
+            async fn runs_heartbeat_and_send_messages_with_their_events() {
+                let (_guard, store) = $open.await;
+                super::runs_heartbeat_and_send_messages_with_their_events(store).await;
+            }
+            #[tokio::test]
+            async fn backup_leases_renew_and_end_and_verifications_keep_their_record() {
+                let (_guard, store) = $open.await;
+                super::backup_leases_renew_and_end_and_verifications_keep_their_record(store).await;
+            }
+            #[tokio::test]
+            async fn approvals_cancels_and_resumes_are_decided_once() {
+                let (_guard, store) = $open.await;
+                super::approvals_cancels_and_resumes_are_decided_once(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn two_writers_never_both_win() {
+                let (_guard, a, b) = $open_twice.await;
+                super::two_writers_never_both_win(a, b).await;
+            }
+            #[tokio::test]
             async fn forgets_states_of_removed_checks() {
                 let (_guard, store) = $open.await;
                 super::forgets_states_of_removed_checks(store).await;
@@ -527,7 +944,29 @@ async fn sqlite() -> (tempfile::TempDir, steward::store::SqliteStore) {
     (dir, store)
 }
 
-store_suite!(sqlite_backend, sqlite());
+/// Two handles (two pools, as two processes would have) on one database file.
+async fn sqlite_twice() -> (tempfile::TempDir, steward::store::SqliteStore, steward::store::SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    let b = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    (dir, a, b)
+}
+
+store_suite!(sqlite_backend, sqlite(), sqlite_twice());
+
+/// Every method of the store contract is called by the suite above, so a backend cannot
+/// pass it with a method nobody tried. (Reads the trait's source: the list of methods
+/// is the trait itself.)
+#[test]
+fn the_suite_calls_every_store_method() {
+    let contract = include_str!("../src/store/mod.rs");
+    let suite = include_str!("store_suite.rs");
+    let methods: Vec<&str> =
+        contract.lines().filter_map(|l| l.trim_start().strip_prefix("async fn ")).filter_map(|rest| rest.split('(').next()).collect();
+    assert!(methods.len() > 70, "the trait has its methods: {methods:?}");
+    let uncalled: Vec<&&str> = methods.iter().filter(|m| !suite.contains(&format!(".{m}("))).collect();
+    assert!(uncalled.is_empty(), "store methods the suite never calls: {uncalled:?}");
+}
 
 #[tokio::test]
 async fn sqlite_reopens_with_its_data_and_refuses_newer_schemas() {

@@ -21,6 +21,10 @@ use crate::telemetry::DeliveryLabels;
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Notifications one worker claims and sends per pass.
+const BATCH: u32 = 16;
+/// Added to a claim beyond the batch's attempts' timeouts.
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// Keeps one worker per configured receiver; call [`Workers::sync`] after each reload.
 pub struct Workers {
@@ -71,7 +75,25 @@ impl Default for Workers {
     }
 }
 
+/// Claims held by a steward that ran on this host and is gone (a crash, a kill -9) are
+/// released at start, so its notifications go out now rather than when the claims end.
+/// Claims of other hosts' processes end on their own.
+pub async fn release_claims_of_gone_processes(engine: &Engine) {
+    let owners = match engine.store.claim_owners().await {
+        Ok(o) => o,
+        Err(e) => return tracing::warn!(error = %e, "cannot read outbox claims; claims of a stopped steward end on their own"),
+    };
+    for owner in owners.iter().filter(|o| crate::telemetry::owner_gone(o)) {
+        match engine.store.release_claims(owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(owner = %owner, notifications = n, "released the outbox claims of a stopped steward"),
+            Err(e) => tracing::warn!(owner = %owner, error = %e, "cannot release outbox claims; they end on their own"),
+        }
+    }
+}
+
 async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, stop: CancellationToken) {
+    let owner = crate::telemetry::process_owner();
     loop {
         // Registered before reading the outbox, so an enqueue that lands while this
         // pass runs still wakes the sleep below (notify_waiters keeps no permit).
@@ -79,7 +101,12 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
         tokio::pin!(woken);
         woken.as_mut().enable();
         let now = crate::clock::now();
-        let due = match engine.store.due_notifications(&receiver, now, 16).await {
+        let Some(timeout) = engine.config().receiver(&receiver).map(|r| r.timeout) else { return };
+        // Long enough for every attempt of the batch to run to its timeout; a worker that
+        // dies lets its claim end and the rows go to the next worker that asks.
+        let claim = timeout.saturating_mul(BATCH).saturating_add(CLAIM_MARGIN);
+        let until = now + chrono::Duration::from_std(claim).unwrap_or(chrono::Duration::hours(1));
+        let due = match engine.store.claim_due(&receiver, &owner, now, until, BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(receiver = %receiver, error = %e, "cannot read the outbox; retrying");
@@ -99,7 +126,7 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
                 Ok(()) => {
                     engine.metrics.notifications.get_or_create(&labels("delivered")).inc();
                     tracing::info!(receiver = %receiver, id = n.id, attempt, status = %n.status, "notification delivered");
-                    engine.store.mark_delivered(n.id, crate::clock::now(), attempt).await
+                    engine.store.mark_delivered(n.id, crate::clock::now(), attempt).await.map(|()| true)
                 }
                 Err(failure) => {
                     let error = engine.config().redactor.redact(&failure.message).into_owned();
@@ -107,23 +134,30 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
                     if !failure.retryable || age >= MAX_AGE {
                         engine.metrics.notifications.get_or_create(&labels("expired")).inc();
                         tracing::error!(receiver = %receiver, id = n.id, attempt, error = %error, "notification given up");
-                        engine.store.mark_expired(n.id, attempt, &error).await
+                        engine.store.mark_expired(n.id, &owner, attempt, &error).await
                     } else {
                         engine.metrics.notifications.get_or_create(&labels("retried")).inc();
                         let delay = backoff(attempt);
                         tracing::warn!(receiver = %receiver, id = n.id, attempt, retry_in = ?delay, error = %error, "notification failed; will retry");
                         let next = crate::clock::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                        engine.store.mark_retry(n.id, attempt, next, &error).await
+                        engine.store.mark_retry(n.id, &owner, attempt, next, &error).await
                     }
                 }
             };
-            if let Err(e) = recorded {
-                // The attempt's outcome is lost; the row stays pending and is sent again:
-                // at least once, and the dedup key lets the receiver drop the repeat.
-                tracing::error!(receiver = %receiver, id = n.id, error = %e, "could not record a delivery attempt");
+            match recorded {
+                Ok(true) => {}
+                // The claim ended while the attempt ran (a receiver slower than its
+                // timeout, a stalled process) and another worker owns the row now.
+                Ok(false) => {
+                    tracing::warn!(receiver = %receiver, id = n.id, "the claim on a notification ended during its attempt; its new owner decides")
+                }
+                // The attempt's outcome is lost; the row stays pending and is sent again
+                // when the claim ends: at least once, and the dedup key lets the receiver
+                // drop the repeat.
+                Err(e) => tracing::error!(receiver = %receiver, id = n.id, error = %e, "could not record a delivery attempt"),
             }
         }
-        if due.len() == 16 {
+        if due.len() == BATCH as usize {
             continue;
         }
         let next = engine.store.next_due(&receiver).await.ok().flatten();

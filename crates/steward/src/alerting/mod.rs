@@ -64,6 +64,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let _stop_ours_on_unwind = stop.clone().drop_guard();
     let mut evaluator = evaluate::Evaluator::default();
     let mut workers = deliver::Workers::new();
+    deliver::release_claims_of_gone_processes(&engine).await;
     workers.sync(&engine, &stop);
     let metrics = engine.metrics.clone();
     let dispatcher = {
@@ -127,12 +128,13 @@ impl AlertState {
         }
     }
 
-    pub fn parse(s: &str) -> AlertState {
+    pub fn parse(s: &str) -> Option<AlertState> {
         match s {
-            "pending" => AlertState::Pending,
-            "firing" => AlertState::Firing,
-            "resolved" => AlertState::Resolved,
-            _ => AlertState::Inactive,
+            "inactive" => Some(AlertState::Inactive),
+            "pending" => Some(AlertState::Pending),
+            "firing" => Some(AlertState::Firing),
+            "resolved" => Some(AlertState::Resolved),
+            _ => None,
         }
     }
 }
@@ -177,8 +179,12 @@ impl AlertSource {
         }
     }
 
-    pub fn parse(s: &str) -> AlertSource {
-        if s == "alertmanager" { AlertSource::Alertmanager } else { AlertSource::Rule }
+    pub fn parse(s: &str) -> Option<AlertSource> {
+        match s {
+            "alertmanager" => Some(AlertSource::Alertmanager),
+            "rule" => Some(AlertSource::Rule),
+            _ => None,
+        }
     }
 }
 
@@ -242,11 +248,12 @@ impl DeliveryState {
         }
     }
 
-    pub fn parse(s: &str) -> DeliveryState {
+    pub fn parse(s: &str) -> Option<DeliveryState> {
         match s {
-            "delivered" => DeliveryState::Delivered,
-            "expired" => DeliveryState::Expired,
-            _ => DeliveryState::Pending,
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            "expired" => Some(DeliveryState::Expired),
+            _ => None,
         }
     }
 }

@@ -161,8 +161,14 @@ pub async fn list_runs(caller: Caller, State(s): State<Arc<AppState>>, Query(q):
 async fn run_view(engine: &Engine, id: i64) -> Result<Value, ApiError> {
     let run = engine.store.run(id).await?.ok_or_else(|| ApiError::new(Code::NotFound, format!("no run has id {id}")))?;
     let steps = engine.store.run_steps(id).await?;
-    let waiting: Vec<String> =
-        engine.runbooks.approvals.lock().expect("approvals").keys().filter(|(r, _)| *r == id).map(|(_, p)| p.clone()).collect();
+    let waiting: Vec<String> = engine
+        .store
+        .approvals(id)
+        .await?
+        .into_iter()
+        .filter(|a| a.state == crate::runbooks::ApprovalState::Pending)
+        .map(|a| a.path)
+        .collect();
     Ok(json!({"run": run, "steps": steps, "waiting_for_approval": waiting, "live": engine.runbooks.is_active(id)}))
 }
 

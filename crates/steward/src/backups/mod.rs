@@ -214,19 +214,6 @@ pub fn valid_id(id: &str) -> bool {
         && b[17..].iter().all(|c| c.is_ascii_hexdigit())
 }
 
-/// This process, as lease owner: host, pid and start time, so a restarted steward on
-/// the same host never mistakes an old lease for its own.
-pub fn process_owner() -> String {
-    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    OWNER
-        .get_or_init(|| {
-            let host =
-                std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
-            format!("{host}:{}:{}", std::process::id(), crate::clock::now().timestamp_millis())
-        })
-        .clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

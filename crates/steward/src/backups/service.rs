@@ -17,7 +17,7 @@ use super::repository::{Repo, RepoError};
 use super::retention::{self, Candidate, PlanItem};
 use super::sources::process::Running;
 use super::sources::{self, BackupCx, Comparison, Produced, Progress};
-use super::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, Verification, new_id, process_owner};
+use super::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, Verification, new_id};
 use crate::config::Config;
 use crate::config::backups::{BackupPolicy, BackupSource};
 use crate::store::{Store, StoreError};
@@ -183,7 +183,7 @@ impl Backups {
         Self::repo(config, &policy.repository)?;
         encryption(policy)?;
         let started_at = crate::clock::now();
-        let owner = process_owner();
+        let owner = crate::telemetry::process_owner();
         let new = NewBackup {
             id: new_id(started_at),
             policy: policy.name.clone(),

@@ -23,11 +23,12 @@ impl Health {
         }
     }
 
-    pub fn parse(s: &str) -> Health {
+    pub fn parse(s: &str) -> Option<Health> {
         match s {
-            "healthy" => Health::Healthy,
-            "unhealthy" => Health::Unhealthy,
-            _ => Health::Unknown,
+            "unknown" => Some(Health::Unknown),
+            "healthy" => Some(Health::Healthy),
+            "unhealthy" => Some(Health::Unhealthy),
+            _ => None,
         }
     }
 }

@@ -128,12 +128,19 @@ async fn commit(engine: &Engine, before: Option<&Incident>, w: &IncidentWrite) -
 /// [`commit`] for the manager's pass: a refused write (a conflict, a full disk) is
 /// logged and retried by the next pass.
 async fn commit_or_log(engine: &Engine, before: Option<&Incident>, w: &IncidentWrite) -> Option<Incident> {
-    commit(engine, before, w)
-        .await
-        .map_err(
-            |e| tracing::error!(incident = w.incident.id, error = %e, "could not record an incident change; retrying at the next pass"),
-        )
-        .ok()
+    match commit(engine, before, w).await {
+        Ok(stored) => Some(stored),
+        // Another writer opened the group's incident first: the next pass reads it and
+        // attaches these alerts to it.
+        Err(e @ StoreError::GroupOpen { .. }) => {
+            tracing::info!(error = %e, "the group's incident was opened meanwhile; its alerts join it at the next pass");
+            None
+        }
+        Err(e) => {
+            tracing::error!(incident = w.incident.id, error = %e, "could not record an incident change; retrying at the next pass");
+            None
+        }
+    }
 }
 
 fn describe_labels(alert: &Alert) -> String {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{self, RunCx};
-use super::{Decision, NewEvent, NewRun, Run, RunStatus, StepStatus};
+use super::{Approval, ApprovalState, Decision, NewEvent, NewRun, Run, RunStatus, StepStatus};
 use crate::auth::Role;
 use crate::config::runbooks::{Runbook, StepKind, coerce};
 use crate::cron::Fires;
@@ -140,6 +140,7 @@ pub async fn create(engine: &Arc<Engine>, req: StartRequest) -> Result<(Run, Arc
         incident_id: req.incident_id,
         lock: lock.clone(),
         trigger_key: req.trigger_key.clone(),
+        owner: crate::telemetry::process_owner(),
     };
     let message = format!("{} started runbook {} ({})", req.started_by, rb.name, req.trigger);
     let started =
@@ -192,44 +193,43 @@ pub async fn decide(
     comment: &str,
 ) -> Result<(), ControlError> {
     let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
-    let pending = {
-        let mut approvals = engine.runbooks.approvals.lock().expect("approvals");
-        let keys: Vec<String> = approvals.keys().filter(|(r, _)| *r == run_id).map(|(_, p)| p.clone()).collect();
-        let path = match (step, keys.as_slice()) {
-            (_, []) => return Err(ControlError::Conflict(format!("run {run_id} is {} and waits for no approval", run.status.as_str()))),
-            (Some(s), _) => keys.iter().find(|k| *k == s || k.rsplit('.').next() == Some(s)).cloned().ok_or_else(|| {
-                ControlError::Conflict(format!("run {run_id} does not wait for approval at `{s}`; it waits at: {}", keys.join(", ")))
-            })?,
-            (None, [only]) => only.clone(),
-            (None, many) => {
-                return Err(ControlError::BadInput(format!(
-                    "run {run_id} waits at several approvals ({}); say which with --step",
-                    many.join(", ")
-                )));
-            }
-        };
-        let p = approvals.get(&(run_id, path.clone())).expect("listed");
-        if p.answer.is_closed() {
-            return Err(ControlError::Conflict(format!("the approval at `{path}` is no longer pending (it timed out or the run stopped)")));
+    let pending: Vec<Approval> = engine.store.approvals(run_id).await?.into_iter().filter(|a| a.state == ApprovalState::Pending).collect();
+    let paths: Vec<String> = pending.iter().map(|a| a.path.clone()).collect();
+    let path = match (step, paths.as_slice()) {
+        (_, []) => return Err(ControlError::Conflict(format!("run {run_id} is {} and waits for no approval", run.status.as_str()))),
+        (Some(s), _) => paths.iter().find(|k| *k == s || k.rsplit('.').next() == Some(s)).cloned().ok_or_else(|| {
+            ControlError::Conflict(format!("run {run_id} does not wait for approval at `{s}`; it waits at: {}", paths.join(", ")))
+        })?,
+        (None, [only]) => only.clone(),
+        (None, many) => {
+            return Err(ControlError::BadInput(format!(
+                "run {run_id} waits at several approvals ({}); say which with --step",
+                many.join(", ")
+            )));
         }
-        if role < p.role {
-            return Err(ControlError::Forbidden(format!("approving `{path}` needs the {} role; your token is {role}", p.role)));
-        }
-        if p.distinct_approver && p.started_by == by {
-            return Err(ControlError::Forbidden(format!("`{path}` needs a second person: {by} started this run and cannot approve it")));
-        }
-        let p = approvals.remove(&(run_id, path.clone())).expect("listed");
-        (path, p)
     };
-    let (path, p) = pending;
+    let p = pending.iter().find(|a| a.path == path).expect("listed");
+    if role < p.role {
+        return Err(ControlError::Forbidden(format!("approving `{path}` needs the {} role; your token is {role}", p.role)));
+    }
+    if p.distinct_approver && p.started_by == by {
+        return Err(ControlError::Forbidden(format!("`{path}` needs a second person: {by} started this run and cannot approve it")));
+    }
     let comment = comment.trim().to_string();
     let verb = if approved { "approved" } else { "denied" };
     let text = format!("{by} {verb} {path}{}", if comment.is_empty() { String::new() } else { format!(": {comment}") });
     let ev = NewEvent::new(run_id, if approved { "approved" } else { "denied" }, text).step(&path).by(by).data(json!({"comment": comment}));
-    // The decision is recorded before the run learns of it.
-    engine.store.append_events(&[ev]).await?;
+    // The decision and its audit event are one write, taken only while the approval is
+    // pending: of two people answering at once, or an answer and the timeout, one wins.
+    let decision = Decision { state: if approved { ApprovalState::Approved } else { ApprovalState::Denied }, by: by.to_string(), comment };
+    if !engine.store.decide_approval(run_id, &path, p.attempt, &decision, &[ev]).await? {
+        return Err(ControlError::Conflict(format!(
+            "the approval at `{path}` is no longer pending (it timed out, was decided, or the run stopped)"
+        )));
+    }
+    // The run waiting in this process learns at once; one elsewhere at its next poll.
+    engine.runbooks.decided.notify_waiters();
     let _ = engine.runbooks.events.send(run_id);
-    let _ = p.answer.send(Decision { approved, by: by.to_string(), comment });
     Ok(())
 }
 
@@ -238,19 +238,24 @@ pub async fn cancel(engine: &Arc<Engine>, run_id: i64, by: &str, reason: &str) -
     let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
     let reason = reason.trim();
     let why = if reason.is_empty() { String::new() } else { format!(": {reason}") };
-    let token = engine.runbooks.active.lock().expect("active runs").get(&run_id).cloned();
-    match (token, run.status) {
-        (Some(token), _) => {
+    match run.status {
+        RunStatus::Running | RunStatus::Waiting => {
             let ev = NewEvent::new(run_id, "cancelled", format!("{by} cancelled the run{why}")).by(by);
-            engine.store.append_events(&[ev]).await?;
-            token.cancel();
+            // Recorded in the store: the process running the run stops it (at once when
+            // that is this one, at its next look otherwise).
+            if !engine.store.request_cancel(run_id, by, &[ev]).await? {
+                return Err(ControlError::Conflict(format!("run {run_id} is already being cancelled or has ended")));
+            }
+            if let Some(token) = engine.runbooks.active.lock().expect("active runs").get(&run_id) {
+                token.cancel();
+            }
         }
-        (None, RunStatus::Interrupted) => {
+        RunStatus::Interrupted => {
             let ev =
                 NewEvent::new(run_id, "aborted", format!("{by} aborted the interrupted run{why}; steps left unknown stay unknown")).by(by);
             engine.store.set_run_status(run_id, RunStatus::Cancelled, Some(&format!("aborted by {by}{why}")), None, &[ev]).await?;
         }
-        (None, s) => return Err(ControlError::Conflict(format!("run {run_id} is {} and cannot be cancelled", s.as_str()))),
+        s => return Err(ControlError::Conflict(format!("run {run_id} is {} and cannot be cancelled", s.as_str()))),
     }
     let _ = engine.runbooks.events.send(run_id);
     Ok(engine.store.run(run_id).await?.unwrap_or(run))
@@ -261,7 +266,7 @@ pub async fn cancel(engine: &Arc<Engine>, run_id: i64, by: &str, reason: &str) -
 /// the step that was unknown or failed runs again.
 pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&str>, retry: bool) -> Result<Run, ControlError> {
     let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
-    if engine.runbooks.is_active(run_id) {
+    if matches!(run.status, RunStatus::Running | RunStatus::Waiting) {
         return Err(ControlError::Conflict(format!("run {run_id} is still running")));
     }
     let allowed = match retry {
@@ -285,12 +290,6 @@ pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&s
             ControlError::BadInput(format!("`{f}` is not a top-level step of runbook {}; its steps: {}", rb.name, top.join(", ")))
         })?),
     };
-    if let Some(lock) = &run.lock {
-        engine.store.relock(run_id, lock).await.map_err(|e| match e {
-            e if e.is_conflict() => ControlError::Conflict(e.to_string()),
-            other => ControlError::Store(other),
-        })?;
-    }
     let unknown: Vec<String> = records.iter().filter(|r| r.status == StepStatus::Unknown).map(|r| r.path.clone()).collect();
     let kind = if retry { "retried" } else { "resumed" };
     let mut text = format!("{by} {kind} the run");
@@ -301,7 +300,17 @@ pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&s
         text.push_str(&format!("; runs again: {}", unknown.join(", ")));
     }
     let ev = NewEvent::new(run_id, kind, text).by(by).data(json!({"from": from, "unknown": unknown}));
-    engine.store.set_run_status(run_id, RunStatus::Running, None, None, &[ev]).await?;
+    // Status, lock and owner change together, and only from the status read above: of
+    // two operators resuming at once, one resumes and the other is told.
+    let from_statuses: &[RunStatus] = if retry { &[RunStatus::Failed, RunStatus::Interrupted] } else { &[RunStatus::Interrupted] };
+    let owner = crate::telemetry::process_owner();
+    engine.store.resume_run(run_id, from_statuses, &owner, run.lock.as_deref(), &[ev]).await.map_err(|e| match e {
+        StoreError::StaleVersion { .. } => {
+            ControlError::Conflict(format!("run {run_id} changed meanwhile (someone else resumed or ended it)"))
+        }
+        e if e.is_conflict() => ControlError::Conflict(e.to_string()),
+        other => ControlError::Store(other),
+    })?;
     // Runs this one called and that were interrupted with it are superseded: the step
     // that called them runs again and starts a new one (their locks must not block it).
     for child in engine.store.unfinished_runs().await? {
@@ -345,6 +354,19 @@ pub async fn recover(engine: &Arc<Engine>) -> Result<(), StoreError> {
 
 async fn interrupt_or_resume(engine: &Arc<Engine>, run: Run, why: &str) -> Result<(), StoreError> {
     let id = run.id;
+    // Someone asked to cancel it and its process stopped before it could: it ends
+    // cancelled, with the steps that were in flight unknown.
+    if let Some(who) = &run.cancel_requested_by {
+        let paths = engine
+            .store
+            .close_open_steps(id, StepStatus::Unknown, &format!("{why} while this step ran; it may or may not have finished"))
+            .await?;
+        let error = format!("cancelled by {who}; {why} before the run stopped");
+        let ev = NewEvent::new(id, "run_cancelled", error.clone()).data(json!({"unknown": paths}));
+        engine.store.set_run_status(id, RunStatus::Cancelled, Some(&error), None, &[ev]).await?;
+        let _ = engine.runbooks.events.send(id);
+        return Ok(());
+    }
     let records = engine.store.run_steps(run.id).await?;
     let open: Vec<&super::StepRecord> = records.iter().filter(|r| matches!(r.status, StepStatus::Running | StepStatus::Waiting)).collect();
     let rb = engine.config().runbook(&run.runbook).cloned().map(Arc::new);
@@ -446,6 +468,19 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention:
         engine.metrics.runbook_runs_active.set(engine.runbooks.active_ids().len() as i64);
         fire_schedules(&engine, &mut fires, now).await;
         fire_alert_runbooks(&engine, &mut handled, now).await;
+        // Cancels asked through another process (or the store) reach the runs here.
+        let active = engine.runbooks.active_ids();
+        match engine.store.cancels_requested(&active).await {
+            Ok(ids) => {
+                let runs = engine.runbooks.active.lock().expect("active runs");
+                for id in ids {
+                    if let Some(token) = runs.get(&id) {
+                        token.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read cancel requests"),
+        }
         if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
             last_heartbeat = std::time::Instant::now();
             if let Err(e) = engine.store.heartbeat(&engine.runbooks.active_ids(), now).await {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::actions::{Action, Outcome, OutputLine};
 use super::template::Text;
-use super::{Decision, NewEvent, PendingApproval, Run, RunStatus, StepRecord, StepStatus};
+use super::{Approval, ApprovalState, Decision, NewEvent, Run, RunStatus, StepRecord, StepStatus};
 use crate::config::Config;
 use crate::config::duration::{format_duration, parse_duration};
 use crate::config::runbooks::{Items, Runbook, ShellProgram, Step, StepKind, WaitProbe};
@@ -291,7 +291,6 @@ pub async fn execute(cx: Arc<RunCx>) -> RunStatus {
         }
     };
     cx.engine.runbooks.active.lock().expect("active runs").remove(&id);
-    cx.engine.runbooks.approvals.lock().expect("approvals").retain(|(run, _), _| *run != id);
     status
 }
 
@@ -775,14 +774,28 @@ async fn wait_until(
     }
 }
 
+/// How often a waiting approval reads the store for a decision taken by another
+/// process; one taken in this process wakes it at once.
+const APPROVAL_POLL: Duration = Duration::from_secs(1);
+
 async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u32) -> Outcome {
     let StepKind::Approve(a) = &step.kind else { unreachable!("approve steps only") };
-    let (tx, rx) = tokio::sync::oneshot::channel::<Decision>();
-    cx.engine.runbooks.approvals.lock().expect("approvals").insert(
-        (cx.run.id, path.to_string()),
-        PendingApproval { role: a.role, distinct_approver: a.distinct_approver, started_by: cx.run.started_by.clone(), answer: tx },
-    );
-    let expires = crate::clock::now() + chrono::Duration::from_std(a.timeout).unwrap_or(chrono::Duration::hours(1));
+    let now = crate::clock::now();
+    let expires = now + chrono::Duration::from_std(a.timeout).unwrap_or(chrono::Duration::hours(1));
+    let request = Approval {
+        run_id: cx.run.id,
+        path: path.to_string(),
+        attempt,
+        role: a.role,
+        distinct_approver: a.distinct_approver,
+        started_by: cx.run.started_by.clone(),
+        requested_at: now,
+        expires_at: expires,
+        state: ApprovalState::Pending,
+        decided_by: None,
+        decided_at: None,
+        comment: String::new(),
+    };
     let ev = cx
         .event(
             "approval_requested",
@@ -790,8 +803,9 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
         )
         .step(path)
         .data(json!({"prompt": prompt, "role": a.role, "expires_at": expires}));
-    if let Err(e) = cx.engine.store.set_run_status(cx.run.id, RunStatus::Waiting, None, None, &[ev]).await {
-        tracing::warn!(run = cx.run.id, error = %e, "could not record the approval request");
+    if let Err(e) = cx.engine.store.request_approval(&request, &[ev]).await {
+        // Nobody could decide an approval the store does not hold.
+        return Outcome { ok: false, result: Map::new(), error: Some(format!("could not record the approval request: {e}")) };
     }
     let _ = cx.engine.runbooks.events.send(cx.run.id);
     if !a.notify.is_empty() {
@@ -808,21 +822,52 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
             tracing::warn!(run = id, error = %e, "could not announce the approval request");
         }
     }
-    let decision = tokio::time::timeout(a.timeout, rx).await;
-    cx.engine.runbooks.approvals.lock().expect("approvals").remove(&(cx.run.id, path.to_string()));
+    let deadline = tokio::time::Instant::now() + a.timeout;
+    let expired = Decision { state: ApprovalState::Expired, by: "steward".into(), comment: String::new() };
+    let decided = loop {
+        let woken = cx.engine.runbooks.decided.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        match cx.engine.store.approvals(cx.run.id).await {
+            Ok(list) => {
+                if let Some(d) = list.into_iter().find(|x| x.path == path && x.attempt == attempt && x.state != ApprovalState::Pending) {
+                    break Some(d);
+                }
+            }
+            Err(e) => tracing::warn!(run = cx.run.id, error = %e, "cannot read the approval; retrying"),
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep(APPROVAL_POLL) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                // The timeout decides only if no person decided first; otherwise the
+                // next read finds their decision.
+                match cx.engine.store.decide_approval(cx.run.id, path, attempt, &expired, &[]).await {
+                    Ok(true) => break None,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(run = cx.run.id, error = %e, "cannot record the approval's timeout");
+                        break None;
+                    }
+                }
+            }
+        }
+    };
     let _ = cx.engine.store.set_run_status(cx.run.id, RunStatus::Running, None, None, &[]).await;
     let mut result = Map::new();
-    match decision {
-        Ok(Ok(d)) => {
-            result.insert("approved".into(), Json::from(d.approved));
-            result.insert("by".into(), Json::from(d.by.clone()));
+    match decided {
+        Some(d) if matches!(d.state, ApprovalState::Approved | ApprovalState::Denied) => {
+            let approved = d.state == ApprovalState::Approved;
+            let by = d.decided_by.unwrap_or_default();
+            result.insert("approved".into(), Json::from(approved));
+            result.insert("by".into(), Json::from(by.clone()));
             result.insert("comment".into(), Json::from(d.comment.clone()));
-            let error = (!d.approved)
-                .then(|| format!("denied by {}{}", d.by, if d.comment.is_empty() { String::new() } else { format!(": {}", d.comment) }));
-            Outcome { ok: d.approved, result, error }
+            let error = (!approved)
+                .then(|| format!("denied by {by}{}", if d.comment.is_empty() { String::new() } else { format!(": {}", d.comment) }));
+            Outcome { ok: approved, result, error }
         }
-        Ok(Err(_)) => Outcome { ok: false, result, error: Some("the approval was withdrawn".into()) },
-        Err(_) => Outcome { ok: false, result, error: Some(format!("no decision within {}", format_duration(a.timeout))) },
+        Some(d) if d.state == ApprovalState::Withdrawn => Outcome { ok: false, result, error: Some("the approval was withdrawn".into()) },
+        _ => Outcome { ok: false, result, error: Some(format!("no decision within {}", format_duration(a.timeout))) },
     }
 }
 

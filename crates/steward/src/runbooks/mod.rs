@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +137,10 @@ pub struct Run {
     pub heartbeat_at: DateTime<Utc>,
     pub error: Option<String>,
     pub outputs: Json,
+    /// The steward process that runs it (host:pid:start), or ran it last.
+    pub owner: String,
+    /// Who asked to cancel it while it ran; the process running it stops it.
+    pub cancel_requested_by: Option<String>,
 }
 
 /// A run about to be written.
@@ -153,6 +157,8 @@ pub struct NewRun {
     /// Unique per trigger (a schedule's fire time, an alert's firing): one trigger can
     /// never start two runs, even across restarts.
     pub trigger_key: Option<String>,
+    /// The process that will run it (see [`crate::telemetry::process_owner`]).
+    pub owner: String,
 }
 
 /// One attempt of one step.
@@ -242,32 +248,80 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
-/// A person's answer to an approval step.
+/// Where an approval stands. It is decided once: the first of a person's answer, its
+/// timeout, or the end of its run wins, in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    /// No decision within the step's timeout.
+    Expired,
+    /// The run stopped (cancelled, interrupted) while it waited.
+    Withdrawn,
+}
+
+impl ApprovalState {
+    pub const ALL: [ApprovalState; 5] =
+        [ApprovalState::Pending, ApprovalState::Approved, ApprovalState::Denied, ApprovalState::Expired, ApprovalState::Withdrawn];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ApprovalState> {
+        ApprovalState::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// An approval step's request, kept in the store so that any steward process can take
+/// the decision and the waiting run learns of it wherever it runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Approval {
+    pub run_id: i64,
+    pub path: String,
+    pub attempt: u32,
+    /// The least role that may decide.
+    pub role: crate::auth::Role,
+    /// The person who started the run may not decide.
+    pub distinct_approver: bool,
+    pub started_by: String,
+    pub requested_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub state: ApprovalState,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub comment: String,
+}
+
+/// An answer to an approval: a person's (approved, denied) or the timeout's (expired).
 #[derive(Debug, Clone)]
 pub struct Decision {
-    pub approved: bool,
+    pub state: ApprovalState,
     pub by: String,
     pub comment: String,
 }
 
-/// What is live in this process: running runs and pending approvals.
+/// What is live in this process: the runs it executes.
 pub struct Runbooks {
     pub(crate) active: Mutex<HashMap<i64, CancellationToken>>,
-    pub(crate) approvals: Mutex<HashMap<(i64, String), PendingApproval>>,
+    /// Woken when an approval is decided here; a waiting run also polls the store, for
+    /// decisions taken by another process.
+    pub(crate) decided: tokio::sync::Notify,
     /// Run ids with new events (wakes `--follow` and SSE streams).
     pub events: broadcast::Sender<i64>,
 }
 
-pub(crate) struct PendingApproval {
-    pub role: crate::auth::Role,
-    pub distinct_approver: bool,
-    pub started_by: String,
-    pub answer: oneshot::Sender<Decision>,
-}
-
 impl Default for Runbooks {
     fn default() -> Runbooks {
-        Runbooks { active: Mutex::default(), approvals: Mutex::default(), events: broadcast::channel(4096).0 }
+        Runbooks { active: Mutex::default(), decided: tokio::sync::Notify::new(), events: broadcast::channel(4096).0 }
     }
 }
 

@@ -18,6 +18,9 @@ pub enum StoreError {
     /// The record changed since the caller read it (its version moved on).
     #[error("{what} changed meanwhile; reload it and try again")]
     StaleVersion { what: String },
+    /// Alerts of this group already have an open incident: they join it, not a new one.
+    #[error("group `{group_key}` already has open incident {incident}")]
+    GroupOpen { group_key: String, incident: i64 },
     /// A name that must be unique is taken.
     #[error("a {kind} named `{name}` already exists")]
     NameTaken { kind: &'static str, name: String },
@@ -46,7 +49,11 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
-            StoreError::LockHeld { .. } | StoreError::TriggerUsed { .. } | StoreError::StaleVersion { .. } | StoreError::NameTaken { .. }
+            StoreError::LockHeld { .. }
+                | StoreError::TriggerUsed { .. }
+                | StoreError::StaleVersion { .. }
+                | StoreError::GroupOpen { .. }
+                | StoreError::NameTaken { .. }
         )
     }
 }

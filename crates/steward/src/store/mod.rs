@@ -9,6 +9,7 @@ mod sqlite;
 mod sqlite_alerts;
 mod sqlite_backups;
 mod sqlite_incidents;
+mod sqlite_locks;
 mod sqlite_runs;
 
 use async_trait::async_trait;
@@ -25,7 +26,7 @@ use crate::checks::Outcome;
 use crate::checks::state::{CheckState, Transition};
 use crate::incidents::oncall::Override;
 use crate::incidents::{ActionItem, Incident, IncidentAlert, Status, TimelineEntry};
-use crate::runbooks::{AuditQuery, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
+use crate::runbooks::{Approval, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
 
 /// One run as the scheduler hands it over: the outcome, the state after it, and the
 /// transition it caused, written together so they can never disagree.
@@ -132,13 +133,31 @@ pub trait AlertStore: Send + Sync {
     /// Updates a log entry without sending anything (e.g. resolved alerts a receiver
     /// does not want to hear about).
     async fn update_notify_log(&self, entry: &NotifyLogEntry) -> Result<(), StoreError>;
-    /// Pending notifications of `receiver` due at `now`, oldest first.
-    async fn due_notifications(&self, receiver: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Notification>, StoreError>;
-    /// The earliest next attempt among pending notifications of `receiver`.
+    /// Claims for `owner` until `until` the pending notifications of `receiver` due at
+    /// `now` that no live claim holds, oldest first, at most `limit`: no other worker, in
+    /// this process or another, gets them until the claim ends (its worker died) or a
+    /// `mark_*` call releases it.
+    async fn claim_due(
+        &self,
+        receiver: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError>;
+    /// The earliest time a pending notification of `receiver` may be claimed.
     async fn next_due(&self, receiver: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Records the delivery and releases the claim, whoever holds it: the receiver has it.
     async fn mark_delivered(&self, id: i64, at: DateTime<Utc>, attempts: u32) -> Result<(), StoreError>;
-    async fn mark_retry(&self, id: i64, attempts: u32, next: DateTime<Utc>, error: &str) -> Result<(), StoreError>;
-    async fn mark_expired(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError>;
+    /// Schedules the next attempt and releases the claim, if `owner` still holds it
+    /// (false when the claim ended and another worker took the row).
+    async fn mark_retry(&self, id: i64, owner: &str, attempts: u32, next: DateTime<Utc>, error: &str) -> Result<bool, StoreError>;
+    /// Gives the notification up, if `owner` still holds its claim.
+    async fn mark_expired(&self, id: i64, owner: &str, attempts: u32, error: &str) -> Result<bool, StoreError>;
+    /// Owners of claims on pending notifications, live or ended.
+    async fn claim_owners(&self) -> Result<Vec<String>, StoreError>;
+    /// Ends every claim `owner` holds (its process is known to be gone); returns how many.
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;
     /// Notifications, newest first; those carrying one alert when `fingerprint` is given.
     async fn notifications(&self, fingerprint: Option<&str>, limit: u32) -> Result<Vec<Notification>, StoreError>;
     /// (pending notifications, creation time of the oldest pending one).
@@ -226,7 +245,8 @@ pub trait RunStore: Send + Sync {
     /// Upserts one step attempt and appends `events`, atomically.
     async fn save_step(&self, step: &StepRecord, events: &[NewEvent]) -> Result<(), StoreError>;
     /// Sets the run's status and appends `events`, atomically. A final status also sets
-    /// the finish time, the error and outputs, and releases the run's lock.
+    /// the finish time, the error and outputs, and releases the run's lock; a final or
+    /// interrupted run's pending approvals are withdrawn.
     async fn set_run_status(
         &self,
         run: i64,
@@ -251,11 +271,40 @@ pub trait RunStore: Send + Sync {
     async fn run_events(&self, run: i64, after: i64, limit: u32) -> Result<Vec<RunEvent>, StoreError>;
     /// Audit events across runs, newest first.
     async fn audit(&self, q: &AuditQuery) -> Result<Vec<RunEvent>, StoreError>;
-    /// Takes `lock` for the run again (a retry after the run failed);
-    /// [`StoreError::LockHeld`] when another run holds it.
-    async fn relock(&self, run: i64, lock: &str) -> Result<(), StoreError>;
     /// Enqueues messages a `notify` step sends and appends `events`, atomically.
     async fn enqueue_messages(&self, messages: &[OutboxMessage], events: &[NewEvent]) -> Result<(), StoreError>;
+    /// Records the approval `pending`, the run `waiting`, and appends `events`, atomically.
+    async fn request_approval(&self, approval: &Approval, events: &[NewEvent]) -> Result<(), StoreError>;
+    /// Every approval the run asked for, in the order asked.
+    async fn approvals(&self, run: i64) -> Result<Vec<Approval>, StoreError>;
+    /// Decides a pending approval (approved, denied, expired) and appends `events`,
+    /// atomically. Returns false, writing nothing, when it was no longer pending: the
+    /// first decision stands.
+    async fn decide_approval(
+        &self,
+        run: i64,
+        path: &str,
+        attempt: u32,
+        decision: &Decision,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError>;
+    /// Asks the process running the run to stop it: records who asked and appends
+    /// `events`, atomically, if the run is running or waiting and not already asked.
+    async fn request_cancel(&self, run: i64, by: &str, events: &[NewEvent]) -> Result<bool, StoreError>;
+    /// Of `runs`, those someone asked to cancel.
+    async fn cancels_requested(&self, runs: &[i64]) -> Result<Vec<i64>, StoreError>;
+    /// Continues a run that is in one of `from` (interrupted, failed): takes `lock` again,
+    /// makes `owner` its owner, sets it running and appends `events`, atomically.
+    /// [`StoreError::StaleVersion`] when the run is no longer in one of `from` (another
+    /// operator resumed it first); [`StoreError::LockHeld`] when another run holds the lock.
+    async fn resume_run(
+        &self,
+        run: i64,
+        from: &[RunStatus],
+        owner: &str,
+        lock: Option<&str>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
     /// Deletes runs finished before `before`, with their steps and events.
     async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
@@ -305,7 +354,8 @@ pub trait BackupStore: Send + Sync {
     ) -> Result<i64, StoreError>;
     /// Shows the verification is still alive (see `fail_stale_verifications`).
     async fn heartbeat_verification(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
-    /// Records its result, and on the backup the latest verification.
+    /// Records its result, and on the backup the latest verification — unless it is no
+    /// longer running (`fail_stale_verifications` ended it): the record says what happened.
     async fn finish_verification(
         &self,
         id: i64,

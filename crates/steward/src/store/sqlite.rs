@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{RecordedRun, ResultRow, Rollup, Store, StoreError};
@@ -373,6 +373,59 @@ ALTER TABLE outbox_alerts ADD COLUMN fired_ms INTEGER;
     r#"
 CREATE INDEX outbox_alerts_by_outbox ON outbox_alerts (outbox_id);
 "#,
+    // One lock model for runs and backups (see `store::locks`): a named lock held by
+    // one holder for one owner (a steward process) until its lease ends — a run's lock
+    // has no end: it is released when the run ends, because an interrupted failover
+    // must be decided by a person before another may start. Runs record their owner.
+    // One open incident per group is the database's rule, not a mutex's.
+    r#"
+CREATE TABLE locks (
+    name TEXT PRIMARY KEY,
+    holder_kind TEXT NOT NULL CHECK (holder_kind IN ('run', 'backup')),
+    holder TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    acquired_ms INTEGER NOT NULL,
+    expires_ms INTEGER
+);
+CREATE INDEX locks_by_holder ON locks (holder_kind, holder);
+INSERT INTO locks (name, holder_kind, holder, owner, acquired_ms, expires_ms)
+    SELECT name, 'run', CAST(run_id AS TEXT), '', acquired_ms, NULL FROM run_locks;
+INSERT INTO locks (name, holder_kind, holder, owner, acquired_ms, expires_ms)
+    SELECT name, 'backup', backup_id, owner, acquired_ms, expires_ms FROM backup_locks;
+DROP TABLE run_locks;
+DROP TABLE backup_locks;
+ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE UNIQUE INDEX incidents_one_open_per_group ON incidents (group_key)
+    WHERE status IN ('triggered', 'acknowledged', 'mitigated') AND group_key != '';
+"#,
+    // Outbox rows are claimed (by a process, until a time) before a worker sends them,
+    // so two workers — in one process or in two — never send the same row at once.
+    r#"
+ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+ALTER TABLE outbox ADD COLUMN claim_until_ms INTEGER;
+"#,
+    // Approvals and cancels are decided in the store, so any steward process can take
+    // them and the run learns of them wherever it runs.
+    r#"
+CREATE TABLE run_approvals (
+    run_id INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    distinct_approver INTEGER NOT NULL,
+    started_by TEXT NOT NULL,
+    requested_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    decided_by TEXT,
+    decided_ms INTEGER,
+    comment TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, path, attempt)
+);
+CREATE INDEX run_approvals_pending ON run_approvals (run_id) WHERE state = 'pending';
+ALTER TABLE runs ADD COLUMN cancel_requested_by TEXT;
+ALTER TABLE runs ADD COLUMN cancel_requested_ms INTEGER;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -459,40 +512,67 @@ pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn result_row(r: &sqlx::sqlite::SqliteRow) -> ResultRow {
-    ResultRow { at: time(r.get("at_ms")), healthy: r.get("healthy"), latency_ms: r.get("latency_ms"), reason: r.get("reason") }
+fn result_row(r: &SqliteRow) -> Result<ResultRow, StoreError> {
+    Ok(ResultRow { at: time(col(r, "at_ms")?), healthy: col(r, "healthy")?, latency_ms: col(r, "latency_ms")?, reason: col(r, "reason")? })
+}
+
+/// A column's value, or [`StoreError::Corrupt`] naming the column when what is stored
+/// is not what steward writes there.
+pub(super) fn col<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(r: &'r SqliteRow, name: &str) -> Result<T, StoreError> {
+    r.try_get(name).map_err(|e| match e {
+        sqlx::Error::ColumnNotFound(_) => StoreError::Internal(format!("no column `{name}` in the query")),
+        e => StoreError::Corrupt(format!("column `{name}`: {e}")),
+    })
+}
+
+/// A JSON column parsed: text that does not parse (or not as the type) is reported as
+/// damaged, never read as an empty value.
+pub(super) fn json_col<T: serde::de::DeserializeOwned>(r: &SqliteRow, name: &str) -> Result<T, StoreError> {
+    parse_json(name, col(r, name)?)
+}
+
+/// JSON text from column `name` parsed, or [`StoreError::Corrupt`].
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(name: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column `{name}` holds JSON steward cannot read: {e}")))
+}
+
+/// A column holding one of a set of names (a status, a state).
+pub(super) fn enum_col<T>(r: &SqliteRow, name: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    let text: &str = col(r, name)?;
+    parse(text).ok_or_else(|| StoreError::Corrupt(format!("column `{name}` holds `{text}`, which is none of its values")))
 }
 
 pub(super) fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-fn token_row(r: &sqlx::sqlite::SqliteRow) -> TokenInfo {
-    TokenInfo {
-        name: r.get("name"),
-        role: r.get::<String, _>("role").parse().unwrap_or(Role::Viewer),
-        created_at: time(r.get("created_at_ms")),
-        revoked_at: r.get::<Option<i64>, _>("revoked_at_ms").map(time),
-    }
+fn token_row(r: &SqliteRow) -> Result<TokenInfo, StoreError> {
+    Ok(TokenInfo {
+        name: col(r, "name")?,
+        role: enum_col(r, "role", |s| s.parse::<Role>().ok())?,
+        created_at: time(col(r, "created_at_ms")?),
+        revoked_at: col::<Option<i64>>(r, "revoked_at_ms")?.map(time),
+    })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError> {
         let rows = sqlx::query("SELECT * FROM check_states").fetch_all(&self.reader).await?;
-        Ok(rows
-            .iter()
-            .map(|r| CheckState {
-                check: r.get("check_name"),
-                health: Health::parse(r.get("health")),
-                since: time(r.get("since_ms")),
-                consecutive_successes: r.get::<i64, _>("consecutive_successes") as u32,
-                consecutive_failures: r.get::<i64, _>("consecutive_failures") as u32,
-                last_run: r.get::<Option<i64>, _>("last_run_ms").map(time),
-                last_latency_ms: r.get("last_latency_ms"),
-                last_reason: r.get("last_reason"),
+        rows.iter()
+            .map(|r| {
+                Ok(CheckState {
+                    check: col(r, "check_name")?,
+                    health: enum_col(r, "health", Health::parse)?,
+                    since: time(col(r, "since_ms")?),
+                    consecutive_successes: col::<i64>(r, "consecutive_successes")? as u32,
+                    consecutive_failures: col::<i64>(r, "consecutive_failures")? as u32,
+                    last_run: col::<Option<i64>>(r, "last_run_ms")?.map(time),
+                    last_latency_ms: col(r, "last_latency_ms")?,
+                    last_reason: col(r, "last_reason")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn record(&self, runs: &[RecordedRun]) -> Result<(), StoreError> {
@@ -558,7 +638,7 @@ impl Store for SqliteStore {
         .bind(ms(since))
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.iter().map(result_row).collect())
+        rows.iter().map(result_row).collect()
     }
 
     async fn history(&self, check: &str, limit: u32, before: Option<DateTime<Utc>>) -> Result<Vec<ResultRow>, StoreError> {
@@ -570,7 +650,7 @@ impl Store for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.iter().map(result_row).collect())
+        rows.iter().map(result_row).collect()
     }
 
     async fn transitions(&self, check: Option<&str>, limit: u32) -> Result<Vec<Transition>, StoreError> {
@@ -579,16 +659,17 @@ impl Store for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.reader)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Transition {
-                check: r.get("check_name"),
-                from: Health::parse(r.get("from_health")),
-                to: Health::parse(r.get("to_health")),
-                at: time(r.get("at_ms")),
-                reason: r.get("reason"),
+        rows.iter()
+            .map(|r| {
+                Ok(Transition {
+                    check: col(r, "check_name")?,
+                    from: enum_col(r, "from_health", Health::parse)?,
+                    to: enum_col(r, "to_health", Health::parse)?,
+                    at: time(col(r, "at_ms")?),
+                    reason: col(r, "reason")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError> {
@@ -597,19 +678,18 @@ impl Store for SqliteStore {
             .bind(ms(since))
             .fetch_all(&self.reader)
             .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                let runs: i64 = r.get("runs");
-                Rollup {
-                    hour: time(r.get("hour_ms")),
+                let runs: i64 = col(r, "runs")?;
+                Ok(Rollup {
+                    hour: time(col(r, "hour_ms")?),
                     runs: runs as u64,
-                    failures: r.get::<i64, _>("failures") as u64,
-                    latency_avg_ms: r.get::<f64, _>("latency_sum_ms") / runs.max(1) as f64,
-                    latency_max_ms: r.get("latency_max_ms"),
-                }
+                    failures: col::<i64>(r, "failures")? as u64,
+                    latency_avg_ms: col::<f64>(r, "latency_sum_ms")? / runs.max(1) as f64,
+                    latency_max_ms: col(r, "latency_max_ms")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn compact(&self, raw_before: DateTime<Utc>, rollups_before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -662,12 +742,12 @@ impl Store for SqliteStore {
             .bind(secret_hash)
             .fetch_optional(&self.reader)
             .await?;
-        Ok(row.as_ref().map(token_row))
+        row.as_ref().map(token_row).transpose()
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY id").fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(token_row).collect())
+        rows.iter().map(token_row).collect()
     }
 
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
@@ -750,9 +830,50 @@ mod tests {
         .execute(&store.writer)
         .await
         .unwrap();
-        let due = store.due_notifications("ops", t0, 10).await.unwrap();
+        let due = store.claim_due("ops", "test", t0, t0 + chrono::Duration::seconds(60), 10).await.unwrap();
         let payloads: Vec<(&str, &str)> = due.iter().map(|n| (n.dedup_key.as_str(), n.payload.as_str())).collect();
         assert_eq!(payloads, vec![("new", payload.as_str()), ("old", r#"{"version":"4"}"#)]);
+    }
+
+    /// What the store cannot read back as steward wrote it is reported as damaged,
+    /// naming the column — never read as an empty value or a default state.
+    #[tokio::test]
+    async fn damaged_rows_are_reported_not_defaulted() {
+        use crate::store::{AlertStore, RunStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let new = crate::runbooks::NewRun {
+            runbook: "r".into(),
+            params: Default::default(),
+            trigger: "manual".into(),
+            started_by: "alice".into(),
+            parent_run: None,
+            alert_fingerprint: None,
+            incident_id: None,
+            lock: None,
+            trigger_key: None,
+            owner: "test".into(),
+        };
+        let run = store.create_run(&new, crate::runbooks::NewEvent::new(0, "run_started", "started")).await.unwrap();
+        let damage = |sql: &'static str| {
+            let writer = store.writer.clone();
+            async move { sqlx::query(sql).execute(&writer).await.unwrap() }
+        };
+        damage("UPDATE runs SET params = '{\"half'").await;
+        let err = store.run(run.id).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("`params`")), "{err}");
+        damage("UPDATE runs SET params = '{}', status = 'sleeping'").await;
+        let err = store.runs(&Default::default()).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("`status`") && m.contains("sleeping")), "{err}");
+        damage("UPDATE runs SET status = 'running', heartbeat_ms = 'soon'").await;
+        assert!(matches!(store.run(run.id).await, Err(StoreError::Corrupt(m)) if m.contains("`heartbeat_ms`")));
+        // A silence whose matcher no longer parses would silence more than it said.
+        damage(
+            "INSERT INTO silences (id, matchers, starts_ms, ends_ms, created_by, comment, created_ms) \
+             VALUES ('s', '[\"service=~\\\"(\"]', 0, 1, 'a', 'c', 0)",
+        )
+        .await;
+        assert!(matches!(store.silences().await, Err(StoreError::Corrupt(m)) if m.contains("silence matcher")));
     }
 
     /// The notification history only grows (and is kept for postmortems): a query that
@@ -770,7 +891,12 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{e}: {sql}"));
             let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::get(r, "detail")).collect();
-            let scans: Vec<&String> = plan.iter().filter(|step| step.starts_with("SCAN") && !step.starts_with("SCAN CONSTANT")).collect();
+            // A scan of a constant row or of a bound JSON list (the ids a claim just took)
+            // walks the query's own input, not the history.
+            let scans: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.starts_with("SCAN") && !step.starts_with("SCAN CONSTANT") && !step.starts_with("SCAN json_each"))
+                .collect();
             assert!(scans.is_empty(), "{sql}\nscans {scans:?}; whole plan {plan:#?}");
         }
     }

@@ -5,16 +5,12 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, ms, time};
+use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, col, enum_col, json_col, ms, time};
 use super::{AlertStore, NewNotification, StoreError};
 use crate::alerting::{Alert, AlertEvent, AlertSource, AlertState, DeliveryState, Matcher, Notification, NotifyLogEntry, Silence};
 
 pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
-}
-
-pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
-    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// Inserts one outbox row unless its dedup key is already there; returns the new id.
@@ -72,80 +68,83 @@ fn compress_payload(text: &str) -> Vec<u8> {
     zstd::bulk::compress(text.as_bytes(), 1).expect("compressing into memory cannot fail")
 }
 
-/// A stored payload back as JSON text; empty if the stored bytes are neither (steward
-/// never writes such a row; a damaged one must not stop the listing it is in).
-fn payload_text(stored: &[u8]) -> String {
-    if !stored.starts_with(&ZSTD_MAGIC) {
-        return std::str::from_utf8(stored).map(str::to_owned).unwrap_or_default();
-    }
-    match zstd::stream::decode_all(stored).map(String::from_utf8) {
-        Ok(Ok(text)) => text,
-        _ => {
-            tracing::error!("a stored notification payload is damaged: it does not decompress to text");
-            String::new()
-        }
-    }
+/// A stored payload back as JSON text: zstd-compressed (rows written since schema 9) or
+/// plain text (rows written before).
+fn payload_text(stored: &[u8]) -> Result<String, StoreError> {
+    let damaged = |why: String| StoreError::Corrupt(format!("a notification payload {why}"));
+    let bytes = if stored.starts_with(&ZSTD_MAGIC) {
+        zstd::stream::decode_all(stored).map_err(|e| damaged(format!("does not decompress: {e}")))?
+    } else {
+        stored.to_vec()
+    };
+    String::from_utf8(bytes).map_err(|_| damaged("is not text".into()))
 }
 
-fn alert_row(r: &SqliteRow) -> Alert {
-    Alert {
-        fingerprint: r.get("fingerprint"),
-        rule: r.get("rule"),
-        labels: parse(r.get("labels")),
-        annotations: parse(r.get("annotations")),
-        state: AlertState::parse(r.get("state")),
-        active_since: time(r.get("active_since_ms")),
-        fired_at: r.get::<Option<i64>, _>("fired_at_ms").map(time),
-        resolved_at: r.get::<Option<i64>, _>("resolved_at_ms").map(time),
-        last_true: r.get::<Option<i64>, _>("last_true_ms").map(time),
-        value: r.get("value"),
-        source: AlertSource::parse(r.get("source")),
-        ends_at: r.get::<Option<i64>, _>("ends_at_ms").map(time),
-    }
+fn alert_row(r: &SqliteRow) -> Result<Alert, StoreError> {
+    Ok(Alert {
+        fingerprint: col(r, "fingerprint")?,
+        rule: col(r, "rule")?,
+        labels: json_col(r, "labels")?,
+        annotations: json_col(r, "annotations")?,
+        state: enum_col(r, "state", AlertState::parse)?,
+        active_since: time(col(r, "active_since_ms")?),
+        fired_at: col::<Option<i64>>(r, "fired_at_ms")?.map(time),
+        resolved_at: col::<Option<i64>>(r, "resolved_at_ms")?.map(time),
+        last_true: col::<Option<i64>>(r, "last_true_ms")?.map(time),
+        value: col(r, "value")?,
+        source: enum_col(r, "source", AlertSource::parse)?,
+        ends_at: col::<Option<i64>>(r, "ends_at_ms")?.map(time),
+    })
 }
 
-fn event_row(r: &SqliteRow) -> AlertEvent {
-    AlertEvent {
-        fingerprint: r.get("fingerprint"),
-        rule: r.get("rule"),
-        at: time(r.get("at_ms")),
-        from: AlertState::parse(r.get("from_state")),
-        to: AlertState::parse(r.get("to_state")),
-        value: r.get("value"),
-    }
+fn event_row(r: &SqliteRow) -> Result<AlertEvent, StoreError> {
+    Ok(AlertEvent {
+        fingerprint: col(r, "fingerprint")?,
+        rule: col(r, "rule")?,
+        at: time(col(r, "at_ms")?),
+        from: enum_col(r, "from_state", AlertState::parse)?,
+        to: enum_col(r, "to_state", AlertState::parse)?,
+        value: col(r, "value")?,
+    })
 }
 
-pub(super) fn notification_row(r: &SqliteRow) -> Notification {
-    let alerts: Option<String> = r.try_get("alert_list").ok().flatten();
-    Notification {
-        id: r.get("id"),
-        dedup_key: r.get("dedup_key"),
-        receiver: r.get("receiver"),
-        group_key: r.get("group_key"),
-        status: r.get("status"),
-        payload: payload_text(r.get::<&[u8], _>("payload")),
-        created_at: time(r.get("created_ms")),
-        state: DeliveryState::parse(r.get("state")),
-        attempts: r.get::<i64, _>("attempts") as u32,
-        next_attempt_at: time(r.get("next_attempt_ms")),
-        last_error: r.get("last_error"),
-        delivered_at: r.get::<Option<i64>, _>("delivered_ms").map(time),
+pub(super) fn notification_row(r: &SqliteRow) -> Result<Notification, StoreError> {
+    // Only the notification queries select the alert list.
+    let alerts: Option<String> =
+        if r.columns().iter().any(|c| sqlx::Column::name(c) == "alert_list") { col(r, "alert_list")? } else { None };
+    Ok(Notification {
+        id: col(r, "id")?,
+        dedup_key: col(r, "dedup_key")?,
+        receiver: col(r, "receiver")?,
+        group_key: col(r, "group_key")?,
+        status: col(r, "status")?,
+        payload: payload_text(col::<&[u8]>(r, "payload")?)?,
+        created_at: time(col(r, "created_ms")?),
+        state: enum_col(r, "state", DeliveryState::parse)?,
+        attempts: col::<i64>(r, "attempts")? as u32,
+        next_attempt_at: time(col(r, "next_attempt_ms")?),
+        last_error: col(r, "last_error")?,
+        delivered_at: col::<Option<i64>>(r, "delivered_ms")?.map(time),
         alerts: alerts.map(|a| a.split(',').map(str::to_string).collect()).unwrap_or_default(),
-    }
+    })
 }
 
-fn silence_row(r: &SqliteRow) -> Silence {
-    let matchers: Vec<String> = parse(r.get("matchers"));
-    Silence {
-        id: r.get("id"),
-        matchers: matchers.iter().filter_map(|m| Matcher::parse(m).ok()).collect(),
-        starts_at: time(r.get("starts_ms")),
-        ends_at: time(r.get("ends_ms")),
-        created_by: r.get("created_by"),
-        comment: r.get("comment"),
-        created_at: time(r.get("created_ms")),
-        expired_at: r.get::<Option<i64>, _>("expired_ms").map(time),
-    }
+fn silence_row(r: &SqliteRow) -> Result<Silence, StoreError> {
+    let matchers: Vec<String> = json_col(r, "matchers")?;
+    Ok(Silence {
+        id: col(r, "id")?,
+        // A matcher that no longer parses would widen the silence: refused, not dropped.
+        matchers: matchers
+            .iter()
+            .map(|m| Matcher::parse(m).map_err(|e| StoreError::Corrupt(format!("silence matcher `{m}`: {e}"))))
+            .collect::<Result<_, _>>()?,
+        starts_at: time(col(r, "starts_ms")?),
+        ends_at: time(col(r, "ends_ms")?),
+        created_by: col(r, "created_by")?,
+        comment: col(r, "comment")?,
+        created_at: time(col(r, "created_ms")?),
+        expired_at: col::<Option<i64>>(r, "expired_ms")?.map(time),
+    })
 }
 
 /// The columns of a [`Notification`] row from `outbox o`, with its alerts' fingerprints;
@@ -157,10 +156,14 @@ macro_rules! notification_columns {
 }
 pub(super) use notification_columns;
 
-const DUE_NOTIFICATIONS: &str = concat!(
+/// Pending rows of one receiver due now whose claim (if any) has ended, oldest first.
+const CLAIMABLE_NOTIFICATIONS: &str = "SELECT id FROM outbox WHERE state = 'pending' AND receiver = ?1 AND next_attempt_ms <= ?2 \
+     AND (claim_until_ms IS NULL OR claim_until_ms <= ?2) ORDER BY id LIMIT ?3";
+
+const CLAIMED_NOTIFICATIONS: &str = concat!(
     "SELECT ",
     notification_columns!(),
-    " FROM outbox o WHERE state = 'pending' AND receiver = ? AND next_attempt_ms <= ? ORDER BY id LIMIT ?"
+    " FROM outbox o WHERE o.claimed_by = ? AND o.id IN (SELECT value FROM json_each(?)) ORDER BY o.id"
 );
 
 /// The newest notifications: walks the outbox newest first and stops at the limit.
@@ -178,13 +181,13 @@ const ALERT_NOTIFICATIONS: &str = concat!(
 /// a table whose size is the whole notification history (`RECENT_NOTIFICATIONS` walks
 /// the outbox but stops at its limit).
 #[cfg(test)]
-pub(super) const NOTIFICATION_QUERIES: [&str; 2] = [DUE_NOTIFICATIONS, ALERT_NOTIFICATIONS];
+pub(super) const NOTIFICATION_QUERIES: [&str; 3] = [CLAIMABLE_NOTIFICATIONS, CLAIMED_NOTIFICATIONS, ALERT_NOTIFICATIONS];
 
 #[async_trait]
 impl AlertStore for SqliteStore {
     async fn load_alerts(&self) -> Result<Vec<Alert>, StoreError> {
         let rows = sqlx::query("SELECT * FROM alerts WHERE state != 'inactive' ORDER BY fingerprint").fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(alert_row).collect())
+        rows.iter().map(alert_row).collect()
     }
 
     async fn save_alerts(&self, changes: &[(Alert, Option<AlertEvent>)]) -> Result<(), StoreError> {
@@ -243,7 +246,7 @@ impl AlertStore for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.reader)
             .await?;
-        Ok(rows.iter().map(event_row).collect())
+        rows.iter().map(event_row).collect()
     }
 
     async fn forget_resolved(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -259,15 +262,16 @@ impl AlertStore for SqliteStore {
 
     async fn notify_log(&self) -> Result<Vec<NotifyLogEntry>, StoreError> {
         let rows = sqlx::query("SELECT * FROM notify_log").fetch_all(&self.reader).await?;
-        Ok(rows
-            .iter()
-            .map(|r| NotifyLogEntry {
-                receiver: r.get("receiver"),
-                group_key: r.get("group_key"),
-                firing: parse(r.get("firing")),
-                sent_at: time(r.get("sent_at_ms")),
+        rows.iter()
+            .map(|r| {
+                Ok(NotifyLogEntry {
+                    receiver: col(r, "receiver")?,
+                    group_key: col(r, "group_key")?,
+                    firing: json_col(r, "firing")?,
+                    sent_at: time(col(r, "sent_at_ms")?),
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn enqueue(&self, n: &NewNotification) -> Result<Option<i64>, StoreError> {
@@ -303,48 +307,98 @@ impl AlertStore for SqliteStore {
         Ok(())
     }
 
-    async fn due_notifications(&self, receiver: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Notification>, StoreError> {
-        let rows = sqlx::query(DUE_NOTIFICATIONS).bind(receiver).bind(ms(now)).bind(limit as i64).fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(notification_row).collect())
+    async fn claim_due(
+        &self,
+        receiver: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<i64> =
+            sqlx::query_scalar(CLAIMABLE_NOTIFICATIONS).bind(receiver).bind(ms(now)).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids = json(&ids);
+        sqlx::query("UPDATE outbox SET claimed_by = ?, claim_until_ms = ? WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(owner)
+            .bind(ms(until))
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(CLAIMED_NOTIFICATIONS).bind(owner).bind(&ids).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(notification_row).collect()
     }
 
     async fn next_due(&self, receiver: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let next: Option<i64> = sqlx::query_scalar("SELECT min(next_attempt_ms) FROM outbox WHERE state = 'pending' AND receiver = ?")
-            .bind(receiver)
-            .fetch_one(&self.reader)
-            .await?;
+        // A claimed row is due again only when its claim ends (its worker died).
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT min(max(next_attempt_ms, COALESCE(claim_until_ms, 0))) FROM outbox WHERE state = 'pending' AND receiver = ?",
+        )
+        .bind(receiver)
+        .fetch_one(&self.reader)
+        .await?;
         Ok(next.map(time))
     }
 
     async fn mark_delivered(&self, id: i64, at: DateTime<Utc>, attempts: u32) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET state = 'delivered', delivered_ms = ?, attempts = ?, last_error = NULL WHERE id = ?")
-            .bind(ms(at))
-            .bind(attempts as i64)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
+        // Recorded whoever holds the claim now: the receiver has it, whatever else happens.
+        sqlx::query(
+            "UPDATE outbox SET state = 'delivered', delivered_ms = ?, attempts = ?, last_error = NULL, claimed_by = NULL, \
+             claim_until_ms = NULL WHERE id = ?",
+        )
+        .bind(ms(at))
+        .bind(attempts as i64)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
-    async fn mark_retry(&self, id: i64, attempts: u32, next: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ? WHERE id = ?")
-            .bind(attempts as i64)
-            .bind(ms(next))
-            .bind(error)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    async fn mark_retry(&self, id: i64, owner: &str, attempts: u32, next: DateTime<Utc>, error: &str) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ?, claimed_by = NULL, claim_until_ms = NULL \
+             WHERE id = ? AND claimed_by = ? AND state = 'pending'",
+        )
+        .bind(attempts as i64)
+        .bind(ms(next))
+        .bind(error)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(changed.rows_affected() == 1)
     }
 
-    async fn mark_expired(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET state = 'expired', attempts = ?, last_error = ? WHERE id = ?")
-            .bind(attempts as i64)
-            .bind(error)
-            .bind(id)
+    async fn mark_expired(&self, id: i64, owner: &str, attempts: u32, error: &str) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE outbox SET state = 'expired', attempts = ?, last_error = ?, claimed_by = NULL, claim_until_ms = NULL \
+             WHERE id = ? AND claimed_by = ? AND state = 'pending'",
+        )
+        .bind(attempts as i64)
+        .bind(error)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(changed.rows_affected() == 1)
+    }
+
+    async fn claim_owners(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT claimed_by FROM outbox WHERE state = 'pending' AND claimed_by IS NOT NULL")
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let released = sqlx::query("UPDATE outbox SET claimed_by = NULL, claim_until_ms = NULL WHERE state = 'pending' AND claimed_by = ?")
+            .bind(owner)
             .execute(&self.writer)
             .await?;
-        Ok(())
+        Ok(released.rows_affected())
     }
 
     async fn notifications(&self, fingerprint: Option<&str>, limit: u32) -> Result<Vec<Notification>, StoreError> {
@@ -353,14 +407,14 @@ impl AlertStore for SqliteStore {
             None => sqlx::query(RECENT_NOTIFICATIONS),
         };
         let rows = query.bind(limit as i64).fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(notification_row).collect())
+        rows.iter().map(notification_row).collect()
     }
 
     async fn outbox_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
         let row = sqlx::query("SELECT count(*) AS n, min(created_ms) AS oldest FROM outbox WHERE state = 'pending'")
             .fetch_one(&self.reader)
             .await?;
-        Ok((row.get::<i64, _>("n") as u64, row.get::<Option<i64>, _>("oldest").map(time)))
+        Ok((col::<i64>(&row, "n")? as u64, col::<Option<i64>>(&row, "oldest")?.map(time)))
     }
 
     async fn create_silence(&self, s: &Silence) -> Result<(), StoreError> {
@@ -381,7 +435,7 @@ impl AlertStore for SqliteStore {
 
     async fn silences(&self) -> Result<Vec<Silence>, StoreError> {
         let rows = sqlx::query("SELECT * FROM silences ORDER BY created_ms DESC, id").fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(silence_row).collect())
+        rows.iter().map(silence_row).collect()
     }
 
     async fn expire_silence(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {

@@ -2,69 +2,69 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::sqlite::{SqliteStore, ms, time};
-use super::{BackupStore, LockHolder, StoreError};
+use super::sqlite::{SqliteStore, col, enum_col, json_col, ms, time};
+use super::sqlite_locks::{self as locks, Holder};
+use super::{BackupStore, StoreError};
 use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
 
 const BACKUP_COLUMNS: &str = "id, policy, repository, source, status, trigger, started_by, owner, started_ms, finished_ms, heartbeat_ms, \
      plain_bytes, stored_bytes, error, facts, verified_ms, verify_result, verify_level, restore_ms, restoring_until_ms";
 
-fn backup_row(r: &SqliteRow) -> BackupRecord {
-    BackupRecord {
-        id: r.get("id"),
-        policy: r.get("policy"),
-        repository: r.get("repository"),
-        source: r.get("source"),
-        status: BackupStatus::parse(r.get("status")).unwrap_or(BackupStatus::Interrupted),
-        trigger: r.get("trigger"),
-        started_by: r.get("started_by"),
-        owner: r.get("owner"),
-        started_at: time(r.get("started_ms")),
-        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
-        heartbeat_at: time(r.get("heartbeat_ms")),
-        plain_bytes: r.get("plain_bytes"),
-        stored_bytes: r.get("stored_bytes"),
-        error: r.get("error"),
-        facts: serde_json::from_str(r.get("facts")).unwrap_or_default(),
-        verified_at: r.get::<Option<i64>, _>("verified_ms").map(time),
-        verify_result: r.get("verify_result"),
-        verify_level: r.get::<Option<i64>, _>("verify_level").map(|l| l as u8),
-        restore_ms: r.get("restore_ms"),
-        restoring_until: r.get::<Option<i64>, _>("restoring_until_ms").map(time),
-    }
+fn backup_row(r: &SqliteRow) -> Result<BackupRecord, StoreError> {
+    Ok(BackupRecord {
+        id: col(r, "id")?,
+        policy: col(r, "policy")?,
+        repository: col(r, "repository")?,
+        source: col(r, "source")?,
+        status: enum_col(r, "status", BackupStatus::parse)?,
+        trigger: col(r, "trigger")?,
+        started_by: col(r, "started_by")?,
+        owner: col(r, "owner")?,
+        started_at: time(col(r, "started_ms")?),
+        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
+        heartbeat_at: time(col(r, "heartbeat_ms")?),
+        plain_bytes: col(r, "plain_bytes")?,
+        stored_bytes: col(r, "stored_bytes")?,
+        error: col(r, "error")?,
+        facts: json_col(r, "facts")?,
+        verified_at: col::<Option<i64>>(r, "verified_ms")?.map(time),
+        verify_result: col(r, "verify_result")?,
+        verify_level: col::<Option<i64>>(r, "verify_level")?.map(|l| l as u8),
+        restore_ms: col(r, "restore_ms")?,
+        restoring_until: col::<Option<i64>>(r, "restoring_until_ms")?.map(time),
+    })
 }
 
-fn verification_row(r: &SqliteRow) -> Verification {
-    Verification {
-        id: r.get("id"),
-        backup_id: r.get("backup_id"),
-        policy: r.get("policy"),
-        level: r.get::<i64, _>("level") as u8,
-        trigger: r.get("trigger"),
-        started_at: time(r.get("started_ms")),
-        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
-        result: r.get("result"),
-        detail: serde_json::from_str(r.get("detail")).unwrap_or_default(),
-        restore_ms: r.get("restore_ms"),
-    }
+fn verification_row(r: &SqliteRow) -> Result<Verification, StoreError> {
+    Ok(Verification {
+        id: col(r, "id")?,
+        backup_id: col(r, "backup_id")?,
+        policy: col(r, "policy")?,
+        level: col::<i64>(r, "level")? as u8,
+        trigger: col(r, "trigger")?,
+        started_at: time(col(r, "started_ms")?),
+        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
+        result: col(r, "result")?,
+        detail: json_col(r, "detail")?,
+        restore_ms: col(r, "restore_ms")?,
+    })
 }
 
-fn restore_row(r: &SqliteRow) -> RestoreRecord {
-    RestoreRecord {
-        id: r.get("id"),
-        backup_id: r.get("backup_id"),
-        policy: r.get("policy"),
-        target: r.get("target"),
-        actor: r.get("actor"),
-        replaced: r.get("replaced"),
-        started_at: time(r.get("started_ms")),
-        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
-        result: r.get("result"),
-        detail: serde_json::from_str(r.get("detail")).unwrap_or_default(),
-    }
+fn restore_row(r: &SqliteRow) -> Result<RestoreRecord, StoreError> {
+    Ok(RestoreRecord {
+        id: col(r, "id")?,
+        backup_id: col(r, "backup_id")?,
+        policy: col(r, "policy")?,
+        target: col(r, "target")?,
+        actor: col(r, "actor")?,
+        replaced: col(r, "replaced")?,
+        started_at: time(col(r, "started_ms")?),
+        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
+        result: col(r, "result")?,
+        detail: json_col(r, "detail")?,
+    })
 }
 
 /// Backups held for a restore that no longer runs are released.
@@ -87,28 +87,8 @@ impl BackupStore for SqliteStore {
     async fn create_backup(&self, b: &NewBackup, lock: &str) -> Result<BackupRecord, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let now = ms(b.started_at);
-        let held: Option<(String, String, i64)> = sqlx::query_as("SELECT backup_id, owner, expires_ms FROM backup_locks WHERE name = ?")
-            .bind(lock)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some((holder, owner, expires)) = held {
-            if expires > now {
-                return Err(StoreError::LockHeld {
-                    lock: lock.to_string(),
-                    holder: LockHolder::Backup { id: holder, owner, until: time(expires) },
-                });
-            }
-            tracing::warn!(lock, holder, owner, "taking over an expired backup lease");
-        }
-        let expires = now + b.lease.as_millis() as i64;
-        sqlx::query("INSERT OR REPLACE INTO backup_locks (name, backup_id, owner, acquired_ms, expires_ms) VALUES (?, ?, ?, ?, ?)")
-            .bind(lock)
-            .bind(&b.id)
-            .bind(&b.owner)
-            .bind(now)
-            .bind(expires)
-            .execute(&mut *tx)
-            .await?;
+        let expires = now.saturating_add(i64::try_from(b.lease.as_millis()).unwrap_or(i64::MAX));
+        locks::acquire(&mut tx, lock, Holder::Backup(&b.id), &b.owner, now, Some(expires)).await?;
         let inserted = sqlx::query(
             "INSERT INTO backups (id, policy, repository, source, status, trigger, trigger_key, started_by, owner, started_ms, heartbeat_ms) \
              VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
@@ -140,7 +120,7 @@ impl BackupStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(backup_row(&row))
+        backup_row(&row)
     }
 
     async fn heartbeat_backup(&self, id: &str, owner: &str, at: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<(), StoreError> {
@@ -151,12 +131,7 @@ impl BackupStore for SqliteStore {
             .bind(owner)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE backup_locks SET expires_ms = ? WHERE backup_id = ? AND owner = ?")
-            .bind(ms(lease_until))
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
+        locks::renew(&mut tx, Holder::Backup(id), owner, ms(lease_until)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -186,7 +161,7 @@ impl BackupStore for SqliteStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM backup_locks WHERE backup_id = ?").bind(id).execute(&mut *tx).await?;
+        locks::release(&mut tx, Holder::Backup(id)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -196,7 +171,7 @@ impl BackupStore for SqliteStore {
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        Ok(row.as_ref().map(backup_row))
+        row.as_ref().map(backup_row).transpose()
     }
 
     async fn backups(&self, q: &BackupQuery) -> Result<Vec<BackupRecord>, StoreError> {
@@ -209,7 +184,7 @@ impl BackupStore for SqliteStore {
         }
         qb.push(" ORDER BY started_ms DESC, id DESC LIMIT ").push_bind(i64::from(q.limit.max(1)));
         let rows = qb.build().fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(backup_row).collect())
+        rows.iter().map(backup_row).collect()
     }
 
     async fn start_restore(&self, r: &NewRestore) -> Result<i64, StoreError> {
@@ -296,7 +271,7 @@ impl BackupStore for SqliteStore {
                     .await?
             }
         };
-        Ok(rows.iter().map(restore_row).collect())
+        rows.iter().map(restore_row).collect()
     }
 
     async fn start_verification(
@@ -342,7 +317,8 @@ impl BackupStore for SqliteStore {
         let now = ms(crate::clock::now());
         let result = if passed { "passed" } else { "failed" };
         let row: Option<(String, i64)> = sqlx::query_as(
-            "UPDATE backup_verifications SET finished_ms = ?, result = ?, detail = ?, restore_ms = ? WHERE id = ? RETURNING backup_id, level",
+            "UPDATE backup_verifications SET finished_ms = ?, result = ?, detail = ?, restore_ms = ? WHERE id = ? AND result = 'running' \
+             RETURNING backup_id, level",
         )
         .bind(now)
         .bind(result)
@@ -412,6 +388,6 @@ impl BackupStore for SqliteStore {
                     .await?
             }
         };
-        Ok(rows.iter().map(verification_row).collect())
+        rows.iter().map(verification_row).collect()
     }
 }

@@ -2,80 +2,83 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, ms, time};
-use super::sqlite_alerts::{OutboxRow, insert_outbox, json, notification_columns, notification_row, parse};
+use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, col, enum_col, json_col, ms, parse_json, time};
+use super::sqlite_alerts::{OutboxRow, insert_outbox, json, notification_columns, notification_row};
 use super::{IncidentQuery, IncidentStore, IncidentWrite, StoreError};
 use crate::alerting::Notification;
 use crate::incidents::oncall::Override;
 use crate::incidents::{ActionItem, AttachedState, Incident, IncidentAlert, Priority, Status, TimelineEntry};
 
-fn opt_time(r: &SqliteRow, column: &str) -> Option<DateTime<Utc>> {
-    r.get::<Option<i64>, _>(column).map(time)
+fn opt_time(r: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(col::<Option<i64>>(r, column)?.map(time))
 }
 
-fn incident_row(r: &SqliteRow) -> Incident {
-    let escalation: Option<String> = r.get("escalation");
-    Incident {
-        id: r.get("id"),
-        title: r.get("title"),
-        priority: Priority::parse(r.get("priority")).unwrap_or(Priority::P3),
-        status: Status::parse(r.get("status")).unwrap_or(Status::Triggered),
-        policy: r.get("policy"),
-        group_key: r.get("group_key"),
-        services: parse(r.get("services")),
-        opened_by: r.get("opened_by"),
-        opened_at: time(r.get("opened_ms")),
-        acknowledged_at: opt_time(r, "acknowledged_ms"),
-        mitigated_at: opt_time(r, "mitigated_ms"),
-        resolved_at: opt_time(r, "resolved_ms"),
-        closed_at: opt_time(r, "closed_ms"),
-        roles: parse(r.get("roles")),
-        escalation: escalation.and_then(|e| serde_json::from_str(&e).ok()),
-        auto_resolve: r.get::<i64, _>("auto_resolve") != 0,
-        version: r.get("version"),
-    }
+fn incident_row(r: &SqliteRow) -> Result<Incident, StoreError> {
+    let escalation: Option<String> = col(r, "escalation")?;
+    Ok(Incident {
+        id: col(r, "id")?,
+        title: col(r, "title")?,
+        priority: enum_col(r, "priority", Priority::parse)?,
+        status: enum_col(r, "status", Status::parse)?,
+        policy: col(r, "policy")?,
+        group_key: col(r, "group_key")?,
+        services: json_col(r, "services")?,
+        opened_by: col(r, "opened_by")?,
+        opened_at: time(col(r, "opened_ms")?),
+        acknowledged_at: opt_time(r, "acknowledged_ms")?,
+        mitigated_at: opt_time(r, "mitigated_ms")?,
+        resolved_at: opt_time(r, "resolved_ms")?,
+        closed_at: opt_time(r, "closed_ms")?,
+        roles: json_col(r, "roles")?,
+        escalation: escalation.map(|e| parse_json("escalation", &e)).transpose()?,
+        auto_resolve: col::<i64>(r, "auto_resolve")? != 0,
+        version: col(r, "version")?,
+    })
 }
 
-fn attached_row(r: &SqliteRow) -> IncidentAlert {
-    IncidentAlert {
-        incident_id: r.get("incident_id"),
-        fingerprint: r.get("fingerprint"),
-        rule: r.get("rule"),
-        labels: parse(r.get("labels")),
-        state: if r.get::<&str, _>("state") == "firing" { AttachedState::Firing } else { AttachedState::Resolved },
-        attached_at: time(r.get("attached_ms")),
-        changed_at: time(r.get("changed_ms")),
-        fired_at: r.get::<Option<i64>, _>("fired_ms").map(time),
-    }
+fn attached_row(r: &SqliteRow) -> Result<IncidentAlert, StoreError> {
+    Ok(IncidentAlert {
+        incident_id: col(r, "incident_id")?,
+        fingerprint: col(r, "fingerprint")?,
+        rule: col(r, "rule")?,
+        labels: json_col(r, "labels")?,
+        state: enum_col(r, "state", |s| match s {
+            "firing" => Some(AttachedState::Firing),
+            "resolved" => Some(AttachedState::Resolved),
+            _ => None,
+        })?,
+        attached_at: time(col(r, "attached_ms")?),
+        changed_at: time(col(r, "changed_ms")?),
+        fired_at: col::<Option<i64>>(r, "fired_ms")?.map(time),
+    })
 }
 
-fn timeline_row(r: &SqliteRow) -> TimelineEntry {
-    TimelineEntry {
-        id: r.get("id"),
-        incident_id: r.get("incident_id"),
-        at: time(r.get("at_ms")),
-        kind: r.get("kind"),
-        actor: r.get("actor"),
-        text: r.get("text"),
-        public: r.get::<i64, _>("public") != 0,
-        data: serde_json::from_str(r.get("data")).unwrap_or_default(),
-    }
+fn timeline_row(r: &SqliteRow) -> Result<TimelineEntry, StoreError> {
+    Ok(TimelineEntry {
+        id: col(r, "id")?,
+        incident_id: col(r, "incident_id")?,
+        at: time(col(r, "at_ms")?),
+        kind: col(r, "kind")?,
+        actor: col(r, "actor")?,
+        text: col(r, "text")?,
+        public: col::<i64>(r, "public")? != 0,
+        data: json_col(r, "data")?,
+    })
 }
 
-fn action_row(r: &SqliteRow) -> ActionItem {
-    ActionItem {
-        id: r.get("id"),
-        incident_id: r.get("incident_id"),
-        text: r.get("text"),
-        owner: r.get("owner"),
-        state: r.get("state"),
-        created_by: r.get("created_by"),
-        created_at: time(r.get("created_ms")),
-        done_at: opt_time(r, "done_ms"),
-    }
+fn action_row(r: &SqliteRow) -> Result<ActionItem, StoreError> {
+    Ok(ActionItem {
+        id: col(r, "id")?,
+        incident_id: col(r, "incident_id")?,
+        text: col(r, "text")?,
+        owner: col(r, "owner")?,
+        state: col(r, "state")?,
+        created_by: col(r, "created_by")?,
+        created_at: time(col(r, "created_ms")?),
+        done_at: opt_time(r, "done_ms")?,
+    })
 }
 
 /// An incident's notifications: its own (incident pages), and those about its alerts'
@@ -110,7 +113,7 @@ impl IncidentStore for SqliteStore {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let escalation = i.escalation.as_ref().map(json);
         let id: i64 = if i.id == 0 {
-            sqlx::query_scalar(
+            let inserted = sqlx::query_scalar(
                 "INSERT INTO incidents (title, priority, status, policy, group_key, services, opened_by, opened_ms,
                    acknowledged_ms, mitigated_ms, resolved_ms, closed_ms, roles, escalation, auto_resolve, version)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id",
@@ -131,7 +134,21 @@ impl IncidentStore for SqliteStore {
             .bind(&escalation)
             .bind(i.auto_resolve as i64)
             .fetch_one(&mut *tx)
-            .await?
+            .await;
+            match inserted {
+                Ok(id) => id,
+                // The partial unique index: one open incident per group key.
+                Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                    let open: i64 = sqlx::query_scalar(
+                        "SELECT id FROM incidents WHERE group_key = ? AND status IN ('triggered', 'acknowledged', 'mitigated')",
+                    )
+                    .bind(&i.group_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    return Err(StoreError::GroupOpen { group_key: i.group_key.clone(), incident: open });
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else {
             let updated = sqlx::query(
                 "UPDATE incidents SET title = ?, priority = ?, status = ?, services = ?, acknowledged_ms = ?, mitigated_ms = ?,
@@ -218,12 +235,12 @@ impl IncidentStore for SqliteStore {
         }
         let row = sqlx::query("SELECT * FROM incidents WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        Ok(incident_row(&row))
+        incident_row(&row)
     }
 
     async fn incident(&self, id: i64) -> Result<Option<Incident>, StoreError> {
         let row = sqlx::query("SELECT * FROM incidents WHERE id = ?").bind(id).fetch_optional(&self.reader).await?;
-        Ok(row.as_ref().map(incident_row))
+        row.as_ref().map(incident_row).transpose()
     }
 
     async fn incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
@@ -242,7 +259,7 @@ impl IncidentStore for SqliteStore {
         .bind(if q.limit == 0 { -1 } else { q.limit as i64 })
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.iter().map(incident_row).collect())
+        rows.iter().map(incident_row).collect()
     }
 
     async fn incident_alerts(&self, incident: Option<i64>) -> Result<Vec<IncidentAlert>, StoreError> {
@@ -262,7 +279,7 @@ impl IncidentStore for SqliteStore {
                 .await?
             }
         };
-        Ok(rows.iter().map(attached_row).collect())
+        rows.iter().map(attached_row).collect()
     }
 
     async fn attachments(&self, fingerprints: &[String]) -> Result<Vec<IncidentAlert>, StoreError> {
@@ -274,7 +291,9 @@ impl IncidentStore for SqliteStore {
                 list.push_bind(fp);
             }
             q.push(")");
-            out.extend(q.build().fetch_all(&self.reader).await?.iter().map(attached_row));
+            for row in q.build().fetch_all(&self.reader).await? {
+                out.push(attached_row(&row)?);
+            }
         }
         Ok(out)
     }
@@ -282,7 +301,7 @@ impl IncidentStore for SqliteStore {
     async fn timeline(&self, incident: i64) -> Result<Vec<TimelineEntry>, StoreError> {
         let rows =
             sqlx::query("SELECT * FROM incident_timeline WHERE incident_id = ? ORDER BY id").bind(incident).fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(timeline_row).collect())
+        rows.iter().map(timeline_row).collect()
     }
 
     async fn incident_notifications(&self, incident: i64) -> Result<Vec<Notification>, StoreError> {
@@ -294,7 +313,7 @@ impl IncidentStore for SqliteStore {
         // alert's first notification can leave before the incident manager's pass) until
         // it closed.
         let rows = sqlx::query(INCIDENT_NOTIFICATIONS).bind(incident).fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(notification_row).collect())
+        rows.iter().map(notification_row).collect()
     }
 
     async fn action_items(&self, incident: Option<i64>, state: Option<&str>) -> Result<Vec<ActionItem>, StoreError> {
@@ -304,7 +323,7 @@ impl IncidentStore for SqliteStore {
                 .bind(state)
                 .fetch_all(&self.reader)
                 .await?;
-        Ok(rows.iter().map(action_row).collect())
+        rows.iter().map(action_row).collect()
     }
 
     async fn add_override(&self, schedule: &str, o: &Override, created_by: &str) -> Result<(), StoreError> {
@@ -323,12 +342,11 @@ impl IncidentStore for SqliteStore {
     async fn overrides(&self, after: DateTime<Utc>) -> Result<Vec<(String, Override)>, StoreError> {
         let rows =
             sqlx::query("SELECT * FROM oncall_overrides WHERE until_ms > ? ORDER BY id").bind(ms(after)).fetch_all(&self.reader).await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                let o = Override { person: r.get("person"), from: time(r.get("from_ms")), until: time(r.get("until_ms")) };
-                (r.get("schedule"), o)
+                let o = Override { person: col(r, "person")?, from: time(col(r, "from_ms")?), until: time(col(r, "until_ms")?) };
+                Ok((col(r, "schedule")?, o))
             })
-            .collect())
+            .collect()
     }
 }

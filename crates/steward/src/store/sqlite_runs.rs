@@ -3,64 +3,87 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::sqlite::{SqliteStore, ms, time};
-use super::sqlite_alerts::{OutboxRow, insert_outbox, json, parse};
-use super::{LockHolder, OutboxMessage, RunStore, StoreError};
-use crate::runbooks::{AUDIT_KINDS, AuditQuery, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
+use super::sqlite::{SqliteStore, col, enum_col, json_col, ms, time};
+use super::sqlite_alerts::{OutboxRow, insert_outbox, json};
+use super::sqlite_locks::{self as locks, Holder};
+use super::{OutboxMessage, RunStore, StoreError};
+use crate::runbooks::{
+    AUDIT_KINDS, Approval, ApprovalState, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord,
+    StepStatus,
+};
 
 const RUN_COLUMNS: &str = "id, runbook, params, status, trigger, started_by, parent_run, alert_fingerprint, incident_id, lock_name, \
-     created_ms, finished_ms, heartbeat_ms, error, outputs";
+     created_ms, finished_ms, heartbeat_ms, error, outputs, owner, cancel_requested_by";
 
-fn run_row(r: &SqliteRow) -> Run {
-    Run {
-        id: r.get("id"),
-        runbook: r.get("runbook"),
-        params: parse(r.get("params")),
-        status: RunStatus::parse(r.get("status")).unwrap_or(RunStatus::Interrupted),
-        trigger: r.get("trigger"),
-        started_by: r.get("started_by"),
-        parent_run: r.get("parent_run"),
-        alert_fingerprint: r.get("alert_fingerprint"),
-        incident_id: r.get("incident_id"),
-        lock: r.get("lock_name"),
-        created_at: time(r.get("created_ms")),
-        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
-        heartbeat_at: time(r.get("heartbeat_ms")),
-        error: r.get("error"),
-        outputs: serde_json::from_str(r.get("outputs")).unwrap_or_default(),
-    }
+fn run_row(r: &SqliteRow) -> Result<Run, StoreError> {
+    Ok(Run {
+        id: col(r, "id")?,
+        runbook: col(r, "runbook")?,
+        params: json_col(r, "params")?,
+        status: enum_col(r, "status", RunStatus::parse)?,
+        trigger: col(r, "trigger")?,
+        started_by: col(r, "started_by")?,
+        parent_run: col(r, "parent_run")?,
+        alert_fingerprint: col(r, "alert_fingerprint")?,
+        incident_id: col(r, "incident_id")?,
+        lock: col(r, "lock_name")?,
+        created_at: time(col(r, "created_ms")?),
+        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
+        heartbeat_at: time(col(r, "heartbeat_ms")?),
+        error: col(r, "error")?,
+        outputs: json_col(r, "outputs")?,
+        owner: col(r, "owner")?,
+        cancel_requested_by: col(r, "cancel_requested_by")?,
+    })
 }
 
-fn step_row(r: &SqliteRow) -> StepRecord {
-    StepRecord {
-        run_id: r.get("run_id"),
-        path: r.get("path"),
-        name: r.get("name"),
-        kind: r.get("kind"),
-        attempt: r.get::<i64, _>("attempt") as u32,
-        status: StepStatus::parse(r.get("status")).unwrap_or(StepStatus::Unknown),
-        started_at: time(r.get("started_ms")),
-        finished_at: r.get::<Option<i64>, _>("finished_ms").map(time),
-        detail: serde_json::from_str(r.get("detail")).unwrap_or_default(),
-        result: serde_json::from_str(r.get("result")).unwrap_or_default(),
-        output: r.get("output"),
-        error: r.get("error"),
-    }
+fn step_row(r: &SqliteRow) -> Result<StepRecord, StoreError> {
+    Ok(StepRecord {
+        run_id: col(r, "run_id")?,
+        path: col(r, "path")?,
+        name: col(r, "name")?,
+        kind: col(r, "kind")?,
+        attempt: col::<i64>(r, "attempt")? as u32,
+        status: enum_col(r, "status", StepStatus::parse)?,
+        started_at: time(col(r, "started_ms")?),
+        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
+        detail: json_col(r, "detail")?,
+        result: json_col(r, "result")?,
+        output: col(r, "output")?,
+        error: col(r, "error")?,
+    })
 }
 
-fn event_row(r: &SqliteRow) -> RunEvent {
-    RunEvent {
-        id: r.get("id"),
-        run_id: r.get("run_id"),
-        at: time(r.get("at_ms")),
-        kind: r.get("kind"),
-        step: r.get("step"),
-        actor: r.get("actor"),
-        message: r.get("message"),
-        data: serde_json::from_str(r.get("data")).unwrap_or_default(),
-    }
+fn event_row(r: &SqliteRow) -> Result<RunEvent, StoreError> {
+    Ok(RunEvent {
+        id: col(r, "id")?,
+        run_id: col(r, "run_id")?,
+        at: time(col(r, "at_ms")?),
+        kind: col(r, "kind")?,
+        step: col(r, "step")?,
+        actor: col(r, "actor")?,
+        message: col(r, "message")?,
+        data: json_col(r, "data")?,
+    })
+}
+
+fn approval_row(r: &SqliteRow) -> Result<Approval, StoreError> {
+    Ok(Approval {
+        run_id: col(r, "run_id")?,
+        path: col(r, "path")?,
+        attempt: col::<i64>(r, "attempt")? as u32,
+        role: enum_col(r, "role", |s| s.parse().ok())?,
+        distinct_approver: col(r, "distinct_approver")?,
+        started_by: col(r, "started_by")?,
+        requested_at: time(col(r, "requested_ms")?),
+        expires_at: time(col(r, "expires_ms")?),
+        state: enum_col(r, "state", ApprovalState::parse)?,
+        decided_by: col(r, "decided_by")?,
+        decided_at: col::<Option<i64>>(r, "decided_ms")?.map(time),
+        comment: col(r, "comment")?,
+    })
 }
 
 async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
@@ -83,21 +106,6 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Resu
     Ok(())
 }
 
-async fn take_lock(conn: &mut SqliteConnection, lock: &str, run: i64, now: i64) -> Result<(), StoreError> {
-    let holder: Option<i64> =
-        sqlx::query_scalar("SELECT run_id FROM run_locks WHERE name = ?").bind(lock).fetch_optional(&mut *conn).await?;
-    if let Some(holder) = holder.filter(|h| *h != run) {
-        return Err(StoreError::LockHeld { lock: lock.to_string(), holder: LockHolder::Run(holder) });
-    }
-    sqlx::query("INSERT OR REPLACE INTO run_locks (name, run_id, acquired_ms) VALUES (?, ?, ?)")
-        .bind(lock)
-        .bind(run)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: &NewRun, mut started: NewEvent) -> Result<Run, StoreError> {
@@ -112,7 +120,7 @@ impl RunStore for SqliteStore {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (runbook, params, status, trigger, started_by, parent_run, alert_fingerprint, incident_id, lock_name, \
-             trigger_key, created_ms, heartbeat_ms) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             trigger_key, owner, created_ms, heartbeat_ms) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&run.runbook)
         .bind(json(&run.params))
@@ -123,19 +131,20 @@ impl RunStore for SqliteStore {
         .bind(run.incident_id)
         .bind(run.lock.as_deref())
         .bind(run.trigger_key.as_deref())
+        .bind(&run.owner)
         .bind(now)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(lock) = &run.lock {
-            take_lock(&mut tx, lock, id, now).await?;
+            locks::acquire(&mut tx, lock, Holder::Run(id), &run.owner, now, None).await?;
         }
         started.run_id = id;
         insert_events(&mut tx, &[started]).await?;
         let row =
             sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))).bind(id).fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        Ok(run_row(&row))
+        run_row(&row)
     }
 
     async fn save_step(&self, s: &StepRecord, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -185,11 +194,28 @@ impl RunStore for SqliteStore {
                 .bind(run)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM run_locks WHERE run_id = ?").bind(run).execute(&mut *tx).await?;
+            locks::release(&mut tx, Holder::Run(run)).await?;
         } else {
+            if status == RunStatus::Running {
+                // The run goes on (after an approval, or resumed): a cancel asked of
+                // the earlier attempt does not carry over.
+                sqlx::query(
+                    "UPDATE runs SET cancel_requested_by = NULL, cancel_requested_ms = NULL WHERE id = ? AND status = 'interrupted'",
+                )
+                .bind(run)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query("UPDATE runs SET status = ?, error = ?, finished_ms = NULL WHERE id = ?")
                 .bind(status.as_str())
                 .bind(error)
+                .bind(run)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if status.is_final() || status == RunStatus::Interrupted {
+            sqlx::query("UPDATE run_approvals SET state = 'withdrawn', decided_ms = ? WHERE run_id = ? AND state = 'pending'")
+                .bind(now)
                 .bind(run)
                 .execute(&mut *tx)
                 .await?;
@@ -239,7 +265,7 @@ impl RunStore for SqliteStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE finished_ms IS NULL ORDER BY id")))
             .fetch_all(&self.writer)
             .await?;
-        Ok(rows.iter().map(run_row).collect())
+        rows.iter().map(run_row).collect()
     }
 
     async fn run(&self, id: i64) -> Result<Option<Run>, StoreError> {
@@ -247,7 +273,7 @@ impl RunStore for SqliteStore {
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        Ok(row.as_ref().map(run_row))
+        row.as_ref().map(run_row).transpose()
     }
 
     async fn runs(&self, q: &RunQuery) -> Result<Vec<Run>, StoreError> {
@@ -264,12 +290,12 @@ impl RunStore for SqliteStore {
         // Keyset pagination on the primary key: as fast with millions of runs as with ten.
         b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit.clamp(1, 1000)));
         let rows = b.build().fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(run_row).collect())
+        rows.iter().map(run_row).collect()
     }
 
     async fn run_steps(&self, run: i64) -> Result<Vec<StepRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM run_steps WHERE run_id = ? ORDER BY seq").bind(run).fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(step_row).collect())
+        rows.iter().map(step_row).collect()
     }
 
     async fn run_events(&self, run: i64, after: i64, limit: u32) -> Result<Vec<RunEvent>, StoreError> {
@@ -279,7 +305,7 @@ impl RunStore for SqliteStore {
             .bind(i64::from(limit.clamp(1, 10_000)))
             .fetch_all(&self.reader)
             .await?;
-        Ok(rows.iter().map(event_row).collect())
+        rows.iter().map(event_row).collect()
     }
 
     async fn audit(&self, q: &AuditQuery) -> Result<Vec<RunEvent>, StoreError> {
@@ -298,12 +324,131 @@ impl RunStore for SqliteStore {
         }
         b.push(" ORDER BY e.id DESC LIMIT ").push_bind(i64::from(q.limit.clamp(1, 1000)));
         let rows = b.build().fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(event_row).collect())
+        rows.iter().map(event_row).collect()
     }
 
-    async fn relock(&self, run: i64, lock: &str) -> Result<(), StoreError> {
+    async fn request_approval(&self, a: &Approval, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        take_lock(&mut tx, lock, run, ms(crate::clock::now())).await?;
+        sqlx::query(
+            "INSERT INTO run_approvals (run_id, path, attempt, role, distinct_approver, started_by, requested_ms, expires_ms, state, \
+             decided_by, decided_ms, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.run_id)
+        .bind(&a.path)
+        .bind(i64::from(a.attempt))
+        .bind(a.role.as_str())
+        .bind(a.distinct_approver)
+        .bind(&a.started_by)
+        .bind(ms(a.requested_at))
+        .bind(ms(a.expires_at))
+        .bind(a.state.as_str())
+        .bind(a.decided_by.as_deref())
+        .bind(a.decided_at.map(ms))
+        .bind(&a.comment)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE runs SET status = 'waiting' WHERE id = ? AND status = 'running'").bind(a.run_id).execute(&mut *tx).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn approvals(&self, run: i64) -> Result<Vec<Approval>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM run_approvals WHERE run_id = ? ORDER BY rowid").bind(run).fetch_all(&self.reader).await?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    async fn decide_approval(
+        &self,
+        run: i64,
+        path: &str,
+        attempt: u32,
+        decision: &Decision,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let decided = sqlx::query(
+            "UPDATE run_approvals SET state = ?, decided_by = ?, decided_ms = ?, comment = ? \
+             WHERE run_id = ? AND path = ? AND attempt = ? AND state = 'pending'",
+        )
+        .bind(decision.state.as_str())
+        .bind(&decision.by)
+        .bind(ms(crate::clock::now()))
+        .bind(&decision.comment)
+        .bind(run)
+        .bind(path)
+        .bind(i64::from(attempt))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if decided {
+            insert_events(&mut tx, events).await?;
+            tx.commit().await?;
+        }
+        Ok(decided)
+    }
+
+    async fn request_cancel(&self, run: i64, by: &str, events: &[NewEvent]) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let asked = sqlx::query(
+            "UPDATE runs SET cancel_requested_by = ?, cancel_requested_ms = ? \
+             WHERE id = ? AND status IN ('running', 'waiting') AND cancel_requested_ms IS NULL",
+        )
+        .bind(by)
+        .bind(ms(crate::clock::now()))
+        .bind(run)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if asked {
+            insert_events(&mut tx, events).await?;
+            tx.commit().await?;
+        }
+        Ok(asked)
+    }
+
+    async fn cancels_requested(&self, runs: &[i64]) -> Result<Vec<i64>, StoreError> {
+        if runs.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) AND cancel_requested_ms IS NOT NULL AND finished_ms IS NULL",
+        )
+        .bind(json(&runs))
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn resume_run(
+        &self,
+        run: i64,
+        from: &[RunStatus],
+        owner: &str,
+        lock: Option<&str>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let resumed = sqlx::query(
+            "UPDATE runs SET status = 'running', owner = ?, error = NULL, finished_ms = NULL, heartbeat_ms = ?, \
+             cancel_requested_by = NULL, cancel_requested_ms = NULL WHERE id = ? AND status IN (SELECT value FROM json_each(?))",
+        )
+        .bind(owner)
+        .bind(ms(crate::clock::now()))
+        .bind(run)
+        .bind(json(&from))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if resumed != 1 {
+            return Err(StoreError::StaleVersion { what: format!("run {run}") });
+        }
+        if let Some(lock) = lock {
+            locks::acquire(&mut tx, lock, Holder::Run(run), owner, ms(crate::clock::now()), None).await?;
+        }
+        insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
