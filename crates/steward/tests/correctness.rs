@@ -71,7 +71,7 @@ async fn a_hand_resolved_incident_stays_resolved_when_its_alert_fired_in_the_att
     steward::incidents::manager::pass(&engine, at(700), true).await.unwrap();
     let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await.unwrap();
     assert_eq!(open.len(), 1, "one incident opens");
-    steward::incidents::manager::act(&engine, open[0].id, "alice", steward::incidents::manager::Action::Resolve { note: None })
+    steward::incidents::manager::act(&engine, open[0].id, "alice", steward::incidents::manager::IncidentUpdate::Resolve { note: None })
         .await
         .unwrap();
     // The alert still fires; passes go on, in the same millisecond and after it.

@@ -775,10 +775,10 @@ async fn store_finish(s: &dyn Store, id: &str) {
 /// Approvals, cancels and resumes are decisions any process may take: each is taken
 /// once, in the store, and the loser learns it lost.
 pub async fn approvals_cancels_and_resumes_are_decided_once(store: impl Store) {
-    use steward::runbooks::{Approval, ApprovalState, Decision, NewEvent, RunStatus};
+    use steward::runbooks::{ApprovalRequest, ApprovalState, Decision, NewEvent, RunStatus};
     let run = store.create_run(&new_run("deploy", Some("deploy"), None), NewEvent::new(0, "run_started", "started")).await.unwrap();
     let now = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
-    let approval = |path: &str| Approval {
+    let approval = |path: &str| ApprovalRequest {
         run_id: run.id,
         path: path.into(),
         attempt: 1,

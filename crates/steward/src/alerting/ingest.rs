@@ -35,7 +35,7 @@ pub struct Incoming {
 }
 
 #[derive(Debug, Default, PartialEq, serde::Serialize)]
-pub struct Outcome {
+pub struct IngestOutcome {
     pub received: usize,
     /// Alerts that started firing.
     pub fired: usize,
@@ -135,10 +135,10 @@ fn time(a: &Json, field: &str) -> Result<Option<DateTime<Utc>>, String> {
 
 /// Records the payload's alerts in one transaction: all of them or, on a store error,
 /// none (the sender retries the whole payload).
-pub async fn apply(engine: &Engine, incoming: Vec<Incoming>, now: DateTime<Utc>) -> Result<Outcome, crate::store::StoreError> {
+pub async fn apply(engine: &Engine, incoming: Vec<Incoming>, now: DateTime<Utc>) -> Result<IngestOutcome, crate::store::StoreError> {
     let now = crate::clock::truncate(now);
     let _serial = engine.alerting.ingest.lock().await;
-    let mut out = Outcome { received: incoming.len(), ..Outcome::default() };
+    let mut out = IngestOutcome { received: incoming.len(), ..IngestOutcome::default() };
     // A later entry for the same alert in one payload sees the earlier one's result.
     let mut pending: HashMap<String, usize> = HashMap::new();
     let mut changes: Vec<(Alert, Option<AlertEvent>)> = Vec::new();

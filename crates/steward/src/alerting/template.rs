@@ -37,10 +37,10 @@ enum Filter {
 }
 
 /// A template error: byte offset into the template text, and what is wrong.
-pub type TemplateError = (usize, String);
+pub type TemplateSyntaxError = (usize, String);
 
 impl Template {
-    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+    pub fn parse(text: &str) -> Result<Template, TemplateSyntaxError> {
         let mut parts = Vec::new();
         let mut rest = text;
         let mut offset = 0;
@@ -92,7 +92,7 @@ impl Template {
     }
 }
 
-fn parse_expr(inner: &str, offset: usize) -> Result<Part, TemplateError> {
+fn parse_expr(inner: &str, offset: usize) -> Result<Part, TemplateSyntaxError> {
     let mut stages = inner.split('|');
     let head = stages.next().unwrap_or("").trim();
     let lead = offset + inner.find(head).unwrap_or(0);

@@ -35,7 +35,7 @@ impl From<BackupError> for ApiError {
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct ListQuery {
+pub struct BackupListQuery {
     policy: Option<String>,
     status: Option<String>,
     limit: Option<u32>,
@@ -54,7 +54,7 @@ fn view(s: &AppState, r: &BackupRecord) -> Value {
     v
 }
 
-pub async fn list(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Query<BackupListQuery>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let status = match q.status.as_deref() {
         None => None,

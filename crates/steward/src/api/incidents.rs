@@ -22,7 +22,7 @@ use crate::checks::state::Health;
 use crate::config::duration::parse_duration;
 use crate::engine::Engine;
 use crate::incidents::ack_link;
-use crate::incidents::manager::{self, Action, ActionError};
+use crate::incidents::manager::{self, ActionError, IncidentUpdate};
 use crate::incidents::oncall::{self, Override};
 use crate::incidents::stats::{self, By};
 use crate::incidents::{Incident, Priority, Status, full_timeline, postmortem};
@@ -41,7 +41,7 @@ impl From<ActionError> for ApiError {
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct ListQuery {
+pub struct IncidentListQuery {
     /// `open` (default), `all`, or one status.
     status: Option<String>,
     service: Option<String>,
@@ -49,7 +49,7 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
-fn query(q: &ListQuery) -> Result<IncidentQuery, ApiError> {
+fn query(q: &IncidentListQuery) -> Result<IncidentQuery, ApiError> {
     let mut out = IncidentQuery {
         service: q.service.clone(),
         since: parse_time("since", q.since.as_deref())?,
@@ -71,7 +71,11 @@ fn query(q: &ListQuery) -> Result<IncidentQuery, ApiError> {
     Ok(out)
 }
 
-pub async fn list(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<IncidentListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let incidents = s.engine.store.incidents(&query(&q)?).await?;
     Ok(Json(json!({ "incidents": incidents })))
@@ -137,11 +141,11 @@ pub async fn transition(
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let incident = act_on(&s, &caller, id, &bytes, r#"{"note": "optional text"}"#, |NoteBody { note }| match verb.as_str() {
-        "acknowledge" | "ack" => Ok(Action::Acknowledge { note }),
-        "mitigate" => Ok(Action::Mitigate { note }),
-        "resolve" => Ok(Action::Resolve { note }),
-        "close" => Ok(Action::Close { note }),
-        "escalate" => Ok(Action::EscalateNow),
+        "acknowledge" | "ack" => Ok(IncidentUpdate::Acknowledge { note }),
+        "mitigate" => Ok(IncidentUpdate::Mitigate { note }),
+        "resolve" => Ok(IncidentUpdate::Resolve { note }),
+        "close" => Ok(IncidentUpdate::Close { note }),
+        "escalate" => Ok(IncidentUpdate::EscalateNow),
         other => Err(ApiError::new(
             Code::NotFound,
             format!("no incident action `{other}`; use acknowledge, mitigate, resolve, close or escalate"),
@@ -158,7 +162,7 @@ async fn act_on<T: DeserializeOwned>(
     id: i64,
     bytes: &Bytes,
     example: &str,
-    action: impl FnOnce(T) -> Result<Action, ApiError>,
+    action: impl FnOnce(T) -> Result<IncidentUpdate, ApiError>,
 ) -> Result<Incident, ApiError> {
     caller.require(Role::Operator)?;
     let action = action(body(bytes, example)?)?;
@@ -180,7 +184,7 @@ pub async fn add_note(
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let example = r#"{"text": "what happened", "public": false}"#;
-    let incident = act_on(&s, &caller, id, &bytes, example, |n: Note| Ok(Action::Note { text: n.text, public: n.public })).await?;
+    let incident = act_on(&s, &caller, id, &bytes, example, |n: Note| Ok(IncidentUpdate::Note { text: n.text, public: n.public })).await?;
     Ok(Json(json!({ "incident": incident })))
 }
 
@@ -198,9 +202,10 @@ pub async fn set_priority(
     bytes: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let example = r#"{"priority": "P1", "reason": "checkout affected"}"#;
-    let incident =
-        act_on(&s, &caller, id, &bytes, example, |p: SetPriority| Ok(Action::Priority { to: priority(&p.priority)?, reason: p.reason }))
-            .await?;
+    let incident = act_on(&s, &caller, id, &bytes, example, |p: SetPriority| {
+        Ok(IncidentUpdate::Priority { to: priority(&p.priority)?, reason: p.reason })
+    })
+    .await?;
     Ok(Json(json!({ "incident": incident })))
 }
 
@@ -219,7 +224,7 @@ pub async fn assign_role(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let example = r#"{"role": "commander", "person": "alice"}"#;
     let incident =
-        act_on(&s, &caller, id, &bytes, example, |r: AssignRole| Ok(Action::AssignRole { role: r.role, person: r.person })).await?;
+        act_on(&s, &caller, id, &bytes, example, |r: AssignRole| Ok(IncidentUpdate::AssignRole { role: r.role, person: r.person })).await?;
     Ok(Json(json!({ "incident": incident })))
 }
 
@@ -237,7 +242,7 @@ pub async fn add_action_item(
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let example = r#"{"text": "Add a memory alert", "owner": "bob"}"#;
-    act_on(&s, &caller, id, &bytes, example, |i: NewItem| Ok(Action::AddActionItem { text: i.text, owner: i.owner })).await?;
+    act_on(&s, &caller, id, &bytes, example, |i: NewItem| Ok(IncidentUpdate::AddActionItem { text: i.text, owner: i.owner })).await?;
     let items = s.engine.store.action_items(Some(id), None).await?;
     Ok((StatusCode::CREATED, Json(json!({ "action_item": items.last() }))))
 }
@@ -248,7 +253,7 @@ pub async fn complete_action_item(
     Path((id, item)): Path<(i64, i64)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Operator)?;
-    manager::act(&s.engine, id, &caller.0.name, Action::ActionItemDone { item }).await?;
+    manager::act(&s.engine, id, &caller.0.name, IncidentUpdate::ActionItemDone { item }).await?;
     let items = s.engine.store.action_items(Some(id), None).await?;
     Ok(Json(json!({ "action_item": items.into_iter().find(|a| a.id == item) })))
 }
@@ -592,7 +597,7 @@ pub async fn ack_link_submit(State(s): State<Arc<AppState>>, Path(token): Path<S
         Err(page) => return page,
     };
     let actor = format!("{} (page link)", g.who);
-    match manager::act(&s.engine, i.id, &actor, Action::Acknowledge { note: None }).await {
+    match manager::act(&s.engine, i.id, &actor, IncidentUpdate::Acknowledge { note: None }).await {
         Ok(i) => {
             link_page(StatusCode::OK, &format!("Incident #{} acknowledged", i.id), &format!("{}<p>Escalation stopped.</p>", describe(&i)))
         }

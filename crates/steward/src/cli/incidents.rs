@@ -59,13 +59,13 @@ pub enum IncidentAction {
         output: Output,
     },
     /// Acknowledge: "I am on it". Stops the escalation.
-    Ack(Transition),
+    Ack(StatusChange),
     /// The impact is contained (rolled back, failed over) though the cause may remain.
-    Mitigate(Transition),
+    Mitigate(StatusChange),
     /// Resolved: the service is back to normal. Tells everyone who was paged.
-    Resolve(Transition),
+    Resolve(StatusChange),
     /// Close after the review: the postmortem is written and action items recorded.
-    Close(Transition),
+    Close(StatusChange),
     /// Add a note to the timeline; `--public` also shows it on the status page.
     Note {
         #[command(flatten)]
@@ -158,7 +158,7 @@ pub enum IncidentAction {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct Transition {
+pub struct StatusChange {
     #[command(flatten)]
     remote: RemoteArgs,
     /// The incident's number, as `steward incident list` shows it.
@@ -213,7 +213,7 @@ pub async fn run(action: IncidentAction) -> u8 {
     }
 }
 
-async fn transition(t: Transition, verb: &str) -> u8 {
+async fn transition(t: StatusChange, verb: &str) -> u8 {
     let past = match verb {
         "acknowledge" => "acknowledged",
         "mitigate" => "mitigated",

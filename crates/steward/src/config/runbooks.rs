@@ -33,7 +33,7 @@ pub struct Runbook {
     pub lock: Option<Text>,
     /// The whole run's budget; on expiry the running step is stopped and the run fails.
     pub timeout: Option<Duration>,
-    pub schedules: Vec<Schedule>,
+    pub schedules: Vec<RunbookSchedule>,
     pub pos: Pos,
 }
 
@@ -280,7 +280,7 @@ pub struct CallRunbook {
 }
 
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub struct RunbookSchedule {
     /// As written, for display.
     pub cron: String,
     /// Parsed once, when the configuration loads.
@@ -610,7 +610,7 @@ pub fn yaml_to_json(node: &Node) -> Json {
     }
 }
 
-fn schedule(node: &Node, what: &str, params: Option<&[Param]>, d: &mut Diagnostics) -> Option<Schedule> {
+fn schedule(node: &Node, what: &str, params: Option<&[Param]>, d: &mut Diagnostics) -> Option<RunbookSchedule> {
     let mut f = Fields::of(node, format!("{what} schedule"), d)?;
     let cron_node = f.require("cron", d);
     let cron = cron_node.and_then(|n| de::string(n, &format!("{what} schedule cron"), d));
@@ -671,7 +671,7 @@ fn schedule(node: &Node, what: &str, params: Option<&[Param]>, d: &mut Diagnosti
         }
     }
     f.finish(&["cron", "timezone", "params"], d);
-    Some(Schedule { cron: cron?, parsed: parsed?, timezone: tz?, params: values, pos: node.pos.clone() })
+    Some(RunbookSchedule { cron: cron?, parsed: parsed?, timezone: tz?, params: values, pos: node.pos.clone() })
 }
 
 fn unknown_param(key: &str, pos: &Pos, params: &[Param]) -> Diagnostic {

@@ -556,7 +556,7 @@ async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: 
 
 /// What a person does to an incident.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub enum IncidentUpdate {
     Acknowledge { note: Option<String> },
     Mitigate { note: Option<String> },
     Resolve { note: Option<String> },
@@ -584,7 +584,7 @@ pub enum ActionError {
 }
 
 /// Applies a person's action: one transaction, under the incidents lock.
-pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Result<Incident, ActionError> {
+pub async fn act(engine: &Engine, id: i64, actor: &str, action: IncidentUpdate) -> Result<Incident, ActionError> {
     let _guard = engine.incidents.lock.lock().await;
     let incident = engine.store.incident(id).await?.ok_or(ActionError::NotFound(id))?;
     let now = crate::clock::now();
@@ -598,7 +598,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
         None => text,
     };
     match &action {
-        Action::Acknowledge { note } => {
+        IncidentUpdate::Acknowledge { note } => {
             if status != Status::Triggered {
                 let by = w.incident.acknowledged_at.map(|t| format!(" (at {})", t.format("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default();
                 return invalid(&format!("only a triggered incident can be acknowledged{by}"));
@@ -608,7 +608,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
             stop_escalation(&mut w.incident);
             w.timeline.push(TimelineEntry::new(now, "acknowledged", actor, with_note(format!("Acknowledged by {actor}"), note)));
         }
-        Action::Mitigate { note } => {
+        IncidentUpdate::Mitigate { note } => {
             if !matches!(status, Status::Triggered | Status::Acknowledged) {
                 return invalid("only a triggered or acknowledged incident can be mitigated");
             }
@@ -618,14 +618,14 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
             stop_escalation(&mut w.incident);
             w.timeline.push(TimelineEntry::new(now, "mitigated", actor, with_note(format!("Mitigated by {actor}"), note)));
         }
-        Action::Resolve { note } => {
+        IncidentUpdate::Resolve { note } => {
             if !status.is_open() {
                 return invalid("it is already resolved");
             }
             w.incident.acknowledged_at.get_or_insert(now);
             resolve(&mut w, actor, &with_note(format!("Resolved by {actor}"), note), now, engine.external_url());
         }
-        Action::Close { note } => {
+        IncidentUpdate::Close { note } => {
             if status != Status::Resolved {
                 return invalid("only a resolved incident can be closed (closing records that its review is done)");
             }
@@ -633,7 +633,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
             w.incident.closed_at = Some(now);
             w.timeline.push(TimelineEntry::new(now, "closed", actor, with_note(format!("Closed by {actor}; review done"), note)));
         }
-        Action::Note { text, public } => {
+        IncidentUpdate::Note { text, public } => {
             if text.trim().is_empty() {
                 return Err(ActionError::BadInput("a note needs text".into()));
             }
@@ -641,7 +641,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
             e.public = *public;
             w.timeline.push(e);
         }
-        Action::Priority { to, reason } => {
+        IncidentUpdate::Priority { to, reason } => {
             if reason.trim().is_empty() {
                 return Err(ActionError::BadInput("changing the priority needs a reason".into()));
             }
@@ -659,7 +659,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
             );
             w.incident.priority = *to;
         }
-        Action::AssignRole { role, person } => {
+        IncidentUpdate::AssignRole { role, person } => {
             if !ROLES.contains(&role.as_str()) {
                 return Err(ActionError::BadInput(format!("`{role}` is not an incident role; use one of {}", ROLES.join(", "))));
             }
@@ -674,7 +674,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
             w.timeline
                 .push(TimelineEntry::new(now, "role_assigned", actor, text).with_data(json!({"role": role, "person": person.trim()})));
         }
-        Action::EscalateNow => {
+        IncidentUpdate::EscalateNow => {
             if !status.is_open() {
                 return invalid("a resolved incident is not escalated");
             }
@@ -683,7 +683,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
             }
             escalate(engine, &config, &mut w, now, Some(actor)).await?;
         }
-        Action::AddActionItem { text, owner } => {
+        IncidentUpdate::AddActionItem { text, owner } => {
             if text.trim().is_empty() {
                 return Err(ActionError::BadInput("an action item needs text".into()));
             }
@@ -700,7 +700,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: Action) -> Resul
             let owner = owner.as_deref().map(|o| format!(" (owner {o})")).unwrap_or_default();
             w.timeline.push(TimelineEntry::new(now, "action_item", actor, format!("Action item: {}{owner}", text.trim())));
         }
-        Action::ActionItemDone { item } => {
+        IncidentUpdate::ActionItemDone { item } => {
             let items = engine.store.action_items(Some(id), None).await?;
             let Some(mut a) = items.into_iter().find(|a| a.id == *item) else {
                 return Err(ActionError::Refused(format!("incident {id} has no action item {item}")));

@@ -1,9 +1,9 @@
 //! The steps that touch the world, already rendered: a process, an HTTP request, a SQL
-//! statement, a Redis command. Each returns an [`Outcome`]; none returns `Err` or
+//! statement, a Redis command. Each returns a [`StepOutcome`]; none returns `Err` or
 //! panics on a failing target — a failure is data the run records.
 //!
 //! Timeouts and cancellation are the caller's: dropping the future of
-//! [`Action::perform`] stops it, and a process step's whole process group with it.
+//! [`StepAction::perform`] stops it, and a process step's whole process group with it.
 
 use std::process::Stdio;
 use std::str::FromStr;
@@ -35,7 +35,7 @@ pub type OutputLine = (&'static str, String);
 
 /// A rendered action, ready to perform.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub enum StepAction {
     Process { argv: Vec<String>, env: Vec<(String, String)>, workdir: Option<std::path::PathBuf> },
     Http { method: String, url: String, headers: Vec<(String, String)>, body: Option<String>, expect_status: Vec<u16> },
     Sql { engine: SqlEngine, url: String, query: String, args: Vec<String> },
@@ -44,39 +44,39 @@ pub enum Action {
 
 /// How an action ended.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct StepOutcome {
     pub ok: bool,
     /// What later steps read (`steps.NAME.…`): stdout/exit_code, http_status/json, rows…
     pub result: Map<String, Json>,
     pub error: Option<String>,
 }
 
-impl Outcome {
-    fn failed(error: impl Into<String>) -> Outcome {
-        Outcome { ok: false, result: Map::new(), error: Some(error.into()) }
+impl StepOutcome {
+    fn failed(error: impl Into<String>) -> StepOutcome {
+        StepOutcome { ok: false, result: Map::new(), error: Some(error.into()) }
     }
 }
 
-impl Action {
+impl StepAction {
     /// What the record shows it was about to do (the caller redacts it). Environment
     /// values are shown for the names the runbook set, never the inherited ones.
     pub fn detail(&self) -> Json {
         match self {
-            Action::Process { argv, env, workdir } => json!({
+            StepAction::Process { argv, env, workdir } => json!({
                 "argv": argv,
                 "env": env.iter().map(|(k, v)| (k.clone(), Json::from(v.clone()))).collect::<Map<_, _>>(),
                 "workdir": workdir,
             }),
-            Action::Http { method, url, headers, body, .. } => json!({
+            StepAction::Http { method, url, headers, body, .. } => json!({
                 "method": method, "url": url,
                 "headers": headers.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
                 "body": body,
             }),
-            Action::Sql { query, args, url, .. } => json!({
+            StepAction::Sql { query, args, url, .. } => json!({
                 "target": crate::config::secret::redact_url_password(url),
                 "query": query, "args": args,
             }),
-            Action::Redis { url, command } => json!({
+            StepAction::Redis { url, command } => json!({
                 "target": crate::config::secret::redact_url_password(url),
                 "command": command,
             }),
@@ -87,22 +87,24 @@ impl Action {
     /// One line for people: argv as a shell would need it typed (`sh -c 'sleep 1; echo x'`).
     pub fn summary(&self) -> String {
         match self {
-            Action::Process { argv, .. } => {
+            StepAction::Process { argv, .. } => {
                 let line: String = shell_words(argv).chars().take(160).collect();
                 line.replace('\n', " ⏎ ")
             }
-            Action::Http { method, url, .. } => format!("{method} {}", crate::config::secret::redact_url_password(url)),
-            Action::Sql { query, .. } => query.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect(),
-            Action::Redis { command, .. } => command.join(" "),
+            StepAction::Http { method, url, .. } => format!("{method} {}", crate::config::secret::redact_url_password(url)),
+            StepAction::Sql { query, .. } => query.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect(),
+            StepAction::Redis { command, .. } => command.join(" "),
         }
     }
 
-    pub async fn perform(&self, output: &mpsc::UnboundedSender<OutputLine>) -> Outcome {
+    pub async fn perform(&self, output: &mpsc::UnboundedSender<OutputLine>) -> StepOutcome {
         match self {
-            Action::Process { argv, env, workdir } => process(argv, env, workdir.as_deref(), output).await,
-            Action::Http { method, url, headers, body, expect_status } => http(method, url, headers, body.as_deref(), expect_status).await,
-            Action::Sql { engine, url, query, args } => sql(*engine, url, query, args).await,
-            Action::Redis { url, command } => redis(url, command).await,
+            StepAction::Process { argv, env, workdir } => process(argv, env, workdir.as_deref(), output).await,
+            StepAction::Http { method, url, headers, body, expect_status } => {
+                http(method, url, headers, body.as_deref(), expect_status).await
+            }
+            StepAction::Sql { engine, url, query, args } => sql(*engine, url, query, args).await,
+            StepAction::Redis { url, command } => redis(url, command).await,
         }
     }
 }
@@ -134,7 +136,7 @@ async fn process(
     env: &[(String, String)],
     workdir: Option<&std::path::Path>,
     output: &mpsc::UnboundedSender<OutputLine>,
-) -> Outcome {
+) -> StepOutcome {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         // Nothing inherited: steward's own environment holds the secrets its
@@ -152,7 +154,7 @@ async fn process(
     let spawned = std::time::Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Outcome::failed(format!("cannot start `{}`: {e}", argv[0])),
+        Err(e) => return StepOutcome::failed(format!("cannot start `{}`: {e}", argv[0])),
     };
     let group = child.id().map(|pid| ProcessGroup(pid as i32));
     let stdout = tokio::spawn(read_lines(child.stdout.take().expect("piped"), "stdout", STDOUT_LIMIT, output.clone()));
@@ -179,7 +181,7 @@ async fn process(
     }
     let status = match status {
         Ok(s) => s,
-        Err(e) => return Outcome::failed(format!("waiting for `{}` failed: {e}", argv[0])),
+        Err(e) => return StepOutcome::failed(format!("waiting for `{}` failed: {e}", argv[0])),
     };
     let mut result = Map::new();
     result.insert("exit_code".into(), status.code().map_or(Json::Null, Json::from));
@@ -190,15 +192,15 @@ async fn process(
     result.insert("stdout".into(), Json::from(trimmed));
     result.insert("stderr".into(), Json::from(err.trim_end().to_string()));
     match status.code() {
-        Some(0) => Outcome { ok: true, result, error: None },
+        Some(0) => StepOutcome { ok: true, result, error: None },
         Some(code) => {
             // The last thing said on stderr is usually the reason; else the last of stdout.
             let said = |text: &str| text.lines().rfind(|l| !l.trim().is_empty()).map(str::to_string);
             let last = said(&err).or_else(|| said(&out)).unwrap_or_default().chars().take(300).collect::<String>();
             let detail = if last.is_empty() { String::new() } else { format!(": {last}") };
-            Outcome { ok: false, result, error: Some(format!("`{}` exited with code {code}{detail}", argv[0])) }
+            StepOutcome { ok: false, result, error: Some(format!("`{}` exited with code {code}{detail}", argv[0])) }
         }
-        None => Outcome { ok: false, result, error: Some(format!("`{}` was killed by a signal", argv[0])) },
+        None => StepOutcome { ok: false, result, error: Some(format!("`{}` was killed by a signal", argv[0])) },
     }
 }
 
@@ -251,10 +253,10 @@ fn http_client() -> Result<&'static reqwest::Client, String> {
     CLIENT.get_or_init(|| crate::checks::http::build_client(&Default::default(), true)).as_ref().map_err(Clone::clone)
 }
 
-async fn http(method: &str, url: &str, headers: &[(String, String)], body: Option<&str>, expect: &[u16]) -> Outcome {
+async fn http(method: &str, url: &str, headers: &[(String, String)], body: Option<&str>, expect: &[u16]) -> StepOutcome {
     let client = match http_client() {
         Ok(c) => c,
-        Err(e) => return Outcome::failed(e),
+        Err(e) => return StepOutcome::failed(e),
     };
     let method = reqwest::Method::from_str(method).unwrap_or(reqwest::Method::GET);
     let mut req = client.request(method, url);
@@ -269,7 +271,7 @@ async fn http(method: &str, url: &str, headers: &[(String, String)], body: Optio
     }
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return Outcome::failed(crate::checks::http::describe(&e)),
+        Err(e) => return StepOutcome::failed(crate::checks::http::describe(&e)),
     };
     let status = resp.status().as_u16();
     let mut bytes = Vec::new();
@@ -291,7 +293,7 @@ async fn http(method: &str, url: &str, headers: &[(String, String)], body: Optio
         let wanted = if expect.is_empty() { "2xx".to_string() } else { format!("{expect:?}") };
         format!("HTTP {status} (expected {wanted}){}", if snippet.is_empty() { String::new() } else { format!(": {snippet}") })
     });
-    Outcome { ok, result, error }
+    StepOutcome { ok, result, error }
 }
 
 /// Statements that return rows are fetched; others report the rows they changed.
@@ -300,13 +302,13 @@ fn returns_rows(query: &str) -> bool {
     ["select", "with", "show", "values", "explain", "table"].iter().any(|k| q.starts_with(k)) || q.contains(" returning ")
 }
 
-async fn sql(engine: SqlEngine, url: &str, query: &str, args: &[String]) -> Outcome {
+async fn sql(engine: SqlEngine, url: &str, query: &str, args: &[String]) -> StepOutcome {
     use crate::checks::sql::{db_error, mysql_column, pg_column};
     macro_rules! run {
         ($opts:expr, $decode:expr) => {{
             let mut conn = match $opts.connect().await {
                 Ok(c) => c,
-                Err(e) => return Outcome::failed(format!("cannot connect: {}", db_error(&e))),
+                Err(e) => return StepOutcome::failed(format!("cannot connect: {}", db_error(&e))),
             };
             let mut q = sqlx::query(sqlx::AssertSqlSafe(query));
             for a in args {
@@ -316,7 +318,7 @@ async fn sql(engine: SqlEngine, url: &str, query: &str, args: &[String]) -> Outc
             if returns_rows(query) {
                 let rows = match q.fetch_all(&mut conn).await {
                     Ok(r) => r,
-                    Err(e) => return Outcome::failed(format!("query failed: {}", db_error(&e))),
+                    Err(e) => return StepOutcome::failed(format!("query failed: {}", db_error(&e))),
                 };
                 let decoded: Vec<Json> = rows
                     .iter()
@@ -339,39 +341,39 @@ async fn sql(engine: SqlEngine, url: &str, query: &str, args: &[String]) -> Outc
                     Ok(done) => {
                         result.insert("rows_affected".into(), Json::from(done.rows_affected()));
                     }
-                    Err(e) => return Outcome::failed(format!("statement failed: {}", db_error(&e))),
+                    Err(e) => return StepOutcome::failed(format!("statement failed: {}", db_error(&e))),
                 }
             }
             let _ = conn.close().await;
-            Outcome { ok: true, result, error: None }
+            StepOutcome { ok: true, result, error: None }
         }};
     }
     match engine {
         SqlEngine::Postgres => {
             let opts = match sqlx::postgres::PgConnectOptions::from_str(url) {
                 Ok(o) => o.application_name("steward-runbook").statement_cache_capacity(0).log_statements(tracing::log::LevelFilter::Trace),
-                Err(e) => return Outcome::failed(format!("invalid postgres url: {e}")),
+                Err(e) => return StepOutcome::failed(format!("invalid postgres url: {e}")),
             };
             run!(opts, pg_column)
         }
         SqlEngine::Mysql => {
             let opts = match sqlx::mysql::MySqlConnectOptions::from_str(url) {
                 Ok(o) => o.statement_cache_capacity(0).log_statements(tracing::log::LevelFilter::Trace),
-                Err(e) => return Outcome::failed(format!("invalid mysql url: {e}")),
+                Err(e) => return StepOutcome::failed(format!("invalid mysql url: {e}")),
             };
             run!(opts, mysql_column)
         }
     }
 }
 
-async fn redis(url: &str, command: &[String]) -> Outcome {
+async fn redis(url: &str, command: &[String]) -> StepOutcome {
     let client = match redis::Client::open(url) {
         Ok(c) => c,
-        Err(e) => return Outcome::failed(format!("invalid redis url: {e}")),
+        Err(e) => return StepOutcome::failed(format!("invalid redis url: {e}")),
     };
     let mut conn = match client.get_multiplexed_async_connection().await {
         Ok(c) => c,
-        Err(e) => return Outcome::failed(format!("cannot connect: {e}")),
+        Err(e) => return StepOutcome::failed(format!("cannot connect: {e}")),
     };
     let mut cmd = redis::cmd(&command[0]);
     for a in &command[1..] {
@@ -381,9 +383,9 @@ async fn redis(url: &str, command: &[String]) -> Outcome {
         Ok(v) => {
             let mut result = Map::new();
             result.insert("reply".into(), redis_json(v));
-            Outcome { ok: true, result, error: None }
+            StepOutcome { ok: true, result, error: None }
         }
-        Err(e) => Outcome::failed(format!("{} failed: {e}", command[0])),
+        Err(e) => StepOutcome::failed(format!("{} failed: {e}", command[0])),
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{self, RunCx};
-use super::{Approval, ApprovalState, Decision, NewEvent, NewRun, Run, RunStatus, StepStatus};
+use super::{ApprovalRequest, ApprovalState, Decision, NewEvent, NewRun, Run, RunStatus, StepStatus};
 use crate::auth::Role;
 use crate::config::runbooks::{Runbook, StepKind, coerce};
 use crate::cron::Fires;
@@ -193,7 +193,8 @@ pub async fn decide(
     comment: &str,
 ) -> Result<(), ControlError> {
     let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
-    let pending: Vec<Approval> = engine.store.approvals(run_id).await?.into_iter().filter(|a| a.state == ApprovalState::Pending).collect();
+    let pending: Vec<ApprovalRequest> =
+        engine.store.approvals(run_id).await?.into_iter().filter(|a| a.state == ApprovalState::Pending).collect();
     let paths: Vec<String> = pending.iter().map(|a| a.path.clone()).collect();
     let path = match (step, paths.as_slice()) {
         (_, []) => return Err(ControlError::Conflict(format!("run {run_id} is {} and waits for no approval", run.status.as_str()))),

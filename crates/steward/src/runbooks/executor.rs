@@ -15,9 +15,9 @@ use serde_json::{Map, Value as Json, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::actions::{Action, Outcome, OutputLine};
+use super::actions::{OutputLine, StepAction, StepOutcome};
 use super::template::Text;
-use super::{Approval, ApprovalState, Decision, NewEvent, Run, RunStatus, StepRecord, StepStatus};
+use super::{ApprovalRequest, ApprovalState, Decision, NewEvent, Run, RunStatus, StepRecord, StepStatus};
 use crate::config::Config;
 use crate::config::duration::{format_duration, parse_duration};
 use crate::config::runbooks::{Items, Runbook, ShellProgram, Step, StepKind, WaitProbe};
@@ -407,7 +407,7 @@ async fn conclude_failure(cx: &RunCx, step: &Step, path: &str, scope: &Scope, er
 
 /// What a leaf step will do, rendered.
 enum Prepared {
-    Act(Action),
+    Act(StepAction),
     Check(String),
     Wait { probe: WaitPrepared, interval: Duration, timeout: Duration },
     Sleep(Duration),
@@ -456,7 +456,7 @@ impl Prepared {
 }
 
 /// Renders an action step kind (shell/http/sql/redis) in `scope`.
-fn render_action(cx: &RunCx, kind: &StepKind, scope: &Scope, path: &str, extra: Option<(&str, Json)>) -> Result<Action, String> {
+fn render_action(cx: &RunCx, kind: &StepKind, scope: &Scope, path: &str, extra: Option<(&str, Json)>) -> Result<StepAction, String> {
     let ctx = std::cell::OnceCell::new();
     let ctx = || ctx.get_or_init(|| scope.context(cx, extra.clone()));
     let r = |t: &Text| if t.is_literal() { Ok(t.written.clone()) } else { t.render(ctx()) };
@@ -472,22 +472,22 @@ fn render_action(cx: &RunCx, kind: &StepKind, scope: &Scope, path: &str, extra: 
                 ShellProgram::Script { shell, text } => vec![shell.clone(), "-c".into(), text.clone()],
                 ShellProgram::Argv(items) => items.iter().map(r).collect::<Result<Vec<_>, _>>()?,
             };
-            Ok(Action::Process { argv, env, workdir: s.workdir.clone() })
+            Ok(StepAction::Process { argv, env, workdir: s.workdir.clone() })
         }
-        StepKind::Http(h) => Ok(Action::Http {
+        StepKind::Http(h) => Ok(StepAction::Http {
             method: h.method.clone(),
             url: url(&h.url)?,
             headers: h.headers.iter().map(|(k, v)| r(v).map(|v| (k.clone(), v))).collect::<Result<_, _>>()?,
             body: h.body.as_ref().map(r).transpose()?,
             expect_status: h.expect_status.clone(),
         }),
-        StepKind::Sql(s) => Ok(Action::Sql {
+        StepKind::Sql(s) => Ok(StepAction::Sql {
             engine: s.engine,
             url: url(&s.url)?,
             query: s.query.clone(),
             args: s.args.iter().map(r).collect::<Result<_, _>>()?,
         }),
-        StepKind::Redis(s) => Ok(Action::Redis { url: url(&s.url)?, command: s.command.iter().map(r).collect::<Result<_, _>>()? }),
+        StepKind::Redis(s) => Ok(StepAction::Redis { url: url(&s.url)?, command: s.command.iter().map(r).collect::<Result<_, _>>()? }),
         other => Err(format!("a {} step is not an action", other.name())),
     }
 }
@@ -551,7 +551,7 @@ async fn leaf(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<()
         let collector = tokio::spawn(collect_output(cx.engine.clone(), cx.run.id, path.clone(), cx.redactor.clone(), rx));
         let act = perform(cx, step, &path, prepared, scope, &tx, attempt);
         let outcome = match step.timeout {
-            Some(t) => tokio::time::timeout(t, act).await.unwrap_or_else(|_| Outcome {
+            Some(t) => tokio::time::timeout(t, act).await.unwrap_or_else(|_| StepOutcome {
                 ok: false,
                 result: Map::new(),
                 error: Some(format!("timed out after {}; its process group was stopped", format_duration(t))),
@@ -689,7 +689,7 @@ async fn perform(
     scope: &Scope,
     out: &mpsc::UnboundedSender<OutputLine>,
     attempt: u32,
-) -> Outcome {
+) -> StepOutcome {
     match prepared {
         Prepared::Act(action) => action.perform(out).await,
         Prepared::Check(name) => check(cx, &name).await,
@@ -698,7 +698,7 @@ async fn perform(
             if !d.is_zero() {
                 tokio::time::sleep(d).await;
             }
-            Outcome { ok: true, result: Map::new(), error: None }
+            StepOutcome { ok: true, result: Map::new(), error: None }
         }
         Prepared::Wait { probe, interval, timeout } => wait_until(cx, path, probe, interval, timeout, scope, out).await,
         Prepared::Approve { prompt } => approve(cx, step, path, prompt, attempt).await,
@@ -707,16 +707,16 @@ async fn perform(
     }
 }
 
-async fn check(cx: &RunCx, name: &str) -> Outcome {
+async fn check(cx: &RunCx, name: &str) -> StepOutcome {
     match cx.engine.run_now(name).await {
-        None => Outcome { ok: false, result: Map::new(), error: Some(format!("check `{name}` is not configured (any more)")) },
+        None => StepOutcome { ok: false, result: Map::new(), error: Some(format!("check `{name}` is not configured (any more)")) },
         Some(o) => {
             let mut result = Map::new();
             result.insert("healthy".into(), Json::from(o.healthy));
             result.insert("reason".into(), o.reason.clone().map_or(Json::Null, Json::from));
             result.insert("latency_ms".into(), Json::from(o.latency.as_secs_f64() * 1000.0));
             let error = (!o.healthy).then(|| format!("check `{name}` is unhealthy: {}", o.reason.unwrap_or_default()));
-            Outcome { ok: o.healthy, result, error }
+            StepOutcome { ok: o.healthy, result, error }
         }
     }
 }
@@ -729,7 +729,7 @@ async fn wait_until(
     timeout: Duration,
     scope: &Scope,
     out: &mpsc::UnboundedSender<OutputLine>,
-) -> Outcome {
+) -> StepOutcome {
     let deadline = Instant::now() + timeout;
     let mut polls = 0u64;
     loop {
@@ -740,7 +740,7 @@ async fn wait_until(
                 (o.ok, o.error.unwrap_or_default(), Json::Object(o.result))
             }
             WaitPrepared::Act(kind, condition) => match render_action(cx, kind, scope, path, None) {
-                Err(e) => return Outcome { ok: false, result: Map::new(), error: Some(format!("cannot render: {e}")) },
+                Err(e) => return StepOutcome { ok: false, result: Map::new(), error: Some(format!("cannot render: {e}")) },
                 Ok(action) => {
                     // The polled action's own output is not streamed: only the verdicts are.
                     let (sink, _drain) = mpsc::unbounded_channel();
@@ -760,11 +760,11 @@ async fn wait_until(
         result.insert("result".into(), last);
         if done {
             let _ = out.send(("stdout", format!("poll {polls}: condition met")));
-            return Outcome { ok: true, result, error: None };
+            return StepOutcome { ok: true, result, error: None };
         }
         let _ = out.send(("stdout", format!("poll {polls}: not yet — {reason}")));
         if Instant::now() + interval > deadline {
-            return Outcome {
+            return StepOutcome {
                 ok: false,
                 result,
                 error: Some(format!("not true within {} ({polls} polls); last: {reason}", format_duration(timeout))),
@@ -778,11 +778,11 @@ async fn wait_until(
 /// process; one taken in this process wakes it at once.
 const APPROVAL_POLL: Duration = Duration::from_secs(1);
 
-async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u32) -> Outcome {
+async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u32) -> StepOutcome {
     let StepKind::Approve(a) = &step.kind else { unreachable!("approve steps only") };
     let now = crate::clock::now();
     let expires = now + chrono::Duration::from_std(a.timeout).unwrap_or(chrono::Duration::hours(1));
-    let request = Approval {
+    let request = ApprovalRequest {
         run_id: cx.run.id,
         path: path.to_string(),
         attempt,
@@ -805,7 +805,7 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
         .data(json!({"prompt": prompt, "role": a.role, "expires_at": expires}));
     if let Err(e) = cx.engine.store.request_approval(&request, &[ev]).await {
         // Nobody could decide an approval the store does not hold.
-        return Outcome { ok: false, result: Map::new(), error: Some(format!("could not record the approval request: {e}")) };
+        return StepOutcome { ok: false, result: Map::new(), error: Some(format!("could not record the approval request: {e}")) };
     }
     let _ = cx.engine.runbooks.events.send(cx.run.id);
     if !a.notify.is_empty() {
@@ -864,14 +864,16 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
             result.insert("comment".into(), Json::from(d.comment.clone()));
             let error = (!approved)
                 .then(|| format!("denied by {by}{}", if d.comment.is_empty() { String::new() } else { format!(": {}", d.comment) }));
-            Outcome { ok: approved, result, error }
+            StepOutcome { ok: approved, result, error }
         }
-        Some(d) if d.state == ApprovalState::Withdrawn => Outcome { ok: false, result, error: Some("the approval was withdrawn".into()) },
-        _ => Outcome { ok: false, result, error: Some(format!("no decision within {}", format_duration(a.timeout))) },
+        Some(d) if d.state == ApprovalState::Withdrawn => {
+            StepOutcome { ok: false, result, error: Some("the approval was withdrawn".into()) }
+        }
+        _ => StepOutcome { ok: false, result, error: Some(format!("no decision within {}", format_duration(a.timeout))) },
     }
 }
 
-async fn notify(cx: &RunCx, path: &str, attempt: u32, receivers: Vec<String>, message: String, severity: String) -> Outcome {
+async fn notify(cx: &RunCx, path: &str, attempt: u32, receivers: Vec<String>, message: String, severity: String) -> StepOutcome {
     let external = cx.engine.external_url().to_string();
     let now = crate::clock::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let labels = json!({"alertname": "RunbookNotification", "runbook": cx.run.runbook, "run": cx.run.id.to_string(), "step": path, "severity": severity});
@@ -901,13 +903,13 @@ async fn notify(cx: &RunCx, path: &str, attempt: u32, receivers: Vec<String>, me
             cx.engine.alerting.wake_delivery.notify_waiters();
             let mut result = Map::new();
             result.insert("receivers".into(), Json::from(receivers));
-            Outcome { ok: true, result, error: None }
+            StepOutcome { ok: true, result, error: None }
         }
-        Err(e) => Outcome { ok: false, result: Map::new(), error: Some(format!("cannot enqueue the notification: {e}")) },
+        Err(e) => StepOutcome { ok: false, result: Map::new(), error: Some(format!("cannot enqueue the notification: {e}")) },
     }
 }
 
-async fn call(cx: &RunCx, path: &str, runbook: String, params: Map<String, Json>) -> Outcome {
+async fn call(cx: &RunCx, path: &str, runbook: String, params: Map<String, Json>) -> StepOutcome {
     let request = super::control::StartRequest {
         runbook,
         params,
@@ -920,7 +922,7 @@ async fn call(cx: &RunCx, path: &str, runbook: String, params: Map<String, Json>
     };
     let child = match super::control::create(&cx.engine, request).await {
         Ok((child, rb)) => (child, rb),
-        Err(e) => return Outcome { ok: false, result: Map::new(), error: Some(e.to_string()) },
+        Err(e) => return StepOutcome { ok: false, result: Map::new(), error: Some(e.to_string()) },
     };
     let (run, rb) = child;
     cx.emit(vec![cx.event("child_started", format!("{path}: started run {} of runbook {}", run.id, run.runbook)).step(path)]).await;
@@ -930,7 +932,7 @@ async fn call(cx: &RunCx, path: &str, runbook: String, params: Map<String, Json>
     // records how it ended (cancelled through `children`) instead of staying `running`.
     let status = match tokio::spawn(execute(child_cx)).await {
         Ok(status) => status,
-        Err(e) => return Outcome { ok: false, result: Map::new(), error: Some(format!("the called run {} stopped: {e}", run.id)) },
+        Err(e) => return StepOutcome { ok: false, result: Map::new(), error: Some(format!("the called run {} stopped: {e}", run.id)) },
     };
     let stored = cx.engine.store.run(run.id).await.ok().flatten();
     let mut result = Map::new();
@@ -939,7 +941,7 @@ async fn call(cx: &RunCx, path: &str, runbook: String, params: Map<String, Json>
     let error = (status != RunStatus::Succeeded).then(|| {
         format!("run {} of runbook {} {}: {}", run.id, run.runbook, status.as_str(), stored.and_then(|r| r.error).unwrap_or_default())
     });
-    Outcome { ok: status == RunStatus::Succeeded, result, error }
+    StepOutcome { ok: status == RunStatus::Succeeded, result, error }
 }
 
 /// for_each and parallel: a row for the step itself, children recorded on their own.

@@ -284,7 +284,7 @@ impl ApprovalState {
 /// An approval step's request, kept in the store so that any steward process can take
 /// the decision and the waiting run learns of it wherever it runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Approval {
+pub struct ApprovalRequest {
     pub run_id: i64,
     pub path: String,
     pub attempt: u32,

@@ -26,7 +26,9 @@ use crate::checks::Outcome;
 use crate::checks::state::{CheckState, Transition};
 use crate::incidents::oncall::Override;
 use crate::incidents::{ActionItem, Incident, IncidentAlert, Status, TimelineEntry};
-use crate::runbooks::{Approval, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus};
+use crate::runbooks::{
+    ApprovalRequest, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus,
+};
 
 /// One run as the scheduler hands it over: the outcome, the state after it, and the
 /// transition it caused, written together so they can never disagree.
@@ -274,9 +276,9 @@ pub trait RunStore: Send + Sync {
     /// Enqueues messages a `notify` step sends and appends `events`, atomically.
     async fn enqueue_messages(&self, messages: &[OutboxMessage], events: &[NewEvent]) -> Result<(), StoreError>;
     /// Records the approval `pending`, the run `waiting`, and appends `events`, atomically.
-    async fn request_approval(&self, approval: &Approval, events: &[NewEvent]) -> Result<(), StoreError>;
+    async fn request_approval(&self, approval: &ApprovalRequest, events: &[NewEvent]) -> Result<(), StoreError>;
     /// Every approval the run asked for, in the order asked.
-    async fn approvals(&self, run: i64) -> Result<Vec<Approval>, StoreError>;
+    async fn approvals(&self, run: i64) -> Result<Vec<ApprovalRequest>, StoreError>;
     /// Decides a pending approval (approved, denied, expired) and appends `events`,
     /// atomically. Returns false, writing nothing, when it was no longer pending: the
     /// first decision stands.

@@ -10,7 +10,7 @@ use super::sqlite_alerts::{OutboxRow, insert_outbox, json};
 use super::sqlite_locks::{self as locks, Holder};
 use super::{OutboxMessage, RunStore, StoreError};
 use crate::runbooks::{
-    AUDIT_KINDS, Approval, ApprovalState, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord,
+    AUDIT_KINDS, ApprovalRequest, ApprovalState, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord,
     StepStatus,
 };
 
@@ -69,8 +69,8 @@ fn event_row(r: &SqliteRow) -> Result<RunEvent, StoreError> {
     })
 }
 
-fn approval_row(r: &SqliteRow) -> Result<Approval, StoreError> {
-    Ok(Approval {
+fn approval_row(r: &SqliteRow) -> Result<ApprovalRequest, StoreError> {
+    Ok(ApprovalRequest {
         run_id: col(r, "run_id")?,
         path: col(r, "path")?,
         attempt: col::<i64>(r, "attempt")? as u32,
@@ -327,7 +327,7 @@ impl RunStore for SqliteStore {
         rows.iter().map(event_row).collect()
     }
 
-    async fn request_approval(&self, a: &Approval, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn request_approval(&self, a: &ApprovalRequest, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO run_approvals (run_id, path, attempt, role, distinct_approver, started_by, requested_ms, expires_ms, state, \
@@ -353,7 +353,7 @@ impl RunStore for SqliteStore {
         Ok(())
     }
 
-    async fn approvals(&self, run: i64) -> Result<Vec<Approval>, StoreError> {
+    async fn approvals(&self, run: i64) -> Result<Vec<ApprovalRequest>, StoreError> {
         let rows = sqlx::query("SELECT * FROM run_approvals WHERE run_id = ? ORDER BY rowid").bind(run).fetch_all(&self.reader).await?;
         rows.iter().map(approval_row).collect()
     }
