@@ -52,7 +52,7 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub alerting: Live,
     pub incidents: crate::incidents::Incidents,
-    /// Live runbook runs and pending approvals.
+    /// Runbook runs live in this process (approvals wait in the store).
     pub runbooks: crate::runbooks::Runbooks,
     /// Backups: scheduled here, and run, verified and restored through the API.
     pub backups: Arc<crate::backups::service::Backups>,
