@@ -1,36 +1,25 @@
-//! The running Steward: the loaded configuration, live check states, the scheduler,
-//! the store and metrics, shared by the scheduler tasks and the API.
-//!
-//! **Architecture invariant:** the in-memory [`CheckState`] map is the authority for
-//! current health; the store holds its durable copy, written with every run, and seeds
-//! it at start-up so a restart resumes thresholds where they were.
+//! Assembly: builds each subsystem's context in dependency order, wires the two
+//! signals between them, starts and stops their loops, and swaps the configuration on
+//! reload. It holds no state of its own that a subsystem reads: each works from its
+//! context (see ARCHITECTURE.md, "Subsystems").
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
-
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerting::Live;
-use crate::checks::state::{self, CheckState, Health};
-use crate::checks::{Outcome, Prober};
-use crate::config::{self, CheckSpec, Config, Diagnostics};
-use crate::scheduler::{self, Scheduler};
-use crate::store::{RecordedRun, Store};
-use crate::telemetry::{CheckLabels, HealthLabels, KindLabels, Metrics, ResultLabels, RunLabels};
+use crate::alerting::{Alerting, AlertingParts};
+use crate::backups::service::Backups;
+use crate::checks::Checks;
+use crate::config::{self, Config, ConfigView, Diagnostics};
+use crate::incidents::Incidents;
+use crate::runbooks::Runbooks;
+use crate::store::Store;
+use crate::telemetry::{Metrics, ResultLabels};
 
 type BoxedLoop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// A configuration together with what was built from it.
-pub struct Loaded {
-    pub config: Arc<Config>,
-    pub prober: Arc<Prober>,
-    pub loaded_at: DateTime<Utc>,
-}
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -47,21 +36,26 @@ pub struct EngineOptions {
     pub data_dir: PathBuf,
 }
 
+/// The assembled server: one context per subsystem, built in dependency order
+/// (checks → alerting → incidents → runbooks; backups beside them), and the loops
+/// that drive them. Nothing outside assembly, the API and the CLI takes an `Engine`:
+/// each subsystem works from its own context.
 pub struct Engine {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
-    pub alerting: Live,
-    pub incidents: crate::incidents::Incidents,
+    /// The configuration in force; [`Engine::reload`] replaces it.
+    pub config: ConfigView,
+    pub checks: Arc<Checks>,
+    pub alerting: Arc<Alerting>,
+    pub incidents: Arc<Incidents>,
     /// Runbook runs live in this process (approvals wait in the store).
-    pub runbooks: crate::runbooks::Runbooks,
+    pub runbooks: Arc<Runbooks>,
     /// Backups: scheduled here, and run, verified and restored through the API.
-    pub backups: Arc<crate::backups::service::Backups>,
-    /// Stops the alerting tasks at shutdown.
+    pub backups: Arc<Backups>,
+    /// Stops the background loops at shutdown.
     stop: CancellationToken,
-    loaded: RwLock<Arc<Loaded>>,
-    states: Mutex<HashMap<String, CheckState>>,
-    results: Mutex<Option<mpsc::Sender<scheduler::Queued>>>,
-    scheduler: tokio::sync::Mutex<Scheduler>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     /// The supervised background loops, awaited at shutdown.
     loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     options: EngineOptions,
@@ -79,166 +73,81 @@ impl Engine {
         &self.options.external_url
     }
 
-    /// Seeds states from the store, starts the result writer and every check.
+    /// Builds every subsystem's context, seeds them from the store and starts their
+    /// loops. Returns the check result writer, which [`Engine::shutdown`] drains last.
     pub async fn start(
         config: Config,
         store: Arc<dyn Store>,
         options: EngineOptions,
     ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>), crate::store::StoreError> {
-        let stored = store.load_states().await?;
-        let alerting = Live::load(store.as_ref()).await?;
         // Created now if missing, so the first page does not wait on it.
         store.server_key(crate::incidents::ack_link::KEY_NAME).await?;
-        let (tx, rx) = mpsc::channel(65_536);
         let metrics = Arc::new(Metrics::new());
-        let prober = Arc::new(Prober::new(config.redactor.clone()).with_store(store.clone()));
-        let backups = Arc::new(crate::backups::service::Backups::new(store.clone(), Some(metrics.clone()), options.data_dir.clone()));
+        let config = ConfigView::new(config);
+        // The two signals between subsystems: a check changed health (alerting
+        // evaluates), an alert changed state (incidents run a pass).
+        let health_changed = Arc::new(Notify::new());
+        let alert_changed = Arc::new(Notify::new());
+        let (checks, writer) =
+            Checks::start(store.clone(), metrics.clone(), config.clone(), options.max_concurrency, health_changed.clone()).await?;
+        let alerting = Alerting::load(AlertingParts {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            config: config.clone(),
+            checks: checks.clone(),
+            external_url: options.external_url.clone(),
+            alert_changed: alert_changed.clone(),
+            health_changed,
+        })
+        .await?;
+        let incidents = Incidents::new(store.clone(), metrics.clone(), config.clone(), alerting.clone(), checks.clone(), alert_changed);
+        let runbooks = Runbooks::new(store.clone(), metrics.clone(), config.clone(), checks.clone(), alerting.clone(), incidents.clone());
+        let backups = Arc::new(Backups::new(store.clone(), Some(metrics.clone()), options.data_dir.clone()));
         let engine = Arc::new(Engine {
             store,
             metrics,
+            config,
+            checks,
             alerting,
-            incidents: Default::default(),
-            runbooks: Default::default(),
+            incidents,
+            runbooks,
             backups,
             stop: CancellationToken::new(),
-            loaded: RwLock::new(Arc::new(Loaded { prober, config: Arc::new(config), loaded_at: crate::clock::now() })),
-            states: Mutex::new(stored.into_iter().map(|s| (s.check.clone(), s)).collect()),
-            results: Mutex::new(Some(tx)),
-            scheduler: tokio::sync::Mutex::new(Scheduler::new(options.max_concurrency)),
+            reloading: tokio::sync::Mutex::new(()),
             loops: Mutex::new(Vec::new()),
             options,
         });
-        // Supervised like every loop: a restarted writer takes the same queue back.
-        let queue = Arc::new(tokio::sync::Mutex::new(rx));
-        let writer = {
-            let e = engine.clone();
-            crate::telemetry::supervise("result_writer", engine.metrics.clone(), move || {
-                scheduler::write_results(e.clone(), queue.clone(), 2_000, Duration::from_millis(50))
-            })
-        };
-        let loaded = engine.current();
-        engine.publish_config_metrics(&loaded.config);
-        engine.scheduler.lock().await.apply(&engine, &loaded.config.checks);
+        engine.checks.schedule().await;
         // Every background loop is supervised: a panic is logged, counted and the loop
         // restarted, instead of silently ending alerting or escalations for good.
-        let supervise = |name: &'static str, f: fn(Arc<Engine>, CancellationToken) -> _| {
-            let e = engine.clone();
-            let handle = crate::telemetry::supervise(name, engine.metrics.clone(), move || f(e.clone(), e.stop.clone()));
+        let supervise = |name: &'static str, f: Box<dyn Fn(CancellationToken) -> BoxedLoop + Send + Sync>| {
+            let stop = engine.stop.clone();
+            let handle = crate::telemetry::supervise(name, engine.metrics.clone(), move || f(stop.clone()));
             engine.loops.lock().expect("loops lock").push(handle);
         };
-        supervise("alerting", |e, stop| Box::pin(crate::alerting::run(e, stop)) as BoxedLoop);
-        supervise("incidents", |e, stop| Box::pin(crate::incidents::manager::run(e, stop)) as BoxedLoop);
-        crate::runbooks::control::recover(&engine).await?;
-        supervise("runbooks", |e, stop| {
-            let retention = e.options.run_retention;
-            Box::pin(crate::runbooks::control::background(e, stop, retention)) as BoxedLoop
-        });
-        if let Err(e) = engine.backups.recover(&loaded.config).await {
+        let alerting = engine.alerting.clone();
+        supervise("alerting", Box::new(move |stop| Box::pin(crate::alerting::run(alerting.clone(), stop))));
+        let incidents = engine.incidents.clone();
+        supervise("incidents", Box::new(move |stop| Box::pin(crate::incidents::manager::run(incidents.clone(), stop))));
+        crate::runbooks::control::recover(&engine.runbooks).await?;
+        let (runbooks, retention) = (engine.runbooks.clone(), engine.options.run_retention);
+        supervise("runbooks", Box::new(move |stop| Box::pin(crate::runbooks::control::background(runbooks.clone(), stop, retention))));
+        if let Err(e) = engine.backups.recover(&engine.config.get()).await {
             tracing::warn!(error = %e, "could not settle backups interrupted by the last stop; will retry");
         }
-        supervise("backup_schedules", |e, stop| Box::pin(crate::backups::scheduled::background(e, stop)) as BoxedLoop);
+        let (backups, view) = (engine.backups.clone(), engine.config.clone());
+        supervise(
+            "backup_schedules",
+            Box::new(move |stop| Box::pin(crate::backups::scheduled::background(backups.clone(), view.clone(), stop))),
+        );
         engine.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
         engine.metrics.config_last_reload_success.set(crate::clock::now().timestamp_millis() as f64 / 1000.0);
         Ok((engine, writer))
     }
 
-    pub fn current(&self) -> Arc<Loaded> {
-        self.loaded.read().expect("config lock").clone()
-    }
-
-    pub fn prober(&self) -> Arc<Prober> {
-        self.current().prober.clone()
-    }
-
+    /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        self.current().config.clone()
-    }
-
-    /// The live state of every configured check (unknown if it has not run yet).
-    pub fn states(&self) -> HashMap<String, CheckState> {
-        self.states.lock().expect("states lock").clone()
-    }
-
-    pub fn state(&self, check: &str) -> Option<CheckState> {
-        self.states.lock().expect("states lock").get(check).cloned()
-    }
-
-    /// Folds a run into the check's state, updates metrics, and stores it.
-    ///
-    /// A run that changes the check's health is stored *before* the new health is
-    /// visible to anyone (the API, alert rules): it goes through the writer in order
-    /// with the runs before it, and this waits for the commit. So an alert never fires
-    /// — and nothing is ever sent — about a transition a crash could still lose. Runs
-    /// that change nothing are batched and may be dropped under overload (counted).
-    pub async fn observe(&self, spec: &CheckSpec, outcome: Outcome) {
-        let kind = spec.probe.kind();
-        let result = if outcome.healthy { "success" } else { "failure" };
-        self.metrics.check_runs.get_or_create(&RunLabels { kind: kind.into(), result: result.into() }).inc();
-        self.metrics.check_duration.get_or_create(&KindLabels { kind: kind.into() }).observe(outcome.latency.as_secs_f64());
-        let run = {
-            let mut states = self.states.lock().expect("states lock");
-            let mut st = states.get(&spec.name).cloned().unwrap_or_else(|| CheckState::new(&spec.name, outcome.at));
-            let transition = state::apply(
-                &mut st,
-                outcome.healthy,
-                outcome.reason.as_deref(),
-                outcome.at,
-                spec.failure_threshold,
-                spec.success_threshold,
-            );
-            st.last_latency_ms = Some(outcome.latency.as_secs_f64() * 1000.0);
-            if transition.is_none() {
-                states.insert(spec.name.clone(), st.clone());
-            }
-            RecordedRun { check: spec.name.clone(), outcome, state: st, transition }
-        };
-        let sender = self.results.lock().expect("results lock").clone();
-        let Some(t) = run.transition.clone() else {
-            if run.state.health != Health::Unknown {
-                self.metrics.check_up.get_or_create(&check_labels(spec)).set(i64::from(run.state.health == Health::Healthy));
-            }
-            if let Some(tx) = sender
-                && tx.try_send((run, None)).is_err()
-            {
-                self.metrics.store_dropped_results.inc();
-            }
-            return;
-        };
-        let state = run.state.clone();
-        let stored = match sender {
-            Some(tx) => {
-                let (ack, acked) = tokio::sync::oneshot::channel();
-                tx.send((run, Some(ack))).await.is_ok() && acked.await.unwrap_or(false)
-            }
-            // No writer (it has stopped): write directly.
-            None => self.store.record(std::slice::from_ref(&run)).await.is_ok(),
-        };
-        if !stored {
-            // With the store down, alert state cannot be written either, so nothing is
-            // sent; the health is still shown, as the probe saw it.
-            tracing::error!(check = %t.check, "the health change could not be stored; it is shown but not durable");
-        }
-        self.states.lock().expect("states lock").insert(spec.name.clone(), state.clone());
-        self.alerting.wake_evaluator.notify_one();
-        self.metrics.check_transitions.get_or_create(&HealthLabels { to: t.to.as_str().into() }).inc();
-        if state.health != Health::Unknown {
-            self.metrics.check_up.get_or_create(&check_labels(spec)).set(i64::from(state.health == Health::Healthy));
-        }
-        match t.to {
-            Health::Unhealthy => {
-                tracing::warn!(check = %t.check, from = t.from.as_str(), reason = t.reason.as_deref().unwrap_or(""), "check is unhealthy")
-            }
-            _ => tracing::info!(check = %t.check, from = t.from.as_str(), to = t.to.as_str(), "check changed health"),
-        }
-    }
-
-    /// Runs one check now, outside its schedule, and records the result.
-    pub async fn run_now(&self, name: &str) -> Option<Outcome> {
-        let loaded = self.current();
-        let spec = loaded.config.check(name)?.clone();
-        let outcome = loaded.prober.run(&spec).await;
-        self.observe(&spec, outcome.clone()).await;
-        Some(outcome)
+        self.config.get()
     }
 
     /// Re-reads the configuration. On any error the running configuration stays and
@@ -269,39 +178,19 @@ impl Engine {
                 return Err(d);
             }
         };
-        let mut scheduler = self.scheduler.lock().await;
-        let old = self.current();
-        for spec in &old.config.checks {
-            if config.check(&spec.name).is_none() {
-                self.metrics.check_up.remove(&check_labels(spec));
-            }
-        }
-        let names: Vec<String> = config.checks.iter().map(|c| c.name.clone()).collect();
-        let new = Arc::new(Loaded {
-            prober: Arc::new(Prober::new(config.redactor.clone()).with_store(self.store.clone())),
-            config: Arc::new(config),
-            loaded_at: crate::clock::now(),
-        });
-        *self.loaded.write().expect("config lock") = new.clone();
-        let (started, stopped) = scheduler.apply(self, &new.config.checks);
-        drop(scheduler);
-        self.states.lock().expect("states lock").retain(|k, _| names.contains(k));
-        if let Err(e) = self.store.retain_states(&names).await {
-            tracing::warn!(error = %e, "could not forget the state of removed checks");
-        }
-        self.publish_config_metrics(&new.config);
+        let _one_at_a_time = self.reloading.lock().await;
+        let old = self.config.get();
+        self.config.replace(config);
+        let changed = self.checks.reload(&old).await;
+        let (started, stopped) = (changed.started, changed.stopped);
         self.metrics.config_reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
         self.metrics.config_last_reload_success.set(crate::clock::now().timestamp_millis() as f64 / 1000.0);
-        let report = ReloadReport { checks: names.len(), started, stopped };
+        let names = self.config.get().checks.len();
+        let report = ReloadReport { checks: names, started, stopped };
         tracing::info!(checks = report.checks, started, stopped, "configuration reloaded");
         Ok(report)
     }
 
-    fn publish_config_metrics(&self, config: &Config) {
-        self.metrics.checks_configured.set(config.checks.len() as i64);
-    }
-
-    /// Stops all checks, then lets the writer flush what is queued.
     /// Stops the background loops (and waits until they have: nothing evaluates, pages
     /// or runs after this returns), then stops all checks and lets the writer flush
     /// what is queued.
@@ -312,9 +201,7 @@ impl Engine {
             // Each loop selects on `stop`; one stuck in a long call is not waited for forever.
             let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
         }
-        self.scheduler.lock().await.shutdown().await;
-        self.results.lock().expect("results lock").take();
-        let _ = writer.await;
+        self.checks.shutdown(writer).await;
     }
 
     /// Periodically folds old raw results into hourly rollups so the store stays bounded.
@@ -332,8 +219,4 @@ impl Engine {
             }
         }
     }
-}
-
-fn check_labels(spec: &CheckSpec) -> CheckLabels {
-    CheckLabels { check: spec.name.clone(), service: spec.service.clone().unwrap_or_default(), kind: spec.probe.kind().into() }
 }

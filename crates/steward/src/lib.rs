@@ -1,7 +1,8 @@
 //! Steward: the operations layer of a production system, as one binary.
 //!
 //! # Layout (the data flow, left to right)
-//! config → checks → scheduler → alerting → store → api / cli.
+//! config → checks (scheduler) → alerting → incidents → runbooks; backups beside them;
+//! store under all of them; engine (assembly) → api / cli on top.
 //! See ARCHITECTURE.md for the invariants each module keeps.
 
 pub mod alerting;
@@ -18,6 +19,5 @@ pub mod demo;
 pub mod engine;
 pub mod incidents;
 pub mod runbooks;
-pub mod scheduler;
 pub mod store;
 pub mod telemetry;

@@ -38,3 +38,29 @@ fn no_two_public_types_share_a_name() {
     let clashes: Vec<_> = seen.iter().filter(|(_, places)| places.len() > 1).collect();
     assert!(clashes.is_empty(), "public types that share a name: {clashes:?}");
 }
+
+/// Subsystems work from their own contexts (ARCHITECTURE.md, "Subsystems"): only
+/// assembly (`engine.rs`) and what sits on top of it (the API, the CLI, the demo) may
+/// name `Engine`. A subsystem that took the engine back could reach into any other.
+#[test]
+fn only_assembly_and_its_users_name_the_engine() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![];
+    sources(&src, &mut files);
+    let allowed = ["engine.rs", "lib.rs", "main.rs", "api/", "cli/", "demo/"];
+    let mut offenders = vec![];
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap().display().to_string();
+        if allowed.iter().any(|a| rel == *a || (a.ends_with('/') && rel.starts_with(a))) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        if text.contains("crate::engine")
+            || text.lines().any(|l| !l.trim_start().starts_with("//") && (l.contains("Engine>") || l.contains("&Engine")))
+        {
+            offenders.push(rel);
+        }
+    }
+    assert!(files.len() > 50, "the scan found the crate's sources: {}", files.len());
+    assert!(offenders.is_empty(), "modules that take the engine instead of their own context: {offenders:?}");
+}

@@ -59,25 +59,31 @@ async fn a_hand_resolved_incident_stays_resolved_when_its_alert_fired_in_the_att
     let base: DateTime<Utc> = DateTime::from_timestamp_millis(Utc::now().timestamp_millis() + 1_000).unwrap();
     let at = |micros: i64| base + TimeDelta::microseconds(micros);
     engine
+        .checks
         .observe(
             &spec,
             steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: Some("refused".into()), at: at(100) },
         )
         .await;
     let mut evaluator = steward::alerting::evaluate::Evaluator::default();
-    evaluator.tick(&engine, at(400)).await;
+    evaluator.tick(&engine.alerting, at(400)).await;
     let firing = engine.alerting.alerts();
     assert_eq!(firing.len(), 1, "the alert fires");
-    steward::incidents::manager::pass(&engine, at(700), true).await.unwrap();
+    steward::incidents::manager::pass(&engine.incidents, at(700), true).await.unwrap();
     let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await.unwrap();
     assert_eq!(open.len(), 1, "one incident opens");
-    steward::incidents::manager::act(&engine, open[0].id, "alice", steward::incidents::manager::IncidentUpdate::Resolve { note: None })
-        .await
-        .unwrap();
+    steward::incidents::manager::act(
+        &engine.incidents,
+        open[0].id,
+        "alice",
+        steward::incidents::manager::IncidentUpdate::Resolve { note: None },
+    )
+    .await
+    .unwrap();
     // The alert still fires; passes go on, in the same millisecond and after it.
     for micros in [900, 1_500, 400_000, 2_000_000] {
-        evaluator.tick(&engine, at(micros)).await;
-        steward::incidents::manager::pass(&engine, at(micros), true).await.unwrap();
+        evaluator.tick(&engine.alerting, at(micros)).await;
+        steward::incidents::manager::pass(&engine.incidents, at(micros), true).await.unwrap();
     }
     let all = engine.store.incidents(&IncidentQuery::default()).await.unwrap();
     assert_eq!(all.len(), 1, "resolving by hand must not reopen a new incident while the same firing goes on: {all:#?}");
@@ -95,10 +101,13 @@ async fn times_compare_equal_to_themselves_after_a_round_trip_through_the_store(
     let engine = quiet_engine(&config, &dir.path().join("data")).await;
     let spec = engine.config().checks[0].clone();
     let odd = DateTime::from_timestamp(steward::clock::now().timestamp() + 1, 123_456_789).unwrap();
-    engine.observe(&spec, steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: None, at: odd }).await;
+    engine
+        .checks
+        .observe(&spec, steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: None, at: odd })
+        .await;
     let mut evaluator = steward::alerting::evaluate::Evaluator::default();
-    evaluator.tick(&engine, odd).await;
-    steward::incidents::manager::pass(&engine, odd, true).await.unwrap();
+    evaluator.tick(&engine.alerting, odd).await;
+    steward::incidents::manager::pass(&engine.incidents, odd, true).await.unwrap();
     let alert = engine.alerting.alerts()[0].clone();
     let stored_alert = engine.store.load_alerts().await.unwrap().into_iter().find(|a| a.fingerprint == alert.fingerprint).unwrap();
     assert_eq!(stored_alert.fired_at, alert.fired_at, "the firing time read back equals the one in memory");
@@ -130,11 +139,12 @@ async fn a_health_change_is_stored_before_alerting_can_see_it() {
     for (healthy, expect) in [(false, "unhealthy"), (true, "healthy"), (false, "unhealthy")] {
         // A run that changes nothing is queued ahead of the transition, as in production.
         engine
+            .checks
             .observe(&quiet, steward::checks::Outcome { healthy: false, latency: Duration::ZERO, reason: None, at: steward::clock::now() })
             .await;
         let outcome = steward::checks::Outcome { healthy, latency: Duration::from_millis(1), reason: None, at: steward::clock::now() };
-        engine.observe(&spec, outcome).await;
-        assert_eq!(engine.state("c").unwrap().health.as_str(), expect);
+        engine.checks.observe(&spec, outcome).await;
+        assert_eq!(engine.checks.state("c").unwrap().health.as_str(), expect);
         let stored = engine.store.load_states().await.unwrap().into_iter().find(|s| s.check == "c").expect("the state is stored");
         assert_eq!(stored.health.as_str(), expect, "the stored health must not lag the health alerting sees");
     }

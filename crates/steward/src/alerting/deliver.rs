@@ -10,10 +10,10 @@ use std::time::Duration;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use super::Alerting;
 use super::Notification;
 use super::render;
 use crate::config::{EmailReceiver, Receiver, ReceiverKind, SmtpTls};
-use crate::engine::Engine;
 use crate::telemetry::DeliveryLabels;
 
 /// After this long undelivered, a notification is marked expired (visible in the API
@@ -38,8 +38,8 @@ impl Workers {
         Workers { running: HashMap::new(), client }
     }
 
-    pub fn sync(&mut self, engine: &Arc<Engine>, stop: &CancellationToken) {
-        let config = engine.config();
+    pub fn sync(&mut self, alerting: &Arc<Alerting>, stop: &CancellationToken) {
+        let config = alerting.config.get();
         self.running.retain(|name, cancel| {
             let keep = config.receiver(name).is_some();
             if !keep {
@@ -50,9 +50,9 @@ impl Workers {
         for r in &config.receivers {
             if !self.running.contains_key(&r.name) {
                 let cancel = stop.child_token();
-                let (engine, client, name, stop) = (engine.clone(), self.client.clone(), r.name.clone(), cancel.clone());
-                crate::telemetry::supervise("delivery", engine.metrics.clone(), move || {
-                    worker(engine.clone(), client.clone(), name.clone(), stop.clone())
+                let (alerting, client, name, stop) = (alerting.clone(), self.client.clone(), r.name.clone(), cancel.clone());
+                crate::telemetry::supervise("delivery", alerting.metrics.clone(), move || {
+                    worker(alerting.clone(), client.clone(), name.clone(), stop.clone())
                 });
                 self.running.insert(r.name.clone(), cancel);
             }
@@ -78,13 +78,13 @@ impl Default for Workers {
 /// Claims held by a steward that ran on this host and is gone (a crash, a kill -9) are
 /// released at start, so its notifications go out now rather than when the claims end.
 /// Claims of other hosts' processes end on their own.
-pub async fn release_claims_of_gone_processes(engine: &Engine) {
-    let owners = match engine.store.claim_owners().await {
+pub async fn release_claims_of_gone_processes(alerting: &Alerting) {
+    let owners = match alerting.store.claim_owners().await {
         Ok(o) => o,
         Err(e) => return tracing::warn!(error = %e, "cannot read outbox claims; claims of a stopped steward end on their own"),
     };
     for owner in owners.iter().filter(|o| crate::telemetry::owner_gone(o)) {
-        match engine.store.release_claims(owner).await {
+        match alerting.store.release_claims(owner).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(owner = %owner, notifications = n, "released the outbox claims of a stopped steward"),
             Err(e) => tracing::warn!(owner = %owner, error = %e, "cannot release outbox claims; they end on their own"),
@@ -92,21 +92,21 @@ pub async fn release_claims_of_gone_processes(engine: &Engine) {
     }
 }
 
-async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, stop: CancellationToken) {
+async fn worker(alerting: Arc<Alerting>, client: reqwest::Client, receiver: String, stop: CancellationToken) {
     let owner = crate::telemetry::process_owner();
     loop {
         // Registered before reading the outbox, so an enqueue that lands while this
         // pass runs still wakes the sleep below (notify_waiters keeps no permit).
-        let woken = engine.alerting.wake_delivery.notified();
+        let woken = alerting.wake_delivery.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let now = crate::clock::now();
-        let Some(timeout) = engine.config().receiver(&receiver).map(|r| r.timeout) else { return };
+        let Some(timeout) = alerting.config.get().receiver(&receiver).map(|r| r.timeout) else { return };
         // Long enough for every attempt of the batch to run to its timeout; a worker that
         // dies lets its claim end and the rows go to the next worker that asks.
         let claim = timeout.saturating_mul(BATCH).saturating_add(CLAIM_MARGIN);
         let until = now + chrono::Duration::from_std(claim).unwrap_or(chrono::Duration::hours(1));
-        let due = match engine.store.claim_due(&receiver, &owner, now, until, BATCH).await {
+        let due = match alerting.store.claim_due(&receiver, &owner, now, until, BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(receiver = %receiver, error = %e, "cannot read the outbox; retrying");
@@ -115,7 +115,7 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
         };
         for n in &due {
             // Re-read the receiver each time: a reload may have changed its URL.
-            let Some(r) = engine.config().receiver(&receiver).cloned() else { return };
+            let Some(r) = alerting.config.get().receiver(&receiver).cloned() else { return };
             let attempt = n.attempts + 1;
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -124,23 +124,23 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
             let labels = |result: &str| DeliveryLabels { receiver: receiver.clone(), result: result.into() };
             let recorded = match result {
                 Ok(()) => {
-                    engine.metrics.notifications.get_or_create(&labels("delivered")).inc();
+                    alerting.metrics.notifications.get_or_create(&labels("delivered")).inc();
                     tracing::info!(receiver = %receiver, id = n.id, attempt, status = %n.status, "notification delivered");
-                    engine.store.mark_delivered(n.id, crate::clock::now(), attempt).await.map(|()| true)
+                    alerting.store.mark_delivered(n.id, crate::clock::now(), attempt).await.map(|()| true)
                 }
                 Err(failure) => {
-                    let error = engine.config().redactor.redact(&failure.message).into_owned();
+                    let error = alerting.config.get().redactor.redact(&failure.message).into_owned();
                     let age = (crate::clock::now() - n.created_at).to_std().unwrap_or_default();
                     if !failure.retryable || age >= MAX_AGE {
-                        engine.metrics.notifications.get_or_create(&labels("expired")).inc();
+                        alerting.metrics.notifications.get_or_create(&labels("expired")).inc();
                         tracing::error!(receiver = %receiver, id = n.id, attempt, error = %error, "notification given up");
-                        engine.store.mark_expired(n.id, &owner, attempt, &error).await
+                        alerting.store.mark_expired(n.id, &owner, attempt, &error).await
                     } else {
-                        engine.metrics.notifications.get_or_create(&labels("retried")).inc();
+                        alerting.metrics.notifications.get_or_create(&labels("retried")).inc();
                         let delay = backoff(attempt);
                         tracing::warn!(receiver = %receiver, id = n.id, attempt, retry_in = ?delay, error = %error, "notification failed; will retry");
                         let next = crate::clock::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                        engine.store.mark_retry(n.id, &owner, attempt, next, &error).await
+                        alerting.store.mark_retry(n.id, &owner, attempt, next, &error).await
                     }
                 }
             };
@@ -160,7 +160,7 @@ async fn worker(engine: Arc<Engine>, client: reqwest::Client, receiver: String, 
         if due.len() == BATCH as usize {
             continue;
         }
-        let next = engine.store.next_due(&receiver).await.ok().flatten();
+        let next = alerting.store.next_due(&receiver).await.ok().flatten();
         let sleep =
             next.map_or(Duration::from_secs(60), |t| (t - crate::clock::now()).to_std().unwrap_or_default()).min(Duration::from_secs(60));
         tokio::select! {

@@ -18,10 +18,10 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::Alerting;
 use super::route::{group_key, group_labels, matching, time_muted};
 use super::{Alert, AlertState, Labels, NotifyLogEntry};
 use crate::config::{Config, Route};
-use crate::engine::Engine;
 use crate::store::NewNotification;
 
 type GroupId = (String, String);
@@ -125,9 +125,9 @@ fn routes_by_id(root: &Route) -> HashMap<&str, &Route> {
     out
 }
 
-pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
     let mut log: HashMap<GroupId, NotifyLogEntry> = loop {
-        match engine.store.notify_log().await {
+        match alerting.store.notify_log().await {
             Ok(entries) => break entries.into_iter().map(|e| ((e.receiver.clone(), e.group_key.clone()), e)).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the notification log; retrying");
@@ -142,8 +142,8 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let mut groups = Groups::default();
     loop {
         let now = crate::clock::now();
-        let config = engine.config();
-        groups.sync(&config, &engine.alerting);
+        let config = alerting.config.get();
+        groups.sync(&config, &alerting.live);
         let routes = config.route.as_ref().map(routes_by_id).unwrap_or_default();
         for (id, m) in &groups.members {
             if !timers.contains_key(id) {
@@ -164,8 +164,8 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
             if timer.next_flush > now {
                 continue;
             }
-            let states = states.get_or_insert_with(|| engine.states());
-            let all = all.get_or_insert_with(|| engine.alerting.alerts());
+            let states = states.get_or_insert_with(|| alerting.checks.states());
+            let all = all.get_or_insert_with(|| alerting.alerts());
             let m = &groups.members[id];
             let route = routes[m.route.as_str()];
             if let Some(reason) = time_muted(route, &config.time_intervals, now) {
@@ -175,7 +175,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
                 timer.next_flush = now + route.group_interval;
                 continue;
             }
-            match flush(&engine, id, route, m, log.get(id), all, states, now).await {
+            match flush(&alerting, id, route, m, log.get(id), all, states, now).await {
                 Ok(Some(entry)) => {
                     log.insert(id.clone(), entry);
                     timer.next_flush = now + route.group_interval;
@@ -192,7 +192,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
         let sleep = next.map_or(std::time::Duration::from_secs(3600), |t| (t - crate::clock::now()).to_std().unwrap_or_default());
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = engine.alerting.wake_dispatcher.notified() => {}
+            _ = alerting.wake_dispatcher.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
     }
@@ -202,7 +202,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
 /// new log entry when the log changed.
 #[allow(clippy::too_many_arguments)]
 async fn flush(
-    engine: &Engine,
+    alerting: &Alerting,
     id: &GroupId,
     route: &Route,
     m: &Members,
@@ -211,14 +211,14 @@ async fn flush(
     states: &HashMap<String, crate::checks::state::CheckState>,
     now: DateTime<Utc>,
 ) -> Result<Option<NotifyLogEntry>, crate::store::StoreError> {
-    let config = engine.config();
+    let config = alerting.config.get();
     let (receiver, key) = id;
     let told: HashSet<&str> = prev.map(|p| p.firing.iter().map(String::as_str).collect()).unwrap_or_default();
     let firing: Vec<&Alert> = m
         .alerts
         .values()
         .map(Arc::as_ref)
-        .filter(|a| a.state == AlertState::Firing && engine.alerting.mutes(a, all, &config, states, now).is_empty())
+        .filter(|a| a.state == AlertState::Firing && alerting.mutes(a, all, &config, states, now).is_empty())
         .collect();
     let resolved: Vec<&Alert> =
         m.alerts.values().map(Arc::as_ref).filter(|a| a.state == AlertState::Resolved && told.contains(a.fingerprint.as_str())).collect();
@@ -235,7 +235,7 @@ async fn flush(
             && p.firing != firing_fps
         {
             let entry = NotifyLogEntry { firing: firing_fps, ..p.clone() };
-            engine.store.update_notify_log(&entry).await?;
+            alerting.store.update_notify_log(&entry).await?;
             return Ok(Some(entry));
         }
         return Ok(None);
@@ -245,7 +245,7 @@ async fn flush(
         carried.extend(resolved.iter().copied());
     }
     let status = if firing.is_empty() { "resolved" } else { "firing" };
-    let payload = payload_text(receiver, key, &m.group_labels, status, &carried, engine.external_url());
+    let payload = payload_text(receiver, key, &m.group_labels, status, &carried, alerting.external_url());
     let mut h = Sha256::new();
     for part in [receiver.as_str(), key.as_str(), &prev.map(|p| p.sent_at.to_rfc3339()).unwrap_or_default()] {
         h.update(part.as_bytes());
@@ -265,9 +265,9 @@ async fn flush(
         alerts: carried.iter().map(|a| (a.fingerprint.clone(), a.fired_at)).collect(),
         log: entry.clone(),
     };
-    if engine.store.enqueue(&n).await?.is_some() {
-        engine.metrics.notifications_enqueued.get_or_create(&crate::telemetry::ReceiverLabels { receiver: receiver.clone() }).inc();
-        engine.alerting.wake_delivery.notify_waiters();
+    if alerting.store.enqueue(&n).await?.is_some() {
+        alerting.metrics.notifications_enqueued.get_or_create(&crate::telemetry::ReceiverLabels { receiver: receiver.clone() }).inc();
+        alerting.notifications_enqueued();
     }
     Ok(Some(entry))
 }

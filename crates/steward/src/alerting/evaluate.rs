@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::Alerting;
 use super::{Alert, AlertEvent, AlertState, Labels, fingerprint};
 use crate::checks::state::Health;
 use crate::config::{AlertCondition, AlertRule, Config};
-use crate::engine::Engine;
 use crate::store::StoreError;
 
 /// Window rules read history from the store; they need not run every tick.
@@ -41,11 +41,11 @@ fn window_start(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
 }
 
 /// Whether a rule's condition holds now, and the value that decided it.
-async fn condition(engine: &Engine, rule: &AlertRule, now: DateTime<Utc>) -> Result<Option<f64>, StoreError> {
+async fn condition(alerting: &Alerting, rule: &AlertRule, now: DateTime<Utc>) -> Result<Option<f64>, StoreError> {
     match &rule.when {
-        AlertCondition::CheckUnhealthy { check } => Ok(engine.state(check).filter(|s| s.health == Health::Unhealthy).map(|_| 1.0)),
+        AlertCondition::CheckUnhealthy { check } => Ok(alerting.checks.state(check).filter(|s| s.health == Health::Unhealthy).map(|_| 1.0)),
         AlertCondition::FailureRatio { check, op, threshold, window } => {
-            let recent = engine.store.results_since(check, window_start(now, *window)).await?;
+            let recent = alerting.store.results_since(check, window_start(now, *window)).await?;
             if recent.is_empty() {
                 return Ok(None);
             }
@@ -55,7 +55,7 @@ async fn condition(engine: &Engine, rule: &AlertRule, now: DateTime<Utc>) -> Res
         // Evaluated against Prometheus by `promql`, never here.
         AlertCondition::Query { .. } => Ok(None),
         AlertCondition::Latency { check, quantile, op, threshold_ms, window } => {
-            let recent = engine.store.results_since(check, window_start(now, *window)).await?;
+            let recent = alerting.store.results_since(check, window_start(now, *window)).await?;
             let mut latencies: Vec<f64> = recent.iter().map(|r| r.latency_ms).collect();
             if latencies.is_empty() {
                 return Ok(None);
@@ -140,10 +140,10 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// Evaluates every rule once; returns whether any alert changed state.
-    pub async fn tick(&mut self, engine: &Engine, now: DateTime<Utc>) -> bool {
+    pub async fn tick(&mut self, alerting: &Alerting, now: DateTime<Utc>) -> bool {
         // Whole milliseconds, as stored: a firing time must equal its stored copy.
         let now = crate::clock::truncate(now);
-        let config = engine.config();
+        let config = alerting.config.get();
         let mut changes = Vec::new();
         for rule in config.alerts.iter().filter(|r| !matches!(r.when, AlertCondition::Query { .. })) {
             let windowed = !matches!(rule.when, AlertCondition::CheckUnhealthy { .. });
@@ -154,7 +154,7 @@ impl Evaluator {
                 }
                 self.last_window_eval.insert(rule.name.clone(), now);
             }
-            let holds = match condition(engine, rule, now).await {
+            let holds = match condition(alerting, rule, now).await {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(alert = %rule.name, error = %e, "alert rule could not be evaluated; its alert keeps its state");
@@ -163,11 +163,11 @@ impl Evaluator {
             };
             let labels = alert_labels(rule, &config);
             let fp = fingerprint(&labels);
-            let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
+            let current = alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
             changes.extend(advance(rule, &current, holds, now));
         }
-        let mut state_changed = engine.alerting.commit(engine, changes, now).await;
-        state_changed |= engine.alerting.resolve_orphans(engine, &config, now).await;
+        let mut state_changed = alerting.commit(changes, now).await;
+        state_changed |= alerting.resolve_orphans(&config, now).await;
         state_changed
     }
 }

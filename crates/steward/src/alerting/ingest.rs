@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
+use super::Alerting;
 use super::matcher::valid_label_name;
 use super::{Alert, AlertEvent, AlertSource, AlertState, Labels, fingerprint};
-use crate::engine::Engine;
 
 /// More alerts than this in one payload is refused rather than half-processed.
 pub const MAX_ALERTS: usize = 10_000;
@@ -135,9 +135,9 @@ fn time(a: &Json, field: &str) -> Result<Option<DateTime<Utc>>, String> {
 
 /// Records the payload's alerts in one transaction: all of them or, on a store error,
 /// none (the sender retries the whole payload).
-pub async fn apply(engine: &Engine, incoming: Vec<Incoming>, now: DateTime<Utc>) -> Result<IngestOutcome, crate::store::StoreError> {
+pub async fn apply(alerting: &Alerting, incoming: Vec<Incoming>, now: DateTime<Utc>) -> Result<IngestOutcome, crate::store::StoreError> {
     let now = crate::clock::truncate(now);
-    let _serial = engine.alerting.ingest.lock().await;
+    let _serial = alerting.ingest.lock().await;
     let mut out = IngestOutcome { received: incoming.len(), ..IngestOutcome::default() };
     // A later entry for the same alert in one payload sees the earlier one's result.
     let mut pending: HashMap<String, usize> = HashMap::new();
@@ -146,7 +146,7 @@ pub async fn apply(engine: &Engine, incoming: Vec<Incoming>, now: DateTime<Utc>)
         let fp = fingerprint(&inc.labels);
         let current = match pending.get(&fp) {
             Some(i) => Some(changes[*i].0.clone()),
-            None => engine.alerting.alert(&fp),
+            None => alerting.alert(&fp),
         };
         let Some(next) = next_state(current.as_ref(), &fp, inc, now) else {
             out.unchanged += 1;
@@ -170,7 +170,7 @@ pub async fn apply(engine: &Engine, incoming: Vec<Incoming>, now: DateTime<Utc>)
         pending.insert(fp, changes.len());
         changes.push((next, event));
     }
-    engine.alerting.record_all(engine, changes).await?;
+    alerting.record_all(changes).await?;
     Ok(out)
 }
 
@@ -208,15 +208,15 @@ pub fn next_state(current: Option<&Alert>, fp: &str, inc: Incoming, now: DateTim
 }
 
 /// Resolves received alerts whose `endsAt` passed without a refresh.
-pub async fn expire(engine: &Engine, now: DateTime<Utc>) {
+pub async fn expire(alerting: &Alerting, now: DateTime<Utc>) {
     let due = |a: &Alert| a.source == AlertSource::Alertmanager && a.state == AlertState::Firing && a.ends_at.is_some_and(|t| t <= now);
     // Called from the evaluator's loop: take the ingest lock (which a large payload may
     // hold) only when there is something to expire.
-    if !engine.alerting.alerts().iter().any(|a| due(a)) {
+    if !alerting.alerts().iter().any(|a| due(a)) {
         return;
     }
-    let _serial = engine.alerting.ingest.lock().await;
-    for a in engine.alerting.alerts() {
+    let _serial = alerting.ingest.lock().await;
+    for a in alerting.alerts() {
         if !due(&a) {
             continue;
         }
@@ -232,7 +232,7 @@ pub async fn expire(engine: &Engine, now: DateTime<Utc>) {
             to: next.state,
             value: None,
         };
-        engine.alerting.save(engine, next, Some(&event)).await;
+        alerting.save(next, Some(&event)).await;
     }
 }
 

@@ -1,5 +1,6 @@
-//! The live alerting state shared by the evaluator, dispatcher, delivery workers and
-//! the API: alerts by fingerprint, silences, and the wake-ups between the stages.
+//! The alerting subsystem's context ([`Alerting`]) and the live state it holds
+//! ([`Live`]: alerts by fingerprint, silences, rule health), shared by the evaluator,
+//! dispatcher, delivery workers and the API.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,24 +12,41 @@ use super::matcher::matches_all;
 use super::promql::RuleHealth;
 use super::route::{matching, time_muted};
 use super::{Alert, AlertEvent, AlertSource, AlertState, Mute, Silence};
+use crate::checks::Checks;
 use crate::checks::state::{CheckState, Health};
-use crate::config::Config;
-use crate::engine::Engine;
+use crate::config::{Config, ConfigView};
 use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
 
+/// The alerting subsystem: what its stages share, and the only way in for the rest of
+/// Steward (which reads alerts and silences here and never takes alerting's locks).
+pub struct Alerting {
+    pub(super) live: Live,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) config: ConfigView,
+    /// Rules read check states; dependencies read them to mute.
+    pub(super) checks: Arc<Checks>,
+    external_url: String,
+    /// Told whenever an alert changes state (the incident manager runs a pass).
+    alert_changed: Arc<Notify>,
+    /// A check changed health: evaluate now rather than at the next tick (the checks
+    /// subsystem holds the other end).
+    pub(super) wake_evaluator: Arc<Notify>,
+    /// An alert changed state or a silence changed: regroup now.
+    pub(super) wake_dispatcher: Notify,
+    /// A notification was enqueued.
+    pub(super) wake_delivery: Notify,
+    /// Received alerts are read, changed and saved under this lock, so two deliveries
+    /// of the same alert (an Alertmanager HA pair) cannot interleave.
+    pub(super) ingest: tokio::sync::Mutex<()>,
+}
+
+/// Alerts, silences and rule health as they are now, in memory.
 #[derive(Default)]
 pub struct Live {
     alerts: Mutex<Alerts>,
     silences: RwLock<Vec<Silence>>,
-    /// A check changed health: evaluate now rather than at the next tick.
-    pub wake_evaluator: Notify,
-    /// An alert changed state or a silence changed: regroup now.
-    pub wake_dispatcher: Notify,
-    /// A notification was enqueued.
-    pub wake_delivery: Notify,
-    /// Received alerts are read, changed and saved under this lock, so two deliveries
-    /// of the same alert (an Alertmanager HA pair) cannot interleave.
-    pub ingest: tokio::sync::Mutex<()>,
     rule_health: Mutex<HashMap<String, RuleHealth>>,
     /// When each alert was last written by [`Live::commit`].
     persisted_at: Mutex<HashMap<String, DateTime<Utc>>>,
@@ -73,16 +91,203 @@ impl Alerts {
 /// How stale a firing alert's stored `last_true` and value may get (see [`Live::commit`]).
 pub const REFRESH_PERSIST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-impl Live {
+/// What the alerting subsystem is built from ([`Alerting::load`]).
+pub struct AlertingParts {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub config: ConfigView,
+    pub checks: Arc<Checks>,
+    /// How people reach this server: each alert's `generatorURL` links to it.
+    pub external_url: String,
+    /// Told whenever an alert changes state.
+    pub alert_changed: Arc<Notify>,
+    /// Told by the checks subsystem whenever a check changes health.
+    pub health_changed: Arc<Notify>,
+}
+
+impl Alerting {
     /// Loads alerts and silences from the store (start-up).
-    pub async fn load(store: &dyn Store) -> Result<Live, StoreError> {
+    pub async fn load(parts: AlertingParts) -> Result<Arc<Alerting>, StoreError> {
+        let AlertingParts { store, metrics, config, checks, external_url, alert_changed, health_changed } = parts;
         let live = Live::default();
         live.alerts.lock().expect("alerts lock").by_fingerprint =
             store.load_alerts().await?.into_iter().map(|a| (a.fingerprint.clone(), Arc::new(a))).collect();
         *live.silences.write().expect("silences lock") = store.silences().await?;
-        Ok(live)
+        Ok(Arc::new(Alerting {
+            live,
+            store,
+            metrics,
+            config,
+            checks,
+            external_url,
+            alert_changed,
+            wake_evaluator: health_changed,
+            wake_dispatcher: Notify::new(),
+            wake_delivery: Notify::new(),
+            ingest: tokio::sync::Mutex::new(()),
+        }))
     }
 
+    pub fn external_url(&self) -> &str {
+        &self.external_url
+    }
+
+    /// A notification was enqueued (by alerting or by anyone else): delivery looks now.
+    pub fn notifications_enqueued(&self) {
+        self.wake_delivery.notify_waiters();
+    }
+
+    pub fn alert(&self, fingerprint: &str) -> Option<Alert> {
+        self.live.alert(fingerprint)
+    }
+
+    /// Every alert that is not inactive, in no particular order.
+    pub fn alerts(&self) -> Vec<Arc<Alert>> {
+        self.live.alerts()
+    }
+
+    pub fn silences(&self) -> Vec<Silence> {
+        self.live.silences()
+    }
+
+    /// Re-reads silences from the store after one was created or expired.
+    pub async fn reload_silences(&self) -> Result<(), StoreError> {
+        self.live.set_silences(self.store.silences().await?);
+        self.wake_dispatcher.notify_one();
+        Ok(())
+    }
+
+    pub fn rule_health(&self, rule: &str) -> Option<RuleHealth> {
+        self.live.rule_health(rule)
+    }
+
+    /// Why `alert` is muted now (see [`Live::mutes`]).
+    pub fn mutes(
+        &self,
+        alert: &Alert,
+        all: &[Arc<Alert>],
+        config: &Config,
+        checks: &HashMap<String, CheckState>,
+        now: DateTime<Utc>,
+    ) -> Vec<Mute> {
+        self.live.mutes(alert, all, config, checks, now)
+    }
+
+    /// Persists then publishes an alert. Returns false (and keeps the old state, so the
+    /// change is retried at the next evaluation) when the store refused it.
+    pub async fn save(&self, alert: Alert, event: Option<&AlertEvent>) -> bool {
+        let rule = alert.rule.clone();
+        match self.record(alert, event).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(alert = %rule, error = %e, "could not record an alert change; retrying at the next evaluation");
+                false
+            }
+        }
+    }
+
+    /// Persists then publishes an alert; on a store error nothing changes.
+    pub async fn record(&self, alert: Alert, event: Option<&AlertEvent>) -> Result<(), StoreError> {
+        self.record_all(vec![(alert, event.cloned())]).await
+    }
+
+    /// Applies one evaluation's changes. State changes are always written (in one
+    /// transaction) before they are published. A change that only refreshes a firing
+    /// alert's value and `last_true` is written at most every [`REFRESH_PERSIST_EVERY`]
+    /// and published at once: otherwise every firing alert would cost a write on every
+    /// evaluation. After a crash, `keep_firing_for` may therefore count from up to that
+    /// much earlier. Returns whether any alert changed state; on a store error nothing
+    /// changes (the next evaluation retries).
+    pub async fn commit(&self, changes: Vec<(Alert, Option<AlertEvent>)>, now: DateTime<Utc>) -> bool {
+        let every = chrono::Duration::from_std(REFRESH_PERSIST_EVERY).unwrap_or_default();
+        let (persist, refresh): (Vec<_>, Vec<_>) = {
+            let persisted = self.live.persisted_at.lock().expect("persisted lock");
+            changes.into_iter().partition(|(a, e)| e.is_some() || persisted.get(&a.fingerprint).is_none_or(|t| now - *t >= every))
+        };
+        let state_changed = persist.iter().any(|(_, e)| e.is_some());
+        let written: Vec<(String, bool)> = persist.iter().map(|(a, _)| (a.fingerprint.clone(), a.state == AlertState::Inactive)).collect();
+        if let Err(e) = self.record_all(persist).await {
+            tracing::error!(error = %e, "could not record alert changes; retrying at the next evaluation");
+            return false;
+        }
+        let mut persisted = self.live.persisted_at.lock().expect("persisted lock");
+        for (fp, inactive) in written {
+            if inactive {
+                persisted.remove(&fp);
+            } else {
+                persisted.insert(fp, now);
+            }
+        }
+        drop(persisted);
+        let mut alerts = self.live.alerts.lock().expect("alerts lock");
+        for (a, _) in refresh {
+            alerts.insert(Arc::new(a));
+        }
+        state_changed
+    }
+
+    /// Persists many alert changes in one transaction, then publishes them all; on a
+    /// store error none is recorded or published.
+    pub async fn record_all(&self, changes: Vec<(Alert, Option<AlertEvent>)>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.store.save_alerts(&changes).await?;
+        let mut any_event = false;
+        let mut alerts = self.live.alerts.lock().expect("alerts lock");
+        for (alert, event) in changes {
+            if let Some(e) = &event {
+                any_event = true;
+                match e.to {
+                    AlertState::Firing => tracing::warn!(alert = %e.rule, fingerprint = %e.fingerprint, value = ?e.value, "alert firing"),
+                    to => {
+                        tracing::info!(alert = %e.rule, fingerprint = %e.fingerprint, from = e.from.as_str(), to = to.as_str(), "alert changed state")
+                    }
+                }
+            }
+            alerts.put(alert);
+        }
+        drop(alerts);
+        if any_event {
+            self.wake_dispatcher.notify_one();
+            self.alert_changed.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Alerts whose rule is gone (a reload removed or renamed it) resolve, so receivers
+    /// hear the end of what they were told began.
+    pub async fn resolve_orphans(&self, config: &Config, now: DateTime<Utc>) -> bool {
+        let rules: HashSet<&str> = config.alerts.iter().map(|r| r.name.as_str()).collect();
+        let orphans: Vec<Arc<Alert>> = self
+            .alerts()
+            .into_iter()
+            .filter(|a| {
+                a.source == AlertSource::Rule
+                    && matches!(a.state, AlertState::Firing | AlertState::Pending)
+                    && !rules.contains(a.rule.as_str())
+            })
+            .collect();
+        let mut changed = false;
+        for a in orphans {
+            let mut next = Alert::clone(&a);
+            next.state = if a.state == AlertState::Firing { AlertState::Resolved } else { AlertState::Inactive };
+            next.resolved_at = Some(now);
+            let event = AlertEvent {
+                fingerprint: a.fingerprint.clone(),
+                rule: a.rule.clone(),
+                at: now,
+                from: a.state,
+                to: next.state,
+                value: a.value,
+            };
+            changed |= self.save(next, Some(&event)).await;
+        }
+        changed
+    }
+}
+
+impl Live {
     pub fn alert(&self, fingerprint: &str) -> Option<Alert> {
         self.alerts.lock().expect("alerts lock").by_fingerprint.get(fingerprint).map(|a| Alert::clone(a))
     }
@@ -115,123 +320,10 @@ impl Live {
         alerts.active()
     }
 
-    /// Persists then publishes an alert. Returns false (and keeps the old state, so the
-    /// change is retried at the next evaluation) when the store refused it.
-    pub async fn save(&self, engine: &Engine, alert: Alert, event: Option<&AlertEvent>) -> bool {
-        let rule = alert.rule.clone();
-        match self.record(engine, alert, event).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(alert = %rule, error = %e, "could not record an alert change; retrying at the next evaluation");
-                false
-            }
-        }
-    }
-
-    /// Persists then publishes an alert; on a store error nothing changes.
-    pub async fn record(&self, engine: &Engine, alert: Alert, event: Option<&AlertEvent>) -> Result<(), StoreError> {
-        self.record_all(engine, vec![(alert, event.cloned())]).await
-    }
-
-    /// Applies one evaluation's changes. State changes are always written (in one
-    /// transaction) before they are published. A change that only refreshes a firing
-    /// alert's value and `last_true` is written at most every [`REFRESH_PERSIST_EVERY`]
-    /// and published at once: otherwise every firing alert would cost a write on every
-    /// evaluation. After a crash, `keep_firing_for` may therefore count from up to that
-    /// much earlier. Returns whether any alert changed state; on a store error nothing
-    /// changes (the next evaluation retries).
-    pub async fn commit(&self, engine: &Engine, changes: Vec<(Alert, Option<AlertEvent>)>, now: DateTime<Utc>) -> bool {
-        let every = chrono::Duration::from_std(REFRESH_PERSIST_EVERY).unwrap_or_default();
-        let (persist, refresh): (Vec<_>, Vec<_>) = {
-            let persisted = self.persisted_at.lock().expect("persisted lock");
-            changes.into_iter().partition(|(a, e)| e.is_some() || persisted.get(&a.fingerprint).is_none_or(|t| now - *t >= every))
-        };
-        let state_changed = persist.iter().any(|(_, e)| e.is_some());
-        let written: Vec<(String, bool)> = persist.iter().map(|(a, _)| (a.fingerprint.clone(), a.state == AlertState::Inactive)).collect();
-        if let Err(e) = self.record_all(engine, persist).await {
-            tracing::error!(error = %e, "could not record alert changes; retrying at the next evaluation");
-            return false;
-        }
-        let mut persisted = self.persisted_at.lock().expect("persisted lock");
-        for (fp, inactive) in written {
-            if inactive {
-                persisted.remove(&fp);
-            } else {
-                persisted.insert(fp, now);
-            }
-        }
-        drop(persisted);
-        let mut alerts = self.alerts.lock().expect("alerts lock");
-        for (a, _) in refresh {
-            alerts.insert(Arc::new(a));
-        }
-        state_changed
-    }
-
-    /// Persists many alert changes in one transaction, then publishes them all; on a
-    /// store error none is recorded or published.
-    pub async fn record_all(&self, engine: &Engine, changes: Vec<(Alert, Option<AlertEvent>)>) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        engine.store.save_alerts(&changes).await?;
-        let mut any_event = false;
-        let mut alerts = self.alerts.lock().expect("alerts lock");
-        for (alert, event) in changes {
-            if let Some(e) = &event {
-                any_event = true;
-                match e.to {
-                    AlertState::Firing => tracing::warn!(alert = %e.rule, fingerprint = %e.fingerprint, value = ?e.value, "alert firing"),
-                    to => {
-                        tracing::info!(alert = %e.rule, fingerprint = %e.fingerprint, from = e.from.as_str(), to = to.as_str(), "alert changed state")
-                    }
-                }
-            }
-            alerts.put(alert);
-        }
-        drop(alerts);
-        if any_event {
-            self.wake_dispatcher.notify_one();
-            engine.incidents.wake.notify_one();
-        }
-        Ok(())
-    }
-
     /// Publishes an alert without a store (tests of the stages after this one).
     #[cfg(test)]
     pub fn publish(&self, alert: Alert) {
         self.alerts.lock().expect("alerts lock").put(alert);
-    }
-
-    /// Alerts whose rule is gone (a reload removed or renamed it) resolve, so receivers
-    /// hear the end of what they were told began.
-    pub async fn resolve_orphans(&self, engine: &Engine, config: &Config, now: DateTime<Utc>) -> bool {
-        let rules: HashSet<&str> = config.alerts.iter().map(|r| r.name.as_str()).collect();
-        let orphans: Vec<Arc<Alert>> = self
-            .alerts()
-            .into_iter()
-            .filter(|a| {
-                a.source == AlertSource::Rule
-                    && matches!(a.state, AlertState::Firing | AlertState::Pending)
-                    && !rules.contains(a.rule.as_str())
-            })
-            .collect();
-        let mut changed = false;
-        for a in orphans {
-            let mut next = Alert::clone(&a);
-            next.state = if a.state == AlertState::Firing { AlertState::Resolved } else { AlertState::Inactive };
-            next.resolved_at = Some(now);
-            let event = AlertEvent {
-                fingerprint: a.fingerprint.clone(),
-                rule: a.rule.clone(),
-                at: now,
-                from: a.state,
-                to: next.state,
-                value: a.value,
-            };
-            changed |= self.save(engine, next, Some(&event)).await;
-        }
-        changed
     }
 
     pub fn rule_health(&self, rule: &str) -> Option<RuleHealth> {
@@ -246,9 +338,8 @@ impl Live {
         self.silences.read().expect("silences lock").clone()
     }
 
-    pub fn set_silences(&self, silences: Vec<Silence>) {
+    fn set_silences(&self, silences: Vec<Silence>) {
         *self.silences.write().expect("silences lock") = silences;
-        self.wake_dispatcher.notify_one();
     }
 
     /// Why `alert` is muted now: active silences, inhibit rules, failing dependencies.

@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use live::Live;
+pub use live::{Alerting, AlertingParts, Live};
 pub use matcher::{Labels, Matcher};
 
 use std::sync::Arc;
@@ -45,7 +45,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
 use crate::telemetry::StateLabels;
 
 /// How often rules are evaluated when no check changed health in between.
@@ -59,21 +58,21 @@ const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Supervised (see [`crate::telemetry::supervise`]): if this loop panics, the tasks it
 /// started stop with it (their token is a child cancelled on unwind), so the restart
 /// never runs two dispatchers or two workers for one receiver.
-pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
     let stop = stop.child_token();
     let _stop_ours_on_unwind = stop.clone().drop_guard();
     let mut evaluator = evaluate::Evaluator::default();
     let mut workers = deliver::Workers::new();
-    deliver::release_claims_of_gone_processes(&engine).await;
-    workers.sync(&engine, &stop);
-    let metrics = engine.metrics.clone();
+    deliver::release_claims_of_gone_processes(&alerting).await;
+    workers.sync(&alerting, &stop);
+    let metrics = alerting.metrics.clone();
     let dispatcher = {
-        let (engine, stop) = (engine.clone(), stop.clone());
-        crate::telemetry::supervise("alert_dispatch", metrics.clone(), move || dispatch::run(engine.clone(), stop.clone()))
+        let (alerting, stop) = (alerting.clone(), stop.clone());
+        crate::telemetry::supervise("alert_dispatch", metrics.clone(), move || dispatch::run(alerting.clone(), stop.clone()))
     };
     let promql = {
-        let (engine, stop) = (engine.clone(), stop.clone());
-        crate::telemetry::supervise("promql_rules", metrics, move || promql::run(engine.clone(), stop.clone()))
+        let (alerting, stop) = (alerting.clone(), stop.clone());
+        crate::telemetry::supervise("promql_rules", metrics, move || promql::run(alerting.clone(), stop.clone()))
     };
     let mut tick = tokio::time::interval(EVALUATION_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -82,25 +81,25 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
-            _ = engine.alerting.wake_evaluator.notified() => {}
+            _ = alerting.wake_evaluator.notified() => {}
         }
         let now = crate::clock::now();
-        evaluator.tick(&engine, now).await;
-        ingest::expire(&engine, now).await;
-        workers.sync(&engine, &stop);
-        let alerts = engine.alerting.alerts();
+        evaluator.tick(&alerting, now).await;
+        ingest::expire(&alerting, now).await;
+        workers.sync(&alerting, &stop);
+        let alerts = alerting.alerts();
         for state in [AlertState::Pending, AlertState::Firing, AlertState::Resolved] {
             let n = alerts.iter().filter(|a| a.state == state).count();
-            engine.metrics.alerts.get_or_create(&StateLabels { state: state.as_str().into() }).set(n as i64);
+            alerting.metrics.alerts.get_or_create(&StateLabels { state: state.as_str().into() }).set(n as i64);
         }
         if housekeeping.elapsed() >= Duration::from_secs(5) {
             housekeeping = tokio::time::Instant::now();
-            if let Ok((depth, oldest)) = engine.store.outbox_depth().await {
-                engine.metrics.outbox_depth.set(depth as i64);
-                engine.metrics.outbox_oldest_age.set(oldest.map_or(0.0, |t| (now - t).num_milliseconds() as f64 / 1000.0));
+            if let Ok((depth, oldest)) = alerting.store.outbox_depth().await {
+                alerting.metrics.outbox_depth.set(depth as i64);
+                alerting.metrics.outbox_oldest_age.set(oldest.map_or(0.0, |t| (now - t).num_milliseconds() as f64 / 1000.0));
             }
             let before = now - chrono::Duration::from_std(RESOLVED_RETENTION).unwrap_or_default();
-            if let Err(e) = engine.store.forget_resolved(before).await {
+            if let Err(e) = alerting.store.forget_resolved(before).await {
                 tracing::warn!(error = %e, "could not forget old resolved alerts");
             }
         }

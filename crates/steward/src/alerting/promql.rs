@@ -19,10 +19,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
+use super::Alerting;
 use super::evaluate::advance;
 use super::{Alert, AlertSource, AlertState, Labels, fingerprint};
 use crate::config::{AlertCondition, AlertRule, PrometheusSource};
-use crate::engine::Engine;
 use crate::telemetry::RuleLabels;
 
 /// How a rule's last evaluation went, for the API.
@@ -36,7 +36,7 @@ pub struct RuleHealth {
     pub error: Option<String>,
 }
 
-pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
     let client = match crate::checks::http::build_client(&Default::default(), false) {
         Ok(c) => c,
         Err(e) => {
@@ -46,7 +46,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     };
     let mut last: HashMap<String, Instant> = HashMap::new();
     loop {
-        let config = engine.config();
+        let config = alerting.config.get();
         let now = Instant::now();
         let due: Vec<&AlertRule> = config
             .alerts
@@ -58,7 +58,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
             for r in &due {
                 last.insert(r.name.clone(), now);
             }
-            let evaluations = due.iter().map(|r| evaluate(&engine, &client, source, r));
+            let evaluations = due.iter().map(|r| evaluate(&alerting, &client, source, r));
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = futures::future::join_all(evaluations) => {}
@@ -72,40 +72,39 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     }
 }
 
-async fn evaluate(engine: &Engine, client: &reqwest::Client, source: &PrometheusSource, rule: &AlertRule) {
+async fn evaluate(alerting: &Alerting, client: &reqwest::Client, source: &PrometheusSource, rule: &AlertRule) {
     let AlertCondition::Query { expr } = &rule.when else { return };
     let started = Instant::now();
     let now = crate::clock::now();
     let result = query(client, source, expr, now).await;
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let previous_error = engine.alerting.rule_health(&rule.name).and_then(|h| h.error);
+    let previous_error = alerting.rule_health(&rule.name).and_then(|h| h.error);
     let samples = match result {
         Ok(s) => s,
         Err(e) => {
-            let e = engine.config().redactor.redact(&e).into_owned();
+            let e = alerting.config.get().redactor.redact(&e).into_owned();
             if previous_error.as_deref() != Some(e.as_str()) {
                 tracing::warn!(alert = %rule.name, error = %e, "PromQL rule could not be evaluated; its alerts keep their state");
             }
-            engine.metrics.rule_evaluation_failures.get_or_create(&RuleLabels { rule: rule.name.clone() }).inc();
-            engine.alerting.set_rule_health(&rule.name, RuleHealth { last_evaluation: now, duration_ms, series: 0, error: Some(e) });
+            alerting.metrics.rule_evaluation_failures.get_or_create(&RuleLabels { rule: rule.name.clone() }).inc();
+            alerting.live.set_rule_health(&rule.name, RuleHealth { last_evaluation: now, duration_ms, series: 0, error: Some(e) });
             return;
         }
     };
     if previous_error.is_some() {
         tracing::info!(alert = %rule.name, "PromQL rule evaluates again");
     }
-    engine.alerting.set_rule_health(&rule.name, RuleHealth { last_evaluation: now, duration_ms, series: samples.len(), error: None });
+    alerting.live.set_rule_health(&rule.name, RuleHealth { last_evaluation: now, duration_ms, series: samples.len(), error: None });
     let mut seen = HashSet::new();
     let mut changes = Vec::new();
     for (series, value) in samples {
         let labels = alert_labels(rule, series);
         let fp = fingerprint(&labels);
-        let current = engine.alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
+        let current = alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
         seen.insert(fp);
         changes.extend(advance(rule, &current, Some(value), now));
     }
-    let gone: Vec<Alert> = engine
-        .alerting
+    let gone: Vec<Alert> = alerting
         .alerts()
         .into_iter()
         .filter(|a| a.rule == rule.name && a.source == AlertSource::Rule && !seen.contains(&a.fingerprint))
@@ -115,7 +114,7 @@ async fn evaluate(engine: &Engine, client: &reqwest::Client, source: &Prometheus
     for a in gone {
         changes.extend(advance(rule, &a, None, now));
     }
-    engine.alerting.commit(engine, changes, now).await;
+    alerting.commit(changes, now).await;
 }
 
 /// Prometheus' rule labels: the series' labels without `__name__`, the rule's

@@ -28,7 +28,7 @@ pub struct AlertView {
 
 pub fn alert_views(engine: &Engine) -> Vec<AlertView> {
     let config = engine.config();
-    let states = engine.states();
+    let states = engine.checks.states();
     let mut alerts = engine.alerting.alerts();
     alerts.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
     let now = crate::clock::now();
@@ -83,7 +83,7 @@ pub async fn list_notifications(
 pub async fn ingest_alertmanager(caller: Caller, State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Operator)?;
     let incoming = crate::alerting::ingest::parse(&body).map_err(|e| ApiError::new(Code::BadRequest, format!("invalid payload: {e}")))?;
-    let outcome = crate::alerting::ingest::apply(&s.engine, incoming, crate::clock::now()).await?;
+    let outcome = crate::alerting::ingest::apply(&s.engine.alerting, incoming, crate::clock::now()).await?;
     s.engine.metrics.alerts_received.inc_by(outcome.received as u64);
     Ok(Json(json!(outcome)))
 }
@@ -175,7 +175,7 @@ pub async fn create_silence(
     let req: NewSilence = super::guard::body(&body, r#"{"matchers": ["alertname=\"X\""], "duration": "2h", "comment": "why"}"#)?;
     let silence = validate_silence(req, &caller.0.name, crate::clock::now())?;
     s.engine.store.create_silence(&silence).await?;
-    s.engine.alerting.set_silences(s.engine.store.silences().await?);
+    s.engine.alerting.reload_silences().await?;
     tracing::info!(id = %silence.id, by = %silence.created_by, matchers = ?silence.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>(), "silence created");
     Ok((StatusCode::CREATED, Json(json!({ "silence": silence }))))
 }
@@ -233,7 +233,7 @@ pub async fn expire_silence(
     if !s.engine.store.expire_silence(&id, crate::clock::now()).await? {
         return Err(ApiError::new(Code::NotFound, format!("no active or pending silence with id `{id}`")));
     }
-    s.engine.alerting.set_silences(s.engine.store.silences().await?);
+    s.engine.alerting.reload_silences().await?;
     tracing::info!(id = %id, by = %caller.0.name, "silence expired");
     Ok(Json(json!({ "expired": id })))
 }

@@ -100,7 +100,7 @@ pub async fn declare(
     let req: Declare =
         body(&bytes, r#"{"title": "Checkout is failing", "priority": "P1", "services": ["api"], "escalation": "platform"}"#)?;
     let priority = priority(req.priority.as_deref().unwrap_or("P3"))?;
-    let incident = manager::declare(&s.engine, &caller.0.name, &req.title, priority, req.services, req.escalation).await?;
+    let incident = manager::declare(&s.engine.incidents, &caller.0.name, &req.title, priority, req.services, req.escalation).await?;
     Ok((StatusCode::CREATED, Json(json!({ "incident": incident }))))
 }
 
@@ -166,7 +166,7 @@ async fn act_on<T: DeserializeOwned>(
 ) -> Result<Incident, ApiError> {
     caller.require(Role::Operator)?;
     let action = action(body(bytes, example)?)?;
-    Ok(manager::act(&s.engine, id, &caller.0.name, action).await?)
+    Ok(manager::act(&s.engine.incidents, id, &caller.0.name, action).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,7 +253,7 @@ pub async fn complete_action_item(
     Path((id, item)): Path<(i64, i64)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Operator)?;
-    manager::act(&s.engine, id, &caller.0.name, IncidentUpdate::ActionItemDone { item }).await?;
+    manager::act(&s.engine.incidents, id, &caller.0.name, IncidentUpdate::ActionItemDone { item }).await?;
     let items = s.engine.store.action_items(Some(id), None).await?;
     Ok(Json(json!({ "action_item": items.into_iter().find(|a| a.id == item) })))
 }
@@ -479,7 +479,7 @@ pub struct PublicService {
 /// its checks pass, `unknown` before they have run. In tier order.
 pub async fn service_statuses(engine: &Engine) -> Result<Vec<PublicService>, crate::store::StoreError> {
     let config = engine.config();
-    let states = engine.states();
+    let states = engine.checks.states();
     let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
     let mut out: Vec<PublicService> = config
         .services
@@ -597,7 +597,7 @@ pub async fn ack_link_submit(State(s): State<Arc<AppState>>, Path(token): Path<S
         Err(page) => return page,
     };
     let actor = format!("{} (page link)", g.who);
-    match manager::act(&s.engine, i.id, &actor, IncidentUpdate::Acknowledge { note: None }).await {
+    match manager::act(&s.engine.incidents, i.id, &actor, IncidentUpdate::Acknowledge { note: None }).await {
         Ok(i) => {
             link_page(StatusCode::OK, &format!("Incident #{} acknowledged", i.id), &format!("{}<p>Escalation stopped.</p>", describe(&i)))
         }

@@ -220,13 +220,13 @@ fn aggregate(healths: impl Iterator<Item = Health>) -> Health {
 
 async fn list_services(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let views = service_views(&s.engine.config(), &s.engine.states());
+    let views = service_views(&s.engine.config(), &s.engine.checks.states());
     Ok(Json(json!({ "services": views })))
 }
 
 async fn get_service(caller: Caller, State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<ServiceView>, ApiError> {
     caller.require(Role::Viewer)?;
-    service_views(&s.engine.config(), &s.engine.states())
+    service_views(&s.engine.config(), &s.engine.checks.states())
         .into_iter()
         .find(|v| v.name == name)
         .map(Json)
@@ -236,7 +236,7 @@ async fn get_service(caller: Caller, State(s): State<Arc<AppState>>, Path(name):
 async fn list_checks(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let config = s.engine.config();
-    let states = s.engine.states();
+    let states = s.engine.checks.states();
     let checks: Vec<CheckView> = config.checks.iter().map(|c| CheckView::new(c, states.get(&c.name))).collect();
     Ok(Json(json!({ "checks": checks })))
 }
@@ -248,7 +248,7 @@ fn known_check(s: &AppState, name: &str) -> Result<CheckSpec, ApiError> {
 async fn get_check(caller: Caller, State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<CheckView>, ApiError> {
     caller.require(Role::Viewer)?;
     let spec = known_check(&s, &name)?;
-    Ok(Json(CheckView::new(&spec, s.engine.state(&name).as_ref())))
+    Ok(Json(CheckView::new(&spec, s.engine.checks.state(&name).as_ref())))
 }
 
 #[derive(Deserialize)]
@@ -329,9 +329,9 @@ async fn all_transitions(
 async fn run_check(caller: Caller, State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Operator)?;
     known_check(&s, &name)?;
-    let outcome = s.engine.run_now(&name).await.ok_or_else(|| ApiError::not_found("check", &name))?;
+    let outcome = s.engine.checks.run_now(&name).await.ok_or_else(|| ApiError::not_found("check", &name))?;
     tracing::info!(check = %name, by = %caller.0.name, healthy = outcome.healthy, "check run on request");
-    Ok(Json(json!({ "check": name, "outcome": outcome, "state": s.engine.state(&name) })))
+    Ok(Json(json!({ "check": name, "outcome": outcome, "state": s.engine.checks.state(&name) })))
 }
 
 async fn reload(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -367,7 +367,7 @@ async fn openapi(caller: Caller) -> Result<Response, ApiError> {
 async fn ready(State(s): State<Arc<AppState>>) -> Response {
     match s.engine.store.probe_writable().await {
         Ok(()) => {
-            Json(json!({"status": "ready", "checks": s.engine.config().checks.len(), "config_loaded_at": s.engine.current().loaded_at}))
+            Json(json!({"status": "ready", "checks": s.engine.config().checks.len(), "config_loaded_at": s.engine.config.loaded_at()}))
                 .into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "reason": format!("store is not writable: {e}")})))

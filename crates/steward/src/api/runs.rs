@@ -131,7 +131,7 @@ pub async fn start_run(
         return Ok((StatusCode::OK, Json(json!({"plan": plan}))));
     }
     caller.require(Role::Operator)?;
-    let run = control::start(&s.engine, StartRequest::manual(&name, req.params, &caller.0.name)).await?;
+    let run = control::start(&s.engine.runbooks, StartRequest::manual(&name, req.params, &caller.0.name)).await?;
     Ok((StatusCode::CREATED, Json(json!({"run": run}))))
 }
 
@@ -289,7 +289,7 @@ async fn decide(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
     let req: DecisionBody = body(&bytes, r#"{"step": "confirm", "comment": "checked the replica lag"}"#)?;
-    control::decide(&s.engine, id, req.step.as_deref(), approved, &caller.0.name, caller.0.role, &req.comment).await?;
+    control::decide(&s.engine.runbooks, id, req.step.as_deref(), approved, &caller.0.name, caller.0.role, &req.comment).await?;
     Ok(Json(run_view(&s.engine, id).await?))
 }
 
@@ -303,7 +303,7 @@ struct CancelBody {
 pub async fn cancel(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
     let req: CancelBody = body(&bytes, r#"{"reason": "wrong node"}"#)?;
-    let run = control::cancel(&s.engine, id, &caller.0.name, &req.reason).await?;
+    let run = control::cancel(&s.engine.runbooks, id, &caller.0.name, &req.reason).await?;
     Ok(Json(json!({"run": run})))
 }
 
@@ -330,7 +330,7 @@ async fn continue_run(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
     let req: ResumeBody = body(&bytes, r#"{"from": "promote"}"#)?;
-    let run = control::resume(&s.engine, id, &caller.0.name, req.from.as_deref(), retry).await?;
+    let run = control::resume(&s.engine.runbooks, id, &caller.0.name, req.from.as_deref(), retry).await?;
     Ok(Json(json!({"run": run})))
 }
 

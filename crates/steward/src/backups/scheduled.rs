@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::BackupStatus;
 use super::service::BackupError;
+use super::service::Backups;
 use super::sources::Progress;
+use crate::config::ConfigView;
 use crate::cron::Fires;
-use crate::engine::Engine;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Job {
@@ -28,7 +29,7 @@ enum Job {
 /// server) are looked for; they are settled once their lease expires.
 const RECOVER_EVERY: Duration = Duration::from_secs(30);
 
-pub async fn background(engine: Arc<Engine>, stop: CancellationToken) {
+pub async fn background(backups: Arc<Backups>, view: ConfigView, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut fires: Fires<(String, Job, String)> = Fires::new(crate::clock::now());
@@ -38,7 +39,7 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken) {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let config = engine.config();
+        let config = view.get();
         let now = crate::clock::now();
         let mut live = Vec::new();
         for p in &config.backups {
@@ -51,34 +52,33 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken) {
                 if due.missed {
                     tracing::warn!(policy = %p.name, cron = %s.cron, ?job, "fires between {} and now were missed and are not made up", due.at);
                 }
-                let engine = engine.clone();
+                let (backups, config) = (backups.clone(), config.clone());
                 let policy = p.name.clone();
                 match job {
-                    Job::Backup => tokio::spawn(scheduled_backup(engine, policy, due.at)),
-                    Job::Verify => tokio::spawn(scheduled_verify(engine, policy, due.at)),
+                    Job::Backup => tokio::spawn(scheduled_backup(backups, config, policy, due.at)),
+                    Job::Verify => tokio::spawn(scheduled_verify(backups, config, policy, due.at)),
                 };
             }
         }
         fires.retain(&live);
         if last_recover.elapsed() >= RECOVER_EVERY {
             last_recover = Instant::now();
-            if let Err(e) = engine.backups.recover(&config).await {
+            if let Err(e) = backups.recover(&config).await {
                 tracing::warn!(error = %e, "could not settle interrupted backups; will retry");
             }
         }
     }
 }
 
-async fn scheduled_backup(engine: Arc<Engine>, policy: String, at: DateTime<Utc>) {
-    let config = engine.config();
+async fn scheduled_backup(backups: Arc<Backups>, config: Arc<crate::config::Config>, policy: String, at: DateTime<Utc>) {
     let key = format!("backup:{policy}@{}", at.to_rfc3339());
     let progress = Arc::new(Progress::default());
-    match engine.backups.run(&config, &policy, "schedule", "schedule", Some(key), progress).await {
+    match backups.run(&config, &policy, "schedule", "schedule", Some(key), progress).await {
         Ok(r) if r.status == BackupStatus::Succeeded => {
             // Retention right after a success: never before one, so a failing source
             // cannot age out the backups that still work.
             if config.backup(&policy).is_some_and(|p| p.retention.is_some()) {
-                match engine.backups.prune(&config, &policy, false).await {
+                match backups.prune(&config, &policy, false).await {
                     Ok(report) if !report.errors.is_empty() => {
                         tracing::error!(policy, errors = ?report.errors, "retention could not delete every backup it planned to")
                     }
@@ -94,10 +94,9 @@ async fn scheduled_backup(engine: Arc<Engine>, policy: String, at: DateTime<Utc>
     }
 }
 
-async fn scheduled_verify(engine: Arc<Engine>, policy: String, at: DateTime<Utc>) {
-    let config = engine.config();
+async fn scheduled_verify(backups: Arc<Backups>, config: Arc<crate::config::Config>, policy: String, at: DateTime<Utc>) {
     let Some(p) = config.backup(&policy) else { return };
-    let latest = match engine.backups.latest(&policy).await {
+    let latest = match backups.latest(&policy).await {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(policy, error = %e, "scheduled verification has nothing to verify");
@@ -106,7 +105,7 @@ async fn scheduled_verify(engine: Arc<Engine>, policy: String, at: DateTime<Utc>
     };
     let key = format!("verify:{policy}@{}", at.to_rfc3339());
     let progress = Arc::new(Progress::default());
-    match engine.backups.verify(&config, &latest.id, p.verify.restore_test, "schedule", Some(&key), progress).await {
+    match backups.verify(&config, &latest.id, p.verify.restore_test, "schedule", Some(&key), progress).await {
         Ok(_) => {}
         Err(BackupError::Busy(m)) => tracing::warn!(policy, "scheduled verification not started: {m}"),
         Err(e) => tracing::error!(policy, backup = %latest.id, error = %e, "scheduled verification could not run"),

@@ -6,6 +6,8 @@
 //!   `backup`, which reads the store), each
 //!   turning a target into an *observation*: a JSON object that conditions read.
 //! - `state`: consecutive-result thresholds that turn runs into healthy/unhealthy.
+//! - `scheduler`: runs every check on its own interval; `live`: the subsystem's
+//!   context ([`Checks`]), which holds the live states and folds each run into them.
 //!
 //! **Architecture invariant:** a failing target is data. [`Prober::run`] always returns an
 //! [`Outcome`] with a reason; no probe error escapes as `Err` or panic.
@@ -14,8 +16,10 @@ mod backup;
 mod command;
 pub mod condition;
 pub(crate) mod http;
+mod live;
 mod nats;
 pub(crate) mod redis;
+pub mod scheduler;
 pub(crate) mod sql;
 pub mod state;
 mod tcp;
@@ -25,6 +29,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
+
+pub use live::{Checks, ReloadedChecks};
 
 use crate::config::secret::Redactor;
 use crate::config::{CheckSpec, Probe};

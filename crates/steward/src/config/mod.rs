@@ -27,6 +27,7 @@ pub mod runbooks;
 pub mod secret;
 mod sections;
 mod time_intervals;
+mod view;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 pub use diagnostics::{Diagnostic, Diagnostics, Pos};
 pub use model::*;
+pub use view::ConfigView;
 
 /// Reads a file, or every `*.yaml` / `*.yml` in a directory (sorted, not recursive),
 /// and validates the whole as one configuration.

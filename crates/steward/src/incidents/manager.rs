@@ -14,11 +14,11 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::Incidents;
 use super::policy;
 use super::{AttachedState, Escalation, Incident, IncidentAlert, Priority, ROLES, STEWARD, Status, TimelineEntry};
 use crate::alerting::{Alert, AlertSource, AlertState, Mute, dispatch};
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::store::{IncidentQuery, IncidentWrite, OutboxMessage, StoreError};
 use crate::telemetry::PriorityLabels;
 
@@ -30,7 +30,7 @@ const PASS_EVERY: Duration = Duration::from_secs(1);
 /// a core with 20,000 held (BENCHMARKS.md).
 const ALERTS_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 
-pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+pub async fn run(incidents: Arc<Incidents>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(PASS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut alerts_read = tokio::time::Instant::now();
@@ -38,14 +38,14 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
         let woken = tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => false,
-            _ = engine.incidents.wake.notified() => true,
+            _ = incidents.wake.notified() => true,
         };
         let with_alerts = woken || alerts_read.elapsed() >= ALERTS_AT_LEAST_EVERY;
         if with_alerts {
             alerts_read = tokio::time::Instant::now();
         }
-        let _guard = engine.incidents.lock.lock().await;
-        if let Err(e) = pass(&engine, crate::clock::now(), with_alerts).await {
+        let _guard = incidents.lock.lock().await;
+        if let Err(e) = pass(&incidents, crate::clock::now(), with_alerts).await {
             tracing::error!(error = %e, "incident pass failed; retrying in a second");
         }
     }
@@ -53,41 +53,41 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
 
 /// One pass: alerts → incidents (when `with_alerts`), then due escalations. Public for
 /// tests.
-pub async fn pass(engine: &Engine, now: DateTime<Utc>, with_alerts: bool) -> Result<(), StoreError> {
+pub async fn pass(incidents: &Incidents, now: DateTime<Utc>, with_alerts: bool) -> Result<(), StoreError> {
     let now = crate::clock::truncate(now);
-    let config = engine.config();
-    let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
-    let attached = if with_alerts { engine.store.incident_alerts(None).await? } else { Vec::new() };
+    let config = incidents.config.get();
+    let open = incidents.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
+    let attached = if with_alerts { incidents.store.incident_alerts(None).await? } else { Vec::new() };
     let before: HashMap<i64, Incident> = open.iter().map(|i| (i.id, i.clone())).collect();
     let mut writes: Vec<IncidentWrite> = open.into_iter().map(IncidentWrite::of).collect();
     let mut dirty = vec![false; writes.len()];
     // Without policies no alert opens an incident, and with nothing attached none
     // changes one: alerting-only setups skip reading every alert on every change.
     if with_alerts && !(config.incidents.policies.is_empty() && attached.is_empty()) {
-        let alerts = engine.alerting.alerts();
-        let handled = handled_elsewhere(engine, &config, &alerts, &attached).await?;
-        take_alerts(engine, &config, &alerts, &attached, &handled, &mut writes, &mut dirty, now);
+        let alerts = incidents.alerting.alerts();
+        let handled = handled_elsewhere(incidents, &config, &alerts, &attached).await?;
+        take_alerts(incidents, &config, &alerts, &attached, &handled, &mut writes, &mut dirty, now);
     }
     let mut stored = Vec::with_capacity(writes.len());
     for (w, d) in writes.into_iter().zip(dirty) {
         if !d {
             stored.push(w.incident);
-        } else if let Some(i) = commit_or_log(engine, before.get(&w.incident.id), &w).await {
+        } else if let Some(i) = commit_or_log(incidents, before.get(&w.incident.id), &w).await {
             stored.push(i);
         }
     }
     // Escalation changes neither status nor priority: count now.
     for p in Priority::ALL {
         let n = stored.iter().filter(|i| i.status.is_open() && i.priority == p).count();
-        engine.metrics.incidents_open.get_or_create(&PriorityLabels { priority: p.as_str().into() }).set(n as i64);
+        incidents.metrics.incidents_open.get_or_create(&PriorityLabels { priority: p.as_str().into() }).set(n as i64);
     }
     for incident in stored {
         let due = incident.status == Status::Triggered && incident.escalation.as_ref().and_then(|e| e.next_at).is_some_and(|t| t <= now);
         if due {
             let before = incident.clone();
             let mut w = IncidentWrite::of(incident);
-            escalate(engine, &config, &mut w, now, None).await?;
-            commit_or_log(engine, Some(&before), &w).await;
+            escalate(incidents, &config, &mut w, now, None).await?;
+            commit_or_log(incidents, Some(&before), &w).await;
         }
     }
     Ok(())
@@ -95,10 +95,10 @@ pub async fn pass(engine: &Engine, now: DateTime<Utc>, with_alerts: bool) -> Res
 
 /// Writes, wakes delivery, logs, and feeds the time-to-* histograms; `before` is the
 /// incident as it was read (`None` for a new one).
-async fn commit(engine: &Engine, before: Option<&Incident>, w: &IncidentWrite) -> Result<Incident, StoreError> {
-    let stored = engine.store.write_incident(w).await?;
+async fn commit(incidents: &Incidents, before: Option<&Incident>, w: &IncidentWrite) -> Result<Incident, StoreError> {
+    let stored = incidents.store.write_incident(w).await?;
     if !w.notifications.is_empty() {
-        engine.alerting.wake_delivery.notify_waiters();
+        incidents.alerting.notifications_enqueued();
     }
     for e in &w.timeline {
         tracing::info!(incident = stored.id, kind = %e.kind, actor = %e.actor, "{}", e.text);
@@ -106,7 +106,7 @@ async fn commit(engine: &Engine, before: Option<&Incident>, w: &IncidentWrite) -
     let labels = PriorityLabels { priority: stored.priority.as_str().into() };
     let seconds = |d: chrono::Duration| d.num_milliseconds() as f64 / 1000.0;
     let newly = |was: Option<DateTime<Utc>>, is: Option<DateTime<Utc>>| was.is_none() && is.is_some();
-    let m = &engine.metrics;
+    let m = &incidents.metrics;
     if newly(before.and_then(|b| b.acknowledged_at), stored.acknowledged_at)
         && let Some(d) = stored.time_to_acknowledge()
     {
@@ -127,8 +127,8 @@ async fn commit(engine: &Engine, before: Option<&Incident>, w: &IncidentWrite) -
 
 /// [`commit`] for the manager's pass: a refused write (a conflict, a full disk) is
 /// logged and retried by the next pass.
-async fn commit_or_log(engine: &Engine, before: Option<&Incident>, w: &IncidentWrite) -> Option<Incident> {
-    match commit(engine, before, w).await {
+async fn commit_or_log(incidents: &Incidents, before: Option<&Incident>, w: &IncidentWrite) -> Option<Incident> {
+    match commit(incidents, before, w).await {
         Ok(stored) => Some(stored),
         // Another writer opened the group's incident first: the next pass reads it and
         // attaches these alerts to it.
@@ -152,7 +152,7 @@ fn describe_labels(alert: &Alert) -> String {
 /// incident — one a person resolved or closed while the alert kept firing. They open
 /// nothing new until they resolve and fire again.
 async fn handled_elsewhere(
-    engine: &Engine,
+    incidents: &Incidents,
     config: &Config,
     alerts: &[Arc<Alert>],
     attached: &[IncidentAlert],
@@ -169,7 +169,7 @@ async fn handled_elsewhere(
         return Ok(HashSet::new());
     }
     let fingerprints: Vec<String> = candidates.iter().map(|a| a.fingerprint.clone()).collect();
-    let past = engine.store.attachments(&fingerprints).await?;
+    let past = incidents.store.attachments(&fingerprints).await?;
     Ok(candidates
         .iter()
         .filter(|a| {
@@ -182,7 +182,7 @@ async fn handled_elsewhere(
 
 #[allow(clippy::too_many_arguments)]
 fn take_alerts(
-    engine: &Engine,
+    incidents: &Incidents,
     config: &Config,
     alerts: &[Arc<Alert>],
     attached: &[IncidentAlert],
@@ -224,12 +224,12 @@ fn take_alerts(
         .filter_map(|a| policy::policy_for(config, &a.labels).map(|p| (a, p)))
         .collect();
     firing.sort_by(|(a, _), (b, _)| a.fired_at.cmp(&b.fired_at).then(a.fingerprint.cmp(&b.fingerprint)));
-    let checks = if firing.is_empty() { HashMap::new() } else { engine.states() };
+    let checks = if firing.is_empty() { HashMap::new() } else { incidents.checks.states() };
     for (alert, policy) in firing {
         if holder.contains_key(&alert.fingerprint) {
             continue;
         }
-        let mutes = engine.alerting.mutes(alert, alerts, config, &checks, now);
+        let mutes = incidents.alerting.mutes(alert, alerts, config, &checks, now);
         if mutes.iter().any(|m| matches!(m, Mute::Silence { .. } | Mute::Maintenance { .. })) {
             continue;
         }
@@ -286,7 +286,7 @@ fn take_alerts(
             let n = states.len();
             let text =
                 if n == 1 { "Resolved: its alert resolved".to_string() } else { format!("Resolved: all {n} of its alerts resolved") };
-            resolve(w, STEWARD, &text, now, engine.external_url());
+            resolve(w, STEWARD, &text, now, incidents.alerting.external_url());
             dirty[i] = true;
         }
     }
@@ -442,7 +442,13 @@ fn incident_payload(
 
 /// Fires the incident's next escalation level (due, or forced now `by` a person) and
 /// schedules the one after. Nothing is sent when the policy is exhausted.
-async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: DateTime<Utc>, by: Option<&str>) -> Result<(), StoreError> {
+async fn escalate(
+    incidents: &Incidents,
+    config: &Config,
+    w: &mut IncidentWrite,
+    now: DateTime<Utc>,
+    by: Option<&str>,
+) -> Result<(), StoreError> {
     let forced = by.is_some();
     let Some(mut esc) = w.incident.escalation.clone() else { return Ok(()) };
     let Some(policy) = config.incidents.escalation_policy(&esc.policy) else {
@@ -469,7 +475,7 @@ async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: 
     }
     let level_index = esc.level.min(policy.levels.len() - 1);
     let level = &policy.levels[level_index];
-    let overrides = engine.store.overrides(now).await?;
+    let overrides = incidents.store.overrides(now).await?;
     // (receiver, why) in order, each receiver once.
     let mut targets: Vec<(String, String)> = level.receivers.iter().map(|r| (r.clone(), r.clone())).collect();
     let mut people: Vec<String> = Vec::new();
@@ -503,11 +509,11 @@ async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: 
     let level_info =
         json!({"policy": policy.name, "level": level_index + 1, "levels": policy.levels.len(), "round": esc.round + 1, "people": people});
     // Read per escalation, not cached: `steward keys rotate` takes effect at once.
-    let ack_key = engine.store.server_key(super::ack_link::KEY_NAME).await?;
+    let ack_key = incidents.store.server_key(super::ack_link::KEY_NAME).await?;
     for (receiver, who) in &targets {
         // Signed for whoever this page is for: a person, or a receiver paged directly.
         let token = super::ack_link::sign(&ack_key, w.incident.id, who, now + super::ack_link::VALID_FOR);
-        let ack_url = format!("{}/ack/{token}", engine.external_url());
+        let ack_url = format!("{}/ack/{token}", incidents.alerting.external_url());
         w.notifications.push(OutboxMessage {
             dedup_key: format!(
                 "incident-{}-round{}-level{}-{receiver}{}",
@@ -519,7 +525,14 @@ async fn escalate(engine: &Engine, config: &Config, w: &mut IncidentWrite, now: 
             receiver: receiver.clone(),
             group_key: format!("incident/{}", w.incident.id),
             status: "firing".into(),
-            payload: incident_payload(&w.incident, receiver, "firing", Some(level_info.clone()), Some(ack_url), engine.external_url()),
+            payload: incident_payload(
+                &w.incident,
+                receiver,
+                "firing",
+                Some(level_info.clone()),
+                Some(ack_url),
+                incidents.alerting.external_url(),
+            ),
         });
         if !esc.notified.contains(receiver) {
             esc.notified.push(receiver.clone());
@@ -584,11 +597,11 @@ pub enum ActionError {
 }
 
 /// Applies a person's action: one transaction, under the incidents lock.
-pub async fn act(engine: &Engine, id: i64, actor: &str, action: IncidentUpdate) -> Result<Incident, ActionError> {
-    let _guard = engine.incidents.lock.lock().await;
-    let incident = engine.store.incident(id).await?.ok_or(ActionError::NotFound(id))?;
+pub async fn act(incidents: &Incidents, id: i64, actor: &str, action: IncidentUpdate) -> Result<Incident, ActionError> {
+    let _guard = incidents.lock.lock().await;
+    let incident = incidents.store.incident(id).await?.ok_or(ActionError::NotFound(id))?;
     let now = crate::clock::now();
-    let config = engine.config();
+    let config = incidents.config.get();
     let loaded = incident.clone();
     let mut w = IncidentWrite::of(incident);
     let status = w.incident.status;
@@ -623,7 +636,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: IncidentUpdate) 
                 return invalid("it is already resolved");
             }
             w.incident.acknowledged_at.get_or_insert(now);
-            resolve(&mut w, actor, &with_note(format!("Resolved by {actor}"), note), now, engine.external_url());
+            resolve(&mut w, actor, &with_note(format!("Resolved by {actor}"), note), now, incidents.alerting.external_url());
         }
         IncidentUpdate::Close { note } => {
             if status != Status::Resolved {
@@ -681,7 +694,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: IncidentUpdate) 
             if w.incident.escalation.is_none() {
                 return Err(ActionError::Refused(format!("incident {id} has no escalation policy")));
             }
-            escalate(engine, &config, &mut w, now, Some(actor)).await?;
+            escalate(incidents, &config, &mut w, now, Some(actor)).await?;
         }
         IncidentUpdate::AddActionItem { text, owner } => {
             if text.trim().is_empty() {
@@ -701,7 +714,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: IncidentUpdate) 
             w.timeline.push(TimelineEntry::new(now, "action_item", actor, format!("Action item: {}{owner}", text.trim())));
         }
         IncidentUpdate::ActionItemDone { item } => {
-            let items = engine.store.action_items(Some(id), None).await?;
+            let items = incidents.store.action_items(Some(id), None).await?;
             let Some(mut a) = items.into_iter().find(|a| a.id == *item) else {
                 return Err(ActionError::Refused(format!("incident {id} has no action item {item}")));
             };
@@ -714,7 +727,7 @@ pub async fn act(engine: &Engine, id: i64, actor: &str, action: IncidentUpdate) 
             w.action_items.push(a);
         }
     }
-    Ok(commit(engine, Some(&loaded), &w).await?)
+    Ok(commit(incidents, Some(&loaded), &w).await?)
 }
 
 fn stop_escalation(i: &mut Incident) {
@@ -725,7 +738,7 @@ fn stop_escalation(i: &mut Incident) {
 
 /// A person declares an incident that no alert opened.
 pub async fn declare(
-    engine: &Engine,
+    incidents: &Incidents,
     actor: &str,
     title: &str,
     priority: Priority,
@@ -735,7 +748,7 @@ pub async fn declare(
     if title.trim().is_empty() {
         return Err(ActionError::BadInput("an incident needs a title".into()));
     }
-    let config = engine.config();
+    let config = incidents.config.get();
     for s in &services {
         if config.service(s).is_none() {
             return Err(ActionError::BadInput(format!("no service is named `{s}`")));
@@ -746,7 +759,7 @@ pub async fn declare(
     {
         return Err(ActionError::BadInput(format!("no escalation policy is named `{e}`")));
     }
-    let _guard = engine.incidents.lock.lock().await;
+    let _guard = incidents.lock.lock().await;
     let now = crate::clock::now();
     let mut w = IncidentWrite::of(Incident {
         services,
@@ -759,7 +772,7 @@ pub async fn declare(
         actor,
         format!("Declared by {actor}: {} ({})", priority.as_str(), priority.describe()),
     ));
-    let stored = commit(engine, None, &w).await?;
-    engine.incidents.wake.notify_one();
+    let stored = commit(incidents, None, &w).await?;
+    incidents.wake.notify_one();
     Ok(stored)
 }

@@ -27,6 +27,7 @@ pub mod postmortem;
 pub mod stats;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -259,13 +260,53 @@ pub struct ActionItem {
 /// The actor name for changes Steward makes itself.
 pub const STEWARD: &str = "steward";
 
-/// Shared between the manager task and the API.
-#[derive(Default)]
+/// The incidents subsystem's context, shared by the manager task and the API. Other
+/// subsystems reach incidents only through its methods (for example
+/// [`Incidents::append_to_timeline`]), never through its lock.
 pub struct Incidents {
+    pub(super) store: Arc<dyn crate::store::Store>,
+    pub(super) metrics: Arc<crate::telemetry::Metrics>,
+    pub(super) config: crate::config::ConfigView,
+    /// Alerts open incidents; mutes decide which do.
+    pub(super) alerting: Arc<crate::alerting::Alerting>,
+    pub(super) checks: Arc<crate::checks::Checks>,
     /// Every incident change happens under this lock (see the module invariants).
-    pub lock: tokio::sync::Mutex<()>,
-    /// An alert changed state or a person acted: run a pass now.
-    pub wake: Notify,
+    pub(super) lock: tokio::sync::Mutex<()>,
+    /// An alert changed state or a person acted: run a pass now (alerting holds the
+    /// other end).
+    pub(super) wake: Arc<Notify>,
+}
+
+impl Incidents {
+    /// `alert_changed` is the signal alerting gives whenever an alert changes state.
+    pub fn new(
+        store: Arc<dyn crate::store::Store>,
+        metrics: Arc<crate::telemetry::Metrics>,
+        config: crate::config::ConfigView,
+        alerting: Arc<crate::alerting::Alerting>,
+        checks: Arc<crate::checks::Checks>,
+        alert_changed: Arc<Notify>,
+    ) -> Arc<Incidents> {
+        Arc::new(Incidents { store, metrics, config, alerting, checks, lock: tokio::sync::Mutex::new(()), wake: alert_changed })
+    }
+
+    /// Appends `entry` to incident `id`'s timeline under the incidents lock (another
+    /// subsystem's news, such as a runbook run ending). Returns false, writing
+    /// nothing, when there is no incident `id`.
+    pub async fn append_to_timeline(&self, id: i64, entry: TimelineEntry) -> Result<bool, crate::store::StoreError> {
+        let _guard = self.lock.lock().await;
+        let Some(incident) = self.store.incident(id).await? else { return Ok(false) };
+        let mut w = crate::store::IncidentWrite::of(incident);
+        w.timeline.push(entry);
+        self.store.write_incident(&w).await?;
+        Ok(true)
+    }
+
+    /// The open incident that holds (or last held) alert `fingerprint`, if any.
+    pub async fn holding(&self, fingerprint: &str) -> Result<Option<i64>, crate::store::StoreError> {
+        let list = self.store.attachments(&[fingerprint.to_string()]).await?;
+        Ok(list.into_iter().map(|a| a.incident_id).max())
+    }
 }
 
 /// The stored timeline with the notifications sent about the incident merged in,

@@ -9,14 +9,14 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
+use super::Runbooks;
 use super::executor::{self, RunCx};
 use super::{ApprovalRequest, ApprovalState, Decision, NewEvent, NewRun, Run, RunStatus, StepStatus};
 use crate::auth::Role;
 use crate::config::runbooks::{Runbook, StepKind, coerce};
 use crate::cron::Fires;
-use crate::engine::Engine;
 use crate::incidents::TimelineEntry;
-use crate::store::{IncidentWrite, StoreError};
+use crate::store::StoreError;
 
 /// How long a run's heartbeat may be silent before the run counts as abandoned.
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
@@ -107,8 +107,8 @@ pub fn check_params(rb: &Runbook, given: &Map<String, Json>) -> Result<Map<Strin
     if problems.is_empty() { Ok(out) } else { Err(problems) }
 }
 
-fn runbook(engine: &Engine, name: &str) -> Result<Arc<Runbook>, ControlError> {
-    let config = engine.config();
+fn runbook(runbooks: &Runbooks, name: &str) -> Result<Arc<Runbook>, ControlError> {
+    let config = runbooks.config.get();
     config.runbook(name).map(|r| Arc::new(r.clone())).ok_or_else(|| {
         let hint = crate::config::diagnostics::closest(name, config.runbooks.iter().map(|r| r.name.as_str()))
             .map_or(String::new(), |c| format!("; did you mean `{c}`?"));
@@ -118,8 +118,8 @@ fn runbook(engine: &Engine, name: &str) -> Result<Arc<Runbook>, ControlError> {
 
 /// Checks the request and writes the run with its lock and audit event; does not
 /// start it.
-pub async fn create(engine: &Arc<Engine>, req: StartRequest) -> Result<(Run, Arc<Runbook>), ControlError> {
-    let rb = runbook(engine, &req.runbook)?;
+pub async fn create(runbooks: &Arc<Runbooks>, req: StartRequest) -> Result<(Run, Arc<Runbook>), ControlError> {
+    let rb = runbook(runbooks, &req.runbook)?;
     let params = check_params(&rb, &req.params).map_err(ControlError::BadParams)?;
     let lock = match &rb.lock {
         None => None,
@@ -128,7 +128,7 @@ pub async fn create(engine: &Arc<Engine>, req: StartRequest) -> Result<(Run, Arc
             Some(t.render(&ctx).map_err(|e| ControlError::BadInput(format!("the runbook's lock cannot be rendered: {e}")))?)
         }
     };
-    let redactor = engine.config().redactor.clone();
+    let redactor = runbooks.config.get().redactor.clone();
     let shown = redactor.redact_json(&Json::Object(params.clone()));
     let new = NewRun {
         runbook: rb.name.clone(),
@@ -145,37 +145,37 @@ pub async fn create(engine: &Arc<Engine>, req: StartRequest) -> Result<(Run, Arc
     let message = format!("{} started runbook {} ({})", req.started_by, rb.name, req.trigger);
     let started =
         NewEvent::new(0, "run_started", message).by(&req.started_by).data(json!({"params": shown, "trigger": req.trigger, "lock": lock}));
-    let run = engine.store.create_run(&new, started).await.map_err(|e| match e {
+    let run = runbooks.store.create_run(&new, started).await.map_err(|e| match e {
         e @ StoreError::TriggerUsed { .. } => ControlError::TriggerUsed(e.to_string()),
         e if e.is_conflict() => ControlError::Conflict(e.to_string()),
         other => ControlError::Store(other),
     })?;
-    let _ = engine.runbooks.events.send(run.id);
+    let _ = runbooks.events.send(run.id);
     Ok((run, rb))
 }
 
 /// Starts a run in the background and returns it as written.
-pub async fn start(engine: &Arc<Engine>, req: StartRequest) -> Result<Run, ControlError> {
-    let (run, rb) = create(engine, req).await?;
-    incident_entry(engine, &run, format!("Runbook {} started (run {}) by {}", run.runbook, run.id, run.started_by)).await;
-    spawn(engine, run.clone(), rb, vec![]);
+pub async fn start(runbooks: &Arc<Runbooks>, req: StartRequest) -> Result<Run, ControlError> {
+    let (run, rb) = create(runbooks, req).await?;
+    incident_entry(runbooks, &run, format!("Runbook {} started (run {}) by {}", run.runbook, run.id, run.started_by)).await;
+    spawn(runbooks, run.clone(), rb, vec![]);
     Ok(run)
 }
 
-fn spawn(engine: &Arc<Engine>, run: Run, rb: Arc<Runbook>, records: Vec<super::StepRecord>) -> CancellationToken {
-    spawn_with(engine, run, rb, records, |_| {})
+fn spawn(runbooks: &Arc<Runbooks>, run: Run, rb: Arc<Runbook>, records: Vec<super::StepRecord>) -> CancellationToken {
+    spawn_with(runbooks, run, rb, records, |_| {})
 }
 
 fn spawn_with(
-    engine: &Arc<Engine>,
+    runbooks: &Arc<Runbooks>,
     run: Run,
     rb: Arc<Runbook>,
     records: Vec<super::StepRecord>,
     adjust: impl FnOnce(&mut RunCx),
 ) -> CancellationToken {
     let cancel = CancellationToken::new();
-    engine.runbooks.active.lock().expect("active runs").insert(run.id, cancel.clone());
-    let mut cx = RunCx::new(engine.clone(), run, rb, records, cancel.clone());
+    runbooks.active.lock().expect("active runs").insert(run.id, cancel.clone());
+    let mut cx = RunCx::new(runbooks.clone(), run, rb, records, cancel.clone());
     adjust(&mut cx);
     tokio::spawn(executor::execute(Arc::new(cx)));
     cancel
@@ -184,7 +184,7 @@ fn spawn_with(
 /// A person's answer to a waiting approval. `step` may be omitted when the run waits
 /// at exactly one approval.
 pub async fn decide(
-    engine: &Arc<Engine>,
+    runbooks: &Arc<Runbooks>,
     run_id: i64,
     step: Option<&str>,
     approved: bool,
@@ -192,9 +192,9 @@ pub async fn decide(
     role: Role,
     comment: &str,
 ) -> Result<(), ControlError> {
-    let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
+    let run = runbooks.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
     let pending: Vec<ApprovalRequest> =
-        engine.store.approvals(run_id).await?.into_iter().filter(|a| a.state == ApprovalState::Pending).collect();
+        runbooks.store.approvals(run_id).await?.into_iter().filter(|a| a.state == ApprovalState::Pending).collect();
     let paths: Vec<String> = pending.iter().map(|a| a.path.clone()).collect();
     let path = match (step, paths.as_slice()) {
         (_, []) => return Err(ControlError::Conflict(format!("run {run_id} is {} and waits for no approval", run.status.as_str()))),
@@ -223,20 +223,20 @@ pub async fn decide(
     // The decision and its audit event are one write, taken only while the approval is
     // pending: of two people answering at once, or an answer and the timeout, one wins.
     let decision = Decision { state: if approved { ApprovalState::Approved } else { ApprovalState::Denied }, by: by.to_string(), comment };
-    if !engine.store.decide_approval(run_id, &path, p.attempt, &decision, &[ev]).await? {
+    if !runbooks.store.decide_approval(run_id, &path, p.attempt, &decision, &[ev]).await? {
         return Err(ControlError::Conflict(format!(
             "the approval at `{path}` is no longer pending (it timed out, was decided, or the run stopped)"
         )));
     }
     // The run waiting in this process learns at once; one elsewhere at its next poll.
-    engine.runbooks.decided.notify_waiters();
-    let _ = engine.runbooks.events.send(run_id);
+    runbooks.decided.notify_waiters();
+    let _ = runbooks.events.send(run_id);
     Ok(())
 }
 
 /// Cancels a live run (its running step is stopped) or aborts an interrupted one.
-pub async fn cancel(engine: &Arc<Engine>, run_id: i64, by: &str, reason: &str) -> Result<Run, ControlError> {
-    let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
+pub async fn cancel(runbooks: &Arc<Runbooks>, run_id: i64, by: &str, reason: &str) -> Result<Run, ControlError> {
+    let run = runbooks.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
     let reason = reason.trim();
     let why = if reason.is_empty() { String::new() } else { format!(": {reason}") };
     match run.status {
@@ -244,29 +244,29 @@ pub async fn cancel(engine: &Arc<Engine>, run_id: i64, by: &str, reason: &str) -
             let ev = NewEvent::new(run_id, "cancelled", format!("{by} cancelled the run{why}")).by(by);
             // Recorded in the store: the process running the run stops it (at once when
             // that is this one, at its next look otherwise).
-            if !engine.store.request_cancel(run_id, by, &[ev]).await? {
+            if !runbooks.store.request_cancel(run_id, by, &[ev]).await? {
                 return Err(ControlError::Conflict(format!("run {run_id} is already being cancelled or has ended")));
             }
-            if let Some(token) = engine.runbooks.active.lock().expect("active runs").get(&run_id) {
+            if let Some(token) = runbooks.active.lock().expect("active runs").get(&run_id) {
                 token.cancel();
             }
         }
         RunStatus::Interrupted => {
             let ev =
                 NewEvent::new(run_id, "aborted", format!("{by} aborted the interrupted run{why}; steps left unknown stay unknown")).by(by);
-            engine.store.set_run_status(run_id, RunStatus::Cancelled, Some(&format!("aborted by {by}{why}")), None, &[ev]).await?;
+            runbooks.store.set_run_status(run_id, RunStatus::Cancelled, Some(&format!("aborted by {by}{why}")), None, &[ev]).await?;
         }
         s => return Err(ControlError::Conflict(format!("run {run_id} is {} and cannot be cancelled", s.as_str()))),
     }
-    let _ = engine.runbooks.events.send(run_id);
-    Ok(engine.store.run(run_id).await?.unwrap_or(run))
+    let _ = runbooks.events.send(run_id);
+    Ok(runbooks.store.run(run_id).await?.unwrap_or(run))
 }
 
 /// Continues an interrupted run (`resume`) or a failed one (`retry`) on an operator's
 /// word. Steps that succeeded are not repeated, except from `from` on when given;
 /// the step that was unknown or failed runs again.
-pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&str>, retry: bool) -> Result<Run, ControlError> {
-    let run = engine.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
+pub async fn resume(runbooks: &Arc<Runbooks>, run_id: i64, by: &str, from: Option<&str>, retry: bool) -> Result<Run, ControlError> {
+    let run = runbooks.store.run(run_id).await?.ok_or_else(|| ControlError::NotFound(format!("no run has id {run_id}")))?;
     if matches!(run.status, RunStatus::Running | RunStatus::Waiting) {
         return Err(ControlError::Conflict(format!("run {run_id} is still running")));
     }
@@ -282,8 +282,8 @@ pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&s
         };
         return Err(ControlError::Conflict(format!("run {run_id} is {}; {what}", run.status.as_str())));
     }
-    let rb = runbook(engine, &run.runbook)?;
-    let records = engine.store.run_steps(run_id).await?;
+    let rb = runbook(runbooks, &run.runbook)?;
+    let records = runbooks.store.run_steps(run_id).await?;
     let top: Vec<String> = rb.steps.iter().map(|s| s.name.clone()).collect();
     let from_index = match from {
         None => None,
@@ -305,7 +305,7 @@ pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&s
     // two operators resuming at once, one resumes and the other is told.
     let from_statuses: &[RunStatus] = if retry { &[RunStatus::Failed, RunStatus::Interrupted] } else { &[RunStatus::Interrupted] };
     let owner = crate::telemetry::process_owner();
-    engine.store.resume_run(run_id, from_statuses, &owner, run.lock.as_deref(), &[ev]).await.map_err(|e| match e {
+    runbooks.store.resume_run(run_id, from_statuses, &owner, run.lock.as_deref(), &[ev]).await.map_err(|e| match e {
         StoreError::StaleVersion { .. } => {
             ControlError::Conflict(format!("run {run_id} changed meanwhile (someone else resumed or ended it)"))
         }
@@ -314,18 +314,18 @@ pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&s
     })?;
     // Runs this one called and that were interrupted with it are superseded: the step
     // that called them runs again and starts a new one (their locks must not block it).
-    for child in engine.store.unfinished_runs().await? {
+    for child in runbooks.store.unfinished_runs().await? {
         if child.parent_run == Some(run_id) && child.status == RunStatus::Interrupted {
             let text = format!("superseded: {by} {kind} the calling run {run_id}");
             let ev = NewEvent::new(child.id, "aborted", text.clone()).by(by);
-            engine.store.set_run_status(child.id, RunStatus::Cancelled, Some(&text), None, &[ev]).await?;
+            runbooks.store.set_run_status(child.id, RunStatus::Cancelled, Some(&text), None, &[ev]).await?;
         }
     }
-    let _ = engine.runbooks.events.send(run_id);
+    let _ = runbooks.events.send(run_id);
     let mut run = run;
     run.status = RunStatus::Running;
     let rollback: Vec<String> = rb.on_failure.iter().map(|s| s.name.clone()).collect();
-    spawn_with(engine, run.clone(), rb, records, move |cx| {
+    spawn_with(runbooks, run.clone(), rb, records, move |cx| {
         // A rollback that ran after the earlier failure must run again after the next.
         cx.done.retain(|path, _| {
             !rollback.iter().any(|r| path == r || path.starts_with(&format!("{r}.")) || path.starts_with(&format!("{r}[")))
@@ -343,34 +343,34 @@ pub async fn resume(engine: &Arc<Engine>, run_id: i64, by: &str, from: Option<&s
 
 /// After a restart: runs that were live are interrupted, with their running steps
 /// `unknown` — or, when every such step is idempotent, resumed at once.
-pub async fn recover(engine: &Arc<Engine>) -> Result<(), StoreError> {
-    for run in engine.store.unfinished_runs().await? {
-        if engine.runbooks.is_active(run.id) || run.status == RunStatus::Interrupted {
+pub async fn recover(runbooks: &Arc<Runbooks>) -> Result<(), StoreError> {
+    for run in runbooks.store.unfinished_runs().await? {
+        if runbooks.is_active(run.id) || run.status == RunStatus::Interrupted {
             continue;
         }
-        interrupt_or_resume(engine, run, "steward stopped").await?;
+        interrupt_or_resume(runbooks, run, "steward stopped").await?;
     }
     Ok(())
 }
 
-async fn interrupt_or_resume(engine: &Arc<Engine>, run: Run, why: &str) -> Result<(), StoreError> {
+async fn interrupt_or_resume(runbooks: &Arc<Runbooks>, run: Run, why: &str) -> Result<(), StoreError> {
     let id = run.id;
     // Someone asked to cancel it and its process stopped before it could: it ends
     // cancelled, with the steps that were in flight unknown.
     if let Some(who) = &run.cancel_requested_by {
-        let paths = engine
+        let paths = runbooks
             .store
             .close_open_steps(id, StepStatus::Unknown, &format!("{why} while this step ran; it may or may not have finished"))
             .await?;
         let error = format!("cancelled by {who}; {why} before the run stopped");
         let ev = NewEvent::new(id, "run_cancelled", error.clone()).data(json!({"unknown": paths}));
-        engine.store.set_run_status(id, RunStatus::Cancelled, Some(&error), None, &[ev]).await?;
-        let _ = engine.runbooks.events.send(id);
+        runbooks.store.set_run_status(id, RunStatus::Cancelled, Some(&error), None, &[ev]).await?;
+        let _ = runbooks.events.send(id);
         return Ok(());
     }
-    let records = engine.store.run_steps(run.id).await?;
+    let records = runbooks.store.run_steps(run.id).await?;
     let open: Vec<&super::StepRecord> = records.iter().filter(|r| matches!(r.status, StepStatus::Running | StepStatus::Waiting)).collect();
-    let rb = engine.config().runbook(&run.runbook).cloned().map(Arc::new);
+    let rb = runbooks.config.get().runbook(&run.runbook).cloned().map(Arc::new);
     let repeatable = |r: &super::StepRecord| {
         rb.as_ref()
             .and_then(|rb| rb.step(&r.name))
@@ -381,7 +381,7 @@ async fn interrupt_or_resume(engine: &Arc<Engine>, run: Run, why: &str) -> Resul
     match rb {
         Some(rb) if run.parent_run.is_none() && open.iter().all(|r| repeatable(r)) => {
             let paths: Vec<String> = open.iter().map(|r| r.path.clone()).collect();
-            engine
+            runbooks
                 .store
                 .close_open_steps(run.id, StepStatus::Unknown, &format!("{why} while this step ran; it is idempotent, so it runs again"))
                 .await?;
@@ -394,12 +394,12 @@ async fn interrupt_or_resume(engine: &Arc<Engine>, run: Run, why: &str) -> Resul
                 )
             };
             let ev = NewEvent::new(run.id, "resumed", text).by("steward").data(json!({"automatic": true, "rerun": paths}));
-            engine.store.set_run_status(run.id, RunStatus::Running, None, None, &[ev]).await?;
-            let records = engine.store.run_steps(run.id).await?;
-            spawn(engine, run, rb, records);
+            runbooks.store.set_run_status(run.id, RunStatus::Running, None, None, &[ev]).await?;
+            let records = runbooks.store.run_steps(run.id).await?;
+            spawn(runbooks, run, rb, records);
         }
         _ => {
-            let paths = engine
+            let paths = runbooks
                 .store
                 .close_open_steps(run.id, StepStatus::Unknown, &format!("{why} while this step ran; it may or may not have finished"))
                 .await?;
@@ -407,12 +407,12 @@ async fn interrupt_or_resume(engine: &Arc<Engine>, run: Run, why: &str) -> Resul
             let error =
                 format!("{why} {at} (last heartbeat {heartbeat}); an operator decides: `steward runs resume {id}`, `retry` or `cancel`");
             let ev = NewEvent::new(run.id, "run_interrupted", error.clone()).data(json!({"unknown": paths}));
-            engine.store.set_run_status(run.id, RunStatus::Interrupted, Some(&error), None, &[ev]).await?;
-            incident_entry(engine, &run, format!("Run {} of runbook {} was interrupted: {error}", run.id, run.runbook)).await;
+            runbooks.store.set_run_status(run.id, RunStatus::Interrupted, Some(&error), None, &[ev]).await?;
+            incident_entry(runbooks, &run, format!("Run {} of runbook {} was interrupted: {error}", run.id, run.runbook)).await;
         }
     }
     // Followers of this run learn of its new state at once.
-    let _ = engine.runbooks.events.send(id);
+    let _ = runbooks.events.send(id);
     Ok(())
 }
 
@@ -421,38 +421,32 @@ pub(super) async fn after_run(cx: &RunCx, status: RunStatus) {
     if cx.run.parent_run.is_none() {
         let error = match status {
             RunStatus::Succeeded => String::new(),
-            _ => cx.engine.store.run(cx.run.id).await.ok().flatten().and_then(|r| r.error).map(|e| format!(": {e}")).unwrap_or_default(),
+            _ => cx.runbooks.store.run(cx.run.id).await.ok().flatten().and_then(|r| r.error).map(|e| format!(": {e}")).unwrap_or_default(),
         };
-        incident_entry(&cx.engine, &cx.run, format!("Runbook {} run {} {}{error}", cx.run.runbook, cx.run.id, status.as_str())).await;
+        incident_entry(&cx.runbooks, &cx.run, format!("Runbook {} run {} {}{error}", cx.run.runbook, cx.run.id, status.as_str())).await;
     }
 }
 
 /// Appends to the timeline of the incident the run belongs to: the one named at start,
 /// or the open incident holding the alert that started it.
-async fn incident_entry(engine: &Arc<Engine>, run: &Run, text: String) {
+async fn incident_entry(runbooks: &Arc<Runbooks>, run: &Run, text: String) {
     let incident = match (run.incident_id, &run.alert_fingerprint) {
         (Some(id), _) => Some(id),
-        (None, Some(fp)) => {
-            engine.store.attachments(std::slice::from_ref(fp)).await.ok().and_then(|list| list.into_iter().map(|a| a.incident_id).max())
-        }
+        (None, Some(fp)) => runbooks.incidents.holding(fp).await.ok().flatten(),
         _ => None,
     };
     let Some(id) = incident else { return };
-    let _guard = engine.incidents.lock.lock().await;
-    let Ok(Some(incident)) = engine.store.incident(id).await else { return };
-    let mut w = IncidentWrite::of(incident);
-    let text = engine.config().redactor.redact(&text).into_owned();
-    w.timeline.push(
-        TimelineEntry::new(crate::clock::now(), "runbook", "steward", text).with_data(json!({"run": run.id, "runbook": run.runbook})),
-    );
-    if let Err(e) = engine.store.write_incident(&w).await {
+    let text = runbooks.config.get().redactor.redact(&text).into_owned();
+    let entry =
+        TimelineEntry::new(crate::clock::now(), "runbook", "steward", text).with_data(json!({"run": run.id, "runbook": run.runbook}));
+    if let Err(e) = runbooks.incidents.append_to_timeline(id, entry).await {
         tracing::warn!(run = run.id, incident = id, error = %e, "could not add the run to the incident timeline");
     }
 }
 
 /// Heartbeats for live runs, interruption of abandoned ones, cron schedules and
 /// history retention, until `stop`.
-pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention: Duration) {
+pub async fn background(runbooks: Arc<Runbooks>, stop: CancellationToken, retention: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut fires = Fires::new(crate::clock::now());
@@ -466,14 +460,14 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention:
             _ = stop.cancelled() => return,
         }
         let now = crate::clock::now();
-        engine.metrics.runbook_runs_active.set(engine.runbooks.active_ids().len() as i64);
-        fire_schedules(&engine, &mut fires, now).await;
-        fire_alert_runbooks(&engine, &mut handled, now).await;
+        runbooks.metrics.runbook_runs_active.set(runbooks.active_ids().len() as i64);
+        fire_schedules(&runbooks, &mut fires, now).await;
+        fire_alert_runbooks(&runbooks, &mut handled, now).await;
         // Cancels asked through another process (or the store) reach the runs here.
-        let active = engine.runbooks.active_ids();
-        match engine.store.cancels_requested(&active).await {
+        let active = runbooks.active_ids();
+        match runbooks.store.cancels_requested(&active).await {
             Ok(ids) => {
-                let runs = engine.runbooks.active.lock().expect("active runs");
+                let runs = runbooks.active.lock().expect("active runs");
                 for id in ids {
                     if let Some(token) = runs.get(&id) {
                         token.cancel();
@@ -484,18 +478,18 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention:
         }
         if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
             last_heartbeat = std::time::Instant::now();
-            if let Err(e) = engine.store.heartbeat(&engine.runbooks.active_ids(), now).await {
+            if let Err(e) = runbooks.store.heartbeat(&runbooks.active_ids(), now).await {
                 tracing::warn!(error = %e, "could not record run heartbeats");
             }
         }
         if last_sweep.elapsed() >= Duration::from_secs(30) {
             last_sweep = std::time::Instant::now();
-            sweep_stale(&engine, now).await;
+            sweep_stale(&runbooks, now).await;
         }
         if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
             last_prune = Some(std::time::Instant::now());
             let before = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(90));
-            match engine.store.prune_runs(before).await {
+            match runbooks.store.prune_runs(before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(runs = n, "expired old runbook runs"),
                 Err(e) => tracing::warn!(error = %e, "expiring old runbook runs failed; will retry"),
@@ -505,14 +499,14 @@ pub async fn background(engine: Arc<Engine>, stop: CancellationToken, retention:
 }
 
 /// Runs whose heartbeat stopped and that no task here is running: interrupted.
-async fn sweep_stale(engine: &Arc<Engine>, now: DateTime<Utc>) {
-    let Ok(runs) = engine.store.unfinished_runs().await else { return };
+async fn sweep_stale(runbooks: &Arc<Runbooks>, now: DateTime<Utc>) {
+    let Ok(runs) = runbooks.store.unfinished_runs().await else { return };
     for run in runs {
         let stale = now - run.heartbeat_at > chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
         if stale
             && matches!(run.status, RunStatus::Running | RunStatus::Waiting)
-            && !engine.runbooks.is_active(run.id)
-            && let Err(e) = interrupt_or_resume(engine, run, "the run's heartbeat stopped").await
+            && !runbooks.is_active(run.id)
+            && let Err(e) = interrupt_or_resume(runbooks, run, "the run's heartbeat stopped").await
         {
             tracing::warn!(error = %e, "could not interrupt an abandoned run");
         }
@@ -522,8 +516,8 @@ async fn sweep_stale(engine: &Arc<Engine>, now: DateTime<Utc>) {
 /// Starts the runs whose schedule came due. Each fire is keyed by runbook, schedule and
 /// instant in the store, so no fire can start two runs; fires missed while steward
 /// was down are not made up (a log line says so).
-async fn fire_schedules(engine: &Arc<Engine>, fires: &mut Fires<(String, usize, String)>, now: DateTime<Utc>) {
-    let config = engine.config();
+async fn fire_schedules(runbooks: &Arc<Runbooks>, fires: &mut Fires<(String, usize, String)>, now: DateTime<Utc>) {
+    let config = runbooks.config.get();
     let mut live = Vec::new();
     for rb in &config.runbooks {
         for (i, s) in rb.schedules.iter().enumerate() {
@@ -533,7 +527,7 @@ async fn fire_schedules(engine: &Arc<Engine>, fires: &mut Fires<(String, usize, 
             let mut req = StartRequest::manual(&rb.name, s.params.clone().into_iter().collect(), "schedule");
             req.trigger = "schedule".into();
             req.trigger_key = Some(format!("{}#{}@{}", rb.name, i, due.at.to_rfc3339()));
-            match start(engine, req).await {
+            match start(runbooks, req).await {
                 Ok(run) => tracing::info!(runbook = %rb.name, run = run.id, cron = %s.cron, "scheduled run started"),
                 Err(ControlError::Conflict(m) | ControlError::TriggerUsed(m)) => {
                     tracing::warn!(runbook = %rb.name, cron = %s.cron, "scheduled run not started: {m}")
@@ -555,12 +549,12 @@ const ALERT_TRIGGER_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
 /// Starts the runbook of every alert rule with `mode: run` once per firing of each of
 /// its alerts (the firing is the run's trigger key, so a restart cannot start it twice).
 /// `handled` remembers firings already dealt with, to ask the store only once.
-async fn fire_alert_runbooks(engine: &Arc<Engine>, handled: &mut std::collections::HashSet<String>, now: DateTime<Utc>) {
-    let config = engine.config();
+async fn fire_alert_runbooks(runbooks: &Arc<Runbooks>, handled: &mut std::collections::HashSet<String>, now: DateTime<Utc>) {
+    let config = runbooks.config.get();
     if !config.alerts.iter().any(|r| r.runbook.as_ref().is_some_and(|l| l.run)) {
         return;
     }
-    for alert in engine.alerting.alerts() {
+    for alert in runbooks.alerting.alerts() {
         let Some(fired) = alert.fired_at.filter(|_| alert.state == crate::alerting::AlertState::Firing) else { continue };
         if now - fired > ALERT_TRIGGER_WINDOW {
             continue;
@@ -588,7 +582,7 @@ async fn fire_alert_runbooks(engine: &Arc<Engine>, handled: &mut std::collection
             incident_id: None,
             trigger_key: Some(key.clone()),
         };
-        match start(engine, req).await {
+        match start(runbooks, req).await {
             Ok(run) => {
                 tracing::info!(rule = %alert.rule, runbook = %link.name, run = run.id, "an alert started its runbook");
                 handled.insert(key);

@@ -15,6 +15,7 @@ use serde_json::{Map, Value as Json, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Runbooks;
 use super::actions::{OutputLine, StepAction, StepOutcome};
 use super::template::Text;
 use super::{ApprovalRequest, ApprovalState, Decision, NewEvent, Run, RunStatus, StepRecord, StepStatus};
@@ -22,7 +23,6 @@ use crate::config::Config;
 use crate::config::duration::{format_duration, parse_duration};
 use crate::config::runbooks::{Items, Runbook, ShellProgram, Step, StepKind, WaitProbe};
 use crate::config::secret::Redactor;
-use crate::engine::Engine;
 use crate::store::OutboxMessage;
 
 /// Output events per step beyond which lines are only kept in the step's tail.
@@ -40,7 +40,7 @@ pub enum Stop {
 
 /// Everything the steps of one run share.
 pub struct RunCx {
-    pub engine: Arc<Engine>,
+    pub runbooks: Arc<Runbooks>,
     pub run: Run,
     pub runbook: Arc<Runbook>,
     pub config: Arc<Config>,
@@ -112,8 +112,8 @@ impl Scope {
 }
 
 impl RunCx {
-    pub fn new(engine: Arc<Engine>, run: Run, runbook: Arc<Runbook>, done: Vec<StepRecord>, cancel: CancellationToken) -> RunCx {
-        let config = engine.config();
+    pub fn new(runbooks: Arc<Runbooks>, run: Run, runbook: Arc<Runbook>, done: Vec<StepRecord>, cancel: CancellationToken) -> RunCx {
+        let config = runbooks.config.get();
         let mut attempts = HashMap::new();
         let mut finished = HashMap::new();
         for s in done {
@@ -128,7 +128,7 @@ impl RunCx {
             }
         }
         let alert = match &run.alert_fingerprint {
-            Some(fp) => engine
+            Some(fp) => runbooks
                 .alerting
                 .alert(fp)
                 .map(|a| json!({"fingerprint": fp, "rule": a.rule, "labels": a.labels, "annotations": a.annotations}))
@@ -144,7 +144,7 @@ impl RunCx {
             run_value,
             redactor: config.redactor.clone(),
             config,
-            engine,
+            runbooks,
             run,
             runbook,
             children: Mutex::new(cancel.child_token()),
@@ -167,16 +167,16 @@ impl RunCx {
     }
 
     async fn save(&self, rec: &StepRecord, events: &[NewEvent]) -> Result<(), Stop> {
-        let result = self.engine.store.save_step(rec, events).await;
-        let _ = self.engine.runbooks.events.send(self.run.id);
+        let result = self.runbooks.store.save_step(rec, events).await;
+        let _ = self.runbooks.events.send(self.run.id);
         result.map_err(|e| Stop::Failed { step: rec.path.clone(), error: format!("cannot record the step ({e}); stopped before acting") })
     }
 
     async fn emit(&self, events: Vec<NewEvent>) {
-        if let Err(e) = self.engine.store.append_events(&events).await {
+        if let Err(e) = self.runbooks.store.append_events(&events).await {
             tracing::warn!(run = self.run.id, error = %e, "could not record run events");
         }
-        let _ = self.engine.runbooks.events.send(self.run.id);
+        let _ = self.runbooks.events.send(self.run.id);
     }
 
     /// Waits, unless the run is cancelled first.
@@ -242,7 +242,7 @@ pub async fn execute(cx: Arc<RunCx>) -> RunStatus {
         children.cancel();
         *children = cx.cancel.child_token();
     }
-    let store = &cx.engine.store;
+    let store = &cx.runbooks.store;
     let elapsed = format_duration(Duration::from_millis(started.elapsed().as_millis() as u64));
     let status = match result {
         Ok(()) => match render_outputs(&cx, &scope) {
@@ -290,19 +290,19 @@ pub async fn execute(cx: Arc<RunCx>) -> RunStatus {
             finish(&cx, RunStatus::Failed, Some(&error), None, cx.event("run_failed", error.clone())).await
         }
     };
-    cx.engine.runbooks.active.lock().expect("active runs").remove(&id);
+    cx.runbooks.active.lock().expect("active runs").remove(&id);
     status
 }
 
 async fn finish(cx: &RunCx, status: RunStatus, error: Option<&str>, outputs: Option<&Json>, event: NewEvent) -> RunStatus {
     let labels = crate::telemetry::RunbookLabels { runbook: cx.run.runbook.clone(), status: status.as_str().into() };
-    cx.engine.metrics.runbook_runs.get_or_create(&labels).inc();
+    cx.runbooks.metrics.runbook_runs.get_or_create(&labels).inc();
     let took = (crate::clock::now() - cx.run.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-    cx.engine.metrics.runbook_run_duration.get_or_create(&labels).observe(took);
-    if let Err(e) = cx.engine.store.set_run_status(cx.run.id, status, error, outputs, &[event]).await {
+    cx.runbooks.metrics.runbook_run_duration.get_or_create(&labels).observe(took);
+    if let Err(e) = cx.runbooks.store.set_run_status(cx.run.id, status, error, outputs, &[event]).await {
         tracing::error!(run = cx.run.id, error = %e, "could not record how the run ended; it will show as interrupted");
     }
-    let _ = cx.engine.runbooks.events.send(cx.run.id);
+    let _ = cx.runbooks.events.send(cx.run.id);
     super::control::after_run(cx, status).await;
     status
 }
@@ -548,7 +548,7 @@ async fn leaf(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<()
         // Durability: the intent is on disk before anything acts.
         cx.save(&rec, &[ev]).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let collector = tokio::spawn(collect_output(cx.engine.clone(), cx.run.id, path.clone(), cx.redactor.clone(), rx));
+        let collector = tokio::spawn(collect_output(cx.runbooks.clone(), cx.run.id, path.clone(), cx.redactor.clone(), rx));
         let act = perform(cx, step, &path, prepared, scope, &tx, attempt);
         let outcome = match step.timeout {
             Some(t) => tokio::time::timeout(t, act).await.unwrap_or_else(|_| StepOutcome {
@@ -605,7 +605,7 @@ async fn leaf(cx: &RunCx, step: &Step, path: String, scope: &Scope) -> Result<()
 /// Batches output lines into events (a transaction per batch, not per line) and
 /// returns the tail kept on the step row.
 async fn collect_output(
-    engine: Arc<Engine>,
+    runbooks: Arc<Runbooks>,
     run: i64,
     path: String,
     redactor: Redactor,
@@ -618,7 +618,7 @@ async fn collect_output(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flush = |pending: &mut Vec<(String, String)>, recorded: &mut usize| {
         let lines = std::mem::take(pending);
-        let engine = engine.clone();
+        let runbooks = runbooks.clone();
         let path = path.clone();
         let before = *recorded;
         *recorded += lines.len();
@@ -641,10 +641,10 @@ async fn collect_output(
                     .step(&path),
                 );
             }
-            if let Err(e) = engine.store.append_events(&events).await {
+            if let Err(e) = runbooks.store.append_events(&events).await {
                 tracing::warn!(run, error = %e, "could not record step output");
             }
-            let _ = engine.runbooks.events.send(run);
+            let _ = runbooks.events.send(run);
         }
     };
     loop {
@@ -708,7 +708,7 @@ async fn perform(
 }
 
 async fn check(cx: &RunCx, name: &str) -> StepOutcome {
-    match cx.engine.run_now(name).await {
+    match cx.runbooks.checks.run_now(name).await {
         None => StepOutcome { ok: false, result: Map::new(), error: Some(format!("check `{name}` is not configured (any more)")) },
         Some(o) => {
             let mut result = Map::new();
@@ -803,11 +803,11 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
         )
         .step(path)
         .data(json!({"prompt": prompt, "role": a.role, "expires_at": expires}));
-    if let Err(e) = cx.engine.store.request_approval(&request, &[ev]).await {
+    if let Err(e) = cx.runbooks.store.request_approval(&request, &[ev]).await {
         // Nobody could decide an approval the store does not hold.
         return StepOutcome { ok: false, result: Map::new(), error: Some(format!("could not record the approval request: {e}")) };
     }
-    let _ = cx.engine.runbooks.events.send(cx.run.id);
+    let _ = cx.runbooks.events.send(cx.run.id);
     if !a.notify.is_empty() {
         // Someone has to know the run waits: at 3 a.m. nobody watches a terminal.
         let id = cx.run.id;
@@ -825,10 +825,10 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
     let deadline = tokio::time::Instant::now() + a.timeout;
     let expired = Decision { state: ApprovalState::Expired, by: "steward".into(), comment: String::new() };
     let decided = loop {
-        let woken = cx.engine.runbooks.decided.notified();
+        let woken = cx.runbooks.decided.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        match cx.engine.store.approvals(cx.run.id).await {
+        match cx.runbooks.store.approvals(cx.run.id).await {
             Ok(list) => {
                 if let Some(d) = list.into_iter().find(|x| x.path == path && x.attempt == attempt && x.state != ApprovalState::Pending) {
                     break Some(d);
@@ -842,7 +842,7 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
             _ = tokio::time::sleep_until(deadline) => {
                 // The timeout decides only if no person decided first; otherwise the
                 // next read finds their decision.
-                match cx.engine.store.decide_approval(cx.run.id, path, attempt, &expired, &[]).await {
+                match cx.runbooks.store.decide_approval(cx.run.id, path, attempt, &expired, &[]).await {
                     Ok(true) => break None,
                     Ok(false) => {}
                     Err(e) => {
@@ -853,7 +853,7 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
             }
         }
     };
-    let _ = cx.engine.store.set_run_status(cx.run.id, RunStatus::Running, None, None, &[]).await;
+    let _ = cx.runbooks.store.set_run_status(cx.run.id, RunStatus::Running, None, None, &[]).await;
     let mut result = Map::new();
     match decided {
         Some(d) if matches!(d.state, ApprovalState::Approved | ApprovalState::Denied) => {
@@ -874,7 +874,7 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
 }
 
 async fn notify(cx: &RunCx, path: &str, attempt: u32, receivers: Vec<String>, message: String, severity: String) -> StepOutcome {
-    let external = cx.engine.external_url().to_string();
+    let external = cx.runbooks.alerting.external_url().to_string();
     let now = crate::clock::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let labels = json!({"alertname": "RunbookNotification", "runbook": cx.run.runbook, "run": cx.run.id.to_string(), "step": path, "severity": severity});
     let message = cx.redactor.redact(&message).into_owned();
@@ -898,9 +898,9 @@ async fn notify(cx: &RunCx, path: &str, attempt: u32, receivers: Vec<String>, me
             }),
         })
         .collect();
-    match cx.engine.store.enqueue_messages(&messages, &[]).await {
+    match cx.runbooks.store.enqueue_messages(&messages, &[]).await {
         Ok(()) => {
-            cx.engine.alerting.wake_delivery.notify_waiters();
+            cx.runbooks.alerting.notifications_enqueued();
             let mut result = Map::new();
             result.insert("receivers".into(), Json::from(receivers));
             StepOutcome { ok: true, result, error: None }
@@ -920,21 +920,21 @@ async fn call(cx: &RunCx, path: &str, runbook: String, params: Map<String, Json>
         incident_id: cx.run.incident_id,
         trigger_key: None,
     };
-    let child = match super::control::create(&cx.engine, request).await {
+    let child = match super::control::create(&cx.runbooks, request).await {
         Ok((child, rb)) => (child, rb),
         Err(e) => return StepOutcome { ok: false, result: Map::new(), error: Some(e.to_string()) },
     };
     let (run, rb) = child;
     cx.emit(vec![cx.event("child_started", format!("{path}: started run {} of runbook {}", run.id, run.runbook)).step(path)]).await;
-    let child_cx = Arc::new(RunCx::new(cx.engine.clone(), run.clone(), rb, vec![], cx.children.lock().expect("children").child_token()));
-    cx.engine.runbooks.active.lock().expect("active runs").insert(run.id, child_cx.cancel.clone());
+    let child_cx = Arc::new(RunCx::new(cx.runbooks.clone(), run.clone(), rb, vec![], cx.children.lock().expect("children").child_token()));
+    cx.runbooks.active.lock().expect("active runs").insert(run.id, child_cx.cancel.clone());
     // A task of its own: if this step is dropped (timeout, cancel), the child still
     // records how it ended (cancelled through `children`) instead of staying `running`.
     let status = match tokio::spawn(execute(child_cx)).await {
         Ok(status) => status,
         Err(e) => return StepOutcome { ok: false, result: Map::new(), error: Some(format!("the called run {} stopped: {e}", run.id)) },
     };
-    let stored = cx.engine.store.run(run.id).await.ok().flatten();
+    let stored = cx.runbooks.store.run(run.id).await.ok().flatten();
     let mut result = Map::new();
     result.insert("run_id".into(), Json::from(run.id));
     result.insert("outputs".into(), stored.as_ref().map_or(Json::Null, |r| r.outputs.clone()));

@@ -30,7 +30,7 @@ pub mod plan;
 pub mod template;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -309,8 +309,18 @@ pub struct Decision {
     pub comment: String,
 }
 
-/// What is live in this process: the runs it executes.
+/// The runbooks subsystem's context: what runs need from the rest of Steward, and the
+/// runs live in this process.
 pub struct Runbooks {
+    pub(crate) store: Arc<dyn crate::store::Store>,
+    pub(crate) metrics: Arc<crate::telemetry::Metrics>,
+    pub(crate) config: crate::config::ConfigView,
+    /// `check` steps run a check now.
+    pub(crate) checks: Arc<crate::checks::Checks>,
+    /// Alerts start runs and fill `alert` in templates; `notify` steps enqueue messages.
+    pub(crate) alerting: Arc<crate::alerting::Alerting>,
+    /// Runs note their start and end on their incident's timeline.
+    pub(crate) incidents: Arc<crate::incidents::Incidents>,
     pub(crate) active: Mutex<HashMap<i64, CancellationToken>>,
     /// Woken when an approval is decided here; a waiting run also polls the store, for
     /// decisions taken by another process.
@@ -319,9 +329,26 @@ pub struct Runbooks {
     pub events: broadcast::Sender<i64>,
 }
 
-impl Default for Runbooks {
-    fn default() -> Runbooks {
-        Runbooks { active: Mutex::default(), decided: tokio::sync::Notify::new(), events: broadcast::channel(4096).0 }
+impl Runbooks {
+    pub fn new(
+        store: Arc<dyn crate::store::Store>,
+        metrics: Arc<crate::telemetry::Metrics>,
+        config: crate::config::ConfigView,
+        checks: Arc<crate::checks::Checks>,
+        alerting: Arc<crate::alerting::Alerting>,
+        incidents: Arc<crate::incidents::Incidents>,
+    ) -> Arc<Runbooks> {
+        Arc::new(Runbooks {
+            store,
+            metrics,
+            config,
+            checks,
+            alerting,
+            incidents,
+            active: Mutex::default(),
+            decided: tokio::sync::Notify::new(),
+            events: broadcast::channel(4096).0,
+        })
     }
 }
 

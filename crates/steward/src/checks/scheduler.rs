@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::Checks;
 use crate::config::CheckSpec;
-use crate::engine::Engine;
 use crate::store::RecordedRun;
 
 pub struct Scheduler {
@@ -39,7 +39,7 @@ impl Scheduler {
 
     /// Makes the running set match `checks`: unchanged checks keep their schedule,
     /// changed ones restart, removed ones stop. Returns (started, stopped).
-    pub fn apply(&mut self, engine: &Arc<Engine>, checks: &[CheckSpec]) -> (usize, usize) {
+    pub fn apply(&mut self, owner: &Arc<Checks>, checks: &[CheckSpec]) -> (usize, usize) {
         let wanted: HashMap<&str, &CheckSpec> = checks.iter().map(|c| (c.name.as_str(), c)).collect();
         let mut stopped = 0;
         self.running.retain(|name, (spec, cancel)| match wanted.get(name.as_str()) {
@@ -57,7 +57,7 @@ impl Scheduler {
             }
             let spec = Arc::new(spec.clone());
             let cancel = CancellationToken::new();
-            self.tracker.spawn(run_check(engine.clone(), spec.clone(), self.permits.clone(), cancel.clone()));
+            self.tracker.spawn(run_check(owner.clone(), spec.clone(), self.permits.clone(), cancel.clone()));
             self.running.insert(spec.name.clone(), (spec, cancel));
             started += 1;
         }
@@ -82,7 +82,7 @@ fn phase(name: &str, interval: Duration) -> Duration {
     Duration::from_millis(h.finish() % ms)
 }
 
-async fn run_check(engine: Arc<Engine>, spec: Arc<CheckSpec>, permits: Arc<Semaphore>, cancel: CancellationToken) {
+async fn run_check(checks: Arc<Checks>, spec: Arc<CheckSpec>, permits: Arc<Semaphore>, cancel: CancellationToken) {
     let mut due = Instant::now() + phase(&spec.name, spec.interval);
     loop {
         tokio::select! {
@@ -93,8 +93,8 @@ async fn run_check(engine: Arc<Engine>, spec: Arc<CheckSpec>, permits: Arc<Semap
             _ = cancel.cancelled() => return,
             p = permits.acquire() => p.expect("the semaphore is never closed"),
         };
-        engine.metrics.scheduler_lag.observe(Instant::now().saturating_duration_since(due).as_secs_f64());
-        let prober = engine.prober();
+        checks.metrics().scheduler_lag.observe(Instant::now().saturating_duration_since(due).as_secs_f64());
+        let prober = checks.prober();
         // Boxed: a probe future is ~17 KB (TLS, HTTP, SQL clients inline). Held inline,
         // every idle check task would carry it — 350 MB for 20,000 checks — when only
         // the few hundred runs in flight need it.
@@ -103,7 +103,7 @@ async fn run_check(engine: Arc<Engine>, spec: Arc<CheckSpec>, permits: Arc<Semap
             o = Box::pin(prober.run(&spec)) => o,
         };
         drop(permit);
-        engine.observe(&spec, outcome).await;
+        checks.observe(&spec, outcome).await;
         // Next slot on the fixed grid; slots already missed are skipped, not queued.
         due += spec.interval;
         let now = Instant::now();
@@ -116,7 +116,7 @@ async fn run_check(engine: Arc<Engine>, spec: Arc<CheckSpec>, permits: Arc<Semap
 }
 
 /// A run for the writer, with a channel told whether it was committed when the
-/// caller waits for it (health transitions do; see [`Engine::observe`]).
+/// caller waits for it (health transitions do; see [`Checks::observe`]).
 pub type Queued = (RecordedRun, Option<tokio::sync::oneshot::Sender<bool>>);
 
 /// Drains results into the store in batches of up to `max_batch`, flushing at least
@@ -127,7 +127,7 @@ pub type Queued = (RecordedRun, Option<tokio::sync::oneshot::Sender<bool>>);
 /// The queue is shared so that a supervisor can restart a writer that panicked: the
 /// batch in hand is lost (its waiters are told it was not stored), the queue is not.
 pub async fn write_results(
-    engine: Arc<Engine>,
+    checks: Arc<Checks>,
     queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
     max_batch: usize,
     linger: Duration,
@@ -151,9 +151,9 @@ pub async fn write_results(
         let mut attempt = 0;
         let stored = loop {
             let started = std::time::Instant::now();
-            match engine.store.record(&batch).await {
+            match checks.store().record(&batch).await {
                 Ok(()) => {
-                    engine.metrics.store_write_duration.observe(started.elapsed().as_secs_f64());
+                    checks.metrics().store_write_duration.observe(started.elapsed().as_secs_f64());
                     break true;
                 }
                 Err(e) if attempt < 3 => {
@@ -163,7 +163,7 @@ pub async fn write_results(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, runs = batch.len(), "writing check results failed; dropping this batch (states are rewritten by later runs)");
-                    engine.metrics.store_dropped_results.inc_by(batch.len() as u64);
+                    checks.metrics().store_dropped_results.inc_by(batch.len() as u64);
                     break false;
                 }
             }
