@@ -118,7 +118,8 @@ pub fn advance(rule: &AlertRule, current: &Alert, holds: Option<f64>, now: DateT
     next.annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&current.labels, next.value))).collect();
     if let Some(link) = &rule.runbook {
         // Whoever is paged sees what to run; a rule's own `runbook` annotation wins.
-        let text = if link.run { format!("started automatically: {}", link.command(&next)) } else { link.command(&next) };
+        let command = super::runbook_link::command(link, &next);
+        let text = if link.run { format!("started automatically: {command}") } else { command };
         next.annotations.entry("runbook".into()).or_insert(text);
     }
     let event = (next.state != current.state).then(|| AlertEvent {

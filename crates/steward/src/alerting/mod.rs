@@ -29,6 +29,7 @@ pub mod matcher;
 pub mod promql;
 pub mod render;
 pub mod route;
+pub mod runbook_link;
 pub mod template;
 pub mod time_interval;
 

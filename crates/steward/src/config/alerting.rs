@@ -43,35 +43,6 @@ pub struct RunbookLink {
     pub pos: Pos,
 }
 
-impl RunbookLink {
-    /// The parameters for one alert; an error names the template that failed.
-    pub fn params_for(&self, alert: &crate::alerting::Alert) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-        let ctx = minijinja::Value::from_serialize(serde_json::json!({
-            "labels": alert.labels, "annotations": alert.annotations, "value": alert.value,
-        }));
-        self.params
-            .iter()
-            .map(|(k, t)| t.render(&ctx).map(|v| (k.clone(), serde_json::Value::String(v))).map_err(|e| format!("param {k}: {e}")))
-            .collect()
-    }
-
-    /// The command a person would type, for the `runbook` annotation.
-    pub fn command(&self, alert: &crate::alerting::Alert) -> String {
-        let mut cmd = format!("steward run {}", self.name);
-        match self.params_for(alert) {
-            Ok(params) => {
-                for (k, v) in params {
-                    let v = v.as_str().unwrap_or_default().to_string();
-                    let safe = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,:/@=".contains(c));
-                    cmd.push_str(&if safe { format!(" -p {k}={v}") } else { format!(" -p '{k}={}'", v.replace('\'', "'\\''")) });
-                }
-            }
-            Err(e) => cmd.push_str(&format!(" (parameters could not be filled in: {e})")),
-        }
-        cmd
-    }
-}
-
 /// What an alert rule watches.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AlertCondition {

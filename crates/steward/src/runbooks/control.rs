@@ -564,7 +564,7 @@ async fn fire_alert_runbooks(runbooks: &Arc<Runbooks>, handled: &mut std::collec
         if handled.contains(&key) {
             continue;
         }
-        let params = match link.params_for(&alert) {
+        let params = match crate::alerting::runbook_link::params(link, &alert) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(rule = %alert.rule, runbook = %link.name, "the alert's runbook was not started: {e}");
