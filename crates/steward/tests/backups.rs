@@ -258,6 +258,7 @@ backups:
     let shown = env.backup(&["show", &id, "-o", "json"]).json();
     assert_eq!(shown["restores"][0]["result"], "failed", "{shown}");
     assert_eq!(shown["restores"][0]["detail"]["result"]["target_touched"], false, "{shown}");
+    assert_eq!(shown["restores"][0]["detail"]["result"]["error_kind"], "repository", "the record says where to look: {shown}");
     let table = env.backup(&["show", &id]);
     assert!(table.stdout.contains("RESTORED") && table.stdout.contains("(replaced)"), "{}", table.stdout);
 

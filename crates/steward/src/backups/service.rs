@@ -16,7 +16,7 @@ use super::manifest::{Compression, Encryption, FORMAT, Manifest};
 use super::repository::{Repo, RepoError};
 use super::retention::{self, Candidate, PlanItem};
 use super::sources::process::Running;
-use super::sources::{self, BackupCx, Comparison, Produced, Progress};
+use super::sources::{self, BackupCx, Comparison, Produced, Progress, SourceError};
 use super::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, Verification, new_id};
 use crate::config::Config;
 use crate::config::backups::{BackupPolicy, BackupSource};
@@ -250,12 +250,12 @@ impl Backups {
         };
         let started = Instant::now();
         let produced = match std::fs::create_dir_all(&spool) {
-            Err(e) => Err(format!("cannot create the spool directory {}: {e}", spool.display())),
+            Err(e) => Err(SourceError::Local(format!("cannot create the spool directory {}: {e}", spool.display()))),
             Ok(()) => match tokio::time::timeout(policy.timeout, produce(&cx, &policy.source, &running)).await {
                 Ok(r) => r,
                 Err(_) => {
                     running.kill_all();
-                    Err(format!("timed out after {}", crate::config::duration::format_duration(policy.timeout)))
+                    Err(SourceError::TimedOut(format!("timed out after {}", crate::config::duration::format_duration(policy.timeout))))
                 }
             },
         };
@@ -277,7 +277,7 @@ impl Backups {
                     objects: p.objects.clone(),
                     facts: p.facts.clone(),
                 };
-                repo.write_manifest(&manifest).await.map(|_| (manifest, p)).map_err(|e| e.to_string())
+                repo.write_manifest(&manifest).await.map(|_| (manifest, p)).map_err(|e| SourceError::Repository(e.to_string()))
             }
             Err(e) => Err(e),
         };
@@ -307,8 +307,9 @@ impl Backups {
                 );
             }
             Err(e) => {
-                let e = redact(config, &e);
-                tracing::error!(backup = %id, policy = %policy.name, error = %e, "backup failed");
+                let kind = e.kind();
+                let e = redact(config, &e.to_string());
+                tracing::error!(backup = %id, policy = %policy.name, kind, error = %e, "backup failed");
                 self.store
                     .finish_backup(
                         &id,
@@ -374,7 +375,8 @@ impl Backups {
         }
         // Read after the verification is recorded started: a manifest that cannot be read
         // (garbled, unreadable) is a failed verification on record, not a bare error.
-        let manifest = repo.manifest(&record.policy, id).await.map_err(|e| format!("its manifest cannot be read: {e}"));
+        let manifest =
+            repo.manifest(&record.policy, id).await.map_err(|e| SourceError::Repository(format!("its manifest cannot be read: {e}")));
         let policy = config.backup(&record.policy);
         let identity = policy.map(encryption).transpose()?.flatten();
         if restore_test && policy.is_none() {
@@ -395,7 +397,9 @@ impl Backups {
         let started = Instant::now();
         let outcome = match (manifest, policy) {
             (Err(e), _) => Err(e),
-            (Ok(None), _) => Err("its manifest is missing from the repository: the backup is gone or damaged".to_string()),
+            (Ok(None), _) => {
+                Err(SourceError::Repository("its manifest is missing from the repository: the backup is gone or damaged".to_string()))
+            }
             (Ok(Some(m)), Some(policy)) if restore_test => {
                 progress.total.store(m.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
                 restore_test_for(&repo, &m, identity.as_ref(), policy, &progress, &Running::default()).await
@@ -413,7 +417,11 @@ impl Backups {
                 json!({ "level": level, "matched": c.matched, "differences": c.differences, "seconds": started.elapsed().as_secs_f64() }),
                 restore.map(|d| d.as_millis() as i64),
             ),
-            Err(e) => (false, json!({ "level": level, "error": redact(config, e), "seconds": started.elapsed().as_secs_f64() }), None),
+            Err(e) => (
+                false,
+                json!({ "level": level, "error": redact(config, &e.to_string()), "error_kind": e.kind(), "seconds": started.elapsed().as_secs_f64() }),
+                None,
+            ),
         };
         self.store.finish_verification(vid, passed, &detail, restore_ms).await?;
         if passed {
@@ -457,7 +465,9 @@ impl Backups {
             }
             None => None,
         };
-        let (had_data, state) = inspect(&manifest, target).await.map_err(BackupError::Invalid)?;
+        // Every refusal here happens before the target is touched: the target is wrong or
+        // cannot be read, and the caller gets it as bad input to fix.
+        let (had_data, state) = inspect(&manifest, target).await.map_err(|e| BackupError::Invalid(e.to_string()))?;
         let mut report = RestoreReport {
             backup: id.to_string(),
             policy: record.policy.clone(),
@@ -514,7 +524,10 @@ impl Backups {
         let (outcome, detail) = match &result {
             Ok(v) if v["comparison"]["differences"].as_array().is_some_and(|d| !d.is_empty()) => ("differs", v.clone()),
             Ok(v) => ("succeeded", v.clone()),
-            Err((stage, e)) => ("failed", json!({ "error": redact(config, e), "target_touched": *stage == Stage::Restore })),
+            Err((stage, e)) => (
+                "failed",
+                json!({ "error": redact(config, &e.to_string()), "error_kind": e.kind(), "target_touched": *stage == Stage::Restore }),
+            ),
         };
         self.store.finish_restore(rid, outcome, &json!({ "seconds": seconds, "result": detail })).await?;
         match result {
@@ -532,12 +545,12 @@ impl Backups {
             Err((Stage::Check, e)) => Err(BackupError::Failed(format!(
                 "backup {id} did not pass its check, so nothing was restored and {} was not changed: {}",
                 report.target,
-                redact(config, &e)
+                redact(config, &e.to_string())
             ))),
             Err((Stage::Restore, e)) => Err(BackupError::Failed(format!(
                 "the restore failed part-way ({} may hold part of the data): {}",
                 report.target,
-                redact(config, &e)
+                redact(config, &e.to_string())
             ))),
         }
     }
@@ -703,7 +716,7 @@ fn id_time(id: &str) -> Option<DateTime<Utc>> {
     chrono::NaiveDateTime::parse_from_str(id.get(..16)?, "%Y%m%dT%H%M%SZ").ok().map(|n| n.and_utc())
 }
 
-async fn produce(cx: &BackupCx, source: &BackupSource, running: &Running) -> Result<Produced, String> {
+async fn produce(cx: &BackupCx, source: &BackupSource, running: &Running) -> Result<Produced, SourceError> {
     match source {
         BackupSource::Postgres(p) => sources::postgres::backup(cx, p, running).await,
         BackupSource::Mysql { url } => sources::mysql::backup(cx, url.expose(), running).await,
@@ -713,7 +726,7 @@ async fn produce(cx: &BackupCx, source: &BackupSource, running: &Running) -> Res
     }
 }
 
-type Checked = Result<(Comparison, Option<Duration>), String>;
+type Checked = Result<(Comparison, Option<Duration>), SourceError>;
 
 /// Where a restore failed: before the target was touched, or while writing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -725,7 +738,7 @@ enum Stage {
 /// Before a restore: every stored object read in full and its size and blake3
 /// compared with the manifest. Only the stored bytes (no decryption or
 /// decompression): what a restore would read is exactly what was written.
-async fn check_stored(repo: &Repo, m: &Manifest, progress: &Arc<Progress>) -> Result<(), String> {
+async fn check_stored(repo: &Repo, m: &Manifest, progress: &Arc<Progress>) -> Result<(), SourceError> {
     progress.set_phase("checking the backup's objects");
     progress.total.store(m.stored_bytes(), std::sync::atomic::Ordering::Relaxed);
     let mut damaged = Vec::new();
@@ -742,10 +755,10 @@ async fn check_stored(repo: &Repo, m: &Manifest, progress: &Arc<Progress>) -> Re
                 object.name, d.bytes, d.blake3, object.stored.bytes, object.stored.blake3
             )),
             Err(RepoError::Missing { .. }) => damaged.push(format!("object {} is corrupt: it is missing from the repository", object.name)),
-            Err(e) => return Err(format!("object {} could not be read: {e}", object.name)),
+            Err(e) => return Err(SourceError::Repository(format!("object {} could not be read: {e}", object.name))),
         }
     }
-    if damaged.is_empty() { Ok(()) } else { Err(damaged.join("; ")) }
+    if damaged.is_empty() { Ok(()) } else { Err(SourceError::Repository(damaged.join("; "))) }
 }
 
 /// Level 1: every object read in full; sizes, stored and plain blake3 compared.
@@ -780,7 +793,7 @@ async fn restore_test_for(
         }
         BackupSource::Redis { .. } => sources::redis::restore_test(repo, m, identity, progress).await?,
         BackupSource::Directory { .. } => {
-            let dir = tempfile::Builder::new().prefix("steward-scratch-dir-").tempdir().map_err(|e| e.to_string())?;
+            let dir = tempfile::Builder::new().prefix("steward-scratch-dir-").tempdir().map_err(|e| SourceError::Local(e.to_string()))?;
             let started = Instant::now();
             progress.set_phase("restoring into a scratch directory");
             let c = sources::directory::restore_into(repo, m, identity, dir.path(), progress).await?;
@@ -792,18 +805,22 @@ async fn restore_test_for(
 }
 
 /// Whether the target holds data, and what it holds, for messages.
-async fn inspect(manifest: &Manifest, target: &str) -> Result<(bool, String), String> {
+async fn inspect(manifest: &Manifest, target: &str) -> Result<(bool, String), SourceError> {
     match manifest.source.as_str() {
         "postgres" => {
             if !target.starts_with("postgres://") && !target.starts_with("postgresql://") {
-                return Err("a PostgreSQL backup restores into a database: --to postgres://USER@HOST:5432/DATABASE".into());
+                return Err(SourceError::Invalid(
+                    "a PostgreSQL backup restores into a database: --to postgres://USER@HOST:5432/DATABASE".into(),
+                ));
             }
             let (db, tables) = sources::postgres::inspect_target(target).await?;
             Ok((tables > 0, format!("database {db} has {tables} tables")))
         }
         "mysql" => {
             if !target.starts_with("mysql://") && !target.starts_with("mariadb://") {
-                return Err("a MySQL/MariaDB backup restores into a database: --to mysql://USER@HOST:3306/DATABASE".into());
+                return Err(SourceError::Invalid(
+                    "a MySQL/MariaDB backup restores into a database: --to mysql://USER@HOST:3306/DATABASE".into(),
+                ));
             }
             let (db, tables) = sources::mysql::inspect_target(&target.replacen("mariadb://", "mysql://", 1)).await?;
             Ok((tables > 0, format!("database {db} has {tables} tables")))
@@ -811,7 +828,9 @@ async fn inspect(manifest: &Manifest, target: &str) -> Result<(bool, String), St
         "redis" => {
             let p = Path::new(target);
             if !p.is_absolute() {
-                return Err("a Redis backup restores as an RDB file: --to /ABSOLUTE/PATH/dump.rdb (stop Redis, restore, start it)".into());
+                return Err(SourceError::Invalid(
+                    "a Redis backup restores as an RDB file: --to /ABSOLUTE/PATH/dump.rdb (stop Redis, restore, start it)".into(),
+                ));
             }
             let size = std::fs::metadata(p).map(|m| m.len()).ok();
             Ok((size.is_some_and(|s| s > 0), size.map_or("no file there".into(), |s| format!("{} exists ({s} bytes)", p.display()))))
@@ -819,14 +838,14 @@ async fn inspect(manifest: &Manifest, target: &str) -> Result<(bool, String), St
         "directory" => {
             let p = Path::new(target);
             if !p.is_absolute() {
-                return Err("a directory backup restores into a directory: --to /ABSOLUTE/PATH".into());
+                return Err(SourceError::Invalid("a directory backup restores into a directory: --to /ABSOLUTE/PATH".into()));
             }
             let full = sources::directory::is_non_empty(p);
             Ok((full, if full { format!("{} has files", p.display()) } else { format!("{} is empty or missing", p.display()) }))
         }
         "nats" => {
             if !target.starts_with("nats://") && !target.starts_with("tls://") {
-                return Err("a NATS JetStream backup restores into a server: --to nats://HOST:4222".into());
+                return Err(SourceError::Invalid("a NATS JetStream backup restores into a server: --to nats://HOST:4222".into()));
             }
             let present = sources::nats::inspect_target(manifest, target).await?;
             let state = if present.is_empty() {
@@ -837,7 +856,7 @@ async fn inspect(manifest: &Manifest, target: &str) -> Result<(bool, String), St
             };
             Ok((!present.is_empty(), state))
         }
-        other => Err(format!("restoring {other} backups is not available in this version")),
+        other => Err(SourceError::Invalid(format!("restoring {other} backups is not available in this version"))),
     }
 }
 
@@ -863,7 +882,7 @@ async fn restore_into(
     replace: bool,
     progress: &Arc<Progress>,
     running: &Running,
-) -> Result<Json, String> {
+) -> Result<Json, SourceError> {
     progress.set_phase("restoring");
     match m.source.as_str() {
         "postgres" => sources::postgres::restore_to(repo, m, identity, target, replace, progress, running).await,
@@ -879,15 +898,15 @@ async fn restore_into(
                 return Ok(json!({ "directory": target, "comparison": c }));
             }
             let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("restore");
-            let parent = target.parent().ok_or("the target has no parent directory")?;
+            let parent = target.parent().ok_or_else(|| SourceError::Invalid("the target has no parent directory".into()))?;
             let fresh = parent.join(format!(".{name}.steward-restore-{}", m.id));
             let c = sources::directory::restore_into(repo, m, identity, &fresh, progress).await?;
             let aside = parent.join(format!("{name}.before-restore-{}", crate::clock::now().format("%Y%m%dT%H%M%SZ")));
-            std::fs::rename(target, &aside).map_err(|e| format!("moving {} aside: {e}", target.display()))?;
-            std::fs::rename(&fresh, target).map_err(|e| format!("putting the restored directory in place: {e}"))?;
+            std::fs::rename(target, &aside).map_err(|e| SourceError::Local(format!("moving {} aside: {e}", target.display())))?;
+            std::fs::rename(&fresh, target).map_err(|e| SourceError::Local(format!("putting the restored directory in place: {e}")))?;
             Ok(json!({ "directory": target, "previous_contents_moved_to": aside, "comparison": c }))
         }
         "nats" => sources::nats::restore_to(repo, m, identity, target, replace, progress).await,
-        other => Err(format!("restoring {other} backups is not available in this version")),
+        other => Err(SourceError::Invalid(format!("restoring {other} backups is not available in this version"))),
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
-use super::{BackupCx, Comparison, Produced, Progress, read_object, store_object};
+use super::{BackupCx, Comparison, Produced, Progress, SourceError, read_object, store_object};
 use crate::backups::manifest::Manifest;
 use crate::backups::repository::Repo;
 
@@ -97,9 +97,9 @@ pub fn list_files(root: &Path) -> io::Result<BTreeMap<String, (u64, String)>> {
     Ok(out)
 }
 
-pub async fn backup(cx: &BackupCx, path: &Path) -> Result<Produced, String> {
+pub async fn backup(cx: &BackupCx, path: &Path) -> Result<Produced, SourceError> {
     if !path.is_dir() {
-        return Err(format!("{} is not a directory", path.display()));
+        return Err(SourceError::Invalid(format!("{} is not a directory", path.display())));
     }
     cx.progress.set_phase("archiving");
     let root = path.to_path_buf();
@@ -139,11 +139,11 @@ pub async fn restore_into(
     identity: Option<&age::x25519::Identity>,
     target: &Path,
     progress: &Arc<Progress>,
-) -> Result<Comparison, String> {
-    let object = manifest.object("files.tar").ok_or("the manifest names no files.tar object")?;
+) -> Result<Comparison, SourceError> {
+    let object = manifest.object("files.tar").ok_or_else(|| SourceError::Invalid("the manifest names no files.tar object".into()))?;
     let into = target.to_path_buf();
-    read_object(repo, manifest, object, identity, progress, move |input| unpack_tar(input, &into)).await.map_err(|e| e.to_string())?;
-    compare(manifest, target).map_err(|e| e.to_string())
+    read_object(repo, manifest, object, identity, progress, move |input| unpack_tar(input, &into)).await?;
+    compare(manifest, target).map_err(|e| SourceError::Local(e.to_string()))
 }
 
 /// Whether a directory has anything in it (a missing one is empty).

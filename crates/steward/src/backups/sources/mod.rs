@@ -25,6 +25,81 @@ use super::manifest::{Manifest, ObjectInfo};
 use super::pipeline::{CHANNEL_CHUNKS, ChunkReceiver, ObjectReader, ObjectWriter, OpenError};
 use super::repository::Repo;
 
+/// Why a source could not be backed up, restored or compared. The kind says where to
+/// look first; the message (unchanged by the kind) says what happened.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The source or restore target could not be reached, or refused the login.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The source answered with an error (a query failed, an API call was refused).
+    #[error("{0}")]
+    Source(String),
+    /// An external tool (pg_dump, mysqldump, redis-cli, initdb…) is missing or failed.
+    #[error("{0}")]
+    Tool(String),
+    /// The repository could not be written or read, or holds damaged objects.
+    #[error("{0}")]
+    Repository(String),
+    /// The settings or the backup do not fit the operation: a malformed URL, a
+    /// restore target of the wrong kind, a manifest without the object it needs, a
+    /// missing or wrong decryption key.
+    #[error("{0}")]
+    Invalid(String),
+    /// A local file or directory (spool, scratch instance, restore target) could not
+    /// be used, or a worker thread stopped.
+    #[error("{0}")]
+    Local(String),
+    /// The work outlasted its policy's `timeout` and was stopped.
+    #[error("{0}")]
+    TimedOut(String),
+}
+
+impl SourceError {
+    /// A stable name for logs and the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceError::Unreachable(_) => "unreachable",
+            SourceError::Source(_) => "source",
+            SourceError::Tool(_) => "tool",
+            SourceError::Repository(_) => "repository",
+            SourceError::Invalid(_) => "invalid",
+            SourceError::Local(_) => "local",
+            SourceError::TimedOut(_) => "timed_out",
+        }
+    }
+
+    /// Prefixes the message, keeping the kind.
+    pub fn context(self, what: &str) -> SourceError {
+        let with = |m: String| format!("{what}: {m}");
+        match self {
+            SourceError::Unreachable(m) => SourceError::Unreachable(with(m)),
+            SourceError::Source(m) => SourceError::Source(with(m)),
+            SourceError::Tool(m) => SourceError::Tool(with(m)),
+            SourceError::Repository(m) => SourceError::Repository(with(m)),
+            SourceError::Invalid(m) => SourceError::Invalid(with(m)),
+            SourceError::Local(m) => SourceError::Local(with(m)),
+            SourceError::TimedOut(m) => SourceError::TimedOut(with(m)),
+        }
+    }
+}
+
+impl From<ReadError> for SourceError {
+    fn from(e: ReadError) -> SourceError {
+        match &e {
+            ReadError::Corrupt { .. } => SourceError::Repository(e.to_string()),
+            ReadError::Open { source: OpenError::NoKey | OpenError::WrongKey, .. } => SourceError::Invalid(e.to_string()),
+            ReadError::Open { .. } | ReadError::Other { .. } => SourceError::Repository(e.to_string()),
+            ReadError::Consume { object, source } => io_error_ref(source).context(&format!("object {object}")),
+        }
+    }
+}
+
+/// A blocking worker (a tool's feeder, the encoder) that panicked or was cancelled.
+pub(crate) fn stopped(e: tokio::task::JoinError) -> SourceError {
+    SourceError::Local(e.to_string())
+}
+
 /// Live counters for progress bars and the API.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -95,7 +170,7 @@ impl<R: Read> Read for Counting<'_, R> {
 
 /// Stores one object: `produce` writes its plain bytes on a blocking thread while the
 /// chunks upload. Returns the object's digests and what `produce` returned.
-pub async fn store_object<T, F>(cx: &BackupCx, name: &str, produce: F) -> Result<(ObjectInfo, T), String>
+pub async fn store_object<T, F>(cx: &BackupCx, name: &str, produce: F) -> Result<(ObjectInfo, T), SourceError>
 where
     T: Send + 'static,
     F: FnOnce(&mut dyn Write) -> io::Result<T> + Send + 'static,
@@ -111,14 +186,32 @@ where
         Ok((value, plain, stored))
     });
     let uploaded = cx.repo.upload(&cx.policy, &cx.id, name, rx).await;
-    let encoded = encoder.await.map_err(|e| format!("the encoder stopped: {e}"))?;
-    // The producer's own error says more than "the upload stopped" when both failed.
-    let (value, plain, stored) = encoded.map_err(|e| e.to_string())?;
-    let uploaded = uploaded.map_err(|e| e.to_string())?;
+    let encoded = encoder.await.map_err(|e| SourceError::Local(format!("the encoder stopped: {e}")))?;
+    // The producer's own error says more than "the upload stopped" when both failed;
+    // it is the tool's or the source's, or a local file's (directories).
+    let (value, plain, stored) = encoded.map_err(io_error)?;
+    let uploaded = uploaded.map_err(|e| SourceError::Repository(e.to_string()))?;
     if uploaded != stored {
-        return Err(format!("object {name}: the repository received {} bytes, the encoder wrote {}", uploaded.bytes, stored.bytes));
+        return Err(SourceError::Repository(format!(
+            "object {name}: the repository received {} bytes, the encoder wrote {}",
+            uploaded.bytes, stored.bytes
+        )));
     }
     Ok((ObjectInfo { name: name.to_string(), plain, stored }, value))
+}
+
+/// What an I/O error from a producer or a tool run means: a tool that failed reports
+/// itself as [`process::ToolFailed`]; anything else is a local file's error.
+pub(crate) fn io_error(e: io::Error) -> SourceError {
+    io_error_ref(&e)
+}
+
+fn io_error_ref(e: &io::Error) -> SourceError {
+    if e.get_ref().is_some_and(|inner| inner.is::<process::ToolFailed>()) {
+        SourceError::Tool(e.to_string())
+    } else {
+        SourceError::Local(e.to_string())
+    }
 }
 
 /// Why reading an object back failed.
@@ -129,6 +222,9 @@ pub enum ReadError {
     Corrupt { object: String, detail: String },
     #[error("object {object}: {source}")]
     Open { object: String, source: OpenError },
+    /// What the reader did with the bytes failed: a tool it fed, a file it wrote.
+    #[error("object {object}: {source}")]
+    Consume { object: String, source: io::Error },
     #[error("object {object}: {detail}")]
     Other { object: String, detail: String },
 }
@@ -176,7 +272,7 @@ where
         });
     }
     let (value, plain) = decoded.map_err(|source| ReadError::Open { object: name.clone(), source })?;
-    let value = value.map_err(|e| ReadError::Other { object: name.clone(), detail: e.to_string() })?;
+    let value = value.map_err(|source| ReadError::Consume { object: name.clone(), source })?;
     let plain = plain.map_err(|e| ReadError::Corrupt { object: name.clone(), detail: format!("it does not decode: {e}") })?;
     if plain != object.plain {
         return Err(ReadError::Corrupt {
@@ -220,5 +316,31 @@ pub fn compare_counts(what: &str, recorded: &Json, restored: &std::collections::
         if !recorded.contains_key(name) {
             c.differences.push(format!("{name}: not in the backup, {m} {what} after restore"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failing tool and a failing file both reach the source as `io::Error`; the kind
+    /// still tells them apart, and the message is the tool's own.
+    #[test]
+    fn a_failed_tool_is_told_apart_from_a_local_error() {
+        let tool = process::output(&process::Tool::new("false")).unwrap_err();
+        let e = io_error(tool);
+        assert_eq!((e.kind(), e.to_string().as_str()), ("tool", "false failed: "));
+        let missing = process::output(&process::Tool::new("/nonexistent/steward-tool")).unwrap_err();
+        assert_eq!(io_error(missing).kind(), "tool");
+        let file = std::fs::File::open("/nonexistent/steward-file").unwrap_err();
+        assert_eq!(io_error(file).kind(), "local");
+        let read =
+            ReadError::Consume { object: "dump.sql".into(), source: io::Error::other(process::ToolFailed("mysql exited with 1".into())) };
+        let e = SourceError::from(read);
+        assert_eq!((e.kind(), e.to_string().as_str()), ("tool", "object dump.sql: mysql exited with 1"));
+        let corrupt = SourceError::from(ReadError::Corrupt { object: "o".into(), detail: "d".into() });
+        assert_eq!(corrupt.kind(), "repository");
+        let key = SourceError::from(ReadError::Open { object: "o".into(), source: OpenError::WrongKey });
+        assert_eq!(key.kind(), "invalid");
     }
 }

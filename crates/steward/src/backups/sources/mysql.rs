@@ -18,7 +18,7 @@ use sqlx::{Connection, MySqlConnection};
 use tokio::sync::oneshot;
 
 use super::process::{Running, Tool, run_from, run_into, version};
-use super::{BackupCx, Comparison, Produced, Progress, compare_counts, read_object, store_object};
+use super::{BackupCx, Comparison, Produced, Progress, SourceError, compare_counts, read_object, store_object};
 use crate::backups::manifest::Manifest;
 use crate::backups::repository::Repo;
 
@@ -28,11 +28,11 @@ struct Target {
     password: Option<String>,
 }
 
-fn target(url: &str) -> Result<Target, String> {
-    let u = url::Url::parse(url).map_err(|e| format!("the MySQL URL is not valid: {e}"))?;
+fn target(url: &str) -> Result<Target, SourceError> {
+    let u = url::Url::parse(url).map_err(|e| SourceError::Invalid(format!("the MySQL URL is not valid: {e}")))?;
     let database = u.path().trim_start_matches('/').to_string();
     if database.is_empty() {
-        return Err("the MySQL URL names no database (mysql://user@host:3306/DATABASE)".into());
+        return Err(SourceError::Invalid("the MySQL URL names no database (mysql://user@host:3306/DATABASE)".into()));
     }
     let password = u.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().to_string());
     Ok(Target { url: u, database, password })
@@ -118,16 +118,20 @@ impl Write for Begun<'_> {
     }
 }
 
-pub async fn backup(cx: &BackupCx, url: &str, running: &Running) -> Result<Produced, String> {
+pub async fn backup(cx: &BackupCx, url: &str, running: &Running) -> Result<Produced, SourceError> {
     let t = target(url)?;
     let connect = |u: &str| {
         let u = u.to_string();
-        async move { MySqlConnection::connect(&u).await.map_err(|e| format!("cannot connect to MySQL/MariaDB: {e}")) }
+        async move { MySqlConnection::connect(&u).await.map_err(|e| SourceError::Unreachable(format!("cannot connect to MySQL/MariaDB: {e}"))) }
     };
     let mut locker = connect(url).await?;
     let mut counter = connect(url).await?;
-    let server_version: String = sqlx::query_scalar("SELECT VERSION()").fetch_one(&mut counter).await.map_err(|e| e.to_string())?;
-    sqlx::query("FLUSH TABLES WITH READ LOCK").execute(&mut locker).await.map_err(|e| format!("FLUSH TABLES WITH READ LOCK: {e}"))?;
+    let server_version: String =
+        sqlx::query_scalar("SELECT VERSION()").fetch_one(&mut counter).await.map_err(|e| SourceError::Source(e.to_string()))?;
+    sqlx::query("FLUSH TABLES WITH READ LOCK")
+        .execute(&mut locker)
+        .await
+        .map_err(|e| SourceError::Source(format!("FLUSH TABLES WITH READ LOCK: {e}")))?;
     let snapshot = async {
         sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut counter).await?;
         sqlx::query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").execute(&mut counter).await
@@ -135,7 +139,7 @@ pub async fn backup(cx: &BackupCx, url: &str, running: &Running) -> Result<Produ
     .await;
     if let Err(e) = snapshot {
         let _ = sqlx::query("UNLOCK TABLES").execute(&mut locker).await;
-        return Err(format!("starting a consistent snapshot: {e}"));
+        return Err(SourceError::Source(format!("starting a consistent snapshot: {e}")));
     }
     let tool = t
         .tool(&program(&["mariadb-dump", "mysqldump"]))
@@ -162,8 +166,8 @@ pub async fn backup(cx: &BackupCx, url: &str, running: &Running) -> Result<Produ
     };
     let (dumped, unlocked) = tokio::join!(dump, unlock);
     let (object, _) = dumped?;
-    unlocked.map_err(|e| format!("UNLOCK TABLES: {e}"))?;
-    let counts = count_rows(&mut counter, &t.database).await.map_err(|e| format!("counting rows: {e}"))?;
+    unlocked.map_err(|e| SourceError::Source(format!("UNLOCK TABLES: {e}")))?;
+    let counts = count_rows(&mut counter, &t.database).await.map_err(|e| SourceError::Source(format!("counting rows: {e}")))?;
     let _ = sqlx::query("COMMIT").execute(&mut counter).await;
     let _ = counter.close().await;
     let _ = locker.close().await;
@@ -182,13 +186,11 @@ async fn load(
     database: &str,
     progress: &Arc<Progress>,
     running: &Running,
-) -> Result<(), String> {
-    let object = manifest.object("dump.sql").ok_or("the manifest names no dump.sql object")?;
+) -> Result<(), SourceError> {
+    let object = manifest.object("dump.sql").ok_or_else(|| SourceError::Invalid("the manifest names no dump.sql object".into()))?;
     let tool = t.tool(&program(&["mariadb", "mysql"])).arg("--binary-mode").arg(database.to_string());
     let r = running.clone();
-    read_object(repo, manifest, object, identity, progress, move |input| run_from(&tool, input, &r).map(|_| ()))
-        .await
-        .map_err(|e| e.to_string())
+    Ok(read_object(repo, manifest, object, identity, progress, move |input| run_from(&tool, input, &r).map(|_| ())).await?)
 }
 
 /// Level 2: restore into a scratch database on the same server, compare, drop it.
@@ -200,23 +202,27 @@ pub async fn restore_test(
     assertions: &[crate::config::backups::Assertion],
     progress: &Arc<Progress>,
     running: &Running,
-) -> Result<(Comparison, Duration), String> {
+) -> Result<(Comparison, Duration), SourceError> {
     let t = target(url)?;
     let scratch = format!("steward_restore_{}", manifest.id.replace('-', "_").to_lowercase());
-    let mut admin = MySqlConnection::connect(url).await.map_err(|e| format!("cannot connect to MySQL/MariaDB: {e}"))?;
+    let mut admin =
+        MySqlConnection::connect(url).await.map_err(|e| SourceError::Unreachable(format!("cannot connect to MySQL/MariaDB: {e}")))?;
     let create = format!("CREATE DATABASE {} CHARACTER SET utf8mb4", quote_ident(&scratch));
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch))))
         .execute(&mut admin)
         .await
-        .map_err(|e| e.to_string())?;
-    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await.map_err(|e| format!("creating the scratch database: {e}"))?;
+        .map_err(|e| SourceError::Source(e.to_string()))?;
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| SourceError::Source(format!("creating the scratch database: {e}")))?;
     progress.set_phase("restoring into a scratch database");
     let started = Instant::now();
     let result = async {
         load(repo, manifest, identity, &t, &scratch, progress, running).await?;
         let restore_time = started.elapsed();
-        let mut conn = MySqlConnection::connect(&t.with_database(&scratch)).await.map_err(|e| e.to_string())?;
-        let counts = count_rows(&mut conn, &scratch).await.map_err(|e| e.to_string())?;
+        let mut conn = MySqlConnection::connect(&t.with_database(&scratch)).await.map_err(|e| SourceError::Unreachable(e.to_string()))?;
+        let counts = count_rows(&mut conn, &scratch).await.map_err(|e| SourceError::Source(e.to_string()))?;
         let mut c = Comparison::default();
         compare_counts("rows", &manifest.facts["tables"], &counts, &mut c);
         for a in assertions {
@@ -237,14 +243,15 @@ pub async fn restore_test(
 }
 
 /// The target database's name and how many tables it has.
-pub async fn inspect_target(url: &str) -> Result<(String, usize), String> {
+pub async fn inspect_target(url: &str) -> Result<(String, usize), SourceError> {
     let t = target(url)?;
-    let mut conn = MySqlConnection::connect(url).await.map_err(|e| format!("cannot connect to the target: {e}"))?;
+    let mut conn =
+        MySqlConnection::connect(url).await.map_err(|e| SourceError::Unreachable(format!("cannot connect to the target: {e}")))?;
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ?")
         .bind(&t.database)
         .fetch_one(&mut conn)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SourceError::Source(e.to_string()))?;
     let _ = conn.close().await;
     Ok((t.database, n as usize))
 }
@@ -257,11 +264,11 @@ pub async fn restore_to(
     url: &str,
     progress: &Arc<Progress>,
     running: &Running,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, SourceError> {
     let t = target(url)?;
     load(repo, manifest, identity, &t, &t.database, progress, running).await?;
-    let mut conn = MySqlConnection::connect(url).await.map_err(|e| e.to_string())?;
-    let counts = count_rows(&mut conn, &t.database).await.map_err(|e| e.to_string())?;
+    let mut conn = MySqlConnection::connect(url).await.map_err(|e| SourceError::Unreachable(e.to_string()))?;
+    let counts = count_rows(&mut conn, &t.database).await.map_err(|e| SourceError::Source(e.to_string()))?;
     let _ = conn.close().await;
     let mut c = Comparison::default();
     compare_counts("rows", &manifest.facts["tables"], &counts, &mut c);

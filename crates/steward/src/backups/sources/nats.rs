@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value as Json, json};
 
-use super::{BackupCx, Comparison, Produced, Progress, read_object, store_object};
+use super::{BackupCx, Comparison, Produced, Progress, SourceError, read_object, store_object};
 use crate::backups::manifest::Manifest;
 use crate::backups::repository::Repo;
 
@@ -35,22 +35,23 @@ pub fn options(url: &str) -> async_nats::ConnectOptions {
     }
 }
 
-async fn connect(url: &str) -> Result<async_nats::Client, String> {
+async fn connect(url: &str) -> Result<async_nats::Client, SourceError> {
     options(url)
         .name("steward-backup")
         .connection_timeout(Duration::from_secs(10))
         .request_timeout(Some(REQUEST_TIMEOUT))
         .connect(crate::config::secret::split_credentials(url).0)
         .await
-        .map_err(|e| format!("cannot connect to NATS: {e}"))
+        .map_err(|e| SourceError::Unreachable(format!("cannot connect to NATS: {e}")))
 }
 
 /// A JetStream API call: the JSON answer, or its `error.description`.
-async fn api(client: &async_nats::Client, subject: String, body: Json) -> Result<Json, String> {
-    let reply = client.request(subject.clone(), body.to_string().into()).await.map_err(|e| format!("{subject}: {e}"))?;
-    let v: Json = serde_json::from_slice(&reply.payload).map_err(|e| format!("{subject}: not JSON: {e}"))?;
+async fn api(client: &async_nats::Client, subject: String, body: Json) -> Result<Json, SourceError> {
+    let reply =
+        client.request(subject.clone(), body.to_string().into()).await.map_err(|e| SourceError::Source(format!("{subject}: {e}")))?;
+    let v: Json = serde_json::from_slice(&reply.payload).map_err(|e| SourceError::Source(format!("{subject}: not JSON: {e}")))?;
     if let Some(err) = v.get("error") {
-        return Err(format!("{subject}: {}", err["description"].as_str().unwrap_or(&err.to_string())));
+        return Err(SourceError::Source(format!("{subject}: {}", err["description"].as_str().unwrap_or(&err.to_string()))));
     }
     Ok(v)
 }
@@ -73,21 +74,21 @@ fn state_facts(state: &Json) -> Json {
     })
 }
 
-pub async fn backup(cx: &BackupCx, url: &str, streams: &[String]) -> Result<Produced, String> {
+pub async fn backup(cx: &BackupCx, url: &str, streams: &[String]) -> Result<Produced, SourceError> {
     let client = connect(url).await?;
     let mut objects = Vec::new();
     let mut facts = serde_json::Map::new();
     for stream in streams {
         cx.progress.set_phase(format!("snapshot of stream {stream}"));
         let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.map_err(|e| format!("subscribing to {inbox}: {e}"))?;
+        let mut sub = client.subscribe(inbox.clone()).await.map_err(|e| SourceError::Source(format!("subscribing to {inbox}: {e}")))?;
         let answer = api(
             &client,
             format!("$JS.API.STREAM.SNAPSHOT.{stream}"),
             json!({ "deliver_subject": inbox, "no_consumers": false, "chunk_size": CHUNK, "jsck": true }),
         )
         .await
-        .map_err(|e| format!("stream `{stream}`: {e}"))?;
+        .map_err(|e| e.context(&format!("stream `{stream}`")))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let (object, _) = {
             let (client, sub) = (&client, &mut sub);
@@ -97,26 +98,31 @@ pub async fn backup(cx: &BackupCx, url: &str, streams: &[String]) -> Result<Prod
                 loop {
                     let msg = tokio::time::timeout(REQUEST_TIMEOUT, sub.next())
                         .await
-                        .map_err(|_| format!("stream `{stream}`: no snapshot data for {}s", REQUEST_TIMEOUT.as_secs()))?
-                        .ok_or_else(|| format!("stream `{stream}`: the snapshot subscription closed"))?;
+                        .map_err(|_| {
+                            SourceError::Source(format!("stream `{stream}`: no snapshot data for {}s", REQUEST_TIMEOUT.as_secs()))
+                        })?
+                        .ok_or_else(|| SourceError::Source(format!("stream `{stream}`: the snapshot subscription closed")))?;
                     if msg.payload.is_empty() {
                         // The end, or an error status (e.g. 408 when flow control stalled).
                         if let Some(status) = msg.status
                             && !status.is_success()
                         {
-                            return Err(format!(
+                            return Err(SourceError::Source(format!(
                                 "stream `{stream}`: the server ended the snapshot with {status} {}",
                                 msg.description.clone().unwrap_or_default()
-                            ));
+                            )));
                         }
-                        return Ok::<_, String>(());
+                        return Ok::<_, SourceError>(());
                     }
                     if tx.send(msg.payload.clone()).await.is_err() {
-                        return Err(format!("stream `{stream}`: the writer stopped"));
+                        return Err(SourceError::Repository(format!("stream `{stream}`: the writer stopped")));
                     }
                     // The acknowledgement opens the server's flow-control window.
                     if let Some(reply) = msg.reply {
-                        client.publish(reply, Bytes::new()).await.map_err(|e| format!("acknowledging a chunk: {e}"))?;
+                        client
+                            .publish(reply, Bytes::new())
+                            .await
+                            .map_err(|e| SourceError::Source(format!("acknowledging a chunk: {e}")))?;
                     }
                 }
             };
@@ -154,12 +160,14 @@ async fn restore_streams(
     url: &str,
     replace: bool,
     progress: &Arc<Progress>,
-) -> Result<BTreeMap<String, Json>, String> {
+) -> Result<BTreeMap<String, Json>, SourceError> {
     let client = connect(url).await?;
     let mut restored = BTreeMap::new();
     for stream in streams_of(manifest) {
         let recorded = &manifest.facts["streams"][&stream];
-        let object = manifest.object(&object_name(&stream)).ok_or_else(|| format!("the manifest names no object for stream `{stream}`"))?;
+        let object = manifest
+            .object(&object_name(&stream))
+            .ok_or_else(|| SourceError::Invalid(format!("the manifest names no object for stream `{stream}`")))?;
         if replace {
             let _ = api(&client, format!("$JS.API.STREAM.DELETE.{stream}"), Json::Null).await;
         }
@@ -169,10 +177,10 @@ async fn restore_streams(
         config["name"] = Json::String(stream.clone());
         let answer = api(&client, format!("$JS.API.STREAM.RESTORE.{stream}"), json!({ "config": config, "state": recorded["state"] }))
             .await
-            .map_err(|e| format!("stream `{stream}`: {e}"))?;
+            .map_err(|e| e.context(&format!("stream `{stream}`")))?;
         let deliver = answer["deliver_subject"]
             .as_str()
-            .ok_or_else(|| format!("stream `{stream}`: the restore answer has no deliver_subject"))?
+            .ok_or_else(|| SourceError::Source(format!("stream `{stream}`: the restore answer has no deliver_subject")))?
             .to_string();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let read = read_object(repo, manifest, object, identity, progress, move |r: &mut dyn Read| {
@@ -189,24 +197,31 @@ async fn restore_streams(
         });
         let send = async {
             while let Some(chunk) = rx.recv().await {
-                let ack = client.request(deliver.clone(), chunk).await.map_err(|e| format!("stream `{stream}`: sending a chunk: {e}"))?;
+                let ack = client
+                    .request(deliver.clone(), chunk)
+                    .await
+                    .map_err(|e| SourceError::Source(format!("stream `{stream}`: sending a chunk: {e}")))?;
                 if !ack.payload.is_empty() {
                     let v: Json = serde_json::from_slice(&ack.payload).unwrap_or(Json::Null);
                     if let Some(err) = v.get("error") {
-                        return Err(format!("stream `{stream}`: the server refused a chunk: {}", err["description"]));
+                        return Err(SourceError::Source(format!("stream `{stream}`: the server refused a chunk: {}", err["description"])));
                     }
                 }
             }
-            Ok::<_, String>(())
+            Ok::<_, SourceError>(())
         };
         let (read, sent) = tokio::join!(read, send);
-        read.map_err(|e| e.to_string())?;
+        read?;
         sent?;
         // The empty message ends the restore; the answer is the rebuilt stream.
-        let done = client.request(deliver.clone(), Bytes::new()).await.map_err(|e| format!("stream `{stream}`: finishing: {e}"))?;
-        let v: Json = serde_json::from_slice(&done.payload).map_err(|e| format!("stream `{stream}`: finishing: {e}"))?;
+        let done = client
+            .request(deliver.clone(), Bytes::new())
+            .await
+            .map_err(|e| SourceError::Source(format!("stream `{stream}`: finishing: {e}")))?;
+        let v: Json =
+            serde_json::from_slice(&done.payload).map_err(|e| SourceError::Source(format!("stream `{stream}`: finishing: {e}")))?;
         if let Some(err) = v.get("error") {
-            return Err(format!("stream `{stream}`: the server could not rebuild it: {}", err["description"]));
+            return Err(SourceError::Source(format!("stream `{stream}`: the server could not rebuild it: {}", err["description"])));
         }
         let info = api(&client, format!("$JS.API.STREAM.INFO.{stream}"), Json::Null).await?;
         restored.insert(stream.clone(), state_facts(&info["state"]));
@@ -236,7 +251,7 @@ fn compare(manifest: &Manifest, restored: &BTreeMap<String, Json>) -> Comparison
 }
 
 /// The streams of the backup that already exist at `url`, with their message counts.
-pub async fn inspect_target(manifest: &Manifest, url: &str) -> Result<Vec<(String, i64)>, String> {
+pub async fn inspect_target(manifest: &Manifest, url: &str) -> Result<Vec<(String, i64)>, SourceError> {
     let client = connect(url).await?;
     let mut present = Vec::new();
     for stream in streams_of(manifest) {
@@ -254,7 +269,7 @@ pub async fn restore_to(
     url: &str,
     replace: bool,
     progress: &Arc<Progress>,
-) -> Result<Json, String> {
+) -> Result<Json, SourceError> {
     let restored = restore_streams(repo, manifest, identity, url, replace, progress).await?;
     Ok(json!({ "streams": restored.keys().collect::<Vec<_>>(), "comparison": compare(manifest, &restored) }))
 }
@@ -274,9 +289,10 @@ impl Drop for ScratchNats {
 }
 
 impl ScratchNats {
-    async fn start() -> Result<ScratchNats, String> {
-        let dir = tempfile::Builder::new().prefix("steward-scratch-nats-").tempdir().map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    async fn start() -> Result<ScratchNats, SourceError> {
+        let dir = tempfile::Builder::new().prefix("steward-scratch-nats-").tempdir().map_err(|e| SourceError::Local(e.to_string()))?;
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| SourceError::Local(e.to_string()))?.port();
         let child = std::process::Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.path())
@@ -284,12 +300,12 @@ impl ScratchNats {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start a scratch nats-server (is it installed?): {e}"))?;
+            .map_err(|e| SourceError::Tool(format!("cannot start a scratch nats-server (is it installed?): {e}")))?;
         let scratch = ScratchNats { child, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             if Instant::now() > deadline {
-                return Err("the scratch nats-server did not start listening".into());
+                return Err(SourceError::Tool("the scratch nats-server did not start listening".into()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -303,7 +319,7 @@ pub async fn restore_test(
     manifest: &Manifest,
     identity: Option<&age::x25519::Identity>,
     progress: &Arc<Progress>,
-) -> Result<(Comparison, Duration), String> {
+) -> Result<(Comparison, Duration), SourceError> {
     progress.set_phase("starting a scratch nats-server");
     let scratch = ScratchNats::start().await?;
     let started = Instant::now();

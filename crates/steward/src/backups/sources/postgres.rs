@@ -16,7 +16,9 @@ use serde_json::{Value as Json, json};
 use sqlx::{Connection, PgConnection, Row};
 
 use super::process::{Running, Tool, hand_over, run_from, run_into, unprivileged_user, version};
-use super::{BackupCx, Comparison, Produced, Progress, compare_counts, directory, read_object, store_object};
+use super::{
+    BackupCx, Comparison, Produced, Progress, SourceError, compare_counts, directory, io_error, read_object, stopped, store_object,
+};
 use crate::backups::manifest::Manifest;
 use crate::backups::repository::Repo;
 use crate::config::backups::{Assertion, PgFormat, PostgresSource};
@@ -29,8 +31,8 @@ pub struct Conninfo {
     pub database: String,
 }
 
-pub fn conninfo(url: &str) -> Result<Conninfo, String> {
-    let mut u = url::Url::parse(url).map_err(|e| format!("the PostgreSQL URL is not valid: {e}"))?;
+pub fn conninfo(url: &str) -> Result<Conninfo, SourceError> {
+    let mut u = url::Url::parse(url).map_err(|e| SourceError::Invalid(format!("the PostgreSQL URL is not valid: {e}")))?;
     let password = u.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().to_string());
     let _ = u.set_password(None);
     let database = u.path().trim_start_matches('/').to_string();
@@ -73,15 +75,24 @@ async fn count_rows(conn: &mut PgConnection, tables: &[(String, String)]) -> Res
     Ok(counts)
 }
 
-pub async fn backup(cx: &BackupCx, src: &PostgresSource, running: &Running) -> Result<Produced, String> {
+pub async fn backup(cx: &BackupCx, src: &PostgresSource, running: &Running) -> Result<Produced, SourceError> {
     let info = conninfo(src.url.expose())?;
-    let mut conn = PgConnection::connect(src.url.expose()).await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
-    let server_version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut conn).await.map_err(|e| e.to_string())?;
-    let version_num: i32 =
-        sqlx::query_scalar("SELECT current_setting('server_version_num')::int").fetch_one(&mut conn).await.map_err(|e| e.to_string())?;
-    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut conn).await.map_err(|e| e.to_string())?;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()").fetch_one(&mut conn).await.map_err(|e| e.to_string())?;
-    let tables = user_tables(&mut conn).await.map_err(|e| e.to_string())?;
+    let mut conn = PgConnection::connect(src.url.expose())
+        .await
+        .map_err(|e| SourceError::Unreachable(format!("cannot connect to PostgreSQL: {e}")))?;
+    let server_version: String =
+        sqlx::query_scalar("SHOW server_version").fetch_one(&mut conn).await.map_err(|e| SourceError::Source(e.to_string()))?;
+    let version_num: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| SourceError::Source(e.to_string()))?;
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| SourceError::Source(e.to_string()))?;
+    let snapshot: String =
+        sqlx::query_scalar("SELECT pg_export_snapshot()").fetch_one(&mut conn).await.map_err(|e| SourceError::Source(e.to_string()))?;
+    let tables = user_tables(&mut conn).await.map_err(|e| SourceError::Source(e.to_string()))?;
 
     cx.progress.set_phase("dumping");
     let dump = async {
@@ -109,10 +120,7 @@ pub async fn backup(cx: &BackupCx, src: &PostgresSource, running: &Running) -> R
                     .arg(format!("--file={}", dir.display()))
                     .arg(format!("--dbname={}", info.url));
                 let r = running.clone();
-                tokio::task::spawn_blocking(move || run_into(&tool, &mut std::io::sink(), &r))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
+                tokio::task::spawn_blocking(move || run_into(&tool, &mut std::io::sink(), &r)).await.map_err(stopped)?.map_err(io_error)?;
                 cx.progress.set_phase("storing");
                 let (object, _) = store_object(cx, "dump.dir.tar", move |w| directory::write_tar(&dir, w)).await?;
                 Ok(vec![object])
@@ -122,7 +130,7 @@ pub async fn backup(cx: &BackupCx, src: &PostgresSource, running: &Running) -> R
     // Counted in the snapshot pg_dump dumps, while it dumps.
     let (objects, counts) = tokio::join!(dump, count_rows(&mut conn, &tables));
     let objects = objects?;
-    let counts = counts.map_err(|e| format!("counting rows: {e}"))?;
+    let counts = counts.map_err(|e| SourceError::Source(format!("counting rows: {e}")))?;
     let _ = sqlx::query("COMMIT").execute(&mut conn).await;
     let _ = conn.close().await;
     Ok(Produced {
@@ -150,7 +158,7 @@ pub struct ScratchPostgres {
 }
 
 /// The newest server binaries at least as new as the dump's server (`major`).
-fn server_bindir(major: i32) -> Result<PathBuf, String> {
+fn server_bindir(major: i32) -> Result<PathBuf, SourceError> {
     let mut found: Vec<(i32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -168,17 +176,20 @@ fn server_bindir(major: i32) -> Result<PathBuf, String> {
             return Ok(p);
         }
     }
-    Err(format!(
+    Err(SourceError::Tool(format!(
         "no PostgreSQL server binaries (initdb) of version {major} or newer were found for a scratch cluster; install the postgresql package"
-    ))
+    )))
 }
 
 impl ScratchPostgres {
-    pub async fn start(major: i32) -> Result<ScratchPostgres, String> {
+    pub async fn start(major: i32) -> Result<ScratchPostgres, SourceError> {
         let bindir = server_bindir(major)?;
         let user = unprivileged_user();
-        let dir = tempfile::Builder::new().prefix("steward-scratch-pg-").tempdir().map_err(|e| format!("scratch directory: {e}"))?;
-        hand_over(dir.path(), user).map_err(|e| format!("scratch directory: {e}"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("steward-scratch-pg-")
+            .tempdir()
+            .map_err(|e| SourceError::Local(format!("scratch directory: {e}")))?;
+        hand_over(dir.path(), user).map_err(|e| SourceError::Local(format!("scratch directory: {e}")))?;
         let data = dir.path().join("data");
         let initdb = Tool::new(bindir.join("initdb").display().to_string())
             .arg("-D")
@@ -194,11 +205,11 @@ impl ScratchPostgres {
             .user(user);
         tokio::task::spawn_blocking(move || super::process::output(&initdb))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("initdb: {e}"))?;
+            .map_err(stopped)?
+            .map_err(|e| SourceError::Tool(format!("initdb: {e}")))?;
         let port = 20000 + (rand::random::<u16>() % 40000);
-        let log = std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
-        hand_over(&dir.path().join("server.log"), user).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.path().join("server.log")).map_err(|e| SourceError::Local(e.to_string()))?;
+        hand_over(&dir.path().join("server.log"), user).map_err(|e| SourceError::Local(e.to_string()))?;
         let mut cmd = std::process::Command::new(bindir.join("postgres"));
         cmd.arg("-D")
             .arg(&data)
@@ -210,7 +221,7 @@ impl ScratchPostgres {
             .args(["-c", "wal_level=minimal", "-c", "max_wal_senders=0", "-c", "max_wal_size=4GB", "-c", "autovacuum=off"])
             .args(["-c", "maintenance_work_mem=256MB", "-c", "shared_buffers=128MB"])
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stdout(log.try_clone().map_err(|e| SourceError::Local(e.to_string()))?)
             .stderr(log);
         {
             use std::os::unix::process::CommandExt;
@@ -219,7 +230,7 @@ impl ScratchPostgres {
                 cmd.uid(uid).gid(gid);
             }
         }
-        let child = cmd.spawn().map_err(|e| format!("cannot start a scratch postgres: {e}"))?;
+        let child = cmd.spawn().map_err(|e| SourceError::Tool(format!("cannot start a scratch postgres: {e}")))?;
         let scratch = ScratchPostgres { dir, port, bindir, child, user };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -230,7 +241,10 @@ impl ScratchPostgres {
                 }
                 Err(e) if Instant::now() > deadline => {
                     let log = std::fs::read_to_string(scratch.dir.path().join("server.log")).unwrap_or_default();
-                    return Err(format!("the scratch postgres did not start: {e}; its log ends: {}", log.lines().last().unwrap_or("")));
+                    return Err(SourceError::Tool(format!(
+                        "the scratch postgres did not start: {e}; its log ends: {}",
+                        log.lines().last().unwrap_or("")
+                    )));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -247,12 +261,12 @@ impl ScratchPostgres {
         format!("host={} port={} user=steward dbname={database}", self.dir.path().display(), self.port)
     }
 
-    pub async fn create_database(&self, name: &str) -> Result<(), String> {
-        let mut c = PgConnection::connect_with(&self.options("postgres")).await.map_err(|e| e.to_string())?;
+    pub async fn create_database(&self, name: &str) -> Result<(), SourceError> {
+        let mut c = PgConnection::connect_with(&self.options("postgres")).await.map_err(|e| SourceError::Tool(e.to_string()))?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(name))))
             .execute(&mut c)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SourceError::Source(e.to_string()))?;
         let _ = c.close().await;
         Ok(())
     }
@@ -284,29 +298,22 @@ async fn pg_restore(
     running: &Running,
     base: Tool,
     scratch_dir: &Path,
-) -> Result<(), String> {
+) -> Result<(), SourceError> {
     let jobs = manifest.facts["jobs"].as_u64().unwrap_or(1).max(1);
     if let Some(object) = manifest.object("dump.pgdump") {
         let tool = base.arg("--exit-on-error");
         let r = running.clone();
-        read_object(repo, manifest, object, identity, progress, move |input| run_from(&tool, input, &r).map(|_| ()))
-            .await
-            .map_err(|e| e.to_string())
+        Ok(read_object(repo, manifest, object, identity, progress, move |input| run_from(&tool, input, &r).map(|_| ())).await?)
     } else if let Some(object) = manifest.object("dump.dir.tar") {
         let dir = scratch_dir.join("dump");
         let into = dir.clone();
-        read_object(repo, manifest, object, identity, progress, move |input| directory::unpack_tar(input, &into).map(|_| ()))
-            .await
-            .map_err(|e| e.to_string())?;
+        read_object(repo, manifest, object, identity, progress, move |input| directory::unpack_tar(input, &into).map(|_| ())).await?;
         let tool = base.arg("--exit-on-error").arg(format!("--jobs={jobs}")).arg(dir.display().to_string());
         let r = running.clone();
-        tokio::task::spawn_blocking(move || run_from(&tool, &mut std::io::empty(), &r))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || run_from(&tool, &mut std::io::empty(), &r)).await.map_err(stopped)?.map_err(io_error)?;
         Ok(())
     } else {
-        Err("the manifest names no PostgreSQL dump object".into())
+        Err(SourceError::Invalid("the manifest names no PostgreSQL dump object".into()))
     }
 }
 
@@ -318,7 +325,7 @@ pub async fn restore_test(
     assertions: &[Assertion],
     progress: &Arc<Progress>,
     running: &Running,
-) -> Result<(Comparison, Duration), String> {
+) -> Result<(Comparison, Duration), SourceError> {
     let major = manifest.facts["server_version_num"].as_i64().unwrap_or(0) as i32 / 10000;
     progress.set_phase("starting a scratch PostgreSQL");
     let scratch = ScratchPostgres::start(major).await?;
@@ -332,9 +339,9 @@ pub async fn restore_test(
     pg_restore(repo, manifest, identity, progress, running, tool, scratch.dir.path()).await?;
     let restore_time = started.elapsed();
     progress.set_phase("comparing");
-    let mut conn = PgConnection::connect_with(&scratch.options("restore_test")).await.map_err(|e| e.to_string())?;
-    let tables = user_tables(&mut conn).await.map_err(|e| e.to_string())?;
-    let counts = count_rows(&mut conn, &tables).await.map_err(|e| e.to_string())?;
+    let mut conn = PgConnection::connect_with(&scratch.options("restore_test")).await.map_err(|e| SourceError::Tool(e.to_string()))?;
+    let tables = user_tables(&mut conn).await.map_err(|e| SourceError::Source(e.to_string()))?;
+    let counts = count_rows(&mut conn, &tables).await.map_err(|e| SourceError::Source(e.to_string()))?;
     let mut comparison = Comparison::default();
     compare_counts("rows", &manifest.facts["tables"], &counts, &mut comparison);
     for a in assertions {
@@ -353,10 +360,10 @@ pub async fn restore_test(
 }
 
 /// What a restore to a real database would do, checked before doing it.
-pub async fn inspect_target(url: &str) -> Result<(String, usize), String> {
+pub async fn inspect_target(url: &str) -> Result<(String, usize), SourceError> {
     let info = conninfo(url)?;
-    let mut conn = PgConnection::connect(url).await.map_err(|e| format!("cannot connect to the target: {e}"))?;
-    let tables = user_tables(&mut conn).await.map_err(|e| e.to_string())?;
+    let mut conn = PgConnection::connect(url).await.map_err(|e| SourceError::Unreachable(format!("cannot connect to the target: {e}")))?;
+    let tables = user_tables(&mut conn).await.map_err(|e| SourceError::Source(e.to_string()))?;
     let _ = conn.close().await;
     Ok((info.database, tables.len()))
 }
@@ -370,17 +377,17 @@ pub async fn restore_to(
     clean: bool,
     progress: &Arc<Progress>,
     running: &Running,
-) -> Result<Json, String> {
+) -> Result<Json, SourceError> {
     let info = conninfo(url)?;
     let mut tool = info.tool("pg_restore").arg("--no-password").arg(format!("--dbname={}", info.url));
     if clean {
         tool = tool.arg("--clean").arg("--if-exists");
     }
-    let spool = tempfile::Builder::new().prefix("steward-restore-").tempdir().map_err(|e| e.to_string())?;
+    let spool = tempfile::Builder::new().prefix("steward-restore-").tempdir().map_err(|e| SourceError::Local(e.to_string()))?;
     pg_restore(repo, manifest, identity, progress, running, tool, spool.path()).await?;
-    let mut conn = PgConnection::connect(url).await.map_err(|e| format!("cannot connect to the target: {e}"))?;
-    let tables = user_tables(&mut conn).await.map_err(|e| e.to_string())?;
-    let counts = count_rows(&mut conn, &tables).await.map_err(|e| e.to_string())?;
+    let mut conn = PgConnection::connect(url).await.map_err(|e| SourceError::Unreachable(format!("cannot connect to the target: {e}")))?;
+    let tables = user_tables(&mut conn).await.map_err(|e| SourceError::Source(e.to_string()))?;
+    let counts = count_rows(&mut conn, &tables).await.map_err(|e| SourceError::Source(e.to_string()))?;
     let _ = conn.close().await;
     let mut comparison = Comparison::default();
     compare_counts("rows", &manifest.facts["tables"], &counts, &mut comparison);

@@ -8,6 +8,20 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+/// A tool that could not start or did not succeed. It travels inside an `io::Error`
+/// (producers return `io::Result`), where [`super::SourceError`] tells it apart from a
+/// local file's error.
+#[derive(Debug)]
+pub struct ToolFailed(pub String);
+
+impl std::fmt::Display for ToolFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ToolFailed {}
+
 /// A tool invocation.
 #[derive(Debug, Clone, Default)]
 pub struct Tool {
@@ -48,13 +62,9 @@ impl Tool {
     }
 
     fn spawn(&self, stdin: Stdio, stdout: Stdio, running: &Running) -> io::Result<std::process::Child> {
-        let child = self
-            .command()
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e} (is it installed and in PATH?)", self.program)))?;
+        let child = self.command().stdin(stdin).stdout(stdout).stderr(Stdio::piped()).spawn().map_err(|e| {
+            io::Error::new(e.kind(), ToolFailed(format!("cannot start {}: {e} (is it installed and in PATH?)", self.program)))
+        })?;
         running.add(child.id());
         Ok(child)
     }
@@ -118,11 +128,11 @@ fn finish(
             Some(c) => format!("exited with {c}"),
             None => "was killed".to_string(),
         };
-        return Err(io::Error::other(format!(
+        return Err(io::Error::other(ToolFailed(format!(
             "{} {how}{}",
             tool.program,
             if last.is_empty() { String::new() } else { format!(": {last}") }
-        )));
+        ))));
     }
     if let Some(e) = io_error {
         return Err(e);
@@ -161,11 +171,11 @@ pub fn output(tool: &Tool) -> io::Result<String> {
         .command()
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", tool.program)))?;
+        .map_err(|e| io::Error::new(e.kind(), ToolFailed(format!("cannot start {}: {e}", tool.program))))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return Err(io::Error::other(format!("{} failed: {last}", tool.program)));
+        return Err(io::Error::other(ToolFailed(format!("{} failed: {last}", tool.program))));
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::process::{Running, Tool, hand_over, output, run_into, unprivileged_user, version};
-use super::{BackupCx, Comparison, Produced, Progress, compare_counts, read_object, store_object};
+use super::{BackupCx, Comparison, Produced, Progress, SourceError, compare_counts, read_object, stopped, store_object};
 use crate::backups::manifest::Manifest;
 use crate::backups::repository::Repo;
 
 /// `redis-cli` for `url`, the password in REDISCLI_AUTH (never argv).
-fn cli(url: &str) -> Result<Tool, String> {
-    let mut u = url::Url::parse(url).map_err(|e| format!("the Redis URL is not valid: {e}"))?;
+fn cli(url: &str) -> Result<Tool, SourceError> {
+    let mut u = url::Url::parse(url).map_err(|e| SourceError::Invalid(format!("the Redis URL is not valid: {e}")))?;
     let password = u.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().to_string());
     let _ = u.set_password(None);
     let mut t = Tool::new("redis-cli").arg("-u").arg(u.to_string());
@@ -37,23 +37,27 @@ fn check_counts(text: &str) -> Option<(i64, i64)> {
 }
 
 /// Checks an RDB file; the key and expire counts, or why it is not valid.
-pub fn check_rdb(path: &Path) -> Result<(i64, i64), String> {
-    let text = output(&Tool::new("redis-check-rdb").arg(path.display().to_string())).map_err(|e| format!("redis-check-rdb: {e}"))?;
-    check_counts(&text).ok_or_else(|| format!("redis-check-rdb did not accept the snapshot: {}", text.lines().last().unwrap_or("")))
+fn check_rdb(path: &Path) -> Result<(i64, i64), SourceError> {
+    let text = output(&Tool::new("redis-check-rdb").arg(path.display().to_string()))
+        .map_err(|e| SourceError::Tool(format!("redis-check-rdb: {e}")))?;
+    // A snapshot the checker refuses is a damaged backup (or a source that sent one).
+    check_counts(&text).ok_or_else(|| {
+        SourceError::Repository(format!("redis-check-rdb did not accept the snapshot: {}", text.lines().last().unwrap_or("")))
+    })
 }
 
-pub async fn backup(cx: &BackupCx, url: &str, running: &Running) -> Result<Produced, String> {
+pub async fn backup(cx: &BackupCx, url: &str, running: &Running) -> Result<Produced, SourceError> {
     let rdb = cx.spool.join("dump.rdb");
     cx.progress.set_phase("taking an RDB snapshot");
     let tool = cli(url)?.arg("--rdb").arg(rdb.display().to_string());
     let r = running.clone();
     tokio::task::spawn_blocking(move || run_into(&tool, &mut std::io::sink(), &r))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("redis-cli --rdb: {e}"))?;
+        .map_err(stopped)?
+        .map_err(|e| super::io_error(e).context("redis-cli --rdb"))?;
     cx.progress.set_phase("checking the snapshot");
     let checked = rdb.clone();
-    let (keys, expires) = tokio::task::spawn_blocking(move || check_rdb(&checked)).await.map_err(|e| e.to_string())??;
+    let (keys, expires) = tokio::task::spawn_blocking(move || check_rdb(&checked)).await.map_err(stopped)??;
     cx.progress.set_phase("storing");
     let file = rdb.clone();
     let (object, _) = store_object(cx, "dump.rdb", move |w| {
@@ -71,10 +75,10 @@ pub async fn restore_file(
     identity: Option<&age::x25519::Identity>,
     path: &Path,
     progress: &Arc<Progress>,
-) -> Result<Comparison, String> {
-    let object = manifest.object("dump.rdb").ok_or("the manifest names no dump.rdb object")?;
+) -> Result<Comparison, SourceError> {
+    let object = manifest.object("dump.rdb").ok_or_else(no_rdb)?;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| SourceError::Local(format!("cannot create {}: {e}", parent.display())))?;
     }
     let partial = path.with_extension("rdb.partial");
     let into = partial.clone();
@@ -86,15 +90,19 @@ pub async fn restore_file(
     .await
     .map_err(|e| {
         let _ = std::fs::remove_file(&partial);
-        e.to_string()
+        SourceError::from(e)
     })?;
     // Renamed into place only once complete and checked: never a half-written dump.rdb.
     let checked = partial.clone();
-    let (keys, _) = tokio::task::spawn_blocking(move || check_rdb(&checked)).await.map_err(|e| e.to_string())??;
-    std::fs::rename(&partial, path).map_err(|e| e.to_string())?;
+    let (keys, _) = tokio::task::spawn_blocking(move || check_rdb(&checked)).await.map_err(stopped)??;
+    std::fs::rename(&partial, path).map_err(|e| SourceError::Local(e.to_string()))?;
     let mut c = Comparison::default();
     compare_counts("keys", &manifest.facts["keys"], &BTreeMap::from([("all".to_string(), keys)]), &mut c);
     Ok(c)
+}
+
+fn no_rdb() -> SourceError {
+    SourceError::Invalid("the manifest names no dump.rdb object".into())
 }
 
 /// Level 2: load the snapshot into a scratch redis-server and count the keys there.
@@ -103,22 +111,21 @@ pub async fn restore_test(
     manifest: &Manifest,
     identity: Option<&age::x25519::Identity>,
     progress: &Arc<Progress>,
-) -> Result<(Comparison, Duration), String> {
+) -> Result<(Comparison, Duration), SourceError> {
     let user = unprivileged_user();
-    let dir = tempfile::Builder::new().prefix("steward-scratch-redis-").tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new().prefix("steward-scratch-redis-").tempdir().map_err(|e| SourceError::Local(e.to_string()))?;
     let started = Instant::now();
     progress.set_phase("restoring");
-    let object = manifest.object("dump.rdb").ok_or("the manifest names no dump.rdb object")?;
+    let object = manifest.object("dump.rdb").ok_or_else(no_rdb)?;
     let file = dir.path().join("dump.rdb");
     let into = file.clone();
     read_object(repo, manifest, object, identity, progress, move |input| {
         let mut f = std::fs::File::create(&into)?;
         std::io::copy(input, &mut f).map(|_| ())
     })
-    .await
-    .map_err(|e| e.to_string())?;
-    hand_over(dir.path(), user).map_err(|e| e.to_string())?;
-    hand_over(&file, user).map_err(|e| e.to_string())?;
+    .await?;
+    hand_over(dir.path(), user).map_err(|e| SourceError::Local(e.to_string()))?;
+    hand_over(&file, user).map_err(|e| SourceError::Local(e.to_string()))?;
     progress.set_phase("loading into a scratch redis-server");
     let socket = dir.path().join("redis.sock");
     let mut cmd = std::process::Command::new("redis-server");
@@ -140,14 +147,16 @@ pub async fn restore_test(
             cmd.uid(uid).gid(gid);
         }
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start a scratch redis-server: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| SourceError::Tool(format!("cannot start a scratch redis-server: {e}")))?;
     let result = async {
-        let client = ::redis::Client::open(format!("redis+unix://{}", socket.display())).map_err(|e| e.to_string())?;
+        let client = ::redis::Client::open(format!("redis+unix://{}", socket.display())).map_err(|e| SourceError::Local(e.to_string()))?;
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut conn = loop {
             match client.get_multiplexed_async_connection().await {
                 Ok(c) => break c,
-                Err(e) if Instant::now() > deadline => return Err(format!("the scratch redis-server did not start: {e}")),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(SourceError::Tool(format!("the scratch redis-server did not start: {e}")));
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
@@ -156,7 +165,9 @@ pub async fn restore_test(
             let info: Result<String, _> = ::redis::cmd("INFO").arg("keyspace").query_async(&mut conn).await;
             match info {
                 Ok(text) => break keyspace_keys(&text),
-                Err(e) if Instant::now() > deadline => return Err(format!("the scratch redis-server did not load the snapshot: {e}")),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(SourceError::Tool(format!("the scratch redis-server did not load the snapshot: {e}")));
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
