@@ -7,17 +7,14 @@
 
 pub mod alerting;
 pub mod api;
-pub mod auth;
 pub mod backups;
-pub mod bounds;
 pub mod checks;
 pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod cron;
 pub mod demo;
 pub mod engine;
 pub mod incidents;
 pub mod runbooks;
-pub mod store;
 pub mod telemetry;
+
+pub use steward_model::{auth, bounds, clock, config, cron};
+pub use steward_store as store;

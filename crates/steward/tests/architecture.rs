@@ -18,9 +18,11 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `Action`s once meant different things in checks, ingest, runbooks and incidents).
 #[test]
 fn no_two_public_types_share_a_name() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = vec![];
-    sources(&src, &mut files);
+    for krate in ["steward-model", "steward-store", "steward"] {
+        sources(&crates.join(krate).join("src"), &mut files);
+    }
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
@@ -29,7 +31,7 @@ fn no_two_public_types_share_a_name() {
             for kind in ["pub struct ", "pub enum ", "pub trait ", "pub type "] {
                 if let Some(rest) = line.strip_prefix(kind) {
                     let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-                    seen.entry(name).or_default().push(file.strip_prefix(&src).unwrap().display().to_string());
+                    seen.entry(name).or_default().push(file.strip_prefix(&crates).unwrap().display().to_string());
                 }
             }
         }
@@ -63,4 +65,29 @@ fn only_assembly_and_its_users_name_the_engine() {
     }
     assert!(files.len() > 50, "the scan found the crate's sources: {}", files.len());
     assert!(offenders.is_empty(), "modules that take the engine instead of their own context: {offenders:?}");
+}
+
+/// The crates are the layers (ARCHITECTURE.md, "Crates"): the model speaks no protocol
+/// and holds no runtime, the store knows only the model, and only the top crate
+/// assembles. Cargo refuses cycles; this refuses a layer reaching down past its place.
+#[test]
+fn each_crate_depends_only_on_the_layers_below_it() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dependencies = |krate: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(crates.join(krate).join("Cargo.toml")).unwrap();
+        let section = text.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
+        section
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.split(['.', ' ', '=']).next().unwrap().to_string())
+            .collect()
+    };
+    let model = dependencies("steward-model");
+    assert!(model.len() > 5, "the manifest was read: {model:?}");
+    let runtime = ["tokio", "tokio-util", "sqlx", "reqwest", "axum", "redis", "async-nats", "object_store", "steward-store", "steward"];
+    let reached: Vec<_> = model.iter().filter(|d| runtime.contains(&d.as_str())).collect();
+    assert!(reached.is_empty(), "the model layer depends on runtime crates: {reached:?}");
+    let store = dependencies("steward-store");
+    assert!(store.contains(&"steward-model".to_string()) && !store.contains(&"steward".to_string()), "{store:?}");
 }

@@ -106,7 +106,7 @@ impl Env {
 
 mod reqwest {
     /// GET a text body (the metrics page needs no token).
-    pub fn blocking_get(url: &str) -> String {
+    pub(crate) fn blocking_get(url: &str) -> String {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
     }

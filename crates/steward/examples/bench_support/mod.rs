@@ -6,12 +6,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `url` until it answers 2xx (30 s at most).
-pub async fn wait_ready(url: &str) {
+pub(crate) async fn wait_ready(url: &str) {
     let client = reqwest::Client::new();
     for _ in 0..300 {
         if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -23,7 +23,7 @@ pub async fn wait_ready(url: &str) {
 }
 
 /// utime + stime of `pid`, in seconds, from /proc.
-pub fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the parenthesised command name; utime and stime are 14th and 15th.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
@@ -32,7 +32,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// A child process killed when dropped.
-pub struct Killed(pub Child);
+pub(crate) struct Killed(pub Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -42,7 +42,7 @@ impl Drop for Killed {
 }
 
 /// Creates an operator token in `data` and returns its secret.
-pub fn operator_token(steward: &Path, data: &Path) -> String {
+pub(crate) fn operator_token(steward: &Path, data: &Path) -> String {
     let out = Command::new(steward)
         .args(["token", "create", "--output", "json", "--name", "bench", "--role", "operator", "--data"])
         .arg(data)
@@ -52,7 +52,7 @@ pub fn operator_token(steward: &Path, data: &Path) -> String {
 }
 
 /// `steward serve -c CONFIG --data DATA --listen 127.0.0.1:PORT`, not yet spawned.
-pub fn serve_command(steward: &Path, config: &Path, data: &Path, port: u16) -> Command {
+pub(crate) fn serve_command(steward: &Path, config: &Path, data: &Path, port: u16) -> Command {
     let mut command = Command::new(steward);
     command.args(["serve", "-c"]).arg(config).arg("--data").arg(data).args(["--listen", &format!("127.0.0.1:{port}")]);
     command
@@ -60,7 +60,7 @@ pub fn serve_command(steward: &Path, config: &Path, data: &Path, port: u16) -> C
 
 /// `steward serve` on a free port, logging errors only; returns it and its base URL once
 /// `/health` answers.
-pub async fn serve(steward: &Path, config: &Path, data: &Path) -> (Killed, String) {
+pub(crate) async fn serve(steward: &Path, config: &Path, data: &Path) -> (Killed, String) {
     let port = free_port();
     let child = serve_command(steward, config, data, port).env("STEWARD_LOG", "error").stderr(Stdio::null()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");

@@ -20,13 +20,13 @@ use crate::engine::Engine;
 
 /// An alert as the API shows it: its state and what, if anything, mutes it.
 #[derive(Debug, Serialize)]
-pub struct AlertView {
+pub(super) struct AlertView {
     #[serde(flatten)]
     pub alert: Arc<Alert>,
     pub muted_by: Vec<Mute>,
 }
 
-pub fn alert_views(engine: &Engine) -> Vec<AlertView> {
+pub(super) fn alert_views(engine: &Engine) -> Vec<AlertView> {
     let config = engine.config();
     let states = engine.checks.states();
     let mut alerts = engine.alerting.alerts();
@@ -42,12 +42,12 @@ pub fn alert_views(engine: &Engine) -> Vec<AlertView> {
         .collect()
 }
 
-pub async fn list_alerts(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn list_alerts(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     Ok(Json(json!({ "alerts": alert_views(&s.engine) })))
 }
 
-pub async fn get_alert(
+pub(super) async fn get_alert(
     caller: Caller,
     State(s): State<Arc<AppState>>,
     Path(fp): Path<String>,
@@ -63,11 +63,11 @@ pub async fn get_alert(
 }
 
 #[derive(Deserialize)]
-pub struct LimitQuery {
+pub(super) struct LimitQuery {
     limit: Option<u32>,
 }
 
-pub async fn list_notifications(
+pub(super) async fn list_notifications(
     caller: Caller,
     State(s): State<Arc<AppState>>,
     Query(q): Query<LimitQuery>,
@@ -80,7 +80,11 @@ pub async fn list_notifications(
 /// Alertmanager's webhook payload in: the alerts join steward's own for routing,
 /// silences, inhibition and dependencies. Point an Alertmanager `webhook_configs` entry
 /// here with an operator token as its bearer credentials.
-pub async fn ingest_alertmanager(caller: Caller, State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn ingest_alertmanager(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Operator)?;
     let incoming = crate::alerting::ingest::parse(&body).map_err(|e| ApiError::new(Code::BadRequest, format!("invalid payload: {e}")))?;
     let outcome = crate::alerting::ingest::apply(&s.engine.alerting, incoming, crate::clock::now()).await?;
@@ -90,7 +94,7 @@ pub async fn ingest_alertmanager(caller: Caller, State(s): State<Arc<AppState>>,
 
 /// Every alert rule: what it tests, where it is defined, and how its last evaluation
 /// went (PromQL rules: when, how long, how many series, or why it failed).
-pub async fn list_rules(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn list_rules(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let config = s.engine.config();
     let rules: Vec<serde_json::Value> = config
@@ -118,7 +122,7 @@ pub async fn list_rules(caller: Caller, State(s): State<Arc<AppState>>) -> Resul
 
 /// Configured maintenance windows: whether each is open now, until when, and when the
 /// next occurrence starts.
-pub async fn list_maintenance_windows(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn list_maintenance_windows(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let config = s.engine.config();
     let now = crate::clock::now();
@@ -147,7 +151,7 @@ struct SilenceView<'a> {
     state: &'static str,
 }
 
-pub async fn list_silences(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn list_silences(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let now = crate::clock::now();
     let silences = s.engine.alerting.silences();
@@ -166,7 +170,7 @@ struct NewSilence {
     comment: String,
 }
 
-pub async fn create_silence(
+pub(super) async fn create_silence(
     caller: Caller,
     State(s): State<Arc<AppState>>,
     body: Bytes,
@@ -224,7 +228,7 @@ fn new_id() -> String {
     hex::encode(bytes)
 }
 
-pub async fn expire_silence(
+pub(super) async fn expire_silence(
     caller: Caller,
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -35,7 +35,7 @@ impl From<BackupError> for ApiError {
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct BackupListQuery {
+pub(super) struct BackupListQuery {
     policy: Option<String>,
     status: Option<String>,
     limit: Option<u32>,
@@ -54,7 +54,11 @@ fn view(s: &AppState, r: &BackupRecord) -> Value {
     v
 }
 
-pub async fn list(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Query<BackupListQuery>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<BackupListQuery>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let status = match q.status.as_deref() {
         None => None,
@@ -89,7 +93,7 @@ pub async fn list(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Quer
     Ok(Json(json!({ "backups": list.iter().map(|r| view(&s, r)).collect::<Vec<_>>(), "policies": policies })))
 }
 
-pub async fn show(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn show(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let record = s.engine.store.backup(&id).await?.ok_or_else(|| ApiError::new(Code::NotFound, format!("no backup {id}")))?;
     let verifications = s.engine.store.verifications(Some(&id), 50).await?;
@@ -105,7 +109,7 @@ struct RunBody {
 
 /// Takes a backup now: 202 with the `running` record; the work continues in the
 /// background (follow it with GET /backups/{id}).
-pub async fn run(caller: Caller, State(s): State<Arc<AppState>>, bytes: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub(super) async fn run(caller: Caller, State(s): State<Arc<AppState>>, bytes: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Role::Operator)?;
     let req: RunBody = body(&bytes, r#"{"policy": "orders-db"}"#)?;
     let config = s.engine.config();
@@ -126,7 +130,7 @@ struct VerifyBody {
 }
 
 /// Verifies a backup in the background: 202; the result lands in its verifications.
-pub async fn verify(
+pub(super) async fn verify(
     caller: Caller,
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -168,7 +172,7 @@ struct RestoreBody {
 
 /// Restores a backup (admin); answers when it is done, with what was done. A target
 /// holding data is refused (409) unless `force`. `dry_run` changes nothing.
-pub async fn restore(
+pub(super) async fn restore(
     caller: Caller,
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -200,7 +204,7 @@ struct PruneBody {
 }
 
 /// Applies a policy's retention (admin), or with `dry_run` shows the plan (viewer).
-pub async fn prune(caller: Caller, State(s): State<Arc<AppState>>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub(super) async fn prune(caller: Caller, State(s): State<Arc<AppState>>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
     let req: PruneBody = body(&bytes, r#"{"policy": "orders-db", "dry_run": true}"#)?;
     caller.require(if req.dry_run { Role::Viewer } else { Role::Admin })?;
     let config = s.engine.config();

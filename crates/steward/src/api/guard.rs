@@ -32,9 +32,9 @@ use crate::config::diagnostics::closest;
 use crate::telemetry::Metrics;
 
 /// Request bodies larger than this are refused (413) before a handler reads them.
-pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+pub(super) const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Path plus query string; longer URIs are refused (414).
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+pub(super) const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// What the OpenAPI document declares for one operation.
 struct Operation {
@@ -96,7 +96,7 @@ fn operation(method: &str, path: &str) -> Option<(&'static str, &'static Operati
 }
 
 /// Around the whole router: panics, URI length, one error shape.
-pub async fn outer(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+pub(super) async fn outer(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI_BYTES {
         return ApiError::new(Code::UriTooLong, format!("the path and query string are longer than {MAX_URI_BYTES} bytes")).into_response();
     }
@@ -147,7 +147,7 @@ async fn one_error_shape(response: Response) -> Response {
 }
 
 /// Query parameters and bodies checked against the documented operation.
-pub async fn strict(req: Request, next: Next) -> Response {
+pub(super) async fn strict(req: Request, next: Next) -> Response {
     // HEAD is answered by GET handlers.
     let method = if req.method() == Method::HEAD { "GET".to_string() } else { req.method().as_str().to_string() };
     let Some((route, op)) = operation(&method, req.uri().path()) else {
@@ -192,7 +192,7 @@ pub async fn strict(req: Request, next: Next) -> Response {
 
 /// A request body as `T` (an empty body is `{}`). Unknown fields are refused naming the
 /// field and its nearest valid name; other mistakes say what to send.
-pub fn body<T: DeserializeOwned>(bytes: &Bytes, example: &str) -> Result<T, ApiError> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes, example: &str) -> Result<T, ApiError> {
     let text = if bytes.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { &bytes[..] };
     serde_json::from_slice(text).map_err(|e| {
         let message = e.to_string();

@@ -43,7 +43,7 @@ impl From<ControlError> for ApiError {
 
 /// A runbook as the API shows it: what it takes and what it does, in outline.
 #[derive(Debug, Serialize)]
-pub struct RunbookView {
+pub(super) struct RunbookView {
     pub name: String,
     pub description: Option<String>,
     pub owner: Option<String>,
@@ -57,7 +57,7 @@ pub struct RunbookView {
 }
 
 impl RunbookView {
-    pub fn new(rb: &Runbook) -> RunbookView {
+    pub(super) fn new(rb: &Runbook) -> RunbookView {
         RunbookView {
             name: rb.name.clone(),
             description: rb.description.clone(),
@@ -89,7 +89,7 @@ impl RunbookView {
     }
 }
 
-pub async fn list_runbooks(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list_runbooks(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let config = s.engine.config();
     Ok(Json(json!({"runbooks": config.runbooks.iter().map(RunbookView::new).collect::<Vec<_>>()})))
@@ -99,7 +99,7 @@ fn find<'a>(config: &'a crate::config::Config, name: &str) -> Result<&'a Runbook
     config.runbook(name).ok_or_else(|| ApiError::not_found("runbook", name))
 }
 
-pub async fn get_runbook(caller: Caller, State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn get_runbook(caller: Caller, State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let config = s.engine.config();
     Ok(Json(json!({"runbook": RunbookView::new(find(&config, &name)?)})))
@@ -115,7 +115,7 @@ struct StartBody {
 }
 
 /// Starts a run (201 with the run) or, with `dry_run`, returns its plan (200).
-pub async fn start_run(
+pub(super) async fn start_run(
     caller: Caller,
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -136,14 +136,14 @@ pub async fn start_run(
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct RunsQuery {
+pub(super) struct RunsQuery {
     runbook: Option<String>,
     status: Option<String>,
     before: Option<i64>,
     limit: Option<u32>,
 }
 
-pub async fn list_runs(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Query<RunsQuery>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list_runs(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Query<RunsQuery>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let status = match q.status.as_deref() {
         None | Some("all") => None,
@@ -172,18 +172,18 @@ async fn run_view(engine: &Engine, id: i64) -> Result<Value, ApiError> {
     Ok(json!({"run": run, "steps": steps, "waiting_for_approval": waiting, "live": engine.runbooks.is_active(id)}))
 }
 
-pub async fn get_run(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn get_run(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     Ok(Json(run_view(&s.engine, id).await?))
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct EventsQuery {
+pub(super) struct EventsQuery {
     after: Option<i64>,
     limit: Option<u32>,
 }
 
-pub async fn run_events(
+pub(super) async fn run_events(
     caller: Caller,
     State(s): State<Arc<AppState>>,
     Path(id): Path<i64>,
@@ -205,7 +205,7 @@ struct Stream {
 
 /// Server-sent events: every event of the run from `after` on, then an `end` event
 /// with the run once it is finished or interrupted.
-pub async fn stream_run(
+pub(super) async fn stream_run(
     caller: Caller,
     State(s): State<Arc<AppState>>,
     Path(id): Path<i64>,
@@ -272,11 +272,11 @@ struct DecisionBody {
     comment: String,
 }
 
-pub async fn approve(caller: Caller, s: State<Arc<AppState>>, id: Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub(super) async fn approve(caller: Caller, s: State<Arc<AppState>>, id: Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
     decide(caller, s, id, bytes, true).await
 }
 
-pub async fn deny(caller: Caller, s: State<Arc<AppState>>, id: Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub(super) async fn deny(caller: Caller, s: State<Arc<AppState>>, id: Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
     decide(caller, s, id, bytes, false).await
 }
 
@@ -300,7 +300,12 @@ struct CancelBody {
     reason: String,
 }
 
-pub async fn cancel(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub(super) async fn cancel(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
     let req: CancelBody = body(&bytes, r#"{"reason": "wrong node"}"#)?;
     let run = control::cancel(&s.engine.runbooks, id, &caller.0.name, &req.reason).await?;
@@ -313,11 +318,11 @@ struct ResumeBody {
     from: Option<String>,
 }
 
-pub async fn resume(caller: Caller, s: State<Arc<AppState>>, id: Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub(super) async fn resume(caller: Caller, s: State<Arc<AppState>>, id: Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
     continue_run(caller, s, id, bytes, false).await
 }
 
-pub async fn retry(caller: Caller, s: State<Arc<AppState>>, id: Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub(super) async fn retry(caller: Caller, s: State<Arc<AppState>>, id: Path<i64>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
     continue_run(caller, s, id, bytes, true).await
 }
 
@@ -335,14 +340,14 @@ async fn continue_run(
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct AuditParams {
+pub(super) struct AuditParams {
     runbook: Option<String>,
     actor: Option<String>,
     before: Option<i64>,
     limit: Option<u32>,
 }
 
-pub async fn audit(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Query<AuditParams>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn audit(caller: Caller, State(s): State<Arc<AppState>>, Query(q): Query<AuditParams>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let events = s.engine.store.audit(&AuditQuery { runbook: q.runbook, actor: q.actor, before_id: q.before, limit }).await?;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::incidents::{PublicIncident, PublicService};
 
-pub fn render(services: &[PublicService], incidents: &[PublicIncident], now: DateTime<Utc>) -> String {
+pub(super) fn render(services: &[PublicService], incidents: &[PublicIncident], now: DateTime<Utc>) -> String {
     let count = |status: &str| services.iter().filter(|s| s.status == status).count();
     let (outage, degraded, unknown) = (count("major_outage"), count("degraded"), count("unknown"));
     let overall = if outage > 0 {

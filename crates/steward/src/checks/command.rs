@@ -12,7 +12,7 @@ use crate::config::{CheckSpec, CommandProbe};
 
 const OUTPUT_LIMIT: usize = 64 * 1024;
 
-pub async fn observe(p: &CommandProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
+pub(super) async fn observe(p: &CommandProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
     let program = p.argv[0].expose();
     let mut cmd = Command::new(program);
     cmd.args(p.argv[1..].iter().map(|a| a.expose()))

@@ -15,7 +15,7 @@ use crate::config::{CheckSpec, HttpProbe, TlsOptions};
 /// One connection pool per distinct TLS set-up, shared by all checks that use it:
 /// keep-alive makes a probe cost a request, not a handshake.
 #[derive(Default)]
-pub struct Clients {
+pub(crate) struct Clients {
     pools: Mutex<HashMap<(TlsOptions, bool), reqwest::Client>>,
 }
 
@@ -63,7 +63,7 @@ pub(crate) fn build_client(tls: &TlsOptions, follow_redirects: bool) -> Result<r
         .map_err(|e| format!("HTTP client set-up failed: {e}"))
 }
 
-pub async fn observe(clients: &Clients, p: &HttpProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
+pub(crate) async fn observe(clients: &Clients, p: &HttpProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
     let client = clients.get(&p.tls, p.follow_redirects)?;
     let method = reqwest::Method::from_bytes(p.method.as_bytes()).map_err(|e| e.to_string())?;
     let mut req = client.request(method, p.url.expose()).timeout(spec.timeout);

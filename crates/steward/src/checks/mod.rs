@@ -14,42 +14,24 @@
 
 mod backup;
 mod command;
-pub mod condition;
 pub(crate) mod http;
 mod live;
 mod nats;
 pub(crate) mod redis;
 pub mod scheduler;
 pub(crate) mod sql;
-pub mod state;
 mod tcp;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
 pub use live::{Checks, ReloadedChecks};
+/// Outcomes, states and the condition language: the model layer's.
+pub use steward_model::checks::*;
 
 use crate::config::secret::Redactor;
 use crate::config::{CheckSpec, Probe};
-
-/// The result of running a check once.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Outcome {
-    pub healthy: bool,
-    /// Wall time of the probe, including connection set-up.
-    #[serde(serialize_with = "ser_ms", rename = "latency_ms")]
-    pub latency: Duration,
-    /// Why the run failed; `None` when healthy. Secrets are already redacted.
-    pub reason: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
-}
 
 /// Runs probes. Holds what probes share (HTTP connection pools, TLS roots) and is
 /// rebuilt on reload together with the configuration.

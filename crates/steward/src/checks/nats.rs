@@ -5,7 +5,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::{CheckSpec, NatsProbe};
 
-pub async fn observe(p: &NatsProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
+pub(super) async fn observe(p: &NatsProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
     let client = crate::backups::sources::nats::options(p.url.expose())
         .connection_timeout(spec.timeout)
         .name("steward")

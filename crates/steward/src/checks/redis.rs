@@ -5,7 +5,7 @@ use serde_json::{Map, Value as Json};
 use crate::config::CheckSpec;
 use crate::config::secret::SecretString;
 
-pub async fn observe(url: &SecretString, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
+pub(crate) async fn observe(url: &SecretString, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
     let client = redis::Client::open(url.expose()).map_err(|e| format!("invalid redis url: {e}"))?;
     let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| format!("cannot connect: {e}"))?;
     let pong: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| format!("PING failed: {e}"))?;

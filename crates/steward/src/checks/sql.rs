@@ -22,7 +22,7 @@ macro_rules! column_value {
     }};
 }
 
-pub async fn observe_postgres(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
+pub(crate) async fn observe_postgres(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
     let opts = sqlx::postgres::PgConnectOptions::from_str(p.url.expose())
         .map_err(|e| format!("invalid postgres url: {e}"))?
         .application_name("steward")
@@ -43,7 +43,7 @@ pub(crate) fn pg_column(row: &sqlx::postgres::PgRow, i: usize) -> Option<Json> {
     )
 }
 
-pub async fn observe_mysql(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
+pub(crate) async fn observe_mysql(p: &SqlProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
     let opts = sqlx::mysql::MySqlConnectOptions::from_str(p.url.expose())
         .map_err(|e| format!("invalid mysql url: {e}"))?
         .statement_cache_capacity(0)

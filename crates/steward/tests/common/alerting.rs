@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// A webhook receiver on a real port: records what it accepts, answers 503 to the
 /// first `fail_first` requests.
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub url: String,
     pub accepted: Arc<Mutex<Vec<(String, Value)>>>,
     pub attempts: Arc<AtomicUsize>,
@@ -16,7 +16,7 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn start(fail_first: usize) -> Receiver {
+    pub(crate) fn start(fail_first: usize) -> Receiver {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let attempts = Arc::new(AtomicUsize::new(0));
@@ -41,12 +41,12 @@ impl Receiver {
         Receiver { url, accepted, attempts, _rt: rt }
     }
 
-    pub fn accepted(&self) -> Vec<(String, Value)> {
+    pub(crate) fn accepted(&self) -> Vec<(String, Value)> {
         self.accepted.lock().unwrap().clone()
     }
 
     /// (status, alertnames) of every accepted notification.
-    pub fn summary(&self) -> Vec<(String, Vec<String>)> {
+    pub(crate) fn summary(&self) -> Vec<(String, Vec<String>)> {
         self.accepted()
             .iter()
             .map(|(_, p)| {
@@ -58,7 +58,7 @@ impl Receiver {
     }
 }
 
-pub fn request(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) fn request(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
     super::install_crypto();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -73,7 +73,7 @@ pub fn request(method: &str, url: &str, token: &str, body: Option<Value>) -> (u1
 }
 
 /// A check that is healthy while `file` exists: real process runs, flipped by the test.
-pub fn file_check(name: &str, service: Option<&str>, file: &Path) -> String {
+pub(crate) fn file_check(name: &str, service: Option<&str>, file: &Path) -> String {
     let service = service.map_or(String::new(), |s| format!("\n    service: {s}"));
     format!(
         "  - name: {name}{service}\n    interval: 200ms\n    timeout: 190ms\n    failure_threshold: 1\n    command: {{argv: [test, -f, '{}']}}\n",
@@ -81,23 +81,23 @@ pub fn file_check(name: &str, service: Option<&str>, file: &Path) -> String {
     )
 }
 
-pub fn alerts(base: &str, token: &str) -> Vec<Value> {
+pub(crate) fn alerts(base: &str, token: &str) -> Vec<Value> {
     request("GET", &format!("{base}/api/v1/alerts"), token, None).1["alerts"].as_array().cloned().unwrap_or_default()
 }
 
-pub fn alert_named<'a>(alerts: &'a [Value], name: &str) -> Option<&'a Value> {
+pub(crate) fn alert_named<'a>(alerts: &'a [Value], name: &str) -> Option<&'a Value> {
     alerts.iter().find(|a| a["rule"] == name)
 }
 
 /// An HTTP target serving `/metrics` in Prometheus' text format, changed by the test.
-pub struct MetricsTarget {
+pub(crate) struct MetricsTarget {
     pub address: String,
     body: Arc<Mutex<String>>,
     _rt: tokio::runtime::Runtime,
 }
 
 impl MetricsTarget {
-    pub fn start(body: &str) -> MetricsTarget {
+    pub(crate) fn start(body: &str) -> MetricsTarget {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let shared = Arc::new(Mutex::new(body.to_string()));
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -114,14 +114,14 @@ impl MetricsTarget {
         MetricsTarget { address, body: shared, _rt: rt }
     }
 
-    pub fn set(&self, body: &str) {
+    pub(crate) fn set(&self, body: &str) {
         *self.body.lock().unwrap() = body.to_string();
     }
 }
 
 /// One message an SMTP client handed over.
 #[derive(Debug, Clone)]
-pub struct Mail {
+pub(crate) struct Mail {
     pub auth: Option<String>,
     pub from: String,
     pub to: Vec<String>,
@@ -130,7 +130,7 @@ pub struct Mail {
 
 /// A small SMTP server that checks the command sequence (EHLO, AUTH, MAIL, RCPT, DATA)
 /// and answers `451` (try again later) to the first `defer_first` MAIL commands.
-pub struct FakeSmtp {
+pub(crate) struct FakeSmtp {
     pub port: u16,
     pub mails: Arc<Mutex<Vec<Mail>>>,
     pub protocol_errors: Arc<Mutex<Vec<String>>>,
@@ -138,7 +138,7 @@ pub struct FakeSmtp {
 }
 
 impl FakeSmtp {
-    pub fn start(defer_first: usize) -> FakeSmtp {
+    pub(crate) fn start(defer_first: usize) -> FakeSmtp {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -221,21 +221,21 @@ impl FakeSmtp {
         FakeSmtp { port, mails, protocol_errors: errors, _rt: rt }
     }
 
-    pub fn mails(&self) -> Vec<Mail> {
+    pub(crate) fn mails(&self) -> Vec<Mail> {
         self.mails.lock().unwrap().clone()
     }
 }
 
 /// A PagerDuty Events API v2 endpoint that validates events as PagerDuty documents
 /// them (202 on success, 400 with the reasons otherwise) and records the valid ones.
-pub struct FakePagerDuty {
+pub(crate) struct FakePagerDuty {
     pub url: String,
     pub events: Arc<Mutex<Vec<Value>>>,
     pub rejected: Arc<Mutex<Vec<String>>>,
     _rt: tokio::runtime::Runtime,
 }
 
-pub fn pagerduty_problems(e: &Value) -> Vec<String> {
+pub(crate) fn pagerduty_problems(e: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     if e["routing_key"].as_str().is_none_or(|k| k.len() != 32) {
         problems.push("routing_key must be a 32-character integration key".to_string());
@@ -263,7 +263,7 @@ pub fn pagerduty_problems(e: &Value) -> Vec<String> {
 }
 
 impl FakePagerDuty {
-    pub fn start() -> FakePagerDuty {
+    pub(crate) fn start() -> FakePagerDuty {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let url = format!("http://{}/v2/enqueue", listener.local_addr().unwrap());
@@ -302,20 +302,20 @@ impl FakePagerDuty {
         FakePagerDuty { url, events, rejected, _rt: rt }
     }
 
-    pub fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.events.lock().unwrap().clone()
     }
 }
 
 /// A webhook that accepts connections and never answers.
-pub struct HangingReceiver {
+pub(crate) struct HangingReceiver {
     pub url: String,
     pub connections: Arc<AtomicUsize>,
     _rt: tokio::runtime::Runtime,
 }
 
 impl HangingReceiver {
-    pub fn start() -> HangingReceiver {
+    pub(crate) fn start() -> HangingReceiver {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());

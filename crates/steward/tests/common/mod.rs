@@ -2,27 +2,27 @@
 //! instances of real components that a test may stop and restart, and the binary.
 #![allow(dead_code)]
 
-pub mod alerting;
+pub(crate) mod alerting;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn steward() -> Command {
+pub(crate) fn steward() -> Command {
     Command::new(env!("CARGO_BIN_EXE_steward"))
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-pub fn install_crypto() {
+pub(crate) fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -33,24 +33,24 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-pub fn port_open(port: u16) -> bool {
+pub(crate) fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// A redis-server of our own on a free port, killed on drop.
-pub struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     pub port: u16,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
-    pub fn start() -> PrivateRedis {
+    pub(crate) fn start() -> PrivateRedis {
         let mut r = PrivateRedis { port: free_port(), child: None };
         r.restart();
         r
     }
 
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -61,7 +61,7 @@ impl PrivateRedis {
         wait_for("private redis to listen", Duration::from_secs(10), || port_open(port).then_some(()));
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -76,20 +76,20 @@ impl Drop for PrivateRedis {
 }
 
 /// A nats-server with JetStream of our own, killed on drop.
-pub struct PrivateNats {
+pub(crate) struct PrivateNats {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl PrivateNats {
-    pub fn start() -> PrivateNats {
+    pub(crate) fn start() -> PrivateNats {
         let mut n = PrivateNats { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
         n.restart();
         n
     }
 
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.dir.path())
@@ -102,7 +102,7 @@ impl PrivateNats {
         wait_for("private nats to listen", Duration::from_secs(10), || port_open(port).then_some(()));
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -117,14 +117,14 @@ impl Drop for PrivateNats {
 }
 
 /// A Prometheus server of our own scraping `targets` every second, killed on drop.
-pub struct PrivatePrometheus {
+pub(crate) struct PrivatePrometheus {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl PrivatePrometheus {
-    pub fn start(targets: &[String]) -> PrivatePrometheus {
+    pub(crate) fn start(targets: &[String]) -> PrivatePrometheus {
         let dir = tempfile::tempdir().unwrap();
         let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
         std::fs::write(
@@ -137,11 +137,11 @@ impl PrivatePrometheus {
         p
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", self.dir.path().join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", self.dir.path().join("data").display()))
@@ -162,7 +162,7 @@ impl PrivatePrometheus {
         });
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -177,14 +177,14 @@ impl Drop for PrivatePrometheus {
 }
 
 /// A running `steward serve`, stopped (SIGTERM) on drop.
-pub struct Server {
+pub(crate) struct Server {
     pub child: Child,
     pub base: String,
     pub data: PathBuf,
 }
 
 impl Server {
-    pub fn start(config: &Path, data: &Path) -> Server {
+    pub(crate) fn start(config: &Path, data: &Path) -> Server {
         let port = free_port();
         let child = steward()
             .args(["serve", "-c"])
@@ -210,11 +210,11 @@ impl Server {
     }
 
     /// Everything this data directory's servers logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
     }
 
-    pub fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.child.id() as i32, sig);
@@ -222,7 +222,7 @@ impl Server {
     }
 
     /// SIGTERM and wait; returns the exit code.
-    pub fn stop(&mut self) -> Option<i32> {
+    pub(crate) fn stop(&mut self) -> Option<i32> {
         self.signal(libc::SIGTERM);
         let start = Instant::now();
         loop {
@@ -248,7 +248,7 @@ impl Drop for Server {
 }
 
 /// Creates a token in `data` through the CLI and returns its secret.
-pub fn create_token(data: &Path, name: &str, role: &str) -> String {
+pub(crate) fn create_token(data: &Path, name: &str, role: &str) -> String {
     let out = steward().args(["token", "create", "--output", "json", "--name", name, "--role", role, "--data"]).arg(data).output().unwrap();
     assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -257,7 +257,7 @@ pub fn create_token(data: &Path, name: &str, role: &str) -> String {
 
 /// A PostgreSQL server tool: Debian keeps initdb, pg_ctl and friends under
 /// /usr/lib/postgresql/VERSION/bin, outside PATH.
-pub fn pg_tool(tool: &str) -> PathBuf {
+pub(crate) fn pg_tool(tool: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join(tool).exists()).collect())
         .unwrap_or_default();
@@ -285,7 +285,7 @@ fn run_ok(c: &mut Command, what: &str) {
 
 /// A PostgreSQL cluster of our own (initdb) on a free port, stopped on drop; a
 /// standby of another one with [`PrivatePostgres::standby_of`].
-pub struct PrivatePostgres {
+pub(crate) struct PrivatePostgres {
     pub port: u16,
     data: PathBuf,
     _dir: tempfile::TempDir,
@@ -301,7 +301,7 @@ impl PrivatePostgres {
         dir
     }
 
-    pub fn primary() -> PrivatePostgres {
+    pub(crate) fn primary() -> PrivatePostgres {
         let dir = Self::new_dir();
         let data = dir.path().join("data");
         run_ok(as_postgres("initdb").args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data), "initdb");
@@ -311,7 +311,7 @@ impl PrivatePostgres {
     }
 
     /// A streaming standby of `primary`, from pg_basebackup.
-    pub fn standby_of(primary: &PrivatePostgres) -> PrivatePostgres {
+    pub(crate) fn standby_of(primary: &PrivatePostgres) -> PrivatePostgres {
         let dir = Self::new_dir();
         let data = dir.path().join("data");
         run_ok(
@@ -333,12 +333,12 @@ impl PrivatePostgres {
         run_ok(&mut c, "pg_ctl start");
     }
 
-    pub fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
     /// Runs SQL through psql and returns its unaligned output.
-    pub fn psql(&self, sql: &str) -> String {
+    pub(crate) fn psql(&self, sql: &str) -> String {
         let out = Command::new("psql")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-Atc", sql, "postgres"])
             .output()

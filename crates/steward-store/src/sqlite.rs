@@ -17,8 +17,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{RecordedRun, ResultRow, Rollup, Store, StoreError};
-use crate::auth::{Role, TokenInfo};
-use crate::checks::state::{CheckState, Health, Transition};
+use steward_model::auth::{Role, TokenInfo};
+use steward_model::checks::state::{CheckState, Health, Transition};
 
 /// Rows per multi-row INSERT: 8 columns × 1,000 stays far below SQLite's limit of
 /// 32,766 bound parameters.
@@ -485,7 +485,7 @@ impl SqliteStore {
 }
 
 /// Sets a file's or directory's mode (owner only).
-pub fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+pub(crate) fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
@@ -720,7 +720,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError> {
-        let now = crate::clock::now();
+        let now = steward_model::clock::now();
         let result = sqlx::query("INSERT INTO api_tokens (name, role, secret_hash, created_at_ms) VALUES (?, ?, ?, ?)")
             .bind(name)
             .bind(role.as_str())
@@ -752,7 +752,7 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE api_tokens SET revoked_at_ms = ? WHERE name = ? AND revoked_at_ms IS NULL")
-            .bind(ms(crate::clock::now()))
+            .bind(ms(steward_model::clock::now()))
             .bind(name)
             .execute(&self.writer)
             .await?;
@@ -764,7 +764,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT INTO server_keys (name, key, created_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(&fresh[..])
-            .bind(ms(crate::clock::now()))
+            .bind(ms(steward_model::clock::now()))
             .execute(&self.writer)
             .await?;
         Ok(sqlx::query_scalar("SELECT key FROM server_keys WHERE name = ?").bind(name).fetch_one(&self.writer).await?)
@@ -778,7 +778,7 @@ impl Store for SqliteStore {
         )
         .bind(name)
         .bind(&fresh[..])
-        .bind(ms(crate::clock::now()))
+        .bind(ms(steward_model::clock::now()))
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -786,7 +786,7 @@ impl Store for SqliteStore {
 
     async fn probe_writable(&self) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO readiness_probe (id, at_ms) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms")
-            .bind(ms(crate::clock::now()))
+            .bind(ms(steward_model::clock::now()))
             .execute(&self.writer)
             .await?;
         Ok(())
@@ -801,15 +801,15 @@ mod tests {
     /// itself and still read back as they were.
     #[tokio::test]
     async fn payloads_are_stored_compressed_and_older_text_rows_still_read() {
-        use crate::store::{AlertStore, NewNotification};
+        use crate::{AlertStore, NewNotification};
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let t0 = crate::clock::now();
+        let t0 = steward_model::clock::now();
         let alerts: Vec<serde_json::Value> = (0..200)
             .map(|i| serde_json::json!({"labels": {"alertname": "Disk", "instance": format!("host-{i}")}, "status": "firing"}))
             .collect();
         let payload = serde_json::json!({"version": "4", "alerts": alerts}).to_string();
-        let log = crate::alerting::NotifyLogEntry { receiver: "ops".into(), group_key: "g".into(), firing: vec![], sent_at: t0 };
+        let log = steward_model::alerting::NotifyLogEntry { receiver: "ops".into(), group_key: "g".into(), firing: vec![], sent_at: t0 };
         let new = NewNotification {
             dedup_key: "new".into(),
             receiver: "ops".into(),
@@ -839,10 +839,10 @@ mod tests {
     /// naming the column — never read as an empty value or a default state.
     #[tokio::test]
     async fn damaged_rows_are_reported_not_defaulted() {
-        use crate::store::{AlertStore, RunStore};
+        use crate::{AlertStore, RunStore};
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let new = crate::runbooks::NewRun {
+        let new = steward_model::runbooks::NewRun {
             runbook: "r".into(),
             params: Default::default(),
             trigger: "manual".into(),
@@ -854,7 +854,7 @@ mod tests {
             trigger_key: None,
             owner: "test".into(),
         };
-        let run = store.create_run(&new, crate::runbooks::NewEvent::new(0, "run_started", "started")).await.unwrap();
+        let run = store.create_run(&new, steward_model::runbooks::NewEvent::new(0, "run_started", "started")).await.unwrap();
         let damage = |sql: &'static str| {
             let writer = store.writer.clone();
             async move { sqlx::query(sql).execute(&writer).await.unwrap() }

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use super::sqlite::{SqliteStore, col, enum_col, json_col, ms, time};
 use super::sqlite_locks::{self as locks, Holder};
 use super::{BackupStore, StoreError};
-use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
+use steward_model::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
 
 const BACKUP_COLUMNS: &str = "id, policy, repository, source, status, trigger, started_by, owner, started_ms, finished_ms, heartbeat_ms, \
      plain_bytes, stored_bytes, error, facts, verified_ms, verify_result, verify_level, restore_ms, restoring_until_ms";
@@ -146,7 +146,7 @@ impl BackupStore for SqliteStore {
         facts: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let now = ms(crate::clock::now());
+        let now = ms(steward_model::clock::now());
         sqlx::query(
             "UPDATE backups SET status = ?, finished_ms = COALESCE(finished_ms, ?), heartbeat_ms = ?, plain_bytes = ?, stored_bytes = ?, \
              error = ?, facts = ? WHERE id = ?",
@@ -189,7 +189,7 @@ impl BackupStore for SqliteStore {
 
     async fn start_restore(&self, r: &NewRestore) -> Result<i64, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let now = ms(crate::clock::now());
+        let now = ms(steward_model::clock::now());
         let id = sqlx::query(
             "INSERT INTO backup_restores (backup_id, policy, target, actor, replaced, started_ms, heartbeat_ms, result) \
              VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
@@ -227,7 +227,7 @@ impl BackupStore for SqliteStore {
         sqlx::query("UPDATE backup_restores SET result = ?, detail = ?, finished_ms = ? WHERE id = ? AND result = 'running'")
             .bind(result)
             .bind(detail.to_string())
-            .bind(ms(crate::clock::now()))
+            .bind(ms(steward_model::clock::now()))
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -243,7 +243,7 @@ impl BackupStore for SqliteStore {
              detail = '{\"error\":\"steward stopped during the restore: the target may hold part of the data\"}' \
              WHERE result = 'running' AND heartbeat_ms < ?",
         )
-        .bind(ms(crate::clock::now()))
+        .bind(ms(steward_model::clock::now()))
         .bind(ms(before))
         .execute(&mut *tx)
         .await?;
@@ -291,8 +291,8 @@ impl BackupStore for SqliteStore {
         .bind(i64::from(level))
         .bind(trigger)
         .bind(trigger_key)
-        .bind(ms(crate::clock::now()))
-        .bind(ms(crate::clock::now()))
+        .bind(ms(steward_model::clock::now()))
+        .bind(ms(steward_model::clock::now()))
         .execute(&self.writer)
         .await;
         match inserted {
@@ -314,7 +314,7 @@ impl BackupStore for SqliteStore {
         restore_ms: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let now = ms(crate::clock::now());
+        let now = ms(steward_model::clock::now());
         let result = if passed { "passed" } else { "failed" };
         let row: Option<(String, i64)> = sqlx::query_as(
             "UPDATE backup_verifications SET finished_ms = ?, result = ?, detail = ?, restore_ms = ? WHERE id = ? AND result = 'running' \
@@ -362,7 +362,7 @@ impl BackupStore for SqliteStore {
             "UPDATE backup_verifications SET result = 'failed', finished_ms = ?, detail = '{\"error\":\"steward stopped during the verification\"}' \
              WHERE result = 'running' AND heartbeat_ms < ?",
         )
-        .bind(ms(crate::clock::now()))
+        .bind(ms(steward_model::clock::now()))
         .bind(ms(before))
         .execute(&self.writer)
         .await?;

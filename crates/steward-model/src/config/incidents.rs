@@ -81,7 +81,7 @@ pub struct Person {
 
 /// The built-in mapping from alert severity to priority (severities written as
 /// priorities, `P0`…`P4`, map to themselves).
-pub fn default_priorities() -> BTreeMap<String, Priority> {
+pub(super) fn default_priorities() -> BTreeMap<String, Priority> {
     [
         ("critical", Priority::P1),
         ("high", Priority::P2),
@@ -129,7 +129,7 @@ impl IncidentsConfig {
     }
 }
 
-pub fn section(node: &Node, d: &mut Diagnostics) -> Option<IncidentsConfig> {
+pub(super) fn section(node: &Node, d: &mut Diagnostics) -> Option<IncidentsConfig> {
     let mut f = Fields::of(node, "the `incidents` section", d)?;
     // What decodes is kept even when a part fails (the diagnostics already fail the
     // load), so references between the parts are still checked in the same pass.
@@ -410,7 +410,7 @@ fn postmortem_template(n: &Node, d: &mut Diagnostics) -> Option<(PathBuf, String
 }
 
 /// References from the incidents section to receivers and between its own parts.
-pub fn cross_check(c: &IncidentsConfig, receivers: &[Receiver], time_intervals: &[TimeInterval], d: &mut Diagnostics) {
+pub(super) fn cross_check(c: &IncidentsConfig, receivers: &[Receiver], time_intervals: &[TimeInterval], d: &mut Diagnostics) {
     let interval_names: Vec<&str> = time_intervals.iter().map(|t| t.name.as_str()).collect();
     let receiver_names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
     let escalations: Vec<&str> = c.escalation_policies.iter().map(|p| p.name.as_str()).collect();

@@ -9,7 +9,7 @@ use super::sqlite::{SqliteStore, col, enum_col, json_col, ms, time};
 use super::sqlite_alerts::{OutboxRow, insert_outbox, json};
 use super::sqlite_locks::{self as locks, Holder};
 use super::{OutboxMessage, RunStore, StoreError};
-use crate::runbooks::{
+use steward_model::runbooks::{
     AUDIT_KINDS, ApprovalRequest, ApprovalState, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord,
     StepStatus,
 };
@@ -109,7 +109,7 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Resu
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: &NewRun, mut started: NewEvent) -> Result<Run, StoreError> {
-        let now = ms(crate::clock::now());
+        let now = ms(steward_model::clock::now());
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(key) = &run.trigger_key {
             let used: Option<i64> =
@@ -183,7 +183,7 @@ impl RunStore for SqliteStore {
         outputs: Option<&serde_json::Value>,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let now = ms(crate::clock::now());
+        let now = ms(steward_model::clock::now());
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if status.is_final() {
             sqlx::query("UPDATE runs SET status = ?, finished_ms = ?, error = ?, outputs = COALESCE(?, outputs) WHERE id = ?")
@@ -239,7 +239,7 @@ impl RunStore for SqliteStore {
         )
         .bind(status.as_str())
         .bind(error)
-        .bind(ms(crate::clock::now()))
+        .bind(ms(steward_model::clock::now()))
         .bind(run)
         .fetch_all(&self.writer)
         .await?;
@@ -373,7 +373,7 @@ impl RunStore for SqliteStore {
         )
         .bind(decision.state.as_str())
         .bind(&decision.by)
-        .bind(ms(crate::clock::now()))
+        .bind(ms(steward_model::clock::now()))
         .bind(&decision.comment)
         .bind(run)
         .bind(path)
@@ -396,7 +396,7 @@ impl RunStore for SqliteStore {
              WHERE id = ? AND status IN ('running', 'waiting') AND cancel_requested_ms IS NULL",
         )
         .bind(by)
-        .bind(ms(crate::clock::now()))
+        .bind(ms(steward_model::clock::now()))
         .bind(run)
         .execute(&mut *tx)
         .await?
@@ -436,7 +436,7 @@ impl RunStore for SqliteStore {
              cancel_requested_by = NULL, cancel_requested_ms = NULL WHERE id = ? AND status IN (SELECT value FROM json_each(?))",
         )
         .bind(owner)
-        .bind(ms(crate::clock::now()))
+        .bind(ms(steward_model::clock::now()))
         .bind(run)
         .bind(json(&from))
         .execute(&mut *tx)
@@ -446,7 +446,7 @@ impl RunStore for SqliteStore {
             return Err(StoreError::StaleVersion { what: format!("run {run}") });
         }
         if let Some(lock) = lock {
-            locks::acquire(&mut tx, lock, Holder::Run(run), owner, ms(crate::clock::now()), None).await?;
+            locks::acquire(&mut tx, lock, Holder::Run(run), owner, ms(steward_model::clock::now()), None).await?;
         }
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
@@ -454,7 +454,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn enqueue_messages(&self, messages: &[OutboxMessage], events: &[NewEvent]) -> Result<(), StoreError> {
-        let now = ms(crate::clock::now());
+        let now = ms(steward_model::clock::now());
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for n in messages {
             insert_outbox(&mut tx, &OutboxRow::of(n, &json(&n.payload)), now, None).await?;

@@ -19,14 +19,14 @@ use serde::Serialize;
 pub use error::{LockHolder, StoreError};
 pub use sqlite::SqliteStore;
 
-use crate::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
-use crate::auth::{Role, TokenInfo};
-use crate::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
-use crate::checks::Outcome;
-use crate::checks::state::{CheckState, Transition};
-use crate::incidents::oncall::Override;
-use crate::incidents::{ActionItem, Incident, IncidentAlert, Status, TimelineEntry};
-use crate::runbooks::{
+use steward_model::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
+use steward_model::auth::{Role, TokenInfo};
+use steward_model::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
+use steward_model::checks::Outcome;
+use steward_model::checks::state::{CheckState, Transition};
+use steward_model::incidents::oncall::Override;
+use steward_model::incidents::{ActionItem, Incident, IncidentAlert, Status, TimelineEntry};
+use steward_model::runbooks::{
     ApprovalRequest, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus,
 };
 

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use steward::auth::Role;
-use steward::checks::Outcome;
-use steward::checks::state::{CheckState, Health, Transition};
-use steward::store::{LockHolder, RecordedRun, Store, StoreError};
+use steward_model::auth::Role;
+use steward_model::checks::Outcome;
+use steward_model::checks::state::{CheckState, Health, Transition};
+use steward_store::{LockHolder, RecordedRun, Store, StoreError};
 
 fn run(check: &str, at_s: i64, healthy: bool, health: Health, transition: bool) -> RecordedRun {
     let at = Utc.timestamp_opt(at_s, 0).unwrap();
@@ -83,8 +83,8 @@ pub async fn forgets_states_of_removed_checks(store: impl Store) {
 }
 
 pub async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry(store: impl Store) {
-    use steward::alerting::{DeliveryState, NotifyLogEntry};
-    use steward::store::NewNotification;
+    use steward_model::alerting::{DeliveryState, NotifyLogEntry};
+    use steward_store::NewNotification;
     let t0 = Utc.timestamp_opt(2_000, 0).unwrap();
     let n = NewNotification {
         dedup_key: "k1".into(),
@@ -146,9 +146,9 @@ pub async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry(store: impl S
 }
 
 pub async fn alert_batches_keep_every_transition_in_order(store: impl Store) {
-    use steward::alerting::{Alert, AlertEvent, AlertSource, AlertState};
+    use steward_model::alerting::{Alert, AlertEvent, AlertSource, AlertState};
     let t0 = Utc.timestamp_opt(3_000, 0).unwrap();
-    let labels: steward::alerting::Labels = [("alertname".to_string(), "A".to_string())].into();
+    let labels: steward_model::alerting::Labels = [("alertname".to_string(), "A".to_string())].into();
     let mut firing = Alert::inactive("fpA", "A", labels, t0);
     firing.state = AlertState::Firing;
     firing.source = AlertSource::Alertmanager;
@@ -175,8 +175,8 @@ pub async fn alert_batches_keep_every_transition_in_order(store: impl Store) {
     assert_eq!((loaded[0].source, loaded[0].ends_at), (AlertSource::Alertmanager, firing.ends_at));
 }
 
-fn incident(title: &str) -> steward::incidents::Incident {
-    use steward::incidents::{Incident, Priority};
+fn incident(title: &str) -> steward_model::incidents::Incident {
+    use steward_model::incidents::{Incident, Priority};
     Incident {
         policy: Some("pages".into()),
         group_key: "pages:service=api".into(),
@@ -187,8 +187,8 @@ fn incident(title: &str) -> steward::incidents::Incident {
 }
 
 pub async fn incident_writes_are_atomic_and_versioned(store: impl Store) {
-    use steward::incidents::{AttachedState, IncidentAlert, Status, TimelineEntry};
-    use steward::store::{IncidentQuery, IncidentWrite, OutboxMessage};
+    use steward_model::incidents::{AttachedState, IncidentAlert, Status, TimelineEntry};
+    use steward_store::{IncidentQuery, IncidentWrite, OutboxMessage};
     let at = Utc.timestamp_opt(5_000, 0).unwrap();
     let message = |key: &str| OutboxMessage {
         dedup_key: key.into(),
@@ -237,7 +237,7 @@ pub async fn incident_writes_are_atomic_and_versioned(store: impl Store) {
 
     // Queries.
     let other = store
-        .write_incident(&IncidentWrite::of(steward::incidents::Incident {
+        .write_incident(&IncidentWrite::of(steward_model::incidents::Incident {
             services: vec!["db".into()],
             group_key: "pages:service=db".into(),
             ..incident("DB slow")
@@ -274,9 +274,9 @@ pub async fn server_keys_are_created_once(store: impl Store) {
 /// the notifications of its own episodes only — also when the second firing came
 /// seconds after the first incident was resolved.
 pub async fn an_incident_lists_only_its_own_episodes_notifications(store: impl Store) {
-    use steward::alerting::NotifyLogEntry;
-    use steward::incidents::{AttachedState, IncidentAlert, Status};
-    use steward::store::{IncidentWrite, NewNotification};
+    use steward_model::alerting::NotifyLogEntry;
+    use steward_model::incidents::{AttachedState, IncidentAlert, Status};
+    use steward_store::{IncidentWrite, NewNotification};
     let t = |s: i64| Utc.timestamp_opt(10_000 + s, 0).unwrap();
     let notify = |key: &str, fired: i64, at: i64, status: &str| NewNotification {
         dedup_key: key.into(),
@@ -288,7 +288,7 @@ pub async fn an_incident_lists_only_its_own_episodes_notifications(store: impl S
         log: NotifyLogEntry { receiver: "ops".into(), group_key: "{}:{alertname=\"ApiDown\"}".into(), firing: vec![], sent_at: t(at) },
     };
     let open = |fired: i64| {
-        let mut w = IncidentWrite::of(steward::incidents::Incident { opened_at: t(fired), ..incident("API down") });
+        let mut w = IncidentWrite::of(steward_model::incidents::Incident { opened_at: t(fired), ..incident("API down") });
         w.alerts.push(IncidentAlert {
             incident_id: 0,
             fingerprint: "fp-api".into(),
@@ -312,13 +312,13 @@ pub async fn an_incident_lists_only_its_own_episodes_notifications(store: impl S
     // Episode 2 fires at 25 and opens the second incident.
     let second = store.write_incident(&open(25)).await.unwrap();
     store.enqueue(&notify("e2-firing", 25, 25, "firing")).await.unwrap();
-    let keys = |list: Vec<steward::alerting::Notification>| list.into_iter().map(|n| n.dedup_key).collect::<Vec<_>>();
+    let keys = |list: Vec<steward_model::alerting::Notification>| list.into_iter().map(|n| n.dedup_key).collect::<Vec<_>>();
     assert_eq!(keys(store.incident_notifications(first.id).await.unwrap()), ["e1-firing", "e1-resolved"]);
     assert_eq!(keys(store.incident_notifications(second.id).await.unwrap()), ["e2-firing"]);
 }
 
-fn new_run(runbook: &str, lock: Option<&str>, key: Option<&str>) -> steward::runbooks::NewRun {
-    steward::runbooks::NewRun {
+fn new_run(runbook: &str, lock: Option<&str>, key: Option<&str>) -> steward_model::runbooks::NewRun {
+    steward_model::runbooks::NewRun {
         runbook: runbook.into(),
         params: Default::default(),
         trigger: "manual".into(),
@@ -333,7 +333,7 @@ fn new_run(runbook: &str, lock: Option<&str>, key: Option<&str>) -> steward::run
 }
 
 pub async fn runs_take_locks_and_trigger_keys_once_and_keep_their_record(store: impl Store) {
-    use steward::runbooks::{AuditQuery, NewEvent, RunQuery, RunStatus, StepRecord, StepStatus};
+    use steward_model::runbooks::{AuditQuery, NewEvent, RunQuery, RunStatus, StepRecord, StepStatus};
     let started = |who: &str| NewEvent::new(0, "run_started", "started").by(who);
     let a = store.create_run(&new_run("failover", Some("failover"), None), started("alice")).await.unwrap();
     assert_eq!(a.status, RunStatus::Running);
@@ -417,8 +417,8 @@ pub async fn runs_take_locks_and_trigger_keys_once_and_keep_their_record(store: 
     assert!(store.run(b.id).await.unwrap().is_some(), "a running run is never expired");
 }
 
-fn new_backup(id: &str, policy: &str, key: Option<&str>) -> steward::backups::NewBackup {
-    steward::backups::NewBackup {
+fn new_backup(id: &str, policy: &str, key: Option<&str>) -> steward_model::backups::NewBackup {
+    steward_model::backups::NewBackup {
         id: id.into(),
         policy: policy.into(),
         repository: "local".into(),
@@ -432,8 +432,8 @@ fn new_backup(id: &str, policy: &str, key: Option<&str>) -> steward::backups::Ne
     }
 }
 
-fn new_restore(backup: &str, actor: &str) -> steward::backups::NewRestore {
-    steward::backups::NewRestore {
+fn new_restore(backup: &str, actor: &str) -> steward_model::backups::NewRestore {
+    steward_model::backups::NewRestore {
         backup_id: backup.into(),
         policy: "orders".into(),
         target: "postgres://app:***@db/orders".into(),
@@ -444,7 +444,7 @@ fn new_restore(backup: &str, actor: &str) -> steward::backups::NewRestore {
 }
 
 pub async fn backups_take_one_lease_per_lock_and_restores_keep_a_record_and_a_hold(store: impl Store) {
-    use steward::backups::BackupStatus;
+    use steward_model::backups::BackupStatus;
     let lock = "orders@local";
     let a = store.create_backup(&new_backup("20261122T020000Z-aaaa", "orders", Some("orders@2")), lock).await.unwrap();
     assert_eq!(a.status, BackupStatus::Running);
@@ -491,9 +491,9 @@ pub async fn backups_take_one_lease_per_lock_and_restores_keep_a_record_and_a_ho
 /// group again is refused with the incident it must join. Action items, alert
 /// attachments and on-call overrides round-trip.
 pub async fn incidents_keep_one_open_per_group_with_items_and_overrides(store: impl Store) {
-    use steward::incidents::oncall::Override;
-    use steward::incidents::{ActionItem, AttachedState, IncidentAlert, Status};
-    use steward::store::IncidentWrite;
+    use steward_model::incidents::oncall::Override;
+    use steward_model::incidents::{ActionItem, AttachedState, IncidentAlert, Status};
+    use steward_store::IncidentWrite;
     let at = Utc.timestamp_opt(5_000, 0).unwrap();
     let first = store.write_incident(&IncidentWrite::of(incident("API down"))).await.unwrap();
     let err = store.write_incident(&IncidentWrite::of(incident("API down again"))).await.unwrap_err();
@@ -503,7 +503,7 @@ pub async fn incidents_keep_one_open_per_group_with_items_and_overrides(store: i
     );
     assert!(err.is_conflict());
     // Incidents without a group (declared by a person) are never refused.
-    let manual = |t: &str| steward::incidents::Incident { group_key: String::new(), policy: None, ..incident(t) };
+    let manual = |t: &str| steward_model::incidents::Incident { group_key: String::new(), policy: None, ..incident(t) };
     store.write_incident(&IncidentWrite::of(manual("a"))).await.unwrap();
     store.write_incident(&IncidentWrite::of(manual("b"))).await.unwrap();
     // Once resolved, the group may open a new incident.
@@ -555,9 +555,9 @@ pub async fn incidents_keep_one_open_per_group_with_items_and_overrides(store: i
 }
 
 pub async fn silences_expire_and_resolved_alerts_are_forgotten(store: impl Store) {
-    use steward::alerting::matcher::Matcher;
-    use steward::alerting::{Alert, AlertState, NotifyLogEntry, Silence};
-    use steward::store::NewNotification;
+    use steward_model::alerting::matcher::Matcher;
+    use steward_model::alerting::{Alert, AlertState, NotifyLogEntry, Silence};
+    use steward_store::NewNotification;
     let t = |s: i64| Utc.timestamp_opt(20_000 + s, 0).unwrap();
     let silence = Silence {
         id: "s1".into(),
@@ -605,8 +605,8 @@ pub async fn silences_expire_and_resolved_alerts_are_forgotten(store: impl Store
 }
 
 pub async fn runs_heartbeat_and_send_messages_with_their_events(store: impl Store) {
-    use steward::runbooks::NewEvent;
-    use steward::store::OutboxMessage;
+    use steward_model::runbooks::NewEvent;
+    use steward_store::OutboxMessage;
     let run = store.create_run(&new_run("notify", None, None), NewEvent::new(0, "run_started", "started")).await.unwrap();
     let beat = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
     store.heartbeat(&[run.id], beat).await.unwrap();
@@ -631,9 +631,9 @@ pub async fn runs_heartbeat_and_send_messages_with_their_events(store: impl Stor
 }
 
 pub async fn backup_leases_renew_and_end_and_verifications_keep_their_record(store: impl Store) {
-    use steward::backups::{BackupQuery, BackupStatus};
+    use steward_model::backups::{BackupQuery, BackupStatus};
     let t = |s: i64| Utc.timestamp_opt(1_900_000_000 + s, 0).unwrap();
-    let at = |id: &str, lock_s: i64| steward::backups::NewBackup { started_at: t(lock_s), ..new_backup(id, "orders", None) };
+    let at = |id: &str, lock_s: i64| steward_model::backups::NewBackup { started_at: t(lock_s), ..new_backup(id, "orders", None) };
     // An ended lease is taken over; a renewed one is not; a renewal by another owner is not one.
     store.create_backup(&at("20300101T000000Z-0001", 0), "l1").await.unwrap();
     store.create_backup(&at("20300101T000031Z-0002", 31), "l1").await.expect("the 30 s lease ended");
@@ -675,8 +675,8 @@ pub async fn backup_leases_renew_and_end_and_verifications_keep_their_record(sto
 /// Two handles on one database race for everything only one may win: a run lock, a
 /// trigger key, a backup lease, a group's open incident, a token name, outbox rows.
 pub async fn two_writers_never_both_win(a: impl Store, b: impl Store) {
-    use steward::runbooks::NewEvent;
-    use steward::store::{IncidentWrite, NewNotification};
+    use steward_model::runbooks::NewEvent;
+    use steward_store::{IncidentWrite, NewNotification};
     let (a, b): (std::sync::Arc<dyn Store>, std::sync::Arc<dyn Store>) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
     const ROUNDS: usize = 8;
     async fn both<T: Send + 'static>(
@@ -715,7 +715,7 @@ pub async fn two_writers_never_both_win(a: impl Store, b: impl Store) {
         store_finish(&*a, &won[0].id).await;
 
         let open = |s: std::sync::Arc<dyn Store>| async move {
-            let group = steward::incidents::Incident { group_key: format!("pages:round={round}"), ..incident("race") };
+            let group = steward_model::incidents::Incident { group_key: format!("pages:round={round}"), ..incident("race") };
             s.write_incident(&IncidentWrite::of(group)).await
         };
         let results = both(open(a.clone()), open(b.clone())).await;
@@ -736,7 +736,8 @@ pub async fn two_writers_never_both_win(a: impl Store, b: impl Store) {
     // is claimed exactly once.
     let t0 = Utc.timestamp_opt(30_000, 0).unwrap();
     for i in 0..60 {
-        let log = steward::alerting::NotifyLogEntry { receiver: "ops".into(), group_key: format!("g{i}"), firing: vec![], sent_at: t0 };
+        let log =
+            steward_model::alerting::NotifyLogEntry { receiver: "ops".into(), group_key: format!("g{i}"), firing: vec![], sent_at: t0 };
         let n = NewNotification {
             dedup_key: format!("race-{i}"),
             receiver: "ops".into(),
@@ -769,13 +770,13 @@ pub async fn two_writers_never_both_win(a: impl Store, b: impl Store) {
 }
 
 async fn store_finish(s: &dyn Store, id: &str) {
-    s.finish_backup(id, steward::backups::BackupStatus::Succeeded, 1, 1, None, &serde_json::Value::Null).await.unwrap();
+    s.finish_backup(id, steward_model::backups::BackupStatus::Succeeded, 1, 1, None, &serde_json::Value::Null).await.unwrap();
 }
 
 /// Approvals, cancels and resumes are decisions any process may take: each is taken
 /// once, in the store, and the loser learns it lost.
 pub async fn approvals_cancels_and_resumes_are_decided_once(store: impl Store) {
-    use steward::runbooks::{ApprovalRequest, ApprovalState, Decision, NewEvent, RunStatus};
+    use steward_model::runbooks::{ApprovalRequest, ApprovalState, Decision, NewEvent, RunStatus};
     let run = store.create_run(&new_run("deploy", Some("deploy"), None), NewEvent::new(0, "run_started", "started")).await.unwrap();
     let now = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
     let approval = |path: &str| ApprovalRequest {
@@ -938,17 +939,17 @@ macro_rules! store_suite {
     };
 }
 
-async fn sqlite() -> (tempfile::TempDir, steward::store::SqliteStore) {
+async fn sqlite() -> (tempfile::TempDir, steward_store::SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    let store = steward_store::SqliteStore::open(dir.path()).await.unwrap();
     (dir, store)
 }
 
 /// Two handles (two pools, as two processes would have) on one database file.
-async fn sqlite_twice() -> (tempfile::TempDir, steward::store::SqliteStore, steward::store::SqliteStore) {
+async fn sqlite_twice() -> (tempfile::TempDir, steward_store::SqliteStore, steward_store::SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let a = steward::store::SqliteStore::open(dir.path()).await.unwrap();
-    let b = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    let a = steward_store::SqliteStore::open(dir.path()).await.unwrap();
+    let b = steward_store::SqliteStore::open(dir.path()).await.unwrap();
     (dir, a, b)
 }
 
@@ -959,7 +960,7 @@ store_suite!(sqlite_backend, sqlite(), sqlite_twice());
 /// is the trait itself.)
 #[test]
 fn the_suite_calls_every_store_method() {
-    let contract = include_str!("../src/store/mod.rs");
+    let contract = include_str!("../src/lib.rs");
     let suite = include_str!("store_suite.rs");
     let methods: Vec<&str> =
         contract.lines().filter_map(|l| l.trim_start().strip_prefix("async fn ")).filter_map(|rest| rest.split('(').next()).collect();
@@ -972,10 +973,10 @@ fn the_suite_calls_every_store_method() {
 async fn sqlite_reopens_with_its_data_and_refuses_newer_schemas() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+        let store = steward_store::SqliteStore::open(dir.path()).await.unwrap();
         store.record(&[run("a", 1, true, Health::Healthy, true)]).await.unwrap();
     }
-    let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    let store = steward_store::SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(store.load_states().await.unwrap().len(), 1);
     drop(store);
     let db = dir.path().join("steward.db");
@@ -984,16 +985,16 @@ async fn sqlite_reopens_with_its_data_and_refuses_newer_schemas() {
         .arg(format!("import sqlite3; c=sqlite3.connect('{}'); c.execute('PRAGMA user_version = 99'); c.commit()", db.display()))
         .status()
         .unwrap();
-    let err = steward::store::SqliteStore::open(dir.path()).await.err().expect("a newer schema must be refused");
+    let err = steward_store::SqliteStore::open(dir.path()).await.err().expect("a newer schema must be refused");
     assert!(err.to_string().contains("newer steward"), "{err}");
 }
 
 #[tokio::test]
 async fn sqlite_refuses_to_edit_or_delete_the_incident_timeline() {
-    use steward::incidents::TimelineEntry;
-    use steward::store::{IncidentStore, IncidentWrite};
+    use steward_model::incidents::TimelineEntry;
+    use steward_store::{IncidentStore, IncidentWrite};
     let dir = tempfile::tempdir().unwrap();
-    let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    let store = steward_store::SqliteStore::open(dir.path()).await.unwrap();
     let mut w = IncidentWrite::of(incident("x"));
     w.timeline.push(TimelineEntry::new(Utc.timestamp_opt(5_000, 0).unwrap(), "opened", "steward", "opened"));
     store.write_incident(&w).await.unwrap();
@@ -1006,10 +1007,10 @@ async fn sqlite_refuses_to_edit_or_delete_the_incident_timeline() {
 
 #[tokio::test]
 async fn sqlite_refuses_to_edit_run_events_or_delete_those_of_unfinished_runs() {
-    use steward::runbooks::NewEvent;
-    use steward::store::RunStore;
+    use steward_model::runbooks::NewEvent;
+    use steward_store::RunStore;
     let dir = tempfile::tempdir().unwrap();
-    let store = steward::store::SqliteStore::open(dir.path()).await.unwrap();
+    let store = steward_store::SqliteStore::open(dir.path()).await.unwrap();
     store.create_run(&new_run("r", None, None), NewEvent::new(0, "run_started", "started").by("alice")).await.unwrap();
     drop(store);
     let db = dir.path().join("steward.db");

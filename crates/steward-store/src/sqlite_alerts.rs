@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, col, enum_col, json_col, ms, time};
 use super::{AlertStore, NewNotification, StoreError};
-use crate::alerting::{Alert, AlertEvent, AlertSource, AlertState, DeliveryState, Matcher, Notification, NotifyLogEntry, Silence};
+use steward_model::alerting::{Alert, AlertEvent, AlertSource, AlertState, DeliveryState, Matcher, Notification, NotifyLogEntry, Silence};
 
 pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
@@ -27,7 +27,7 @@ pub(super) struct OutboxRow<'a> {
 }
 
 impl<'a> OutboxRow<'a> {
-    pub fn of(m: &'a super::OutboxMessage, payload: &'a str) -> Self {
+    pub(crate) fn of(m: &'a super::OutboxMessage, payload: &'a str) -> Self {
         OutboxRow { dedup_key: &m.dedup_key, receiver: &m.receiver, group_key: &m.group_key, status: &m.status, payload }
     }
 }

@@ -12,7 +12,7 @@ use super::secret::SecretString;
 use super::sections::{env_map, url};
 use super::yaml::{self, Node};
 
-pub const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(15);
+pub(super) const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Where PromQL rules are evaluated: a Prometheus-compatible query API.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ pub struct PrometheusSource {
     pub pos: Pos,
 }
 
-pub fn source(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<PrometheusSource> {
+pub(super) fn source(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<PrometheusSource> {
     let mut f = Fields::of(node, "the `prometheus` section", d)?;
     let url = f.require("url", d).and_then(|n| url(n, "prometheus url", &["http", "https"], d, secrets));
     let headers = f.take("headers").map_or(Some(vec![]), |n| env_map(n, "prometheus headers", d, secrets));
@@ -44,7 +44,7 @@ pub fn source(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Op
 
 /// Reads every file named by a `rule_files` list. Relative paths are relative to the
 /// configuration file that names them; a directory means its `*.yml` / `*.yaml` files.
-pub fn rule_files(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs, notes: &mut Vec<Diagnostic>) -> Vec<AlertRule> {
+pub(super) fn rule_files(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs, notes: &mut Vec<Diagnostic>) -> Vec<AlertRule> {
     let Some(items) = de::list(node, "`rule_files`", d) else { return vec![] };
     let base = Path::new(&*node.pos.file).parent().map(Path::to_path_buf).unwrap_or_default();
     let mut rules = Vec::new();

@@ -7,9 +7,9 @@ use sqlx::sqlite::SqliteRow;
 use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, col, enum_col, json_col, ms, parse_json, time};
 use super::sqlite_alerts::{OutboxRow, insert_outbox, json, notification_columns, notification_row};
 use super::{IncidentQuery, IncidentStore, IncidentWrite, StoreError};
-use crate::alerting::Notification;
-use crate::incidents::oncall::Override;
-use crate::incidents::{ActionItem, AttachedState, Incident, IncidentAlert, Priority, Status, TimelineEntry};
+use steward_model::alerting::Notification;
+use steward_model::incidents::oncall::Override;
+use steward_model::incidents::{ActionItem, AttachedState, Incident, IncidentAlert, Priority, Status, TimelineEntry};
 
 fn opt_time(r: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     Ok(col::<Option<i64>>(r, column)?.map(time))
@@ -205,7 +205,7 @@ impl IncidentStore for SqliteStore {
                 .await?;
         }
         for n in &w.notifications {
-            insert_outbox(&mut tx, &OutboxRow::of(n, &json(&n.payload)), ms(crate::clock::now()), Some(id)).await?;
+            insert_outbox(&mut tx, &OutboxRow::of(n, &json(&n.payload)), ms(steward_model::clock::now()), Some(id)).await?;
         }
         for a in &w.action_items {
             if a.id == 0 {
@@ -333,7 +333,7 @@ impl IncidentStore for SqliteStore {
             .bind(ms(o.from))
             .bind(ms(o.until))
             .bind(created_by)
-            .bind(ms(crate::clock::now()))
+            .bind(ms(steward_model::clock::now()))
             .execute(&self.writer)
             .await?;
         Ok(())

@@ -54,10 +54,10 @@ const CHECK_KEYS: &[&str] = &[
     "backup",
 ];
 
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
+pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut secrets = Vec::new();
     let mut services = Vec::new();
     let mut checks = Vec::new();

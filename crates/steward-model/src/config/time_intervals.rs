@@ -9,7 +9,7 @@ use crate::alerting::time_interval::{self as ti, IntervalSpec, MaintenanceWindow
 
 const SPEC_KEYS: &[&str] = &["times", "weekdays", "days_of_month", "months", "years", "location"];
 
-pub fn time_interval(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<TimeInterval> {
+pub(super) fn time_interval(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<TimeInterval> {
     let mut f = Fields::of(node, "a time interval", d)?;
     let name = f.require("name", d).and_then(|n| {
         let s = de::string(n, "the time interval name", d)?;
@@ -107,7 +107,7 @@ fn ranges<T>(
     ok.then_some(out)
 }
 
-pub fn maintenance_window(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<MaintenanceWindow> {
+pub(super) fn maintenance_window(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<MaintenanceWindow> {
     let mut f = Fields::of(node, "a maintenance window", d)?;
     let name = f.require("name", d).and_then(|n| {
         let s = de::string(n, "the maintenance window name", d)?;
@@ -183,7 +183,7 @@ pub fn maintenance_window(node: &Node, d: &mut Diagnostics, refs: &mut AlertingR
 }
 
 /// The interval names of a route's `mute_time_intervals` / `active_time_intervals`.
-pub fn route_intervals(node: &Node, what: &str, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<Vec<String>> {
+pub(super) fn route_intervals(node: &Node, what: &str, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option<Vec<String>> {
     let names = de::string_list(node, what, d)?;
     refs.intervals_used.extend(names.iter().map(|s| (s.clone(), node.pos.clone())));
     Some(names)

@@ -10,7 +10,7 @@ use super::secret::SecretString;
 use super::sections::{env_map, secret_text, url};
 use super::yaml::Node;
 
-pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+pub(super) const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 const RECEIVER_KINDS: &[&str] = &["webhook", "slack", "email", "pagerduty"];
 
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ pub enum SmtpTls {
     None,
 }
 
-pub fn receiver(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut AlertingRefs) -> Option<Receiver> {
+pub(super) fn receiver(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut AlertingRefs) -> Option<Receiver> {
     let mut f = Fields::of(node, "a receiver", d)?;
     let name = f.require("name", d).and_then(|n| {
         let s = de::string(n, "the receiver name", d)?;
