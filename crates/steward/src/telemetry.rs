@@ -311,7 +311,7 @@ impl Metrics {
         self.panics.get_or_create(&WhereLabels { r#where: at.to_string() }).inc();
     }
 
-    pub fn backup_observed(&self, b: &crate::backups::BackupRecord) {
+    pub fn backup_observed(&self, b: &steward_model::backups::BackupRecord) {
         let l = PolicyLabels { policy: b.policy.clone() };
         if let Some(f) = b.finished_at {
             self.backup_last_success.get_or_create(&l).set(f.timestamp_millis() as f64 / 1000.0);
@@ -323,7 +323,7 @@ impl Metrics {
         }
     }
 
-    pub fn backup_verification_observed(&self, b: &crate::backups::BackupRecord) {
+    pub fn backup_verification_observed(&self, b: &steward_model::backups::BackupRecord) {
         let l = PolicyLabels { policy: b.policy.clone() };
         if let Some(at) = b.verified_at {
             self.backup_last_verification.get_or_create(&l).set(at.timestamp_millis() as f64 / 1000.0);
