@@ -58,8 +58,25 @@ pub struct Rollup {
     pub latency_max_ms: f64,
 }
 
+/// Every store trait in one: what a backend implements and what assembly hands out,
+/// each subsystem taking only the traits it uses (see ARCHITECTURE.md, "Subsystems").
 #[async_trait]
-pub trait Store: AlertStore + IncidentStore + RunStore + BackupStore + Send + Sync + 'static {
+pub trait Store: CheckStore + AlertStore + IncidentStore + RunStore + BackupStore + KeyStore + Send + Sync + 'static {
+    /// Fails with [`StoreError::NameTaken`] when the name is taken.
+    async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError>;
+    /// The live (not revoked) token with this hash.
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenInfo>, StoreError>;
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
+    /// Returns false when no live token has that name.
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Proves the store accepts writes (readiness).
+    async fn probe_writable(&self) -> Result<(), StoreError>;
+}
+
+/// Check results, states and health changes.
+#[async_trait]
+pub trait CheckStore: Send + Sync {
     /// Last known state of every check, to resume after a restart.
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError>;
     /// Writes a batch of runs in one transaction.
@@ -76,24 +93,17 @@ pub trait Store: AlertStore + IncidentStore + RunStore + BackupStore + Send + Sy
     async fn compact(&self, raw_before: DateTime<Utc>, rollups_before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Forgets the state of checks no longer configured (their history stays).
     async fn retain_states(&self, checks: &[String]) -> Result<(), StoreError>;
+}
 
-    /// Fails with [`StoreError::NameTaken`] when the name is taken.
-    async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError>;
-    /// The live (not revoked) token with this hash.
-    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenInfo>, StoreError>;
-    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
-    /// Returns false when no live token has that name.
-    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError>;
-
+/// Keys the server signs with, created on first use.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     /// A random 32-byte key named `name`, created on first use and the same ever after
     /// (it signs links the server hands out, so it must survive restarts).
     async fn server_key(&self, name: &str) -> Result<Vec<u8>, StoreError>;
     /// Replaces a server key with a fresh random one: whatever the old key signed stops
     /// verifying. Returns when the new key is stored.
     async fn rotate_server_key(&self, name: &str) -> Result<(), StoreError>;
-
-    /// Proves the store accepts writes (readiness).
-    async fn probe_writable(&self) -> Result<(), StoreError>;
 }
 
 /// A notification to enqueue: the row, the alerts it carries, and the log entry that

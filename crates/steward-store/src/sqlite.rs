@@ -16,7 +16,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{RecordedRun, ResultRow, Rollup, Store, StoreError};
+use super::{CheckStore, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
 use steward_model::auth::{Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
 
@@ -557,6 +557,57 @@ fn token_row(r: &SqliteRow) -> Result<TokenInfo, StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError> {
+        let now = steward_model::clock::now();
+        let result = sqlx::query("INSERT INTO api_tokens (name, role, secret_hash, created_at_ms) VALUES (?, ?, ?, ?)")
+            .bind(name)
+            .bind(role.as_str())
+            .bind(secret_hash)
+            .bind(ms(now))
+            .execute(&self.writer)
+            .await;
+        match result {
+            Ok(_) => Ok(TokenInfo { name: name.to_string(), role, created_at: time(ms(now)), revoked_at: None }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::NameTaken { kind: "token", name: name.to_string() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = ? AND revoked_at_ms IS NULL")
+            .bind(secret_hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(token_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY id").fetch_all(&self.reader).await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at_ms = ? WHERE name = ? AND revoked_at_ms IS NULL")
+            .bind(ms(steward_model::clock::now()))
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn probe_writable(&self) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO readiness_probe (id, at_ms) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms")
+            .bind(ms(steward_model::clock::now()))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CheckStore for SqliteStore {
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError> {
         let rows = sqlx::query("SELECT * FROM check_states").fetch_all(&self.reader).await?;
         rows.iter()
@@ -718,47 +769,10 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+}
 
-    async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError> {
-        let now = steward_model::clock::now();
-        let result = sqlx::query("INSERT INTO api_tokens (name, role, secret_hash, created_at_ms) VALUES (?, ?, ?, ?)")
-            .bind(name)
-            .bind(role.as_str())
-            .bind(secret_hash)
-            .bind(ms(now))
-            .execute(&self.writer)
-            .await;
-        match result {
-            Ok(_) => Ok(TokenInfo { name: name.to_string(), role, created_at: time(ms(now)), revoked_at: None }),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::NameTaken { kind: "token", name: name.to_string() })
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenInfo>, StoreError> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = ? AND revoked_at_ms IS NULL")
-            .bind(secret_hash)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(token_row).transpose()
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY id").fetch_all(&self.reader).await?;
-        rows.iter().map(token_row).collect()
-    }
-
-    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE api_tokens SET revoked_at_ms = ? WHERE name = ? AND revoked_at_ms IS NULL")
-            .bind(ms(steward_model::clock::now()))
-            .bind(name)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
+#[async_trait]
+impl KeyStore for SqliteStore {
     async fn server_key(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         let fresh: [u8; 32] = rand::random();
         sqlx::query("INSERT INTO server_keys (name, key, created_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
@@ -781,14 +795,6 @@ impl Store for SqliteStore {
         .bind(ms(steward_model::clock::now()))
         .execute(&self.writer)
         .await?;
-        Ok(())
-    }
-
-    async fn probe_writable(&self) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO readiness_probe (id, at_ms) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms")
-            .bind(ms(steward_model::clock::now()))
-            .execute(&self.writer)
-            .await?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use chrono::{TimeZone, Utc};
 use steward_model::auth::Role;
 use steward_model::checks::Outcome;
 use steward_model::checks::state::{CheckState, Health, Transition};
-use steward_store::{LockHolder, RecordedRun, Store, StoreError};
+use steward_store::{CheckStore, LockHolder, RecordedRun, Store, StoreError};
 
 fn run(check: &str, at_s: i64, healthy: bool, health: Health, transition: bool) -> RecordedRun {
     let at = Utc.timestamp_opt(at_s, 0).unwrap();

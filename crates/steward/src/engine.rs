@@ -89,9 +89,11 @@ impl Engine {
         let health_changed = Arc::new(Notify::new());
         let alert_changed = Arc::new(Notify::new());
         let (checks, writer) =
-            Checks::start(store.clone(), metrics.clone(), config.clone(), options.max_concurrency, health_changed.clone()).await?;
+            Checks::start(store.clone(), store.clone(), metrics.clone(), config.clone(), options.max_concurrency, health_changed.clone())
+                .await?;
         let alerting = Alerting::load(AlertingParts {
             store: store.clone(),
+            results: store.clone(),
             metrics: metrics.clone(),
             config: config.clone(),
             checks: checks.clone(),
@@ -100,7 +102,8 @@ impl Engine {
             health_changed,
         })
         .await?;
-        let incidents = Incidents::new(store.clone(), metrics.clone(), config.clone(), alerting.clone(), checks.clone(), alert_changed);
+        let incidents =
+            Incidents::new(store.clone(), store.clone(), metrics.clone(), config.clone(), alerting.clone(), checks.clone(), alert_changed);
         let runbooks = Runbooks::new(store.clone(), metrics.clone(), config.clone(), checks.clone(), alerting.clone(), incidents.clone());
         let backups = Arc::new(Backups::new(store.clone(), Some(metrics.clone()), options.data_dir.clone()));
         let engine = Arc::new(Engine {

@@ -818,7 +818,7 @@ fn data_and_repository_files_are_owner_only_and_the_link_key_rotates() {
     let (code, _) = call("POST", &format!("{}/api/v1/incidents", server.base), &admin, Some(json!({"title": "t", "priority": "P3"})));
     assert_eq!(code, 201);
     let key = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-        use steward::store::Store;
+        use steward::store::KeyStore;
         steward::store::SqliteStore::open(&data).await.unwrap().server_key(steward::incidents::ack_link::KEY_NAME).await.unwrap()
     });
     let now = chrono::Utc::now();

@@ -45,7 +45,7 @@ async fn condition(alerting: &Alerting, rule: &AlertRule, now: DateTime<Utc>) ->
     match &rule.when {
         AlertCondition::CheckUnhealthy { check } => Ok(alerting.checks.state(check).filter(|s| s.health == Health::Unhealthy).map(|_| 1.0)),
         AlertCondition::FailureRatio { check, op, threshold, window } => {
-            let recent = alerting.store.results_since(check, window_start(now, *window)).await?;
+            let recent = alerting.results.results_since(check, window_start(now, *window)).await?;
             if recent.is_empty() {
                 return Ok(None);
             }
@@ -55,7 +55,7 @@ async fn condition(alerting: &Alerting, rule: &AlertRule, now: DateTime<Utc>) ->
         // Evaluated against Prometheus by `promql`, never here.
         AlertCondition::Query { .. } => Ok(None),
         AlertCondition::Latency { check, quantile, op, threshold_ms, window } => {
-            let recent = alerting.store.results_since(check, window_start(now, *window)).await?;
+            let recent = alerting.results.results_since(check, window_start(now, *window)).await?;
             let mut latencies: Vec<f64> = recent.iter().map(|r| r.latency_ms).collect();
             if latencies.is_empty() {
                 return Ok(None);

@@ -15,14 +15,16 @@ use super::{Alert, AlertEvent, AlertSource, AlertState, Mute, Silence};
 use crate::checks::Checks;
 use crate::checks::state::{CheckState, Health};
 use crate::config::{Config, ConfigView};
-use crate::store::{Store, StoreError};
+use crate::store::{AlertStore, CheckStore, StoreError};
 use crate::telemetry::Metrics;
 
 /// The alerting subsystem: what its stages share, and the only way in for the rest of
 /// Steward (which reads alerts and silences here and never takes alerting's locks).
 pub struct Alerting {
     pub(super) live: Live,
-    pub(super) store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn AlertStore>,
+    /// Window rules read check results.
+    pub(super) results: Arc<dyn CheckStore>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) config: ConfigView,
     /// Rules read check states; dependencies read them to mute.
@@ -93,7 +95,8 @@ pub const REFRESH_PERSIST_EVERY: std::time::Duration = std::time::Duration::from
 
 /// What the alerting subsystem is built from ([`Alerting::load`]).
 pub struct AlertingParts {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn AlertStore>,
+    pub results: Arc<dyn CheckStore>,
     pub metrics: Arc<Metrics>,
     pub config: ConfigView,
     pub checks: Arc<Checks>,
@@ -108,7 +111,7 @@ pub struct AlertingParts {
 impl Alerting {
     /// Loads alerts and silences from the store (start-up).
     pub async fn load(parts: AlertingParts) -> Result<Arc<Alerting>, StoreError> {
-        let AlertingParts { store, metrics, config, checks, external_url, alert_changed, health_changed } = parts;
+        let AlertingParts { store, results, metrics, config, checks, external_url, alert_changed, health_changed } = parts;
         let live = Live::default();
         live.alerts.lock().expect("alerts lock").by_fingerprint =
             store.load_alerts().await?.into_iter().map(|a| (a.fingerprint.clone(), Arc::new(a))).collect();
@@ -116,6 +119,7 @@ impl Alerting {
         Ok(Arc::new(Alerting {
             live,
             store,
+            results,
             metrics,
             config,
             checks,

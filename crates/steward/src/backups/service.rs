@@ -20,7 +20,7 @@ use super::sources::{self, BackupCx, Comparison, Produced, Progress, SourceError
 use super::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, Verification, new_id};
 use crate::config::Config;
 use crate::config::backups::{BackupPolicy, BackupSource};
-use crate::store::{Store, StoreError};
+use crate::store::{BackupStore, StoreError};
 use crate::telemetry::Metrics;
 
 /// A lease not renewed for this long is expired: its holder is gone.
@@ -48,9 +48,9 @@ pub enum BackupError {
 /// Runs `beat` every [`HEARTBEAT_EVERY`] until the returned task is aborted: the
 /// heartbeat that keeps a lease (or a verification, or a restore) from looking
 /// abandoned. A failed beat is logged naming `what`; the next one may succeed.
-fn keep_alive<F, Fut>(store: Arc<dyn Store>, what: String, beat: F) -> tokio::task::JoinHandle<()>
+fn keep_alive<F, Fut>(store: Arc<dyn BackupStore>, what: String, beat: F) -> tokio::task::JoinHandle<()>
 where
-    F: Fn(Arc<dyn Store>) -> Fut + Send + 'static,
+    F: Fn(Arc<dyn BackupStore>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), StoreError>> + Send,
 {
     tokio::spawn(async move {
@@ -65,7 +65,7 @@ where
 
 /// Backups as a service: shared by the CLI and the server.
 pub struct Backups {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn BackupStore>,
     pub metrics: Option<Arc<Metrics>>,
     /// Data directory: spool space for tools that need files.
     pub data_dir: PathBuf,
@@ -122,7 +122,7 @@ fn encryption(policy: &BackupPolicy) -> Result<Option<age::x25519::Identity>, Ba
 }
 
 impl Backups {
-    pub fn new(store: Arc<dyn Store>, metrics: Option<Arc<Metrics>>, data_dir: PathBuf) -> Backups {
+    pub fn new(store: Arc<dyn BackupStore>, metrics: Option<Arc<Metrics>>, data_dir: PathBuf) -> Backups {
         Backups { store, metrics, data_dir, live: Mutex::new(HashMap::new()) }
     }
 

@@ -10,9 +10,9 @@ use serde_json::{Map, Value as Json, json};
 use crate::backups::{BackupQuery, BackupStatus};
 use crate::config::BackupProbe;
 use crate::config::duration::format_duration;
-use crate::store::Store;
+use crate::store::BackupStore;
 
-pub(super) async fn observe(store: Option<&Arc<dyn Store>>, probe: &BackupProbe) -> Result<Map<String, Json>, String> {
+pub(super) async fn observe(store: Option<&Arc<dyn BackupStore>>, probe: &BackupProbe) -> Result<Map<String, Json>, String> {
     let store = store.ok_or("backup checks read the server's store: run them under `steward serve` (or see `steward backup list`)")?;
     let q = BackupQuery { policy: Some(probe.policy.clone()), status: Some(BackupStatus::Succeeded), limit: 500 };
     let list = store.backups(&q).await.map_err(|e| format!("cannot read backups from the store: {e}"))?;

@@ -15,11 +15,13 @@ use super::scheduler::{self, Scheduler};
 use super::state::{self, CheckState, Health};
 use super::{Outcome, Prober};
 use crate::config::{CheckSpec, Config, ConfigView};
-use crate::store::{RecordedRun, Store, StoreError};
+use crate::store::{BackupStore, CheckStore, RecordedRun, StoreError};
 use crate::telemetry::{CheckLabels, HealthLabels, KindLabels, Metrics, RunLabels};
 
 pub struct Checks {
-    store: Arc<dyn Store>,
+    store: Arc<dyn CheckStore>,
+    /// Backup checks read backup records (the prober holds it).
+    backups: Arc<dyn BackupStore>,
     metrics: Arc<Metrics>,
     config: ConfigView,
     /// Rebuilt with every configuration (it holds the redactor).
@@ -41,7 +43,8 @@ impl Checks {
     /// Seeds states from the store and starts the result writer (supervised: a
     /// restarted writer takes the same queue back). Checks start with [`Checks::schedule`].
     pub async fn start(
-        store: Arc<dyn Store>,
+        store: Arc<dyn CheckStore>,
+        backups: Arc<dyn BackupStore>,
         metrics: Arc<Metrics>,
         config: ConfigView,
         max_concurrency: usize,
@@ -49,9 +52,10 @@ impl Checks {
     ) -> Result<(Arc<Checks>, tokio::task::JoinHandle<()>), StoreError> {
         let stored = store.load_states().await?;
         let (tx, rx) = mpsc::channel(65_536);
-        let prober = Arc::new(Prober::new(config.get().redactor.clone()).with_store(store.clone()));
+        let prober = Arc::new(Prober::new(config.get().redactor.clone()).with_store(backups.clone()));
         let checks = Arc::new(Checks {
             store,
+            backups,
             metrics,
             config,
             prober: RwLock::new(prober),
@@ -70,7 +74,7 @@ impl Checks {
         Ok((checks, writer))
     }
 
-    pub(crate) fn store(&self) -> &dyn Store {
+    pub(crate) fn store(&self) -> &dyn CheckStore {
         self.store.as_ref()
     }
 
@@ -99,7 +103,7 @@ impl Checks {
                 self.metrics.check_up.remove(&check_labels(spec));
             }
         }
-        *self.prober.write().expect("prober lock") = Arc::new(Prober::new(new.redactor.clone()).with_store(self.store.clone()));
+        *self.prober.write().expect("prober lock") = Arc::new(Prober::new(new.redactor.clone()).with_store(self.backups.clone()));
         let (started, stopped) = scheduler.apply(self, &new.checks);
         drop(scheduler);
         let names: Vec<String> = new.checks.iter().map(|c| c.name.clone()).collect();

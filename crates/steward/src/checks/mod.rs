@@ -39,7 +39,7 @@ pub struct Prober {
     http: http::Clients,
     redactor: Redactor,
     /// Where backup checks read backups from (the server's store).
-    store: Option<std::sync::Arc<dyn crate::store::Store>>,
+    store: Option<std::sync::Arc<dyn crate::store::BackupStore>>,
 }
 
 impl Prober {
@@ -48,7 +48,7 @@ impl Prober {
     }
 
     /// A prober whose backup checks read `store`.
-    pub fn with_store(mut self, store: std::sync::Arc<dyn crate::store::Store>) -> Prober {
+    pub fn with_store(mut self, store: std::sync::Arc<dyn crate::store::BackupStore>) -> Prober {
         self.store = Some(store);
         self
     }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{Output, exit};
 use crate::auth::{Role, generate_secret, hash_secret};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{KeyStore, SqliteStore, Store, StoreError};
 
 pub async fn create(data: &Path, name: &str, role: Role, output: Output) -> u8 {
     let store = match SqliteStore::open(data).await {

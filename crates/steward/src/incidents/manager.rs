@@ -509,7 +509,7 @@ async fn escalate(
     let level_info =
         json!({"policy": policy.name, "level": level_index + 1, "levels": policy.levels.len(), "round": esc.round + 1, "people": people});
     // Read per escalation, not cached: `steward keys rotate` takes effect at once.
-    let ack_key = incidents.store.server_key(super::ack_link::KEY_NAME).await?;
+    let ack_key = incidents.keys.server_key(super::ack_link::KEY_NAME).await?;
     for (receiver, who) in &targets {
         // Signed for whoever this page is for: a person, or a receiver paged directly.
         let token = super::ack_link::sign(&ack_key, w.incident.id, who, now + super::ack_link::VALID_FOR);

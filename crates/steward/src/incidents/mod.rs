@@ -35,7 +35,9 @@ pub use steward_model::incidents::*;
 /// subsystems reach incidents only through its methods (for example
 /// [`Incidents::append_to_timeline`]), never through its lock.
 pub struct Incidents {
-    pub(super) store: Arc<dyn crate::store::Store>,
+    pub(super) store: Arc<dyn crate::store::IncidentStore>,
+    /// Acknowledge links are signed with a server key.
+    pub(super) keys: Arc<dyn crate::store::KeyStore>,
     pub(super) metrics: Arc<crate::telemetry::Metrics>,
     pub(super) config: crate::config::ConfigView,
     /// Alerts open incidents; mutes decide which do.
@@ -51,14 +53,15 @@ pub struct Incidents {
 impl Incidents {
     /// `alert_changed` is the signal alerting gives whenever an alert changes state.
     pub fn new(
-        store: Arc<dyn crate::store::Store>,
+        store: Arc<dyn crate::store::IncidentStore>,
+        keys: Arc<dyn crate::store::KeyStore>,
         metrics: Arc<crate::telemetry::Metrics>,
         config: crate::config::ConfigView,
         alerting: Arc<crate::alerting::Alerting>,
         checks: Arc<crate::checks::Checks>,
         alert_changed: Arc<Notify>,
     ) -> Arc<Incidents> {
-        Arc::new(Incidents { store, metrics, config, alerting, checks, lock: tokio::sync::Mutex::new(()), wake: alert_changed })
+        Arc::new(Incidents { store, keys, metrics, config, alerting, checks, lock: tokio::sync::Mutex::new(()), wake: alert_changed })
     }
 
     /// Appends `entry` to incident `id`'s timeline under the incidents lock (another

@@ -41,7 +41,7 @@ pub use steward_model::runbooks::*;
 /// The runbooks subsystem's context: what runs need from the rest of Steward, and the
 /// runs live in this process.
 pub struct Runbooks {
-    pub(crate) store: Arc<dyn crate::store::Store>,
+    pub(crate) store: Arc<dyn crate::store::RunStore>,
     pub(crate) metrics: Arc<crate::telemetry::Metrics>,
     pub(crate) config: crate::config::ConfigView,
     /// `check` steps run a check now.
@@ -60,7 +60,7 @@ pub struct Runbooks {
 
 impl Runbooks {
     pub fn new(
-        store: Arc<dyn crate::store::Store>,
+        store: Arc<dyn crate::store::RunStore>,
         metrics: Arc<crate::telemetry::Metrics>,
         config: crate::config::ConfigView,
         checks: Arc<crate::checks::Checks>,
