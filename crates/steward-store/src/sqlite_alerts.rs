@@ -329,8 +329,34 @@ impl AlertStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let rows = sqlx::query(CLAIMED_NOTIFICATIONS).bind(owner).bind(&ids).fetch_all(&mut *tx).await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match notification_row(r) {
+                Ok(n) => claimed.push(n),
+                // One damaged row must not stop its receiver's queue for good: it is set
+                // aside (expired, the reason as its last error, for the API and the
+                // incident timeline) in this transaction, and said loudly. Its payload,
+                // unreadable anyway, becomes a note saying so, so that listings which
+                // read it keep working.
+                Err(StoreError::Corrupt(why)) => {
+                    let id: i64 = col(r, "id")?;
+                    tracing::error!(notification = id, receiver, error = %why, "a stored notification is damaged; it is set aside (expired) and the rest of the queue is delivered");
+                    let note = serde_json::json!({ "damaged": why }).to_string();
+                    sqlx::query(
+                        "UPDATE outbox SET state = 'expired', last_error = ?, payload = ?, claimed_by = NULL, claim_until_ms = NULL \
+                         WHERE id = ?",
+                    )
+                    .bind(format!("not sent: the stored notification is damaged ({why})"))
+                    .bind(compress_payload(&note))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         tx.commit().await?;
-        rows.iter().map(notification_row).collect()
+        Ok(claimed)
     }
 
     async fn next_due(&self, receiver: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
