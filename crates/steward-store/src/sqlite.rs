@@ -395,6 +395,21 @@ INSERT INTO locks (name, holder_kind, holder, owner, acquired_ms, expires_ms)
 DROP TABLE run_locks;
 DROP TABLE backup_locks;
 ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+-- Before this index, two writers could each open an incident for one group. Such older
+-- duplicates stay open with their alerts but leave the group (the newest holds it, and
+-- later alerts join that one); each says so in its timeline.
+CREATE TEMP TABLE group_duplicates AS
+    SELECT id, group_key FROM incidents AS i
+    WHERE status IN ('triggered', 'acknowledged', 'mitigated') AND group_key != ''
+      AND id < (SELECT max(id) FROM incidents AS n
+                WHERE n.group_key = i.group_key AND n.status IN ('triggered', 'acknowledged', 'mitigated'));
+INSERT INTO incident_timeline (incident_id, at_ms, kind, actor, text, public, data)
+    SELECT d.id, CAST(strftime('%s', 'now') AS INTEGER) * 1000, 'note', 'steward',
+           'Left group ' || d.group_key || ' on upgrade: a newer open incident holds it',
+           0, json_object('group_key', d.group_key)
+    FROM group_duplicates AS d;
+UPDATE incidents SET group_key = '' WHERE id IN (SELECT id FROM group_duplicates);
+DROP TABLE group_duplicates;
 CREATE UNIQUE INDEX incidents_one_open_per_group ON incidents (group_key)
     WHERE status IN ('triggered', 'acknowledged', 'mitigated') AND group_key != '';
 "#,
@@ -880,6 +895,77 @@ mod tests {
         )
         .await;
         assert!(matches!(store.silences().await, Err(StoreError::Corrupt(m)) if m.contains("silence matcher")));
+    }
+
+    /// An installation from before the one-open-incident-per-group index may hold two
+    /// open incidents for one group (two writers raced). The upgrade keeps both open,
+    /// moves the older out of the group with a note, and the index then holds.
+    #[tokio::test]
+    async fn upgrading_past_the_group_index_keeps_duplicate_incidents_open_and_says_why() {
+        use crate::IncidentStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.db");
+        {
+            let pool = SqlitePool::connect_with(
+                SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap().create_if_missing(true),
+            )
+            .await
+            .unwrap();
+            for (i, sql) in MIGRATIONS.iter().enumerate().take(9) {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&pool).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&pool).await.unwrap();
+            }
+            for opened in [1_000, 2_000] {
+                sqlx::query(
+                    "INSERT INTO incidents (title, priority, status, policy, group_key, services, opened_by, opened_ms, roles, auto_resolve, version) \
+                     VALUES ('db down', 'P1', 'triggered', 'p', 'p/db', '[]', 'steward', ?, '{}', 1, 1)",
+                )
+                .bind(opened)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        }
+        let store = SqliteStore::open(dir.path()).await.expect("the upgrade succeeds despite the duplicates");
+        let open = store.incidents(&crate::IncidentQuery { open: true, ..Default::default() }).await.unwrap();
+        let mut groups: Vec<(i64, String)> = open.iter().map(|i| (i.id, i.group_key.clone())).collect();
+        groups.sort();
+        assert_eq!(groups, [(1, String::new()), (2, "p/db".to_string())], "both stay open; the newer holds the group");
+        let note = store.timeline(1).await.unwrap();
+        assert!(note.iter().any(|e| e.text.contains("Left group p/db")), "{note:?}");
+        assert!(store.timeline(2).await.unwrap().is_empty(), "the holder is unchanged");
+    }
+
+    /// A notification whose stored payload no longer decodes is set aside (expired,
+    /// with why) when a worker claims it; the rows beside it are still delivered.
+    #[tokio::test]
+    async fn a_damaged_notification_does_not_block_its_receivers_queue() {
+        use crate::{AlertStore, NewNotification};
+        use steward_model::alerting::{DeliveryState, NotifyLogEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let t0 = steward_model::clock::now();
+        let n = |key: &str| NewNotification {
+            dedup_key: key.into(),
+            receiver: "ops".into(),
+            group_key: key.into(),
+            status: "firing".into(),
+            payload: "{}".into(),
+            alerts: vec![],
+            log: NotifyLogEntry { receiver: "ops".into(), group_key: key.into(), firing: vec![], sent_at: t0 },
+        };
+        let damaged = store.enqueue(&n("a")).await.unwrap().unwrap();
+        let sound = store.enqueue(&n("b")).await.unwrap().unwrap();
+        sqlx::query("UPDATE outbox SET payload = x'00ff00' WHERE id = ?").bind(damaged).execute(&store.writer).await.unwrap();
+        let claimed = store.claim_due("ops", "w", t0, t0 + chrono::Duration::seconds(60), 10).await.unwrap();
+        assert_eq!(claimed.iter().map(|n| n.id).collect::<Vec<_>>(), [sound], "the sound row is delivered");
+        let all = store.notifications(None, 10).await.unwrap();
+        let set_aside = all.iter().find(|x| x.id == damaged).expect("the damaged row is kept, not deleted");
+        assert_eq!(set_aside.state, DeliveryState::Expired);
+        assert!(set_aside.last_error.as_deref().is_some_and(|e| e.contains("damaged")), "{:?}", set_aside.last_error);
+        assert!(set_aside.payload.contains("damaged"), "the listing reads it: {}", set_aside.payload);
+        assert!(store.claim_due("ops", "w2", t0, t0 + chrono::Duration::seconds(60), 10).await.unwrap().is_empty());
     }
 
     /// The notification history only grows (and is kept for postmortems): a query that

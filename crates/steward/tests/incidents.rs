@@ -195,8 +195,11 @@ incidents:
     assert_eq!(count(&k, "action_item"), 1);
     assert_eq!(count(&k, "resolved"), 1);
     assert!(count(&k, "notification") >= 4, "pages and alert notifications are in the timeline: {k:?}");
-    let times: Vec<&str> = resolved["timeline"].as_array().unwrap().iter().map(|e| e["at"].as_str().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "the timeline is in time order");
+    // Compared as times, not as text: RFC 3339 drops a zero fraction, and "…:01Z" sorts
+    // after "…:01.5Z" as text.
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        resolved["timeline"].as_array().unwrap().iter().map(|e| e["at"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "the timeline is in time order: {times:?}");
 
     // MTTA as measured from outside, within the pass interval.
     let tta = resolved["times"]["time_to_acknowledge_seconds"].as_i64().unwrap();
