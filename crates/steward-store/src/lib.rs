@@ -1,6 +1,6 @@
 //! All durable state goes through the [`Store`] trait.
 //!
-//! **Architecture invariant:** nothing outside `store/` knows SQL or which database is
+//! **Architecture invariant:** nothing outside this crate knows SQL or which database is
 //! behind it. Every backend passes the same test suite (`tests/store_suite.rs`); the
 //! embedded SQLite backend is the default, a PostgreSQL backend slots in beside it.
 

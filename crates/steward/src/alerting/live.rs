@@ -165,7 +165,9 @@ impl Alerting {
         self.live.rule_health(rule)
     }
 
-    /// Why `alert` is muted now (see [`Live::mutes`]).
+    /// Why `alert` is muted now: active silences, maintenance windows, inhibit rules,
+    /// failing dependencies. `all` and `checks` are the caller's snapshot, taken once
+    /// for the many alerts it asks about.
     pub fn mutes(
         &self,
         alert: &Alert,
@@ -174,7 +176,60 @@ impl Alerting {
         checks: &HashMap<String, CheckState>,
         now: DateTime<Utc>,
     ) -> Vec<Mute> {
-        self.live.mutes(alert, all, config, checks, now)
+        let mut out = Vec::new();
+        for s in self.live.silences.read().expect("silences lock").iter() {
+            if s.is_active(now) && matches_all(&s.matchers, &alert.labels) {
+                out.push(Mute::Silence { id: s.id.clone(), comment: s.comment.clone() });
+            }
+        }
+        for w in &config.maintenance_windows {
+            if !matches_all(&w.matchers, &alert.labels) {
+                continue;
+            }
+            if let Some(until) = w.open_until(now, &config.time_intervals) {
+                out.push(Mute::Maintenance { window: w.name.clone(), comment: w.comment.clone(), until });
+            }
+        }
+        let firing = || all.iter().filter(|a| a.state == AlertState::Firing && a.fingerprint != alert.fingerprint);
+        for rule in &config.inhibit_rules {
+            if !matches_all(&rule.target, &alert.labels) {
+                continue;
+            }
+            if let Some(source) =
+                firing().find(|s| matches_all(&rule.source, &s.labels) && rule.equal.iter().all(|l| s.labels.get(l) == alert.labels.get(l)))
+            {
+                out.push(Mute::Inhibition { by_alert: source.rule.clone(), by_fingerprint: source.fingerprint.clone() });
+            }
+        }
+        if let Some(service) = alert.labels.get("service") {
+            for upstream in upstream_services(config, service) {
+                let cause = firing()
+                    .find(|s| s.labels.get("service") == Some(&upstream))
+                    .map(|s| format!("alert {} is firing", s.rule))
+                    .or_else(|| {
+                        // A failing run below the threshold counts too: checks cross their
+                        // thresholds at different moments, and the dependent service's
+                        // alert must not page in the seconds before the cause's does.
+                        config.checks.iter().filter(|c| c.service.as_deref() == Some(upstream.as_str())).find_map(|c| {
+                            let s = checks.get(&c.name)?;
+                            if s.health == Health::Unhealthy {
+                                Some(format!("check {} is unhealthy", c.name))
+                            } else if s.consecutive_failures > 0 {
+                                Some(format!(
+                                    "check {} is failing ({} of {} failures)",
+                                    c.name, s.consecutive_failures, c.failure_threshold
+                                ))
+                            } else {
+                                None
+                            }
+                        })
+                    });
+                if let Some(cause) = cause {
+                    out.push(Mute::Dependency { service: upstream, cause });
+                }
+            }
+        }
+        out
     }
 
     /// Persists then publishes an alert. Returns false (and keeps the old state, so the
@@ -344,71 +399,6 @@ impl Live {
 
     fn set_silences(&self, silences: Vec<Silence>) {
         *self.silences.write().expect("silences lock") = silences;
-    }
-
-    /// Why `alert` is muted now: active silences, inhibit rules, failing dependencies.
-    pub fn mutes(
-        &self,
-        alert: &Alert,
-        all: &[Arc<Alert>],
-        config: &Config,
-        checks: &HashMap<String, CheckState>,
-        now: DateTime<Utc>,
-    ) -> Vec<Mute> {
-        let mut out = Vec::new();
-        for s in self.silences.read().expect("silences lock").iter() {
-            if s.is_active(now) && matches_all(&s.matchers, &alert.labels) {
-                out.push(Mute::Silence { id: s.id.clone(), comment: s.comment.clone() });
-            }
-        }
-        for w in &config.maintenance_windows {
-            if !matches_all(&w.matchers, &alert.labels) {
-                continue;
-            }
-            if let Some(until) = w.open_until(now, &config.time_intervals) {
-                out.push(Mute::Maintenance { window: w.name.clone(), comment: w.comment.clone(), until });
-            }
-        }
-        let firing = || all.iter().filter(|a| a.state == AlertState::Firing && a.fingerprint != alert.fingerprint);
-        for rule in &config.inhibit_rules {
-            if !matches_all(&rule.target, &alert.labels) {
-                continue;
-            }
-            if let Some(source) =
-                firing().find(|s| matches_all(&rule.source, &s.labels) && rule.equal.iter().all(|l| s.labels.get(l) == alert.labels.get(l)))
-            {
-                out.push(Mute::Inhibition { by_alert: source.rule.clone(), by_fingerprint: source.fingerprint.clone() });
-            }
-        }
-        if let Some(service) = alert.labels.get("service") {
-            for upstream in upstream_services(config, service) {
-                let cause = firing()
-                    .find(|s| s.labels.get("service") == Some(&upstream))
-                    .map(|s| format!("alert {} is firing", s.rule))
-                    .or_else(|| {
-                        // A failing run below the threshold counts too: checks cross their
-                        // thresholds at different moments, and the dependent service's
-                        // alert must not page in the seconds before the cause's does.
-                        config.checks.iter().filter(|c| c.service.as_deref() == Some(upstream.as_str())).find_map(|c| {
-                            let s = checks.get(&c.name)?;
-                            if s.health == Health::Unhealthy {
-                                Some(format!("check {} is unhealthy", c.name))
-                            } else if s.consecutive_failures > 0 {
-                                Some(format!(
-                                    "check {} is failing ({} of {} failures)",
-                                    c.name, s.consecutive_failures, c.failure_threshold
-                                ))
-                            } else {
-                                None
-                            }
-                        })
-                    });
-                if let Some(cause) = cause {
-                    out.push(Mute::Dependency { service: upstream, cause });
-                }
-            }
-        }
-        out
     }
 }
 

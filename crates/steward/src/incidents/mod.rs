@@ -76,7 +76,7 @@ impl Incidents {
         Ok(true)
     }
 
-    /// The open incident that holds (or last held) alert `fingerprint`, if any.
+    /// The newest incident that holds or held alert `fingerprint`, if any.
     pub async fn holding(&self, fingerprint: &str) -> Result<Option<i64>, crate::store::StoreError> {
         let list = self.store.attachments(&[fingerprint.to_string()]).await?;
         Ok(list.into_iter().map(|a| a.incident_id).max())
