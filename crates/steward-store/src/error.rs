@@ -38,6 +38,13 @@ pub enum StoreError {
     /// Anything else the database refused: a bug in steward, not in the input.
     #[error("store: {0}")]
     Internal(String),
+    /// A leader's write after its term ended (another replica leads, or its lease
+    /// expired): refused, so an ex-leader never acts on stale leadership.
+    #[error("refused: {0}")]
+    Fenced(String),
+    /// Refused to write into a store that already holds state (a copy's destination).
+    #[error("{what} already holds data; copy only into an empty store")]
+    NotEmpty { what: String },
     #[error("store: cannot open {path}: {message}")]
     Open { path: String, message: String },
 }
@@ -54,6 +61,7 @@ impl StoreError {
                 | StoreError::StaleVersion { .. }
                 | StoreError::GroupOpen { .. }
                 | StoreError::NameTaken { .. }
+                | StoreError::NotEmpty { .. }
         )
     }
 }
@@ -90,6 +98,8 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => StoreError::Unavailable(e.to_string()),
             E::ColumnDecode { .. } | E::Decode(_) => StoreError::Corrupt(e.to_string()),
+            // Raised by the fence trigger (PostgreSQL schema 2).
+            E::Database(d) if d.code().as_deref() == Some("SF001") => StoreError::Fenced(d.message().to_string()),
             E::Database(d) => {
                 let code = d.code().unwrap_or_default();
                 let sqlite_primary = code.parse::<i64>().ok().map(|c| c & 0xff);

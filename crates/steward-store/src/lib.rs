@@ -4,7 +4,12 @@
 //! behind it. Every backend passes the same test suite (`tests/store_suite.rs`); the
 //! embedded SQLite backend is the default, a PostgreSQL backend slots in beside it.
 
+mod cluster;
+pub mod copy;
 mod error;
+mod locks;
+mod postgres;
+mod rows;
 mod sqlite;
 mod sqlite_alerts;
 mod sqlite_backups;
@@ -16,7 +21,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use cluster::{ClusterStore, Fence, LEADERSHIP, Lease, Replica};
 pub use error::{LockHolder, StoreError};
+pub use postgres::{PostgresStore, redact as redact_url};
 pub use sqlite::SqliteStore;
 
 use steward_model::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
@@ -61,7 +68,14 @@ pub struct Rollup {
 /// Every store trait in one: what a backend implements and what assembly hands out,
 /// each subsystem taking only the traits it uses (see ARCHITECTURE.md, "Subsystems").
 #[async_trait]
-pub trait Store: CheckStore + AlertStore + IncidentStore + RunStore + BackupStore + KeyStore + Send + Sync + 'static {
+pub trait Store:
+    CheckStore + AlertStore + IncidentStore + RunStore + BackupStore + KeyStore + ClusterStore + Send + Sync + 'static
+{
+    /// This store with every write fenced by `fence`: refused with [`StoreError::Fenced`]
+    /// unless `fence` still holds the leadership (see `cluster`). What a leader hands
+    /// the subsystems it runs.
+    fn fenced(&self, fence: Fence) -> std::sync::Arc<dyn Store>;
+
     /// Fails with [`StoreError::NameTaken`] when the name is taken.
     async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError>;
     /// The live (not revoked) token with this hash.

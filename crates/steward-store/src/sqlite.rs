@@ -12,10 +12,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite};
 
+use super::rows::{col, enum_col, ms, result_row, time, token_row};
 use super::{CheckStore, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
 use steward_model::auth::{Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
@@ -441,8 +442,29 @@ CREATE INDEX run_approvals_pending ON run_approvals (run_id) WHERE state = 'pend
 ALTER TABLE runs ADD COLUMN cancel_requested_by TEXT;
 ALTER TABLE runs ADD COLUMN cancel_requested_ms INTEGER;
 "#,
+    // Replicas and the leadership lease (see `cluster`). The term only grows: a lease
+    // given up keeps its row, expired.
+    r#"
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    version TEXT NOT NULL,
+    schema INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    heartbeat_ms INTEGER NOT NULL
+);
+CREATE TABLE leadership (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    term INTEGER NOT NULL,
+    acquired_ms INTEGER NOT NULL,
+    renewed_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+"#,
 ];
 
+#[derive(Clone)]
 pub struct SqliteStore {
     pub(super) writer: SqlitePool,
     pub(super) reader: SqlitePool,
@@ -523,55 +545,17 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(super) fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn result_row(r: &SqliteRow) -> Result<ResultRow, StoreError> {
-    Ok(ResultRow { at: time(col(r, "at_ms")?), healthy: col(r, "healthy")?, latency_ms: col(r, "latency_ms")?, reason: col(r, "reason")? })
-}
-
-/// A column's value, or [`StoreError::Corrupt`] naming the column when what is stored
-/// is not what steward writes there.
-pub(super) fn col<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(r: &'r SqliteRow, name: &str) -> Result<T, StoreError> {
-    r.try_get(name).map_err(|e| match e {
-        sqlx::Error::ColumnNotFound(_) => StoreError::Internal(format!("no column `{name}` in the query")),
-        e => StoreError::Corrupt(format!("column `{name}`: {e}")),
-    })
-}
-
-/// A JSON column parsed: text that does not parse (or not as the type) is reported as
-/// damaged, never read as an empty value.
-pub(super) fn json_col<T: serde::de::DeserializeOwned>(r: &SqliteRow, name: &str) -> Result<T, StoreError> {
-    parse_json(name, col(r, name)?)
-}
-
-/// JSON text from column `name` parsed, or [`StoreError::Corrupt`].
-pub(super) fn parse_json<T: serde::de::DeserializeOwned>(name: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column `{name}` holds JSON steward cannot read: {e}")))
-}
-
-/// A column holding one of a set of names (a status, a state).
-pub(super) fn enum_col<T>(r: &SqliteRow, name: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
-    let text: &str = col(r, name)?;
-    parse(text).ok_or_else(|| StoreError::Corrupt(format!("column `{name}` holds `{text}`, which is none of its values")))
-}
-
-pub(super) fn time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
-fn token_row(r: &SqliteRow) -> Result<TokenInfo, StoreError> {
-    Ok(TokenInfo {
-        name: col(r, "name")?,
-        role: enum_col(r, "role", |s| s.parse::<Role>().ok())?,
-        created_at: time(col(r, "created_at_ms")?),
-        revoked_at: col::<Option<i64>>(r, "revoked_at_ms")?.map(time),
-    })
-}
+super::cluster::cluster_store!(SqliteStore, writer, reader);
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// The same store, unfenced: one SQLite file serves one steward server, so there is
+    /// no other leader whose writes could interleave (`serve` on PostgreSQL is what
+    /// runs several replicas).
+    fn fenced(&self, _fence: super::Fence) -> std::sync::Arc<dyn Store> {
+        std::sync::Arc::new(self.clone())
+    }
+
     async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError> {
         let now = steward_model::clock::now();
         let result = sqlx::query("INSERT INTO api_tokens (name, role, secret_hash, created_at_ms) VALUES (?, ?, ?, ?)")

@@ -2,35 +2,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
-use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, col, enum_col, json_col, ms, time};
+use super::rows::{OutboxRow, alert_event_row, alert_row, col, compress_payload, json, json_col, ms, notification_row, silence_row, time};
+use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore};
 use super::{AlertStore, NewNotification, StoreError};
-use steward_model::alerting::{Alert, AlertEvent, AlertSource, AlertState, DeliveryState, Matcher, Notification, NotifyLogEntry, Silence};
-
-pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data serializes")
-}
-
-/// Inserts one outbox row unless its dedup key is already there; returns the new id.
-/// The one place the outbox is written, for alerts, incidents and runbook steps alike.
-/// One outbox row's text columns, borrowed: a notification's payload can be large and
-/// is written as the caller holds it.
-pub(super) struct OutboxRow<'a> {
-    pub dedup_key: &'a str,
-    pub receiver: &'a str,
-    pub group_key: &'a str,
-    pub status: &'a str,
-    /// JSON text.
-    pub payload: &'a str,
-}
-
-impl<'a> OutboxRow<'a> {
-    pub(crate) fn of(m: &'a super::OutboxMessage, payload: &'a str) -> Self {
-        OutboxRow { dedup_key: &m.dedup_key, receiver: &m.receiver, group_key: &m.group_key, status: &m.status, payload }
-    }
-}
+use steward_model::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
 
 /// Inserts a pending notification (`None`: its dedup key was enqueued before).
 pub(super) async fn insert_outbox(
@@ -53,98 +30,6 @@ pub(super) async fn insert_outbox(
     .bind(incident)
     .fetch_optional(conn)
     .await
-}
-
-/// zstd's frame magic number. JSON text never starts with it (byte 0x28 is `(`), so a
-/// payload column holds either a compressed payload or, in rows written before payloads
-/// were compressed, the text itself.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// A payload as stored: zstd-compressed. A group's payload repeats its labels alert after
-/// alert and is written again, grown, on every flush; compressed it is about a tenth of
-/// the bytes through the WAL and its checkpoints (what PostgreSQL's TOAST does for a
-/// large value by itself).
-fn compress_payload(text: &str) -> Vec<u8> {
-    zstd::bulk::compress(text.as_bytes(), 1).expect("compressing into memory cannot fail")
-}
-
-/// A stored payload back as JSON text: zstd-compressed (rows written since schema 9) or
-/// plain text (rows written before).
-fn payload_text(stored: &[u8]) -> Result<String, StoreError> {
-    let damaged = |why: String| StoreError::Corrupt(format!("a notification payload {why}"));
-    let bytes = if stored.starts_with(&ZSTD_MAGIC) {
-        zstd::stream::decode_all(stored).map_err(|e| damaged(format!("does not decompress: {e}")))?
-    } else {
-        stored.to_vec()
-    };
-    String::from_utf8(bytes).map_err(|_| damaged("is not text".into()))
-}
-
-fn alert_row(r: &SqliteRow) -> Result<Alert, StoreError> {
-    Ok(Alert {
-        fingerprint: col(r, "fingerprint")?,
-        rule: col(r, "rule")?,
-        labels: json_col(r, "labels")?,
-        annotations: json_col(r, "annotations")?,
-        state: enum_col(r, "state", AlertState::parse)?,
-        active_since: time(col(r, "active_since_ms")?),
-        fired_at: col::<Option<i64>>(r, "fired_at_ms")?.map(time),
-        resolved_at: col::<Option<i64>>(r, "resolved_at_ms")?.map(time),
-        last_true: col::<Option<i64>>(r, "last_true_ms")?.map(time),
-        value: col(r, "value")?,
-        source: enum_col(r, "source", AlertSource::parse)?,
-        ends_at: col::<Option<i64>>(r, "ends_at_ms")?.map(time),
-    })
-}
-
-fn event_row(r: &SqliteRow) -> Result<AlertEvent, StoreError> {
-    Ok(AlertEvent {
-        fingerprint: col(r, "fingerprint")?,
-        rule: col(r, "rule")?,
-        at: time(col(r, "at_ms")?),
-        from: enum_col(r, "from_state", AlertState::parse)?,
-        to: enum_col(r, "to_state", AlertState::parse)?,
-        value: col(r, "value")?,
-    })
-}
-
-pub(super) fn notification_row(r: &SqliteRow) -> Result<Notification, StoreError> {
-    // Only the notification queries select the alert list.
-    let alerts: Option<String> =
-        if r.columns().iter().any(|c| sqlx::Column::name(c) == "alert_list") { col(r, "alert_list")? } else { None };
-    Ok(Notification {
-        id: col(r, "id")?,
-        dedup_key: col(r, "dedup_key")?,
-        receiver: col(r, "receiver")?,
-        group_key: col(r, "group_key")?,
-        status: col(r, "status")?,
-        payload: payload_text(col::<&[u8]>(r, "payload")?)?,
-        created_at: time(col(r, "created_ms")?),
-        state: enum_col(r, "state", DeliveryState::parse)?,
-        attempts: col::<i64>(r, "attempts")? as u32,
-        next_attempt_at: time(col(r, "next_attempt_ms")?),
-        last_error: col(r, "last_error")?,
-        delivered_at: col::<Option<i64>>(r, "delivered_ms")?.map(time),
-        alerts: alerts.map(|a| a.split(',').map(str::to_string).collect()).unwrap_or_default(),
-    })
-}
-
-fn silence_row(r: &SqliteRow) -> Result<Silence, StoreError> {
-    let matchers: Vec<String> = json_col(r, "matchers")?;
-    Ok(Silence {
-        id: col(r, "id")?,
-        // A matcher that no longer parses would widen the silence: refused, not dropped.
-        matchers: matchers
-            .iter()
-            .map(|m| Matcher::parse(m).map_err(|e| StoreError::Corrupt(format!("silence matcher `{m}`: {e}"))))
-            .collect::<Result<_, _>>()?,
-        starts_at: time(col(r, "starts_ms")?),
-        ends_at: time(col(r, "ends_ms")?),
-        created_by: col(r, "created_by")?,
-        comment: col(r, "comment")?,
-        created_at: time(col(r, "created_ms")?),
-        expired_at: col::<Option<i64>>(r, "expired_ms")?.map(time),
-    })
 }
 
 /// The columns of a [`Notification`] row from `outbox o`, with its alerts' fingerprints;
@@ -246,7 +131,7 @@ impl AlertStore for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(event_row).collect()
+        rows.iter().map(alert_event_row).collect()
     }
 
     async fn forget_resolved(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

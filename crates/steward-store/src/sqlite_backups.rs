@@ -2,70 +2,15 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
 
-use super::sqlite::{SqliteStore, col, enum_col, json_col, ms, time};
+use super::rows::{backup_row, ms, restore_row, verification_row};
+use super::sqlite::SqliteStore;
 use super::sqlite_locks::{self as locks, Holder};
 use super::{BackupStore, StoreError};
 use steward_model::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
 
 const BACKUP_COLUMNS: &str = "id, policy, repository, source, status, trigger, started_by, owner, started_ms, finished_ms, heartbeat_ms, \
      plain_bytes, stored_bytes, error, facts, verified_ms, verify_result, verify_level, restore_ms, restoring_until_ms";
-
-fn backup_row(r: &SqliteRow) -> Result<BackupRecord, StoreError> {
-    Ok(BackupRecord {
-        id: col(r, "id")?,
-        policy: col(r, "policy")?,
-        repository: col(r, "repository")?,
-        source: col(r, "source")?,
-        status: enum_col(r, "status", BackupStatus::parse)?,
-        trigger: col(r, "trigger")?,
-        started_by: col(r, "started_by")?,
-        owner: col(r, "owner")?,
-        started_at: time(col(r, "started_ms")?),
-        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
-        heartbeat_at: time(col(r, "heartbeat_ms")?),
-        plain_bytes: col(r, "plain_bytes")?,
-        stored_bytes: col(r, "stored_bytes")?,
-        error: col(r, "error")?,
-        facts: json_col(r, "facts")?,
-        verified_at: col::<Option<i64>>(r, "verified_ms")?.map(time),
-        verify_result: col(r, "verify_result")?,
-        verify_level: col::<Option<i64>>(r, "verify_level")?.map(|l| l as u8),
-        restore_ms: col(r, "restore_ms")?,
-        restoring_until: col::<Option<i64>>(r, "restoring_until_ms")?.map(time),
-    })
-}
-
-fn verification_row(r: &SqliteRow) -> Result<Verification, StoreError> {
-    Ok(Verification {
-        id: col(r, "id")?,
-        backup_id: col(r, "backup_id")?,
-        policy: col(r, "policy")?,
-        level: col::<i64>(r, "level")? as u8,
-        trigger: col(r, "trigger")?,
-        started_at: time(col(r, "started_ms")?),
-        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
-        result: col(r, "result")?,
-        detail: json_col(r, "detail")?,
-        restore_ms: col(r, "restore_ms")?,
-    })
-}
-
-fn restore_row(r: &SqliteRow) -> Result<RestoreRecord, StoreError> {
-    Ok(RestoreRecord {
-        id: col(r, "id")?,
-        backup_id: col(r, "backup_id")?,
-        policy: col(r, "policy")?,
-        target: col(r, "target")?,
-        actor: col(r, "actor")?,
-        replaced: col(r, "replaced")?,
-        started_at: time(col(r, "started_ms")?),
-        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
-        result: col(r, "result")?,
-        detail: json_col(r, "detail")?,
-    })
-}
 
 /// Backups held for a restore that no longer runs are released.
 async fn release_restore_holds(tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {

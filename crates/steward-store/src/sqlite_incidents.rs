@@ -2,84 +2,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
 
-use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore, col, enum_col, json_col, ms, parse_json, time};
-use super::sqlite_alerts::{OutboxRow, insert_outbox, json, notification_columns, notification_row};
+use super::rows::{OutboxRow, action_row, attached_row, col, incident_row, json, ms, notification_row, time, timeline_row};
+use super::sqlite::{ROWS_PER_STATEMENT, SqliteStore};
+use super::sqlite_alerts::{insert_outbox, notification_columns};
 use super::{IncidentQuery, IncidentStore, IncidentWrite, StoreError};
 use steward_model::alerting::Notification;
 use steward_model::incidents::oncall::Override;
-use steward_model::incidents::{ActionItem, AttachedState, Incident, IncidentAlert, Priority, Status, TimelineEntry};
-
-fn opt_time(r: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(col::<Option<i64>>(r, column)?.map(time))
-}
-
-fn incident_row(r: &SqliteRow) -> Result<Incident, StoreError> {
-    let escalation: Option<String> = col(r, "escalation")?;
-    Ok(Incident {
-        id: col(r, "id")?,
-        title: col(r, "title")?,
-        priority: enum_col(r, "priority", Priority::parse)?,
-        status: enum_col(r, "status", Status::parse)?,
-        policy: col(r, "policy")?,
-        group_key: col(r, "group_key")?,
-        services: json_col(r, "services")?,
-        opened_by: col(r, "opened_by")?,
-        opened_at: time(col(r, "opened_ms")?),
-        acknowledged_at: opt_time(r, "acknowledged_ms")?,
-        mitigated_at: opt_time(r, "mitigated_ms")?,
-        resolved_at: opt_time(r, "resolved_ms")?,
-        closed_at: opt_time(r, "closed_ms")?,
-        roles: json_col(r, "roles")?,
-        escalation: escalation.map(|e| parse_json("escalation", &e)).transpose()?,
-        auto_resolve: col::<i64>(r, "auto_resolve")? != 0,
-        version: col(r, "version")?,
-    })
-}
-
-fn attached_row(r: &SqliteRow) -> Result<IncidentAlert, StoreError> {
-    Ok(IncidentAlert {
-        incident_id: col(r, "incident_id")?,
-        fingerprint: col(r, "fingerprint")?,
-        rule: col(r, "rule")?,
-        labels: json_col(r, "labels")?,
-        state: enum_col(r, "state", |s| match s {
-            "firing" => Some(AttachedState::Firing),
-            "resolved" => Some(AttachedState::Resolved),
-            _ => None,
-        })?,
-        attached_at: time(col(r, "attached_ms")?),
-        changed_at: time(col(r, "changed_ms")?),
-        fired_at: col::<Option<i64>>(r, "fired_ms")?.map(time),
-    })
-}
-
-fn timeline_row(r: &SqliteRow) -> Result<TimelineEntry, StoreError> {
-    Ok(TimelineEntry {
-        id: col(r, "id")?,
-        incident_id: col(r, "incident_id")?,
-        at: time(col(r, "at_ms")?),
-        kind: col(r, "kind")?,
-        actor: col(r, "actor")?,
-        text: col(r, "text")?,
-        public: col::<i64>(r, "public")? != 0,
-        data: json_col(r, "data")?,
-    })
-}
-
-fn action_row(r: &SqliteRow) -> Result<ActionItem, StoreError> {
-    Ok(ActionItem {
-        id: col(r, "id")?,
-        incident_id: col(r, "incident_id")?,
-        text: col(r, "text")?,
-        owner: col(r, "owner")?,
-        state: col(r, "state")?,
-        created_by: col(r, "created_by")?,
-        created_at: time(col(r, "created_ms")?),
-        done_at: opt_time(r, "done_ms")?,
-    })
-}
+use steward_model::incidents::{ActionItem, AttachedState, Incident, IncidentAlert, Status, TimelineEntry};
 
 /// An incident's notifications: its own (incident pages), and those about its alerts'
 /// episodes (see `incident_notifications`). Two indexed branches rather than one `OR`,

@@ -1,33 +1,10 @@
-//! The one lock model, on SQLite: a named lock held by one holder (a run or a backup)
-//! for one owner (a steward process) until its lease ends or its holder releases it.
-//!
-//! Taking a lock is one `INSERT … ON CONFLICT DO UPDATE … WHERE` statement, so its
-//! correctness does not rest on SQLite having a single writer: of two writers racing
-//! for a free lock, the database lets exactly one statement write it. A run's lock has
-//! no lease end (`expires_ms` NULL): a run that stopped half-way keeps it until a person
-//! resumes, retries or cancels it. A backup's lease ends unless renewed, and an ended
-//! lease is taken over.
+//! The lock model (`locks.rs`) in SQLite's SQL.
 
 use sqlx::SqliteConnection;
 
-use super::sqlite::time;
+pub(super) use super::locks::Holder;
+use super::locks::{note_takeover, stored_holder};
 use super::{LockHolder, StoreError};
-
-/// Who takes a lock.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Holder<'a> {
-    Run(i64),
-    Backup(&'a str),
-}
-
-impl Holder<'_> {
-    fn parts(&self) -> (&'static str, String) {
-        match self {
-            Holder::Run(id) => ("run", id.to_string()),
-            Holder::Backup(id) => ("backup", id.to_string()),
-        }
-    }
-}
 
 /// Takes `name` for `holder` on behalf of `owner`. Succeeds when the lock is free, is
 /// already this holder's, or its lease ended before `now_ms`; otherwise writes nothing
@@ -59,21 +36,11 @@ pub(super) async fn acquire(
     .await?
     .rows_affected();
     if written == 1 {
-        if let Some(LockHolder::Backup { id: old, owner: old_owner, until }) = before.filter(|h| !is(h, &holder)) {
-            tracing::warn!(lock = name, holder = old, owner = old_owner, lease_ended = %until, "took over an ended lease");
-        }
+        note_takeover(name, before, &holder);
         return Ok(());
     }
     let holder = current(conn, name).await?.ok_or_else(|| StoreError::Internal(format!("lock `{name}` refused and not held")))?;
     Err(StoreError::LockHeld { lock: name.to_string(), holder })
-}
-
-fn is(current: &LockHolder, holder: &Holder<'_>) -> bool {
-    match (current, holder) {
-        (LockHolder::Run(a), Holder::Run(b)) => a == b,
-        (LockHolder::Backup { id, .. }, Holder::Backup(b)) => id == b,
-        _ => false,
-    }
 }
 
 /// Who holds `name` now, if anyone.
@@ -83,14 +50,7 @@ async fn current(conn: &mut SqliteConnection, name: &str) -> Result<Option<LockH
             .bind(name)
             .fetch_optional(&mut *conn)
             .await?;
-    let Some((kind, holder, owner, expires)) = row else { return Ok(None) };
-    match kind.as_str() {
-        "run" => holder
-            .parse()
-            .map(|id| Some(LockHolder::Run(id)))
-            .map_err(|_| StoreError::Corrupt(format!("lock `{name}` names run `{holder}`, which is not a run id"))),
-        _ => Ok(Some(LockHolder::Backup { id: holder, owner, until: time(expires.unwrap_or_default()) })),
-    }
+    stored_holder(name, row)
 }
 
 /// Releases every lock `holder` holds.

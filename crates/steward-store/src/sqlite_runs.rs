@@ -2,89 +2,19 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::sqlite::{SqliteStore, col, enum_col, json_col, ms, time};
-use super::sqlite_alerts::{OutboxRow, insert_outbox, json};
+use super::rows::{OutboxRow, approval_row, json, ms, run_event_row, run_row, step_row};
+use super::sqlite::SqliteStore;
+use super::sqlite_alerts::insert_outbox;
 use super::sqlite_locks::{self as locks, Holder};
 use super::{OutboxMessage, RunStore, StoreError};
 use steward_model::runbooks::{
-    AUDIT_KINDS, ApprovalRequest, ApprovalState, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord,
-    StepStatus,
+    AUDIT_KINDS, ApprovalRequest, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus,
 };
 
 const RUN_COLUMNS: &str = "id, runbook, params, status, trigger, started_by, parent_run, alert_fingerprint, incident_id, lock_name, \
      created_ms, finished_ms, heartbeat_ms, error, outputs, owner, cancel_requested_by";
-
-fn run_row(r: &SqliteRow) -> Result<Run, StoreError> {
-    Ok(Run {
-        id: col(r, "id")?,
-        runbook: col(r, "runbook")?,
-        params: json_col(r, "params")?,
-        status: enum_col(r, "status", RunStatus::parse)?,
-        trigger: col(r, "trigger")?,
-        started_by: col(r, "started_by")?,
-        parent_run: col(r, "parent_run")?,
-        alert_fingerprint: col(r, "alert_fingerprint")?,
-        incident_id: col(r, "incident_id")?,
-        lock: col(r, "lock_name")?,
-        created_at: time(col(r, "created_ms")?),
-        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
-        heartbeat_at: time(col(r, "heartbeat_ms")?),
-        error: col(r, "error")?,
-        outputs: json_col(r, "outputs")?,
-        owner: col(r, "owner")?,
-        cancel_requested_by: col(r, "cancel_requested_by")?,
-    })
-}
-
-fn step_row(r: &SqliteRow) -> Result<StepRecord, StoreError> {
-    Ok(StepRecord {
-        run_id: col(r, "run_id")?,
-        path: col(r, "path")?,
-        name: col(r, "name")?,
-        kind: col(r, "kind")?,
-        attempt: col::<i64>(r, "attempt")? as u32,
-        status: enum_col(r, "status", StepStatus::parse)?,
-        started_at: time(col(r, "started_ms")?),
-        finished_at: col::<Option<i64>>(r, "finished_ms")?.map(time),
-        detail: json_col(r, "detail")?,
-        result: json_col(r, "result")?,
-        output: col(r, "output")?,
-        error: col(r, "error")?,
-    })
-}
-
-fn event_row(r: &SqliteRow) -> Result<RunEvent, StoreError> {
-    Ok(RunEvent {
-        id: col(r, "id")?,
-        run_id: col(r, "run_id")?,
-        at: time(col(r, "at_ms")?),
-        kind: col(r, "kind")?,
-        step: col(r, "step")?,
-        actor: col(r, "actor")?,
-        message: col(r, "message")?,
-        data: json_col(r, "data")?,
-    })
-}
-
-fn approval_row(r: &SqliteRow) -> Result<ApprovalRequest, StoreError> {
-    Ok(ApprovalRequest {
-        run_id: col(r, "run_id")?,
-        path: col(r, "path")?,
-        attempt: col::<i64>(r, "attempt")? as u32,
-        role: enum_col(r, "role", |s| s.parse().ok())?,
-        distinct_approver: col(r, "distinct_approver")?,
-        started_by: col(r, "started_by")?,
-        requested_at: time(col(r, "requested_ms")?),
-        expires_at: time(col(r, "expires_ms")?),
-        state: enum_col(r, "state", ApprovalState::parse)?,
-        decided_by: col(r, "decided_by")?,
-        decided_at: col::<Option<i64>>(r, "decided_ms")?.map(time),
-        comment: col(r, "comment")?,
-    })
-}
 
 async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
     // 9 columns × 500 rows stays far below SQLite's bound-parameter limit.
@@ -305,7 +235,7 @@ impl RunStore for SqliteStore {
             .bind(i64::from(limit.clamp(1, 10_000)))
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(event_row).collect()
+        rows.iter().map(run_event_row).collect()
     }
 
     async fn audit(&self, q: &AuditQuery) -> Result<Vec<RunEvent>, StoreError> {
@@ -324,7 +254,7 @@ impl RunStore for SqliteStore {
         }
         b.push(" ORDER BY e.id DESC LIMIT ").push_bind(i64::from(q.limit.clamp(1, 1000)));
         let rows = b.build().fetch_all(&self.reader).await?;
-        rows.iter().map(event_row).collect()
+        rows.iter().map(run_event_row).collect()
     }
 
     async fn request_approval(&self, a: &ApprovalRequest, events: &[NewEvent]) -> Result<(), StoreError> {

@@ -1,5 +1,6 @@
 //! The contract every store backend must meet. Each backend instantiates the suite
-//! with `store_suite!`; today that is SQLite, and a PostgreSQL backend adds one line.
+//! with `store_suite!`: SQLite in a temporary directory, PostgreSQL in a database of
+//! its own on a private cluster (initdb on a free port, see `steward-testkit`).
 
 use std::time::Duration;
 
@@ -845,6 +846,50 @@ pub async fn approvals_cancels_and_resumes_are_decided_once(store: impl Store) {
     assert_eq!(store.run_events(failed.id, 0, 10).await.unwrap().len(), 1);
 }
 
+pub async fn leadership_is_one_lease_whose_term_only_grows(a: impl Store, b: impl Store) {
+    use steward_store::{Fence, Replica};
+    let t = |s: i64| Utc.timestamp_opt(1_000_000 + s, 0).unwrap();
+    assert_eq!(a.leader().await.unwrap(), None, "nobody led yet");
+    let lease = a.lead("a", t(0), t(15)).await.unwrap();
+    assert_eq!((lease.holder.as_str(), lease.term), ("a", 1));
+    let lease = b.lead("b", t(1), t(16)).await.unwrap();
+    assert_eq!((lease.holder.as_str(), lease.term), ("a", 1), "a live lease is not taken");
+    let lease = a.lead("a", t(5), t(20)).await.unwrap();
+    assert_eq!((lease.holder.as_str(), lease.term, lease.acquired_at, lease.expires_at), ("a", 1, t(0), t(20)), "renewed: same term");
+    let lease = b.lead("b", t(20), t(35)).await.unwrap();
+    assert_eq!((lease.holder.as_str(), lease.term, lease.acquired_at), ("b", 2, t(20)), "taken once expired: next term");
+    assert_eq!(a.lead("a", t(21), t(36)).await.unwrap().holder, "b");
+    assert!(!a.resign(&Fence { holder: "a".into(), term: 1 }).await.unwrap(), "an ended term cannot resign");
+    assert!(b.resign(&Fence { holder: "b".into(), term: 2 }).await.unwrap());
+    let lease = a.lead("a", t(22), t(37)).await.unwrap();
+    assert_eq!((lease.holder.as_str(), lease.term), ("a", 3), "resigned: taken at once, next term");
+    // The same holder coming back after its own lease expired starts a new term too:
+    // what it wrote under the old one may have been refused meanwhile.
+    assert_eq!(a.lead("a", t(60), t(75)).await.unwrap().term, 4);
+    // Two replicas racing for a free lease: one wins.
+    b.resign(&Fence { holder: "a".into(), term: 4 }).await.unwrap();
+    let (x, y) = tokio::join!(a.lead("x", t(80), t(95)), b.lead("y", t(80), t(95)));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x, y, "both see the same lease");
+    assert_eq!(x.term, 5);
+
+    let replica = |id: &str, at: i64| Replica {
+        id: id.into(),
+        address: format!("http://{id}:8080"),
+        version: "1.2.3".into(),
+        schema: 2,
+        started_at: t(0),
+        heartbeat_at: t(at),
+    };
+    a.heartbeat_replica(&replica("r1", 0)).await.unwrap();
+    b.heartbeat_replica(&replica("r2", 0)).await.unwrap();
+    a.heartbeat_replica(&replica("r1", 30)).await.unwrap();
+    let all = b.replicas().await.unwrap();
+    assert_eq!(all.iter().map(|r| (r.id.as_str(), r.heartbeat_at)).collect::<Vec<_>>(), [("r1", t(30)), ("r2", t(0))]);
+    assert_eq!(a.forget_replicas(t(10)).await.unwrap(), 1);
+    assert_eq!(a.replicas().await.unwrap().len(), 1);
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr, $open_twice:expr) => {
         mod $backend {
@@ -931,6 +976,11 @@ macro_rules! store_suite {
                 super::two_writers_never_both_win(a, b).await;
             }
             #[tokio::test]
+            async fn leadership_is_one_lease_whose_term_only_grows() {
+                let (_guard, a, b) = $open_twice.await;
+                super::leadership_is_one_lease_whose_term_only_grows(a, b).await;
+            }
+            #[tokio::test]
             async fn forgets_states_of_removed_checks() {
                 let (_guard, store) = $open.await;
                 super::forgets_states_of_removed_checks(store).await;
@@ -955,12 +1005,27 @@ async fn sqlite_twice() -> (tempfile::TempDir, steward_store::SqliteStore, stewa
 
 store_suite!(sqlite_backend, sqlite(), sqlite_twice());
 
+async fn postgres() -> ((), steward_store::PostgresStore) {
+    let url = steward_testkit::shared_database();
+    ((), steward_store::PostgresStore::connect(&url, None).await.unwrap())
+}
+
+/// Two stores (two pools, as two replicas would have) on one database.
+async fn postgres_twice() -> ((), steward_store::PostgresStore, steward_store::PostgresStore) {
+    let url = steward_testkit::shared_database();
+    let a = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+    let b = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+    ((), a, b)
+}
+
+store_suite!(postgres_backend, postgres(), postgres_twice());
+
 /// Every method of the store contract is called by the suite above, so a backend cannot
 /// pass it with a method nobody tried. (Reads the trait's source: the list of methods
 /// is the trait itself.)
 #[test]
 fn the_suite_calls_every_store_method() {
-    let contract = include_str!("../src/lib.rs");
+    let contract = concat!(include_str!("../src/lib.rs"), include_str!("../src/cluster.rs"));
     let suite = include_str!("store_suite.rs");
     let methods: Vec<&str> =
         contract.lines().filter_map(|l| l.trim_start().strip_prefix("async fn ")).filter_map(|rest| rest.split('(').next()).collect();
@@ -1029,4 +1094,112 @@ fn assert_refused_as_append_only(db: &std::path::Path, sql: &str) {
         .unwrap();
     assert!(!out.status.success(), "{sql} must be refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `sql` on a PostgreSQL database through psql (as an operator would) and returns
+/// whether it succeeded and what it printed on stderr.
+fn psql(url: &str, sql: &str) -> (bool, String) {
+    let out = std::process::Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-Atc", sql]).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn postgres_reconnects_to_its_data_and_refuses_newer_schemas() {
+    let url = steward_testkit::shared_database();
+    {
+        let store = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+        store.record(&[run("a", 1, true, Health::Healthy, true)]).await.unwrap();
+    }
+    // Two replicas starting at once both migrate safely (the second finds it done).
+    let (a, b) = tokio::join!(steward_store::PostgresStore::connect(&url, None), steward_store::PostgresStore::connect(&url, None));
+    assert_eq!(a.unwrap().load_states().await.unwrap().len(), 1);
+    drop(b.unwrap());
+    assert!(psql(&url, "UPDATE steward_schema SET version = 99").0);
+    let err = steward_store::PostgresStore::connect(&url, None).await.err().expect("a newer schema must be refused");
+    assert!(err.to_string().contains("newer steward"), "{err}");
+}
+
+#[tokio::test]
+async fn postgres_connection_errors_name_the_server_but_never_the_password() {
+    let port = steward_testkit::free_port();
+    let url = format!("postgres://steward:hunter2@127.0.0.1:{port}/steward");
+    let err = steward_store::PostgresStore::connect(&url, None).await.err().expect("nothing listens there");
+    let message = err.to_string();
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(!message.contains("hunter2"), "the password leaked: {message}");
+}
+
+#[tokio::test]
+async fn postgres_refuses_to_edit_or_delete_the_incident_timeline_and_run_events() {
+    use steward_model::incidents::TimelineEntry;
+    use steward_model::runbooks::NewEvent;
+    use steward_store::{IncidentStore, IncidentWrite, RunStore};
+    let url = steward_testkit::shared_database();
+    let store = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+    let mut w = IncidentWrite::of(incident("x"));
+    w.timeline.push(TimelineEntry::new(Utc.timestamp_opt(5_000, 0).unwrap(), "opened", "steward", "opened"));
+    store.write_incident(&w).await.unwrap();
+    store.create_run(&new_run("r", None, None), NewEvent::new(0, "run_started", "started").by("alice")).await.unwrap();
+    for sql in [
+        "UPDATE incident_timeline SET text = 'edited'",
+        "DELETE FROM incident_timeline",
+        "UPDATE run_events SET actor = 'mallory'",
+        "DELETE FROM run_events",
+    ] {
+        let (ok, stderr) = psql(&url, sql);
+        assert!(!ok, "{sql} must be refused");
+        assert!(stderr.contains("append-only"), "{sql}: {stderr}");
+    }
+}
+
+/// A leader's writes go through a store fenced with its term. Once another replica
+/// has taken the leadership, every write through the old fence is refused by the
+/// database and changes nothing; the new leader's fenced writes go through.
+#[tokio::test]
+async fn postgres_refuses_the_writes_of_an_ex_leader() {
+    use steward_store::{ClusterStore, Fence};
+    let url = steward_testkit::shared_database();
+    let a = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+    let b = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+    let t = |s: i64| Utc.timestamp_opt(2_000_000 + s, 0).unwrap();
+    let first = a.lead("a", t(0), t(15)).await.unwrap();
+    let old = a.fenced(Fence { holder: "a".into(), term: first.term });
+    old.record(&[run("c", 1, true, Health::Healthy, true)]).await.expect("the leader writes");
+    // `a` is paused past its lease; `b` takes over.
+    let second = b.lead("b", t(16), t(31)).await.unwrap();
+    assert_eq!((second.holder.as_str(), second.term), ("b", first.term + 1));
+    let refused = old.record(&[run("c", 2, false, Health::Unhealthy, true)]).await;
+    assert!(matches!(&refused, Err(StoreError::Fenced(m)) if m.contains(&format!("term {}", first.term))), "{refused:?}");
+    let refused = old.create_token("late", Role::Admin, "h").await;
+    assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+    assert_eq!(b.history("c", 10, None).await.unwrap().len(), 1, "nothing of the refused write landed");
+    assert!(b.token_by_hash("h").await.unwrap().is_none());
+    let new = b.fenced(Fence { holder: "b".into(), term: second.term });
+    new.record(&[run("c", 3, false, Health::Unhealthy, true)]).await.expect("the new leader writes");
+    // Unfenced handles (a follower serving the API, the CLI) are not checked.
+    a.create_token("cli", Role::Viewer, "h2").await.unwrap();
+}
+
+/// Every table that holds state carries the fence trigger, so a table added later
+/// cannot be written by an ex-leader because someone forgot it.
+#[tokio::test]
+async fn postgres_fences_every_state_table() {
+    let url = steward_testkit::shared_database();
+    drop(steward_store::PostgresStore::connect(&url, None).await.unwrap());
+    let (ok, _) = psql(&url, "SELECT 1");
+    assert!(ok);
+    let out = std::process::Command::new("psql")
+        .args([
+            url.as_str(),
+            "-Atc",
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind = 'r' \
+               AND c.relname NOT IN ('leadership', 'replicas', 'readiness_probe', 'steward_schema') \
+               AND NOT EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid \
+                               WHERE t.tgrelid = c.oid AND p.proname = 'steward_fence') ORDER BY 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "state tables without the fence");
 }

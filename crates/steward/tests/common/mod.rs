@@ -4,7 +4,6 @@
 
 pub(crate) mod alerting;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,9 +12,9 @@ pub(crate) fn steward() -> Command {
     Command::new(env!("CARGO_BIN_EXE_steward"))
 }
 
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+// Not every test binary that includes this module uses each of them.
+#[allow(unused_imports)]
+pub(crate) use steward_testkit::{PrivatePostgres, free_port, pg_tool};
 
 pub(crate) fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -185,6 +184,11 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(config: &Path, data: &Path) -> Server {
+        Server::start_with(config, data, &[])
+    }
+
+    /// [`Server::start`] with more arguments (`--store postgres://…`).
+    pub(crate) fn start_with(config: &Path, data: &Path, args: &[&str]) -> Server {
         let port = free_port();
         let child = steward()
             .args(["serve", "-c"])
@@ -192,6 +196,7 @@ impl Server {
             .arg("--data")
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("STEWARD_LOG", "info")
             .stdout(Stdio::null())
             // A file, not a pipe: nobody drains a pipe, and a full one would block steward.
@@ -253,105 +258,4 @@ pub(crate) fn create_token(data: &Path, name: &str, role: &str) -> String {
     assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["token"].as_str().unwrap().to_string()
-}
-
-/// A PostgreSQL server tool: Debian keeps initdb, pg_ctl and friends under
-/// /usr/lib/postgresql/VERSION/bin, outside PATH.
-pub(crate) fn pg_tool(tool: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join(tool).exists()).collect())
-        .unwrap_or_default();
-    dirs.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0));
-    dirs.pop().map_or_else(|| PathBuf::from(tool), |d| d.join(tool))
-}
-
-/// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb and the
-/// server refuse to run as root).
-fn as_postgres(tool: &str) -> Command {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(pg_tool(tool));
-        c
-    } else {
-        Command::new(pg_tool(tool))
-    }
-}
-
-fn run_ok(c: &mut Command, what: &str) {
-    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-}
-
-/// A PostgreSQL cluster of our own (initdb) on a free port, stopped on drop; a
-/// standby of another one with [`PrivatePostgres::standby_of`].
-pub(crate) struct PrivatePostgres {
-    pub port: u16,
-    data: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivatePostgres {
-    fn new_dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            run_ok(Command::new("chown").args(["-R", "postgres:"]).arg(dir.path()), "chown");
-        }
-        dir
-    }
-
-    pub(crate) fn primary() -> PrivatePostgres {
-        let dir = Self::new_dir();
-        let data = dir.path().join("data");
-        run_ok(as_postgres("initdb").args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data), "initdb");
-        let pg = PrivatePostgres { port: free_port(), data, _dir: dir };
-        pg.start();
-        pg
-    }
-
-    /// A streaming standby of `primary`, from pg_basebackup.
-    pub(crate) fn standby_of(primary: &PrivatePostgres) -> PrivatePostgres {
-        let dir = Self::new_dir();
-        let data = dir.path().join("data");
-        run_ok(
-            as_postgres("pg_basebackup")
-                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string(), "-U", "postgres", "-R", "-X", "stream", "-D"])
-                .arg(&data),
-            "pg_basebackup",
-        );
-        let pg = PrivatePostgres { port: free_port(), data, _dir: dir };
-        pg.start();
-        pg
-    }
-
-    fn start(&self) {
-        let socket = self.data.parent().unwrap();
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, socket.display());
-        let mut c = as_postgres("pg_ctl");
-        c.args(["-w", "-l"]).arg(socket.join("log")).args(["-o", &opts, "-D"]).arg(&self.data).arg("start");
-        run_ok(&mut c, "pg_ctl start");
-    }
-
-    pub(crate) fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-
-    /// Runs SQL through psql and returns its unaligned output.
-    pub(crate) fn psql(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-Atc", sql, "postgres"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let mut c = as_postgres("pg_ctl");
-        c.args(["-m", "immediate", "-D"]).arg(&self.data).arg("stop").stdout(Stdio::null()).stderr(Stdio::null());
-        let _ = c.status();
-    }
 }

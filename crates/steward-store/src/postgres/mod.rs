@@ -1,0 +1,369 @@
+//! The shared store: PostgreSQL, for several steward replicas on one database.
+//!
+//! Same tables and the same row mappers (`rows.rs`) as the SQLite backend; what differs
+//! is concurrency. SQLite has one writer, so a read-then-write transaction there is
+//! serial by construction. Here several processes write at once under READ COMMITTED,
+//! so every write that decides something (take a lock, claim a notification, decide an
+//! approval, move an incident's version) is one conditional statement whose WHERE the
+//! database re-checks on the row it locks, and queues are read with
+//! `FOR UPDATE SKIP LOCKED`, never "read, then update what was read".
+
+mod alerts;
+mod backups;
+mod incidents;
+mod locks;
+mod runs;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder};
+
+use super::rows::{col, enum_col, ms, result_row, time, token_row};
+use super::{CheckStore, Fence, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
+use steward_model::auth::{Role, TokenInfo};
+use steward_model::checks::state::{CheckState, Health, Transition};
+
+/// Rows per multi-row INSERT: 12 columns × 1,000 stays far below PostgreSQL's limit of
+/// 65,535 bound parameters.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Schema migrations, applied in order; `steward_schema.version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("cluster.sql")];
+
+/// Any number, as long as every steward agrees: the advisory lock that serialises
+/// migrations when several replicas start at once.
+const MIGRATION_LOCK: i64 = 0x5354_4557_4152_4431;
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pub(super) pool: PgPool,
+    /// How to connect again: a fenced store is a second pool on the same server.
+    options: PgConnectOptions,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`; the password is given apart,
+    /// from a secret reference, so it never sits in a URL that gets logged) and migrates
+    /// the schema.
+    pub async fn connect(url: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
+        let shown = redact(url);
+        let open_error = |e: &dyn std::fmt::Display| StoreError::Open { path: shown.clone(), message: e.to_string() };
+        let mut options = PgConnectOptions::from_str(url).map_err(|e| open_error(&e))?.application_name("steward");
+        if let Some(password) = password {
+            options = options.password(password);
+        }
+        let pool = pool_options().min_connections(1).connect_with(options.clone()).await.map_err(|e| open_error(&e))?;
+        migrate(&pool).await?;
+        Ok(PostgresStore { pool, options })
+    }
+
+    /// The schema version this build writes.
+    pub fn schema_version() -> usize {
+        MIGRATIONS.len()
+    }
+}
+
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10))
+}
+
+/// `url` with any password in it replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "the PostgreSQL URL (which does not parse)".to_string(),
+    }
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS steward_schema (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let version: i64 =
+        sqlx::query_scalar("SELECT COALESCE((SELECT version FROM steward_schema WHERE id = 1), 0)").fetch_one(&mut *tx).await?;
+    if version as usize > MIGRATIONS.len() {
+        return Err(StoreError::NewerSchema { found: version, known: MIGRATIONS.len() });
+    }
+    for sql in MIGRATIONS.iter().skip(version as usize) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+    }
+    sqlx::query("INSERT INTO steward_schema (id, version) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET version = excluded.version")
+        .bind(MIGRATIONS.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+super::cluster::cluster_store!(PostgresStore, pool, pool);
+
+#[async_trait]
+impl Store for PostgresStore {
+    /// A second pool whose connections carry the fence as the `steward.fence` setting;
+    /// the database checks it before every write (see `cluster.sql`), so no write path
+    /// can forget to. Opened lazily: it costs nothing until the leader writes.
+    fn fenced(&self, fence: Fence) -> std::sync::Arc<dyn Store> {
+        let options = self.options.clone().options([("steward.fence", format!("{}:{}", fence.term, fence.holder))]);
+        std::sync::Arc::new(PostgresStore { pool: pool_options().connect_lazy_with(options), options: self.options.clone() })
+    }
+
+    async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError> {
+        let now = steward_model::clock::now();
+        let result = sqlx::query("INSERT INTO api_tokens (name, role, secret_hash, created_at_ms) VALUES ($1, $2, $3, $4)")
+            .bind(name)
+            .bind(role.as_str())
+            .bind(secret_hash)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await;
+        match result {
+            Ok(_) => Ok(TokenInfo { name: name.to_string(), role, created_at: time(ms(now)), revoked_at: None }),
+            Err(e) if unique_violation(&e) => Err(StoreError::NameTaken { kind: "token", name: name.to_string() }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = $1 AND revoked_at_ms IS NULL")
+            .bind(secret_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at_ms = $1 WHERE name = $2 AND revoked_at_ms IS NULL")
+            .bind(ms(steward_model::clock::now()))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn probe_writable(&self) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO readiness_probe (id, at_ms) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms")
+            .bind(ms(steward_model::clock::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CheckStore for PostgresStore {
+    async fn load_states(&self) -> Result<Vec<CheckState>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM check_states").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CheckState {
+                    check: col(r, "check_name")?,
+                    health: enum_col(r, "health", Health::parse)?,
+                    since: time(col(r, "since_ms")?),
+                    consecutive_successes: col::<i64>(r, "consecutive_successes")? as u32,
+                    consecutive_failures: col::<i64>(r, "consecutive_failures")? as u32,
+                    last_run: col::<Option<i64>>(r, "last_run_ms")?.map(time),
+                    last_latency_ms: col(r, "last_latency_ms")?,
+                    last_reason: col(r, "last_reason")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record(&self, runs: &[RecordedRun]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Postgres>::new("INSERT INTO check_results (check_name, at_ms, healthy, latency_ms, reason) ");
+            q.push_values(chunk, |mut b, run| {
+                b.push_bind(&run.check)
+                    .push_bind(ms(run.outcome.at))
+                    .push_bind(run.outcome.healthy)
+                    .push_bind(run.outcome.latency.as_secs_f64() * 1000.0)
+                    .push_bind(&run.outcome.reason);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        // Only the newest state of each check in the batch matters (and one statement
+        // may not upsert a row twice).
+        let mut latest: HashMap<&str, &CheckState> = HashMap::with_capacity(runs.len());
+        for run in runs {
+            latest.insert(&run.state.check, &run.state);
+        }
+        let mut states: Vec<&CheckState> = latest.into_values().collect();
+        // In one order, so two writers' batches lock rows in the same order: no deadlock.
+        states.sort_by(|a, b| a.check.cmp(&b.check));
+        for chunk in states.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO check_states (check_name, health, since_ms, consecutive_successes, consecutive_failures, last_run_ms, \
+                 last_latency_ms, last_reason) ",
+            );
+            q.push_values(chunk, |mut b, s| {
+                b.push_bind(&s.check)
+                    .push_bind(s.health.as_str())
+                    .push_bind(ms(s.since))
+                    .push_bind(s.consecutive_successes as i64)
+                    .push_bind(s.consecutive_failures as i64)
+                    .push_bind(s.last_run.map(ms))
+                    .push_bind(s.last_latency_ms)
+                    .push_bind(&s.last_reason);
+            });
+            q.push(
+                " ON CONFLICT (check_name) DO UPDATE SET
+                 health = excluded.health, since_ms = excluded.since_ms, consecutive_successes = excluded.consecutive_successes,
+                 consecutive_failures = excluded.consecutive_failures, last_run_ms = excluded.last_run_ms,
+                 last_latency_ms = excluded.last_latency_ms, last_reason = excluded.last_reason",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        let transitions: Vec<&Transition> = runs.iter().filter_map(|r| r.transition.as_ref()).collect();
+        for chunk in transitions.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Postgres>::new("INSERT INTO check_transitions (check_name, at_ms, from_health, to_health, reason) ");
+            q.push_values(chunk, |mut b, t| {
+                b.push_bind(&t.check).push_bind(ms(t.at)).push_bind(t.from.as_str()).push_bind(t.to.as_str()).push_bind(&t.reason);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn results_since(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<ResultRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = $1 AND at_ms >= $2 ORDER BY at_ms DESC",
+        )
+        .bind(check)
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(result_row).collect()
+    }
+
+    async fn history(&self, check: &str, limit: u32, before: Option<DateTime<Utc>>) -> Result<Vec<ResultRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = $1 AND at_ms < $2 \
+             ORDER BY at_ms DESC LIMIT $3",
+        )
+        .bind(check)
+        .bind(before.map_or(i64::MAX, ms))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(result_row).collect()
+    }
+
+    async fn transitions(&self, check: Option<&str>, limit: u32) -> Result<Vec<Transition>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM check_transitions WHERE ($1::text IS NULL OR check_name = $1) ORDER BY id DESC LIMIT $2")
+            .bind(check)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Transition {
+                    check: col(r, "check_name")?,
+                    from: enum_col(r, "from_health", Health::parse)?,
+                    to: enum_col(r, "to_health", Health::parse)?,
+                    at: time(col(r, "at_ms")?),
+                    reason: col(r, "reason")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM check_rollups WHERE check_name = $1 AND hour_ms >= $2 ORDER BY hour_ms")
+            .bind(check)
+            .bind(ms(since))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let runs: i64 = col(r, "runs")?;
+                Ok(Rollup {
+                    hour: time(col(r, "hour_ms")?),
+                    runs: runs as u64,
+                    failures: col::<i64>(r, "failures")? as u64,
+                    latency_avg_ms: col::<f64>(r, "latency_sum_ms")? / runs.max(1) as f64,
+                    latency_max_ms: col(r, "latency_max_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn compact(&self, raw_before: DateTime<Utc>, rollups_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The rows folded are exactly the rows deleted (one statement): a result another
+        // replica writes meanwhile is neither lost nor counted twice.
+        let folded: i64 = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM check_results WHERE at_ms < $1 RETURNING *),
+             folded AS (
+                 INSERT INTO check_rollups (check_name, hour_ms, runs, failures, latency_sum_ms, latency_max_ms)
+                 SELECT check_name, (at_ms / 3600000) * 3600000, count(*), count(*) FILTER (WHERE NOT healthy),
+                        sum(latency_ms), max(latency_ms)
+                 FROM gone GROUP BY 1, 2
+                 ON CONFLICT (check_name, hour_ms) DO UPDATE SET runs = check_rollups.runs + excluded.runs,
+                   failures = check_rollups.failures + excluded.failures,
+                   latency_sum_ms = check_rollups.latency_sum_ms + excluded.latency_sum_ms,
+                   latency_max_ms = GREATEST(check_rollups.latency_max_ms, excluded.latency_max_ms))
+             SELECT count(*) FROM gone",
+        )
+        .bind(ms(raw_before))
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM check_rollups WHERE hour_ms < $1").bind(ms(rollups_before)).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(folded as u64)
+    }
+
+    async fn retain_states(&self, checks: &[String]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM check_states WHERE NOT (check_name = ANY($1))").bind(checks).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn server_key(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let fresh: [u8; 32] = rand::random();
+        sqlx::query("INSERT INTO server_keys (name, key, created_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(&fresh[..])
+            .bind(ms(steward_model::clock::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT key FROM server_keys WHERE name = $1").bind(name).fetch_one(&self.pool).await?)
+    }
+
+    async fn rotate_server_key(&self, name: &str) -> Result<(), StoreError> {
+        let fresh: [u8; 32] = rand::random();
+        sqlx::query(
+            "INSERT INTO server_keys (name, key, created_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET key = excluded.key, created_ms = excluded.created_ms",
+        )
+        .bind(name)
+        .bind(&fresh[..])
+        .bind(ms(steward_model::clock::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
