@@ -89,9 +89,11 @@ enum Command {
         /// A YAML file, or a directory whose *.yaml / *.yml files form one configuration.
         #[arg(short, long, env = "STEWARD_CONFIG")]
         config: PathBuf,
-        /// Directory for the embedded store (created if missing).
+        /// Directory for the embedded store (created if missing) and local files.
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
         /// Address and port for the API, /metrics and the status page.
         #[arg(short, long, default_value = "127.0.0.1:8080", env = "STEWARD_LISTEN")]
         listen: SocketAddr,
@@ -249,6 +251,11 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Move the state between stores (SQLite to PostgreSQL, for several replicas).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Ask a running server whether it is ready (`GET /health/ready`: store writable,
     /// configuration loaded); for container health checks and scripts. No token needed.
     ///
@@ -344,6 +351,41 @@ enum RouteAction {
     },
 }
 
+/// Where the state is kept, when not in the data directory.
+#[derive(clap::Args)]
+struct StoreArg {
+    /// Keep the state in PostgreSQL (several replicas share it) instead of SQLite in
+    /// --data: postgres://USER@HOST:PORT/DB, the password by reference, e.g.
+    /// postgres://steward:${env:PGPASSWORD}@db:5432/steward. Overrides `store:` in the
+    /// configuration.
+    #[arg(long, env = "STEWARD_STORE")]
+    store: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Move an installation from SQLite to PostgreSQL whole: tokens, check history,
+    /// alerts, notifications, incidents and timelines, runs and their audit trail,
+    /// backup records and the server's keys, ids kept. One transaction on the
+    /// destination, committed only when every table's row count matches; the
+    /// destination must be empty. Stop the server first.
+    ///
+    ///   steward store copy --from sqlite:/var/lib/steward \
+    ///       --to 'postgres://steward:${env:PGPASSWORD}@db:5432/steward'
+    #[command(verbatim_doc_comment)]
+    Copy {
+        /// The SQLite store: sqlite:DIR, DIR being the server's --data directory.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL store: postgres://USER@HOST:PORT/DB (password by reference).
+        #[arg(long)]
+        to: String,
+        /// How to print: `table` for people, `json` for scripts.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
 #[derive(Subcommand)]
 enum TokenAction {
     /// Create a token and print its secret (only this once).
@@ -351,6 +393,8 @@ enum TokenAction {
         /// The server's data directory (its store, keys and tokens).
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
         /// A name for the token, unique; `token list` shows it and `token revoke --name` takes it.
         #[arg(short, long)]
         name: String,
@@ -366,6 +410,8 @@ enum TokenAction {
         /// The server's data directory (its store, keys and tokens).
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
         /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
@@ -375,6 +421,8 @@ enum TokenAction {
         /// The server's data directory (its store, keys and tokens).
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
         /// The token's name, as `steward token list` shows it.
         #[arg(short, long)]
         name: String,
@@ -397,6 +445,8 @@ enum KeysAction {
         /// The server's data directory (its store, keys and tokens).
         #[arg(short, long, env = "STEWARD_DATA")]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
     },
 }
 
@@ -472,6 +522,7 @@ fn main() -> ExitCode {
             Command::Serve {
                 config,
                 data,
+                store,
                 listen,
                 max_concurrency,
                 raw_retention,
@@ -484,6 +535,7 @@ fn main() -> ExitCode {
                 let opts = cli::serve::ServeOptions {
                     config,
                     data,
+                    store: store.store,
                     listen,
                     max_concurrency,
                     raw_retention,
@@ -518,12 +570,17 @@ fn main() -> ExitCode {
             Command::Route { action } => match action {
                 RouteAction::Test { config, output, labels } => cli::alerts::route_test(&config, &labels, output),
             },
-            Command::Keys { action: KeysAction::Rotate { key, data } } => cli::token::rotate_key(&data, &key).await,
+            Command::Keys { action: KeysAction::Rotate { key, data, store } } => {
+                cli::token::rotate_key(&data, store.store.as_deref(), &key).await
+            }
             Command::Token { action } => match action {
-                TokenAction::Create { data, name, role, output } => cli::token::create(&data, &name, role, output).await,
-                TokenAction::List { data, output } => cli::token::list(&data, output).await,
-                TokenAction::Revoke { data, name } => cli::token::revoke(&data, &name).await,
+                TokenAction::Create { data, store, name, role, output } => {
+                    cli::token::create(&data, store.store.as_deref(), &name, role, output).await
+                }
+                TokenAction::List { data, store, output } => cli::token::list(&data, store.store.as_deref(), output).await,
+                TokenAction::Revoke { data, store, name } => cli::token::revoke(&data, store.store.as_deref(), &name).await,
             },
+            Command::Store { action: StoreAction::Copy { from, to, output } } => cli::store::copy(&from, &to, output).await,
             Command::Demo { data, listen } => cli::demo::run(data, listen).await,
             Command::Completions { .. } | Command::Man { .. } => unreachable!("answered before the runtime starts"),
             Command::Ready { server } => cli::check::ready(&server).await,

@@ -34,12 +34,22 @@ pub struct Config {
     pub runbooks: Vec<Runbook>,
     pub repositories: Vec<Repository>,
     pub backups: Vec<BackupPolicy>,
+    /// Where the state is kept when not in the data directory's SQLite file. Read when
+    /// the server starts (a reload cannot move a running server's store).
+    pub store: Option<StoreSpec>,
     /// Things worth knowing that are not errors (e.g. skipped recording rules).
     pub notes: Vec<super::diagnostics::Diagnostic>,
     /// Scrubs every resolved secret from text that leaves the process.
     pub redactor: Redactor,
     /// The files read, for `validate` output and reload logs.
     pub files: Vec<PathBuf>,
+}
+
+/// A shared store: a PostgreSQL URL, its password by secret reference.
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    pub url: SecretString,
+    pub pos: Pos,
 }
 
 impl Config {

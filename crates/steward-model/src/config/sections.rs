@@ -32,6 +32,7 @@ const TOP_LEVEL: &[&str] = &[
     "runbooks",
     "repositories",
     "backups",
+    "store",
 ];
 /// Sections of the intended configuration that this version cannot act on yet.
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
@@ -80,6 +81,7 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut repositories = Vec::new();
     let mut backups = Vec::new();
     let mut backup_refs = super::backups::BackupRefs::default();
+    let mut store: Option<StoreSpec> = None;
     for doc in docs {
         if matches!(doc.value, Value::Null) {
             continue;
@@ -98,6 +100,15 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         }
         if let Some(node) = top.take("rule_files") {
             alerts.extend(prometheus::rule_files(node, d, &mut alerting_refs, &mut notes));
+        }
+        if let Some(node) = top.take("store") {
+            match &store {
+                Some(first) => d.push(
+                    Diagnostic::error(node.pos.clone(), "`store` is defined twice")
+                        .with_hint(format!("steward keeps its state in one store; the first is at {}", first.pos)),
+                ),
+                None => store = store_section(node, d, &mut secrets),
+            }
         }
         if let Some(node) = top.take("prometheus") {
             match &prometheus_source {
@@ -213,10 +224,20 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         runbooks,
         repositories,
         backups,
+        store,
         notes,
         redactor: Redactor::new(secrets),
         files: Vec::new(),
     }
+}
+
+/// `store: {url: postgres://steward:${env:PGPASSWORD}@db:5432/steward}`: keep the state in
+/// a shared PostgreSQL database (several replicas) instead of the data directory's SQLite.
+fn store_section(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<StoreSpec> {
+    let mut f = Fields::of(node, "the `store` section", d)?;
+    let url = f.require("url", d).and_then(|n| url(n, "store url", &["postgres", "postgresql"], d, secrets));
+    f.finish(&["url"], d);
+    Some(StoreSpec { url: url?, pos: node.pos.clone() })
 }
 
 /// Without a `route:`, a single receiver gets every alert; several need a route.

@@ -90,6 +90,7 @@ Press Ctrl-C to stop.
     let opts = ServeOptions {
         config: config_path,
         data: data.clone(),
+        store: None,
         listen,
         max_concurrency: 64,
         raw_retention: Duration::from_secs(6 * 3600),

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod incidents;
 pub mod runs;
 pub mod serve;
+pub mod store;
 pub mod tls;
 pub mod token;
 pub mod validate;

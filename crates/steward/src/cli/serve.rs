@@ -13,7 +13,6 @@ use super::{exit, tls};
 use crate::api::{self, AppState};
 use crate::config;
 use crate::engine::{Engine, EngineOptions};
-use crate::store::{SqliteStore, Store};
 use crate::telemetry::supervise;
 
 #[derive(Debug, Clone)]
@@ -22,6 +21,9 @@ pub struct ServeOptions {
     pub config: PathBuf,
     /// The server's data directory (its store, keys and tokens).
     pub data: PathBuf,
+    /// A PostgreSQL store URL (`--store`); else the configuration's `store:`, else
+    /// SQLite in `data`.
+    pub store: Option<String>,
     pub listen: SocketAddr,
     pub max_concurrency: usize,
     /// How long raw results are kept before being rolled up into hourly summaries.
@@ -55,10 +57,10 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         },
         None => None,
     };
-    let store: Arc<dyn Store> = match SqliteStore::open(&opts.data).await {
-        Ok(s) => Arc::new(s),
+    let store = match super::store::open(&opts.data, opts.store.as_deref(), config.store.as_ref()).await {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}\n  hint: --data must be a directory steward can create and write");
+            eprintln!("error: {e}");
             return exit::FAILED;
         }
     };

@@ -1,5 +1,6 @@
 //! `steward token` and `steward keys`: API tokens and the server's keys, managed
-//! directly in the data directory (works whether or not a server is running on it).
+//! directly in the store — the data directory's, or PostgreSQL with `--store` — whether
+//! or not a server is running on it.
 
 use std::path::Path;
 
@@ -7,10 +8,10 @@ use serde_json::json;
 
 use super::{Output, exit};
 use crate::auth::{Role, generate_secret, hash_secret};
-use crate::store::{KeyStore, SqliteStore, Store, StoreError};
+use crate::store::StoreError;
 
-pub async fn create(data: &Path, name: &str, role: Role, output: Output) -> u8 {
-    let store = match SqliteStore::open(data).await {
+pub async fn create(data: &Path, store: Option<&str>, name: &str, role: Role, output: Output) -> u8 {
+    let store = match super::store::open(data, store, None).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -40,9 +41,9 @@ pub async fn create(data: &Path, name: &str, role: Role, output: Output) -> u8 {
     }
 }
 
-pub async fn list(data: &Path, output: Output) -> u8 {
-    let tokens = match SqliteStore::open(data).await {
-        Ok(s) => s.list_tokens().await,
+pub async fn list(data: &Path, store: Option<&str>, output: Output) -> u8 {
+    let tokens = match super::store::open(data, store, None).await {
+        Ok(s) => s.list_tokens().await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match tokens {
@@ -73,9 +74,9 @@ pub async fn list(data: &Path, output: Output) -> u8 {
     }
 }
 
-pub async fn revoke(data: &Path, name: &str) -> u8 {
-    let result = match SqliteStore::open(data).await {
-        Ok(s) => s.revoke_token(name).await,
+pub async fn revoke(data: &Path, store: Option<&str>, name: &str) -> u8 {
+    let result = match super::store::open(data, store, None).await {
+        Ok(s) => s.revoke_token(name).await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match result {
@@ -95,9 +96,9 @@ pub async fn revoke(data: &Path, name: &str) -> u8 {
 }
 
 /// `steward keys rotate NAME`: a fresh key; whatever the old one signed stops verifying.
-pub async fn rotate_key(data: &Path, name: &str) -> u8 {
-    let result = match SqliteStore::open(data).await {
-        Ok(s) => s.rotate_server_key(name).await,
+pub async fn rotate_key(data: &Path, store: Option<&str>, name: &str) -> u8 {
+    let result = match super::store::open(data, store, None).await {
+        Ok(s) => s.rotate_server_key(name).await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match result {
