@@ -80,9 +80,19 @@ impl Engine {
         store: Arc<dyn Store>,
         options: EngineOptions,
     ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>), crate::store::StoreError> {
+        Engine::start_with_metrics(config, store, options, Arc::new(Metrics::new())).await
+    }
+
+    /// [`Engine::start`] reporting into `metrics`: a replica keeps one registry across
+    /// the engines it runs, one per term it leads.
+    pub async fn start_with_metrics(
+        config: Config,
+        store: Arc<dyn Store>,
+        options: EngineOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>), crate::store::StoreError> {
         // Created now if missing, so the first page does not wait on it.
         store.server_key(crate::incidents::ack_link::KEY_NAME).await?;
-        let metrics = Arc::new(Metrics::new());
         let config = ConfigView::new(config);
         // The two signals between subsystems: a check changed health (alerting
         // evaluates), an alert changed state (incidents run a pass).
@@ -212,14 +222,19 @@ impl Engine {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let now = crate::clock::now();
-            let raw_before = now - chrono::Duration::from_std(raw_retention).unwrap_or(chrono::Duration::hours(24));
-            let rollups_before = now - chrono::Duration::days(400);
-            match self.store.compact(raw_before, rollups_before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "rolled up old check results"),
-                Err(e) => tracing::warn!(error = %e, "rolling up old check results failed; will retry"),
-            }
+            self.compact_once(raw_retention).await;
+        }
+    }
+
+    /// Folds raw results older than `raw_retention` into hourly rollups, once.
+    pub async fn compact_once(&self, raw_retention: Duration) {
+        let now = crate::clock::now();
+        let raw_before = now - chrono::Duration::from_std(raw_retention).unwrap_or(chrono::Duration::hours(24));
+        let rollups_before = now - chrono::Duration::days(400);
+        match self.store.compact(raw_before, rollups_before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "rolled up old check results"),
+            Err(e) => tracing::warn!(error = %e, "rolling up old check results failed; will retry"),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod backups;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod demo;
 pub mod engine;
 pub mod incidents;

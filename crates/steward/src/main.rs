@@ -120,6 +120,10 @@ enum Command {
         /// The private key (PEM) of --tls-cert.
         #[arg(long, env = "STEWARD_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// With --store postgres://…: how long the leadership lasts unless renewed, so
+        /// how long work waits when the leader dies (renewed every third of it; 3s to 5m).
+        #[arg(long, default_value = "15s", value_parser = parse_lease_ttl, env = "STEWARD_LEASE_TTL")]
+        lease_ttl: std::time::Duration,
     },
     /// List the alerts of a running server: state, since when, and what mutes them.
     /// With a fingerprint: that alert's history and every notification sent about it.
@@ -251,6 +255,15 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// The replicas sharing a PostgreSQL store: which leads, under which term, and when
+    /// each last said it was alive.
+    ///
+    ///   steward cluster status --store 'postgres://steward:${env:PGPASSWORD}@db/steward'
+    #[command(verbatim_doc_comment)]
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Move the state between stores (SQLite to PostgreSQL, for several replicas).
     Store {
         #[command(subcommand)]
@@ -363,6 +376,19 @@ struct StoreArg {
 }
 
 #[derive(Subcommand)]
+enum ClusterAction {
+    /// List the replicas (id, address, version, schema, last heartbeat) and the lease.
+    Status {
+        /// The shared store: postgres://USER@HOST:PORT/DB (password by reference).
+        #[arg(long, env = "STEWARD_STORE")]
+        store: String,
+        /// How to print: `table` for people, `json` for scripts.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
 enum StoreAction {
     /// Move an installation from SQLite to PostgreSQL whole: tokens, check history,
     /// alerts, notifications, incidents and timelines, runs and their audit trail,
@@ -462,6 +488,14 @@ fn parse_external_url(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_lease_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let ttl = parse_duration(s)?;
+    if !(std::time::Duration::from_secs(3)..=std::time::Duration::from_secs(300)).contains(&ttl) {
+        return Err("the lease TTL must be between 3s and 5m: shorter fails over on a hiccup, longer leaves work undone".into());
+    }
+    Ok(ttl)
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     steward::config::duration::parse_duration(s)
 }
@@ -531,6 +565,7 @@ fn main() -> ExitCode {
                 external_url,
                 tls_cert,
                 tls_key,
+                lease_ttl,
             } => {
                 let opts = cli::serve::ServeOptions {
                     config,
@@ -543,6 +578,7 @@ fn main() -> ExitCode {
                     status_page: !no_status_page,
                     external_url,
                     tls: tls_cert.zip(tls_key),
+                    lease_ttl,
                 };
                 cli::serve::run(opts, None).await
             }
@@ -581,6 +617,7 @@ fn main() -> ExitCode {
                 TokenAction::Revoke { data, store, name } => cli::token::revoke(&data, store.store.as_deref(), &name).await,
             },
             Command::Store { action: StoreAction::Copy { from, to, output } } => cli::store::copy(&from, &to, output).await,
+            Command::Cluster { action: ClusterAction::Status { store, output } } => cli::store::cluster_status(&store, output).await,
             Command::Demo { data, listen } => cli::demo::run(data, listen).await,
             Command::Completions { .. } | Command::Man { .. } => unreachable!("answered before the runtime starts"),
             Command::Ready { server } => cli::check::ready(&server).await,

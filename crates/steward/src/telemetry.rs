@@ -118,6 +118,16 @@ pub struct Metrics {
     pub backup_last_verification: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     pub backup_last_verification_success: Family<PolicyLabels, Gauge>,
     pub backup_last_restore_duration: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    /// 1 while this replica leads (runs the loops that must run once), else 0.
+    pub leader: Gauge,
+    pub leader_changes: Counter,
+    /// Seconds since each registered replica last said it was alive.
+    pub replica_heartbeat_age: Family<ReplicaLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub replica: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -162,6 +172,9 @@ impl Metrics {
             notifications_enqueued: Family::default(),
             notifications: Family::default(),
             outbox_depth: Gauge::default(),
+            leader: Gauge::default(),
+            leader_changes: Counter::default(),
+            replica_heartbeat_age: Family::default(),
             outbox_oldest_age: Gauge::default(),
             alerts_received: Counter::default(),
             rule_evaluation_failures: Family::default(),
@@ -216,6 +229,13 @@ impl Metrics {
             r.register("notifications_enqueued", "Notifications written to the outbox, by receiver", m.notifications_enqueued.clone());
             r.register("notifications", "Delivery attempts by receiver and result (delivered, retried, expired)", m.notifications.clone());
             r.register("outbox_depth", "Notifications waiting for delivery", m.outbox_depth.clone());
+            r.register("leader", "1 while this replica leads: it runs checks, alerting, escalation and schedules", m.leader.clone());
+            r.register("leader_changes", "Times this replica became or stopped being the leader", m.leader_changes.clone());
+            r.register(
+                "replica_heartbeat_age_seconds",
+                "Seconds since each replica sharing the store last said it was alive",
+                m.replica_heartbeat_age.clone(),
+            );
             r.register_with_unit(
                 "outbox_oldest_age",
                 "Age of the oldest notification waiting for delivery",

@@ -22,6 +22,8 @@ pub enum Code {
     Conflict,
     InvalidConfig,
     StoreUnavailable,
+    /// A replica that does not lead cannot reach the one that does (failover under way).
+    NoLeader,
     Internal,
 }
 
@@ -40,6 +42,7 @@ impl Code {
             Code::Conflict => "conflict",
             Code::InvalidConfig => "invalid_config",
             Code::StoreUnavailable => "store_unavailable",
+            Code::NoLeader => "no_leader",
             Code::Internal => "internal",
         }
     }
@@ -56,7 +59,7 @@ impl Code {
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::Conflict => StatusCode::CONFLICT,
             Code::InvalidConfig => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::StoreUnavailable | Code::NoLeader => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,6 +87,10 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
+        if let crate::store::StoreError::Fenced(why) = &e {
+            tracing::warn!(why, "a write was refused: this replica no longer leads");
+            return ApiError::new(Code::NoLeader, "this replica no longer leads; retry, and the request reaches the new leader");
+        }
         tracing::error!(error = %e, "store error while serving an API request");
         ApiError::new(Code::StoreUnavailable, "the store could not answer; see steward's log")
     }

@@ -10,6 +10,7 @@ mod backups;
 pub mod error;
 mod guard;
 pub mod incidents;
+pub mod replica;
 mod runs;
 mod status_page;
 

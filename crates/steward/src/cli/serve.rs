@@ -10,10 +10,15 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{exit, tls};
+use crate::api::replica::Front;
 use crate::api::{self, AppState};
+use crate::cluster::{LeaseOptions, Member, ReplicaState, StartEngine};
 use crate::config;
 use crate::engine::{Engine, EngineOptions};
-use crate::telemetry::supervise;
+use crate::store::{Replica, Store};
+use crate::telemetry::{Metrics, supervise};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -35,6 +40,8 @@ pub struct ServeOptions {
     pub external_url: Option<String>,
     /// Certificate chain and key files (PEM): serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// With a shared store: how long the leadership lease lasts unless renewed.
+    pub lease_ttl: Duration,
 }
 
 /// Runs until SIGTERM/SIGINT. `on_listening` is told the bound address (the demo
@@ -82,6 +89,9 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         run_retention: opts.run_retention,
         data_dir: opts.data.clone(),
     };
+    if opts.store.is_some() || config.store.is_some() {
+        return serve_replica(opts, store, listener, certificate, engine_options, on_listening).await;
+    }
     let (engine, writer) = match Engine::start(config, store, engine_options).await {
         Ok(v) => v,
         Err(e) => {
@@ -136,6 +146,125 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         Err(e) => {
             eprintln!("error: the HTTP server failed: {e}");
             exit::FAILED
+        }
+    }
+}
+
+/// `serve` on a shared (PostgreSQL) store: one replica of several. It serves HTTP at
+/// once, as a follower, and runs an engine only while it holds the leadership (see
+/// `cluster`): what must run once runs on one replica, and any replica answers.
+async fn serve_replica(
+    opts: ServeOptions,
+    store: Arc<dyn Store>,
+    listener: tokio::net::TcpListener,
+    certificate: Option<Arc<tls::Certificate>>,
+    engine_options: EngineOptions,
+    on_listening: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
+) -> u8 {
+    let addr = listener.local_addr().expect("bound socket has an address");
+    let metrics = Arc::new(Metrics::new());
+    let now = crate::clock::now();
+    let me = Replica {
+        id: crate::telemetry::process_owner(),
+        address: engine_options.external_url.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        schema: crate::store::PostgresStore::schema_version() as i64,
+        started_at: now,
+        heartbeat_at: now,
+    };
+    let (role_tx, role_rx) = watch::channel(ReplicaState::default());
+    // Each term starts from the configuration file as it is then: a replica that takes
+    // over runs what the operator last wrote, not what it read at its own start.
+    let start_engine: StartEngine = {
+        let (path, options, metrics) = (opts.config.clone(), engine_options.clone(), metrics.clone());
+        Arc::new(move |fenced: Arc<dyn Store>| {
+            let (path, options, metrics) = (path.clone(), options.clone(), metrics.clone());
+            Box::pin(async move {
+                let config = config::load(&path).map_err(|d| format!("the configuration does not load:\n{d}"))?;
+                Engine::start_with_metrics(config, fenced, options, metrics).await.map_err(|e| e.to_string())
+            })
+        })
+    };
+    let member = Arc::new(Member {
+        store: store.clone(),
+        me: me.clone(),
+        lease: LeaseOptions { ttl: opts.lease_ttl },
+        metrics: metrics.clone(),
+        role: role_tx,
+        start_engine,
+    });
+    let stop_member = CancellationToken::new();
+    let member_task = tokio::spawn(member.run(stop_member.clone()));
+    tracing::info!(%addr, replica = me.id, ttl = ?opts.lease_ttl, "steward is serving as a replica of a shared store");
+    let stop = match shutdown_signal() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install the SIGTERM/SIGINT handlers: {e}");
+            return exit::FAILED;
+        }
+    };
+    if let Some(f) = on_listening {
+        f(addr);
+    }
+    // Maintenance that must run once runs on whichever replica leads at the time.
+    let compactor = {
+        let (role, keep) = (role_rx.clone(), opts.raw_retention);
+        supervise("compaction", metrics.clone(), move || compact_while_leading(role.clone(), keep))
+    };
+    let reloader = {
+        let (role, c) = (role_rx.clone(), certificate.clone());
+        supervise("sighup_reload", metrics.clone(), move || reload_leader_on_sighup(role.clone(), c.clone()))
+    };
+    let front = Arc::new(Front::new(role_rx, store, metrics, opts.status_page, me.id.clone()));
+    let app = api::replica::router(front);
+    let served = match certificate {
+        Some(c) => match tls::TlsListener::new(listener, c) {
+            Ok(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+            Err(e) => Err(e),
+        },
+        None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+    };
+    tracing::info!("shutting down: stopping the engine (if leading) and giving the leadership up");
+    reloader.abort();
+    compactor.abort();
+    stop_member.cancel();
+    let _ = member_task.await;
+    match served {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: the HTTP server failed: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+/// Rolls up old results every ten minutes, on the leader's engine only.
+async fn compact_while_leading(role: watch::Receiver<ReplicaState>, keep: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let engine = role.borrow().engine.clone();
+        if let Some(engine) = engine {
+            engine.compact_once(keep).await;
+        }
+    }
+}
+
+/// SIGHUP reloads the configuration of the engine this replica leads with (a follower
+/// reads the file when it takes over).
+async fn reload_leader_on_sighup(role: watch::Receiver<ReplicaState>, certificate: Option<Arc<tls::Certificate>>) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let engine = role.borrow().engine.clone();
+        if let Some(engine) = engine {
+            tracing::info!("SIGHUP: reloading configuration");
+            let _ = engine.reload().await;
+        }
+        if let Some(c) = &certificate {
+            match c.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS certificate reload failed; the current one is still served"),
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::{Output, exit};
 use crate::config::StoreSpec;
 use crate::config::secret::{self, UrlError};
-use crate::store::{PostgresStore, SqliteStore, Store, copy};
+use crate::store::{ClusterStore, PostgresStore, SqliteStore, Store, copy};
 
 /// A PostgreSQL URL as the user wrote it (references unresolved, safe to show) and
 /// resolved (for the driver only).
@@ -118,4 +118,76 @@ pub async fn copy(from: &str, to: &str, output: Output) -> u8 {
             exit::FAILED
         }
     }
+}
+
+/// `steward cluster status`: the replicas and the lease, as the store has them.
+pub async fn cluster_status(store: &str, output: Output) -> u8 {
+    let url = match postgres_url(store) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_CONFIG;
+        }
+    };
+    let store = match PostgresStore::connect(&url.resolved, None).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    let (replicas, lease) = match (store.replicas().await, store.leader().await) {
+        (Ok(r), Ok(l)) => (r, l),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    let now = crate::clock::now();
+    let live = |l: &crate::store::Lease| l.expires_at > now;
+    let leads = |id: &str| lease.as_ref().is_some_and(|l| l.holder == id && live(l));
+    match output {
+        Output::Json => {
+            let replicas: Vec<_> = replicas
+                .iter()
+                .map(|r| {
+                    json!({
+                        "id": r.id, "address": r.address, "version": r.version, "schema": r.schema,
+                        "started_at": r.started_at, "heartbeat_at": r.heartbeat_at,
+                        "heartbeat_age_seconds": (now - r.heartbeat_at).num_milliseconds() as f64 / 1000.0,
+                        "leader": leads(&r.id),
+                    })
+                })
+                .collect();
+            println!("{}", json!({"lease": lease, "lease_live": lease.as_ref().is_some_and(live), "replicas": replicas}));
+        }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = replicas
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.address.clone(),
+                        r.version.clone(),
+                        r.schema.to_string(),
+                        format!("{:.1}s ago", (now - r.heartbeat_at).num_milliseconds() as f64 / 1000.0),
+                        if leads(&r.id) { format!("leader (term {})", lease.as_ref().map_or(0, |l| l.term)) } else { "follower".into() },
+                    ]
+                })
+                .collect();
+            super::print_table(&["REPLICA", "ADDRESS", "VERSION", "SCHEMA", "HEARTBEAT", "ROLE"], &rows);
+            match &lease {
+                Some(l) if live(l) => eprintln!(
+                    "leader {} since {} (term {}), lease until {}",
+                    l.holder,
+                    l.acquired_at.to_rfc3339(),
+                    l.term,
+                    l.expires_at.to_rfc3339()
+                ),
+                Some(l) => eprintln!("no leader: the last lease (term {}, {}) expired at {}", l.term, l.holder, l.expires_at.to_rfc3339()),
+                None => eprintln!("no replica has led yet"),
+            }
+        }
+    }
+    exit::OK
 }

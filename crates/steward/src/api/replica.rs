@@ -1,0 +1,157 @@
+//! The HTTP front of a replica that shares its store with others (`serve --store
+//! postgres://…`). The leader answers with its engine's API; a follower answers
+//! `/health`, `/health/ready` and `/metrics` itself and forwards everything else to the
+//! leader (as Vault's standby nodes forward to the active one), so any replica serves
+//! the API, the status page and the acknowledge links. A request already forwarded once
+//! is not forwarded again: during a failover it gets `503 no_leader`, never a loop.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde_json::json;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::error::{ApiError, Code};
+use super::{AppState, guard};
+use crate::cluster::ReplicaState;
+use crate::engine::Engine;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// Marks a request a follower forwarded, with the follower's id.
+const FORWARDED_BY: HeaderName = HeaderName::from_static("x-steward-forwarded-by");
+
+/// Headers that describe one hop, not the request (RFC 9110 §7.6.1), and the host.
+const HOP_HEADERS: [HeaderName; 6] =
+    [header::CONNECTION, header::HOST, header::TRANSFER_ENCODING, header::UPGRADE, header::TE, header::TRAILER];
+
+pub struct Front {
+    pub role: watch::Receiver<ReplicaState>,
+    /// The unfenced store: a follower's readiness probe.
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub status_page: bool,
+    /// This replica's id, sent along with what it forwards.
+    pub me: String,
+    client: reqwest::Client,
+    /// The router of the engine this replica leads with, built once per engine.
+    leading: Mutex<Option<(Arc<Engine>, Router)>>,
+}
+
+impl Front {
+    pub fn new(role: watch::Receiver<ReplicaState>, store: Arc<dyn Store>, metrics: Arc<Metrics>, status_page: bool, me: String) -> Front {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .build()
+            .expect("an HTTP client without custom TLS roots builds");
+        Front { role, store, metrics, status_page, me, client, leading: Mutex::new(None) }
+    }
+
+    fn engine_router(&self, engine: &Arc<Engine>) -> Router {
+        let mut cached = self.leading.lock().expect("router cache lock");
+        match &*cached {
+            Some((e, r)) if Arc::ptr_eq(e, engine) => r.clone(),
+            _ => {
+                let r = super::router(Arc::new(AppState { engine: engine.clone(), status_page: self.status_page }));
+                *cached = Some((engine.clone(), r.clone()));
+                r
+            }
+        }
+    }
+}
+
+pub fn router(front: Arc<Front>) -> Router {
+    Router::new().fallback(dispatch).with_state(front)
+}
+
+async fn dispatch(State(front): State<Arc<Front>>, req: Request) -> Response {
+    let role = front.role.borrow().clone();
+    if req.uri().path() == "/health/ready" {
+        return ready(&front, &role).await;
+    }
+    if let Some(engine) = &role.engine {
+        let router = front.engine_router(engine);
+        return router.oneshot(req).await.unwrap_or_else(|never| match never {});
+    }
+    match req.uri().path() {
+        "/health" => Json(json!({"status": "ok"})).into_response(),
+        "/metrics" => {
+            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], front.metrics.render()).into_response()
+        }
+        _ => forward(&front, &role, req).await,
+    }
+}
+
+/// Ready when the store answers (writes, for the leader through its fence): a follower
+/// is ready too — it serves by forwarding, and a rolling upgrade must see it ready.
+async fn ready(front: &Front, role: &ReplicaState) -> Response {
+    let now = crate::clock::now();
+    let lease = role.lease.as_ref().map(|l| {
+        json!({
+            "holder": l.holder,
+            "term": l.term,
+            "acquired_at": l.acquired_at,
+            "renewed_at": l.renewed_at,
+            "expires_at": l.expires_at,
+            "age_seconds": (now - l.acquired_at).num_milliseconds() as f64 / 1000.0,
+            "renewed_seconds_ago": (now - l.renewed_at).num_milliseconds() as f64 / 1000.0,
+        })
+    });
+    let (name, probe) = match &role.engine {
+        Some(engine) => ("leader", engine.store.probe_writable().await),
+        None => ("follower", front.store.probe_writable().await),
+    };
+    let body = |status: &str, reason: Option<String>| json!({"status": status, "role": name, "replica": front.me, "lease": lease, "leader_address": role.leader_address, "reason": reason});
+    match probe {
+        Ok(()) if role.store_reachable => Json(body("ready", None)).into_response(),
+        Ok(()) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body("not_ready", Some("the leadership could not be read".into())))).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(body("not_ready", Some(format!("store is not writable: {e}"))))).into_response(),
+    }
+}
+
+async fn forward(front: &Front, role: &ReplicaState, req: Request) -> Response {
+    let no_leader =
+        |why: &str| ApiError::new(Code::NoLeader, format!("this replica does not lead and {why}; retry shortly")).into_response();
+    if req.headers().contains_key(&FORWARDED_BY) {
+        return no_leader("the request was already forwarded to it by another replica");
+    }
+    let Some(leader) = role.leader_address.as_deref() else {
+        return no_leader("no leader is known yet");
+    };
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, guard::MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::new(Code::PayloadTooLarge, "the request body is too large").into_response(),
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = front.client.request(parts.method.clone(), format!("{}{path}", leader.trim_end_matches('/'))).body(body);
+    for (name, value) in &parts.headers {
+        if !HOP_HEADERS.contains(name) {
+            out = out.header(name, value);
+        }
+    }
+    out = out.header(FORWARDED_BY, HeaderValue::from_str(&front.me).unwrap_or(HeaderValue::from_static("replica")));
+    let resp = match out.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(leader, error = %e, "could not forward a request to the leader");
+            return no_leader("the leader cannot be reached");
+        }
+    };
+    let mut back = Response::builder().status(resp.status());
+    for (name, value) in resp.headers() {
+        if !HOP_HEADERS.contains(name) {
+            back = back.header(name, value);
+        }
+    }
+    // Streamed, so a run's live log (server-sent events) flows through as it comes.
+    back.body(Body::from_stream(resp.bytes_stream())).unwrap_or_else(|_| no_leader("the leader's answer could not be relayed"))
+}

@@ -1,0 +1,181 @@
+//! Several `steward serve` replicas on one private PostgreSQL (initdb on a free port),
+//! real webhook receivers: one leader at a time, any replica answers, and losing the
+//! leader — killed, or paused past its lease — neither skips nor repeats a page.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::alerting::{Receiver, file_check, request};
+use common::{PrivatePostgres, Server, steward, wait_for};
+use serde_json::Value;
+
+const TTL: &str = "3s";
+
+fn ready(base: &str) -> Option<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new().get(format!("{base}/health/ready")).timeout(Duration::from_secs(2)).send().await.ok()?;
+        resp.json::<Value>().await.ok()
+    })
+}
+
+fn role(base: &str) -> Option<String> {
+    ready(base).and_then(|v| v["role"].as_str().map(str::to_string))
+}
+
+/// The one replica that says it leads, once the others agree on it.
+fn leader_of(replicas: &[&Server]) -> usize {
+    wait_for("one leader the others agree on", Duration::from_secs(20), || {
+        let states: Vec<Option<Value>> = replicas.iter().map(|s| ready(&s.base)).collect();
+        let leaders: Vec<usize> = (0..states.len()).filter(|&i| states[i].as_ref().is_some_and(|v| v["role"] == "leader")).collect();
+        let [leader] = leaders[..] else { return None };
+        let agreed = states.iter().enumerate().all(|(i, s)| {
+            i == leader || s.as_ref().is_some_and(|v| v["role"] == "follower" && v["leader_address"] == replicas[leader].base.as_str())
+        });
+        agreed.then_some(leader)
+    })
+}
+
+fn token(data: &Path, url: &str) -> String {
+    let out = steward()
+        .args(["token", "create", "--data"])
+        .arg(data)
+        .args(["--store", url, "--name", "ops", "--role", "operator", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string()
+}
+
+fn start_replicas(n: usize, config: &Path, dir: &Path, url: &str) -> Vec<Server> {
+    (0..n).map(|i| Server::start_with(config, &dir.join(format!("replica-{i}")), &["--store", url, "--lease-ttl", TTL])).collect()
+}
+
+#[test]
+fn killing_the_leader_mid_escalation_neither_skips_nor_repeats_a_level() {
+    common::install_crypto();
+    let pg = PrivatePostgres::primary();
+    pg.psql("CREATE DATABASE steward");
+    let url = pg.url("steward");
+    let dir = tempfile::tempdir().unwrap();
+    let up = dir.path().join("up");
+    std::fs::write(&up, "").unwrap();
+    let (a, b, c) = (Receiver::start(0), Receiver::start(0), Receiver::start(0));
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "services:\n  - name: api\nchecks:\n{}alerts:\n  - {{name: ApiDown, when: check api-health unhealthy, severity: critical}}\nreceivers:\n  - {{name: a, webhook: {{url: '{}'}}}}\n  - {{name: b, webhook: {{url: '{}'}}}}\n  - {{name: c, webhook: {{url: '{}'}}}}\nroute:\n  receiver: a\n  group_wait: 0s\nincidents:\n  policies:\n    - {{name: all, escalation: steps}}\n  escalation_policies:\n    - name: steps\n      levels:\n        - {{notify: [a], wait: 5s}}\n        - {{notify: [b], wait: 5s}}\n        - {{notify: [c], wait: 5s}}\n",
+            file_check("api-health", Some("api"), &up),
+            a.url,
+            b.url,
+            c.url
+        ),
+    )
+    .unwrap();
+    let token = token(&dir.path().join("cli"), &url);
+    let mut replicas = start_replicas(3, &config, dir.path(), &url);
+    let leader = leader_of(&replicas.iter().collect::<Vec<_>>());
+    let follower = (leader + 1) % 3;
+
+    // Any replica answers the API: a follower forwards to the leader.
+    let (code, checks) = request("GET", &format!("{}/api/v1/checks", replicas[follower].base), &token, None);
+    assert_eq!(code, 200, "{checks}");
+    assert_eq!(checks["checks"][0]["name"], "api-health", "{checks}");
+
+    std::fs::remove_file(&up).unwrap();
+    let pages = |r: &Receiver| r.accepted().iter().filter(|(_, p)| p["incident"]["escalation"].is_object()).count();
+    let alert_pages = || a.accepted().iter().filter(|(_, p)| p["status"] == "firing" && p["incident"].is_null()).count();
+    wait_for("level 1", Duration::from_secs(15), || (pages(&a) == 1).then_some(()));
+
+    // kill -9 the leader while level 2 is pending.
+    let killed = Instant::now();
+    replicas[leader].signal(libc::SIGKILL);
+    replicas[leader].child.wait().unwrap();
+    let rest: Vec<&Server> = replicas.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, s)| s).collect();
+    let new_leader = leader_of(&rest);
+    let takeover = killed.elapsed();
+    // A lease runs out at most a TTL after the last renewal; a follower tries every
+    // third of it; starting the engine takes the rest.
+    assert!(takeover < Duration::from_secs(3 + 1 + 3), "took {takeover:?} to take over");
+    // `steward cluster status` shows the same: three registered, one leading, a later term.
+    let new_id = ready(&rest[new_leader].base).unwrap()["replica"].as_str().unwrap().to_string();
+    let out = steward().args(["cluster", "status", "--store", &url, "--output", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = status["replicas"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{status}");
+    let leaders: Vec<&str> = listed.iter().filter(|r| r["leader"] == true).map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(leaders, [new_id.as_str()], "{status}");
+    assert!(status["lease"]["term"].as_i64().unwrap() >= 2, "{status}");
+    wait_for("level 2 from the new leader", Duration::from_secs(15), || (pages(&b) == 1).then_some(()));
+    wait_for("level 3, one wait later", Duration::from_secs(15), || (pages(&c) == 1).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((pages(&a), pages(&b), pages(&c)), (1, 1, 1), "each level exactly once across the failover");
+    assert_eq!(alert_pages(), 1, "the alert's page is not sent again by the new leader");
+
+    // The record says so, read through the other survivor.
+    let other = rest.iter().position(|s| s.base != rest[new_leader].base).unwrap();
+    let (_, list) = request("GET", &format!("{}/api/v1/incidents?status=open", rest[other].base), &token, None);
+    let id = list["incidents"][0]["id"].as_i64().expect("one open incident");
+    let (_, detail) = request("GET", &format!("{}/api/v1/incidents/{id}", rest[other].base), &token, None);
+    let levels: Vec<i64> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "escalated")
+        .map(|e| e["data"]["level"].as_i64().unwrap())
+        .collect();
+    assert_eq!(levels, [1, 2, 3]);
+    for (i, s) in replicas.iter_mut().enumerate().filter(|(i, _)| *i != leader) {
+        assert_eq!(s.stop(), Some(0), "replica {i}");
+        assert!(!s.log().contains("panicked"), "{}", s.log());
+    }
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_stops_acting_and_pages_nothing_twice() {
+    common::install_crypto();
+    let pg = PrivatePostgres::primary();
+    pg.psql("CREATE DATABASE steward");
+    let url = pg.url("steward");
+    let dir = tempfile::tempdir().unwrap();
+    let up = dir.path().join("up");
+    let hook = Receiver::start(0);
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "checks:\n{}alerts:\n  - {{name: Down, when: check c unhealthy}}\nreceivers:\n  - {{name: ops, webhook: {{url: '{}'}}}}\nroute:\n  receiver: ops\n  group_wait: 0s\n",
+            file_check("c", None, &up),
+            hook.url
+        ),
+    )
+    .unwrap();
+    let replicas = start_replicas(2, &config, dir.path(), &url);
+    let leader = leader_of(&replicas.iter().collect::<Vec<_>>());
+    let other = 1 - leader;
+    wait_for("the alert's page", Duration::from_secs(15), || (!hook.accepted().is_empty()).then_some(()));
+
+    // SIGSTOP past the lease: the other replica takes over.
+    replicas[leader].signal(libc::SIGSTOP);
+    wait_for("the other replica to lead", Duration::from_secs(15), || {
+        (role(&replicas[other].base).as_deref() == Some("leader")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    replicas[leader].signal(libc::SIGCONT);
+    // Woken, it finds another holder and stops its engine; it is a follower again.
+    wait_for("the paused replica to follow", Duration::from_secs(10), || {
+        (role(&replicas[leader].base).as_deref() == Some("follower")).then_some(())
+    });
+    assert!(replicas[leader].log().contains("no longer leads"), "{}", replicas[leader].log());
+    std::thread::sleep(Duration::from_secs(2));
+    let firing = hook.accepted().iter().filter(|(_, p)| p["status"] == "firing").count();
+    assert_eq!(firing, 1, "one page for one alert, whoever led: {:?}", hook.summary());
+    // The new leader keeps checking: results still land.
+    let count = || pg.psql_in("steward", "SELECT count(*) FROM check_results").parse::<u64>().unwrap();
+    let before = count();
+    wait_for("results from the new leader", Duration::from_secs(10), || (count() > before).then_some(()));
+}
