@@ -82,7 +82,8 @@ impl PrivatePostgres {
         pg
     }
 
-    fn start(&self) {
+    /// Starts the server (again, after [`PrivatePostgres::stop`]) on the same port.
+    pub fn start(&self) {
         let socket = self.data.parent().unwrap();
         let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, socket.display());
         let mut c = as_postgres("pg_ctl");
@@ -107,6 +108,14 @@ impl PrivatePostgres {
             .unwrap();
         assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl PrivatePostgres {
+    /// Stops the server as a crash would (`immediate`: no checkpoint, clients cut off);
+    /// [`PrivatePostgres::start`] brings it back with its data.
+    pub fn stop(&self) {
+        run_ok(as_postgres("pg_ctl").args(["-m", "immediate", "-w", "-D"]).arg(&self.data).arg("stop"), "pg_ctl stop");
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
-use crate::store::{Fence, Lease, Replica, Store};
+use crate::store::{Fence, Lease, Replica, Store, StoreError};
 use crate::telemetry::{Metrics, ReplicaLabels};
 
 /// How leadership is held.
@@ -90,10 +90,22 @@ impl Member {
         let mut leading: Option<Leading> = None;
         loop {
             let attempt = Instant::now();
-            let now = crate::clock::now();
-            self.heartbeat(now).await;
-            let until = now + chrono::Duration::from_std(self.lease.ttl).unwrap_or(chrono::Duration::seconds(15));
-            match self.store.lead(&self.me.id, now, until).await {
+            // One round talks to the store for at most a renewal period, and a leader's
+            // round never outlasts its right to act: a store that hangs (a dead server,
+            // a pool waiting to connect) cannot keep an ex-leader acting.
+            let round = tokio::time::timeout(self.lease.renew_every(), self.round());
+            let outcome = match leading.as_ref().map(|l| l.until) {
+                Some(until) => tokio::select! {
+                    r = round => r.unwrap_or_else(|_| Err(StoreError::Unavailable("the store did not answer in time".into()))),
+                    _ = tokio::time::sleep_until(until) => Err(StoreError::Unavailable("the store did not answer before the lease ran out".into())),
+                },
+                None => round.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the store did not answer in time".into()))),
+            };
+            if let Some(l) = leading.take_if(|l| Instant::now() >= l.until) {
+                self.stop_leading(l, "the lease could not be renewed in time").await;
+                self.role.send_modify(|r| r.engine = None);
+            }
+            match outcome {
                 Ok(lease) if lease.holder == self.me.id => {
                     let deadline = attempt + self.lease.ttl - self.lease.margin();
                     match &mut leading {
@@ -143,6 +155,14 @@ impl Member {
                 Err(e) => tracing::warn!(error = %e, "could not give the leadership up; it lapses when its lease expires"),
             }
         }
+    }
+
+    /// Heartbeat, then take or renew the lease.
+    async fn round(&self) -> Result<Lease, StoreError> {
+        let now = crate::clock::now();
+        self.heartbeat(now).await;
+        let until = now + chrono::Duration::from_std(self.lease.ttl).unwrap_or(chrono::Duration::seconds(15));
+        self.store.lead(&self.me.id, now, until).await
     }
 
     async fn heartbeat(&self, now: chrono::DateTime<chrono::Utc>) {

@@ -179,3 +179,58 @@ fn a_leader_paused_past_its_lease_stops_acting_and_pages_nothing_twice() {
     let before = count();
     wait_for("results from the new leader", Duration::from_secs(10), || (count() > before).then_some(()));
 }
+
+#[test]
+fn postgres_restarted_under_the_replicas_loses_nothing_and_leadership_resumes() {
+    common::install_crypto();
+    let pg = PrivatePostgres::primary();
+    pg.psql("CREATE DATABASE steward");
+    let url = pg.url("steward");
+    let dir = tempfile::tempdir().unwrap();
+    let up = dir.path().join("up");
+    let hook = Receiver::start(0);
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "checks:\n{}alerts:\n  - {{name: Down, when: check c unhealthy}}\nreceivers:\n  - {{name: ops, webhook: {{url: '{}'}}}}\nroute:\n  receiver: ops\n  group_wait: 0s\n",
+            file_check("c", None, &up),
+            hook.url
+        ),
+    )
+    .unwrap();
+    let replicas = start_replicas(2, &config, dir.path(), &url);
+    leader_of(&replicas.iter().collect::<Vec<_>>());
+    wait_for("the alert's page", Duration::from_secs(15), || (!hook.accepted().is_empty()).then_some(()));
+    let results = || pg.psql_in("steward", "SELECT count(*) FROM check_results").parse::<u64>().unwrap();
+    let before = results();
+
+    // PostgreSQL goes away (as a crash would) for longer than the lease.
+    pg.stop();
+    let status = |base: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let r = reqwest::Client::new().get(format!("{base}/health/ready")).timeout(Duration::from_secs(5)).send().await;
+            r.map(|r| r.status().as_u16()).unwrap_or(0)
+        })
+    };
+    wait_for("both replicas to say they are not ready", Duration::from_secs(15), || {
+        replicas.iter().all(|s| status(&s.base) == 503).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    // No replica acts on stale leadership: none says it leads.
+    assert!(replicas.iter().all(|s| role(&s.base).as_deref() != Some("leader")), "a replica still leads without its store");
+    pg.start();
+
+    // Back: one leads again (a later term), results land again, nothing is paged twice.
+    leader_of(&replicas.iter().collect::<Vec<_>>());
+    wait_for("results after the restart", Duration::from_secs(15), || (results() > before).then_some(()));
+    let term: i64 = pg.psql_in("steward", "SELECT term FROM leadership").parse().unwrap();
+    assert!(term >= 2, "leadership was taken again under a new term, not kept: {term}");
+    std::thread::sleep(Duration::from_secs(2));
+    let firing = hook.accepted().iter().filter(|(_, p)| p["status"] == "firing").count();
+    assert_eq!(firing, 1, "the alert was paged once across the outage: {:?}", hook.summary());
+    for s in &replicas {
+        assert!(!s.log().contains("panicked"), "{}", s.log());
+    }
+}

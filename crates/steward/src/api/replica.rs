@@ -23,6 +23,9 @@ use crate::engine::Engine;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
+/// How long readiness waits for the store.
+const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Marks a request a follower forwarded, with the follower's id.
 const FORWARDED_BY: HeaderName = HeaderName::from_static("x-steward-forwarded-by");
 
@@ -103,10 +106,12 @@ async fn ready(front: &Front, role: &ReplicaState) -> Response {
             "renewed_seconds_ago": (now - l.renewed_at).num_milliseconds() as f64 / 1000.0,
         })
     });
-    let (name, probe) = match &role.engine {
-        Some(engine) => ("leader", engine.store.probe_writable().await),
-        None => ("follower", front.store.probe_writable().await),
-    };
+    let store = role.engine.as_ref().map_or(&front.store, |e| &e.store);
+    let name = if role.engine.is_some() { "leader" } else { "follower" };
+    // Bounded: a probe to a store that does not answer is a "no", not a hung request.
+    let probe = tokio::time::timeout(READY_PROBE_TIMEOUT, store.probe_writable())
+        .await
+        .unwrap_or_else(|_| Err(crate::store::StoreError::Unavailable(format!("no answer within {READY_PROBE_TIMEOUT:?}"))));
     let body = |status: &str, reason: Option<String>| json!({"status": status, "role": name, "replica": front.me, "lease": lease, "leader_address": role.leader_address, "reason": reason});
     match probe {
         Ok(()) if role.store_reachable => Json(body("ready", None)).into_response(),

@@ -109,18 +109,7 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
             opts.data.display()
         );
     }
-    // Handlers are installed before anyone is told the server listens: a SIGTERM sent
-    // the moment it does must stop it gracefully, not kill it by default.
-    let stop = match shutdown_signal() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot install the SIGTERM/SIGINT handlers: {e}");
-            return exit::FAILED;
-        }
-    };
-    if let Some(f) = on_listening {
-        f(addr);
-    }
+    let Some(stop) = announce(addr, on_listening) else { return exit::FAILED };
     let compactor = {
         let (e, keep) = (engine.clone(), opts.raw_retention);
         supervise("compaction", engine.metrics.clone(), move || e.clone().compact_forever(keep, Duration::from_secs(600)))
@@ -130,13 +119,7 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         supervise("sighup_reload", engine.metrics.clone(), move || reload_on_sighup(e.clone(), c.clone()))
     };
     let app = api::router(Arc::new(AppState { engine: engine.clone(), status_page: opts.status_page }));
-    let served = match certificate {
-        Some(c) => match tls::TlsListener::new(listener, c) {
-            Ok(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
-            Err(e) => Err(e),
-        },
-        None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
-    };
+    let served = serve_http(listener, certificate, app, stop).await;
     tracing::info!("shutting down: stopping checks and flushing results");
     reloader.abort();
     compactor.abort();
@@ -196,16 +179,7 @@ async fn serve_replica(
     let stop_member = CancellationToken::new();
     let member_task = tokio::spawn(member.run(stop_member.clone()));
     tracing::info!(%addr, replica = me.id, ttl = ?opts.lease_ttl, "steward is serving as a replica of a shared store");
-    let stop = match shutdown_signal() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot install the SIGTERM/SIGINT handlers: {e}");
-            return exit::FAILED;
-        }
-    };
-    if let Some(f) = on_listening {
-        f(addr);
-    }
+    let Some(stop) = announce(addr, on_listening) else { return exit::FAILED };
     // Maintenance that must run once runs on whichever replica leads at the time.
     let compactor = {
         let (role, keep) = (role_rx.clone(), opts.raw_retention);
@@ -216,14 +190,7 @@ async fn serve_replica(
         supervise("sighup_reload", metrics.clone(), move || reload_leader_on_sighup(role.clone(), c.clone()))
     };
     let front = Arc::new(Front::new(role_rx, store, metrics, opts.status_page, me.id.clone()));
-    let app = api::replica::router(front);
-    let served = match certificate {
-        Some(c) => match tls::TlsListener::new(listener, c) {
-            Ok(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
-            Err(e) => Err(e),
-        },
-        None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
-    };
+    let served = serve_http(listener, certificate, api::replica::router(front), stop).await;
     tracing::info!("shutting down: stopping the engine (if leading) and giving the leadership up");
     reloader.abort();
     compactor.abort();
@@ -235,6 +202,19 @@ async fn serve_replica(
             eprintln!("error: the HTTP server failed: {e}");
             exit::FAILED
         }
+    }
+}
+
+/// Serves `app` (over TLS with a certificate) until `stop`.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    certificate: Option<Arc<tls::Certificate>>,
+    app: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match certificate {
+        Some(c) => axum::serve(tls::TlsListener::new(listener, c)?, app).with_graceful_shutdown(stop).await,
+        None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
     }
 }
 
@@ -282,6 +262,26 @@ async fn reload_on_sighup(engine: Arc<Engine>, certificate: Option<Arc<tls::Cert
             }
         }
     }
+}
+
+/// Installs the stop handlers, then tells `on_listening` the address: a SIGTERM sent
+/// the moment the server is known to listen must stop it gracefully, not kill it.
+/// `None` when the handlers cannot be installed (said on stderr).
+fn announce(
+    addr: SocketAddr,
+    on_listening: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let stop = match shutdown_signal() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install the SIGTERM/SIGINT handlers: {e}");
+            return None;
+        }
+    };
+    if let Some(f) = on_listening {
+        f(addr);
+    }
+    Some(stop)
 }
 
 /// Resolves on SIGTERM or SIGINT; the handlers are installed when this is called.
