@@ -234,3 +234,74 @@ fn postgres_restarted_under_the_replicas_loses_nothing_and_leadership_resumes() 
         assert!(!s.log().contains("panicked"), "{}", s.log());
     }
 }
+
+#[test]
+fn a_run_whose_replica_dies_is_interrupted_elsewhere_and_resumes_on_an_operators_word() {
+    common::install_crypto();
+    let pg = PrivatePostgres::primary();
+    pg.psql("CREATE DATABASE steward");
+    let url = pg.url("steward");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let log = work.join("log");
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"runbooks:
+  - name: deploy
+    steps:
+      - name: confirm
+        approve: {{ prompt: "Ship it?", role: operator }}
+      - name: migrate
+        shell: {{ script: 'echo migrate-start >> {log}; until [ -f {go} ]; do sleep 0.1; done; echo migrate-end >> {log}' }}
+      - name: finish
+        shell: {{ script: 'echo finish >> {log}' }}
+"#,
+            log = log.display(),
+            go = work.join("go").display()
+        ),
+    )
+    .unwrap();
+    let token = token(&dir.path().join("cli"), &url);
+    let mut replicas = start_replicas(2, &config, dir.path(), &url);
+    let leader = leader_of(&replicas.iter().collect::<Vec<_>>());
+    let other = 1 - leader;
+    let bases: Vec<String> = replicas.iter().map(|s| s.base.clone()).collect();
+    let via = |i: usize| bases[i].clone();
+
+    // Started and approved through the replica that does not run it.
+    let (code, v) = request("POST", &format!("{}/api/v1/runbooks/deploy/runs", via(other)), &token, Some(serde_json::json!({})));
+    assert_eq!(code, 201, "{v}");
+    let id = v["run"]["id"].as_i64().unwrap();
+    let status = |base: &str| request("GET", &format!("{base}/api/v1/runs/{id}"), &token, None).1;
+    wait_for("the approval to be asked", Duration::from_secs(10), || (status(&via(other))["run"]["status"] == "waiting").then_some(()));
+    let (code, v) = request("POST", &format!("{}/api/v1/runs/{id}/approve", via(other)), &token, Some(serde_json::json!({})));
+    assert_eq!(code, 200, "{v}");
+    wait_for("the migration to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).ok().filter(|l| l.contains("migrate-start"))
+    });
+
+    // The replica running it dies; the other takes over and says what it knows.
+    replicas[leader].signal(libc::SIGKILL);
+    replicas[leader].child.wait().unwrap();
+    leader_of(&[&replicas[other]]);
+    let d = wait_for("the run to be interrupted", Duration::from_secs(15), || {
+        let d = status(&via(other));
+        (d["run"]["status"] == "interrupted").then_some(d)
+    });
+    let migrate: Vec<&Value> = d["steps"].as_array().unwrap().iter().filter(|s| s["path"] == "migrate").collect();
+    assert_eq!(migrate[0]["status"], "unknown", "{d}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().matches("migrate-start").count(), 1, "not re-executed on its own");
+
+    // An operator resumes it; it finishes on the surviving replica.
+    std::fs::write(work.join("go"), "").unwrap();
+    let (code, v) = request("POST", &format!("{}/api/v1/runs/{id}/resume", via(other)), &token, Some(serde_json::json!({})));
+    assert_eq!(code, 200, "{v}");
+    wait_for("the run to succeed", Duration::from_secs(15), || (status(&via(other))["run"]["status"] == "succeeded").then_some(()));
+    let lines: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(String::from).collect();
+    assert_eq!(lines, ["migrate-start", "migrate-start", "migrate-end", "finish"]);
+    assert_eq!(replicas[other].stop(), Some(0));
+}

@@ -131,6 +131,32 @@ impl Drop for ProcessGroup {
     }
 }
 
+/// The step's process is killed if steward dies (kill -9, OOM) while it runs, instead
+/// of running on unwatched: another replica marks the run interrupted and an operator
+/// may resume it, and the old process must not be racing the new attempt. (Under
+/// systemd or in a container the service's cgroup is cleaned up too; a bare process is
+/// not.) Linux's parent-death signal follows the thread that spawned the child, and
+/// tokio's worker threads live as long as the runtime, so it fires only when steward
+/// goes.
+fn die_with_steward(cmd: &mut Command) {
+    // SAFETY: getpid(2) has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Steward died between fork and prctl: the signal will never come.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("steward exited while starting the step"));
+            }
+            Ok(())
+        });
+    }
+}
+
 async fn process(
     argv: &[String],
     env: &[(String, String)],
@@ -151,6 +177,7 @@ async fn process(
     if let Some(dir) = workdir {
         cmd.current_dir(dir);
     }
+    die_with_steward(&mut cmd);
     let spawned = std::time::Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,

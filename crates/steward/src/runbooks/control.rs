@@ -344,8 +344,19 @@ pub async fn resume(runbooks: &Arc<Runbooks>, run_id: i64, by: &str, from: Optio
 /// After a restart: runs that were live are interrupted, with their running steps
 /// `unknown` — or, when every such step is idempotent, resumed at once.
 pub async fn recover(runbooks: &Arc<Runbooks>) -> Result<(), StoreError> {
+    let now = crate::clock::now();
     for run in runbooks.store.unfinished_runs().await? {
         if runbooks.is_active(run.id) || run.status == RunStatus::Interrupted {
+            continue;
+        }
+        // With several replicas the run may belong to another steward that is alive
+        // (a leader paused past its lease, say): it is judged only once its process is
+        // known gone (a dead pid on this host; the one before a restart) or its
+        // heartbeat is stale — never sooner, or a live run would be taken from it.
+        let gone = run.owner.is_empty() || crate::telemetry::owner_gone(&run.owner);
+        let stale = now - run.heartbeat_at > chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
+        if !gone && !stale {
+            tracing::info!(run = run.id, owner = run.owner, "a run of another steward is still heartbeating; it is left to its owner");
             continue;
         }
         interrupt_or_resume(runbooks, run, "steward stopped").await?;
