@@ -72,6 +72,9 @@ pub trait ClusterStore: Send + Sync {
     async fn resign(&self, fence: &Fence) -> Result<bool, StoreError>;
     /// The current lease, expired or not (`None`: nobody ever led).
     async fn leader(&self) -> Result<Option<Lease>, StoreError>;
+    /// The schema version the store is at now: a replica built for another one must
+    /// not lead (during a rolling upgrade the newer build migrates the store first).
+    async fn schema_version(&self) -> Result<i64, StoreError>;
 }
 
 // The statements, in the SQL both backends speak (`$N` parameters work on SQLite too).
@@ -127,7 +130,7 @@ pub(crate) fn replica_row(r: &impl crate::rows::Columns) -> Result<Replica, Stor
 /// [`ClusterStore`] for a backend whose write and read pools are `$writer` and
 /// `$reader`: the statements above are the same on both backends.
 macro_rules! cluster_store {
-    ($store:ty, $writer:ident, $reader:ident) => {
+    ($store:ty, $writer:ident, $reader:ident, $schema_version:expr) => {
         #[async_trait::async_trait]
         impl $crate::ClusterStore for $store {
             async fn heartbeat_replica(&self, r: &$crate::Replica) -> Result<(), $crate::StoreError> {
@@ -177,6 +180,10 @@ macro_rules! cluster_store {
             async fn leader(&self) -> Result<Option<$crate::Lease>, $crate::StoreError> {
                 let row = sqlx::query($crate::cluster::LEADER).fetch_optional(&self.$writer).await?;
                 row.as_ref().map($crate::cluster::lease_row).transpose()
+            }
+
+            async fn schema_version(&self) -> Result<i64, $crate::StoreError> {
+                Ok(sqlx::query_scalar($schema_version).fetch_one(&self.$writer).await?)
             }
         }
     };

@@ -545,7 +545,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
-super::cluster::cluster_store!(SqliteStore, writer, reader);
+super::cluster::cluster_store!(SqliteStore, writer, reader, "PRAGMA user_version");
 
 #[async_trait]
 impl Store for SqliteStore {

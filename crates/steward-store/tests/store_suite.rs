@@ -888,6 +888,7 @@ pub async fn leadership_is_one_lease_whose_term_only_grows(a: impl Store, b: imp
     assert_eq!(all.iter().map(|r| (r.id.as_str(), r.heartbeat_at)).collect::<Vec<_>>(), [("r1", t(30)), ("r2", t(0))]);
     assert_eq!(a.forget_replicas(t(10)).await.unwrap(), 1);
     assert_eq!(a.replicas().await.unwrap().len(), 1);
+    assert!(a.schema_version().await.unwrap() >= 2, "a migrated store reports its schema");
 }
 
 macro_rules! store_suite {

@@ -106,7 +106,7 @@ impl Member {
                 self.role.send_modify(|r| r.engine = None);
             }
             match outcome {
-                Ok(lease) if lease.holder == self.me.id => {
+                Ok((lease, true)) if lease.holder == self.me.id => {
                     let deadline = attempt + self.lease.ttl - self.lease.margin();
                     match &mut leading {
                         Some(l) if l.term == lease.term => l.until = deadline,
@@ -119,9 +119,16 @@ impl Member {
                     }
                     self.publish(Some(lease), leading.as_ref().map(|l| l.engine.clone()), true).await;
                 }
-                Ok(lease) => {
+                Ok((lease, may_lead)) => {
                     if let Some(old) = leading.take() {
-                        self.stop_leading(old, &format!("{} leads now (term {})", lease.holder, lease.term)).await;
+                        if may_lead {
+                            self.stop_leading(old, &format!("{} leads now (term {})", lease.holder, lease.term)).await;
+                        } else {
+                            // Handed over at once to a replica of the store's version.
+                            let fence = Fence { holder: self.me.id.clone(), term: old.term };
+                            self.stop_leading(old, "the store was migrated to another schema version").await;
+                            let _ = self.store.resign(&fence).await;
+                        }
                     }
                     self.publish(Some(lease), None, true).await;
                 }
@@ -157,12 +164,24 @@ impl Member {
         }
     }
 
-    /// Heartbeat, then take or renew the lease.
-    async fn round(&self) -> Result<Lease, StoreError> {
+    /// Heartbeat, then take or renew the lease — unless the store's schema is not the
+    /// one this build writes (a rolling upgrade: a newer build migrated it), when this
+    /// replica only reads the lease and follows until it is upgraded too.
+    async fn round(&self) -> Result<(Lease, bool), StoreError> {
         let now = crate::clock::now();
         self.heartbeat(now).await;
+        let schema = self.store.schema_version().await?;
+        if schema != self.me.schema {
+            tracing::warn!(
+                store = schema,
+                this_build = self.me.schema,
+                "the store's schema is not this build's: this replica follows and does not lead until it runs the same version"
+            );
+            let lease = self.store.leader().await?.ok_or_else(|| StoreError::Unavailable("no leader yet".into()))?;
+            return Ok((lease, false));
+        }
         let until = now + chrono::Duration::from_std(self.lease.ttl).unwrap_or(chrono::Duration::seconds(15));
-        self.store.lead(&self.me.id, now, until).await
+        Ok((self.store.lead(&self.me.id, now, until).await?, true))
     }
 
     async fn heartbeat(&self, now: chrono::DateTime<chrono::Utc>) {

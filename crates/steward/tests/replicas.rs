@@ -305,3 +305,33 @@ fn a_run_whose_replica_dies_is_interrupted_elsewhere_and_resumes_on_an_operators
     assert_eq!(lines, ["migrate-start", "migrate-start", "migrate-end", "finish"]);
     assert_eq!(replicas[other].stop(), Some(0));
 }
+
+/// A rolling upgrade: the first upgraded replica migrates the store, and the replicas
+/// still on the old build stop leading (they follow and forward) until they run the
+/// store's version too. Simulated by moving the store's schema version under them.
+#[test]
+fn replicas_built_for_another_schema_follow_and_never_lead() {
+    common::install_crypto();
+    let pg = PrivatePostgres::primary();
+    pg.psql("CREATE DATABASE steward");
+    let url = pg.url("steward");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(&config, format!("checks:\n{}", file_check("c", None, &dir.path().join("up")))).unwrap();
+    let replicas = start_replicas(2, &config, dir.path(), &url);
+    leader_of(&replicas.iter().collect::<Vec<_>>());
+    let version: i64 = pg.psql_in("steward", "SELECT version FROM steward_schema").parse().unwrap();
+    pg.psql_in("steward", &format!("UPDATE steward_schema SET version = {}", version + 1));
+    wait_for("no replica to lead", Duration::from_secs(10), || {
+        replicas.iter().all(|s| role(&s.base).as_deref() == Some("follower")).then_some(())
+    });
+    let results = || pg.psql_in("steward", "SELECT count(*) FROM check_results").parse::<u64>().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let frozen = results();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(results(), frozen, "nothing runs the checks against a schema it was not built for");
+    assert!(replicas.iter().any(|s| s.log().contains("follows and does not lead")));
+    pg.psql_in("steward", &format!("UPDATE steward_schema SET version = {version}"));
+    leader_of(&replicas.iter().collect::<Vec<_>>());
+    wait_for("checks to run again", Duration::from_secs(10), || (results() > frozen).then_some(()));
+}

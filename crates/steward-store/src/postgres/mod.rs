@@ -63,9 +63,7 @@ impl PostgresStore {
     }
 
     /// The schema version this build writes.
-    pub fn schema_version() -> usize {
-        MIGRATIONS.len()
-    }
+    pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 }
 
 fn pool_options() -> PgPoolOptions {
@@ -110,7 +108,7 @@ pub(super) fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-super::cluster::cluster_store!(PostgresStore, pool, pool);
+super::cluster::cluster_store!(PostgresStore, pool, pool, "SELECT version FROM steward_schema WHERE id = 1");
 
 #[async_trait]
 impl Store for PostgresStore {

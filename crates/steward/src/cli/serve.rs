@@ -151,7 +151,7 @@ async fn serve_replica(
         id: crate::telemetry::process_owner(),
         address: engine_options.external_url.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        schema: crate::store::PostgresStore::schema_version() as i64,
+        schema: crate::store::PostgresStore::SCHEMA_VERSION,
         started_at: now,
         heartbeat_at: now,
     };
