@@ -335,3 +335,64 @@ fn replicas_built_for_another_schema_follow_and_never_lead() {
     leader_of(&replicas.iter().collect::<Vec<_>>());
     wait_for("checks to run again", Duration::from_secs(10), || (results() > frozen).then_some(()));
 }
+
+/// Every replica restarted in turn (a rolling deploy) while 1,000 checks run: the
+/// leader hands over when it stops, the next one keeps the same slots, and no check
+/// goes more than one interval without a result.
+#[test]
+fn a_rolling_restart_with_a_thousand_checks_misses_at_most_one_interval() {
+    common::install_crypto();
+    let pg = PrivatePostgres::primary();
+    pg.psql("CREATE DATABASE steward");
+    let url = pg.url("steward");
+    let dir = tempfile::tempdir().unwrap();
+    // A TCP target that accepts and closes every connection.
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = target.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in target.incoming() {
+            drop(conn);
+        }
+    });
+    const INTERVAL_MS: i64 = 5_000;
+    let checks: String =
+        (0..1000).map(|i| format!("  - {{name: c{i:04}, interval: 5s, timeout: 1s, tcp: {{address: '{address}'}}}}\n")).collect();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(&config, format!("checks:\n{checks}")).unwrap();
+    let mut replicas = start_replicas(3, &config, dir.path(), &url);
+    leader_of(&replicas.iter().collect::<Vec<_>>());
+    let now_ms = || chrono::Utc::now().timestamp_millis();
+    let covered = || pg.psql_in("steward", "SELECT count(DISTINCT check_name) FROM check_results").parse::<u64>().unwrap();
+    wait_for("every check to have run", Duration::from_secs(20), || (covered() == 1000).then_some(()));
+    let from = now_ms();
+    for (i, replica) in replicas.iter_mut().enumerate() {
+        assert_eq!(replica.stop(), Some(0), "replica {i} stops gracefully");
+        *replica = Server::start_with(&config, &dir.path().join(format!("replica-{i}")), &["--store", &url, "--lease-ttl", TTL]);
+        wait_for("the restarted replica to be ready", Duration::from_secs(15), || role(&replica.base).map(|_| ()));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS as u64 + 1_000));
+    let to = now_ms();
+    // The longest silence of any check inside the window, edges included.
+    let gap: i64 = pg
+        .psql_in(
+            "steward",
+            &format!(
+                "SELECT max(gap) FROM (SELECT check_name, at_ms - lag(at_ms, 1, {from}::bigint) OVER (PARTITION BY check_name ORDER BY at_ms) AS gap \
+                 FROM check_results WHERE at_ms >= {from} AND at_ms <= {to}) runs"
+            ),
+        )
+        .parse()
+        .unwrap();
+    eprintln!("longest silence of a check across the rolling restart: {gap} ms (interval {INTERVAL_MS} ms)");
+    assert!(gap <= 2 * INTERVAL_MS + 1_000, "a check went {gap} ms without a result across the rolling restart");
+    let silent: u64 = pg
+        .psql_in("steward", &format!("SELECT 1000 - count(DISTINCT check_name) FROM check_results WHERE at_ms > {}", to - 2 * INTERVAL_MS))
+        .parse()
+        .unwrap();
+    assert_eq!(silent, 0, "every check ran in the last two intervals");
+    for (i, s) in replicas.iter_mut().enumerate() {
+        assert_eq!(s.stop(), Some(0), "replica {i}");
+        assert!(!s.log().contains("panicked"), "{}", s.log());
+    }
+}

@@ -74,7 +74,10 @@ impl Scheduler {
     }
 }
 
-/// Where in its interval a check starts: stable across restarts and reloads.
+/// Where in its interval a check runs: a fixed offset from the wall clock's interval
+/// boundaries, from its name. The same on every replica and across restarts, so a
+/// replica that takes over keeps the slots the last leader kept: a check misses at most
+/// the slots that fell inside the takeover, never a whole new interval of its own.
 fn phase(name: &str, interval: Duration) -> Duration {
     let mut h = DefaultHasher::new();
     name.hash(&mut h);
@@ -82,8 +85,16 @@ fn phase(name: &str, interval: Duration) -> Duration {
     Duration::from_millis(h.finish() % ms)
 }
 
+/// How long from `now_ms` (wall clock, ms since the epoch) until the check's next slot.
+fn until_next_slot(now_ms: i64, interval: Duration, phase: Duration) -> Duration {
+    let period = interval.as_millis().clamp(1, i64::MAX as u128) as i64;
+    let offset = phase.as_millis() as i64 % period;
+    Duration::from_millis((offset - now_ms.rem_euclid(period)).rem_euclid(period) as u64)
+}
+
 async fn run_check(checks: Arc<Checks>, spec: Arc<CheckSpec>, permits: Arc<Semaphore>, cancel: CancellationToken) {
-    let mut due = Instant::now() + phase(&spec.name, spec.interval);
+    let wait = until_next_slot(crate::clock::now().timestamp_millis(), spec.interval, phase(&spec.name, spec.interval));
+    let mut due = Instant::now() + wait;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -178,6 +189,20 @@ pub async fn write_results(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_follow_the_wall_clock_so_every_replica_keeps_the_same_ones() {
+        let (interval, phase) = (Duration::from_secs(10), Duration::from_millis(2_500));
+        // At 1,000,000 ms the slots are …, 992,500, 1,002,500, …
+        assert_eq!(until_next_slot(1_000_000, interval, phase), Duration::from_millis(2_500));
+        assert_eq!(until_next_slot(1_002_500, interval, phase), Duration::ZERO, "on a slot: now");
+        assert_eq!(until_next_slot(1_002_501, interval, phase), Duration::from_millis(9_999));
+        for now in [0, 1, 9_999, 123_456_789, -5] {
+            let wait = until_next_slot(now, interval, phase).as_millis() as i64;
+            assert!(wait < 10_000);
+            assert_eq!((now + wait - 2_500).rem_euclid(10_000), 0, "{now} + {wait} is a slot");
+        }
+    }
 
     #[test]
     fn phases_are_stable_and_inside_the_interval() {
