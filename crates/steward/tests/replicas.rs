@@ -396,3 +396,40 @@ fn a_rolling_restart_with_a_thousand_checks_misses_at_most_one_interval() {
         assert!(!s.log().contains("panicked"), "{}", s.log());
     }
 }
+
+/// The receiver is down when the leader dies mid-retry: the new leader takes the
+/// notification over from the outbox (the dead leader's claim released) and it is
+/// delivered, once.
+#[test]
+fn a_receiver_down_across_a_failover_still_gets_every_notification_once() {
+    common::install_crypto();
+    let pg = PrivatePostgres::primary();
+    pg.psql("CREATE DATABASE steward");
+    let url = pg.url("steward");
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Receiver::start(3);
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "checks:\n{}alerts:\n  - {{name: Down, when: check c unhealthy}}\nreceivers:\n  - {{name: ops, webhook: {{url: '{}'}}}}\nroute:\n  receiver: ops\n  group_wait: 0s\n",
+            file_check("c", None, &dir.path().join("up")),
+            hook.url
+        ),
+    )
+    .unwrap();
+    let mut replicas = start_replicas(2, &config, dir.path(), &url);
+    let leader = leader_of(&replicas.iter().collect::<Vec<_>>());
+    wait_for("a failed delivery attempt", Duration::from_secs(15), || {
+        (hook.attempts.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    });
+    replicas[leader].signal(libc::SIGKILL);
+    replicas[leader].child.wait().unwrap();
+    leader_of(&[&replicas[1 - leader]]);
+    wait_for("the delivery after the failover", Duration::from_secs(40), || (!hook.accepted().is_empty()).then_some(()));
+    std::thread::sleep(Duration::from_secs(3));
+    let firing = hook.accepted().iter().filter(|(_, p)| p["status"] == "firing").count();
+    assert_eq!(firing, 1, "delivered once: {:?}", hook.summary());
+    let states = pg.psql_in("steward", "SELECT state || ':' || count(*) FROM outbox GROUP BY state ORDER BY 1");
+    assert_eq!(states, "delivered:1", "the outbox says what happened");
+}
