@@ -120,6 +120,11 @@ enum Command {
         /// The private key (PEM) of --tls-cert.
         #[arg(long, env = "STEWARD_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// With --store postgres://…: the URL other replicas forward requests to when
+        /// this one leads (its own address on the replicas' network, e.g. a pod IP).
+        /// Default: --external-url.
+        #[arg(long, env = "STEWARD_ADVERTISE_URL", value_parser = parse_external_url)]
+        advertise_url: Option<String>,
         /// With --store postgres://…: how long the leadership lasts unless renewed, so
         /// how long work waits when the leader dies (renewed every third of it; 3s to 5m).
         #[arg(long, default_value = "15s", value_parser = parse_lease_ttl, env = "STEWARD_LEASE_TTL")]
@@ -565,6 +570,7 @@ fn main() -> ExitCode {
                 external_url,
                 tls_cert,
                 tls_key,
+                advertise_url,
                 lease_ttl,
             } => {
                 let opts = cli::serve::ServeOptions {
@@ -578,6 +584,7 @@ fn main() -> ExitCode {
                     status_page: !no_status_page,
                     external_url,
                     tls: tls_cert.zip(tls_key),
+                    advertise_url,
                     lease_ttl,
                 };
                 cli::serve::run(opts, None).await

@@ -115,15 +115,28 @@ fn completions_and_man_pages_are_generated_for_every_subcommand() {
     assert!(help.contains("Exit") || help.contains("--note"), "{help}");
 }
 
-/// The systemd unit passes `systemd-analyze verify` (with the binary it would run).
+/// The systemd units (single node, and one replica of several) pass `systemd-analyze
+/// verify` (with the binary they would run), and the replica's command line parses.
 #[test]
-fn the_systemd_unit_verifies() {
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/steward.service")).unwrap();
+fn the_systemd_units_verify() {
+    for name in ["steward.service", "steward-replica.service"] {
+        verify_unit(name);
+    }
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/steward-replica.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap().replace("%H", "replica-1");
+    let mut words = exec.split_whitespace().skip(1).collect::<Vec<_>>();
+    words.push("--help");
+    let out = steward().args(&words).output().unwrap();
+    assert!(out.status.success(), "the replica's command line does not parse: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn verify_unit(name: &str) {
+    let unit = std::fs::read_to_string(format!("{}/../../packaging/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     for needed in ["ProtectSystem=strict", "NoNewPrivileges=true", "ReadWritePaths=/var/lib/steward", "ExecReload=", "UMask=0077"] {
-        assert!(unit.contains(needed), "the unit lacks {needed}");
+        assert!(unit.contains(needed), "{name} lacks {needed}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("steward.service");
+    let local = dir.path().join(name);
     // The binary this build made, no user to look up, and no installed man page to find.
     let testable = unit
         .replace("/usr/local/bin/steward", env!("CARGO_BIN_EXE_steward"))
@@ -133,6 +146,58 @@ fn the_systemd_unit_verifies() {
     let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&local).output();
     let Ok(out) = out else { panic!("systemd-analyze is needed (Debian: systemd)") };
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let problems: Vec<&str> = stderr.lines().filter(|l| l.contains("steward.service")).collect();
+    let problems: Vec<&str> = stderr.lines().filter(|l| l.contains(name)).collect();
     assert!(problems.is_empty(), "systemd-analyze verify: {stderr}");
+}
+
+/// A YAML document as JSON, through steward's own YAML reader.
+fn yaml_file(path: &std::path::Path) -> serde_json::Value {
+    use steward::config::yaml::{Node, Value as Y};
+    fn json(n: &Node) -> serde_json::Value {
+        match &n.value {
+            Y::Null => serde_json::Value::Null,
+            Y::Bool(b) => (*b).into(),
+            Y::Int(i) => (*i).into(),
+            Y::Float(f) => (*f).into(),
+            Y::Str { text, .. } => text.clone().into(),
+            Y::Seq(items) => items.iter().map(json).collect(),
+            Y::Map(entries) => entries.iter().map(|(k, v)| (k.scalar_text().unwrap_or_default(), json(v))).collect(),
+        }
+    }
+    let text = std::fs::read_to_string(path).unwrap();
+    json(&steward::config::yaml::parse(&std::sync::Arc::from(path.display().to_string()), &text).unwrap())
+}
+
+/// The Kubernetes manifests: three replicas, ready on /health/ready, the password from
+/// a Secret, a disruption budget over the same pods, and a configuration and command
+/// line that steward itself accepts.
+#[test]
+fn the_kubernetes_manifests_run_three_replicas_on_a_secret_password() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/kubernetes"));
+    let deployment = yaml_file(&dir.join("deployment.yaml"));
+    let (pdb, service, config) =
+        (yaml_file(&dir.join("pdb.yaml")), yaml_file(&dir.join("service.yaml")), yaml_file(&dir.join("configmap.yaml")));
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&deployment["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels, "the budget covers the replicas");
+    assert_eq!(pdb["spec"]["minAvailable"], 2);
+    assert_eq!(&service["spec"]["selector"], labels);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/health/ready");
+    let password = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "PGPASSWORD").expect("PGPASSWORD is set");
+    assert_eq!(password["valueFrom"]["secretKeyRef"]["name"], "steward-db");
+    // The command line parses as it is written (the pod IP filled in by Kubernetes).
+    let args: Vec<String> =
+        container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().replace("$(POD_IP)", "10.1.2.3")).collect();
+    let out = steward().args(&args).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The configuration validates, with the password as the Secret would give it.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), config["data"]["steward.yaml"].as_str().unwrap()).unwrap();
+    let out = steward().args(["validate", "-c"]).arg(file.path()).env("PGPASSWORD", "from-the-secret").output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = steward().args(["validate", "-c"]).arg(file.path()).env_remove("PGPASSWORD").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "without the Secret the store's password is missing, and validate says so");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PGPASSWORD"), "{}", String::from_utf8_lossy(&out.stderr));
 }

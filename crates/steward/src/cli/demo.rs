@@ -96,6 +96,7 @@ Press Ctrl-C to stop.
         raw_retention: Duration::from_secs(6 * 3600),
         run_retention: Duration::from_secs(7 * 86400),
         status_page: true,
+        advertise_url: None,
         lease_ttl: Duration::from_secs(15),
         external_url: None,
         tls: None,

@@ -40,6 +40,8 @@ pub struct ServeOptions {
     pub external_url: Option<String>,
     /// Certificate chain and key files (PEM): serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// With a shared store: where other replicas reach this one (default: the external URL).
+    pub advertise_url: Option<String>,
     /// With a shared store: how long the leadership lease lasts unless renewed.
     pub lease_ttl: Duration,
 }
@@ -149,7 +151,7 @@ async fn serve_replica(
     let now = crate::clock::now();
     let me = Replica {
         id: crate::telemetry::process_owner(),
-        address: engine_options.external_url.clone(),
+        address: opts.advertise_url.clone().unwrap_or_else(|| engine_options.external_url.clone()),
         version: env!("CARGO_PKG_VERSION").to_string(),
         schema: crate::store::PostgresStore::SCHEMA_VERSION,
         started_at: now,
