@@ -9,6 +9,7 @@
 # scheduling lag p50/p99 (from steward_scheduler_lag_seconds). blackbox_exporter: the same
 # probe rate pushed through its /probe endpoint (module http_2xx) by a load driver, and its
 # CPU-seconds per 1,000 probes measured the same way. Not a test: it prints figures.
+# STEWARD_STORE=postgres://… runs steward on PostgreSQL; SKIP_BLACKBOX=1 measures steward only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHECKS=${1:-20000}; INTERVAL=${2:-10}; SECONDS_=${3:-60}
@@ -71,6 +72,7 @@ PY
 cat "$work/steward.txt" | head -1
 
 # ---- blackbox_exporter ---------------------------------------------------------------
+[ -n "${SKIP_BLACKBOX:-}" ] && exit 0
 BB=$(command -v prometheus-blackbox-exporter || true)
 if [ -z "$BB" ]; then echo "blackbox_exporter not installed: apt-get install prometheus-blackbox-exporter"; exit 0; fi
 cat > "$work/bb.yml" <<'YML'

@@ -141,9 +141,14 @@ impl Member {
                     });
                 }
             }
-            // Sleep until the next attempt, or until acting must stop, whichever is first.
+            // Sleep until the next attempt, or until acting must stop, or — a follower —
+            // just after the leader's lease runs out, whichever is first: a dead
+            // leader's work waits at most the lease's TTL, not a renewal period more.
             let next = attempt + self.lease.renew_every();
-            let wake = leading.as_ref().map_or(next, |l| next.min(l.until));
+            let wake = match &leading {
+                Some(l) => next.min(l.until),
+                None => next.min(self.lease_runs_out().unwrap_or(next)),
+            };
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}
@@ -162,6 +167,18 @@ impl Member {
                 Err(e) => tracing::warn!(error = %e, "could not give the leadership up; it lapses when its lease expires"),
             }
         }
+    }
+
+    /// When (on this process's clock) the lease another replica holds runs out, as last
+    /// read, with a little room for the clocks; `None` when it is this replica's, unknown
+    /// or already over.
+    fn lease_runs_out(&self) -> Option<Instant> {
+        let state = self.role.borrow();
+        let lease = state.lease.as_ref().filter(|l| l.holder != self.me.id)?;
+        // Already run out and still not taken (this replica may not lead: another
+        // schema): the regular period, not a busy loop.
+        let left = (lease.expires_at - crate::clock::now()).to_std().ok()?;
+        Some(Instant::now() + left + Duration::from_millis(50))
     }
 
     /// Heartbeat, then take or renew the lease — unless the store's schema is not the

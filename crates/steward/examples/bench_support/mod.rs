@@ -65,6 +65,23 @@ pub(crate) async fn serve(steward: &Path, config: &Path, data: &Path) -> (Killed
     let child = serve_command(steward, config, data, port).env("STEWARD_LOG", "error").stderr(Stdio::null()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let server = Killed(child);
-    wait_ready(&format!("{base}/health")).await;
+    wait_leading(&base).await;
     (server, base)
+}
+
+/// Polls `/health/ready` until the server runs its engine: at once on SQLite; on a
+/// shared store (`STEWARD_STORE=postgres://…`) once it has taken the leadership.
+pub(crate) async fn wait_leading(base: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
+            && r.status().is_success()
+            && let Ok(v) = r.json::<serde_json::Value>().await
+            && v["role"] != "follower"
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{base} never became ready to act");
 }
