@@ -1,7 +1,7 @@
 //! Several replicas on one PostgreSQL store: each registers itself, and the one that
 //! holds the leadership lease runs an [`Engine`] — checks, alerting, escalation, runbook
 //! triggers, backup schedules, retention — on a store fenced with its term. The others
-//! stand by and forward requests to it (see `api::forward`).
+//! stand by and forward requests to it (see `api::replica`).
 //!
 //! The loop, every third of the lease's TTL: heartbeat, then take or renew the lease.
 //! On taking it (a new term) the replica starts an engine, which resumes from the store

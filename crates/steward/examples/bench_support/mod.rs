@@ -62,7 +62,12 @@ pub(crate) fn serve_command(steward: &Path, config: &Path, data: &Path, port: u1
 /// `/health` answers.
 pub(crate) async fn serve(steward: &Path, config: &Path, data: &Path) -> (Killed, String) {
     let port = free_port();
-    let child = serve_command(steward, config, data, port).env("STEWARD_LOG", "error").stderr(Stdio::null()).spawn().unwrap();
+    // BENCH_STEWARD_LOG=warn BENCH_STEWARD_LOG_FILE=/tmp/s.log keep the server's log.
+    let child = serve_command(steward, config, data, port)
+        .env("STEWARD_LOG", std::env::var("BENCH_STEWARD_LOG").unwrap_or("error".into()))
+        .stderr(std::env::var("BENCH_STEWARD_LOG_FILE").map_or(Stdio::null(), |f| std::fs::File::create(f).unwrap().into()))
+        .spawn()
+        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let server = Killed(child);
     wait_leading(&base).await;
