@@ -225,49 +225,62 @@ fn take_alerts(
         .collect();
     firing.sort_by(|(a, _), (b, _)| a.fired_at.cmp(&b.fired_at).then(a.fingerprint.cmp(&b.fingerprint)));
     let checks = if firing.is_empty() { HashMap::new() } else { incidents.checks.states() };
-    for (alert, policy) in firing {
-        if holder.contains_key(&alert.fingerprint) {
-            continue;
-        }
-        let mutes = incidents.alerting.mutes(alert, alerts, config, &checks, now);
-        if mutes.iter().any(|m| matches!(m, Mute::Silence { .. } | Mute::Maintenance { .. })) {
-            continue;
-        }
-        // An alert whose cause is elsewhere joins the incident about the cause, if any.
-        let caused_by = mutes.iter().find_map(|m| match m {
-            Mute::Inhibition { by_fingerprint, .. } => Some(holder.get(by_fingerprint).copied()),
-            Mute::Dependency { service, .. } => Some(writes.iter().position(|w| w.incident.services.contains(service))),
-            _ => None,
-        });
-        let target = match caused_by {
-            Some(Some(i)) => Some(i),
-            // The cause has no incident (yet): this alert opens none of its own.
-            Some(None) => continue,
-            None => {
-                let key = policy::group_key(policy, &alert.labels);
-                writes.iter().position(|w| w.incident.policy.as_deref() == Some(policy.name.as_str()) && w.incident.group_key == key)
+    // An alert whose cause has no incident yet waits for a second round: its cause may
+    // fire later than it did yet open its incident in this very pass (a dependent's
+    // check can fail before its cause's alert fires). Without the second round it would
+    // join only at the next pass that reads alerts — up to ten seconds later.
+    let mut deferred = Vec::new();
+    for round in 0..2 {
+        let batch = if round == 0 { std::mem::take(&mut firing) } else { std::mem::take(&mut deferred) };
+        for (alert, policy) in batch {
+            if holder.contains_key(&alert.fingerprint) {
+                continue;
             }
-        };
-        let priority = policy::priority(config, policy, alert);
-        let i = match target {
-            Some(i) => i,
-            None => {
-                writes.push(IncidentWrite::of(new_incident(config, policy, alert, priority, now)));
-                dirty.push(true);
-                let i = writes.len() - 1;
-                let reason = policy::priority_reason(config, policy, alert);
-                writes[i].timeline.push(TimelineEntry::new(
-                    now,
-                    "opened",
-                    STEWARD,
-                    format!("Opened by policy {} for {}: {} — {}", policy.name, alert.rule, priority.as_str(), reason),
-                ));
-                i
+            let mutes = incidents.alerting.mutes(alert, alerts, config, &checks, now);
+            if mutes.iter().any(|m| matches!(m, Mute::Silence { .. } | Mute::Maintenance { .. })) {
+                continue;
             }
-        };
-        attach(&mut writes[i], config, policy, alert, priority, now);
-        dirty[i] = true;
-        holder.insert(alert.fingerprint.clone(), i);
+            // An alert whose cause is elsewhere joins the incident about the cause, if any.
+            let caused_by = mutes.iter().find_map(|m| match m {
+                Mute::Inhibition { by_fingerprint, .. } => Some(holder.get(by_fingerprint).copied()),
+                Mute::Dependency { service, .. } => Some(writes.iter().position(|w| w.incident.services.contains(service))),
+                _ => None,
+            });
+            let target = match caused_by {
+                Some(Some(i)) => Some(i),
+                // The cause has no incident (yet): this alert opens none of its own.
+                Some(None) => {
+                    if round == 0 {
+                        deferred.push((alert, policy));
+                    }
+                    continue;
+                }
+                None => {
+                    let key = policy::group_key(policy, &alert.labels);
+                    writes.iter().position(|w| w.incident.policy.as_deref() == Some(policy.name.as_str()) && w.incident.group_key == key)
+                }
+            };
+            let priority = policy::priority(config, policy, alert);
+            let i = match target {
+                Some(i) => i,
+                None => {
+                    writes.push(IncidentWrite::of(new_incident(config, policy, alert, priority, now)));
+                    dirty.push(true);
+                    let i = writes.len() - 1;
+                    let reason = policy::priority_reason(config, policy, alert);
+                    writes[i].timeline.push(TimelineEntry::new(
+                        now,
+                        "opened",
+                        STEWARD,
+                        format!("Opened by policy {} for {}: {} — {}", policy.name, alert.rule, priority.as_str(), reason),
+                    ));
+                    i
+                }
+            };
+            attach(&mut writes[i], config, policy, alert, priority, now);
+            dirty[i] = true;
+            holder.insert(alert.fingerprint.clone(), i);
+        }
     }
     // Incidents whose alerts have all resolved.
     for (i, w) in writes.iter_mut().enumerate() {
