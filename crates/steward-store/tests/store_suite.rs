@@ -1008,14 +1008,14 @@ store_suite!(sqlite_backend, sqlite(), sqlite_twice());
 
 async fn postgres() -> ((), steward_store::PostgresStore) {
     let url = steward_testkit::shared_database();
-    ((), steward_store::PostgresStore::connect(&url, None).await.unwrap())
+    ((), steward_store::PostgresStore::connect(&url).await.unwrap())
 }
 
 /// Two stores (two pools, as two replicas would have) on one database.
 async fn postgres_twice() -> ((), steward_store::PostgresStore, steward_store::PostgresStore) {
     let url = steward_testkit::shared_database();
-    let a = steward_store::PostgresStore::connect(&url, None).await.unwrap();
-    let b = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+    let a = steward_store::PostgresStore::connect(&url).await.unwrap();
+    let b = steward_store::PostgresStore::connect(&url).await.unwrap();
     ((), a, b)
 }
 
@@ -1108,15 +1108,15 @@ fn psql(url: &str, sql: &str) -> (bool, String) {
 async fn postgres_reconnects_to_its_data_and_refuses_newer_schemas() {
     let url = steward_testkit::shared_database();
     {
-        let store = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+        let store = steward_store::PostgresStore::connect(&url).await.unwrap();
         store.record(&[run("a", 1, true, Health::Healthy, true)]).await.unwrap();
     }
     // Two replicas starting at once both migrate safely (the second finds it done).
-    let (a, b) = tokio::join!(steward_store::PostgresStore::connect(&url, None), steward_store::PostgresStore::connect(&url, None));
+    let (a, b) = tokio::join!(steward_store::PostgresStore::connect(&url), steward_store::PostgresStore::connect(&url));
     assert_eq!(a.unwrap().load_states().await.unwrap().len(), 1);
     drop(b.unwrap());
     assert!(psql(&url, "UPDATE steward_schema SET version = 99").0);
-    let err = steward_store::PostgresStore::connect(&url, None).await.err().expect("a newer schema must be refused");
+    let err = steward_store::PostgresStore::connect(&url).await.err().expect("a newer schema must be refused");
     assert!(err.to_string().contains("newer steward"), "{err}");
 }
 
@@ -1124,7 +1124,7 @@ async fn postgres_reconnects_to_its_data_and_refuses_newer_schemas() {
 async fn postgres_connection_errors_name_the_server_but_never_the_password() {
     let port = steward_testkit::free_port();
     let url = format!("postgres://steward:hunter2@127.0.0.1:{port}/steward");
-    let err = steward_store::PostgresStore::connect(&url, None).await.err().expect("nothing listens there");
+    let err = steward_store::PostgresStore::connect(&url).await.err().expect("nothing listens there");
     let message = err.to_string();
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
     assert!(!message.contains("hunter2"), "the password leaked: {message}");
@@ -1136,7 +1136,7 @@ async fn postgres_refuses_to_edit_or_delete_the_incident_timeline_and_run_events
     use steward_model::runbooks::NewEvent;
     use steward_store::{IncidentStore, IncidentWrite, RunStore};
     let url = steward_testkit::shared_database();
-    let store = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+    let store = steward_store::PostgresStore::connect(&url).await.unwrap();
     let mut w = IncidentWrite::of(incident("x"));
     w.timeline.push(TimelineEntry::new(Utc.timestamp_opt(5_000, 0).unwrap(), "opened", "steward", "opened"));
     store.write_incident(&w).await.unwrap();
@@ -1160,8 +1160,8 @@ async fn postgres_refuses_to_edit_or_delete_the_incident_timeline_and_run_events
 async fn postgres_refuses_the_writes_of_an_ex_leader() {
     use steward_store::{ClusterStore, Fence};
     let url = steward_testkit::shared_database();
-    let a = steward_store::PostgresStore::connect(&url, None).await.unwrap();
-    let b = steward_store::PostgresStore::connect(&url, None).await.unwrap();
+    let a = steward_store::PostgresStore::connect(&url).await.unwrap();
+    let b = steward_store::PostgresStore::connect(&url).await.unwrap();
     let t = |s: i64| Utc.timestamp_opt(2_000_000 + s, 0).unwrap();
     let first = a.lead("a", t(0), t(15)).await.unwrap();
     let old = a.fenced(Fence { holder: "a".into(), term: first.term });
@@ -1186,7 +1186,7 @@ async fn postgres_refuses_the_writes_of_an_ex_leader() {
 #[tokio::test]
 async fn postgres_fences_every_state_table() {
     let url = steward_testkit::shared_database();
-    drop(steward_store::PostgresStore::connect(&url, None).await.unwrap());
+    drop(steward_store::PostgresStore::connect(&url).await.unwrap());
     let (ok, _) = psql(&url, "SELECT 1");
     assert!(ok);
     let out = std::process::Command::new("psql")

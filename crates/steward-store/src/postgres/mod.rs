@@ -47,16 +47,13 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url` (`postgres://user@host:port/db`; the password is given apart,
-    /// from a secret reference, so it never sits in a URL that gets logged) and migrates
-    /// the schema.
-    pub async fn connect(url: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
+    /// Connects to `url` (`postgres://user:password@host:port/db`, resolved from the
+    /// secret reference the user wrote; messages show it with the password redacted) and
+    /// migrates the schema.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let shown = redact(url);
         let open_error = |e: &dyn std::fmt::Display| StoreError::Open { path: shown.clone(), message: e.to_string() };
-        let mut options = PgConnectOptions::from_str(url).map_err(|e| open_error(&e))?.application_name("steward");
-        if let Some(password) = password {
-            options = options.password(password);
-        }
+        let options = PgConnectOptions::from_str(url).map_err(|e| open_error(&e))?.application_name("steward");
         let pool = pool_options().min_connections(1).connect_with(options.clone()).await.map_err(|e| open_error(&e))?;
         migrate(&pool).await?;
         Ok(PostgresStore { pool, options })

@@ -50,7 +50,7 @@ pub async fn open(data: &Path, store: Option<&str>, configured: Option<&StoreSpe
         (None, None) => None,
     };
     match url {
-        Some(url) => PostgresStore::connect(&url.resolved, None)
+        Some(url) => PostgresStore::connect(&url.resolved)
             .await
             .map(|s| Arc::new(s) as Arc<dyn Store>)
             .map_err(|e| format!("{e}\n  hint: is PostgreSQL up at {}, and may this user create tables there?", url.written)),
@@ -82,7 +82,7 @@ pub async fn copy(from: &str, to: &str, output: Output) -> u8 {
             return exit::BAD_CONFIG;
         }
     };
-    let (source, destination) = match (SqliteStore::open(dir).await, PostgresStore::connect(&to.resolved, None).await) {
+    let (source, destination) = match (SqliteStore::open(dir).await, PostgresStore::connect(&to.resolved).await) {
         (Ok(s), Ok(d)) => (s, d),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
@@ -129,7 +129,7 @@ pub async fn cluster_status(store: &str, output: Output) -> u8 {
             return exit::BAD_CONFIG;
         }
     };
-    let store = match PostgresStore::connect(&url.resolved, None).await {
+    let store = match PostgresStore::connect(&url.resolved).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
