@@ -72,6 +72,8 @@ pub struct Member {
     pub metrics: Arc<Metrics>,
     pub role: watch::Sender<ReplicaState>,
     pub start_engine: StartEngine,
+    /// The registry as this round's heartbeat read it (where the leader is reached).
+    pub known: std::sync::Mutex<Vec<Replica>>,
 }
 
 /// The engine this replica runs, with what stopping it needs.
@@ -117,7 +119,7 @@ impl Member {
                             leading = self.start_leading(&lease, deadline).await;
                         }
                     }
-                    self.publish(Some(lease), leading.as_ref().map(|l| l.engine.clone()), true).await;
+                    self.publish(Some(lease), leading.as_ref().map(|l| l.engine.clone()), true);
                 }
                 Ok((lease, may_lead)) => {
                     if let Some(old) = leading.take() {
@@ -130,7 +132,7 @@ impl Member {
                             let _ = self.store.resign(&fence).await;
                         }
                     }
-                    self.publish(Some(lease), None, true).await;
+                    self.publish(Some(lease), None, true);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the store to take or renew the leadership");
@@ -213,15 +215,17 @@ impl Member {
                 let age = (now - r.heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0;
                 self.metrics.replica_heartbeat_age.get_or_create(&ReplicaLabels { replica: r.id.clone() }).set(age);
             }
+            *self.known.lock().expect("replica list lock") = replicas;
             // Replicas silent for a day are gone; their entries only clutter the list.
             let _ = self.store.forget_replicas(now - chrono::Duration::days(1)).await;
         }
     }
 
-    async fn publish(&self, lease: Option<Lease>, engine: Option<Arc<Engine>>, reachable: bool) {
+    fn publish(&self, lease: Option<Lease>, engine: Option<Arc<Engine>>, reachable: bool) {
         let address = match &lease {
             Some(l) if l.holder == self.me.id => Some(self.me.address.clone()),
-            Some(l) => self.store.replicas().await.ok().and_then(|rs| rs.into_iter().find(|r| r.id == l.holder)).map(|r| r.address),
+            // From this round's heartbeat read, not a second read of the registry.
+            Some(l) => self.known.lock().expect("replica list lock").iter().find(|r| r.id == l.holder).map(|r| r.address.clone()),
             None => None,
         };
         self.role.send_modify(|r| {

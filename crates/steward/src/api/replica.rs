@@ -139,7 +139,8 @@ async fn forward(front: &Front, role: &ReplicaState, req: Request) -> Response {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut out = front.client.request(parts.method.clone(), format!("{}{path}", leader.trim_end_matches('/'))).body(body);
     for (name, value) in &parts.headers {
-        if !HOP_HEADERS.contains(name) {
+        // The body is re-sent whole: the client sets its length.
+        if !HOP_HEADERS.contains(name) && name != header::CONTENT_LENGTH {
             out = out.header(name, value);
         }
     }

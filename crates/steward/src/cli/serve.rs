@@ -177,6 +177,7 @@ async fn serve_replica(
         metrics: metrics.clone(),
         role: role_tx,
         start_engine,
+        known: Default::default(),
     });
     let stop_member = CancellationToken::new();
     let member_task = tokio::spawn(member.run(stop_member.clone()));
