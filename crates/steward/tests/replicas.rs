@@ -49,17 +49,23 @@ fn token(data: &Path, url: &str) -> String {
     serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string()
 }
 
+/// A private PostgreSQL cluster with an empty `steward` database, its URL, and a work
+/// directory for configuration and the replicas' data directories.
+fn shared_store() -> (PrivatePostgres, String, tempfile::TempDir) {
+    common::install_crypto();
+    let pg = PrivatePostgres::primary();
+    pg.psql("CREATE DATABASE steward");
+    let url = pg.url("steward");
+    (pg, url, tempfile::tempdir().unwrap())
+}
+
 fn start_replicas(n: usize, config: &Path, dir: &Path, url: &str) -> Vec<Server> {
     (0..n).map(|i| Server::start_with(config, &dir.join(format!("replica-{i}")), &["--store", url, "--lease-ttl", TTL])).collect()
 }
 
 #[test]
 fn killing_the_leader_mid_escalation_neither_skips_nor_repeats_a_level() {
-    common::install_crypto();
-    let pg = PrivatePostgres::primary();
-    pg.psql("CREATE DATABASE steward");
-    let url = pg.url("steward");
-    let dir = tempfile::tempdir().unwrap();
+    let (_pg, url, dir) = shared_store();
     let up = dir.path().join("up");
     std::fs::write(&up, "").unwrap();
     let (a, b, c) = (Receiver::start(0), Receiver::start(0), Receiver::start(0));
@@ -137,11 +143,7 @@ fn killing_the_leader_mid_escalation_neither_skips_nor_repeats_a_level() {
 
 #[test]
 fn a_leader_paused_past_its_lease_stops_acting_and_pages_nothing_twice() {
-    common::install_crypto();
-    let pg = PrivatePostgres::primary();
-    pg.psql("CREATE DATABASE steward");
-    let url = pg.url("steward");
-    let dir = tempfile::tempdir().unwrap();
+    let (pg, url, dir) = shared_store();
     let up = dir.path().join("up");
     let hook = Receiver::start(0);
     let config = dir.path().join("steward.yaml");
@@ -182,11 +184,7 @@ fn a_leader_paused_past_its_lease_stops_acting_and_pages_nothing_twice() {
 
 #[test]
 fn postgres_restarted_under_the_replicas_loses_nothing_and_leadership_resumes() {
-    common::install_crypto();
-    let pg = PrivatePostgres::primary();
-    pg.psql("CREATE DATABASE steward");
-    let url = pg.url("steward");
-    let dir = tempfile::tempdir().unwrap();
+    let (pg, url, dir) = shared_store();
     let up = dir.path().join("up");
     let hook = Receiver::start(0);
     let config = dir.path().join("steward.yaml");
@@ -237,11 +235,7 @@ fn postgres_restarted_under_the_replicas_loses_nothing_and_leadership_resumes() 
 
 #[test]
 fn a_run_whose_replica_dies_is_interrupted_elsewhere_and_resumes_on_an_operators_word() {
-    common::install_crypto();
-    let pg = PrivatePostgres::primary();
-    pg.psql("CREATE DATABASE steward");
-    let url = pg.url("steward");
-    let dir = tempfile::tempdir().unwrap();
+    let (_pg, url, dir) = shared_store();
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let log = work.join("log");
@@ -311,11 +305,7 @@ fn a_run_whose_replica_dies_is_interrupted_elsewhere_and_resumes_on_an_operators
 /// store's version too. Simulated by moving the store's schema version under them.
 #[test]
 fn replicas_built_for_another_schema_follow_and_never_lead() {
-    common::install_crypto();
-    let pg = PrivatePostgres::primary();
-    pg.psql("CREATE DATABASE steward");
-    let url = pg.url("steward");
-    let dir = tempfile::tempdir().unwrap();
+    let (pg, url, dir) = shared_store();
     let config = dir.path().join("steward.yaml");
     std::fs::write(&config, format!("checks:\n{}", file_check("c", None, &dir.path().join("up")))).unwrap();
     let replicas = start_replicas(2, &config, dir.path(), &url);
@@ -341,11 +331,7 @@ fn replicas_built_for_another_schema_follow_and_never_lead() {
 /// goes more than one interval without a result.
 #[test]
 fn a_rolling_restart_with_a_thousand_checks_misses_at_most_one_interval() {
-    common::install_crypto();
-    let pg = PrivatePostgres::primary();
-    pg.psql("CREATE DATABASE steward");
-    let url = pg.url("steward");
-    let dir = tempfile::tempdir().unwrap();
+    let (pg, url, dir) = shared_store();
     // A TCP target that accepts and closes every connection.
     let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = target.local_addr().unwrap();
@@ -402,11 +388,7 @@ fn a_rolling_restart_with_a_thousand_checks_misses_at_most_one_interval() {
 /// delivered, once.
 #[test]
 fn a_receiver_down_across_a_failover_still_gets_every_notification_once() {
-    common::install_crypto();
-    let pg = PrivatePostgres::primary();
-    pg.psql("CREATE DATABASE steward");
-    let url = pg.url("steward");
-    let dir = tempfile::tempdir().unwrap();
+    let (pg, url, dir) = shared_store();
     let hook = Receiver::start(3);
     let config = dir.path().join("steward.yaml");
     std::fs::write(
