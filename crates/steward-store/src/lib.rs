@@ -333,6 +333,25 @@ pub trait RunStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Deletes runs finished before `before`, with their steps and events.
     async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// The run change feed: runs changed by any writer of this store — another replica,
+    /// a CLI — as their changes commit, so a decision or a cancel reaches the process
+    /// running the run, and a live stream its watcher, without waiting for a poll. The
+    /// feed ends when the receiver is dropped. `None` when the backend has no feed
+    /// (SQLite: one server writes runs; other processes' writes are found by polling).
+    async fn run_changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<RunChange>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// One message of the run change feed ([`RunStore::run_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunChange {
+    /// Something of this run changed: its status, a cancel request, a step, an event,
+    /// an approval.
+    Run(i64),
+    /// The feed was cut (its connection was lost) and changes may have been missed
+    /// until it was back: whoever waits on a run should look again.
+    Resync,
 }
 
 #[async_trait]

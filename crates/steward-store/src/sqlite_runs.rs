@@ -406,7 +406,7 @@ impl RunStore for SqliteStore {
             if ids.is_empty() {
                 break;
             }
-            for table in ["run_events", "run_steps"] {
+            for table in ["run_events", "run_steps", "run_approvals"] {
                 let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!("DELETE FROM {table} WHERE run_id IN ("));
                 let mut sep = q.separated(", ");
                 for id in &ids {

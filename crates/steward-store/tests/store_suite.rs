@@ -844,6 +844,12 @@ pub async fn approvals_cancels_and_resumes_are_decided_once(store: impl Store) {
     let still = store.run(failed.id).await.unwrap().unwrap();
     assert_eq!((still.status, still.error.as_deref()), (RunStatus::Failed, Some("boom")), "a refused retry changes nothing");
     assert_eq!(store.run_events(failed.id, 0, 10).await.unwrap().len(), 1);
+
+    // Retention takes a finished run's approvals with it.
+    assert_eq!(store.approvals(run.id).await.unwrap().len(), 2);
+    assert_eq!(store.prune_runs(Utc::now() + chrono::Duration::seconds(1)).await.unwrap(), 2, "the cancelled and the failed run");
+    assert!(store.run(run.id).await.unwrap().is_none());
+    assert!(store.approvals(run.id).await.unwrap().is_empty(), "approvals of an expired run were left behind");
 }
 
 pub async fn leadership_is_one_lease_whose_term_only_grows(a: impl Store, b: impl Store) {
@@ -1203,4 +1209,59 @@ async fn postgres_fences_every_state_table() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "state tables without the fence");
+}
+
+/// The run change feed: what one replica commits about a run reaches another replica's
+/// feed — a new run, an approval asked and decided, a cancel asked, a step, an event —
+/// while a heartbeat (every few seconds per live run) does not notify. Deterministic:
+/// notifications arrive in commit order, so the heartbeat is checked by what comes
+/// right after it.
+#[tokio::test]
+async fn postgres_run_changes_reach_other_replicas() {
+    use steward_model::runbooks::{ApprovalRequest, ApprovalState, Decision, NewEvent};
+    use steward_store::{RunChange, RunStore};
+    let url = steward_testkit::shared_database();
+    let watcher = steward_store::PostgresStore::connect(&url).await.unwrap();
+    let writer = steward_store::PostgresStore::connect(&url).await.unwrap();
+    let mut feed = watcher.run_changes().await.unwrap().expect("PostgreSQL has a change feed");
+    let mut next = async || tokio::time::timeout(Duration::from_secs(10), feed.recv()).await.expect("a change within 10 s").unwrap();
+
+    let run = writer.create_run(&new_run("deploy", None, None), NewEvent::new(0, "run_started", "started")).await.unwrap();
+    assert_eq!(next().await, RunChange::Run(run.id), "a new run");
+    let now = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
+    let approval = ApprovalRequest {
+        run_id: run.id,
+        path: "confirm".into(),
+        attempt: 1,
+        role: Role::Operator,
+        distinct_approver: false,
+        started_by: "alice".into(),
+        requested_at: now,
+        expires_at: now + chrono::Duration::minutes(30),
+        state: ApprovalState::Pending,
+        decided_by: None,
+        decided_at: None,
+        comment: String::new(),
+    };
+    writer.request_approval(&approval, &[NewEvent::new(run.id, "approval_requested", "waits")]).await.unwrap();
+    assert_eq!(next().await, RunChange::Run(run.id), "an approval asked: one notification for the whole transaction");
+    // A heartbeat is not news; the next change is the decision.
+    writer.heartbeat(&[run.id], Utc::now()).await.unwrap();
+    let other = writer.create_run(&new_run("other", None, None), NewEvent::new(0, "run_started", "started")).await.unwrap();
+    assert_eq!(next().await, RunChange::Run(other.id), "the heartbeat sent nothing");
+    let decision = Decision { state: ApprovalState::Approved, by: "bob".into(), comment: String::new() };
+    assert!(writer.decide_approval(run.id, "confirm", 1, &decision, &[]).await.unwrap());
+    assert_eq!(next().await, RunChange::Run(run.id), "a decision, even without an event");
+    assert!(writer.request_cancel(other.id, "carol", &[]).await.unwrap());
+    assert_eq!(next().await, RunChange::Run(other.id), "a cancel asked");
+    writer.append_events(&[NewEvent::new(run.id, "note", "hello")]).await.unwrap();
+    assert_eq!(next().await, RunChange::Run(run.id), "an event");
+}
+
+/// SQLite has no change feed (one server writes runs): waiters poll.
+#[tokio::test]
+async fn sqlite_has_no_run_change_feed() {
+    use steward_store::RunStore;
+    let (_dir, store) = sqlite().await;
+    assert!(store.run_changes().await.unwrap().is_none());
 }

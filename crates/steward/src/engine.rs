@@ -145,6 +145,8 @@ impl Engine {
         crate::runbooks::control::recover(&engine.runbooks).await?;
         let (runbooks, retention) = (engine.runbooks.clone(), engine.options.run_retention);
         supervise("runbooks", Box::new(move |stop| Box::pin(crate::runbooks::control::background(runbooks.clone(), stop, retention))));
+        let runbooks = engine.runbooks.clone();
+        supervise("run_changes", Box::new(move |stop| Box::pin(runbooks.clone().follow_changes(stop))));
         if let Err(e) = engine.backups.recover(&engine.config.get()).await {
             tracing::warn!(error = %e, "could not settle backups interrupted by the last stop; will retry");
         }

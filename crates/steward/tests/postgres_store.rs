@@ -127,3 +127,89 @@ fn a_store_url_with_an_inline_password_is_refused_and_never_echoed() {
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "the password was echoed: {stderr}");
 }
+
+/// Approvals, cancels and live streams across replicas go through the store and
+/// PostgreSQL's LISTEN/NOTIFY, not in-memory channels. Two checks:
+/// - deterministic: a run written by another replica (another store handle) reaches
+///   this engine's run-event channel — the feed is the only path by which it can learn
+///   of that run;
+/// - end to end: an approval decided by another replica lets the run waiting here go
+///   on well before the polling safety net (15 s while the feed is followed) would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_another_replica_writes_about_a_run_wakes_this_one_through_listen_notify() {
+    use std::sync::Arc;
+    use steward::runbooks::control::{StartRequest, start};
+    use steward::runbooks::{ApprovalState, Decision, NewEvent, NewRun, RunStatus};
+    use steward::store::{PostgresStore, RunStore};
+
+    let url = steward_testkit::shared_database();
+    let config = steward::config::load_str(
+        "t.yaml",
+        "runbooks:\n  - name: deploy\n    steps:\n      - name: confirm\n        approve: {prompt: 'Ship it?', role: operator}\n      - name: done\n        shell: {script: 'true'}\n",
+    )
+    .expect("valid test configuration");
+    let data = tempfile::tempdir().unwrap();
+    let options = steward::engine::EngineOptions {
+        max_concurrency: 4,
+        config_path: None,
+        external_url: "http://127.0.0.1".into(),
+        run_retention: Duration::from_secs(3600),
+        data_dir: data.path().to_path_buf(),
+    };
+    let here = PostgresStore::connect(&url).await.unwrap();
+    let (engine, writer) = steward::engine::Engine::start(config, Arc::new(here), options).await.unwrap();
+    let elsewhere = PostgresStore::connect(&url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.runbooks.poll_every() != Duration::from_secs(15) {
+        assert!(std::time::Instant::now() < deadline, "the engine never followed the change feed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut wake = engine.runbooks.events.subscribe();
+    let theirs = NewRun {
+        runbook: "deploy".into(),
+        params: Default::default(),
+        trigger: "manual".into(),
+        started_by: "bob".into(),
+        parent_run: None,
+        alert_fingerprint: None,
+        incident_id: None,
+        lock: None,
+        trigger_key: None,
+        owner: "elsewhere:1:1".into(),
+    };
+    let foreign = elsewhere.create_run(&theirs, NewEvent::new(0, "run_started", "started").by("bob")).await.unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(id) = wake.recv().await
+                && id == foreign.id
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(woken.is_ok(), "a run written by another replica never reached this engine");
+
+    let run = start(&engine.runbooks, StartRequest::manual("deploy", Default::default(), "alice")).await.unwrap();
+    let status = async || elsewhere.run(run.id).await.unwrap().unwrap().status;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status().await != RunStatus::Waiting {
+        assert!(std::time::Instant::now() < deadline, "the run never asked for its approval");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let decision = Decision { state: ApprovalState::Approved, by: "bob".into(), comment: String::new() };
+    let decided = std::time::Instant::now();
+    assert!(
+        elsewhere
+            .decide_approval(run.id, "confirm", 1, &decision, &[NewEvent::new(run.id, "approved", "bob approved").by("bob")])
+            .await
+            .unwrap()
+    );
+    while status().await != RunStatus::Succeeded {
+        assert!(decided.elapsed() < Duration::from_secs(10), "the run did not go on after the decision: {:?}", status().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.shutdown(writer).await;
+}

@@ -33,7 +33,7 @@ use steward_model::checks::state::{CheckState, Health, Transition};
 const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Schema migrations, applied in order; `steward_schema.version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("cluster.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("cluster.sql"), include_str!("notify.sql")];
 
 /// Any number, as long as every steward agrees: the advisory lock that serialises
 /// migrations when several replicas start at once.

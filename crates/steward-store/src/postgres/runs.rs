@@ -8,7 +8,7 @@ use super::PostgresStore;
 use super::alerts::insert_outbox;
 use super::locks::{self, Holder};
 use crate::rows::{OutboxRow, approval_row, json, ms, run_event_row, run_row, step_row};
-use crate::{OutboxMessage, RunStore, StoreError};
+use crate::{OutboxMessage, RunChange, RunStore, StoreError};
 use steward_model::runbooks::{
     AUDIT_KINDS, ApprovalRequest, AuditQuery, Decision, NewEvent, NewRun, Run, RunEvent, RunQuery, RunStatus, StepRecord, StepStatus,
 };
@@ -404,6 +404,7 @@ impl RunStore for PostgresStore {
             for sql in [
                 "DELETE FROM run_events WHERE run_id = ANY($1)",
                 "DELETE FROM run_steps WHERE run_id = ANY($1)",
+                "DELETE FROM run_approvals WHERE run_id = ANY($1)",
                 "DELETE FROM runs WHERE id = ANY($1)",
             ] {
                 sqlx::query(sql).bind(&ids).execute(&mut *tx).await?;
@@ -413,4 +414,42 @@ impl RunStore for PostgresStore {
         }
         Ok(removed)
     }
+
+    /// LISTEN on `steward_runs` (the triggers of `notify.sql` send a run's id there on
+    /// every change that matters to its watchers) on a connection of its own, kept
+    /// until the receiver is dropped. sqlx's listener reconnects by itself; a lost
+    /// connection is passed on as [`RunChange::Resync`].
+    async fn run_changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<RunChange>>, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(RUN_CHANNEL).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    n = listener.try_recv() => n,
+                    _ = tx.closed() => return,
+                };
+                let change = match next {
+                    Ok(Some(n)) => match n.payload().parse() {
+                        Ok(id) => RunChange::Run(id),
+                        Err(_) => continue,
+                    },
+                    // The connection was lost; the next call connects again.
+                    Ok(None) => RunChange::Resync,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the run change feed cannot reach PostgreSQL; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        RunChange::Resync
+                    }
+                };
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
 }
+
+/// The channel of the run change feed (see `notify.sql`).
+const RUN_CHANNEL: &str = "steward_runs";

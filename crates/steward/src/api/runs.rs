@@ -3,7 +3,6 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -257,7 +256,7 @@ pub(super) async fn stream_run(
             }
             tokio::select! {
                 _ = st.wake.recv() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(st.engine.runbooks.poll_every()) => {}
             }
         }
     });

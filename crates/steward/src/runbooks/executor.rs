@@ -774,10 +774,6 @@ async fn wait_until(
     }
 }
 
-/// How often a waiting approval reads the store for a decision taken by another
-/// process; one taken in this process wakes it at once.
-const APPROVAL_POLL: Duration = Duration::from_secs(1);
-
 async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u32) -> StepOutcome {
     let StepKind::Approve(a) = &step.kind else { unreachable!("approve steps only") };
     let now = crate::clock::now();
@@ -838,7 +834,7 @@ async fn approve(cx: &RunCx, step: &Step, path: &str, prompt: String, attempt: u
         }
         tokio::select! {
             _ = &mut woken => {}
-            _ = tokio::time::sleep(APPROVAL_POLL) => {}
+            _ = tokio::time::sleep(cx.runbooks.poll_every()) => {}
             _ = tokio::time::sleep_until(deadline) => {
                 // The timeout decides only if no person decided first; otherwise the
                 // next read finds their decision.

@@ -51,11 +51,14 @@ pub struct Runbooks {
     /// Runs note their start and end on their incident's timeline.
     pub(crate) incidents: Arc<crate::incidents::Incidents>,
     pub(crate) active: Mutex<HashMap<i64, CancellationToken>>,
-    /// Woken when an approval is decided here; a waiting run also polls the store, for
-    /// decisions taken by another process.
+    /// Woken when an approval is decided here or, through the store's change feed,
+    /// anywhere; a waiting run also polls the store ([`Runbooks::poll_every`]).
     pub(crate) decided: tokio::sync::Notify,
     /// Run ids with new events (wakes `--follow` and SSE streams).
     pub events: broadcast::Sender<i64>,
+    /// Whether the store's run change feed is being followed: polls are then only a
+    /// safety net.
+    pub(crate) feed: std::sync::atomic::AtomicBool,
 }
 
 impl Runbooks {
@@ -77,11 +80,64 @@ impl Runbooks {
             active: Mutex::default(),
             decided: tokio::sync::Notify::new(),
             events: broadcast::channel(4096).0,
+            feed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
 
+/// How often waiters look at the store for changes written elsewhere (a decision, a
+/// cancel, events): often without a change feed, rarely with one (it wakes them).
+const POLL: std::time::Duration = std::time::Duration::from_secs(1);
+const POLL_WITH_FEED: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Runbooks {
+    /// How long a waiter sleeps before looking at the store again, unless woken.
+    pub fn poll_every(&self) -> std::time::Duration {
+        if self.feed.load(std::sync::atomic::Ordering::Relaxed) { POLL_WITH_FEED } else { POLL }
+    }
+
+    /// Follows the store's run change feed until `stop` (PostgreSQL: changes committed
+    /// by any replica or CLI), waking the runs waiting for a decision here and the live
+    /// streams. Without a feed (SQLite) it returns at once and waiters poll.
+    pub async fn follow_changes(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let mut feed = match self.store.run_changes().await {
+                Ok(Some(feed)) => feed,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot follow the store's run changes; polling until it can");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            };
+            self.feed.store(true, std::sync::atomic::Ordering::Relaxed);
+            loop {
+                let change = tokio::select! {
+                    c = feed.recv() => c,
+                    _ = stop.cancelled() => return,
+                };
+                match change {
+                    Some(crate::store::RunChange::Run(id)) => {
+                        let _ = self.events.send(id);
+                    }
+                    // Anything may have changed while the feed was cut: every stream
+                    // and waiter looks again.
+                    Some(crate::store::RunChange::Resync) => {
+                        for id in self.active_ids() {
+                            let _ = self.events.send(id);
+                        }
+                        let _ = self.events.send(0);
+                    }
+                    None => break,
+                }
+                self.decided.notify_waiters();
+            }
+            self.feed.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     pub fn is_active(&self, run: i64) -> bool {
         self.active.lock().expect("active runs").contains_key(&run)
     }
