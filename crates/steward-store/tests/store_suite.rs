@@ -776,12 +776,11 @@ async fn store_finish(s: &dyn Store, id: &str) {
 
 /// Approvals, cancels and resumes are decisions any process may take: each is taken
 /// once, in the store, and the loser learns it lost.
-pub async fn approvals_cancels_and_resumes_are_decided_once(store: impl Store) {
-    use steward_model::runbooks::{ApprovalRequest, ApprovalState, Decision, NewEvent, RunStatus};
-    let run = store.create_run(&new_run("deploy", Some("deploy"), None), NewEvent::new(0, "run_started", "started")).await.unwrap();
-    let now = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
-    let approval = |path: &str| ApprovalRequest {
-        run_id: run.id,
+/// A pending approval of `run` at `path` (first attempt, operators, a distinct approver).
+fn pending_approval(run: i64, path: &str, now: chrono::DateTime<Utc>) -> steward_model::runbooks::ApprovalRequest {
+    use steward_model::runbooks::{ApprovalRequest, ApprovalState};
+    ApprovalRequest {
+        run_id: run,
         path: path.into(),
         attempt: 1,
         role: Role::Operator,
@@ -793,7 +792,14 @@ pub async fn approvals_cancels_and_resumes_are_decided_once(store: impl Store) {
         decided_by: None,
         decided_at: None,
         comment: String::new(),
-    };
+    }
+}
+
+pub async fn approvals_cancels_and_resumes_are_decided_once(store: impl Store) {
+    use steward_model::runbooks::{ApprovalState, Decision, NewEvent, RunStatus};
+    let run = store.create_run(&new_run("deploy", Some("deploy"), None), NewEvent::new(0, "run_started", "started")).await.unwrap();
+    let now = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
+    let approval = |path: &str| pending_approval(run.id, path, now);
     let decision = |state, by: &str, comment: &str| Decision { state, by: by.into(), comment: comment.into() };
     store.request_approval(&approval("confirm"), &[NewEvent::new(run.id, "approval_requested", "waits")]).await.unwrap();
     assert_eq!(store.run(run.id).await.unwrap().unwrap().status, RunStatus::Waiting);
@@ -1218,7 +1224,7 @@ async fn postgres_fences_every_state_table() {
 /// right after it.
 #[tokio::test]
 async fn postgres_run_changes_reach_other_replicas() {
-    use steward_model::runbooks::{ApprovalRequest, ApprovalState, Decision, NewEvent};
+    use steward_model::runbooks::{ApprovalState, Decision, NewEvent};
     use steward_store::{RunChange, RunStore};
     let url = steward_testkit::shared_database();
     let watcher = steward_store::PostgresStore::connect(&url).await.unwrap();
@@ -1229,21 +1235,10 @@ async fn postgres_run_changes_reach_other_replicas() {
     let run = writer.create_run(&new_run("deploy", None, None), NewEvent::new(0, "run_started", "started")).await.unwrap();
     assert_eq!(next().await, RunChange::Run(run.id), "a new run");
     let now = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
-    let approval = ApprovalRequest {
-        run_id: run.id,
-        path: "confirm".into(),
-        attempt: 1,
-        role: Role::Operator,
-        distinct_approver: false,
-        started_by: "alice".into(),
-        requested_at: now,
-        expires_at: now + chrono::Duration::minutes(30),
-        state: ApprovalState::Pending,
-        decided_by: None,
-        decided_at: None,
-        comment: String::new(),
-    };
-    writer.request_approval(&approval, &[NewEvent::new(run.id, "approval_requested", "waits")]).await.unwrap();
+    writer
+        .request_approval(&pending_approval(run.id, "confirm", now), &[NewEvent::new(run.id, "approval_requested", "waits")])
+        .await
+        .unwrap();
     assert_eq!(next().await, RunChange::Run(run.id), "an approval asked: one notification for the whole transaction");
     // A heartbeat is not news; the next change is the decision.
     writer.heartbeat(&[run.id], Utc::now()).await.unwrap();
