@@ -264,3 +264,55 @@ fn logs_are_plain_text_off_a_terminal_and_check_skips_backup_checks_without_data
     assert_eq!(out.status.code(), Some(1), "no backup yet: {v}");
     assert!(v["checks"][0]["reason"].as_str().unwrap().contains("has no verified backup"), "{v}");
 }
+
+/// Was: the incident pass walks firing alerts oldest first. A dependent service's alert
+/// that fired *before* its cause's (its check crossed its threshold first) found no
+/// incident about the cause yet and was skipped — then the cause opened its incident in
+/// the same pass, and the dependent joined only at the next pass that read alerts (up
+/// to ten seconds later; the demo showed it). Now it gets a second round in the same
+/// pass. Driven by hand: the dependent fires one second before the cause, and one pass
+/// runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_that_fired_before_its_cause_joins_the_causes_incident_in_the_pass_that_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "services:
+  - {name: auth, tier: 1}
+  - {name: payment, tier: 2, depends_on: [auth]}
+checks:
+  - {name: auth-port, service: auth, interval: 1h, failure_threshold: 1, tcp: {address: '127.0.0.1:1'}}
+  - {name: payment-port, service: payment, interval: 1h, failure_threshold: 1, tcp: {address: '127.0.0.1:1'}}
+alerts:
+  - {name: AuthDown, when: check auth-port unhealthy, severity: critical}
+  - {name: PaymentDown, when: check payment-port unhealthy, severity: critical}
+receivers: [{name: pager, webhook: {url: 'http://127.0.0.1:9/'}}]
+route: {receiver: pager}
+incidents:
+  policies: [{name: by-service, group_by: [service]}]
+";
+    let engine = quiet_engine(config, &dir.path().join("data")).await;
+    let t0 = DateTime::from_timestamp(steward::clock::now().timestamp() + 1, 0).unwrap();
+    let fail = |check: &str, at: DateTime<Utc>| {
+        let spec = engine.config().check(check).unwrap().clone();
+        let engine = engine.clone();
+        async move {
+            let outcome = steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: None, at };
+            engine.checks.observe(&spec, outcome).await;
+        }
+    };
+    let mut evaluator = steward::alerting::evaluate::Evaluator::default();
+    // The dependent fails and fires first; its cause a second later.
+    fail("payment-port", t0).await;
+    evaluator.tick(&engine.alerting, t0).await;
+    fail("auth-port", t0 + TimeDelta::seconds(1)).await;
+    evaluator.tick(&engine.alerting, t0 + TimeDelta::seconds(1)).await;
+    let mut fired: Vec<(String, DateTime<Utc>)> =
+        engine.alerting.alerts().iter().map(|a| (a.rule.clone(), a.fired_at.expect("firing"))).collect();
+    fired.sort_by_key(|(_, at)| *at);
+    assert_eq!(fired.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(), ["PaymentDown", "AuthDown"], "the dependent fired first");
+
+    steward::incidents::manager::pass(&engine.incidents, t0 + TimeDelta::seconds(2), true).await.unwrap();
+    let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await.unwrap();
+    assert_eq!(open.len(), 1, "one incident, about the cause: {open:#?}");
+    let held: Vec<String> = engine.store.incident_alerts(Some(open[0].id)).await.unwrap().into_iter().map(|a| a.rule).collect();
+    assert!(held.contains(&"AuthDown".to_string()) && held.contains(&"PaymentDown".to_string()), "after one pass it holds {held:?}");
+}
