@@ -12,6 +12,7 @@ mod alerts;
 mod backups;
 mod incidents;
 mod locks;
+mod nodelay;
 mod runs;
 
 use std::collections::HashMap;
@@ -54,7 +55,7 @@ impl PostgresStore {
         let shown = redact(url);
         let open_error = |e: &dyn std::fmt::Display| StoreError::Open { path: shown.clone(), message: e.to_string() };
         let options = PgConnectOptions::from_str(url).map_err(|e| open_error(&e))?.application_name("steward");
-        let pool = pool_options().min_connections(1).connect_with(options.clone()).await.map_err(|e| open_error(&e))?;
+        let pool = pool_options(&options).min_connections(1).connect_with(options.clone()).await.map_err(|e| open_error(&e))?;
         migrate(&pool).await?;
         Ok(PostgresStore { pool, options })
     }
@@ -63,8 +64,13 @@ impl PostgresStore {
     pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 }
 
-fn pool_options() -> PgPoolOptions {
-    PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10))
+fn pool_options(options: &PgConnectOptions) -> PgPoolOptions {
+    let port = options.get_port();
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        // See `nodelay.rs`: sqlx 0.9.0 leaves Nagle's algorithm on.
+        .after_connect(move |conn, _| Box::pin(nodelay::disable_nagle(conn, port)))
 }
 
 /// `url` with any password in it replaced, for messages.
@@ -114,7 +120,7 @@ impl Store for PostgresStore {
     /// can forget to. Opened lazily: it costs nothing until the leader writes.
     fn fenced(&self, fence: Fence) -> std::sync::Arc<dyn Store> {
         let options = self.options.clone().options([("steward.fence", format!("{}:{}", fence.term, fence.holder))]);
-        std::sync::Arc::new(PostgresStore { pool: pool_options().connect_lazy_with(options), options: self.options.clone() })
+        std::sync::Arc::new(PostgresStore { pool: pool_options(&options).connect_lazy_with(options), options: self.options.clone() })
     }
 
     async fn create_token(&self, name: &str, role: Role, secret_hash: &str) -> Result<TokenInfo, StoreError> {
