@@ -9,7 +9,9 @@
 # scheduling lag p50/p99 (from steward_scheduler_lag_seconds). blackbox_exporter: the same
 # probe rate pushed through its /probe endpoint (module http_2xx) by a load driver, and its
 # CPU-seconds per 1,000 probes measured the same way. Not a test: it prints figures.
-# STEWARD_STORE=postgres://… runs steward on PostgreSQL; SKIP_BLACKBOX=1 measures steward only.
+# STEWARD_STORE=postgres://… runs steward on PostgreSQL; with REPLICAS=N (N > 1) N-1 more
+# replicas join it on that store once it leads, and their CPU over the window is printed
+# (the leader runs every check; followers stand by). SKIP_BLACKBOX=1 measures steward only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHECKS=${1:-20000}; INTERVAL=${2:-10}; SECONDS_=${3:-60}
@@ -35,16 +37,28 @@ PORT=$(free_port)
 STEWARD_LOG=warn "$BIN/steward" serve -c "$work/steward.yaml" --data "$work/data" --listen "127.0.0.1:$PORT" --max-concurrency 512 2>"$work/steward.log" &
 SPID=$!
 until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do sleep 0.2; done
+FOLLOWERS=()
+if [ -n "${STEWARD_STORE:-}" ]; then
+  until curl -s "http://127.0.0.1:$PORT/health/ready" | grep -q '"role":"leader"'; do sleep 0.2; done
+  for i in $(seq 2 "${REPLICAS:-1}"); do
+    p=$(free_port)
+    STEWARD_LOG=warn "$BIN/steward" serve -c "$work/steward.yaml" --data "$work/data$i" --listen "127.0.0.1:$p" --max-concurrency 512 2>"$work/steward$i.log" &
+    FOLLOWERS+=($!)
+    until curl -s "http://127.0.0.1:$p/health/ready" | grep -q '"role":"follower"'; do sleep 0.2; done
+  done
+fi
 sleep "$INTERVAL"   # warm-up: every check has started once
 runs() { curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^steward_check_runs_total/ {s+=$2} END {print s+0}'; }
 r0=$(runs); c0=$(cpu_s $SPID); t0=$(date +%s.%N)
+f0=(); for f in "${FOLLOWERS[@]}"; do f0+=("$(cpu_s "$f")"); done
 curl -s "http://127.0.0.1:$PORT/metrics" | grep '^steward_scheduler_lag_seconds_bucket' > "$work/lag0"
 sleep "$SECONDS_"
 r1=$(runs); c1=$(cpu_s $SPID); t1=$(date +%s.%N)
+followers_cpu=""; for i in "${!FOLLOWERS[@]}"; do followers_cpu+=" $(echo "$(cpu_s "${FOLLOWERS[$i]}") - ${f0[$i]}" | bc)"; done
 curl -s "http://127.0.0.1:$PORT/metrics" | grep '^steward_scheduler_lag_seconds_bucket' > "$work/lag1"
 rss_mb=$(awk '/VmHWM/ {print $2/1024}' "/proc/$SPID/status")
 failures=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^steward_check_runs_total.*result="failure"/ {s+=$2} END {print s+0}')
-kill -TERM $SPID; wait $SPID 2>/dev/null || true
+kill -TERM $SPID "${FOLLOWERS[@]}"; wait $SPID "${FOLLOWERS[@]}" 2>/dev/null || true
 python3 - "$work/lag0" "$work/lag1" "$r0" "$r1" "$c0" "$c1" "$t0" "$t1" "$rss_mb" "$CHECKS" "$INTERVAL" "$failures" > "$work/steward.txt" <<'PY'
 import sys, re
 def buckets(path):
@@ -70,6 +84,7 @@ print(f"steward: {int(n)} checks every {int(interval)}s: {runs/secs:.0f} checks/
 print(f"STEWARD_CPU_PER_1000={cpu/runs*1000:.4f}")
 PY
 cat "$work/steward.txt" | head -1
+[ ${#FOLLOWERS[@]} -gt 0 ] && echo "steward followers (${#FOLLOWERS[@]}): CPU-s over the ${SECONDS_}s window:$followers_cpu"
 
 # ---- blackbox_exporter ---------------------------------------------------------------
 [ -n "${SKIP_BLACKBOX:-}" ] && exit 0

@@ -8,7 +8,8 @@
 #    takeover and first action of the new leader (p50, max), lost and duplicated
 #    notifications over all the kills (bench_failover).
 # 2. The same server on each store, side by side: CHECKS HTTP checks every 10 s for 30 s
-#    (bench/checks.sh: checks/s, CPU-s per 1,000 checks, RSS, lag) and alert ingest per
+#    (bench/checks.sh: checks/s, CPU-s per 1,000 checks, RSS, lag; on PostgreSQL with
+#    two more replicas following, their CPU printed too) and alert ingest per
 #    CPU-second (bench_alerts ingest), on SQLite and then on PostgreSQL (a fresh database
 #    on the machine's PostgreSQL at 127.0.0.1:5432, through STEWARD_STORE). On PostgreSQL
 #    the server's own CPU over each step is printed too (steward's figures leave it out).
@@ -40,7 +41,8 @@ for store in sqlite postgres; do
   if [ "$store" = postgres ]; then export STEWARD_STORE; STEWARD_STORE=$(fresh_db); else unset STEWARD_STORE; fi
   echo "==> $store: $CHECKS checks every 10s for 30s"
   before=$(pg_cpu)
-  SKIP_BLACKBOX=1 bash bench/checks.sh "$CHECKS" 10 30 | grep '^steward'
+  # On PostgreSQL, three replicas: the leader runs the checks, two followers stand by.
+  REPLICAS=3 SKIP_BLACKBOX=1 bash bench/checks.sh "$CHECKS" 10 30 | grep '^steward'
   pg_cpu_since "$before"
   [ "$store" = postgres ] && STEWARD_STORE=$(fresh_db)
   echo "==> $store: alert ingest (20,000 alerts)"
