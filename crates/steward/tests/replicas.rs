@@ -415,3 +415,45 @@ fn a_receiver_down_across_a_failover_still_gets_every_notification_once() {
     let states = pg.psql_in("steward", "SELECT state || ':' || count(*) FROM outbox GROUP BY state ORDER BY 1");
     assert_eq!(states, "delivered:1", "the outbox says what happened");
 }
+
+/// The public status page does not depend on the leader: a follower renders it from the
+/// store. Asked while the leader is paused (SIGSTOP, its lease still running, so the
+/// follower still follows), the follower answers `/` and `/status.json` with what the
+/// leader stored — a forwarded request could not have been answered.
+#[test]
+fn a_follower_serves_the_status_page_from_the_store_while_the_leader_cannot_answer() {
+    let (_pg, url, dir) = shared_store();
+    let up = dir.path().join("up");
+    std::fs::write(&up, "").unwrap();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(&config, format!("services:\n  - {{name: payments, tier: 1}}\nchecks:\n{}", file_check("pay", Some("payments"), &up)))
+        .unwrap();
+    let replicas = start_replicas(2, &config, dir.path(), &url);
+    let leader = leader_of(&replicas.iter().collect::<Vec<_>>());
+    let other = 1 - leader;
+    let get = |base: &str, path: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let r = reqwest::Client::new().get(format!("{base}{path}")).timeout(Duration::from_secs(1)).send().await.ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        })
+    };
+    let operational = |base: &str| {
+        let (code, body) = get(base, "/status.json")?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (code == 200 && v["services"][0]["status"] == "operational").then_some(v)
+    };
+    wait_for("the leader to show the service operational", Duration::from_secs(15), || operational(&replicas[leader].base));
+
+    replicas[leader].signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let v = operational(&replicas[other].base).expect("the follower answers /status.json itself");
+    assert_eq!(v["services"][0]["name"], "payments", "{v}");
+    let (code, html) = get(&replicas[other].base, "/").expect("the follower answers / itself");
+    assert_eq!(code, 200, "{html}");
+    assert!(html.contains("payments"), "{html}");
+    // The premise: all of it was answered while the other replica was still following.
+    assert_eq!(role(&replicas[other].base).as_deref(), Some("follower"));
+    assert!(started.elapsed() < Duration::from_secs(2), "asked within the paused leader's lease");
+    replicas[leader].signal(libc::SIGCONT);
+}

@@ -1,6 +1,7 @@
 //! `/api/v1/incidents`, `/api/v1/action-items`, `/api/v1/oncall` and the public
 //! `/status.json`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -18,7 +19,8 @@ use super::error::{ApiError, Code};
 use super::guard::body;
 use super::{AppState, parse_time};
 use crate::auth::Role;
-use crate::checks::state::Health;
+use crate::checks::state::{CheckState, Health};
+use crate::config::Config;
 use crate::config::duration::parse_duration;
 use crate::engine::Engine;
 use crate::incidents::ack_link;
@@ -26,7 +28,7 @@ use crate::incidents::manager::{self, ActionError, IncidentUpdate};
 use crate::incidents::oncall::{self, Override};
 use crate::incidents::stats::{self, By};
 use crate::incidents::{Incident, Priority, Status, full_timeline, postmortem};
-use crate::store::IncidentQuery;
+use crate::store::{IncidentQuery, IncidentStore};
 
 impl From<ActionError> for ApiError {
     fn from(e: ActionError) -> ApiError {
@@ -427,18 +429,16 @@ pub struct PublicUpdate {
 
 /// Open incidents, and those resolved in the last 7 days, that have at least one
 /// public update: only incidents someone chose to tell users about are shown.
-pub async fn public_incidents(engine: &Engine) -> Result<Vec<PublicIncident>, crate::store::StoreError> {
-    let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
-    let recent =
-        engine.store.incidents(&IncidentQuery { since: Some(crate::clock::now() - Duration::days(7)), ..Default::default() }).await?;
+pub async fn public_incidents(store: &dyn IncidentStore) -> Result<Vec<PublicIncident>, crate::store::StoreError> {
+    let open = store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
+    let recent = store.incidents(&IncidentQuery { since: Some(crate::clock::now() - Duration::days(7)), ..Default::default() }).await?;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for i in open.iter().chain(&recent) {
         if !seen.insert(i.id) {
             continue;
         }
-        let updates: Vec<PublicUpdate> = engine
-            .store
+        let updates: Vec<PublicUpdate> = store
             .timeline(i.id)
             .await?
             .into_iter()
@@ -476,11 +476,14 @@ pub struct PublicService {
 
 /// Each service's public status: `major_outage` with an open P0/P1 incident,
 /// `degraded` with another open incident or a failing check, `operational` when all
-/// its checks pass, `unknown` before they have run. In tier order.
-pub async fn service_statuses(engine: &Engine) -> Result<Vec<PublicService>, crate::store::StoreError> {
-    let config = engine.config();
-    let states = engine.checks.states();
-    let open = engine.store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
+/// its checks pass, `unknown` before they have run. In tier order. `states` are the
+/// live ones on the replica running the checks, the stored ones elsewhere.
+pub async fn service_statuses(
+    config: &Config,
+    states: &HashMap<String, CheckState>,
+    store: &dyn IncidentStore,
+) -> Result<Vec<PublicService>, crate::store::StoreError> {
+    let open = store.incidents(&IncidentQuery { open: true, ..Default::default() }).await?;
     let mut out: Vec<PublicService> = config
         .services
         .iter()
@@ -511,9 +514,14 @@ pub async fn public_status(State(s): State<Arc<AppState>>) -> Result<Json<serde_
     if !s.status_page {
         return Err(ApiError::new(Code::NotFound, "the status page is disabled on this server"));
     }
-    let services = service_statuses(&s.engine).await?;
-    let incidents = public_incidents(&s.engine).await?;
-    Ok(Json(json!({ "updated_at": crate::clock::now(), "services": services, "incidents": incidents })))
+    let services = service_statuses(&s.engine.config(), &s.engine.checks.states(), s.engine.store.as_ref()).await?;
+    let incidents = public_incidents(s.engine.store.as_ref()).await?;
+    Ok(Json(public_status_json(services, incidents)))
+}
+
+/// The body of `/status.json`.
+pub(super) fn public_status_json(services: Vec<PublicService>, incidents: Vec<PublicIncident>) -> serde_json::Value {
+    json!({ "updated_at": crate::clock::now(), "services": services, "incidents": incidents })
 }
 
 /// Text for the public: control characters dropped, line breaks as spaces.

@@ -32,6 +32,7 @@ use crate::auth::Role;
 use crate::checks::state::{CheckState, Health};
 use crate::config::{CheckSpec, Config, Service};
 use crate::engine::Engine;
+use crate::store::IncidentStore;
 
 pub struct AppState {
     pub engine: Arc<Engine>,
@@ -384,12 +385,18 @@ async fn status_page(State(s): State<Arc<AppState>>) -> Response {
     if !s.status_page {
         return ApiError::new(Code::NotFound, "the status page is disabled on this server").into_response();
     }
-    let services = match incidents::service_statuses(&s.engine).await {
+    status_page_of(&s.engine.config(), &s.engine.checks.states(), s.engine.store.as_ref()).await
+}
+
+/// The public status page from a configuration, check states and the store (a
+/// follower renders it from the stored states, so it stays up while leadership moves).
+pub(super) async fn status_page_of(config: &Config, states: &HashMap<String, CheckState>, store: &dyn IncidentStore) -> Response {
+    let services = match incidents::service_statuses(config, states, store).await {
         Ok(v) => v,
         Err(e) => return ApiError::from(e).into_response(),
     };
     // The page still shows services when the store cannot answer for incidents.
-    let incidents = incidents::public_incidents(&s.engine).await.unwrap_or_else(|e| {
+    let incidents = incidents::public_incidents(store).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "status page: cannot read incidents");
         Vec::new()
     });

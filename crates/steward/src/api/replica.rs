@@ -1,10 +1,13 @@
 //! The HTTP front of a replica that shares its store with others (`serve --store
 //! postgres://…`). The leader answers with its engine's API; a follower answers
-//! `/health`, `/health/ready` and `/metrics` itself and forwards everything else to the
-//! leader (as Vault's standby nodes forward to the active one), so any replica serves
-//! the API, the status page and the acknowledge links. A request already forwarded once
-//! is not forwarded again: during a failover it gets `503 no_leader`, never a loop.
+//! `/health`, `/health/ready` and `/metrics` itself, renders the public status page
+//! (`/`, `/status.json`) from the store — so it stays up while leadership moves — and
+//! forwards everything else to the leader (as Vault's standby nodes forward to the
+//! active one), so any replica serves the API and the acknowledge links. A request
+//! already forwarded once is not forwarded again: during a failover it gets `503
+//! no_leader`, never a loop.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -18,13 +21,22 @@ use tower::ServiceExt;
 
 use super::error::{ApiError, Code};
 use super::{AppState, guard};
+use crate::checks::state::CheckState;
 use crate::cluster::ReplicaState;
+use crate::config::ConfigView;
 use crate::engine::Engine;
-use crate::store::Store;
+use crate::store::{IncidentStore, Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// How long readiness waits for the store.
 const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a follower reuses the check states it read for the status page: a busy
+/// public page reads them once per period, not once per visitor.
+const STATES_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Check states by check name.
+type States = HashMap<String, CheckState>;
 
 /// Marks a request a follower forwarded, with the follower's id.
 const FORWARDED_BY: HeaderName = HeaderName::from_static("x-steward-forwarded-by");
@@ -39,21 +51,48 @@ pub struct Front {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub status_page: bool,
+    /// The configuration as this replica last read it (services for the status page).
+    pub config: ConfigView,
     /// This replica's id, sent along with what it forwards.
     pub me: String,
     client: reqwest::Client,
     /// The router of the engine this replica leads with, built once per engine.
     leading: Mutex<Option<(Arc<Engine>, Router)>>,
+    /// Check states last read from the store, and when.
+    states: Mutex<Option<(std::time::Instant, Arc<States>)>>,
 }
 
 impl Front {
-    pub fn new(role: watch::Receiver<ReplicaState>, store: Arc<dyn Store>, metrics: Arc<Metrics>, status_page: bool, me: String) -> Front {
+    pub fn new(
+        role: watch::Receiver<ReplicaState>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        status_page: bool,
+        config: ConfigView,
+        me: String,
+    ) -> Front {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(3))
+            // A leader that stopped answering (paused, partitioned) fails the request
+            // instead of holding it open; live streams send a keep-alive every 15 s.
+            .read_timeout(std::time::Duration::from_secs(30))
             .build()
             .expect("an HTTP client without custom TLS roots builds");
-        Front { role, store, metrics, status_page, me, client, leading: Mutex::new(None) }
+        Front { role, store, metrics, status_page, config, me, client, leading: Mutex::new(None), states: Mutex::new(None) }
+    }
+
+    /// The check states the leader stored (health changes are stored before anything
+    /// acts on them), read at most once per [`STATES_FRESH_FOR`].
+    async fn stored_states(&self) -> Result<Arc<States>, StoreError> {
+        if let Some((at, states)) = &*self.states.lock().expect("states cache lock")
+            && at.elapsed() < STATES_FRESH_FOR
+        {
+            return Ok(states.clone());
+        }
+        let states: Arc<States> = Arc::new(self.store.load_states().await?.into_iter().map(|s| (s.check.clone(), s)).collect());
+        *self.states.lock().expect("states cache lock") = Some((std::time::Instant::now(), states.clone()));
+        Ok(states)
     }
 
     fn engine_router(&self, engine: &Arc<Engine>) -> Router {
@@ -84,6 +123,7 @@ async fn dispatch(State(front): State<Arc<Front>>, req: Request) -> Response {
     }
     match req.uri().path() {
         "/health" => Json(json!({"status": "ok"})).into_response(),
+        path @ ("/" | "/status.json") if front.status_page => public_status(&front, path == "/status.json").await,
         "/metrics" => {
             ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], front.metrics.render()).into_response()
         }
@@ -119,6 +159,24 @@ async fn ready(front: &Front, role: &ReplicaState) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, Json(body("not_ready", Some("the leadership could not be read".into())))).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(body("not_ready", Some(format!("store is not writable: {e}"))))).into_response(),
+    }
+}
+
+/// The public status page (or its JSON twin) from the stored check states.
+async fn public_status(front: &Front, as_json: bool) -> Response {
+    let states = match front.stored_states().await {
+        Ok(s) => s,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let config = front.config.get();
+    let store: &dyn IncidentStore = front.store.as_ref();
+    if !as_json {
+        return super::status_page_of(&config, &states, store).await;
+    }
+    let services = super::incidents::service_statuses(&config, &states, store).await;
+    match (services, super::incidents::public_incidents(store).await) {
+        (Ok(services), Ok(incidents)) => Json(super::incidents::public_status_json(services, incidents)).into_response(),
+        (Err(e), _) | (_, Err(e)) => ApiError::from(e).into_response(),
     }
 }
 

@@ -13,7 +13,7 @@ use super::{exit, tls};
 use crate::api::replica::Front;
 use crate::api::{self, AppState};
 use crate::cluster::{LeaseOptions, Member, ReplicaState, StartEngine};
-use crate::config;
+use crate::config::{self, Config, ConfigView};
 use crate::engine::{Engine, EngineOptions};
 use crate::store::{Replica, Store};
 use crate::telemetry::{Metrics, supervise};
@@ -92,7 +92,7 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         data_dir: opts.data.clone(),
     };
     if opts.store.is_some() || config.store.is_some() {
-        return serve_replica(opts, store, listener, certificate, engine_options, on_listening).await;
+        return serve_replica(opts, config, store, listener, certificate, engine_options, on_listening).await;
     }
     let (engine, writer) = match Engine::start(config, store, engine_options).await {
         Ok(v) => v,
@@ -138,8 +138,10 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
 /// `serve` on a shared (PostgreSQL) store: one replica of several. It serves HTTP at
 /// once, as a follower, and runs an engine only while it holds the leadership (see
 /// `cluster`): what must run once runs on one replica, and any replica answers.
+#[allow(clippy::too_many_arguments)]
 async fn serve_replica(
     opts: ServeOptions,
+    config: Config,
     store: Arc<dyn Store>,
     listener: tokio::net::TcpListener,
     certificate: Option<Arc<tls::Certificate>>,
@@ -188,11 +190,12 @@ async fn serve_replica(
         let (role, keep) = (role_rx.clone(), opts.raw_retention);
         supervise("compaction", metrics.clone(), move || compact_while_leading(role.clone(), keep))
     };
+    let view = ConfigView::new(config);
     let reloader = {
-        let (role, c) = (role_rx.clone(), certificate.clone());
-        supervise("sighup_reload", metrics.clone(), move || reload_leader_on_sighup(role.clone(), c.clone()))
+        let (role, c, view, path) = (role_rx.clone(), certificate.clone(), view.clone(), opts.config.clone());
+        supervise("sighup_reload", metrics.clone(), move || reload_replica_on_sighup(role.clone(), c.clone(), view.clone(), path.clone()))
     };
-    let front = Arc::new(Front::new(role_rx, store, metrics, opts.status_page, me.id.clone()));
+    let front = Arc::new(Front::new(role_rx, store, metrics, opts.status_page, view, me.id.clone()));
     let served = serve_http(listener, certificate, api::replica::router(front), stop).await;
     tracing::info!("shutting down: stopping the engine (if leading) and giving the leadership up");
     reloader.abort();
@@ -235,9 +238,28 @@ async fn compact_while_leading(role: watch::Receiver<ReplicaState>, keep: Durati
 
 /// SIGHUP reloads the configuration of the engine this replica leads with (a follower
 /// reads the file when it takes over).
-async fn reload_leader_on_sighup(role: watch::Receiver<ReplicaState>, certificate: Option<Arc<tls::Certificate>>) {
+/// SIGHUP on a replica: the configuration this replica serves from (its status page)
+/// is read again, and the engine's too while it leads.
+async fn reload_replica_on_sighup(
+    role: watch::Receiver<ReplicaState>,
+    certificate: Option<Arc<tls::Certificate>>,
+    view: ConfigView,
+    path: std::path::PathBuf,
+) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
+        match tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || config::load(&path)
+        })
+        .await
+        {
+            Ok(Ok(c)) => {
+                view.replace(c);
+            }
+            Ok(Err(d)) => tracing::error!("SIGHUP: the configuration does not load; keeping the running one:\n{d}"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: reading the configuration failed; keeping the running one"),
+        }
         let engine = role.borrow().engine.clone();
         if let Some(engine) = engine {
             tracing::info!("SIGHUP: reloading configuration");
