@@ -271,6 +271,28 @@ fn a_run_whose_replica_dies_is_interrupted_elsewhere_and_resumes_on_an_operators
     let id = v["run"]["id"].as_i64().unwrap();
     let status = |base: &str| request("GET", &format!("{base}/api/v1/runs/{id}"), &token, None).1;
     wait_for("the approval to be asked", Duration::from_secs(10), || (status(&via(other))["run"]["status"] == "waiting").then_some(()));
+    // The live stream, through the replica that does not run it: the events so far
+    // arrive as server-sent events while the run waits.
+    let streamed = {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut resp =
+                reqwest::Client::new().get(format!("{}/api/v1/runs/{id}/stream", via(other))).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            let mut text = String::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Ok(Some(chunk)) = resp.chunk().await {
+                    text.push_str(&String::from_utf8_lossy(&chunk));
+                    if text.contains("approval_requested") {
+                        break;
+                    }
+                }
+            });
+            let _ = read.await;
+            text
+        })
+    };
+    assert!(streamed.contains("event: run_event") && streamed.contains("approval_requested"), "{streamed}");
     let (code, v) = request("POST", &format!("{}/api/v1/runs/{id}/approve", via(other)), &token, Some(serde_json::json!({})));
     assert_eq!(code, 200, "{v}");
     wait_for("the migration to start", Duration::from_secs(10), || {
