@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::json;
 use tokio::sync::watch;
@@ -123,7 +123,9 @@ async fn dispatch(State(front): State<Arc<Front>>, req: Request) -> Response {
     }
     match req.uri().path() {
         "/health" => Json(json!({"status": "ok"})).into_response(),
-        path @ ("/" | "/status.json") if front.status_page => public_status(&front, path == "/status.json").await,
+        path @ ("/" | "/status.json") if front.status_page && matches!(*req.method(), Method::GET | Method::HEAD) => {
+            public_status(&front, path == "/status.json").await
+        }
         "/metrics" => {
             ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], front.metrics.render()).into_response()
         }
