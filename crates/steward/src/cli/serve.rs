@@ -236,10 +236,9 @@ async fn compact_while_leading(role: watch::Receiver<ReplicaState>, keep: Durati
     }
 }
 
-/// SIGHUP reloads the configuration of the engine this replica leads with (a follower
-/// reads the file when it takes over).
 /// SIGHUP on a replica: the configuration this replica serves from (its status page)
-/// is read again, and the engine's too while it leads.
+/// is read again, and the engine's too while it leads (a follower's engine reads the
+/// file when it takes over).
 async fn reload_replica_on_sighup(
     role: watch::Receiver<ReplicaState>,
     certificate: Option<Arc<tls::Certificate>>,
