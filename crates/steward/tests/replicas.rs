@@ -186,20 +186,25 @@ fn a_leader_paused_past_its_lease_stops_acting_and_pages_nothing_twice() {
 fn postgres_restarted_under_the_replicas_loses_nothing_and_leadership_resumes() {
     let (pg, url, dir) = shared_store();
     let up = dir.path().join("up");
+    let ran = dir.path().join("ran");
     let hook = Receiver::start(0);
     let config = dir.path().join("steward.yaml");
+    // The alert also starts a runbook: one firing, one run, whatever happens after.
     std::fs::write(
         &config,
         format!(
-            "checks:\n{}alerts:\n  - {{name: Down, when: check c unhealthy}}\nreceivers:\n  - {{name: ops, webhook: {{url: '{}'}}}}\nroute:\n  receiver: ops\n  group_wait: 0s\n",
+            "checks:\n{}alerts:\n  - {{name: Down, when: check c unhealthy, runbook: {{name: remediate, mode: run}}}}\nreceivers:\n  - {{name: ops, webhook: {{url: '{}'}}}}\nroute:\n  receiver: ops\n  group_wait: 0s\nrunbooks:\n  - name: remediate\n    steps:\n      - name: note\n        shell: {{script: 'echo ran >> {}'}}\n",
             file_check("c", None, &up),
-            hook.url
+            hook.url,
+            ran.display()
         ),
     )
     .unwrap();
     let replicas = start_replicas(2, &config, dir.path(), &url);
     leader_of(&replicas.iter().collect::<Vec<_>>());
     wait_for("the alert's page", Duration::from_secs(15), || (!hook.accepted().is_empty()).then_some(()));
+    let runs = || pg.psql_in("steward", "SELECT count(*) FROM runs WHERE status = 'succeeded'").parse::<u64>().unwrap();
+    wait_for("the alert's run", Duration::from_secs(15), || (runs() == 1).then_some(()));
     let results = || pg.psql_in("steward", "SELECT count(*) FROM check_results").parse::<u64>().unwrap();
     let before = results();
 
@@ -228,6 +233,9 @@ fn postgres_restarted_under_the_replicas_loses_nothing_and_leadership_resumes() 
     std::thread::sleep(Duration::from_secs(2));
     let firing = hook.accepted().iter().filter(|(_, p)| p["status"] == "firing").count();
     assert_eq!(firing, 1, "the alert was paged once across the outage: {:?}", hook.summary());
+    let all_runs = pg.psql_in("steward", "SELECT count(*) FROM runs").parse::<u64>().unwrap();
+    assert_eq!(all_runs, 1, "the still-firing alert did not start its runbook again under the new term");
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "ran\n", "the runbook's step ran once");
     for s in &replicas {
         assert!(!s.log().contains("panicked"), "{}", s.log());
     }
