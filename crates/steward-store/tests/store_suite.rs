@@ -1251,6 +1251,15 @@ async fn postgres_run_changes_reach_other_replicas() {
     assert_eq!(next().await, RunChange::Run(other.id), "a cancel asked");
     writer.append_events(&[NewEvent::new(run.id, "note", "hello")]).await.unwrap();
     assert_eq!(next().await, RunChange::Run(run.id), "an event");
+
+    // The feed's connection is cut (as a restart or a network blip would): the feed says
+    // to look again, and changes keep coming on the new connection.
+    let (ok, stderr) =
+        psql(&url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'");
+    assert!(ok, "{stderr}");
+    assert_eq!(next().await, RunChange::Resync, "a cut feed says so");
+    writer.append_events(&[NewEvent::new(other.id, "note", "after")]).await.unwrap();
+    assert_eq!(next().await, RunChange::Run(other.id), "changes flow again after the cut");
 }
 
 /// SQLite has no change feed (one server writes runs): waiters poll.

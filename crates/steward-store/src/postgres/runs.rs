@@ -417,8 +417,9 @@ impl RunStore for PostgresStore {
 
     /// LISTEN on `steward_runs` (the triggers of `notify.sql` send a run's id there on
     /// every change that matters to its watchers) on a connection of its own, kept
-    /// until the receiver is dropped. sqlx's listener reconnects by itself; a lost
-    /// connection is passed on as [`RunChange::Resync`].
+    /// until the receiver is dropped. A lost connection is passed on as
+    /// [`RunChange::Resync`] once the listener is connected and listening again, so
+    /// whatever was missed meanwhile is found by the look it prompts.
     async fn run_changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<RunChange>>, StoreError> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
         listener.listen(RUN_CHANNEL).await?;
@@ -434,11 +435,22 @@ impl RunStore for PostgresStore {
                         Ok(id) => RunChange::Run(id),
                         Err(_) => continue,
                     },
-                    // The connection was lost; the next call connects again.
+                    // Lost, and already connected and listening again (sqlx reconnects
+                    // eagerly before it says so).
                     Ok(None) => RunChange::Resync,
+                    // Lost, and not connected again: retry until it is, then resync.
                     Err(e) => {
                         tracing::warn!(error = %e, "the run change feed cannot reach PostgreSQL; retrying");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                                _ = tx.closed() => return,
+                            }
+                            // Any statement on the listener connects it and LISTENs again.
+                            if sqlx::query("SELECT 1").execute(&mut listener).await.is_ok() {
+                                break;
+                            }
+                        }
                         RunChange::Resync
                     }
                 };
