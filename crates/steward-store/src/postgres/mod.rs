@@ -55,6 +55,13 @@ impl PostgresStore {
         let shown = redact(url);
         let open_error = |e: &dyn std::fmt::Display| StoreError::Open { path: shown.clone(), message: e.to_string() };
         let options = PgConnectOptions::from_str(url).map_err(|e| open_error(&e))?.application_name("steward");
+        // One direct attempt first: a server that refuses, a wrong password or database
+        // fails at once with its own message, instead of after the pool's retries.
+        match tokio::time::timeout(Duration::from_secs(10), <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)).await {
+            Ok(Ok(conn)) => drop(sqlx::Connection::close(conn).await),
+            Ok(Err(e)) => return Err(open_error(&e)),
+            Err(_) => return Err(open_error(&"no answer within 10 s")),
+        }
         let pool = pool_options(&options).min_connections(1).connect_with(options.clone()).await.map_err(|e| open_error(&e))?;
         migrate(&pool).await?;
         Ok(PostgresStore { pool, options })
