@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs (Debian/Ubuntu packages) and starts the real components the test suite talks
 # to: PostgreSQL, MariaDB, Redis and NATS with JetStream on their standard loopback
-# ports, plus Chromium for the status-page test and Prometheus for PromQL rules. Safe to
-# run again: it only installs what is missing and only starts what is not answering.
+# ports, plus Chromium and its chromedriver for browser tests and Prometheus for PromQL
+# rules. Safe to run again: it only installs what is missing and only starts what is
+# not answering.
 set -euo pipefail
 
 SUDO=""
@@ -14,6 +15,8 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-se
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v chromium >/dev/null || need+=(chromium)
+# Browser tests drive Chromium through WebDriver.
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 # Tests start private Prometheus servers (PromQL rules); the package's own service is not used.
 command -v prometheus >/dev/null || need+=(prometheus)
 # The packaging test checks the systemd unit with systemd-analyze.

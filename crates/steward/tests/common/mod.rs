@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod alerting;
+pub(crate) mod browser;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

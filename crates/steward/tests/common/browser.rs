@@ -1,0 +1,86 @@
+//! A real browser for tests: Debian's headless Chromium driven through WebDriver
+//! (chromedriver on a free port, the `fantoccini` client), with a phone's viewport.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A phone's CSS width: what the console and the status page must fit.
+pub(crate) const PHONE_WIDTH: u32 = 390;
+
+pub(crate) struct Browser {
+    driver: Child,
+    client: Option<fantoccini::Client>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Browser {
+    /// Headless Chromium emulating a 390 × 844 phone.
+    pub(crate) fn phone() -> Browser {
+        let port = super::free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("this test needs chromedriver: apt-get install chromium-driver (the test command installs it)");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+                "mobileEmulation": {"deviceMetrics": {"width": PHONE_WIDTH, "height": 844, "pixelRatio": 3.0}},
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let started = Instant::now();
+        let client = rt.block_on(async {
+            loop {
+                match fantoccini::ClientBuilder::new(connector.clone())
+                    .capabilities(caps.clone())
+                    .connect(&format!("http://127.0.0.1:{port}"))
+                    .await
+                {
+                    Ok(c) => break c,
+                    Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("chromedriver did not start a browser: {e}"),
+                }
+            }
+        });
+        Browser { driver, client: Some(client), rt }
+    }
+
+    fn client(&self) -> &fantoccini::Client {
+        self.client.as_ref().expect("open until dropped")
+    }
+
+    pub(crate) fn open(&self, url: &str) {
+        self.rt.block_on(self.client().goto(url)).unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+    }
+
+    /// The page's DOM as the browser has it.
+    pub(crate) fn html(&self) -> String {
+        self.rt.block_on(self.client().source()).unwrap()
+    }
+
+    /// Runs `script` (a function body; `return` gives the value) in the page.
+    pub(crate) fn eval(&self, script: &str) -> Value {
+        self.rt.block_on(self.client().execute(script, vec![])).unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = self.rt.block_on(client.close());
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
