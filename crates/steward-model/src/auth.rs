@@ -57,6 +57,19 @@ pub struct TokenInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A browser signed in to the web console with a token. The session lives in the
+/// store (its id only as a hash), so signing out, expiry and revoking the token end it
+/// on every replica at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsoleSession {
+    /// The token the session was opened with; its name is the actor of every action.
+    pub token: TokenInfo,
+    /// The session's CSRF token: every form posted in the session carries it.
+    pub csrf: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
 const PREFIX: &str = "stw_";
 
 /// A new secret: `stw_` and 40 base62 characters (about 238 bits).

@@ -27,7 +27,7 @@ pub use postgres::{PostgresStore, redact as redact_url};
 pub use sqlite::SqliteStore;
 
 use steward_model::alerting::{Alert, AlertEvent, Notification, NotifyLogEntry, Silence};
-use steward_model::auth::{Role, TokenInfo};
+use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::backups::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, RestoreRecord, Verification};
 use steward_model::checks::Outcome;
 use steward_model::checks::state::{CheckState, Transition};
@@ -83,6 +83,22 @@ pub trait Store:
     async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
     /// Returns false when no live token has that name.
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Opens a console session for the live token whose secret hashes to `token_hash`;
+    /// `None` (and nothing written) when no live token has it. Sessions already expired
+    /// are deleted on the way, so the table holds only live ones.
+    async fn create_session(
+        &self,
+        id_hash: &str,
+        token_hash: &str,
+        csrf: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<TokenInfo>, StoreError>;
+    /// The session whose id hashes to `id_hash`, if it has not expired by `now` and its
+    /// token is not revoked.
+    async fn session(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Signs a session out; false when there was none.
+    async fn end_session(&self, id_hash: &str) -> Result<bool, StoreError>;
 
     /// Proves the store accepts writes (readiness).
     async fn probe_writable(&self) -> Result<(), StoreError>;

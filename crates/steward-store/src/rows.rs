@@ -12,7 +12,7 @@ use sqlx::{Decode, Row, Type};
 
 use super::{ResultRow, StoreError};
 use steward_model::alerting::{Alert, AlertEvent, AlertSource, AlertState, DeliveryState, Matcher, Notification, Silence};
-use steward_model::auth::{Role, TokenInfo};
+use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::backups::{BackupRecord, BackupStatus, RestoreRecord, Verification};
 use steward_model::incidents::{ActionItem, AttachedState, Incident, IncidentAlert, Priority, Status, TimelineEntry};
 use steward_model::runbooks::{ApprovalRequest, ApprovalState, Run, RunEvent, RunStatus, StepRecord, StepStatus};
@@ -146,6 +146,16 @@ pub(crate) fn token_row<R: Columns>(r: &R) -> Result<TokenInfo, StoreError> {
         role: enum_col(r, "role", |s| s.parse::<Role>().ok())?,
         created_at: time(col(r, "created_at_ms")?),
         revoked_at: col::<Option<i64>>(r, "revoked_at_ms")?.map(time),
+    })
+}
+
+/// A session row joined with its token's row (`SELECT s.*, t.*`).
+pub(crate) fn session_row<R: Columns>(r: &R) -> Result<ConsoleSession, StoreError> {
+    Ok(ConsoleSession {
+        token: token_row(r)?,
+        csrf: col(r, "csrf")?,
+        created_at: time(col(r, "opened_ms")?),
+        expires_at: time(col(r, "expires_ms")?),
     })
 }
 

@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{col, enum_col, ms, result_row, time, token_row};
+use super::rows::{col, enum_col, ms, result_row, session_row, time, token_row};
 use super::{CheckStore, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
-use steward_model::auth::{Role, TokenInfo};
+use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
 
 /// Rows per multi-row INSERT: 8 columns × 1,000 stays far below SQLite's limit of
@@ -462,6 +462,17 @@ CREATE TABLE leadership (
     expires_ms INTEGER NOT NULL
 );
 "#,
+    // Web console sessions (see `Store::create_session`).
+    r#"
+CREATE TABLE console_sessions (
+    id_hash TEXT PRIMARY KEY,
+    token_id INTEGER NOT NULL REFERENCES api_tokens (id),
+    csrf TEXT NOT NULL,
+    opened_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_ms);
+"#,
 ];
 
 #[derive(Clone)]
@@ -593,6 +604,52 @@ impl Store for SqliteStore {
             .bind(name)
             .execute(&self.writer)
             .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_session(
+        &self,
+        id_hash: &str,
+        token_hash: &str,
+        csrf: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<TokenInfo>, StoreError> {
+        let now = ms(steward_model::clock::now());
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM console_sessions WHERE expires_ms <= ?").bind(now).execute(&mut *tx).await?;
+        let Some(token) = sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = ? AND revoked_at_ms IS NULL")
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        sqlx::query("INSERT INTO console_sessions (id_hash, token_id, csrf, opened_ms, expires_ms) VALUES (?, ?, ?, ?, ?)")
+            .bind(id_hash)
+            .bind(col::<i64>(&token, "id")?)
+            .bind(csrf)
+            .bind(now)
+            .bind(ms(expires_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(token_row(&token)?))
+    }
+
+    async fn session(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<ConsoleSession>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.*, t.* FROM console_sessions s JOIN api_tokens t ON t.id = s.token_id \
+             WHERE s.id_hash = ? AND s.expires_ms > ? AND t.revoked_at_ms IS NULL",
+        )
+        .bind(id_hash)
+        .bind(ms(now))
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(session_row).transpose()
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?").bind(id_hash).execute(&self.writer).await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -75,6 +75,41 @@ pub async fn tokens_are_unique_by_live_name_and_revocable(store: impl Store) {
     assert_eq!(store.list_tokens().await.unwrap().len(), 2);
 }
 
+/// Console sessions: opened only with a live token, seen until they expire, ended by
+/// sign-out or by revoking their token; expired rows are cleared when the next opens.
+pub async fn console_sessions_end_by_expiry_sign_out_or_revocation(store: impl Store) {
+    let now = steward_model::clock::now();
+    let t = |s: i64| now + chrono::Duration::seconds(s);
+    store.create_token("alice", Role::Operator, "tok-a").await.unwrap();
+    store.create_token("bob", Role::Viewer, "tok-b").await.unwrap();
+    assert_eq!(store.create_session("s-x", "tok-unknown", "c", t(60)).await.unwrap(), None, "an unknown token opens nothing");
+    assert_eq!(store.create_session("s-1", "tok-a", "csrf-1", t(3600)).await.unwrap().unwrap().name, "alice");
+    store.create_session("s-2", "tok-a", "csrf-2", t(3600)).await.unwrap().unwrap();
+    store.create_session("s-3", "tok-b", "csrf-3", t(10)).await.unwrap().unwrap();
+    let s1 = store.session("s-1", now).await.unwrap().expect("a live session");
+    assert_eq!((s1.token.name.as_str(), s1.token.role, s1.csrf.as_str(), s1.expires_at), ("alice", Role::Operator, "csrf-1", t(3600)));
+    assert!(store.session("s-x", now).await.unwrap().is_none());
+    // Expiry: s-3 is seen before its time and not at it.
+    assert!(store.session("s-3", t(9)).await.unwrap().is_some());
+    assert!(store.session("s-3", t(10)).await.unwrap().is_none());
+    // Sign-out ends that session only.
+    assert!(store.end_session("s-1").await.unwrap());
+    assert!(!store.end_session("s-1").await.unwrap());
+    assert!(store.session("s-1", now).await.unwrap().is_none());
+    assert!(store.session("s-2", now).await.unwrap().is_some());
+    // Revoking the token ends its other sessions; a revoked token opens none.
+    store.revoke_token("alice").await.unwrap();
+    assert!(store.session("s-2", now).await.unwrap().is_none());
+    assert_eq!(store.create_session("s-4", "tok-a", "c", t(60)).await.unwrap(), None);
+    // Expired rows are deleted when the next session opens: s-old (expired a second ago)
+    // is still seen with an earlier clock until then, and not after.
+    store.create_session("s-old", "tok-b", "c", t(-1)).await.unwrap().unwrap();
+    assert!(store.session("s-old", t(-10)).await.unwrap().is_some());
+    store.create_session("s-5", "tok-b", "csrf-5", t(3600)).await.unwrap().unwrap();
+    assert!(store.session("s-old", t(-10)).await.unwrap().is_none(), "the expired row was deleted");
+    assert!(store.session("s-5", now).await.unwrap().is_some());
+}
+
 pub async fn forgets_states_of_removed_checks(store: impl Store) {
     store.record(&[run("keep", 1, true, Health::Healthy, false), run("gone", 2, true, Health::Healthy, false)]).await.unwrap();
     store.retain_states(&["keep".to_string()]).await.unwrap();
@@ -923,6 +958,11 @@ macro_rules! store_suite {
                 super::tokens_are_unique_by_live_name_and_revocable(store).await;
             }
             #[tokio::test]
+            async fn console_sessions_end_by_expiry_sign_out_or_revocation() {
+                let (_guard, store) = $open.await;
+                super::console_sessions_end_by_expiry_sign_out_or_revocation(store).await;
+            }
+            #[tokio::test]
             async fn outbox_enqueues_once_per_dedup_key_with_its_log_entry() {
                 let (_guard, store) = $open.await;
                 super::outbox_enqueues_once_per_dedup_key_with_its_log_entry(store).await;
@@ -1268,35 +1308,4 @@ async fn sqlite_has_no_run_change_feed() {
     use steward_store::RunStore;
     let (_dir, store) = sqlite().await;
     assert!(store.run_changes().await.unwrap().is_none());
-}
-
-/// Every connection to PostgreSQL has Nagle's algorithm off (sqlx 0.9.0 leaves it on,
-/// and a statement larger than one segment then waits ≈ 40 ms for the server's delayed
-/// acknowledgement; see `postgres/nodelay.rs`). Read from this process's own sockets.
-#[cfg(target_os = "linux")]
-#[tokio::test]
-async fn postgres_connections_have_nagles_algorithm_off() {
-    use std::os::fd::{BorrowedFd, RawFd};
-    use steward_store::RunStore;
-    let url = steward_testkit::shared_database();
-    let port = url::Url::parse(&url).unwrap().port().unwrap();
-    let store = steward_store::PostgresStore::connect(&url).await.unwrap();
-    let (a, b) = tokio::join!(store.run(1), store.run(2));
-    a.unwrap();
-    b.unwrap();
-    let mut nodelay = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok()) else { continue };
-        if !std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")) {
-            continue;
-        }
-        // SAFETY: open while this single-threaded loop borrows it for two calls.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let socket = socket2::SockRef::from(&fd);
-        if socket.peer_addr().ok().and_then(|a| a.as_socket()).is_some_and(|a| a.port() == port) {
-            nodelay.push(socket.tcp_nodelay().unwrap());
-        }
-    }
-    assert!(!nodelay.is_empty(), "no connection to PostgreSQL found among this process's sockets");
-    assert!(nodelay.iter().all(|on| *on), "connections with Nagle's algorithm on: {nodelay:?}");
 }

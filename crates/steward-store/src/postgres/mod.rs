@@ -24,9 +24,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 
-use super::rows::{col, enum_col, ms, result_row, time, token_row};
+use super::rows::{col, enum_col, ms, result_row, session_row, time, token_row};
 use super::{CheckStore, Fence, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
-use steward_model::auth::{Role, TokenInfo};
+use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
 
 /// Rows per multi-row INSERT: 12 columns × 1,000 stays far below PostgreSQL's limit of
@@ -34,7 +34,8 @@ use steward_model::checks::state::{CheckState, Health, Transition};
 const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Schema migrations, applied in order; `steward_schema.version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("cluster.sql"), include_str!("notify.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("schema.sql"), include_str!("cluster.sql"), include_str!("notify.sql"), include_str!("sessions.sql")];
 
 /// Any number, as long as every steward agrees: the advisory lock that serialises
 /// migrations when several replicas start at once.
@@ -165,6 +166,52 @@ impl Store for PostgresStore {
             .bind(name)
             .execute(&self.pool)
             .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_session(
+        &self,
+        id_hash: &str,
+        token_hash: &str,
+        csrf: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<TokenInfo>, StoreError> {
+        let now = ms(steward_model::clock::now());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM console_sessions WHERE expires_ms <= $1").bind(now).execute(&mut *tx).await?;
+        let Some(token) = sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = $1 AND revoked_at_ms IS NULL")
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        sqlx::query("INSERT INTO console_sessions (id_hash, token_id, csrf, opened_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id_hash)
+            .bind(col::<i64>(&token, "id")?)
+            .bind(csrf)
+            .bind(now)
+            .bind(ms(expires_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(token_row(&token)?))
+    }
+
+    async fn session(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<ConsoleSession>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.*, t.* FROM console_sessions s JOIN api_tokens t ON t.id = s.token_id \
+             WHERE s.id_hash = $1 AND s.expires_ms > $2 AND t.revoked_at_ms IS NULL",
+        )
+        .bind(id_hash)
+        .bind(ms(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(session_row).transpose()
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1").bind(id_hash).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 
