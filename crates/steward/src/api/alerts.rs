@@ -145,10 +145,10 @@ pub(super) async fn list_maintenance_windows(caller: Caller, State(s): State<Arc
 }
 
 #[derive(Serialize)]
-struct SilenceView<'a> {
+pub(super) struct SilenceView<'a> {
     #[serde(flatten)]
-    silence: &'a Silence,
-    state: &'static str,
+    pub silence: &'a Silence,
+    pub state: &'static str,
 }
 
 pub(super) async fn list_silences(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -161,13 +161,13 @@ pub(super) async fn list_silences(caller: Caller, State(s): State<Arc<AppState>>
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewSilence {
-    matchers: Vec<String>,
-    starts_at: Option<String>,
-    ends_at: Option<String>,
+pub(super) struct NewSilence {
+    pub matchers: Vec<String>,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
     /// Alternative to `ends_at`: how long from the start, e.g. `2h`.
-    duration: Option<String>,
-    comment: String,
+    pub duration: Option<String>,
+    pub comment: String,
 }
 
 pub(super) async fn create_silence(
@@ -184,7 +184,7 @@ pub(super) async fn create_silence(
     Ok((StatusCode::CREATED, Json(json!({ "silence": silence }))))
 }
 
-fn validate_silence(req: NewSilence, author: &str, now: DateTime<Utc>) -> Result<Silence, ApiError> {
+pub(super) fn validate_silence(req: NewSilence, author: &str, now: DateTime<Utc>) -> Result<Silence, ApiError> {
     let bad = |m: String| ApiError::new(Code::BadRequest, m);
     if req.matchers.is_empty() {
         return Err(bad("a silence needs at least one matcher; an empty list would silence everything".into()));

@@ -7,6 +7,7 @@
 mod alerts;
 mod auth;
 mod backups;
+mod console;
 pub mod error;
 mod guard;
 pub mod incidents;
@@ -105,6 +106,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+        .merge(console::routes(state.clone()))
         .layer(axum::middleware::from_fn(guard::strict))
         .layer(axum::extract::DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.engine.metrics.clone(), guard::outer))

@@ -214,15 +214,15 @@ pub(super) async fn stream_run(
     if s.engine.store.run(id).await?.is_none() {
         return Err(ApiError::new(Code::NotFound, format!("no run has id {id}")));
     }
-    let state = Stream {
-        wake: s.engine.runbooks.events.subscribe(),
-        engine: s.engine.clone(),
-        run: id,
-        after: q.after.unwrap_or(0),
-        pending: VecDeque::new(),
-        ended: false,
-    };
-    let stream = futures::stream::unfold(state, |mut st| async move {
+    Ok(Sse::new(run_event_stream(s.engine.clone(), id, q.after.unwrap_or(0))).keep_alive(KeepAlive::default()))
+}
+
+/// A run's events after event id `after` as SSE `run_event`s (each with its id, so a
+/// reconnecting client resumes where it stopped), then one `end` with the run once it
+/// is finished or interrupted. Shared by the API and the console's live log.
+pub(super) fn run_event_stream(engine: Arc<Engine>, run: i64, after: i64) -> impl futures::Stream<Item = Result<Event, Infallible>> {
+    let state = Stream { wake: engine.runbooks.events.subscribe(), engine, run, after, pending: VecDeque::new(), ended: false };
+    futures::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(ev) = st.pending.pop_front() {
                 let event = Event::default().event("run_event").id(ev.id.to_string()).json_data(&ev).unwrap_or_default();
@@ -259,8 +259,7 @@ pub(super) async fn stream_run(
                 _ = tokio::time::sleep(st.engine.runbooks.poll_every()) => {}
             }
         }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    })
 }
 
 #[derive(Debug, Deserialize, Default)]

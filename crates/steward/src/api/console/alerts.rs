@@ -1,0 +1,127 @@
+//! Alerts and silences: what fires, what waits, what is muted and why; a silence made
+//! from an alert with its labels as matchers; silences expired early.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use minijinja::{Value, context};
+use serde::Deserialize;
+
+use super::session::Signed;
+use super::view::{PageError, Posted, page};
+use crate::alerting::AlertState;
+use crate::api::AppState;
+use crate::api::alerts::{NewSilence, SilenceView, alert_views, validate_silence};
+use crate::api::error::ApiError;
+use crate::auth::Role;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertsQuery {
+    /// A fingerprint: open the silence form with that alert's labels as matchers.
+    silence: Option<String>,
+}
+
+pub(super) async fn page_of(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Signed>,
+    Query(q): Query<AlertsQuery>,
+) -> Result<Response, PageError> {
+    let views = alert_views(&s.engine);
+    let (mut firing, mut pending, mut muted) = (Vec::new(), Vec::new(), Vec::new());
+    for v in &views {
+        match v.alert.state {
+            AlertState::Firing | AlertState::Pending if !v.muted_by.is_empty() => muted.push(v),
+            AlertState::Firing => firing.push(v),
+            AlertState::Pending => pending.push(v),
+            _ => {}
+        }
+    }
+    let now = crate::clock::now();
+    let silences = s.engine.alerting.silences();
+    let silences: Vec<SilenceView<'_>> =
+        silences.iter().map(|silence| SilenceView { silence, state: silence.state(now) }).filter(|v| v.state != "expired").collect();
+    // The silence form, pre-filled from an alert's labels when asked.
+    let prefill: Vec<String> = match &q.silence {
+        Some(fp) => {
+            let v = views.iter().find(|v| v.alert.fingerprint == *fp).ok_or_else(|| PageError::not_found("alert", fp))?;
+            v.alert.labels.iter().map(|(k, val)| format!("{k}={}", serde_json::Value::String(val.clone()))).collect()
+        }
+        None => Vec::new(),
+    };
+    let ctx = context! {
+        firing => Value::from_serialize(&firing),
+        pending => Value::from_serialize(&pending),
+        muted => Value::from_serialize(&muted),
+        silences => Value::from_serialize(&silences),
+        prefill => prefill.join("\n"),
+        silence_from => q.silence,
+    };
+    page(&who, "alerts", "alerts.html", ctx)
+}
+
+pub(super) async fn show(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Signed>,
+    Path(fp): Path<String>,
+) -> Result<Response, PageError> {
+    let view = alert_views(&s.engine).into_iter().find(|v| v.alert.fingerprint == fp);
+    let events = s.engine.store.alert_events(Some(&fp), 200).await?;
+    if view.is_none() && events.is_empty() {
+        return Err(PageError::not_found("alert", &fp));
+    }
+    let notifications = s.engine.store.notifications(Some(&fp), 50).await?;
+    let ctx = context! {
+        fingerprint => fp,
+        alert => Value::from_serialize(&view),
+        events => Value::from_serialize(&events),
+        notifications => Value::from_serialize(&notifications),
+    };
+    page(&who, "alerts", "alert.html", ctx)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SilenceForm {
+    /// One matcher per line.
+    matchers: String,
+    duration: String,
+    comment: String,
+}
+
+pub(super) async fn create_silence(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Signed>,
+    Posted(f): Posted<SilenceForm>,
+) -> Result<Response, PageError> {
+    who.require(Role::Operator)?;
+    let req = NewSilence {
+        matchers: f.matchers.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
+        starts_at: None,
+        ends_at: None,
+        duration: Some(f.duration.trim().to_string()),
+        comment: f.comment,
+    };
+    let silence = validate_silence(req, &who.token.name, crate::clock::now())?;
+    s.engine.store.create_silence(&silence).await?;
+    s.engine.alerting.reload_silences().await.map_err(ApiError::from)?;
+    tracing::info!(id = %silence.id, by = %silence.created_by, "silence created in the console");
+    Ok(Redirect::to("/console/alerts").into_response())
+}
+
+pub(super) async fn expire_silence(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Signed>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    who.require(Role::Operator)?;
+    if !s.engine.store.expire_silence(&id, crate::clock::now()).await? {
+        return Err(PageError::new(StatusCode::NOT_FOUND, format!("no active or pending silence with id `{id}`")));
+    }
+    s.engine.alerting.reload_silences().await.map_err(ApiError::from)?;
+    tracing::info!(id = %id, by = %who.token.name, "silence expired in the console");
+    Ok(Redirect::to("/console/alerts").into_response())
+}

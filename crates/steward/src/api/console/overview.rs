@@ -1,0 +1,135 @@
+//! The overview: what is wrong, in words, then every service by tier.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::response::Response;
+use minijinja::{Value, context};
+
+use super::session::Signed;
+use super::view::{PageError, page};
+use crate::alerting::AlertState;
+use crate::api::{AppState, ServiceView, service_views};
+use crate::checks::state::Health;
+use crate::runbooks::{RunQuery, RunStatus};
+use crate::store::IncidentQuery;
+
+pub(super) async fn show(State(s): State<Arc<AppState>>, Extension(who): Extension<Signed>) -> Result<Response, PageError> {
+    let config = s.engine.config();
+    let services = service_views(&config, &s.engine.checks.states());
+    let causes = root_causes(&services);
+    let incidents = s.engine.store.incidents(&IncidentQuery { open: true, limit: 20, ..Default::default() }).await?;
+    let alerts = s.engine.alerting.alerts();
+    let firing = alerts.iter().filter(|a| a.state == AlertState::Firing).count();
+    let waiting = s.engine.store.runs(&RunQuery { status: Some(RunStatus::Waiting), limit: 20, ..Default::default() }).await?;
+    let count = |h: Health| services.iter().filter(|v| v.health == h).count();
+    let ctx = context! {
+        causes,
+        services => Value::from_serialize(&services),
+        healthy => count(Health::Healthy),
+        unhealthy => count(Health::Unhealthy),
+        unknown => count(Health::Unknown),
+        incidents => Value::from_serialize(&incidents),
+        firing,
+        waiting => Value::from_serialize(&waiting),
+    };
+    page(&who, "overview", "overview.html", ctx)
+}
+
+/// One sentence per failing service that is not failing because of another: "auth is
+/// down; payment, messaging and notification depend on it". A failing service whose
+/// own dependency is failing is named under that dependency, not on its own.
+pub(super) fn root_causes(services: &[ServiceView]) -> Vec<String> {
+    let health: HashMap<&str, Health> = services.iter().map(|s| (s.name.as_str(), s.health)).collect();
+    let down = |name: &str| health.get(name) == Some(&Health::Unhealthy);
+    // Who depends on whom, reversed: service → the services that list it.
+    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for s in services {
+        for d in &s.depends_on {
+            dependents.entry(d.as_str()).or_default().push(s.name.as_str());
+        }
+    }
+    let mut out = Vec::new();
+    let mut named = BTreeSet::new();
+    for s in services.iter().filter(|s| s.health == Health::Unhealthy) {
+        if s.depends_on.iter().any(|d| down(d)) {
+            continue;
+        }
+        named.insert(s.name.as_str());
+        // Everything that depends on it, directly or through others.
+        let mut affected = BTreeSet::new();
+        let mut queue = vec![s.name.as_str()];
+        while let Some(n) = queue.pop() {
+            for d in dependents.get(n).into_iter().flatten() {
+                if *d != s.name && affected.insert(*d) {
+                    queue.push(d);
+                }
+            }
+        }
+        let failing: Vec<&str> = affected.iter().copied().filter(|d| down(d)).collect();
+        named.extend(&failing);
+        let sentence = match failing.as_slice() {
+            [] if affected.is_empty() => format!("{} is down", s.name),
+            [] => format!("{} is down; {} depend on it", s.name, list(&affected.iter().copied().collect::<Vec<_>>())),
+            f => format!("{} is down; {} depend on it and are failing too", s.name, list(f)),
+        };
+        out.push(sentence);
+    }
+    // Failing services held only by each other (a dependency cycle) are still said.
+    for s in services.iter().filter(|s| s.health == Health::Unhealthy && !named.contains(s.name.as_str())) {
+        out.push(format!("{} is down", s.name));
+    }
+    out
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, deps: &[&str], health: Health) -> ServiceView {
+        ServiceView {
+            name: name.into(),
+            tier: 1,
+            owner: None,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            labels: Default::default(),
+            health,
+            checks: vec![],
+        }
+    }
+
+    #[test]
+    fn the_cause_is_named_with_what_depends_on_it() {
+        use Health::*;
+        let services = vec![
+            svc("auth", &[], Unhealthy),
+            svc("payment", &["auth"], Unhealthy),
+            svc("messaging", &["auth"], Unhealthy),
+            svc("notification", &["messaging"], Unhealthy),
+            svc("search", &[], Healthy),
+            svc("cache", &[], Unhealthy),
+            svc("reports", &["cache"], Healthy),
+        ];
+        assert_eq!(
+            root_causes(&services),
+            vec![
+                "auth is down; messaging, notification and payment depend on it and are failing too".to_string(),
+                "cache is down; reports depend on it".to_string(),
+            ]
+        );
+        assert!(root_causes(&[svc("a", &[], Healthy), svc("b", &["a"], Unknown)]).is_empty());
+        // A cycle does not loop forever, and what fails in it is still said.
+        assert_eq!(root_causes(&[svc("x", &["y"], Unhealthy), svc("y", &["x"], Unhealthy)]), vec!["x is down", "y is down"]);
+    }
+}

@@ -1,0 +1,296 @@
+//! The web console end to end: a real `steward serve`, tokens from the CLI, sessions,
+//! CSRF and roles through plain HTTP, then people's work in a real browser (headless
+//! Chromium at a phone's width): sign in, acknowledge, approve from a second session.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, create_token, wait_for};
+use serde_json::{Value, json};
+
+/// What the console answers: status, the headers that matter, the body.
+struct Page {
+    status: u16,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    body: String,
+}
+
+/// A blocking HTTP client that follows no redirects (the tests look at them).
+struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new() -> Http {
+        Http {
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        }
+    }
+
+    fn send(&self, method: &str, url: &str, cookie: Option<&str>, form: Option<&[(&str, &str)]>, headers: &[(&str, &str)]) -> Page {
+        self.rt.block_on(async {
+            let mut r = self.client.request(method.parse().unwrap(), url);
+            if let Some(c) = cookie {
+                r = r.header("cookie", format!("steward_session={c}"));
+            }
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            if let Some(f) = form {
+                let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(f.iter()).finish();
+                r = r.header("content-type", "application/x-www-form-urlencoded").body(body);
+            }
+            let resp = r.send().await.unwrap();
+            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let (status, location, set_cookie) = (resp.status().as_u16(), header("location"), header("set-cookie"));
+            Page { status, location, set_cookie, body: resp.text().await.unwrap() }
+        })
+    }
+
+    fn get(&self, url: &str, cookie: Option<&str>) -> Page {
+        self.send("GET", url, cookie, None, &[])
+    }
+
+    fn post(&self, url: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Page {
+        self.send("POST", url, cookie, Some(form), &[])
+    }
+
+    fn api(&self, method: &str, url: &str, token: &str, body: Value) -> (u16, Value) {
+        self.rt.block_on(async {
+            let mut r = self.client.request(method.parse().unwrap(), url).bearer_auth(token);
+            if !body.is_null() {
+                r = r.json(&body);
+            }
+            let resp = r.send().await.unwrap();
+            (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    /// Signs in with `token` through the form; returns the session cookie's value.
+    fn sign_in(&self, base: &str, token: &str) -> String {
+        let p = self.post(&format!("{base}/console/sign-in"), None, &[("token", token), ("next", "/console/incidents")]);
+        assert_eq!(p.status, 303, "{}", p.body);
+        assert_eq!(p.location.as_deref(), Some("/console/incidents"));
+        let cookie = p.set_cookie.expect("a session cookie");
+        cookie.split(';').next().unwrap().strip_prefix("steward_session=").unwrap().to_string()
+    }
+}
+
+/// The `_csrf` value a page's forms carry.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"_csrf\" value=\"").expect("a form with a CSRF token") + 20;
+    html[at..at + 64].to_string()
+}
+
+fn config(dir: &std::path::Path) -> std::path::PathBuf {
+    let closed = common::free_port();
+    let config = dir.join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"services:
+  - {{name: auth, tier: 1}}
+  - {{name: payment, tier: 1, depends_on: [auth]}}
+  - {{name: messaging, tier: 2, depends_on: [auth]}}
+checks:
+  - {{name: auth-port, service: auth, interval: 200ms, tcp: {{address: "127.0.0.1:{closed}"}}}}
+  - {{name: payment-port, service: payment, interval: 200ms, tcp: {{address: "127.0.0.1:{closed}"}}}}
+  - {{name: messaging-port, service: messaging, interval: 200ms, tcp: {{address: "127.0.0.1:{closed}"}}}}
+alerts:
+  - {{name: AuthDown, when: check auth-port unhealthy, severity: critical, annotations: {{summary: "auth refuses connections"}}}}
+  - {{name: PaymentDown, when: check payment-port unhealthy, severity: critical}}
+runbooks:
+  - name: failover
+    description: Promote the standby.
+    params:
+      region: {{ type: enum, values: [eu, us] }}
+      lines: {{ type: int, default: 3, min: 1, max: 5000 }}
+    steps:
+      - name: confirm
+        approve: {{ prompt: "Promote {{{{ params.region }}}}?", role: operator, distinct_approver: true, timeout: 5m }}
+      - name: promote
+        shell: {{ script: 'i=0; while [ $i -lt "$LINES" ]; do i=$((i+1)); echo "promoted line $i in $REGION"; done' }}
+"#
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Sessions, CSRF and roles over plain HTTP, and every page rendered with real data.
+#[test]
+fn console_sessions_csrf_and_roles() {
+    common::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let data = dir.path().join("data");
+    let viewer = create_token(&data, "vic", "viewer");
+    let operator = create_token(&data, "olga", "operator");
+    let server = Server::start(&config, &data);
+    let base = server.base.as_str();
+    let http = Http::new();
+    let (code, v) = http.api(
+        "POST",
+        &format!("{base}/api/v1/incidents"),
+        &operator,
+        json!({"title": "Checkout fails", "priority": "P2", "services": ["payment"]}),
+    );
+    assert_eq!(code, 201, "{v}");
+    let incident = v["incident"]["id"].as_i64().unwrap();
+
+    // Without a session a page sends you to sign in, and back afterwards.
+    let p = http.get(&format!("{base}/console/incidents/{incident}"), None);
+    assert_eq!(p.status, 303);
+    assert_eq!(p.location.as_deref(), Some(format!("/console/sign-in?next=%2Fconsole%2Fincidents%2F{incident}").as_str()));
+    // A wrong token opens nothing; a sign-in from another site is refused.
+    let p = http.post(&format!("{base}/console/sign-in"), None, &[("token", "stw_wrong")]);
+    assert_eq!((p.status, p.set_cookie.is_none()), (401, true));
+    assert!(p.body.contains("unknown or revoked"), "{}", p.body);
+    let p = http.send("POST", &format!("{base}/console/sign-in"), None, Some(&[("token", &viewer)]), &[("origin", "http://evil.example")]);
+    assert_eq!((p.status, p.set_cookie.is_none()), (403, true));
+    // The cookie is HttpOnly and SameSite=Strict (Secure only over https: this is http).
+    let p = http.post(&format!("{base}/console/sign-in"), None, &[("token", &viewer)]);
+    let cookie = p.set_cookie.unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains("Secure"), "{cookie}");
+    assert_eq!(p.location.as_deref(), Some("/console"), "no `next`: the overview");
+    let vic = http.sign_in(base, &viewer);
+
+    // Every page renders for a viewer, with the state it should show and no buttons.
+    // The cause in words, once all three checks have failed (each on its own schedule).
+    wait_for("the overview to name the cause", Duration::from_secs(10), || {
+        let body = http.get(&format!("{base}/console"), Some(&vic)).body;
+        body.contains("auth is down; messaging and payment depend on it and are failing too").then_some(())
+    });
+    for (path, expect) in [
+        ("/console/incidents".to_string(), "Checkout fails"),
+        (format!("/console/incidents/{incident}"), "Checkout fails"),
+        ("/console/incidents?status=all&service=payment".to_string(), "Checkout fails"),
+        ("/console/alerts".to_string(), "Silences"),
+        ("/console/runbooks".to_string(), "Promote the standby."),
+        ("/console/runbooks/failover".to_string(), "Plan (dry run)"),
+        ("/console/runs".to_string(), "No runs match."),
+    ] {
+        let p = http.get(&format!("{base}{path}"), Some(&vic));
+        let rendering = || server.log().lines().filter(|l| l.contains("template")).collect::<Vec<_>>().join("\n");
+        assert_eq!(p.status, 200, "{path}: {}\n{}", p.body, rendering());
+        assert!(p.body.contains(expect), "{path} lacks {expect:?}");
+        for action in ["Acknowledge</button>", "Add note</button>", "Start</button>", "Create silence</button>"] {
+            assert!(!p.body.contains(action), "a viewer sees {action} on {path}");
+        }
+    }
+    let page = http.get(&format!("{base}/console/incidents/{incident}"), Some(&vic));
+    // A viewer's own session and token cannot act: the server refuses even a valid form.
+    let csrf = csrf_of(&page.body);
+    let p = http.post(&format!("{base}/console/incidents/{incident}/acknowledge"), Some(&vic), &[("_csrf", &csrf)]);
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(p.body.contains("needs the operator role"), "{}", p.body);
+    // Bad input is a page that says what is wrong, and changes nothing.
+    let p = http.get(&format!("{base}/console/incidents?status=sleeping"), Some(&vic));
+    assert_eq!(p.status, 400);
+    assert!(p.body.contains("`sleeping` is not an incident status"));
+    assert_eq!(http.get(&format!("{base}/console/incidents/999"), Some(&vic)).status, 404);
+
+    // An operator: forged forms (no token, another session's token, another site) are
+    // refused and change nothing; the real form acknowledges.
+    let olga = http.sign_in(base, &operator);
+    let page = http.get(&format!("{base}/console/incidents/{incident}"), Some(&olga));
+    assert!(page.body.contains("Acknowledge</button>"));
+    let olga_csrf = csrf_of(&page.body);
+    assert_ne!(olga_csrf, csrf, "each session has its own CSRF token");
+    let ack = format!("{base}/console/incidents/{incident}/acknowledge");
+    for (form, headers, why) in [
+        (vec![], vec![], "no CSRF token"),
+        (vec![("_csrf", csrf.as_str())], vec![], "another session's token"),
+        (vec![("_csrf", olga_csrf.as_str())], vec![("origin", "http://evil.example")], "another site's origin"),
+        (vec![("_csrf", olga_csrf.as_str())], vec![("sec-fetch-site", "cross-site")], "a cross-site fetch"),
+    ] {
+        let p = http.send("POST", &ack, Some(&olga), Some(&form), &headers);
+        assert_eq!(p.status, 403, "{why}: {}", p.body);
+    }
+    let status_of =
+        || http.api("GET", &format!("{base}/api/v1/incidents/{incident}"), &operator, Value::Null).1["incident"]["status"].clone();
+    assert_eq!(status_of(), "triggered", "no refused form changed the incident");
+    let p = http.send("POST", &ack, Some(&olga), Some(&[("_csrf", &olga_csrf), ("note", "on it")]), &[("origin", base)]);
+    assert_eq!((p.status, p.location.as_deref()), (303, Some(format!("/console/incidents/{incident}").as_str())), "{}", p.body);
+    assert_eq!(status_of(), "acknowledged");
+    let (_, v) = http.api("GET", &format!("{base}/api/v1/incidents/{incident}"), &operator, Value::Null);
+    assert!(v["timeline"].as_array().unwrap().iter().any(|e| e["kind"] == "acknowledged" && e["actor"] == "olga"), "{v}");
+    // A form field the action does not take is refused, not ignored.
+    let p = http.post(
+        &format!("{base}/console/incidents/{incident}/notes"),
+        Some(&olga),
+        &[("_csrf", &olga_csrf), ("text", "x"), ("publik", "on")],
+    );
+    assert_eq!(p.status, 422, "{}", p.body);
+
+    // Alerts: the cause fires, the dependent is muted and says why; a silence made from
+    // the alert's page carries its labels, mutes it, and can be expired early.
+    let alerts = wait_for("AuthDown firing", Duration::from_secs(10), || {
+        let body = http.get(&format!("{base}/console/alerts"), Some(&olga)).body;
+        (body.contains("Firing (1)") && body.contains("Muted (1)")).then_some(body)
+    });
+    assert!(alerts.contains("depends on auth, which is failing (alert AuthDown is firing)"), "{alerts}");
+    let (_, v) = http.api("GET", &format!("{base}/api/v1/alerts"), &operator, Value::Null);
+    let fp = v["alerts"].as_array().unwrap().iter().find(|a| a["rule"] == "AuthDown").unwrap()["fingerprint"].as_str().unwrap().to_string();
+    let detail = http.get(&format!("{base}/console/alerts/{fp}"), Some(&olga));
+    assert!(detail.status == 200 && detail.body.contains("auth refuses connections"), "{}", detail.body);
+    let form = http.get(&format!("{base}/console/alerts?silence={fp}"), Some(&olga)).body;
+    assert!(form.contains("alertname=&quot;AuthDown&quot;"), "the silence form is pre-filled: {form}");
+    let p = http.post(
+        &format!("{base}/console/silences"),
+        Some(&olga),
+        &[
+            ("_csrf", &olga_csrf),
+            ("matchers", "alertname=\"AuthDown\"\nseverity=\"critical\""),
+            ("duration", "1h"),
+            ("comment", "failing over"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let alerts = http.get(&format!("{base}/console/alerts"), Some(&olga)).body;
+    assert!(alerts.contains("Firing (0)") && alerts.contains("Muted (2)") && alerts.contains("failing over"), "{alerts}");
+    let p = http.post(
+        &format!("{base}/console/silences"),
+        Some(&olga),
+        &[("_csrf", &olga_csrf), ("matchers", ""), ("duration", "1h"), ("comment", "x")],
+    );
+    assert_eq!(p.status, 400);
+    assert!(p.body.contains("at least one matcher"), "{}", p.body);
+    let (_, v) = http.api("GET", &format!("{base}/api/v1/silences"), &operator, Value::Null);
+    let silence = v["silences"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["silences"].as_array().unwrap().len(), 1, "the refused silence was not created");
+    let p = http.post(&format!("{base}/console/silences/{silence}/expire"), Some(&olga), &[("_csrf", &olga_csrf)]);
+    assert_eq!(p.status, 303);
+    assert!(http.get(&format!("{base}/console/alerts"), Some(&olga)).body.contains("Firing (1)"));
+
+    // A runbook: the plan is shown, bad parameters are said, not started.
+    let rb = format!("{base}/console/runbooks/failover");
+    let p = http.post(&rb, Some(&olga), &[("_csrf", &olga_csrf), ("p.region", "mars"), ("mode", "plan")]);
+    assert_eq!(p.status, 400);
+    assert!(p.body.contains("`mars` is not one of: eu, us"), "{}", p.body);
+    let p = http.post(&rb, Some(&olga), &[("_csrf", &olga_csrf), ("p.region", "eu"), ("mode", "plan")]);
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("promote") && p.body.contains("nothing was started"), "{}", p.body);
+    let p = http.post(&rb, Some(&vic), &[("_csrf", &csrf), ("p.region", "eu"), ("mode", "start")]);
+    assert_eq!(p.status, 403, "a viewer cannot start a run");
+    let (_, runs) = http.api("GET", &format!("{base}/api/v1/runs"), &operator, Value::Null);
+    assert_eq!(runs["runs"], json!([]), "neither a plan nor a refused start made a run");
+
+    // Sign-out ends the session on the server: the old cookie no longer works.
+    let p = http.post(&format!("{base}/console/sign-out"), Some(&olga), &[("_csrf", &olga_csrf)]);
+    assert_eq!(p.status, 303);
+    assert!(p.set_cookie.unwrap().contains("Max-Age=0"));
+    assert_eq!(http.get(&format!("{base}/console"), Some(&olga)).status, 303);
+    let p = http.post(&ack, Some(&olga), &[("_csrf", &olga_csrf)]);
+    assert_eq!(p.status, 403);
+    assert!(p.body.contains("session has ended"));
+    // Revoking the token ends its sessions too.
+    assert_eq!(http.get(&format!("{base}/console"), Some(&vic)).status, 200);
+    let out = common::steward().args(["token", "revoke", "--name", "vic", "--data"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(http.get(&format!("{base}/console"), Some(&vic)).status, 303, "a revoked token's session ended");
+}
