@@ -294,3 +294,125 @@ fn console_sessions_csrf_and_roles() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(http.get(&format!("{base}/console"), Some(&vic)).status, 303, "a revoked token's session ended");
 }
+
+/// People's work in a real browser at a phone's width: sign in through the form, see
+/// the cause, acknowledge, watch the timeline move by itself; start a run that needs a
+/// second person, approve it from a second browser session, and follow its log live —
+/// a bounded window, paused while the tab is hidden and resumed from where it stopped.
+#[test]
+fn console_in_a_real_browser() {
+    use common::browser::Browser;
+    common::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let data = dir.path().join("data");
+    let olga = create_token(&data, "olga", "operator");
+    let pete = create_token(&data, "pete", "operator");
+    let vic = create_token(&data, "vic", "viewer");
+    let server = Server::start(&config, &data);
+    let base = server.base.as_str();
+    let http = Http::new();
+    let (_, v) = http.api("POST", &format!("{base}/api/v1/incidents"), &olga, json!({"title": "Checkout fails", "services": ["payment"]}));
+    let incident = v["incident"]["id"].as_i64().unwrap();
+
+    // Sign in: the console sends you to the form, and back to where you were going.
+    let a = Browser::phone();
+    a.open(&format!("{base}/console/incidents/{incident}"));
+    assert!(a.url().contains("/console/sign-in?next="), "{}", a.url());
+    a.fill("#token", &olga);
+    a.submit("form button[type=submit]");
+    assert!(a.url().ends_with(&format!("/console/incidents/{incident}")), "{}\n{}\n{}", a.url(), a.html(), server.log());
+    assert!(a.fits_width(), "the incident page fits 390 px");
+
+    // Acknowledge with the button; the page shows it.
+    a.submit(&format!("form[action='/console/incidents/{incident}/acknowledge'] button"));
+    assert_eq!(a.text("#incident-status"), "acknowledged");
+    // The timeline follows changes made elsewhere without a reload.
+    let (code, _) =
+        http.api("POST", &format!("{base}/api/v1/incidents/{incident}/notes"), &pete, json!({"text": "rolled back the deploy"}));
+    assert_eq!(code, 200);
+    a.wait_until(
+        "the note in the live timeline",
+        Duration::from_secs(10),
+        "return document.getElementById('timeline').textContent.includes('rolled back the deploy');",
+    );
+
+    // The overview names the cause, and every section fits the phone's width.
+    a.open(&format!("{base}/console"));
+    a.wait_until("the cause", Duration::from_secs(10), "return !!document.getElementById('root-causes');");
+    for path in ["/console", "/console/incidents", "/console/alerts", "/console/runbooks", "/console/runbooks/failover", "/console/runs"] {
+        a.open(&format!("{base}{path}"));
+        assert!(a.fits_width(), "{path} scrolls sideways at 390 px");
+    }
+
+    // Start a run from the generated form: 3,000 log lines, more than the page keeps.
+    a.open(&format!("{base}/console/runbooks/failover"));
+    a.select("#p-region", "eu");
+    a.fill("#p-lines", "3000");
+    a.submit("button[value=start]");
+    let run_url = a.url();
+    assert!(run_url.contains("/console/runs/"), "{run_url}");
+    let run: i64 = run_url.rsplit('/').next().unwrap().parse().unwrap();
+    assert!(a.text(".approval h2").contains("Waiting for approval: confirm"));
+    assert!(a.fits_width(), "the run page fits 390 px");
+    // The person who started it may not approve it (four eyes): the page says why.
+    a.fill(".approval input[name=comment]", "me myself");
+    a.submit(".approval button[formaction$='/approve']");
+    assert!(a.text("#error-message").contains("started"), "{}", a.html());
+    a.open(&run_url);
+    a.wait_until("the log stream to open", Duration::from_secs(10), "return document.querySelectorAll('#log .ev').length > 0;");
+    let before = a.eval("return document.querySelectorAll('#log .ev').length;");
+    // The tab is hidden: the page closes its stream.
+    a.eval("Object.defineProperty(document, 'hidden', {configurable: true, get: () => true}); document.dispatchEvent(new Event('visibilitychange')); return true;");
+
+    // A second person approves from their own session.
+    let b = Browser::phone();
+    b.open(&format!("{base}/console/sign-in"));
+    b.fill("#token", &pete);
+    b.submit("form button[type=submit]");
+    b.open(&run_url);
+    b.fill(".approval input[name=comment]", "checked the replica lag");
+    b.submit(".approval button[formaction$='/approve']");
+    let (_, d) = wait_for("the run to succeed", Duration::from_secs(20), || {
+        let r = http.api("GET", &format!("{base}/api/v1/runs/{run}"), &olga, Value::Null);
+        (r.1["run"]["status"] == "succeeded").then_some(r)
+    });
+    assert_eq!(d["steps"].as_array().unwrap().len(), 2, "{d}");
+    let (_, audit) = http.api("GET", &format!("{base}/api/v1/runs/{run}/events"), &olga, Value::Null);
+    assert!(audit.to_string().contains("checked the replica lag"), "the decision and its comment are on the record: {audit}");
+
+    // Hidden while the whole run happened: nothing arrived.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.eval("return document.querySelectorAll('#log .ev').length;"), before, "a hidden tab receives nothing");
+    // Shown again: it resumes from its last line, keeps the last 2,000, no line twice.
+    a.eval("Object.defineProperty(document, 'hidden', {configurable: true, get: () => false}); document.dispatchEvent(new Event('visibilitychange')); return true;");
+    a.wait_until(
+        "the last line",
+        Duration::from_secs(20),
+        "return document.getElementById('log').textContent.includes('promoted line 3000 in eu');",
+    );
+    let lines = a.eval("return Array.from(document.querySelectorAll('#log .ev')).map(e => Number(e.dataset.id));");
+    let ids: Vec<i64> = lines.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 2000, "the page keeps a bounded window of the log");
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "in order, none twice, none missing within the window");
+    assert!(!a.text("#log").contains("promoted line 999 in eu"), "older lines left the window");
+
+    // A viewer sees no buttons.
+    b.submit("header form.me button");
+    b.open(&format!("{base}/console/sign-in"));
+    b.fill("#token", &vic);
+    b.submit("form button[type=submit]");
+    for page in [
+        format!("/console/incidents/{incident}"),
+        format!("/console/runs/{run}"),
+        "/console/alerts".into(),
+        "/console/runbooks/failover".into(),
+    ] {
+        b.open(&format!("{base}{page}"));
+        let buttons = b.eval("return Array.from(document.querySelectorAll('main button')).map(b => b.textContent.trim());");
+        let allowed = ["Filter", "Plan (dry run)"];
+        for label in buttons.as_array().unwrap() {
+            assert!(allowed.contains(&label.as_str().unwrap()), "a viewer sees `{label}` on {page}");
+        }
+    }
+}

@@ -69,6 +69,63 @@ impl Browser {
         self.rt.block_on(self.client().source()).unwrap()
     }
 
+    fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.rt
+            .block_on(self.client().find(fantoccini::Locator::Css(css)))
+            .unwrap_or_else(|e| panic!("no element `{css}` on {}: {e}", self.url()))
+    }
+
+    /// Types `text` into the field `css`.
+    pub(crate) fn fill(&self, css: &str, text: &str) {
+        let field = self.find(css);
+        self.rt.block_on(field.clear()).unwrap();
+        self.rt.block_on(field.send_keys(text)).unwrap();
+    }
+
+    /// Picks the option with `value` in the select `css`.
+    pub(crate) fn select(&self, css: &str, value: &str) {
+        self.rt.block_on(self.find(css).select_by_value(value)).unwrap_or_else(|e| panic!("{css} has no option {value}: {e}"));
+    }
+
+    /// Clicks the submit button `css` and waits for the page its form leads to: a mark
+    /// left in the old document is gone and the new one has loaded (a click returns
+    /// before the navigation it starts).
+    pub(crate) fn submit(&self, css: &str) {
+        self.eval("window.__before_submit = true; return true;");
+        self.rt.block_on(self.find(css).click()).unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
+        self.wait_until(
+            &format!("the page after submitting {css}"),
+            Duration::from_secs(15),
+            "return window.__before_submit === undefined && document.readyState === 'complete';",
+        );
+    }
+
+    /// The visible text of `css`.
+    pub(crate) fn text(&self, css: &str) -> String {
+        self.rt.block_on(self.find(css).text()).unwrap()
+    }
+
+    pub(crate) fn url(&self) -> String {
+        self.rt.block_on(self.client().current_url()).map(|u| u.to_string()).unwrap_or_default()
+    }
+
+    /// Waits until `script` returns true in the page.
+    pub(crate) fn wait_until(&self, what: &str, timeout: Duration, script: &str) {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self.eval(script) == Value::Bool(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after {timeout:?} waiting for {what} on {}", self.url());
+    }
+
+    /// True when the page is no wider than the screen (nothing scrolls sideways).
+    pub(crate) fn fits_width(&self) -> bool {
+        self.eval("return document.documentElement.scrollWidth <= window.innerWidth;") == Value::Bool(true)
+    }
+
     /// Runs `script` (a function body; `return` gives the value) in the page.
     pub(crate) fn eval(&self, script: &str) -> Value {
         self.rt.block_on(self.client().execute(script, vec![])).unwrap_or_else(|e| panic!("{script}: {e}"))
