@@ -46,7 +46,7 @@ fn alert_fires_is_retried_through_an_outage_survives_restart_and_resolves_once()
     assert_eq!(payload["groupLabels"], json!({"alertname": "ApiDown"}));
     let alert = &payload["alerts"][0];
     assert_eq!(payload["externalURL"], server.base.as_str(), "defaults to the listen address");
-    assert_eq!(alert["generatorURL"], format!("{}/api/v1/alerts/{}", server.base, alert["fingerprint"].as_str().unwrap()));
+    assert_eq!(alert["generatorURL"], format!("{}/console/alerts/{}", server.base, alert["fingerprint"].as_str().unwrap()));
     assert_eq!(alert["labels"]["service"], "api");
     assert_eq!(alert["labels"]["severity"], "critical");
     assert_eq!(alert["annotations"]["summary"], "api-health is failing");

@@ -306,6 +306,10 @@ fn a_kill_mid_escalation_neither_skips_nor_repeats_a_level() {
     // only shows a button (link previews fetch URLs); the button acknowledges.
     let page = b.accepted().into_iter().find(|(_, p)| p["incident"]["escalation"].is_object()).unwrap().1;
     let link = page["incident"]["acknowledge_url"].as_str().unwrap().to_string();
+    // The incident's own link opens its console page; scripts get the API's.
+    assert_eq!(page["incident"]["url"], format!("{}/console/incidents/{id}", server.base));
+    assert_eq!(page["alerts"][0]["generatorURL"], format!("{}/console/incidents/{id}", server.base));
+    assert_eq!(page["incident"]["api_url"], format!("{}/api/v1/incidents/{id}", server.base));
     assert!(link.starts_with(&format!("{}/ack/{id}.", server.base)), "{link}");
     assert_eq!(page["alerts"][0]["annotations"]["acknowledge"], link.as_str(), "email and chat bodies show it too");
     let tampered = link.replacen(&format!("/ack/{id}."), &format!("/ack/{}.", id + 1), 1);

@@ -329,6 +329,7 @@ runbooks:
     // Whoever can decide is told, with the prompt and the command to answer.
     let told = wait_for("the approval request to be announced", Duration::from_secs(10), || hook.accepted().into_iter().next());
     let summary = told.1["commonAnnotations"]["summary"].as_str().unwrap().to_string();
+    assert_eq!(told.1["alerts"][0]["generatorURL"], format!("{base}/console/runs/{id}"), "the message links to the run's console page");
     assert!(
         summary.contains("Promote the replica in eu?") && summary.contains(&format!("steward runs approve {id} --step confirm")),
         "{summary}"

@@ -332,7 +332,8 @@ impl<'a> Payload<'a> {
                     annotations: &a.annotations,
                     ends_at: a.resolved_at.map_or_else(|| ZERO_TIME.to_string(), time),
                     fingerprint: &a.fingerprint,
-                    generator_url: format!("{external_url}/api/v1/alerts/{}", a.fingerprint),
+                    // The console's page for the alert (people click it in chat and mail).
+                    generator_url: format!("{external_url}/console/alerts/{}", a.fingerprint),
                     labels: &a.labels,
                     starts_at: time(a.fired_at.unwrap_or(a.active_since)),
                     status: if a.state == AlertState::Firing { "firing" } else { "resolved" },
@@ -464,7 +465,7 @@ route:
         assert_eq!(v["alerts"][0]["status"], "firing");
         assert_eq!(v["alerts"][0]["endsAt"], ZERO_TIME);
         assert_eq!(v["alerts"][1]["status"], "resolved");
-        assert_eq!(v["alerts"][1]["generatorURL"], format!("http://steward:8080/api/v1/alerts/{}", b.fingerprint));
+        assert_eq!(v["alerts"][1]["generatorURL"], format!("http://steward:8080/console/alerts/{}", b.fingerprint));
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 10, "exactly the fields of version 4: {keys:?}");
     }

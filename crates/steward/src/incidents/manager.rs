@@ -438,7 +438,8 @@ fn incident_payload(
     };
     let group = BTreeMap::from([("incident".to_string(), i.id.to_string())]);
     let mut payload = dispatch::payload(receiver, &format!("incident/{}", i.id), &group, status, &[&synthetic], external_url);
-    payload["alerts"][0]["generatorURL"] = json!(format!("{external_url}/api/v1/incidents/{}", i.id));
+    // Links people click open the console; scripts have `api_url`.
+    payload["alerts"][0]["generatorURL"] = json!(format!("{external_url}/console/incidents/{}", i.id));
     payload["incident"] = json!({
         "id": i.id,
         "title": i.title,
@@ -447,7 +448,8 @@ fn incident_payload(
         "services": i.services,
         "opened_at": i.opened_at,
         "escalation": level,
-        "url": format!("{external_url}/api/v1/incidents/{}", i.id),
+        "url": format!("{external_url}/console/incidents/{}", i.id),
+        "api_url": format!("{external_url}/api/v1/incidents/{}", i.id),
         "acknowledge_url": ack_url,
     });
     payload

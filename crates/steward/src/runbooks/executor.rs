@@ -889,7 +889,7 @@ async fn notify(cx: &RunCx, path: &str, attempt: u32, receivers: Vec<String>, me
                 "groupLabels": {"runbook": cx.run.runbook}, "commonLabels": labels, "commonAnnotations": annotations,
                 "externalURL": external,
                 "alerts": [{"status": "firing", "labels": labels, "annotations": annotations, "startsAt": now,
-                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": format!("{external}/api/v1/runs/{}", cx.run.id),
+                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": format!("{external}/console/runs/{}", cx.run.id),
                     "fingerprint": format!("run-{}-{path}", cx.run.id)}],
             }),
         })
