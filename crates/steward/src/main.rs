@@ -465,13 +465,15 @@ enum KeysAction {
     /// Replace a key with a fresh random one. `acknowledge-links` signs the acknowledge
     /// links in pages: rotate it if a copy of the data directory leaked. Every link sent
     /// before stops working at once (people use `steward incident ack` meanwhile); pages
-    /// sent after carry links signed with the new key. Safe while the server runs.
+    /// sent after carry links signed with the new key. `calendar-feeds` signs the secret
+    /// iCal URLs of on-call schedules: rotate it when a feed URL leaked; everyone copies
+    /// the new URLs from the console's on-call page. Safe while the server runs.
     ///
     ///   steward keys rotate acknowledge-links --data /var/lib/steward
     #[command(verbatim_doc_comment)]
     Rotate {
         /// The key to rotate.
-        #[arg(value_parser = ["acknowledge-links"])]
+        #[arg(value_parser = ["acknowledge-links", "calendar-feeds"])]
         key: String,
         /// The server's data directory (its store, keys and tokens).
         #[arg(short, long, env = "STEWARD_DATA")]

@@ -100,6 +100,17 @@ checks:
   - {{name: auth-port, service: auth, interval: 200ms, tcp: {{address: "127.0.0.1:{closed}"}}}}
   - {{name: payment-port, service: payment, interval: 200ms, tcp: {{address: "127.0.0.1:{closed}"}}}}
   - {{name: messaging-port, service: messaging, interval: 200ms, tcp: {{address: "127.0.0.1:{closed}"}}}}
+receivers:
+  - {{name: pager, webhook: {{url: "http://127.0.0.1:9/"}}}}
+incidents:
+  schedules:
+    - name: primary
+      time_zone: UTC
+      rotation: {{people: [olga, pete], shift: daily, handoff: "09:00", start: "2026-01-01"}}
+  people:
+    - {{name: olga, notify: [pager]}}
+    - {{name: pete, notify: [pager]}}
+    - {{name: dave, notify: [pager]}}
 alerts:
   - {{name: AuthDown, when: check auth-port unhealthy, severity: critical, annotations: {{summary: "auth refuses connections"}}}}
   - {{name: PaymentDown, when: check payment-port unhealthy, severity: critical}}
@@ -266,6 +277,65 @@ fn console_sessions_csrf_and_roles() {
     let p = http.post(&format!("{base}/console/silences/{silence}/expire"), Some(&olga), &[("_csrf", &olga_csrf)]);
     assert_eq!(p.status, 303);
     assert!(http.get(&format!("{base}/console/alerts"), Some(&olga)).body.contains("Firing (1)"));
+
+    // On call: now and next, my shifts, a secret calendar feed per schedule and person.
+    let mut oncall = http.get(&format!("{base}/console/oncall"), Some(&olga));
+    assert_eq!(oncall.status, 200, "{}", oncall.body);
+    oncall.body = oncall.body.replace("&#x2f;", "/");
+    assert!(oncall.body.contains("My shifts") && oncall.body.contains("who-now"), "{}", oncall.body);
+    let feed_url = |kind: &str, name: &str| {
+        let marker = format!("/console/calendar/{kind}/{name}/");
+        let at = oncall.body.find(&marker).unwrap_or_else(|| panic!("no {kind} feed for {name}"));
+        let end = oncall.body[at..].find(".ics").unwrap() + at + 4;
+        format!("{base}{}", &oncall.body[at..end])
+    };
+    let schedule_feed = feed_url("schedule", "primary");
+    let ics = http.get(&schedule_feed, None);
+    assert_eq!(ics.status, 200, "a calendar app needs no session");
+    assert!(
+        ics.body.starts_with("BEGIN:VCALENDAR")
+            && ics.body.contains("SUMMARY:olga on call: primary")
+            && ics.body.contains("SUMMARY:pete on call: primary"),
+        "{}",
+        ics.body
+    );
+    let olga_feed = http.get(&feed_url("person", "olga"), None).body;
+    assert!(
+        olga_feed.contains("SUMMARY:olga on call") && !olga_feed.contains("SUMMARY:pete"),
+        "a person's feed holds their shifts only: {olga_feed}"
+    );
+    let forged = schedule_feed.replace("/primary/", "/primary/0");
+    assert_eq!(http.get(&forged, None).status, 404);
+    assert_eq!(
+        http.get(&feed_url("person", "olga").replace("/person/olga/", "/person/pete/"), None).status,
+        404,
+        "one person's URL opens no other's feed"
+    );
+    // An override from the form: dave is on call now.
+    let now = chrono::Utc::now();
+    let (from, until) = (
+        (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string(),
+        (now + chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M").to_string(),
+    );
+    let p = http.post(
+        &format!("{base}/console/oncall/primary/overrides"),
+        Some(&olga),
+        &[("_csrf", &olga_csrf), ("person", "zed"), ("from", &from), ("until", &until)],
+    );
+    assert_eq!(p.status, 400, "only people steward can reach");
+    let p = http.post(
+        &format!("{base}/console/oncall/primary/overrides"),
+        Some(&olga),
+        &[("_csrf", &olga_csrf), ("person", "dave"), ("from", &from), ("until", &until)],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let (_, v) = http.api("GET", &format!("{base}/api/v1/oncall"), &operator, Value::Null);
+    assert_eq!(v["schedules"][0]["on_call"]["person"], "dave", "{v}");
+    assert!(http.get(&schedule_feed, None).body.contains("SUMMARY:dave on call: primary (override)"));
+    // Rotating the key revokes every feed URL.
+    let out = common::steward().args(["keys", "rotate", "calendar-feeds", "--data"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(http.get(&schedule_feed, None).status, 404);
 
     // A runbook: the plan is shown, bad parameters are said, not started.
     let rb = format!("{base}/console/runbooks/failover");

@@ -111,6 +111,51 @@ impl Schedule {
         out
     }
 
+    /// Who is on call from `from` until `until` as it will really be: the rotations'
+    /// stretches with every override applied (configured ones, then `extra`), cut where
+    /// an override starts or ends; at most `limit` stretches. Gaps nobody covers are
+    /// left out. What the on-call page and the calendar feeds show.
+    pub fn stretches(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        extra: &[Override],
+        intervals: &[TimeInterval],
+        limit: usize,
+    ) -> Vec<OnCall> {
+        let overrides: Vec<&Override> = self.overrides.iter().chain(extra).collect();
+        // The next instant after `t` at which an override starts or ends: a stretch
+        // computed at `t` may not cross it.
+        let next_edge = |t: DateTime<Utc>| overrides.iter().flat_map(|o| [o.from, o.until]).filter(|e| *e > t).min();
+        let mut out = Vec::new();
+        let mut t = from;
+        while t < until && out.len() < limit {
+            match self.on_call_at(t, extra, intervals) {
+                Some(mut on) => {
+                    if let Some(edge) = next_edge(t) {
+                        on.until = on.until.min(edge);
+                    }
+                    on.from = on.from.max(t).min(on.until);
+                    let next = on.until.max(t + Duration::minutes(1));
+                    out.push(on);
+                    t = next;
+                }
+                None => {
+                    // Nobody: on to the next minute a rotation covers, a rotation's first
+                    // shift (maybe weeks away) or an override, whichever comes first.
+                    let rotation =
+                        (1..SCAN_LIMIT_MINUTES).map(|m| t + Duration::minutes(m)).find(|at| self.covering(*at, intervals).is_some());
+                    let first_shift = (0..self.rotations.len()).map(|i| self.handoff(i, 0)).filter(|h| *h > t).min();
+                    match [rotation, first_shift, next_edge(t)].into_iter().flatten().min() {
+                        Some(n) => t = n,
+                        None => break,
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// One rotation, always active: shift bounds are exact without scanning.
     fn is_simple(&self) -> bool {
         self.rotations.len() == 1 && self.rotations[0].active.is_empty()
@@ -214,6 +259,32 @@ mod tests {
 
     fn who(s: &Schedule, t: &str) -> String {
         s.on_call_at(utc(t), &[], &[]).map(|o| o.person).unwrap_or_else(|| "nobody".into())
+    }
+
+    #[test]
+    fn stretches_apply_overrides_and_cut_shifts_where_they_start_and_end() {
+        let s = schedule("UTC", 1, "09:00", "2026-03-01");
+        let dave = Override { person: "dave".into(), from: utc("2026-03-02T12:00:00Z"), until: utc("2026-03-02T15:00:00Z") };
+        let got: Vec<(String, String, String)> = s
+            .stretches(utc("2026-03-02T10:00:00Z"), utc("2026-03-03T12:00:00Z"), &[dave], &[], 10)
+            .into_iter()
+            .map(|o| (o.person, o.from.format("%d %H:%M").to_string(), o.until.format("%d %H:%M").to_string()))
+            .collect();
+        let row = |p: &str, a: &str, b: &str| (p.to_string(), a.to_string(), b.to_string());
+        assert_eq!(
+            got,
+            vec![
+                row("bob", "02 10:00", "02 12:00"),
+                row("dave", "02 12:00", "02 15:00"),
+                row("bob", "02 15:00", "03 09:00"),
+                row("carol", "03 09:00", "04 09:00"),
+            ]
+        );
+        assert_eq!(s.stretches(utc("2026-03-02T10:00:00Z"), utc("2026-03-09T10:00:00Z"), &[], &[], 2).len(), 2, "the limit holds");
+        // Before the first shift nobody is on call; an override there still counts.
+        let early = Override { person: "erin".into(), from: utc("2026-02-20T00:00:00Z"), until: utc("2026-02-20T06:00:00Z") };
+        let got = s.stretches(utc("2026-02-19T00:00:00Z"), utc("2026-03-01T10:00:00Z"), &[early], &[], 10);
+        assert_eq!(got.iter().map(|o| o.person.as_str()).collect::<Vec<_>>(), ["erin", "alice"]);
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub struct Grant {
     pub who: String,
 }
 
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 (RFC 2104); also signs the calendar feeds' URLs.
+pub(crate) fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut k = [0u8; BLOCK];
     if key.len() > BLOCK {

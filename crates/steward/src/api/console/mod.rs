@@ -21,6 +21,7 @@
 
 mod alerts;
 mod incidents;
+mod oncall;
 mod overview;
 mod runs;
 mod session;
@@ -51,6 +52,8 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/console/alerts/{fingerprint}", get(alerts::show))
         .route("/console/silences", post(alerts::create_silence))
         .route("/console/silences/{id}/expire", post(alerts::expire_silence))
+        .route("/console/oncall", get(oncall::show))
+        .route("/console/oncall/{schedule}/overrides", post(oncall::add_override))
         .route("/console/runbooks", get(runs::runbooks))
         .route("/console/runbooks/{name}", get(runs::runbook).post(runs::start))
         .route("/console/runs", get(runs::list))
@@ -62,6 +65,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/console/sign-in", get(session::sign_in_page).post(session::sign_in))
         .route("/console/assets/{file}", get(asset))
+        .route("/console/calendar/{kind}/{name}/{file}", get(oncall::feed))
         .merge(signed)
         .layer(middleware::from_fn(headers))
 }

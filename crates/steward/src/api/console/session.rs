@@ -197,7 +197,7 @@ pub(super) async fn signed_in(State(s): State<Arc<AppState>>, req: Request, next
 
 /// Compares without stopping at the first difference, so timing says nothing about
 /// how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

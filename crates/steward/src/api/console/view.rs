@@ -28,6 +28,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("runbooks.html", include_str!("templates/runbooks.html")),
     ("runbook.html", include_str!("templates/runbook.html")),
     ("runs.html", include_str!("templates/runs.html")),
+    ("oncall.html", include_str!("templates/oncall.html")),
     ("run.html", include_str!("templates/run.html")),
 ];
 
