@@ -486,3 +486,88 @@ fn console_in_a_real_browser() {
         }
     }
 }
+
+/// Backups and the audit log in the console: a real directory backup listed with its
+/// size and age, verified from the page (the result lands on it), a restore dry run
+/// that says what a restore would do and changes nothing; the runs' audit trail.
+#[test]
+fn console_backups_and_audit() {
+    common::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::write(src.join("a/data.bin"), (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repositories:\n  - name: local\n    path: {repo}\nbackups:\n  - name: files\n    directory: {{ path: {src} }}\n    repository: local\nrunbooks:\n  - name: hello\n    steps:\n      - {{name: say, shell: {{script: 'echo hello'}}}}\n",
+            repo = dir.path().join("repo").display(),
+            src = src.display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let operator = create_token(&data, "olga", "operator");
+    let server = Server::start(&config, &data);
+    let base = server.base.as_str();
+    let http = Http::new();
+    let (code, v) = http.api("POST", &format!("{base}/api/v1/backups/run"), &operator, json!({"policy": "files"}));
+    assert_eq!(code, 202, "{v}");
+    let id = v["backup"]["id"].as_str().unwrap().to_string();
+    wait_for("the backup", Duration::from_secs(20), || {
+        (http.api("GET", &format!("{base}/api/v1/backups/{id}"), &operator, Value::Null).1["backup"]["status"] == "succeeded").then_some(())
+    });
+    let olga = http.sign_in(base, &operator);
+    let list = http.get(&format!("{base}/console/backups"), Some(&olga));
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(
+        list.body.contains(&format!("data-backup=\"{id}\"")) && list.body.contains("succeeded") && list.body.contains("KiB"),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("not verified"), "the policy tile says the latest is unverified");
+
+    // Verify from the page: the verification runs and its result shows.
+    let page = http.get(&format!("{base}/console/backups/{id}"), Some(&olga));
+    let csrf = csrf_of(&page.body);
+    let p = http.post(&format!("{base}/console/backups/{id}/verify"), Some(&olga), &[("_csrf", &csrf), ("restore_test", "on")]);
+    assert_eq!(p.status, 303, "{}", p.body);
+    let page = wait_for("the verification to pass", Duration::from_secs(20), || {
+        let body = http.get(&format!("{base}/console/backups/{id}"), Some(&olga)).body;
+        body.contains("badge passed").then_some(body)
+    });
+    assert!(!page.contains("Never verified."), "{page}");
+    assert!(http.get(&format!("{base}/console/backups"), Some(&olga)).body.contains("verified passed"));
+
+    // A restore dry run into a directory that holds data is refused and says why; into
+    // an empty place it says what a restore would do. Neither writes anything.
+    let target = dir.path().join("occupied");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep.txt"), "mine").unwrap();
+    let p =
+        http.post(&format!("{base}/console/backups/{id}/restore-plan"), Some(&olga), &[("_csrf", &csrf), ("to", target.to_str().unwrap())]);
+    assert_eq!(p.status, 409, "{}", p.body);
+    assert!(p.body.contains("the target is not empty") && p.body.contains("nothing was changed"), "{}", p.body);
+    let entries: Vec<_> = std::fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, ["keep.txt"], "a dry run changes nothing");
+    let fresh = dir.path().join("fresh");
+    let p =
+        http.post(&format!("{base}/console/backups/{id}/restore-plan"), Some(&olga), &[("_csrf", &csrf), ("to", fresh.to_str().unwrap())]);
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("is empty or missing. A restore would write 1 object(s)"), "{}", p.body);
+    assert!(!fresh.join("a/data.bin").exists(), "a dry run restores nothing");
+    let (_, v) = http.api("GET", &format!("{base}/api/v1/backups/{id}"), &operator, Value::Null);
+    assert_eq!(v["restores"].as_array().map_or(0, |r| r.len()), 0, "a dry run records no restore: {v}");
+
+    // The audit log shows who started what.
+    let (code, _) = http.api("POST", &format!("{base}/api/v1/runbooks/hello/runs"), &operator, json!({}));
+    assert_eq!(code, 201);
+    let audit = wait_for("the run in the audit log", Duration::from_secs(10), || {
+        let body = http.get(&format!("{base}/console/audit?actor=olga"), Some(&olga)).body;
+        body.contains("href=\"/console/runs/").then_some(body)
+    });
+    assert!(audit.contains("olga"), "{audit}");
+    let none = http.get(&format!("{base}/console/audit?actor=nobody"), Some(&olga)).body;
+    assert!(none.contains("Nothing recorded."), "the filter filters");
+}

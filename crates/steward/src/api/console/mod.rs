@@ -20,6 +20,7 @@
 //!   ARCHITECTURE.md).
 
 mod alerts;
+mod backups;
 mod incidents;
 mod oncall;
 mod overview;
@@ -60,6 +61,11 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/console/runs/{id}", get(runs::show))
         .route("/console/runs/{id}/log", get(runs::log))
         .route("/console/runs/{id}/{action}", post(runs::act))
+        .route("/console/backups", get(backups::list))
+        .route("/console/backups/{id}", get(backups::show))
+        .route("/console/backups/{id}/verify", post(backups::verify))
+        .route("/console/backups/{id}/restore-plan", post(backups::restore_plan))
+        .route("/console/audit", get(backups::audit))
         .route("/console/sign-out", post(session::sign_out))
         .route_layer(middleware::from_fn_with_state(state, session::signed_in));
     Router::new()

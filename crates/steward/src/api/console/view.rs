@@ -29,6 +29,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("runbook.html", include_str!("templates/runbook.html")),
     ("runs.html", include_str!("templates/runs.html")),
     ("oncall.html", include_str!("templates/oncall.html")),
+    ("backups.html", include_str!("templates/backups.html")),
+    ("backup.html", include_str!("templates/backup.html")),
+    ("audit.html", include_str!("templates/audit.html")),
     ("run.html", include_str!("templates/run.html")),
 ];
 
@@ -41,6 +44,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.add_filter("ago", ago);
     env.add_filter("duration", duration);
     env.add_filter("took", took);
+    env.add_filter("bytes", bytes);
     for (name, source) in TEMPLATES {
         env.add_template(name, source).unwrap_or_else(|e| panic!("console template {name} does not parse: {e:#}"));
     }
@@ -78,6 +82,19 @@ fn took(start: Value, end: Value) -> String {
         (Some(_), None) => "running".into(),
         _ => "—".into(),
     }
+}
+
+/// `1.5 MiB` from a number of bytes.
+fn bytes(value: Value) -> String {
+    let Some(n) = value.as_i64() else { return "—".into() };
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
 }
 
 /// `1m 5s` from a number of milliseconds.
@@ -189,6 +206,7 @@ mod tests {
         assert_eq!(duration(Value::from(7_260_000)), "2h 1m");
         assert_eq!(took(Value::from("2026-12-05T01:00:00Z"), Value::from("2026-12-05T01:01:05Z")), "1m 5s");
         assert_eq!(took(Value::from("2026-12-05T01:00:00Z"), Value::from(())), "running");
+        assert_eq!((bytes(Value::from(512)), bytes(Value::from(1_572_864))), ("512 B".to_string(), "1.5 MiB".to_string()));
     }
 
     #[test]
