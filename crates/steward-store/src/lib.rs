@@ -118,6 +118,10 @@ pub trait CheckStore: Send + Sync {
     /// Health changes, newest first; all checks when `check` is `None`.
     async fn transitions(&self, check: Option<&str>, limit: u32) -> Result<Vec<Transition>, StoreError>;
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError>;
+    /// A check's history since `since` in buckets of `bucket_ms` (each `Rollup.hour` is
+    /// its bucket's start): raw results and hourly rollups together, summed in the
+    /// database, in time order. What charts draw; never more rows than buckets.
+    async fn buckets(&self, check: &str, since: DateTime<Utc>, bucket_ms: i64) -> Result<Vec<Rollup>, StoreError>;
     /// Folds raw results older than `raw_before` into hourly rollups and deletes them;
     /// drops rollups older than `rollups_before`. Returns how many raw rows were folded.
     async fn compact(&self, raw_before: DateTime<Utc>, rollups_before: DateTime<Utc>) -> Result<u64, StoreError>;

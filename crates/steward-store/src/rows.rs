@@ -149,6 +149,18 @@ pub(crate) fn token_row<R: Columns>(r: &R) -> Result<TokenInfo, StoreError> {
     })
 }
 
+/// One row of `CheckStore::buckets`: `b`, `runs`, `failures`, `latency_sum_ms`, `latency_max_ms`.
+pub(crate) fn bucket_row<R: Columns>(r: &R) -> Result<crate::Rollup, StoreError> {
+    let runs: i64 = col(r, "runs")?;
+    Ok(crate::Rollup {
+        hour: time(col(r, "b")?),
+        runs: runs as u64,
+        failures: col::<i64>(r, "failures")? as u64,
+        latency_avg_ms: col::<f64>(r, "latency_sum_ms")? / runs.max(1) as f64,
+        latency_max_ms: col(r, "latency_max_ms")?,
+    })
+}
+
 /// A session row joined with its token's row (`SELECT s.*, t.*`).
 pub(crate) fn session_row<R: Columns>(r: &R) -> Result<ConsoleSession, StoreError> {
     Ok(ConsoleSession {

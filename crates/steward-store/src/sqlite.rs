@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{col, enum_col, ms, result_row, session_row, time, token_row};
+use super::rows::{bucket_row, col, enum_col, ms, result_row, session_row, time, token_row};
 use super::{CheckStore, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
 use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
@@ -777,6 +777,25 @@ impl CheckStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn buckets(&self, check: &str, since: DateTime<Utc>, bucket_ms: i64) -> Result<Vec<Rollup>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT b, CAST(sum(runs) AS INTEGER) AS runs, CAST(sum(failures) AS INTEGER) AS failures,
+                    CAST(sum(latency_sum_ms) AS REAL) AS latency_sum_ms, CAST(max(latency_max_ms) AS REAL) AS latency_max_ms FROM (
+               SELECT (hour_ms / ?1) * ?1 AS b, runs, failures, latency_sum_ms, latency_max_ms
+               FROM check_rollups WHERE check_name = ?2 AND hour_ms >= ?3
+               UNION ALL
+               SELECT (at_ms / ?1) * ?1, count(*), sum(1 - healthy), sum(latency_ms), max(latency_ms)
+               FROM check_results WHERE check_name = ?2 AND at_ms >= ?3 GROUP BY 1
+             ) GROUP BY b ORDER BY b",
+        )
+        .bind(bucket_ms.max(1))
+        .bind(check)
+        .bind(ms(since))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(bucket_row).collect()
     }
 
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError> {

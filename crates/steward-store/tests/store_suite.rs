@@ -44,6 +44,29 @@ pub async fn records_runs_states_and_transitions(store: impl Store) {
     assert_eq!(store.transitions(Some("b"), 10).await.unwrap()[0].to, Health::Unhealthy);
 }
 
+/// Chart buckets sum rolled-up hours and raw results alike, in the database.
+pub async fn buckets_sum_rollups_and_raw_results(store: impl Store) {
+    // Two hours of one run a minute, every fourth failing; the first hour compacted.
+    let runs: Vec<_> = (0..120).map(|i| run("c", 3_600 * 10 + i * 60, i % 4 != 0, Health::Healthy, false)).collect();
+    store.record(&runs).await.unwrap();
+    store.record(&[run("other", 3_600 * 10 + 5, false, Health::Unhealthy, false)]).await.unwrap();
+    store.compact(Utc.timestamp_opt(3_600 * 11, 0).unwrap(), Utc.timestamp_opt(0, 0).unwrap()).await.unwrap();
+    let since = Utc.timestamp_opt(0, 0).unwrap();
+    let hourly = store.buckets("c", since, 3_600_000).await.unwrap();
+    let got: Vec<(i64, u64, u64)> = hourly.iter().map(|b| (b.hour.timestamp(), b.runs, b.failures)).collect();
+    assert_eq!(got, vec![(36_000, 60, 15), (39_600, 60, 15)], "the rolled-up hour and the raw hour, the same way");
+    // A day bucket holds both; half-hour buckets split the raw hour and keep the rollup whole.
+    let daily = store.buckets("c", since, 86_400_000).await.unwrap();
+    assert_eq!(daily.iter().map(|b| (b.hour.timestamp(), b.runs, b.failures)).collect::<Vec<_>>(), vec![(0, 120, 30)]);
+    let half: Vec<u64> = store.buckets("c", since, 1_800_000).await.unwrap().iter().map(|b| b.runs).collect();
+    assert_eq!(half, vec![60, 30, 30]);
+    let b = &hourly[1];
+    assert!(b.latency_max_ms >= b.latency_avg_ms && b.latency_avg_ms >= 10.0, "{b:?}");
+    // `since` cuts, and another check's rows never leak in.
+    assert_eq!(store.buckets("c", Utc.timestamp_opt(39_600, 0).unwrap(), 3_600_000).await.unwrap().len(), 1);
+    assert!(store.buckets("nope", since, 3_600_000).await.unwrap().is_empty());
+}
+
 pub async fn compaction_folds_old_results_into_hourly_rollups(store: impl Store) {
     let runs: Vec<_> = (0..120).map(|i| run("c", 3_600 * 10 + i * 60, i % 4 != 0, Health::Healthy, false)).collect();
     store.record(&runs).await.unwrap();
@@ -956,6 +979,11 @@ macro_rules! store_suite {
             async fn tokens_are_unique_by_live_name_and_revocable() {
                 let (_guard, store) = $open.await;
                 super::tokens_are_unique_by_live_name_and_revocable(store).await;
+            }
+            #[tokio::test]
+            async fn buckets_sum_rollups_and_raw_results() {
+                let (_guard, store) = $open.await;
+                super::buckets_sum_rollups_and_raw_results(store).await;
             }
             #[tokio::test]
             async fn console_sessions_end_by_expiry_sign_out_or_revocation() {

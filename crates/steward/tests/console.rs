@@ -193,6 +193,21 @@ fn console_sessions_csrf_and_roles() {
             assert!(!p.body.contains(action), "a viewer sees {action} on {path}");
         }
     }
+    // Checks: the list filters, a check's page draws its history and says its uptime.
+    let list = http.get(&format!("{base}/console/checks?service=auth&health=unhealthy"), Some(&vic)).body;
+    assert!(list.contains("data-check=\"auth-port\"") && !list.contains("data-check=\"payment-port\""), "{list}");
+    assert!(http.get(&format!("{base}/console/checks?q=payment"), Some(&vic)).body.contains("data-check=\"payment-port\""));
+    assert_eq!(http.get(&format!("{base}/console/checks?health=sad"), Some(&vic)).status, 400);
+    for range in ["24h", "7d", "90d"] {
+        let p = http.get(&format!("{base}/console/checks/auth-port?range={range}"), Some(&vic));
+        assert_eq!(p.status, 200, "{range}: {}", p.body);
+        assert!(p.body.contains("<svg class=\"chart\"") && p.body.contains("class=\"fail\""), "{range}: {}", p.body);
+        assert!(p.body.contains("<strong id=\"uptime\">0.000 %</strong>"), "every run failed: {}", p.body);
+        assert!(p.body.contains("cannot connect to 127.0.0.1"), "the latest failure's reason");
+    }
+    assert_eq!(http.get(&format!("{base}/console/checks/auth-port?range=1y"), Some(&vic)).status, 400);
+    assert_eq!(http.get(&format!("{base}/console/checks/nope"), Some(&vic)).status, 404);
+
     let page = http.get(&format!("{base}/console/incidents/{incident}"), Some(&vic));
     // A viewer's own session and token cannot act: the server refuses even a valid form.
     let csrf = csrf_of(&page.body);
@@ -410,7 +425,17 @@ fn console_in_a_real_browser() {
     // The overview names the cause, and every section fits the phone's width.
     a.open(&format!("{base}/console"));
     a.wait_until("the cause", Duration::from_secs(10), "return !!document.getElementById('root-causes');");
-    for path in ["/console", "/console/incidents", "/console/alerts", "/console/runbooks", "/console/runbooks/failover", "/console/runs"] {
+    for path in [
+        "/console",
+        "/console/checks",
+        "/console/checks/auth-port?range=7d",
+        "/console/oncall",
+        "/console/incidents",
+        "/console/alerts",
+        "/console/runbooks",
+        "/console/runbooks/failover",
+        "/console/runs",
+    ] {
         a.open(&format!("{base}{path}"));
         assert!(a.fits_width(), "{path} scrolls sideways at 390 px");
     }

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 
-use super::rows::{col, enum_col, ms, result_row, session_row, time, token_row};
+use super::rows::{bucket_row, col, enum_col, ms, result_row, session_row, time, token_row};
 use super::{CheckStore, Fence, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
 use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
@@ -342,6 +342,25 @@ impl CheckStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn buckets(&self, check: &str, since: DateTime<Utc>, bucket_ms: i64) -> Result<Vec<Rollup>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT b, sum(runs)::bigint AS runs, sum(failures)::bigint AS failures,
+                    sum(latency_sum_ms)::float8 AS latency_sum_ms, max(latency_max_ms)::float8 AS latency_max_ms FROM (
+               SELECT (hour_ms / $1) * $1 AS b, runs::bigint AS runs, failures::bigint AS failures, latency_sum_ms, latency_max_ms
+               FROM check_rollups WHERE check_name = $2 AND hour_ms >= $3
+               UNION ALL
+               SELECT (at_ms / $1) * $1, count(*), count(*) FILTER (WHERE NOT healthy), sum(latency_ms), max(latency_ms)
+               FROM check_results WHERE check_name = $2 AND at_ms >= $3 GROUP BY 1
+             ) u GROUP BY b ORDER BY b",
+        )
+        .bind(bucket_ms.max(1))
+        .bind(check)
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(bucket_row).collect()
     }
 
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError> {

@@ -21,6 +21,7 @@
 
 mod alerts;
 mod backups;
+mod checks;
 mod incidents;
 mod oncall;
 mod overview;
@@ -43,6 +44,8 @@ use view::PageError;
 pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let signed = Router::new()
         .route("/console", get(overview::show))
+        .route("/console/checks", get(checks::list))
+        .route("/console/checks/{name}", get(checks::show))
         .route("/console/incidents", get(incidents::list))
         .route("/console/incidents/{id}", get(incidents::show))
         .route("/console/incidents/{id}/timeline", get(incidents::timeline_fragment))

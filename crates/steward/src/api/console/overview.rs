@@ -11,7 +11,10 @@ use minijinja::{Value, context};
 use super::session::Signed;
 use super::view::{PageError, page};
 use crate::alerting::AlertState;
-use crate::api::{AppState, ServiceView, service_views};
+use crate::api::{AppState, CheckView, ServiceView, service_views};
+
+/// Failing checks named per service on the overview; the rest are a link.
+const FAILING_SHOWN: usize = 5;
 use crate::checks::state::Health;
 use crate::runbooks::{RunQuery, RunStatus};
 use crate::store::IncidentQuery;
@@ -25,9 +28,26 @@ pub(super) async fn show(State(s): State<Arc<AppState>>, Extension(who): Extensi
     let firing = alerts.iter().filter(|a| a.state == AlertState::Firing).count();
     let waiting = s.engine.store.runs(&RunQuery { status: Some(RunStatus::Waiting), limit: 20, ..Default::default() }).await?;
     let count = |h: Health| services.iter().filter(|v| v.health == h).count();
+    // Each service with its failing checks only (at most a few named): the overview
+    // stays one small page however many checks there are.
+    let summaries: Vec<Value> = services
+        .iter()
+        .map(|sv| {
+            let failing: Vec<&CheckView> = sv.checks.iter().filter(|c| c.health == Health::Unhealthy).collect();
+            context! {
+                name => sv.name,
+                tier => sv.tier,
+                health => sv.health,
+                depends_on => sv.depends_on,
+                checks => sv.checks.len(),
+                failing => Value::from_serialize(failing.iter().take(FAILING_SHOWN).collect::<Vec<_>>()),
+                more_failing => failing.len().saturating_sub(FAILING_SHOWN),
+            }
+        })
+        .collect();
     let ctx = context! {
         causes,
-        services => Value::from_serialize(&services),
+        services => summaries,
         healthy => count(Health::Healthy),
         unhealthy => count(Health::Unhealthy),
         unknown => count(Health::Unknown),

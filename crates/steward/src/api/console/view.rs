@@ -25,6 +25,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("alerts.html", include_str!("templates/alerts.html")),
     ("alert.html", include_str!("templates/alert.html")),
     ("mute.html", include_str!("templates/mute.html")),
+    ("checks.html", include_str!("templates/checks.html")),
+    ("check.html", include_str!("templates/check.html")),
     ("runbooks.html", include_str!("templates/runbooks.html")),
     ("runbook.html", include_str!("templates/runbook.html")),
     ("runs.html", include_str!("templates/runs.html")),

@@ -1,0 +1,190 @@
+//! Checks: the list (filtered and paged, so 20,000 checks stay one quick page), and one
+//! check with its uptime and latency over 24 h, 7 d or 90 d as server-drawn SVG, its
+//! transitions and its latest failure reasons.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Duration, Utc};
+use minijinja::{Value, context};
+use serde::Deserialize;
+
+use super::session::Signed;
+use super::view::{PageError, page};
+use crate::api::{AppState, CheckView};
+use crate::checks::state::Health;
+use crate::store::Rollup;
+
+/// Checks per page of the list.
+const CHECKS_PER_PAGE: usize = 100;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    service: Option<String>,
+    health: Option<String>,
+    /// Names containing this text.
+    q: Option<String>,
+    page: Option<usize>,
+}
+
+pub(super) async fn list(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Signed>,
+    Query(f): Query<ListQuery>,
+) -> Result<Response, PageError> {
+    let config = s.engine.config();
+    let states = s.engine.checks.states();
+    let health = match f.health.as_deref().filter(|h| !h.is_empty()) {
+        None => None,
+        Some("healthy") => Some(Health::Healthy),
+        Some("unhealthy") => Some(Health::Unhealthy),
+        Some("unknown") => Some(Health::Unknown),
+        Some(other) => {
+            return Err(PageError::new(StatusCode::BAD_REQUEST, format!("`{other}` is not a health; use healthy, unhealthy or unknown")));
+        }
+    };
+    let service = f.service.clone().filter(|v| !v.is_empty());
+    let text = f.q.clone().unwrap_or_default();
+    let matching: Vec<CheckView> = config
+        .checks
+        .iter()
+        .filter(|c| service.as_ref().is_none_or(|sv| c.service.as_ref() == Some(sv)))
+        .filter(|c| text.is_empty() || c.name.contains(text.as_str()))
+        .map(|c| CheckView::new(c, states.get(&c.name)))
+        .filter(|v| health.is_none_or(|h| v.health == h))
+        .collect();
+    let pages = matching.len().div_ceil(CHECKS_PER_PAGE).max(1);
+    let page_no = f.page.unwrap_or(1).clamp(1, pages);
+    let shown: Vec<&CheckView> = matching.iter().skip((page_no - 1) * CHECKS_PER_PAGE).take(CHECKS_PER_PAGE).collect();
+    let ctx = context! {
+        checks => Value::from_serialize(&shown),
+        total => matching.len(),
+        page_no,
+        pages,
+        service => service.unwrap_or_default(),
+        health => f.health.unwrap_or_default(),
+        q => text,
+        services => config.services.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+    };
+    page(&who, "checks", "checks.html", ctx)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RangeQuery {
+    range: Option<String>,
+}
+
+/// A chart's span and bucket size.
+fn range(name: &str) -> Option<(Duration, Duration)> {
+    match name {
+        "24h" => Some((Duration::hours(24), Duration::minutes(15))),
+        "7d" => Some((Duration::days(7), Duration::hours(2))),
+        "90d" => Some((Duration::days(90), Duration::days(1))),
+        _ => None,
+    }
+}
+
+pub(super) async fn show(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Signed>,
+    Path(name): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Result<Response, PageError> {
+    let config = s.engine.config();
+    let spec = config.check(&name).ok_or_else(|| PageError::not_found("check", &name))?;
+    let range_name = q.range.unwrap_or_else(|| "24h".into());
+    let (span, bucket) = range(&range_name)
+        .ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, format!("`{range_name}` is not a range; use 24h, 7d or 90d")))?;
+    let now = crate::clock::now();
+    let since = now - span;
+    let store = &s.engine.store;
+    let buckets = store.buckets(&name, since, bucket.num_milliseconds()).await?;
+    let (runs, failures) = buckets.iter().fold((0u64, 0u64), |(r, f), b| (r + b.runs, f + b.failures));
+    let uptime = (runs > 0).then(|| 100.0 * (runs - failures) as f64 / runs as f64);
+    let transitions = store.transitions(Some(&name), 20).await?;
+    let recent = store.history(&name, 200, None).await?;
+    let reasons: Vec<_> = recent.iter().filter(|r| !r.healthy).take(10).collect();
+    let ctx = context! {
+        check => Value::from_serialize(CheckView::new(spec, s.engine.checks.state(&name).as_ref())),
+        range => range_name,
+        ranges => ["24h", "7d", "90d"],
+        uptime => uptime.map(|u| format!("{u:.3}")),
+        runs,
+        failures,
+        chart => chart(&buckets, since, now, bucket),
+        transitions => Value::from_serialize(&transitions),
+        reasons => Value::from_serialize(&reasons),
+    };
+    page(&who, "checks", "check.html", ctx)
+}
+
+/// The chart: one column per bucket, its height the share of runs that failed (red) —
+/// an empty column where nothing ran — and the average latency as a line over it.
+/// Plain SVG in a viewBox, so it scales to any width without JavaScript.
+pub(super) fn chart(buckets: &[Rollup], since: DateTime<Utc>, until: DateTime<Utc>, bucket: Duration) -> String {
+    const W: f64 = 600.0;
+    const H: f64 = 120.0;
+    let slots = ((until - since).num_milliseconds() / bucket.num_milliseconds().max(1)).max(1) as f64;
+    let x_of = |t: DateTime<Utc>| ((t - since).num_milliseconds() as f64 / bucket.num_milliseconds() as f64 / slots * W).clamp(0.0, W);
+    let width = (W / slots).max(1.0);
+    let max_latency = buckets.iter().map(|b| b.latency_avg_ms).fold(0.0_f64, f64::max).max(1.0);
+    let mut svg = String::with_capacity(64 * buckets.len() + 512);
+    let _ = write!(
+        svg,
+        r#"<svg class="chart" viewBox="0 0 {W} {H}" preserveAspectRatio="none" role="img" aria-label="failures per bucket and average latency (peak {max_latency:.1} ms)">"#
+    );
+    for b in buckets {
+        let x = x_of(b.hour);
+        let ok_share = if b.runs == 0 { 0.0 } else { (b.runs - b.failures) as f64 / b.runs as f64 };
+        let _ = write!(svg, r#"<rect class="ok" x="{x:.2}" y="0" width="{width:.2}" height="{:.2}"/>"#, H * ok_share);
+        if b.failures > 0 {
+            let h = H * (1.0 - ok_share);
+            let _ = write!(
+                svg,
+                r#"<rect class="fail" x="{x:.2}" y="{:.2}" width="{width:.2}" height="{h:.2}"><title>{} of {} failed</title></rect>"#,
+                H - h,
+                b.failures,
+                b.runs
+            );
+        }
+    }
+    let points: Vec<String> =
+        buckets.iter().map(|b| format!("{:.2},{:.2}", x_of(b.hour) + width / 2.0, H - H * 0.9 * b.latency_avg_ms / max_latency)).collect();
+    if !points.is_empty() {
+        let _ = write!(svg, r#"<polyline class="latency" fill="none" points="{}"/>"#, points.join(" "));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_draws_one_column_per_bucket_and_marks_failures() {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let b = |h: i64, runs: u64, failures: u64| Rollup {
+            hour: t0 + Duration::hours(h),
+            runs,
+            failures,
+            latency_avg_ms: 10.0 * (h + 1) as f64,
+            latency_max_ms: 50.0,
+        };
+        let svg = chart(&[b(0, 60, 0), b(1, 60, 30), b(3, 60, 60)], t0, t0 + Duration::hours(4), Duration::hours(1));
+        assert_eq!(svg.matches(r#"class="ok""#).count(), 3);
+        assert_eq!(svg.matches(r#"class="fail""#).count(), 2);
+        assert!(svg.contains("30 of 60 failed") && svg.contains("60 of 60 failed"), "{svg}");
+        assert!(svg.contains(r#"x="450.00""#), "the fourth hour sits at three quarters: {svg}");
+        assert!(svg.contains("peak 40.0 ms"));
+        // Nothing ran: an empty chart, not a broken one.
+        let empty = chart(&[], t0, t0 + Duration::hours(4), Duration::hours(1));
+        assert!(empty.starts_with("<svg") && empty.ends_with("</svg>") && !empty.contains("polyline"));
+    }
+}
