@@ -214,11 +214,12 @@ async fn flush(
     let config = alerting.config.get();
     let (receiver, key) = id;
     let told: HashSet<&str> = prev.map(|p| p.firing.iter().map(String::as_str).collect()).unwrap_or_default();
+    let index = super::live::MuteIndex::new(all, &config, states);
     let firing: Vec<&Alert> = m
         .alerts
         .values()
         .map(Arc::as_ref)
-        .filter(|a| a.state == AlertState::Firing && alerting.mutes(a, all, &config, states, now).is_empty())
+        .filter(|a| a.state == AlertState::Firing && alerting.mutes_in(a, &index, &config, now).is_empty())
         .collect();
     let resolved: Vec<&Alert> =
         m.alerts.values().map(Arc::as_ref).filter(|a| a.state == AlertState::Resolved && told.contains(a.fingerprint.as_str())).collect();

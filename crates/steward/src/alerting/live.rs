@@ -166,16 +166,11 @@ impl Alerting {
     }
 
     /// Why `alert` is muted now: active silences, maintenance windows, inhibit rules,
-    /// failing dependencies. `all` and `checks` are the caller's snapshot, taken once
-    /// for the many alerts it asks about.
-    pub fn mutes(
-        &self,
-        alert: &Alert,
-        all: &[Arc<Alert>],
-        config: &Config,
-        checks: &HashMap<String, CheckState>,
-        now: DateTime<Utc>,
-    ) -> Vec<Mute> {
+    /// failing dependencies, looked up in `index` — the caller's snapshot of alerts and
+    /// check states, built once for the many alerts it asks about: each alert costs
+    /// lookups, not a scan of every alert and check (listing 20,000 alerts took 36 s
+    /// when it scanned).
+    pub fn mutes_in(&self, alert: &Alert, index: &MuteIndex, config: &Config, now: DateTime<Utc>) -> Vec<Mute> {
         let mut out = Vec::new();
         for s in self.live.silences.read().expect("silences lock").iter() {
             if s.is_active(now) && matches_all(&s.matchers, &alert.labels) {
@@ -190,40 +185,22 @@ impl Alerting {
                 out.push(Mute::Maintenance { window: w.name.clone(), comment: w.comment.clone(), until });
             }
         }
-        let firing = || all.iter().filter(|a| a.state == AlertState::Firing && a.fingerprint != alert.fingerprint);
-        for rule in &config.inhibit_rules {
+        let other =
+            |candidates: Option<&Vec<Source>>| -> Option<Source> { candidates?.iter().find(|(fp, _)| *fp != alert.fingerprint).cloned() };
+        for (rule, sources) in config.inhibit_rules.iter().zip(&index.inhibit_sources) {
             if !matches_all(&rule.target, &alert.labels) {
                 continue;
             }
-            if let Some(source) =
-                firing().find(|s| matches_all(&rule.source, &s.labels) && rule.equal.iter().all(|l| s.labels.get(l) == alert.labels.get(l)))
-            {
-                out.push(Mute::Inhibition { by_alert: source.rule.clone(), by_fingerprint: source.fingerprint.clone() });
+            let key: Vec<Option<String>> = rule.equal.iter().map(|l| alert.labels.get(l).cloned()).collect();
+            if let Some((fp, name)) = other(sources.get(&key)) {
+                out.push(Mute::Inhibition { by_alert: name, by_fingerprint: fp });
             }
         }
         if let Some(service) = alert.labels.get("service") {
             for upstream in upstream_services(config, service) {
-                let cause = firing()
-                    .find(|s| s.labels.get("service") == Some(&upstream))
-                    .map(|s| format!("alert {} is firing", s.rule))
-                    .or_else(|| {
-                        // A failing run below the threshold counts too: checks cross their
-                        // thresholds at different moments, and the dependent service's
-                        // alert must not page in the seconds before the cause's does.
-                        config.checks.iter().filter(|c| c.service.as_deref() == Some(upstream.as_str())).find_map(|c| {
-                            let s = checks.get(&c.name)?;
-                            if s.health == Health::Unhealthy {
-                                Some(format!("check {} is unhealthy", c.name))
-                            } else if s.consecutive_failures > 0 {
-                                Some(format!(
-                                    "check {} is failing ({} of {} failures)",
-                                    c.name, s.consecutive_failures, c.failure_threshold
-                                ))
-                            } else {
-                                None
-                            }
-                        })
-                    });
+                let cause = other(index.firing_by_service.get(&upstream))
+                    .map(|(_, rule)| format!("alert {rule} is firing"))
+                    .or_else(|| index.failing_check_by_service.get(&upstream).cloned());
                 if let Some(cause) = cause {
                     out.push(Mute::Dependency { service: upstream, cause });
                 }
@@ -415,6 +392,70 @@ pub fn route_mutes(alert: &Alert, config: &Config, now: DateTime<Utc>) -> Vec<Mu
 }
 
 /// Every service `service` depends on, directly or not (config guarantees no cycles).
+/// What [`Alerting::mutes_in`] looks up, built once from a snapshot of the alerts and
+/// check states: for each question it used to answer by scanning every alert or check,
+/// the first answer in the same order the scan found it (and a second, for when the
+/// first is the alert being asked about).
+pub struct MuteIndex {
+    /// service label → firing alerts with it, first two.
+    firing_by_service: HashMap<String, Vec<Source>>,
+    /// service → why its first failing check (config order) counts as a cause.
+    failing_check_by_service: HashMap<String, String>,
+    /// Per inhibit rule (config order): the `equal` labels' values → firing sources.
+    inhibit_sources: Vec<HashMap<Vec<Option<String>>, Vec<Source>>>,
+}
+
+/// A firing alert that may mute another: (fingerprint, rule).
+type Source = (String, String);
+
+impl MuteIndex {
+    pub fn new(all: &[Arc<Alert>], config: &Config, checks: &HashMap<String, CheckState>) -> MuteIndex {
+        let firing: Vec<&Arc<Alert>> = all.iter().filter(|a| a.state == AlertState::Firing).collect();
+        let push = |list: &mut Vec<Source>, a: &Alert| {
+            if list.len() < 2 {
+                list.push((a.fingerprint.clone(), a.rule.clone()));
+            }
+        };
+        let mut firing_by_service: HashMap<String, Vec<Source>> = HashMap::new();
+        for a in &firing {
+            if let Some(service) = a.labels.get("service") {
+                push(firing_by_service.entry(service.clone()).or_default(), a);
+            }
+        }
+        // A failing run below the threshold counts too: checks cross their thresholds at
+        // different moments, and the dependent service's alert must not page in the
+        // seconds before the cause's does.
+        let mut failing_check_by_service: HashMap<String, String> = HashMap::new();
+        for c in &config.checks {
+            let (Some(service), Some(s)) = (c.service.as_ref(), checks.get(&c.name)) else { continue };
+            if failing_check_by_service.contains_key(service) {
+                continue;
+            }
+            let cause = if s.health == Health::Unhealthy {
+                format!("check {} is unhealthy", c.name)
+            } else if s.consecutive_failures > 0 {
+                format!("check {} is failing ({} of {} failures)", c.name, s.consecutive_failures, c.failure_threshold)
+            } else {
+                continue;
+            };
+            failing_check_by_service.insert(service.clone(), cause);
+        }
+        let inhibit_sources = config
+            .inhibit_rules
+            .iter()
+            .map(|rule| {
+                let mut by_key: HashMap<Vec<Option<String>>, Vec<Source>> = HashMap::new();
+                for a in firing.iter().filter(|a| matches_all(&rule.source, &a.labels)) {
+                    let key = rule.equal.iter().map(|l| a.labels.get(l).cloned()).collect();
+                    push(by_key.entry(key).or_default(), a);
+                }
+                by_key
+            })
+            .collect();
+        MuteIndex { firing_by_service, failing_check_by_service, inhibit_sources }
+    }
+}
+
 pub fn upstream_services(config: &Config, service: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut stack = vec![service.to_string()];

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::auth::Caller;
 use super::error::{ApiError, Code};
 use super::{AppState, parse_time};
-use crate::alerting::live::route_mutes;
+use crate::alerting::live::{MuteIndex, route_mutes};
 use crate::alerting::{Alert, Matcher, Mute, Silence};
 use crate::auth::Role;
 use crate::engine::Engine;
@@ -32,10 +32,11 @@ pub(super) fn alert_views(engine: &Engine) -> Vec<AlertView> {
     let mut alerts = engine.alerting.alerts();
     alerts.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
     let now = crate::clock::now();
+    let index = MuteIndex::new(&alerts, &config, &states);
     alerts
         .iter()
         .map(|a| {
-            let mut muted_by = engine.alerting.mutes(a, &alerts, &config, &states, now);
+            let mut muted_by = engine.alerting.mutes_in(a, &index, &config, now);
             muted_by.extend(route_mutes(a, &config, now));
             AlertView { muted_by, alert: a.clone() }
         })

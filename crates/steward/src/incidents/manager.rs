@@ -230,13 +230,14 @@ fn take_alerts(
     // check can fail before its cause's alert fires). Without the second round it would
     // join only at the next pass that reads alerts — up to ten seconds later.
     let mut deferred = Vec::new();
+    let index = crate::alerting::live::MuteIndex::new(alerts, config, &checks);
     for round in 0..2 {
         let batch = if round == 0 { std::mem::take(&mut firing) } else { std::mem::take(&mut deferred) };
         for (alert, policy) in batch {
             if holder.contains_key(&alert.fingerprint) {
                 continue;
             }
-            let mutes = incidents.alerting.mutes(alert, alerts, config, &checks, now);
+            let mutes = incidents.alerting.mutes_in(alert, &index, config, now);
             if mutes.iter().any(|m| matches!(m, Mute::Silence { .. } | Mute::Maintenance { .. })) {
                 continue;
             }
