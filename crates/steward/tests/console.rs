@@ -120,6 +120,7 @@ runbooks:
     params:
       region: {{ type: enum, values: [eu, us] }}
       lines: {{ type: int, default: 3, min: 1, max: 5000 }}
+      ticket: {{ type: string, default: "none" }}
     steps:
       - name: confirm
         approve: {{ prompt: "Promote {{{{ params.region }}}}?", role: operator, distinct_approver: true, timeout: 5m }}
@@ -259,7 +260,10 @@ fn console_sessions_csrf_and_roles() {
         let body = http.get(&format!("{base}/console/alerts"), Some(&olga)).body;
         (body.contains("Firing (1)") && body.contains("Muted (1)")).then_some(body)
     });
-    assert!(alerts.contains("depends on auth, which is failing (alert AuthDown is firing)"), "{alerts}");
+    assert!(alerts.contains("data-alert=") && alerts.contains(">AuthDown</a>"), "the firing list by default: {alerts}");
+    let muted = http.get(&format!("{base}/console/alerts?show=muted"), Some(&olga)).body;
+    assert!(muted.contains("depends on auth, which is failing (alert AuthDown is firing)"), "{muted}");
+    assert_eq!(http.get(&format!("{base}/console/alerts?show=loud"), Some(&olga)).status, 400);
     let (_, v) = http.api("GET", &format!("{base}/api/v1/alerts"), &operator, Value::Null);
     let fp = v["alerts"].as_array().unwrap().iter().find(|a| a["rule"] == "AuthDown").unwrap()["fingerprint"].as_str().unwrap().to_string();
     let detail = http.get(&format!("{base}/console/alerts/{fp}"), Some(&olga));
@@ -277,7 +281,7 @@ fn console_sessions_csrf_and_roles() {
         ],
     );
     assert_eq!(p.status, 303, "{}", p.body);
-    let alerts = http.get(&format!("{base}/console/alerts"), Some(&olga)).body;
+    let alerts = http.get(&format!("{base}/console/alerts?show=muted"), Some(&olga)).body;
     assert!(alerts.contains("Firing (0)") && alerts.contains("Muted (2)") && alerts.contains("failing over"), "{alerts}");
     let p = http.post(
         &format!("{base}/console/silences"),

@@ -31,7 +31,7 @@ use self::auth::Caller;
 use self::error::{ApiError, Code};
 use crate::auth::Role;
 use crate::checks::state::{CheckState, Health};
-use crate::config::{CheckSpec, Config, Service};
+use crate::config::{CheckSpec, Config};
 use crate::engine::Engine;
 use crate::store::IncidentStore;
 
@@ -175,27 +175,30 @@ pub struct ServiceView {
 /// Services with their checks, in tier order; checks without a service come last
 /// under a pseudo-service named "(no service)".
 pub fn service_views(config: &Config, states: &HashMap<String, CheckState>) -> Vec<ServiceView> {
-    let view = |s: &Service| {
-        let checks: Vec<CheckView> = config
-            .checks
-            .iter()
-            .filter(|c| c.service.as_deref() == Some(s.name.as_str()))
-            .map(|c| CheckView::new(c, states.get(&c.name)))
-            .collect();
-        ServiceView {
-            name: s.name.clone(),
-            tier: s.tier,
-            owner: s.owner.clone(),
-            depends_on: s.depends_on.clone(),
-            labels: s.labels.clone(),
-            health: aggregate(checks.iter().map(|c| c.health)),
-            checks,
-        }
-    };
-    let mut out: Vec<ServiceView> = config.services.iter().map(view).collect();
+    // One pass over the checks, grouped by service (not a scan of every check per
+    // service: 100 services × 20,000 checks was most of the overview's time).
+    let mut by_service: HashMap<Option<&str>, Vec<CheckView>> = HashMap::new();
+    for c in &config.checks {
+        by_service.entry(c.service.as_deref()).or_default().push(CheckView::new(c, states.get(&c.name)));
+    }
+    let mut out: Vec<ServiceView> = config
+        .services
+        .iter()
+        .map(|s| {
+            let checks = by_service.remove(&Some(s.name.as_str())).unwrap_or_default();
+            ServiceView {
+                name: s.name.clone(),
+                tier: s.tier,
+                owner: s.owner.clone(),
+                depends_on: s.depends_on.clone(),
+                labels: s.labels.clone(),
+                health: aggregate(checks.iter().map(|c| c.health)),
+                checks,
+            }
+        })
+        .collect();
     out.sort_by(|a, b| (a.tier, &a.name).cmp(&(b.tier, &b.name)));
-    let orphans: Vec<CheckView> =
-        config.checks.iter().filter(|c| c.service.is_none()).map(|c| CheckView::new(c, states.get(&c.name))).collect();
+    let orphans = by_service.remove(&None).unwrap_or_default();
     if !orphans.is_empty() {
         out.push(ServiceView {
             name: "(no service)".into(),
@@ -210,7 +213,7 @@ pub fn service_views(config: &Config, states: &HashMap<String, CheckState>) -> V
     out
 }
 
-fn aggregate(healths: impl Iterator<Item = Health>) -> Health {
+pub(crate) fn aggregate(healths: impl Iterator<Item = Health>) -> Health {
     let mut result = Health::Unknown;
     for h in healths {
         match h {

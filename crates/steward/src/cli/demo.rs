@@ -53,6 +53,7 @@ pub async fn run(data: Option<PathBuf>, listen: SocketAddr) -> u8 {
 Steward demo is running.
 
   Status page   http://{addr}/
+  Console       http://{addr}/console   (sign in with the admin token below)
   API           curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/checks
   Metrics       http://{addr}/metrics
   Admin token   {token}

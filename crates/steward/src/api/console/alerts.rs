@@ -23,7 +23,13 @@ use crate::auth::Role;
 pub(super) struct AlertsQuery {
     /// A fingerprint: open the silence form with that alert's labels as matchers.
     silence: Option<String>,
+    /// Which list: `firing` (default), `pending` or `muted`.
+    show: Option<String>,
+    page: Option<usize>,
 }
+
+/// Alerts per page of a list.
+const ALERTS_PER_PAGE: usize = 100;
 
 pub(super) async fn page_of(
     State(s): State<Arc<AppState>>,
@@ -52,10 +58,22 @@ pub(super) async fn page_of(
         }
         None => Vec::new(),
     };
+    let show = q.show.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| "firing".into());
+    let list = match show.as_str() {
+        "firing" => &firing,
+        "pending" => &pending,
+        "muted" => &muted,
+        other => return Err(PageError::new(StatusCode::BAD_REQUEST, format!("`{other}` is not a list; use firing, pending or muted"))),
+    };
+    let pages = list.len().div_ceil(ALERTS_PER_PAGE).max(1);
+    let page_no = q.page.unwrap_or(1).clamp(1, pages);
+    let shown: Vec<_> = list.iter().skip((page_no - 1) * ALERTS_PER_PAGE).take(ALERTS_PER_PAGE).collect();
     let ctx = context! {
-        firing => Value::from_serialize(&firing),
-        pending => Value::from_serialize(&pending),
-        muted => Value::from_serialize(&muted),
+        counts => context! { firing => firing.len(), pending => pending.len(), muted => muted.len() },
+        show,
+        alerts => Value::from_serialize(&shown),
+        page_no,
+        pages,
         silences => Value::from_serialize(&silences),
         prefill => prefill.join("\n"),
         silence_from => q.silence,

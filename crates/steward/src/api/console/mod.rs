@@ -80,10 +80,17 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
 }
 
 /// What every console response carries: no caching of pages that show internal state,
-/// no framing (clickjacking), scripts and styles only from the console's own assets.
+/// no framing (clickjacking), scripts and styles only from the console's own assets;
+/// and `Server-Timing` with the time the server took (what `bench/console.sh` reads;
+/// browsers show it in their network panel).
 async fn headers(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let mut response = next.run(req).await;
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={took_ms:.2}")) {
+        h.insert("server-timing", v);
+    }
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Console page times with a large store: CHECKS checks (in SERVICES services), ALERTS
+# firing alerts (sent through the Alertmanager webhook), RUNS finished runs (written into
+# the SQLite store before steward starts, 3 events each), then every console page
+# requested N times by a signed-in session. Prints, per page, the server's own time
+# (the Server-Timing header: from the request reaching the console to the response
+# ready) p50 / p95 / max, and the page size. Not a test: it prints figures.
+#
+#   bash bench/console.sh [CHECKS=20000] [ALERTS=20000] [RUNS=200000] [N=30]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CHECKS=${1:-20000}; ALERTS=${2:-20000}; RUNS=${3:-200000}; N=${4:-30}; SERVICES=100
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steward-target}"
+cargo build --release --quiet --bin steward --example bench_tool
+BIN="$CARGO_TARGET_DIR/release"
+work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+TARGET_PORT=$(free_port); "$BIN/examples/bench_tool" target "$TARGET_PORT" & sleep 0.5
+
+python3 - "$work/steward.yaml" "$CHECKS" "$SERVICES" "$TARGET_PORT" <<'PY'
+import sys
+path, checks, services, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+with open(path, "w") as f:
+    f.write("services:\n")
+    for s in range(services):
+        deps = f", depends_on: [s{s-1}]" if s % 10 else ""
+        f.write(f"  - {{name: s{s}, tier: {1 + s % 3}{deps}}}\n")
+    f.write("checks:\n")
+    for i in range(checks):
+        # One check in 50 points at a closed port: failing, with a reason.
+        url = f"http://127.0.0.1:{port}/c/{i}" if i % 50 else "http://127.0.0.1:9/down"
+        f.write(f"  - {{name: c{i}, service: s{i % services}, interval: 60s, timeout: 5s, http: {{url: \"{url}\"}}}}\n")
+    f.write("runbooks:\n  - name: deploy\n    params: {version: string}\n    steps:\n      - {name: roll, shell: {script: 'echo rolling'}}\n")
+PY
+TOKEN=$("$BIN/steward" token create --name bench --role operator --data "$work/data" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+python3 - "$work/data/steward.db" "$RUNS" <<'PY'
+import sqlite3, sys, time, json
+db, runs = sys.argv[1], int(sys.argv[2])
+c = sqlite3.connect(db)
+now = int(time.time() * 1000)
+rows = []
+for i in range(runs):
+    created = now - (runs - i) * 1000
+    rows.append(("deploy", json.dumps({"version": f"v{i}"}), "succeeded", "manual", "bench", created, created + 800, created + 800, "null", "bench"))
+c.executemany("INSERT INTO runs (runbook, params, status, trigger, started_by, created_ms, finished_ms, heartbeat_ms, outputs, owner) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+events = []
+for rid in range(1, runs + 1):
+    at = now - (runs - rid + 1) * 1000
+    for kind, msg, audit in (("run_started", "started by bench", 1), ("output", "rolling", 0), ("run_finished", "succeeded", 1)):
+        events.append((rid, at, kind, "roll", "bench", msg, "null", audit))
+c.executemany("INSERT INTO run_events (run_id, at_ms, kind, step, actor, message, data, audit) VALUES (?,?,?,?,?,?,?,?)", events)
+c.commit()
+PY
+PORT=$(free_port)
+STEWARD_LOG=warn "$BIN/steward" serve -c "$work/steward.yaml" --data "$work/data" --listen "127.0.0.1:$PORT" --max-concurrency 512 2>"$work/steward.log" &
+until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do sleep 0.2; done
+BASE="http://127.0.0.1:$PORT"
+# ALERTS alerts in batches of 1,000 through the Alertmanager webhook.
+python3 - "$BASE" "$TOKEN" "$ALERTS" <<'PY'
+import json, sys, urllib.request
+base, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for start in range(0, n, 1000):
+    alerts = [{"status": "firing", "labels": {"alertname": f"Bench{i % 200}", "instance": f"host-{i}", "service": f"s{i % 100}", "severity": "warning"},
+               "annotations": {"summary": f"bench alert {i}"}, "startsAt": "2026-01-01T00:00:00Z"} for i in range(start, min(n, start + 1000))]
+    body = json.dumps({"version": "4", "status": "firing", "receiver": "bench", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+                       "externalURL": "http://am", "alerts": alerts}).encode()
+    req = urllib.request.Request(base + "/api/v1/ingest/alertmanager", data=body, headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+PY
+sleep 65   # every check has run once
+COOKIE=$(curl -s -D - -o /dev/null --data-urlencode "token=$TOKEN" "$BASE/console/sign-in" | sed -n 's/^set-cookie: steward_session=\([^;]*\).*/\1/ip')
+echo "store: $CHECKS checks in $SERVICES services, $(curl -s -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/alerts" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["alerts"]))') alerts, $RUNS runs; $N requests per page"
+printf '%-44s %9s %9s %9s %10s\n' page "p50 ms" "p95 ms" "max ms" "bytes"
+for page in /console "/console/checks" "/console/checks?health=unhealthy" "/console/checks/c1?range=24h" "/console/checks/c1?range=90d" \
+            /console/incidents /console/alerts /console/runs "/console/runs?status=failed" "/console/runs/$RUNS" /console/runbooks \
+            /console/runbooks/deploy /console/oncall /console/backups /console/audit "/console/audit?actor=nobody"; do
+  for i in $(seq "$N"); do
+    curl -s -o "$work/page" -D - -b "steward_session=$COOKIE" "$BASE$page" | sed -n 's/^server-timing: app;dur=\([0-9.]*\).*/\1/ip'
+  done | sort -n > "$work/times"
+  size=$(wc -c < "$work/page")
+  awk -v page="$page" -v size="$size" '{a[NR]=$1} END {printf "%-44s %9.2f %9.2f %9.2f %10d\n", page, a[int((NR+1)/2)], a[int(NR*0.95+0.5)], a[NR], size}' "$work/times"
+done
