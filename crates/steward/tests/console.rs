@@ -429,6 +429,15 @@ fn console_in_a_real_browser() {
     // The overview names the cause, and every section fits the phone's width.
     a.open(&format!("{base}/console"));
     a.wait_until("the cause", Duration::from_secs(10), "return !!document.getElementById('root-causes');");
+    // Keyboard: the first Tab reaches the skip link, and the focus is visible.
+    a.tab();
+    assert_eq!(a.eval("return document.activeElement.className;"), "skip");
+    assert_eq!(a.eval("return getComputedStyle(document.activeElement).outlineStyle;"), "solid", "focus is visible");
+    // Light by default here; dark when the system prefers it.
+    let background = "return getComputedStyle(document.body).backgroundColor;";
+    assert_eq!(a.eval(background), "rgb(246, 247, 249)");
+    a.prefer_dark();
+    assert_eq!(a.eval(background), "rgb(18, 21, 28)", "dark mode follows prefers-color-scheme");
     for path in [
         "/console",
         "/console/checks",
@@ -452,6 +461,11 @@ fn console_in_a_real_browser() {
     let run_url = a.url();
     assert!(run_url.contains("/console/runs/"), "{run_url}");
     let run: i64 = run_url.rsplit('/').next().unwrap().parse().unwrap();
+    // The run reaches its approval step a moment after the page first loads.
+    wait_for("the approval to be asked", Duration::from_secs(10), || {
+        a.open(&run_url);
+        (a.eval("return !!document.querySelector('.approval h2');") == Value::Bool(true)).then_some(())
+    });
     assert!(a.text(".approval h2").contains("Waiting for approval: confirm"));
     assert!(a.fits_width(), "the run page fits 390 px");
     // The person who started it may not approve it (four eyes): the page says why.

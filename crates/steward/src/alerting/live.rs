@@ -197,12 +197,12 @@ impl Alerting {
             }
         }
         if let Some(service) = alert.labels.get("service") {
-            for upstream in upstream_services(config, service) {
-                let cause = other(index.firing_by_service.get(&upstream))
+            for upstream in index.upstream.get(service).into_iter().flatten() {
+                let cause = other(index.firing_by_service.get(upstream))
                     .map(|(_, rule)| format!("alert {rule} is firing"))
-                    .or_else(|| index.failing_check_by_service.get(&upstream).cloned());
+                    .or_else(|| index.failing_check_by_service.get(upstream).cloned());
                 if let Some(cause) = cause {
-                    out.push(Mute::Dependency { service: upstream, cause });
+                    out.push(Mute::Dependency { service: upstream.clone(), cause });
                 }
             }
         }
@@ -391,7 +391,6 @@ pub fn route_mutes(alert: &Alert, config: &Config, now: DateTime<Utc>) -> Vec<Mu
         .collect()
 }
 
-/// Every service `service` depends on, directly or not (config guarantees no cycles).
 /// What [`Alerting::mutes_in`] looks up, built once from a snapshot of the alerts and
 /// check states: for each question it used to answer by scanning every alert or check,
 /// the first answer in the same order the scan found it (and a second, for when the
@@ -403,6 +402,8 @@ pub struct MuteIndex {
     failing_check_by_service: HashMap<String, String>,
     /// Per inhibit rule (config order): the `equal` labels' values → firing sources.
     inhibit_sources: Vec<HashMap<Vec<Option<String>>, Vec<Source>>>,
+    /// Every configured service → what it depends on, directly or not.
+    upstream: HashMap<String, Vec<String>>,
 }
 
 /// A firing alert that may mute another: (fingerprint, rule).
@@ -452,10 +453,12 @@ impl MuteIndex {
                 by_key
             })
             .collect();
-        MuteIndex { firing_by_service, failing_check_by_service, inhibit_sources }
+        let upstream = config.services.iter().map(|sv| (sv.name.clone(), upstream_services(config, &sv.name))).collect();
+        MuteIndex { firing_by_service, failing_check_by_service, inhibit_sources, upstream }
     }
 }
 
+/// Every service `service` depends on, directly or not (config guarantees no cycles).
 pub fn upstream_services(config: &Config, service: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut stack = vec![service.to_string()];

@@ -126,9 +126,40 @@ impl Browser {
         self.eval("return document.documentElement.scrollWidth <= window.innerWidth;") == Value::Bool(true)
     }
 
+    /// Makes the page prefer a dark colour scheme (`prefers-color-scheme: dark`), through
+    /// chromedriver's DevTools passthrough.
+    pub(crate) fn prefer_dark(&self) {
+        let cmd =
+            Cdp(json!({"cmd": "Emulation.setEmulatedMedia", "params": {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}}));
+        self.rt.block_on(self.client().issue_cmd(cmd)).unwrap_or_else(|e| panic!("cannot emulate dark mode: {e}"));
+    }
+
+    /// Presses Tab in the page, as a keyboard user moves focus.
+    pub(crate) fn tab(&self) {
+        use fantoccini::actions::InputSource;
+        let actions = fantoccini::actions::KeyActions::new("keyboard".into())
+            .then(fantoccini::actions::KeyAction::Down { value: '\u{E004}' })
+            .then(fantoccini::actions::KeyAction::Up { value: '\u{E004}' });
+        self.rt.block_on(self.client().perform_actions(actions)).unwrap();
+    }
+
     /// Runs `script` (a function body; `return` gives the value) in the page.
     pub(crate) fn eval(&self, script: &str) -> Value {
         self.rt.block_on(self.client().execute(script, vec![])).unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+}
+
+/// A Chrome DevTools Protocol command sent through chromedriver (`goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp(Value);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/goog/cdp/execute", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (axum::http::Method::POST, Some(self.0.to_string()))
     }
 }
 
