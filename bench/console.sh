@@ -80,3 +80,37 @@ for page in /console "/console/checks" "/console/checks?health=unhealthy" "/cons
   size=$(wc -c < "$work/page")
   awk -v page="$page" -v size="$size" '{a[NR]=$1} END {printf "%-44s %9.2f %9.2f %9.2f %10d\n", page, a[int((NR+1)/2)], a[int(NR*0.95+0.5)], a[NR], size}' "$work/times"
 done
+
+# ---- Side by side: listing the same ALERTS alerts ------------------------------------
+# Steward's JSON API and console alerts page vs Alertmanager's /api/v2/alerts (what its
+# UI loads), each holding the same ALERTS alerts; wall time of the whole response as
+# curl sees it on loopback (Alertmanager sends no Server-Timing). SKIP_ALERTMANAGER=1
+# leaves it out.
+if [ -z "${SKIP_ALERTMANAGER:-}" ]; then
+  command -v prometheus-alertmanager >/dev/null || { echo "error: apt-get install prometheus-alertmanager (or SKIP_ALERTMANAGER=1)" >&2; exit 1; }
+  AM_PORT=$(free_port)
+  printf 'route:\n  receiver: bench\n  group_by: [alertname]\nreceivers:\n  - name: bench\n' > "$work/am.yml"
+  prometheus-alertmanager --config.file="$work/am.yml" --storage.path="$work/am" --web.listen-address="127.0.0.1:$AM_PORT" \
+    --cluster.listen-address= >/dev/null 2>&1 &
+  until curl -sf "http://127.0.0.1:$AM_PORT/-/ready" >/dev/null; do sleep 0.2; done
+  python3 - "http://127.0.0.1:$AM_PORT" "$ALERTS" <<'PY'
+import json, sys, urllib.request
+base, n = sys.argv[1], int(sys.argv[2])
+for start in range(0, n, 1000):
+    alerts = [{"labels": {"alertname": f"Bench{i % 200}", "instance": f"host-{i}", "service": f"s{i % 100}", "severity": "warning"},
+               "annotations": {"summary": f"bench alert {i}"}, "startsAt": "2026-01-01T00:00:00Z"} for i in range(start, min(n, start + 1000))]
+    req = urllib.request.Request(base + "/api/v2/alerts", data=json.dumps(alerts).encode(), headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+PY
+  echo
+  echo "listing $ALERTS alerts, whole response on loopback (curl time_total), $N requests each"
+  printf '%-44s %9s %9s %9s %10s\n' request "p50 ms" "p95 ms" "max ms" "bytes"
+  timed() {  # label, then curl arguments
+    local label=$1; shift
+    for i in $(seq "$N"); do curl -s -o "$work/page" -w '%{time_total}\n' "$@"; done | awk '{print $1 * 1000}' | sort -n > "$work/times"
+    awk -v page="$label" -v size="$(wc -c < "$work/page")" '{a[NR]=$1} END {printf "%-44s %9.2f %9.2f %9.2f %10d\n", page, a[int((NR+1)/2)], a[int(NR*0.95+0.5)], a[NR], size}' "$work/times"
+  }
+  timed "alertmanager GET /api/v2/alerts" "http://127.0.0.1:$AM_PORT/api/v2/alerts"
+  timed "steward GET /api/v1/alerts" -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/alerts"
+  timed "steward console /console/alerts (100 shown)" -b "steward_session=$COOKIE" "$BASE/console/alerts"
+fi

@@ -219,7 +219,7 @@ async fn flush(
         .alerts
         .values()
         .map(Arc::as_ref)
-        .filter(|a| a.state == AlertState::Firing && alerting.mutes_in(a, &index, &config, now).is_empty())
+        .filter(|a| a.state == AlertState::Firing && !alerting.is_muted(a, &index, &config, now))
         .collect();
     let resolved: Vec<&Alert> =
         m.alerts.values().map(Arc::as_ref).filter(|a| a.state == AlertState::Resolved && told.contains(a.fingerprint.as_str())).collect();

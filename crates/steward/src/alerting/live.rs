@@ -171,10 +171,23 @@ impl Alerting {
     /// lookups, not a scan of every alert and check (listing 20,000 alerts took 36 s
     /// when it scanned).
     pub fn mutes_in(&self, alert: &Alert, index: &MuteIndex, config: &Config, now: DateTime<Utc>) -> Vec<Mute> {
+        self.collect_mutes(alert, index, config, now, false)
+    }
+
+    /// Whether anything mutes `alert` (what [`Alerting::mutes_in`] would list), stopping
+    /// at the first: counting or filtering thousands of alerts builds no lists.
+    pub fn is_muted(&self, alert: &Alert, index: &MuteIndex, config: &Config, now: DateTime<Utc>) -> bool {
+        !self.collect_mutes(alert, index, config, now, true).is_empty()
+    }
+
+    fn collect_mutes(&self, alert: &Alert, index: &MuteIndex, config: &Config, now: DateTime<Utc>, first_only: bool) -> Vec<Mute> {
         let mut out = Vec::new();
         for s in self.live.silences.read().expect("silences lock").iter() {
             if s.is_active(now) && matches_all(&s.matchers, &alert.labels) {
                 out.push(Mute::Silence { id: s.id.clone(), comment: s.comment.clone() });
+                if first_only {
+                    return out;
+                }
             }
         }
         for w in &config.maintenance_windows {
@@ -183,6 +196,9 @@ impl Alerting {
             }
             if let Some(until) = w.open_until(now, &config.time_intervals) {
                 out.push(Mute::Maintenance { window: w.name.clone(), comment: w.comment.clone(), until });
+                if first_only {
+                    return out;
+                }
             }
         }
         let other =
@@ -194,6 +210,9 @@ impl Alerting {
             let key: Vec<Option<String>> = rule.equal.iter().map(|l| alert.labels.get(l).cloned()).collect();
             if let Some((fp, name)) = other(sources.get(&key)) {
                 out.push(Mute::Inhibition { by_alert: name, by_fingerprint: fp });
+                if first_only {
+                    return out;
+                }
             }
         }
         if let Some(service) = alert.labels.get("service") {
@@ -203,6 +222,9 @@ impl Alerting {
                     .or_else(|| index.failing_check_by_service.get(upstream).cloned());
                 if let Some(cause) = cause {
                     out.push(Mute::Dependency { service: upstream.clone(), cause });
+                    if first_only {
+                        return out;
+                    }
                 }
             }
         }

@@ -16,6 +16,7 @@ use super::{AppState, parse_time};
 use crate::alerting::live::{MuteIndex, route_mutes};
 use crate::alerting::{Alert, Matcher, Mute, Silence};
 use crate::auth::Role;
+use crate::config::Config;
 use crate::engine::Engine;
 
 /// An alert as the API shows it: its state and what, if anything, mutes it.
@@ -26,6 +27,13 @@ pub(super) struct AlertView {
     pub muted_by: Vec<Mute>,
 }
 
+/// One alert's view: what mutes it, from the snapshot's index.
+pub(super) fn alert_view(engine: &Engine, alert: &Arc<Alert>, index: &MuteIndex, config: &Config, now: DateTime<Utc>) -> AlertView {
+    let mut muted_by = engine.alerting.mutes_in(alert, index, config, now);
+    muted_by.extend(route_mutes(alert, config, now));
+    AlertView { muted_by, alert: alert.clone() }
+}
+
 pub(super) fn alert_views(engine: &Engine) -> Vec<AlertView> {
     let config = engine.config();
     let states = engine.checks.states();
@@ -33,14 +41,7 @@ pub(super) fn alert_views(engine: &Engine) -> Vec<AlertView> {
     alerts.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
     let now = crate::clock::now();
     let index = MuteIndex::new(&alerts, &config, &states);
-    alerts
-        .iter()
-        .map(|a| {
-            let mut muted_by = engine.alerting.mutes_in(a, &index, &config, now);
-            muted_by.extend(route_mutes(a, &config, now));
-            AlertView { muted_by, alert: a.clone() }
-        })
-        .collect()
+    alerts.iter().map(|a| alert_view(engine, a, &index, &config, now)).collect()
 }
 
 pub(super) async fn list_alerts(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -54,7 +55,12 @@ pub(super) async fn get_alert(
     Path(fp): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let view = alert_views(&s.engine).into_iter().find(|v| v.alert.fingerprint == fp);
+    let config = s.engine.config();
+    let all = s.engine.alerting.alerts();
+    let view = all.iter().find(|a| a.fingerprint == fp).map(|a| {
+        let index = MuteIndex::new(&all, &config, &s.engine.checks.states());
+        alert_view(&s.engine, a, &index, &config, crate::clock::now())
+    });
     let events = s.engine.store.alert_events(Some(&fp), 200).await?;
     if view.is_none() && events.is_empty() {
         return Err(ApiError::new(Code::NotFound, format!("no alert with fingerprint `{fp}`")));

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use super::session::Signed;
 use super::view::{PageError, Posted, page};
 use crate::alerting::AlertState;
+use crate::alerting::live::{MuteIndex, route_mutes};
 use crate::api::AppState;
-use crate::api::alerts::{NewSilence, SilenceView, alert_views, validate_silence};
+use crate::api::alerts::{AlertView, NewSilence, SilenceView, alert_view, validate_silence};
 use crate::api::error::ApiError;
 use crate::auth::Role;
 
@@ -36,25 +37,33 @@ pub(super) async fn page_of(
     Extension(who): Extension<Signed>,
     Query(q): Query<AlertsQuery>,
 ) -> Result<Response, PageError> {
-    let views = alert_views(&s.engine);
+    // Sorted into lists by whether anything mutes each alert (stopping at the first
+    // reason); the reasons are spelled out only for the page shown.
+    let config = s.engine.config();
+    let mut all = s.engine.alerting.alerts();
+    all.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
+    let now = crate::clock::now();
+    let index = MuteIndex::new(&all, &config, &s.engine.checks.states());
     let (mut firing, mut pending, mut muted) = (Vec::new(), Vec::new(), Vec::new());
-    for v in &views {
-        match v.alert.state {
-            AlertState::Firing | AlertState::Pending if !v.muted_by.is_empty() => muted.push(v),
-            AlertState::Firing => firing.push(v),
-            AlertState::Pending => pending.push(v),
-            _ => {}
+    for a in &all {
+        if !matches!(a.state, AlertState::Firing | AlertState::Pending) {
+            continue;
+        }
+        let is_muted = s.engine.alerting.is_muted(a, &index, &config, now) || !route_mutes(a, &config, now).is_empty();
+        match a.state {
+            _ if is_muted => muted.push(a),
+            AlertState::Firing => firing.push(a),
+            _ => pending.push(a),
         }
     }
-    let now = crate::clock::now();
     let silences = s.engine.alerting.silences();
     let silences: Vec<SilenceView<'_>> =
         silences.iter().map(|silence| SilenceView { silence, state: silence.state(now) }).filter(|v| v.state != "expired").collect();
     // The silence form, pre-filled from an alert's labels when asked.
     let prefill: Vec<String> = match &q.silence {
         Some(fp) => {
-            let v = views.iter().find(|v| v.alert.fingerprint == *fp).ok_or_else(|| PageError::not_found("alert", fp))?;
-            v.alert.labels.iter().map(|(k, val)| format!("{k}={}", serde_json::Value::String(val.clone()))).collect()
+            let a = all.iter().find(|a| a.fingerprint == *fp).ok_or_else(|| PageError::not_found("alert", fp))?;
+            a.labels.iter().map(|(k, val)| format!("{k}={}", serde_json::Value::String(val.clone()))).collect()
         }
         None => Vec::new(),
     };
@@ -67,7 +76,12 @@ pub(super) async fn page_of(
     };
     let pages = list.len().div_ceil(ALERTS_PER_PAGE).max(1);
     let page_no = q.page.unwrap_or(1).clamp(1, pages);
-    let shown: Vec<_> = list.iter().skip((page_no - 1) * ALERTS_PER_PAGE).take(ALERTS_PER_PAGE).collect();
+    let shown: Vec<AlertView> = list
+        .iter()
+        .skip((page_no - 1) * ALERTS_PER_PAGE)
+        .take(ALERTS_PER_PAGE)
+        .map(|a| alert_view(&s.engine, a, &index, &config, now))
+        .collect();
     let ctx = context! {
         counts => context! { firing => firing.len(), pending => pending.len(), muted => muted.len() },
         show,
@@ -86,7 +100,12 @@ pub(super) async fn show(
     Extension(who): Extension<Signed>,
     Path(fp): Path<String>,
 ) -> Result<Response, PageError> {
-    let view = alert_views(&s.engine).into_iter().find(|v| v.alert.fingerprint == fp);
+    let config = s.engine.config();
+    let all = s.engine.alerting.alerts();
+    let view = all.iter().find(|a| a.fingerprint == fp).map(|a| {
+        let index = MuteIndex::new(&all, &config, &s.engine.checks.states());
+        alert_view(&s.engine, a, &index, &config, crate::clock::now())
+    });
     let events = s.engine.store.alert_events(Some(&fp), 200).await?;
     if view.is_none() && events.is_empty() {
         return Err(PageError::not_found("alert", &fp));
