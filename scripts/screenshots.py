@@ -29,8 +29,10 @@ for _ in range(100):
         time.sleep(0.1)
 try:
     for width, height, tag in ((390, 844, "phone"), (1280, 900, "laptop")):
-        caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {"args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={width},{height}", "--hide-scrollbars"]}}}}
+        options = {"args": ["--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={width},{height}", "--hide-scrollbars"]}
+        if tag == "phone":  # headless windows are at least 500 px wide; emulate the phone's viewport
+            options["mobileEmulation"] = {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1}}
+        caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}}
         sid = call("POST", "/session", caps)["sessionId"]
         call("POST", f"/session/{sid}/url", {"url": base + "/console/sign-in"})
         field = call("POST", f"/session/{sid}/element", {"using": "css selector", "value": "#token"})
