@@ -509,6 +509,15 @@ fn console_in_a_real_browser() {
     assert_eq!(ids.len(), 2000, "the page keeps a bounded window of the log");
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "in order, none twice, none missing within the window");
     assert!(!a.text("#log").contains("promoted line 999 in eu"), "older lines left the window");
+    // The status and steps follow the run without a reload (the page was loaded while
+    // it waited for approval).
+    a.wait_until(
+        "the status to say succeeded",
+        Duration::from_secs(10),
+        "return document.getElementById('run-status').textContent === 'succeeded';",
+    );
+    assert_eq!(a.eval("return document.querySelectorAll('#steps tbody tr').length;"), 2, "both steps listed");
+    assert_eq!(a.eval("return document.querySelectorAll('.approval').length;"), 0, "the approval is no longer asked");
 
     // A viewer sees no buttons.
     b.submit("header form.me button");
