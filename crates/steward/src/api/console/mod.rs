@@ -1,5 +1,6 @@
 //! The web console under `/console`: server-rendered pages for the people who operate
-//! the system — overview, incidents, alerts and silences, runs and runbooks.
+//! the system — overview, checks, incidents, alerts and silences, on-call (with iCal
+//! feeds), runbooks and runs, backups, audit.
 //!
 //! - **Sign-in** turns a pasted token into a session kept in the store (see
 //!   [`crate::store::Store::create_session`]): the browser holds only a random id in an
