@@ -302,6 +302,7 @@ fn console_sessions_csrf_and_roles() {
     assert_eq!(oncall.status, 200, "{}", oncall.body);
     oncall.body = oncall.body.replace("&#x2f;", "/");
     assert!(oncall.body.contains("My shifts") && oncall.body.contains("who-now"), "{}", oncall.body);
+    assert!(oncall.body.contains(" 09:00 UTC</td>"), "shifts hand over at 09:00 in the schedule's zone: {}", oncall.body);
     let feed_url = |kind: &str, name: &str| {
         let marker = format!("/console/calendar/{kind}/{name}/");
         let at = oncall.body.find(&marker).unwrap_or_else(|| panic!("no {kind} feed for {name}"));

@@ -43,6 +43,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     // string: the template tests catch it instead of a blank on the page.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.add_filter("when", when);
+    env.add_filter("when_in", when_in);
     env.add_filter("ago", ago);
     env.add_filter("duration", duration);
     env.add_filter("took", took);
@@ -59,6 +60,16 @@ fn when(value: Value) -> String {
         Some(t) => t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         None if value.is_none() || value.is_undefined() => "—".into(),
         None => value.to_string(),
+    }
+}
+
+/// `2026-12-05 09:00 CET` from an RFC 3339 time, in the IANA zone `zone` (a schedule's:
+/// shifts hand over at local times); [`when`]'s UTC for a zone it does not know.
+fn when_in(value: Value, zone: &str) -> String {
+    let Ok(tz) = zone.parse::<chrono_tz::Tz>() else { return when(value) };
+    match value.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) {
+        Some(t) => t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+        None => when(value),
     }
 }
 
@@ -203,6 +214,9 @@ mod tests {
         }
         assert_eq!(when(Value::from("2026-12-05T01:02:03.456Z")), "2026-12-05 01:02:03 UTC");
         assert_eq!(when(Value::from(())), "—");
+        assert_eq!(when_in(Value::from("2026-12-05T08:00:00Z"), "Europe/Berlin"), "2026-12-05 09:00 CET");
+        assert_eq!(when_in(Value::from("2026-07-05T08:00:00Z"), "Europe/Berlin"), "2026-07-05 10:00 CEST");
+        assert_eq!(when_in(Value::from("2026-12-05T08:00:00Z"), "Mars/Olympus"), "2026-12-05 08:00:00 UTC");
         assert_eq!(duration(Value::from(65_000)), "1m 5s");
         assert_eq!(duration(Value::from(250)), "250 ms");
         assert_eq!(duration(Value::from(7_260_000)), "2h 1m");
