@@ -110,17 +110,41 @@ fn priority(text: &str) -> Result<Priority, ApiError> {
     Priority::parse(text).ok_or_else(|| ApiError::new(Code::BadRequest, format!("`{text}` is not a priority; use P0 … P4")))
 }
 
-async fn load(engine: &Engine, id: i64) -> Result<Incident, ApiError> {
-    engine.store.incident(id).await?.ok_or_else(|| ApiError::new(Code::NotFound, format!("no incident has id {id}")))
+/// One incident with what its JSON, its console page and its postmortem show, read once.
+pub(super) struct IncidentRecord {
+    pub incident: Incident,
+    /// With the notifications sent about it merged in.
+    pub timeline: Vec<crate::incidents::TimelineEntry>,
+    pub alerts: Vec<crate::incidents::IncidentAlert>,
+    pub items: Vec<crate::incidents::ActionItem>,
+}
+
+impl IncidentRecord {
+    /// `None` when no incident has that id.
+    pub(super) async fn load(engine: &Engine, id: i64) -> Result<Option<IncidentRecord>, crate::store::StoreError> {
+        let store = &engine.store;
+        let Some(incident) = store.incident(id).await? else { return Ok(None) };
+        let timeline = full_timeline(store.timeline(id).await?, &store.incident_notifications(id).await?);
+        let alerts = store.incident_alerts(Some(id)).await?;
+        let items = store.action_items(Some(id), None).await?;
+        Ok(Some(IncidentRecord { incident, timeline, alerts, items }))
+    }
+
+    /// The postmortem draft as Markdown, from the configured template or the built-in
+    /// one; the error is the template's.
+    pub(super) fn postmortem(&self, config: &Config) -> Result<String, String> {
+        let template = config.incidents.postmortem_template.as_ref().map_or(postmortem::DEFAULT_TEMPLATE, |(_, t)| t.as_str());
+        postmortem::render(template, &self.incident, &self.alerts, &self.timeline, &self.items, crate::clock::now())
+    }
+}
+
+async fn record(engine: &Engine, id: i64) -> Result<IncidentRecord, ApiError> {
+    IncidentRecord::load(engine, id).await?.ok_or_else(|| ApiError::new(Code::NotFound, format!("no incident has id {id}")))
 }
 
 pub async fn show(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let incident = load(&s.engine, id).await?;
-    let store = &s.engine.store;
-    let timeline = full_timeline(store.timeline(id).await?, &store.incident_notifications(id).await?);
-    let alerts = store.incident_alerts(Some(id)).await?;
-    let items = store.action_items(Some(id), None).await?;
+    let IncidentRecord { incident, timeline, alerts, items } = record(&s.engine, id).await?;
     let times = json!({
         "time_to_acknowledge_seconds": incident.time_to_acknowledge().map(|d| d.num_seconds()),
         "time_to_mitigate_seconds": incident.time_to_mitigate().map(|d| d.num_seconds()),
@@ -282,15 +306,7 @@ pub async fn list_action_items(
 
 pub async fn postmortem(caller: Caller, State(s): State<Arc<AppState>>, Path(id): Path<i64>) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    let incident = load(&s.engine, id).await?;
-    let store = &s.engine.store;
-    let timeline = full_timeline(store.timeline(id).await?, &store.incident_notifications(id).await?);
-    let alerts = store.incident_alerts(Some(id)).await?;
-    let items = store.action_items(Some(id), None).await?;
-    let config = s.engine.config();
-    let template = config.incidents.postmortem_template.as_ref().map_or(postmortem::DEFAULT_TEMPLATE, |(_, t)| t.as_str());
-    let text = postmortem::render(template, &incident, &alerts, &timeline, &items, crate::clock::now())
-        .map_err(|e| ApiError::new(Code::InvalidConfig, e))?;
+    let text = record(&s.engine, id).await?.postmortem(&s.engine.config()).map_err(|e| ApiError::new(Code::InvalidConfig, e))?;
     Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text).into_response())
 }
 

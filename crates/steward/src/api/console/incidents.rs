@@ -5,21 +5,22 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::Extension;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Json};
 use minijinja::{Value, context};
 use serde::Deserialize;
 
 use super::session::Signed;
-use super::view::{PageError, Posted, page, render_fragment};
+use super::view::{PageError, Params, Posted, page, render_fragment};
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::incidents::IncidentRecord;
 use crate::auth::Role;
 use crate::incidents::manager::{self, IncidentUpdate};
-use crate::incidents::{Priority, Status, full_timeline, postmortem};
+use crate::incidents::{Priority, Status, full_timeline};
 use crate::store::IncidentQuery;
 
 #[derive(Deserialize, Default)]
@@ -32,7 +33,7 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     State(s): State<Arc<AppState>>,
     Extension(who): Extension<Signed>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, PageError> {
     let status = q.status.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| "open".into());
     let mut query = IncidentQuery { service: q.service.clone().filter(|v| !v.is_empty()), limit: 200, ..Default::default() };
@@ -59,10 +60,13 @@ pub(super) async fn list(
     page(&who, "incidents", "incidents.html", ctx)
 }
 
-async fn timeline_context(s: &AppState, id: i64) -> Result<Value, PageError> {
-    let store = &s.engine.store;
-    let timeline = full_timeline(store.timeline(id).await?, &store.incident_notifications(id).await?);
-    Ok(context! { timeline => Value::from_serialize(&timeline) })
+async fn record(s: &AppState, id: i64) -> Result<IncidentRecord, PageError> {
+    IncidentRecord::load(&s.engine, id).await?.ok_or_else(|| PageError::not_found("incident", id))
+}
+
+fn postmortem_of(s: &AppState, r: &IncidentRecord) -> Result<String, PageError> {
+    r.postmortem(&s.engine.config())
+        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the postmortem template failed: {e}")))
 }
 
 pub(super) async fn show(
@@ -70,19 +74,18 @@ pub(super) async fn show(
     Extension(who): Extension<Signed>,
     Path(id): Path<i64>,
 ) -> Result<Response, PageError> {
-    let store = &s.engine.store;
-    let incident = store.incident(id).await?.ok_or_else(|| PageError::not_found("incident", id))?;
+    let r = record(&s, id).await?;
     let config = s.engine.config();
     let ctx = context! {
-        incident => Value::from_serialize(&incident),
-        alerts => Value::from_serialize(store.incident_alerts(Some(id)).await?),
-        items => Value::from_serialize(store.action_items(Some(id), None).await?),
+        incident => Value::from_serialize(&r.incident),
+        alerts => Value::from_serialize(&r.alerts),
+        items => Value::from_serialize(&r.items),
+        timeline => Value::from_serialize(&r.timeline),
         roles => crate::incidents::ROLES,
         people => config.incidents.people.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
         priorities => Priority::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
-        open => !matches!(incident.status, Status::Resolved | Status::Closed),
-        postmortem => postmortem_text(&s, id).await?,
-        ..timeline_context(&s, id).await?
+        open => !matches!(r.incident.status, Status::Resolved | Status::Closed),
+        postmortem => postmortem_of(&s, &r)?,
     };
     page(&who, "incidents", "incident.html", ctx)
 }
@@ -102,10 +105,11 @@ pub(super) async fn timeline_fragment(
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         loop {
-            let ctx = timeline_context(&s, id).await.ok()?;
-            let len = ctx.get_attr("timeline").ok().and_then(|t| t.len()).unwrap_or(0);
+            let store = &s.engine.store;
+            let timeline = full_timeline(store.timeline(id).await.ok()?, &store.incident_notifications(id).await.ok()?);
+            let len = timeline.len();
             if len != seen {
-                let html = render_fragment("timeline.html", ctx).ok()?;
+                let html = render_fragment("timeline.html", context! { timeline => Value::from_serialize(&timeline) }).ok()?;
                 return Some((Ok(Event::default().event("timeline").data(html)), (s, len, false)));
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -180,23 +184,8 @@ pub(super) async fn note(
 
 /// The postmortem draft as Markdown, downloaded (the page shows it too).
 pub(super) async fn postmortem(State(s): State<Arc<AppState>>, Path(id): Path<i64>) -> Result<Response, PageError> {
-    let text = postmortem_text(&s, id).await?;
+    let text = postmortem_of(&s, &record(&s, id).await?)?;
     let disposition = format!("attachment; filename=\"incident-{id}-postmortem.md\"");
     Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, disposition)], text)
         .into_response())
 }
-
-pub(super) async fn postmortem_text(s: &AppState, id: i64) -> Result<String, PageError> {
-    let store = &s.engine.store;
-    let incident = store.incident(id).await?.ok_or_else(|| PageError::not_found("incident", id))?;
-    let timeline = full_timeline(store.timeline(id).await?, &store.incident_notifications(id).await?);
-    let alerts = store.incident_alerts(Some(id)).await?;
-    let items = store.action_items(Some(id), None).await?;
-    let config = s.engine.config();
-    let template = config.incidents.postmortem_template.as_ref().map_or(postmortem::DEFAULT_TEMPLATE, |(_, t)| t.as_str());
-    postmortem::render(template, &incident, &alerts, &timeline, &items, crate::clock::now())
-        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the postmortem template failed: {e}")))
-}
-
-#[allow(dead_code)]
-fn _json_unused(_: Json<()>) {}
