@@ -34,6 +34,15 @@ pub(super) fn alert_view(engine: &Engine, alert: &Arc<Alert>, index: &MuteIndex,
     AlertView { muted_by, alert: alert.clone() }
 }
 
+/// The live alert with this fingerprint and what mutes it; `None` when it is not active.
+pub(super) fn find_alert_view(engine: &Engine, fingerprint: &str) -> Option<AlertView> {
+    let config = engine.config();
+    let all = engine.alerting.alerts();
+    let alert = all.iter().find(|a| a.fingerprint == fingerprint)?;
+    let index = MuteIndex::new(&all, &config, &engine.checks.states());
+    Some(alert_view(engine, alert, &index, &config, crate::clock::now()))
+}
+
 pub(super) fn alert_views(engine: &Engine) -> Vec<AlertView> {
     let config = engine.config();
     let states = engine.checks.states();
@@ -55,12 +64,7 @@ pub(super) async fn get_alert(
     Path(fp): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let config = s.engine.config();
-    let all = s.engine.alerting.alerts();
-    let view = all.iter().find(|a| a.fingerprint == fp).map(|a| {
-        let index = MuteIndex::new(&all, &config, &s.engine.checks.states());
-        alert_view(&s.engine, a, &index, &config, crate::clock::now())
-    });
+    let view = find_alert_view(&s.engine, &fp);
     let events = s.engine.store.alert_events(Some(&fp), 200).await?;
     if view.is_none() && events.is_empty() {
         return Err(ApiError::new(Code::NotFound, format!("no alert with fingerprint `{fp}`")));

@@ -4,18 +4,18 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
 use serde::Deserialize;
 
 use super::session::Signed;
-use super::view::{PageError, Posted, page};
+use super::view::{PageError, Params, Posted, page};
 use crate::alerting::AlertState;
 use crate::alerting::live::{MuteIndex, route_mutes};
 use crate::api::AppState;
-use crate::api::alerts::{AlertView, NewSilence, SilenceView, alert_view, validate_silence};
+use crate::api::alerts::{AlertView, NewSilence, SilenceView, alert_view, find_alert_view, validate_silence};
 use crate::api::error::ApiError;
 use crate::auth::Role;
 
@@ -35,7 +35,7 @@ const ALERTS_PER_PAGE: usize = 100;
 pub(super) async fn page_of(
     State(s): State<Arc<AppState>>,
     Extension(who): Extension<Signed>,
-    Query(q): Query<AlertsQuery>,
+    Params(q): Params<AlertsQuery>,
 ) -> Result<Response, PageError> {
     // Sorted into lists by whether anything mutes each alert (stopping at the first
     // reason); the reasons are spelled out only for the page shown.
@@ -100,12 +100,7 @@ pub(super) async fn show(
     Extension(who): Extension<Signed>,
     Path(fp): Path<String>,
 ) -> Result<Response, PageError> {
-    let config = s.engine.config();
-    let all = s.engine.alerting.alerts();
-    let view = all.iter().find(|a| a.fingerprint == fp).map(|a| {
-        let index = MuteIndex::new(&all, &config, &s.engine.checks.states());
-        alert_view(&s.engine, a, &index, &config, crate::clock::now())
-    });
+    let view = find_alert_view(&s.engine, &fp);
     let events = s.engine.store.alert_events(Some(&fp), 200).await?;
     if view.is_none() && events.is_empty() {
         return Err(PageError::not_found("alert", &fp));
