@@ -220,6 +220,16 @@ fn console_sessions_csrf_and_roles() {
     assert_eq!(p.status, 400);
     assert!(p.body.contains("`sleeping` is not an incident status"));
     assert_eq!(http.get(&format!("{base}/console/incidents/999"), Some(&vic)).status, 404);
+    let p = http.get(&format!("{base}/console/runs?before=abc"), Some(&vic));
+    assert!(
+        p.status == 400 && p.body.contains("<html") && p.body.contains("before"),
+        "a malformed query is a page that names it: {}",
+        p.body
+    );
+    // The postmortem draft downloads as Markdown, the same text the page shows.
+    let md = http.get(&format!("{base}/console/incidents/{incident}/postmortem"), Some(&vic));
+    assert_eq!(md.status, 200);
+    assert!(md.body.contains("Checkout fails") && md.body.starts_with('#'), "{}", md.body);
 
     // An operator: forged forms (no token, another session's token, another site) are
     // refused and change nothing; the real form acknowledges.

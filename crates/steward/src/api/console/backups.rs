@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
 use serde::Deserialize;
 
 use super::session::Signed;
-use super::view::{PageError, Posted, page};
+use super::view::{PageError, Params, Posted, page};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::auth::Role;
@@ -130,7 +130,7 @@ const AUDIT_PAGE: u32 = 100;
 pub(super) async fn audit(
     State(s): State<Arc<AppState>>,
     Extension(who): Extension<Signed>,
-    Query(q): Query<AuditForm>,
+    Params(q): Params<AuditForm>,
 ) -> Result<Response, PageError> {
     let runbook = q.runbook.filter(|v| !v.is_empty());
     let actor = q.actor.filter(|v| !v.is_empty());

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
@@ -14,7 +14,7 @@ use minijinja::{Value, context};
 use serde::Deserialize;
 
 use super::session::Signed;
-use super::view::{PageError, page};
+use super::view::{PageError, Params, page};
 use crate::api::{AppState, CheckView};
 use crate::checks::state::Health;
 use crate::store::Rollup;
@@ -35,7 +35,7 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     State(s): State<Arc<AppState>>,
     Extension(who): Extension<Signed>,
-    Query(f): Query<ListQuery>,
+    Params(f): Params<ListQuery>,
 ) -> Result<Response, PageError> {
     let config = s.engine.config();
     let states = s.engine.checks.states();
@@ -94,7 +94,7 @@ pub(super) async fn show(
     State(s): State<Arc<AppState>>,
     Extension(who): Extension<Signed>,
     Path(name): Path<String>,
-    Query(q): Query<RangeQuery>,
+    Params(q): Params<RangeQuery>,
 ) -> Result<Response, PageError> {
     let config = s.engine.config();
     let spec = config.check(&name).ok_or_else(|| PageError::not_found("check", &name))?;

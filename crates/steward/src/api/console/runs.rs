@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::session::Signed;
-use super::view::{PageError, Posted, page};
+use super::view::{PageError, Params, Posted, page};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::runs::{RunbookView, run_event_stream};
@@ -114,7 +114,7 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     State(s): State<Arc<AppState>>,
     Extension(who): Extension<Signed>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, PageError> {
     let status = match q.status.as_deref().filter(|v| !v.is_empty() && *v != "all") {
         None => None,
@@ -165,7 +165,7 @@ pub(super) struct LogQuery {
 pub(super) async fn log(
     State(s): State<Arc<AppState>>,
     Path(id): Path<i64>,
-    Query(q): Query<LogQuery>,
+    Params(q): Params<LogQuery>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     if s.engine.store.run(id).await?.is_none() {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,7 +12,7 @@ use minijinja::context;
 use rand::Rng;
 use serde::Deserialize;
 
-use super::view::{PageError, Posted, render};
+use super::view::{PageError, Params, Posted, render};
 use crate::api::AppState;
 use crate::auth::{Role, TokenInfo, hash_secret};
 
@@ -98,7 +98,7 @@ pub(super) struct NextQuery {
     next: Option<String>,
 }
 
-pub(super) async fn sign_in_page(Query(q): Query<NextQuery>) -> Result<Response, PageError> {
+pub(super) async fn sign_in_page(Params(q): Params<NextQuery>) -> Result<Response, PageError> {
     render("sign_in.html", context! { next => safe_next(q.next.as_deref()), error => None::<String> })
 }
 
