@@ -512,14 +512,31 @@ impl SqliteStore {
             .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
-        migrate(&writer).await?;
+        // Another steward process opening the same new file at this moment (a CLI
+        // command beside a starting server) can hold it while it turns the file to WAL
+        // and creates the schema; SQLite then answers "database is locked" at once, not
+        // after the busy timeout. Wait for it as the busy timeout would.
+        let started = std::time::Instant::now();
+        let writer = loop {
+            let attempt = async {
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
+                migrate(&writer).await?;
+                Ok::<_, StoreError>(writer)
+            };
+            match attempt.await {
+                Ok(writer) => break writer,
+                Err(e) if e.to_string().contains("database is locked") && started.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         // Files written by an older steward under a permissive umask are tightened too.
         for suffix in ["", "-wal", "-shm"] {
             let f = data_dir.join(format!("steward.db{suffix}"));
