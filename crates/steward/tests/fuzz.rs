@@ -433,7 +433,11 @@ backups: [{{name: files, directory: {{path: {d}/src}}, repository: local, retent
             data_dir: dir.path().join("data"),
         };
         let (engine, _writer) = steward::engine::Engine::start(config, Arc::new(store), options).await.unwrap();
-        let app = steward::api::router(Arc::new(steward::api::AppState { engine: engine.clone(), status_page: true }));
+        let app = steward::api::router(Arc::new(steward::api::AppState {
+            engine: engine.clone(),
+            status_page: true,
+            uptime: Default::default(),
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -156,6 +156,20 @@ fn status_page_renders_in_a_real_browser_at_phone_width() {
     assert!(dom.contains(r#"data-service="payments-and-settlement-for-every-merchant-region""#));
     assert!(dom.contains(r#"class="banner degraded""#), "the banner must say something is failing: {dom}");
     assert!(dom.contains(r#"class="badge degraded""#), "{dom}");
+    // 90 days of bars: nothing ran before today (grey, never green), and today's bar is
+    // red — every run of the one check failed — with the figure in words beside it.
+    assert_eq!(dom.matches("<i class=").count(), 90, "{dom}");
+    assert_eq!(dom.matches(r#"<i class="none""#).count(), 89, "{dom}");
+    // (The day the page was rendered: the test reads it back, so a run across midnight
+    // UTC cannot fail it.)
+    let last = dom.rsplit(r#"<i class=""#).next().unwrap();
+    let today = last.split(r#"title=""#).nth(1).unwrap().split(':').next().unwrap().to_string();
+    let around = [0, 1].map(|d| (chrono::Utc::now() - chrono::Duration::days(d)).date_naive().to_string());
+    assert!(around.contains(&today), "the last bar must be today's, not {today}");
+    assert!(last.starts_with(&format!(r#"down" title="{today}: 0% up"></i></div>"#)), "today's bar must be red: {dom}");
+    assert!(dom.contains("0% uptime over the last 90 days"), "{dom}");
+    let bar_width = "return document.querySelector('.bars i').getBoundingClientRect().width";
+    assert!(browser.eval(bar_width).as_f64().unwrap() >= 2.0, "a day's bar must be visible at phone width");
     // The public page shows nothing internal: no check names, targets, reasons or owners.
     for internal in ["payments-port", "127.0.0.1", &closed.to_string(), "cannot connect", "team-pay"] {
         assert!(!dom.contains(internal), "the public page shows `{internal}`: {dom}");
@@ -174,6 +188,10 @@ fn status_page_renders_in_a_real_browser_at_phone_width() {
         assert!(!text.contains(internal), "status.json shows `{internal}`: {text}");
     }
     assert_eq!(public["services"][0]["status"], "degraded", "{public}");
+    let days = public["services"][0]["uptime_90d"]["days"].as_array().unwrap();
+    assert_eq!(days.len(), 90);
+    assert_eq!(days[89], serde_json::json!({"date": today, "percent": 0.0}), "{public}");
+    assert_eq!(public["services"][0]["uptime_90d"]["percent"], 0.0);
 }
 
 #[test]

@@ -524,19 +524,16 @@ pub async fn service_statuses(
     Ok(out)
 }
 
-/// The public status summary (JSON twin of the status page). No token: this is what
-/// users of the system may see.
-pub async fn public_status(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    if !s.status_page {
-        return Err(ApiError::new(Code::NotFound, "the status page is disabled on this server"));
-    }
-    let services = service_statuses(&s.engine.config(), &s.engine.checks.states(), s.engine.store.as_ref()).await?;
-    let incidents = public_incidents(s.engine.store.as_ref()).await?;
-    Ok(Json(public_status_json(services, incidents)))
-}
-
 /// The body of `/status.json`.
-pub(super) fn public_status_json(services: Vec<PublicService>, incidents: Vec<PublicIncident>) -> serde_json::Value {
+pub(super) fn public_status_json(
+    services: Vec<PublicService>,
+    uptimes: &HashMap<String, super::uptime::ServiceUptime>,
+    incidents: Vec<PublicIncident>,
+) -> serde_json::Value {
+    let services: Vec<serde_json::Value> = services
+        .into_iter()
+        .map(|s| json!({"name": s.name, "tier": s.tier, "status": s.status, "uptime_90d": uptimes.get(&s.name)}))
+        .collect();
     json!({ "updated_at": crate::clock::now(), "services": services, "incidents": incidents })
 }
 

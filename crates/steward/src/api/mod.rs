@@ -14,6 +14,7 @@ pub mod incidents;
 pub mod replica;
 mod runs;
 mod status_page;
+pub mod uptime;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,11 +34,13 @@ use crate::auth::Role;
 use crate::checks::state::{CheckState, Health};
 use crate::config::{CheckSpec, Config};
 use crate::engine::Engine;
-use crate::store::IncidentStore;
+use crate::store::Store;
 
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub status_page: bool,
+    /// The status page's 90-day bars, read at most once a minute.
+    pub uptime: Arc<uptime::UptimeCache>,
 }
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -100,7 +103,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::new(Code::NotFound, "no such API endpoint; see /api/v1/openapi.json") });
     Router::new()
         .route("/", get(status_page))
-        .route("/status.json", get(incidents::public_status))
+        .route("/status.json", get(status_json))
         .route("/ack/{token}", get(incidents::ack_link_page).post(incidents::ack_link_submit))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/health/ready", get(ready))
@@ -387,23 +390,46 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn status_page(State(s): State<Arc<AppState>>) -> Response {
+    public_status_of(s.as_ref(), false).await
+}
+
+async fn status_json(State(s): State<Arc<AppState>>) -> Response {
+    public_status_of(s.as_ref(), true).await
+}
+
+async fn public_status_of(s: &AppState, as_json: bool) -> Response {
     if !s.status_page {
         return ApiError::new(Code::NotFound, "the status page is disabled on this server").into_response();
     }
-    status_page_of(&s.engine.config(), &s.engine.checks.states(), s.engine.store.as_ref()).await
+    public_status(&s.engine.config(), &s.engine.checks.states(), s.engine.store.as_ref(), &s.uptime, as_json).await
 }
 
-/// The public status page from a configuration, check states and the store (a
-/// follower renders it from the stored states, so it stays up while leadership moves).
-pub(super) async fn status_page_of(config: &Config, states: &HashMap<String, CheckState>, store: &dyn IncidentStore) -> Response {
+/// The public status page, or its JSON twin, from a configuration, check states and
+/// the store: the leader passes its live states, a follower the stored ones, so the
+/// page stays up while leadership moves.
+pub(super) async fn public_status(
+    config: &Arc<Config>,
+    states: &HashMap<String, CheckState>,
+    store: &dyn Store,
+    uptime: &uptime::UptimeCache,
+    as_json: bool,
+) -> Response {
     let services = match incidents::service_statuses(config, states, store).await {
         Ok(v) => v,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    // The page still shows services when the store cannot answer for incidents.
-    let incidents = incidents::public_incidents(store).await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "status page: cannot read incidents");
-        Vec::new()
-    });
-    Html(status_page::render(&services, &incidents, crate::clock::now())).into_response()
+    let uptimes = uptime.get(config, store).await;
+    let incidents = match incidents::public_incidents(store).await {
+        Ok(v) => v,
+        Err(e) if as_json => return ApiError::from(e).into_response(),
+        // The page still shows services when the store cannot answer for incidents.
+        Err(e) => {
+            tracing::warn!(error = %e, "status page: cannot read incidents");
+            Vec::new()
+        }
+    };
+    if as_json {
+        return Json(incidents::public_status_json(services, &uptimes, incidents)).into_response();
+    }
+    Html(status_page::render(&services, &uptimes, &incidents, crate::clock::now())).into_response()
 }

@@ -25,7 +25,7 @@ use crate::checks::state::CheckState;
 use crate::cluster::ReplicaState;
 use crate::config::ConfigView;
 use crate::engine::Engine;
-use crate::store::{IncidentStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// How long readiness waits for the store.
@@ -60,6 +60,8 @@ pub struct Front {
     leading: Mutex<Option<(Arc<Engine>, Router)>>,
     /// Check states last read from the store, and when.
     states: Mutex<Option<(std::time::Instant, Arc<States>)>>,
+    /// The status page's 90-day bars, shared with the engine's router when leading.
+    uptime: Arc<super::uptime::UptimeCache>,
 }
 
 impl Front {
@@ -79,7 +81,18 @@ impl Front {
             .read_timeout(std::time::Duration::from_secs(30))
             .build()
             .expect("an HTTP client without custom TLS roots builds");
-        Front { role, store, metrics, status_page, config, me, client, leading: Mutex::new(None), states: Mutex::new(None) }
+        Front {
+            role,
+            store,
+            metrics,
+            status_page,
+            config,
+            me,
+            client,
+            leading: Mutex::new(None),
+            states: Mutex::new(None),
+            uptime: Default::default(),
+        }
     }
 
     /// The check states the leader stored (health changes are stored before anything
@@ -100,7 +113,11 @@ impl Front {
         match &*cached {
             Some((e, r)) if Arc::ptr_eq(e, engine) => r.clone(),
             _ => {
-                let r = super::router(Arc::new(AppState { engine: engine.clone(), status_page: self.status_page }));
+                let r = super::router(Arc::new(AppState {
+                    engine: engine.clone(),
+                    status_page: self.status_page,
+                    uptime: self.uptime.clone(),
+                }));
                 *cached = Some((engine.clone(), r.clone()));
                 r
             }
@@ -170,16 +187,7 @@ async fn public_status(front: &Front, as_json: bool) -> Response {
         Ok(s) => s,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let config = front.config.get();
-    let store: &dyn IncidentStore = front.store.as_ref();
-    if !as_json {
-        return super::status_page_of(&config, &states, store).await;
-    }
-    let services = super::incidents::service_statuses(&config, &states, store).await;
-    match (services, super::incidents::public_incidents(store).await) {
-        (Ok(services), Ok(incidents)) => Json(super::incidents::public_status_json(services, incidents)).into_response(),
-        (Err(e), _) | (_, Err(e)) => ApiError::from(e).into_response(),
-    }
+    super::public_status(&front.config.get(), &states, front.store.as_ref(), &front.uptime, as_json).await
 }
 
 async fn forward(front: &Front, role: &ReplicaState, req: Request) -> Response {

@@ -2,15 +2,24 @@
 //! their status, and the incidents someone chose to tell users about, with the public
 //! updates written for them. Nothing internal: no check names, targets, command lines,
 //! failure reasons or output, no owners (those are in the API, behind a token).
+//! Each service has 90 days of uptime bars (see [`super::uptime`]), each day's share
+//! said in its tooltip and the whole window's in words beside them.
 //! Server-rendered, no JavaScript, refreshes itself every 30 seconds.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
 use super::incidents::{PublicIncident, PublicService};
+use super::uptime::{DAYS, ServiceUptime};
 
-pub(super) fn render(services: &[PublicService], incidents: &[PublicIncident], now: DateTime<Utc>) -> String {
+pub(super) fn render(
+    services: &[PublicService],
+    uptimes: &HashMap<String, ServiceUptime>,
+    incidents: &[PublicIncident],
+    now: DateTime<Utc>,
+) -> String {
     let count = |status: &str| services.iter().filter(|s| s.status == status).count();
     let (outage, degraded, unknown) = (count("major_outage"), count("degraded"), count("unknown"));
     let overall = if outage > 0 {
@@ -40,8 +49,13 @@ main{{padding:16px;max-width:760px;margin:auto}}
 .operational{{background:#d9f2e1}} .degraded{{background:#fde8c8}} .major_outage{{background:#fbdada}} .unknown{{background:#e6e8ec}}
 h2{{font-size:14px;margin:20px 0 8px;color:#4a5263;text-transform:uppercase;letter-spacing:.04em}}
 ul.services{{list-style:none;margin:0;padding:0;background:#fff;border:1px solid #dde1e7;border-radius:6px}}
-ul.services li{{display:flex;justify-content:space-between;gap:12px;padding:10px 14px;border-bottom:1px solid #eef0f3;overflow-wrap:anywhere}}
+ul.services li{{padding:10px 14px;border-bottom:1px solid #eef0f3;overflow-wrap:anywhere}}
 ul.services li:last-child{{border-bottom:0}}
+.row{{display:flex;justify-content:space-between;gap:12px}}
+.bars{{display:flex;gap:1px;height:26px;margin-top:8px}}
+.bars i{{flex:1 1 0;min-width:0;border-radius:1px;background:#c9ced6}}
+.bars i.up{{background:#27ae60}} .bars i.partial{{background:#e67e22}} .bars i.down{{background:#c0392b}}
+.span{{display:flex;justify-content:space-between;gap:8px;font-size:12px}}
 .badge{{flex:none;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}}
 .incident{{background:#fff;border:1px solid #dde1e7;border-left:4px solid #c0392b;border-radius:6px;padding:10px 14px;margin-bottom:12px;overflow-wrap:anywhere}}
 .incident.resolved{{border-left-color:#27ae60}} .incident.mitigated{{border-left-color:#e67e22}} .incident ul{{margin:6px 0 0;padding-left:18px}}
@@ -81,19 +95,43 @@ ul.services li:last-child{{border-bottom:0}}
             last_tier = Some(s.tier);
             let _ = writeln!(h, "<h2>Tier {}</h2><ul class=\"services\">", s.tier);
         }
-        let _ = writeln!(
+        let _ = write!(
             h,
-            r#"<li data-service="{name}"><span>{name}</span><span class="badge {status}">{label}</span></li>"#,
+            r#"<li data-service="{name}"><div class="row"><span>{name}</span><span class="badge {status}">{label}</span></div>"#,
             name = esc(&s.name),
             status = s.status,
             label = s.status.replace('_', " "),
         );
+        if let Some(u) = uptimes.get(&s.name) {
+            bars(&mut h, &s.name, u);
+        }
+        h.push_str("</li>\n");
     }
     if last_tier.is_some() {
         h.push_str("</ul>\n");
     }
     h.push_str("</main></body></html>\n");
     h
+}
+
+/// One bar per day, oldest first; its tooltip and the list's label say the figures, so
+/// the colours are not the only way to read them.
+fn bars(h: &mut String, service: &str, u: &ServiceUptime) {
+    let overall = u.percent().map_or_else(|| "no data".to_string(), |p| format!("{} uptime", percent(p)));
+    let _ = write!(h, r#"<div class="bars" role="img" aria-label="{}: {overall} over the last {DAYS} days">"#, esc(service));
+    for (date, day) in u.dated() {
+        let said = day.percent().map_or_else(|| "no data".to_string(), |p| format!("{} up", percent(p)));
+        let _ = write!(h, r#"<i class="{}" title="{date}: {said}"></i>"#, day.class());
+    }
+    let _ = write!(h, r#"</div><div class="span muted"><span>{DAYS} days ago</span><span>{overall}</span><span>today</span></div>"#);
+}
+
+/// `100%`, `99.95%`, `87.5%`: two decimals at most, and never 100% for a day with a
+/// failure (99.999… is shown as 99.99%).
+fn percent(p: f64) -> String {
+    let floored = (p * 100.0).floor() / 100.0;
+    let text = format!("{floored:.2}");
+    format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
 fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
@@ -132,5 +170,13 @@ mod tests {
     fn escapes_markup() {
         assert_eq!(super::esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
         assert_eq!(super::esc("a\0b\u{1b}[31mc\nd\u{7f}"), "ab[31mc d");
+    }
+
+    #[test]
+    fn percentages_never_round_a_failure_up_to_100() {
+        assert_eq!(super::percent(100.0), "100%");
+        assert_eq!(super::percent(99.9999), "99.99%");
+        assert_eq!(super::percent(87.5), "87.5%");
+        assert_eq!(super::percent(0.0), "0%");
     }
 }

@@ -120,7 +120,7 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         let (e, c) = (engine.clone(), certificate.clone());
         supervise("sighup_reload", engine.metrics.clone(), move || reload_on_sighup(e.clone(), c.clone()))
     };
-    let app = api::router(Arc::new(AppState { engine: engine.clone(), status_page: opts.status_page }));
+    let app = api::router(Arc::new(AppState { engine: engine.clone(), status_page: opts.status_page, uptime: Default::default() }));
     let served = serve_http(listener, certificate, app, stop).await;
     tracing::info!("shutting down: stopping checks and flushing results");
     reloader.abort();

@@ -1,0 +1,282 @@
+//! Ninety days of uptime per service, for the public status page and `/status.json`:
+//! each UTC day's runs and failures summed over the service's checks, from raw results
+//! and hourly rollups together (the store sums them per day, so a check costs one
+//! query of at most 90 rows). A server reads them at most once a minute and on a
+//! configuration change; requests meanwhile share the last reading, and one reading
+//! runs at a time, so a burst of visitors costs one reading, not one each.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+use crate::config::Config;
+use crate::store::{CheckStore, StoreError};
+
+/// How many days the bars cover, today included.
+pub const DAYS: usize = 90;
+const DAY_MS: i64 = 86_400_000;
+/// How long a reading serves before the next request reads again.
+const FRESH_FOR: Duration = Duration::from_secs(60);
+
+/// One service's day: its checks' runs and failures summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Day {
+    pub runs: u64,
+    pub failures: u64,
+}
+
+impl Day {
+    /// Share of passing runs in percent; `None` when nothing ran that day.
+    pub fn percent(self) -> Option<f64> {
+        (self.runs > 0).then(|| 100.0 * self.runs.saturating_sub(self.failures) as f64 / self.runs as f64)
+    }
+
+    /// The bar's colour: `up` at 99.9 % or more (a blip is not an outage), `partial`
+    /// down to 95 % (about an hour of a day), `down` below, `none` without data —
+    /// never green for a day nobody checked.
+    pub fn class(self) -> &'static str {
+        match self.percent() {
+            None => "none",
+            Some(p) if p >= 99.9 => "up",
+            Some(p) if p >= 95.0 => "partial",
+            Some(_) => "down",
+        }
+    }
+}
+
+/// A service's last [`DAYS`] days, oldest first, the last one today (UTC).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceUptime {
+    pub first_day: NaiveDate,
+    pub days: Vec<Day>,
+}
+
+impl ServiceUptime {
+    /// Uptime over the whole window, weighted by runs; `None` when nothing ran.
+    pub fn percent(&self) -> Option<f64> {
+        let total = self.days.iter().fold(Day::default(), |a, d| Day { runs: a.runs + d.runs, failures: a.failures + d.failures });
+        total.percent()
+    }
+
+    /// Each day with its date, oldest first.
+    pub fn dated(&self) -> impl Iterator<Item = (NaiveDate, Day)> + '_ {
+        self.first_day.iter_days().zip(self.days.iter().copied())
+    }
+}
+
+/// `{"percent": 99.95, "days": [{"date": "2026-09-07", "percent": null}, …]}`.
+impl Serialize for ServiceUptime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Days<'a>(&'a ServiceUptime);
+        impl Serialize for Days<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.days.len()))?;
+                for (date, day) in self.0.dated() {
+                    seq.serialize_element(&serde_json::json!({"date": date, "percent": day.percent().map(round2)}))?;
+                }
+                seq.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("percent", &self.percent().map(round2))?;
+        m.serialize_entry("days", &Days(self))?;
+        m.end()
+    }
+}
+
+fn round2(p: f64) -> f64 {
+    (p * 100.0).round() / 100.0
+}
+
+/// The first day of the window that ends today.
+fn first_day(now: DateTime<Utc>) -> NaiveDate {
+    now.date_naive() - TimeDelta::days(DAYS as i64 - 1)
+}
+
+/// Every configured service's last [`DAYS`] days, read from the store.
+pub async fn read(config: &Config, store: &dyn CheckStore, now: DateTime<Utc>) -> Result<HashMap<String, ServiceUptime>, StoreError> {
+    let first = first_day(now);
+    let since = first.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+    let mut out: HashMap<String, ServiceUptime> =
+        config.services.iter().map(|s| (s.name.clone(), ServiceUptime { first_day: first, days: vec![Day::default(); DAYS] })).collect();
+    for check in &config.checks {
+        let Some(service) = check.service.as_deref().and_then(|s| out.get_mut(s)) else { continue };
+        for bucket in store.buckets(&check.name, since, DAY_MS).await? {
+            let index = (bucket.hour - since).num_days();
+            if let Some(day) = usize::try_from(index).ok().and_then(|i| service.days.get_mut(i)) {
+                day.runs += bucket.runs;
+                day.failures += bucket.failures;
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub type Uptimes = Arc<HashMap<String, ServiceUptime>>;
+
+/// The last reading, for whom it was read and when.
+#[derive(Default)]
+pub struct UptimeCache {
+    last: std::sync::Mutex<Option<Reading>>,
+    /// Held by the one request reading the store.
+    reading: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Reading {
+    at: Instant,
+    config: Arc<Config>,
+    first_day: NaiveDate,
+    uptimes: Uptimes,
+}
+
+impl Reading {
+    fn serves(&self, config: &Arc<Config>, first: NaiveDate) -> bool {
+        Arc::ptr_eq(&self.config, config) && self.first_day == first
+    }
+}
+
+impl UptimeCache {
+    /// The uptimes for `config`, read again when the last reading is older than a
+    /// minute, was for another configuration or another window. While one request
+    /// reads, the others get the last reading if it is for this configuration and
+    /// window (a minute stale at most), else wait for the new one. When the store
+    /// cannot answer, the last reading (or none): the page still shows each service's
+    /// status.
+    pub async fn get(&self, config: &Arc<Config>, store: &dyn CheckStore) -> Uptimes {
+        let first = first_day(crate::clock::now());
+        let last = || self.last.lock().expect("uptime cache lock").clone();
+        let stale = match last() {
+            Some(r) if r.serves(config, first) && r.at.elapsed() < FRESH_FOR => return r.uptimes,
+            Some(r) if r.serves(config, first) => Some(r.uptimes),
+            _ => None,
+        };
+        let _reading = match (self.reading.try_lock(), stale) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some(stale)) => return stale,
+            (Err(_), None) => self.reading.lock().await,
+        };
+        // Another request may have read while this one waited.
+        if let Some(r) = last()
+            && r.serves(config, first)
+            && r.at.elapsed() < FRESH_FOR
+        {
+            return r.uptimes;
+        }
+        let now = crate::clock::now();
+        match read(config, store, now).await {
+            Ok(u) => {
+                let reading = Reading { at: Instant::now(), config: config.clone(), first_day: first_day(now), uptimes: Arc::new(u) };
+                *self.last.lock().expect("uptime cache lock") = Some(reading.clone());
+                reading.uptimes
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "status page: cannot read uptime history");
+                last().map(|r| r.uptimes).unwrap_or_default()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_is_coloured_by_its_share_of_passing_runs() {
+        let day = |runs, failures| Day { runs, failures };
+        assert_eq!(day(0, 0).class(), "none", "a day nobody checked is not green");
+        assert_eq!(day(10_000, 0).class(), "up");
+        assert_eq!(day(10_000, 10).class(), "up", "99.9 % is up");
+        assert_eq!(day(10_000, 11).class(), "partial");
+        assert_eq!(day(1_440, 60).class(), "partial", "an hour of a day down");
+        assert_eq!(day(1_440, 100).class(), "down");
+        assert_eq!(day(4, 4).percent(), Some(0.0));
+        assert_eq!(day(3, 5).percent(), Some(0.0), "never negative");
+    }
+
+    #[test]
+    fn the_window_is_ninety_days_weighted_by_runs() {
+        let first = NaiveDate::from_ymd_opt(2026, 9, 7).unwrap();
+        let mut days = vec![Day::default(); DAYS];
+        days[0] = Day { runs: 100, failures: 0 };
+        days[89] = Day { runs: 300, failures: 100 };
+        let u = ServiceUptime { first_day: first, days };
+        assert_eq!(u.percent(), Some(75.0));
+        assert_eq!(u.dated().last().unwrap().0, NaiveDate::from_ymd_opt(2026, 12, 5).unwrap());
+        let json = serde_json::to_value(&u).unwrap();
+        assert_eq!(json["percent"], 75.0);
+        assert_eq!(json["days"].as_array().unwrap().len(), DAYS);
+        assert_eq!(json["days"][0], serde_json::json!({"date": "2026-09-07", "percent": 100.0}));
+        assert_eq!(json["days"][1]["percent"], serde_json::Value::Null);
+        assert_eq!(json["days"][89]["percent"], 66.67);
+        let none = ServiceUptime { first_day: first, days: vec![Day::default(); DAYS] };
+        assert_eq!(none.percent(), None);
+        assert_eq!(first_day(DateTime::parse_from_rfc3339("2026-12-05T23:59:59Z").unwrap().to_utc()), first);
+    }
+
+    /// Results on three days (one of them compacted into hourly rollups) of two checks
+    /// of one service, and a check of another service, read back from a real store.
+    #[tokio::test]
+    async fn reads_each_services_days_from_raw_results_and_rollups() {
+        use crate::checks::Outcome;
+        use crate::checks::state::CheckState;
+        use crate::store::{RecordedRun, SqliteStore};
+        let config = crate::config::load_str(
+            "t.yaml",
+            "services:\n  - {name: api, tier: 1}\n  - {name: db, tier: 1}\n  - {name: idle, tier: 2}\nchecks:\n  - {name: api-http, service: api, interval: 1m, tcp: {address: '127.0.0.1:1'}}\n  - {name: api-tcp, service: api, interval: 1m, tcp: {address: '127.0.0.1:1'}}\n  - {name: db-tcp, service: db, interval: 1m, tcp: {address: '127.0.0.1:1'}}\n",
+        )
+        .unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-12-05T12:00:00Z").unwrap().to_utc();
+        let run = |check: &str, at: DateTime<Utc>, healthy: bool| RecordedRun {
+            check: check.into(),
+            outcome: Outcome { healthy, latency: std::time::Duration::from_millis(5), reason: None, at },
+            state: CheckState::new(check, at),
+            transition: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let mut runs = Vec::new();
+        // 89 days ago (the window's first day): api-http 3 runs, 1 failed.
+        let first = now - TimeDelta::days(89);
+        runs.extend([run("api-http", first, true), run("api-http", first, true), run("api-http", first, false)]);
+        // 91 days ago: outside the window.
+        runs.push(run("api-http", now - TimeDelta::days(91), false));
+        // Yesterday: both api checks, every run passing.
+        let yesterday = now - TimeDelta::days(1);
+        runs.extend([run("api-http", yesterday, true), run("api-tcp", yesterday, true)]);
+        // Today: db down.
+        runs.extend([run("db-tcp", now, false), run("db-tcp", now - TimeDelta::hours(1), false)]);
+        store.record(&runs).await.unwrap();
+        // Fold everything older than two days into hourly rollups: the first day's runs
+        // now come from rollups, the rest from raw results.
+        assert_eq!(store.compact(now - TimeDelta::days(2), now - TimeDelta::days(400)).await.unwrap(), 4);
+        let got = read(&config, &store, now).await.unwrap();
+        let api = &got["api"];
+        assert_eq!(api.first_day, NaiveDate::from_ymd_opt(2026, 9, 7).unwrap());
+        assert_eq!(api.days[0], Day { runs: 3, failures: 1 });
+        assert_eq!(api.days[88], Day { runs: 2, failures: 0 });
+        assert_eq!(api.days[89], Day::default());
+        assert_eq!(api.days.iter().filter(|d| d.runs > 0).count(), 2, "{api:?}");
+        assert_eq!(got["db"].days[89], Day { runs: 2, failures: 2 });
+        assert_eq!(got["db"].days[89].class(), "down");
+        assert_eq!(got["idle"].percent(), None, "a service without checks has no history");
+
+        // The cache answers from its reading for the same configuration (a new run is
+        // not seen within the minute) and reads again for a reloaded one.
+        let config = Arc::new(config);
+        let cache = UptimeCache::default();
+        let today = |u: &Uptimes| u["db"].days[DAYS - 1];
+        let at = crate::clock::now();
+        store.record(&[run("db-tcp", at, true)]).await.unwrap();
+        let before = today(&cache.get(&config, &store).await);
+        store.record(&[run("db-tcp", at, true)]).await.unwrap();
+        assert_eq!(today(&cache.get(&config, &store).await), before, "read again within the minute");
+        let reloaded = Arc::new((*config).clone());
+        let after = today(&cache.get(&reloaded, &store).await);
+        assert_eq!(after.runs, before.runs + 1, "a reloaded configuration is read afresh");
+    }
+}
