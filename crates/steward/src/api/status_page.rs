@@ -117,20 +117,19 @@ ul.services li:last-child{{border-bottom:0}}
 /// One bar per day, oldest first; its tooltip and the list's label say the figures, so
 /// the colours are not the only way to read them.
 fn bars(h: &mut String, service: &str, u: &ServiceUptime) {
-    let overall = u.percent().map_or_else(|| "no data".to_string(), |p| format!("{} uptime", percent(p)));
+    let overall = u.total().hundredths().map_or_else(|| "no data".to_string(), |p| format!("{} uptime", percent(p)));
     let _ = write!(h, r#"<div class="bars" role="img" aria-label="{}: {overall} over the last {DAYS} days">"#, esc(service));
     for (date, day) in u.dated() {
-        let said = day.percent().map_or_else(|| "no data".to_string(), |p| format!("{} up", percent(p)));
+        let said = day.hundredths().map_or_else(|| "no data".to_string(), |p| format!("{} up", percent(p)));
         let _ = write!(h, r#"<i class="{}" title="{date}: {said}"></i>"#, day.class());
     }
     let _ = write!(h, r#"</div><div class="span muted"><span>{DAYS} days ago</span><span>{overall}</span><span>today</span></div>"#);
 }
 
-/// `100%`, `99.95%`, `87.5%`: two decimals at most, and never 100% for a day with a
-/// failure (99.999… is shown as 99.99%).
-fn percent(p: f64) -> String {
-    let floored = (p * 100.0).floor() / 100.0;
-    let text = format!("{floored:.2}");
+/// `100%`, `99.95%`, `87.5%` from hundredths of a percent (already rounded down, so a
+/// day with a failure never reads 100%).
+fn percent(hundredths: u64) -> String {
+    let text = format!("{}.{:02}", hundredths / 100, hundredths % 100);
     format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
@@ -173,10 +172,11 @@ mod tests {
     }
 
     #[test]
-    fn percentages_never_round_a_failure_up_to_100() {
-        assert_eq!(super::percent(100.0), "100%");
-        assert_eq!(super::percent(99.9999), "99.99%");
-        assert_eq!(super::percent(87.5), "87.5%");
-        assert_eq!(super::percent(0.0), "0%");
+    fn percentages_read_as_people_write_them() {
+        assert_eq!(super::percent(10_000), "100%");
+        assert_eq!(super::percent(9_999), "99.99%");
+        assert_eq!(super::percent(8_750), "87.5%");
+        assert_eq!(super::percent(1_000), "10%");
+        assert_eq!(super::percent(0), "0%");
     }
 }

@@ -29,19 +29,26 @@ pub struct Day {
 }
 
 impl Day {
-    /// Share of passing runs in percent; `None` when nothing ran that day.
+    /// Share of passing runs in hundredths of a percent, rounded down in integers (a
+    /// day with one failure in 100,000 runs is 99.99, never 100); `None` when nothing ran.
+    pub fn hundredths(self) -> Option<u64> {
+        let ok = u128::from(self.runs.saturating_sub(self.failures));
+        (self.runs > 0).then(|| (ok * 10_000 / u128::from(self.runs)) as u64)
+    }
+
+    /// [`Day::hundredths`] as a percentage: what `/status.json` says.
     pub fn percent(self) -> Option<f64> {
-        (self.runs > 0).then(|| 100.0 * self.runs.saturating_sub(self.failures) as f64 / self.runs as f64)
+        self.hundredths().map(|h| h as f64 / 100.0)
     }
 
     /// The bar's colour: `up` at 99.9 % or more (a blip is not an outage), `partial`
     /// down to 95 % (about an hour of a day), `down` below, `none` without data —
     /// never green for a day nobody checked.
     pub fn class(self) -> &'static str {
-        match self.percent() {
+        match self.hundredths() {
             None => "none",
-            Some(p) if p >= 99.9 => "up",
-            Some(p) if p >= 95.0 => "partial",
+            Some(9_990..) => "up",
+            Some(9_500..) => "partial",
             Some(_) => "down",
         }
     }
@@ -55,10 +62,9 @@ pub struct ServiceUptime {
 }
 
 impl ServiceUptime {
-    /// Uptime over the whole window, weighted by runs; `None` when nothing ran.
-    pub fn percent(&self) -> Option<f64> {
-        let total = self.days.iter().fold(Day::default(), |a, d| Day { runs: a.runs + d.runs, failures: a.failures + d.failures });
-        total.percent()
+    /// The whole window as one day: runs and failures summed, so uptime is weighted by runs.
+    pub fn total(&self) -> Day {
+        self.days.iter().fold(Day::default(), |a, d| Day { runs: a.runs + d.runs, failures: a.failures + d.failures })
     }
 
     /// Each day with its date, oldest first.
@@ -75,20 +81,16 @@ impl Serialize for ServiceUptime {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(Some(self.0.days.len()))?;
                 for (date, day) in self.0.dated() {
-                    seq.serialize_element(&serde_json::json!({"date": date, "percent": day.percent().map(round2)}))?;
+                    seq.serialize_element(&serde_json::json!({"date": date, "percent": day.percent()}))?;
                 }
                 seq.end()
             }
         }
         let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("percent", &self.percent().map(round2))?;
+        m.serialize_entry("percent", &self.total().percent())?;
         m.serialize_entry("days", &Days(self))?;
         m.end()
     }
-}
-
-fn round2(p: f64) -> f64 {
-    (p * 100.0).round() / 100.0
 }
 
 /// The first day of the window that ends today.
@@ -196,6 +198,9 @@ mod tests {
         assert_eq!(day(1_440, 100).class(), "down");
         assert_eq!(day(4, 4).percent(), Some(0.0));
         assert_eq!(day(3, 5).percent(), Some(0.0), "never negative");
+        assert_eq!(day(100_000, 1).hundredths(), Some(9_999), "one failure is never 100 %");
+        assert_eq!(day(10_000, 1).percent(), Some(99.99), "integer hundredths: no float rounding down to 99.98");
+        assert_eq!(day(3, 1).percent(), Some(66.66));
     }
 
     #[test]
@@ -205,16 +210,16 @@ mod tests {
         days[0] = Day { runs: 100, failures: 0 };
         days[89] = Day { runs: 300, failures: 100 };
         let u = ServiceUptime { first_day: first, days };
-        assert_eq!(u.percent(), Some(75.0));
+        assert_eq!(u.total().percent(), Some(75.0));
         assert_eq!(u.dated().last().unwrap().0, NaiveDate::from_ymd_opt(2026, 12, 5).unwrap());
         let json = serde_json::to_value(&u).unwrap();
         assert_eq!(json["percent"], 75.0);
         assert_eq!(json["days"].as_array().unwrap().len(), DAYS);
         assert_eq!(json["days"][0], serde_json::json!({"date": "2026-09-07", "percent": 100.0}));
         assert_eq!(json["days"][1]["percent"], serde_json::Value::Null);
-        assert_eq!(json["days"][89]["percent"], 66.67);
+        assert_eq!(json["days"][89]["percent"], 66.66, "rounded down, as on the page");
         let none = ServiceUptime { first_day: first, days: vec![Day::default(); DAYS] };
-        assert_eq!(none.percent(), None);
+        assert_eq!(none.total().percent(), None);
         assert_eq!(first_day(DateTime::parse_from_rfc3339("2026-12-05T23:59:59Z").unwrap().to_utc()), first);
     }
 
@@ -263,7 +268,7 @@ mod tests {
         assert_eq!(api.days.iter().filter(|d| d.runs > 0).count(), 2, "{api:?}");
         assert_eq!(got["db"].days[89], Day { runs: 2, failures: 2 });
         assert_eq!(got["db"].days[89].class(), "down");
-        assert_eq!(got["idle"].percent(), None, "a service without checks has no history");
+        assert_eq!(got["idle"].total().percent(), None, "a service without checks has no history");
 
         // The cache answers from its reading for the same configuration (a new run is
         // not seen within the minute) and reads again for a reloaded one.
