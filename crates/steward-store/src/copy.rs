@@ -20,6 +20,7 @@ pub const TABLES: &[&str] = &[
     "check_results",
     "check_transitions",
     "check_rollups",
+    "check_days",
     "alerts",
     "alert_events",
     "silences",

@@ -105,6 +105,14 @@ pub trait Store:
 }
 
 /// Check results, states and health changes.
+/// A UTC day in milliseconds: the daily sums' resolution.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Whether buckets of `bucket_ms` are whole days, so the daily sums can fill them.
+fn whole_days(bucket_ms: i64) -> bool {
+    bucket_ms >= DAY_MS && bucket_ms % DAY_MS == 0
+}
+
 #[async_trait]
 pub trait CheckStore: Send + Sync {
     /// Last known state of every check, to resume after a restart.
@@ -119,11 +127,15 @@ pub trait CheckStore: Send + Sync {
     async fn transitions(&self, check: Option<&str>, limit: u32) -> Result<Vec<Transition>, StoreError>;
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError>;
     /// A check's history since `since` in buckets of `bucket_ms` (each `Rollup.hour` is
-    /// its bucket's start): raw results and hourly rollups together, summed in the
-    /// database, in time order. What charts draw; never more rows than buckets.
+    /// its bucket's start): raw results and folded ones together, summed in the
+    /// database, in time order. What charts draw; never more rows than buckets. Folded
+    /// results count from the first whole hour at or after `since` — from the first
+    /// whole UTC day when `bucket_ms` is a whole number of days, read from the daily
+    /// sums — so a `since` on a bucket boundary counts every result.
     async fn buckets(&self, check: &str, since: DateTime<Utc>, bucket_ms: i64) -> Result<Vec<Rollup>, StoreError>;
-    /// Folds raw results older than `raw_before` into hourly rollups and deletes them;
-    /// drops rollups older than `rollups_before`. Returns how many raw rows were folded.
+    /// Folds raw results older than `raw_before` into hourly rollups and daily sums and
+    /// deletes them, in one transaction; drops rollups and daily sums older than
+    /// `rollups_before`. Returns how many raw rows were folded.
     async fn compact(&self, raw_before: DateTime<Utc>, rollups_before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Forgets the state of checks no longer configured (their history stays).
     async fn retain_states(&self, checks: &[String]) -> Result<(), StoreError>;

@@ -473,6 +473,22 @@ CREATE TABLE console_sessions (
 );
 CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_ms);
 "#,
+    // Daily sums of folded results, written with the hourly rollups (see `compact`), so
+    // 90 days of a check read 90 rows, not 2,160. Filled from the rollups already there.
+    r#"
+CREATE TABLE check_days (
+    check_name TEXT NOT NULL,
+    day_ms INTEGER NOT NULL,
+    runs INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    latency_sum_ms REAL NOT NULL,
+    latency_max_ms REAL NOT NULL,
+    PRIMARY KEY (check_name, day_ms)
+);
+INSERT INTO check_days (check_name, day_ms, runs, failures, latency_sum_ms, latency_max_ms)
+SELECT check_name, (hour_ms / 86400000) * 86400000, sum(runs), sum(failures), sum(latency_sum_ms), max(latency_max_ms)
+FROM check_rollups GROUP BY 1, 2;
+"#,
 ];
 
 #[derive(Clone)]
@@ -797,21 +813,29 @@ impl CheckStore for SqliteStore {
     }
 
     async fn buckets(&self, check: &str, since: DateTime<Utc>, bucket_ms: i64) -> Result<Vec<Rollup>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT b, CAST(sum(runs) AS INTEGER) AS runs, CAST(sum(failures) AS INTEGER) AS failures,
-                    CAST(sum(latency_sum_ms) AS REAL) AS latency_sum_ms, CAST(max(latency_max_ms) AS REAL) AS latency_max_ms FROM (
-               SELECT (hour_ms / ?1) * ?1 AS b, runs, failures, latency_sum_ms, latency_max_ms
-               FROM check_rollups WHERE check_name = ?2 AND hour_ms >= ?3
-               UNION ALL
-               SELECT (at_ms / ?1) * ?1, count(*), sum(1 - healthy), sum(latency_ms), max(latency_ms)
-               FROM check_results WHERE check_name = ?2 AND at_ms >= ?3 GROUP BY 1
-             ) GROUP BY b ORDER BY b",
-        )
-        .bind(bucket_ms.max(1))
-        .bind(check)
-        .bind(ms(since))
-        .fetch_all(&self.reader)
-        .await?;
+        // Whole days come from the daily sums, anything finer from the hourly rollups.
+        macro_rules! sql {
+            ($table:literal, $at:literal) => {
+                concat!(
+                    "SELECT b, CAST(sum(runs) AS INTEGER) AS runs, CAST(sum(failures) AS INTEGER) AS failures,
+                            CAST(sum(latency_sum_ms) AS REAL) AS latency_sum_ms, CAST(max(latency_max_ms) AS REAL) AS latency_max_ms FROM (
+                       SELECT (",
+                    $at,
+                    " / ?1) * ?1 AS b, runs, failures, latency_sum_ms, latency_max_ms
+                       FROM ",
+                    $table,
+                    " WHERE check_name = ?2 AND ",
+                    $at,
+                    " >= ?3
+                       UNION ALL
+                       SELECT (at_ms / ?1) * ?1, count(*), sum(1 - healthy), sum(latency_ms), max(latency_ms)
+                       FROM check_results WHERE check_name = ?2 AND at_ms >= ?3 GROUP BY 1
+                     ) GROUP BY b ORDER BY b"
+                )
+            };
+        }
+        let sql = if crate::whole_days(bucket_ms) { sql!("check_days", "day_ms") } else { sql!("check_rollups", "hour_ms") };
+        let rows = sqlx::query(sql).bind(bucket_ms.max(1)).bind(check).bind(ms(since)).fetch_all(&self.reader).await?;
         rows.iter().map(bucket_row).collect()
     }
 
@@ -847,8 +871,19 @@ impl CheckStore for SqliteStore {
         .bind(ms(raw_before))
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO check_days (check_name, day_ms, runs, failures, latency_sum_ms, latency_max_ms)
+             SELECT check_name, (at_ms / 86400000) * 86400000, count(*), sum(1 - healthy), sum(latency_ms), max(latency_ms)
+             FROM check_results WHERE at_ms < ? GROUP BY 1, 2
+             ON CONFLICT (check_name, day_ms) DO UPDATE SET runs = runs + excluded.runs, failures = failures + excluded.failures,
+               latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, latency_max_ms = max(latency_max_ms, excluded.latency_max_ms)",
+        )
+        .bind(ms(raw_before))
+        .execute(&mut *tx)
+        .await?;
         let folded = sqlx::query("DELETE FROM check_results WHERE at_ms < ?").bind(ms(raw_before)).execute(&mut *tx).await?.rows_affected();
         sqlx::query("DELETE FROM check_rollups WHERE hour_ms < ?").bind(ms(rollups_before)).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM check_days WHERE day_ms < ?").bind(ms(rollups_before)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(folded)
     }
@@ -1012,6 +1047,45 @@ mod tests {
         let note = store.timeline(1).await.unwrap();
         assert!(note.iter().any(|e| e.text.contains("Left group p/db")), "{note:?}");
         assert!(store.timeline(2).await.unwrap().is_empty(), "the holder is unchanged");
+    }
+
+    /// An installation from before the daily sums has its hourly rollups summed into
+    /// days by the upgrade, so its 90-day history reads the same afterwards.
+    #[tokio::test]
+    async fn upgrading_to_the_daily_sums_fills_them_from_the_rollups() {
+        use crate::CheckStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.db");
+        {
+            let pool = SqlitePool::connect_with(
+                SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap().create_if_missing(true),
+            )
+            .await
+            .unwrap();
+            for (i, sql) in MIGRATIONS.iter().enumerate().take(MIGRATIONS.len() - 1) {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&pool).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&pool).await.unwrap();
+            }
+            // Two hours of day 0, one of day 1; another check's hour beside them.
+            for (check, hour, runs, failures) in [("c", 10, 60, 15), ("c", 23, 60, 0), ("c", 24, 60, 60), ("d", 10, 5, 5)] {
+                sqlx::query("INSERT INTO check_rollups VALUES (?, ?, ?, ?, ?, ?)")
+                    .bind(check)
+                    .bind(hour * 3_600_000_i64)
+                    .bind(runs)
+                    .bind(failures)
+                    .bind(600.0)
+                    .bind(30.0)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let since = DateTime::<Utc>::UNIX_EPOCH;
+        let days: Vec<_> = store.buckets("c", since, crate::DAY_MS).await.unwrap().iter().map(|b| (b.runs, b.failures)).collect();
+        assert_eq!(days, [(120, 15), (60, 60)]);
+        assert_eq!(store.buckets("d", since, crate::DAY_MS).await.unwrap()[0].failures, 5);
     }
 
     /// A notification whose stored payload no longer decodes is set aside (expired,

@@ -67,6 +67,40 @@ pub async fn buckets_sum_rollups_and_raw_results(store: impl Store) {
     assert!(store.buckets("nope", since, 3_600_000).await.unwrap().is_empty());
 }
 
+/// Day-sized buckets are read from the daily sums, which compaction writes with the
+/// hourly rollups: after several compactions folding parts of one day, each day still
+/// says what its hours say, and retention drops both alike.
+pub async fn day_buckets_agree_with_the_hours_across_compactions(store: impl Store) {
+    const DAY: i64 = 86_400;
+    // Day 0: hours 10 and 11, every fourth run failing; day 1: hour 5, all passing;
+    // day 2: half an hour, all failing.
+    let mut runs: Vec<_> = (0..120).map(|i| run("c", 3_600 * 10 + i * 60, i % 4 != 0, Health::Healthy, false)).collect();
+    runs.extend((0..60).map(|i| run("c", DAY + 3_600 * 5 + i * 60, true, Health::Healthy, false)));
+    runs.extend((0..30).map(|i| run("c", 2 * DAY + 3_600 + i * 60, false, Health::Healthy, false)));
+    store.record(&runs).await.unwrap();
+    let at = |s: i64| Utc.timestamp_opt(s, 0).unwrap();
+    let keep_all = at(0);
+    // Half of day 0's first hour, then the rest of day 0 and day 1: day 0 is summed twice.
+    assert_eq!(store.compact(at(3_600 * 10 + 1_800), keep_all).await.unwrap(), 30);
+    assert_eq!(store.compact(at(DAY + 3_600 * 6), keep_all).await.unwrap(), 150);
+    let days = |list: Vec<steward_store::Rollup>| list.iter().map(|b| (b.hour.timestamp(), b.runs, b.failures)).collect::<Vec<_>>();
+    let daily = days(store.buckets("c", at(0), steward_store::DAY_MS).await.unwrap());
+    assert_eq!(daily, vec![(0, 120, 30), (DAY, 60, 0), (2 * DAY, 30, 30)], "folded days and the raw day alike");
+    let hourly = store.buckets("c", at(0), 3_600_000).await.unwrap();
+    for (day, runs, failures) in &daily {
+        let hours = hourly.iter().filter(|b| b.hour.timestamp() / DAY == day / DAY);
+        assert_eq!(hours.fold((0, 0), |(r, f), b| (r + b.runs, f + b.failures)), (*runs, *failures), "day {day}");
+    }
+    let two_days = days(store.buckets("c", at(0), 2 * steward_store::DAY_MS).await.unwrap());
+    assert_eq!(two_days, vec![(0, 180, 30), (2 * DAY, 30, 30)]);
+    // Folded results count from the first whole day at or after `since`; raw ones from `since`.
+    let mid_day = days(store.buckets("c", at(DAY + 3_600), steward_store::DAY_MS).await.unwrap());
+    assert_eq!(mid_day, vec![(2 * DAY, 30, 30)]);
+    // Retention drops day 0's sums with its rollups; day 1 stays whole.
+    store.compact(at(DAY + 3_600 * 6), at(DAY)).await.unwrap();
+    assert_eq!(days(store.buckets("c", at(0), steward_store::DAY_MS).await.unwrap()), vec![(DAY, 60, 0), (2 * DAY, 30, 30)]);
+}
+
 pub async fn compaction_folds_old_results_into_hourly_rollups(store: impl Store) {
     let runs: Vec<_> = (0..120).map(|i| run("c", 3_600 * 10 + i * 60, i % 4 != 0, Health::Healthy, false)).collect();
     store.record(&runs).await.unwrap();
@@ -974,6 +1008,11 @@ macro_rules! store_suite {
             async fn compaction_folds_old_results_into_hourly_rollups() {
                 let (_guard, store) = $open.await;
                 super::compaction_folds_old_results_into_hourly_rollups(store).await;
+            }
+            #[tokio::test]
+            async fn day_buckets_agree_with_the_hours_across_compactions() {
+                let (_guard, store) = $open.await;
+                super::day_buckets_agree_with_the_hours_across_compactions(store).await;
             }
             #[tokio::test]
             async fn tokens_are_unique_by_live_name_and_revocable() {

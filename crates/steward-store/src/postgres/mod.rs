@@ -34,8 +34,13 @@ use steward_model::checks::state::{CheckState, Health, Transition};
 const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Schema migrations, applied in order; `steward_schema.version` records how many ran.
-const MIGRATIONS: &[&str] =
-    &[include_str!("schema.sql"), include_str!("cluster.sql"), include_str!("notify.sql"), include_str!("sessions.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("cluster.sql"),
+    include_str!("notify.sql"),
+    include_str!("sessions.sql"),
+    include_str!("days.sql"),
+];
 
 /// Any number, as long as every steward agrees: the advisory lock that serialises
 /// migrations when several replicas start at once.
@@ -345,21 +350,29 @@ impl CheckStore for PostgresStore {
     }
 
     async fn buckets(&self, check: &str, since: DateTime<Utc>, bucket_ms: i64) -> Result<Vec<Rollup>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT b, sum(runs)::bigint AS runs, sum(failures)::bigint AS failures,
-                    sum(latency_sum_ms)::float8 AS latency_sum_ms, max(latency_max_ms)::float8 AS latency_max_ms FROM (
-               SELECT (hour_ms / $1) * $1 AS b, runs::bigint AS runs, failures::bigint AS failures, latency_sum_ms, latency_max_ms
-               FROM check_rollups WHERE check_name = $2 AND hour_ms >= $3
-               UNION ALL
-               SELECT (at_ms / $1) * $1, count(*), count(*) FILTER (WHERE NOT healthy), sum(latency_ms), max(latency_ms)
-               FROM check_results WHERE check_name = $2 AND at_ms >= $3 GROUP BY 1
-             ) u GROUP BY b ORDER BY b",
-        )
-        .bind(bucket_ms.max(1))
-        .bind(check)
-        .bind(ms(since))
-        .fetch_all(&self.pool)
-        .await?;
+        // Whole days come from the daily sums, anything finer from the hourly rollups.
+        macro_rules! sql {
+            ($table:literal, $at:literal) => {
+                concat!(
+                    "SELECT b, sum(runs)::bigint AS runs, sum(failures)::bigint AS failures,
+                            sum(latency_sum_ms)::float8 AS latency_sum_ms, max(latency_max_ms)::float8 AS latency_max_ms FROM (
+                       SELECT (",
+                    $at,
+                    " / $1) * $1 AS b, runs::bigint AS runs, failures::bigint AS failures, latency_sum_ms, latency_max_ms
+                       FROM ",
+                    $table,
+                    " WHERE check_name = $2 AND ",
+                    $at,
+                    " >= $3
+                       UNION ALL
+                       SELECT (at_ms / $1) * $1, count(*), count(*) FILTER (WHERE NOT healthy), sum(latency_ms), max(latency_ms)
+                       FROM check_results WHERE check_name = $2 AND at_ms >= $3 GROUP BY 1
+                     ) u GROUP BY b ORDER BY b"
+                )
+            };
+        }
+        let sql = if crate::whole_days(bucket_ms) { sql!("check_days", "day_ms") } else { sql!("check_rollups", "hour_ms") };
+        let rows = sqlx::query(sql).bind(bucket_ms.max(1)).bind(check).bind(ms(since)).fetch_all(&self.pool).await?;
         rows.iter().map(bucket_row).collect()
     }
 
@@ -397,13 +410,23 @@ impl CheckStore for PostgresStore {
                  ON CONFLICT (check_name, hour_ms) DO UPDATE SET runs = check_rollups.runs + excluded.runs,
                    failures = check_rollups.failures + excluded.failures,
                    latency_sum_ms = check_rollups.latency_sum_ms + excluded.latency_sum_ms,
-                   latency_max_ms = GREATEST(check_rollups.latency_max_ms, excluded.latency_max_ms))
+                   latency_max_ms = GREATEST(check_rollups.latency_max_ms, excluded.latency_max_ms)),
+             days AS (
+                 INSERT INTO check_days (check_name, day_ms, runs, failures, latency_sum_ms, latency_max_ms)
+                 SELECT check_name, (at_ms / 86400000) * 86400000, count(*), count(*) FILTER (WHERE NOT healthy),
+                        sum(latency_ms), max(latency_ms)
+                 FROM gone GROUP BY 1, 2
+                 ON CONFLICT (check_name, day_ms) DO UPDATE SET runs = check_days.runs + excluded.runs,
+                   failures = check_days.failures + excluded.failures,
+                   latency_sum_ms = check_days.latency_sum_ms + excluded.latency_sum_ms,
+                   latency_max_ms = GREATEST(check_days.latency_max_ms, excluded.latency_max_ms))
              SELECT count(*) FROM gone",
         )
         .bind(ms(raw_before))
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM check_rollups WHERE hour_ms < $1").bind(ms(rollups_before)).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM check_days WHERE day_ms < $1").bind(ms(rollups_before)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(folded as u64)
     }
@@ -439,5 +462,46 @@ impl KeyStore for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterStore;
+
+    /// A database from before the daily sums has its hourly rollups summed into days by
+    /// the upgrade, so its 90-day history reads the same afterwards.
+    #[tokio::test]
+    async fn upgrading_to_the_daily_sums_fills_them_from_the_rollups() {
+        let url = steward_testkit::shared_database();
+        {
+            let pool = PgPool::connect(&url).await.unwrap();
+            for sql in &MIGRATIONS[..MIGRATIONS.len() - 1] {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&pool).await.unwrap();
+            }
+            sqlx::query("CREATE TABLE steward_schema (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO steward_schema VALUES (1, $1)").bind(MIGRATIONS.len() as i64 - 1).execute(&pool).await.unwrap();
+            for (check, hour, runs, failures) in [("c", 10_i64, 60_i64, 15_i64), ("c", 23, 60, 0), ("c", 24, 60, 60), ("d", 10, 5, 5)] {
+                sqlx::query("INSERT INTO check_rollups VALUES ($1, $2, $3, $4, 600, 30)")
+                    .bind(check)
+                    .bind(hour * 3_600_000)
+                    .bind(runs)
+                    .bind(failures)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        let store = PostgresStore::connect(&url).await.unwrap();
+        let since = DateTime::<Utc>::UNIX_EPOCH;
+        let days: Vec<_> = store.buckets("c", since, crate::DAY_MS).await.unwrap().iter().map(|b| (b.runs, b.failures)).collect();
+        assert_eq!(days, [(120, 15), (60, 60)]);
+        assert_eq!(store.buckets("d", since, crate::DAY_MS).await.unwrap()[0].failures, 5);
+        assert_eq!(store.schema_version().await.unwrap(), PostgresStore::SCHEMA_VERSION);
     }
 }

@@ -12,7 +12,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 
 use super::incidents::{PublicIncident, PublicService};
-use super::uptime::{DAYS, ServiceUptime};
+use super::uptime::{DAYS, ServiceUptime, percent_text as percent};
 
 pub(super) fn render(
     services: &[PublicService],
@@ -126,13 +126,6 @@ fn bars(h: &mut String, service: &str, u: &ServiceUptime) {
     let _ = write!(h, r#"</div><div class="span muted"><span>{DAYS} days ago</span><span>{overall}</span><span>today</span></div>"#);
 }
 
-/// `100%`, `99.95%`, `87.5%` from hundredths of a percent (already rounded down, so a
-/// day with a failure never reads 100%).
-fn percent(hundredths: u64) -> String {
-    let text = format!("{}.{:02}", hundredths / 100, hundredths % 100);
-    format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
-}
-
 fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
     let s = (now - t).num_seconds().max(0);
     let rel = match s {
@@ -173,10 +166,11 @@ mod tests {
 
     #[test]
     fn percentages_read_as_people_write_them() {
-        assert_eq!(super::percent(10_000), "100%");
-        assert_eq!(super::percent(9_999), "99.99%");
-        assert_eq!(super::percent(8_750), "87.5%");
-        assert_eq!(super::percent(1_000), "10%");
-        assert_eq!(super::percent(0), "0%");
+        use super::percent;
+        assert_eq!(percent(10_000), "100%");
+        assert_eq!(percent(9_999), "99.99%");
+        assert_eq!(percent(8_750), "87.5%");
+        assert_eq!(percent(1_000), "10%");
+        assert_eq!(percent(0), "0%");
     }
 }

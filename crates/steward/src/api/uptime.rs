@@ -13,11 +13,10 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use crate::config::Config;
-use crate::store::{CheckStore, StoreError};
+use crate::store::{CheckStore, DAY_MS, StoreError};
 
 /// How many days the bars cover, today included.
 pub const DAYS: usize = 90;
-const DAY_MS: i64 = 86_400_000;
 /// How long a reading serves before the next request reads again.
 const FRESH_FOR: Duration = Duration::from_secs(60);
 
@@ -52,6 +51,13 @@ impl Day {
             Some(_) => "down",
         }
     }
+}
+
+/// `100%`, `99.95%`, `87.5%` from hundredths of a percent (already rounded down, so a
+/// day with a failure never reads 100%): how the status page and the console say it.
+pub fn percent_text(hundredths: u64) -> String {
+    let text = format!("{}.{:02}", hundredths / 100, hundredths % 100);
+    format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
 /// A service's last [`DAYS`] days, oldest first, the last one today (UTC).

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::session::Signed;
 use super::view::{PageError, Params, page};
+use crate::api::uptime::{Day, percent_text};
 use crate::api::{AppState, CheckView};
 use crate::checks::state::Health;
 use crate::store::Rollup;
@@ -102,11 +103,11 @@ pub(super) async fn show(
     let (span, bucket) = range(&range_name)
         .ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, format!("`{range_name}` is not a range; use 24h, 7d or 90d")))?;
     let now = crate::clock::now();
-    let since = now - span;
+    let since = first_bucket(now, span, bucket);
     let store = &s.engine.store;
     let buckets = store.buckets(&name, since, bucket.num_milliseconds()).await?;
     let (runs, failures) = buckets.iter().fold((0u64, 0u64), |(r, f), b| (r + b.runs, f + b.failures));
-    let uptime = (runs > 0).then(|| 100.0 * (runs - failures) as f64 / runs as f64);
+    let uptime = Day { runs, failures }.hundredths().map(percent_text);
     let transitions = store.transitions(Some(&name), 20).await?;
     let recent = store.history(&name, 200, None).await?;
     let reasons: Vec<_> = recent.iter().filter(|r| !r.healthy).take(10).collect();
@@ -114,7 +115,7 @@ pub(super) async fn show(
         check => Value::from_serialize(CheckView::new(spec, s.engine.checks.state(&name).as_ref())),
         range => range_name,
         ranges => ["24h", "7d", "90d"],
-        uptime => uptime.map(|u| format!("{u:.3}")),
+        uptime,
         runs,
         failures,
         chart => chart(&buckets, since, now, bucket),
@@ -124,13 +125,22 @@ pub(super) async fn show(
     page(&who, "checks", "check.html", ctx)
 }
 
+/// The start of the first whole bucket of the span ending `now`: the chart's columns are
+/// whole buckets (whole UTC days over 90 d, as on the status page) and the current one.
+fn first_bucket(now: DateTime<Utc>, span: Duration, bucket: Duration) -> DateTime<Utc> {
+    let b = bucket.num_milliseconds().max(1);
+    let start = ((now - span).timestamp_millis().div_euclid(b) + 1) * b;
+    DateTime::from_timestamp_millis(start).unwrap_or(now - span)
+}
+
 /// The chart: one column per bucket, its height the share of runs that failed (red) —
 /// an empty column where nothing ran — and the average latency as a line over it.
 /// Plain SVG in a viewBox, so it scales to any width without JavaScript.
 pub(super) fn chart(buckets: &[Rollup], since: DateTime<Utc>, until: DateTime<Utc>, bucket: Duration) -> String {
     const W: f64 = 600.0;
     const H: f64 = 120.0;
-    let slots = ((until - since).num_milliseconds() / bucket.num_milliseconds().max(1)).max(1) as f64;
+    let b = bucket.num_milliseconds().max(1);
+    let slots = ((until - since).num_milliseconds() + b - 1).div_euclid(b).max(1) as f64;
     let x_of = |t: DateTime<Utc>| ((t - since).num_milliseconds() as f64 / bucket.num_milliseconds() as f64 / slots * W).clamp(0.0, W);
     let width = (W / slots).max(1.0);
     let max_latency = buckets.iter().map(|b| b.latency_avg_ms).fold(0.0_f64, f64::max).max(1.0);
@@ -186,5 +196,33 @@ mod tests {
         // Nothing ran: an empty chart, not a broken one.
         let empty = chart(&[], t0, t0 + Duration::hours(4), Duration::hours(1));
         assert!(empty.starts_with("<svg") && empty.ends_with("</svg>") && !empty.contains("polyline"));
+    }
+
+    #[test]
+    fn a_range_is_whole_buckets_and_the_current_one() {
+        let now = DateTime::parse_from_rfc3339("2026-12-05T13:20:00Z").unwrap().to_utc();
+        for (name, first) in [("24h", "2026-12-04T13:30:00Z"), ("7d", "2026-11-28T14:00:00Z"), ("90d", "2026-09-07T00:00:00Z")] {
+            let (span, bucket) = range(name).unwrap();
+            let since = first_bucket(now, span, bucket);
+            assert_eq!(since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), first, "{name}");
+            // The last column (the current bucket) ends at the chart's right edge.
+            let last = Rollup {
+                hour: since + bucket * (span.num_seconds() / bucket.num_seconds() - 1) as i32,
+                runs: 1,
+                failures: 0,
+                latency_avg_ms: 1.0,
+                latency_max_ms: 1.0,
+            };
+            let svg = chart(&[last], since, now, bucket);
+            let x: f64 = svg.split(r#"<rect class="ok" x=""#).nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+            let width: f64 = svg.split(r#"width=""#).nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+            assert!((x + width - 600.0).abs() < 0.05, "{name}: {x} + {width}");
+        }
+        // Ninety columns over 90 days, as on the status page: today's the last.
+        let (span, bucket) = range("90d").unwrap();
+        assert_eq!(
+            first_bucket(now, span, bucket) + Duration::days(89),
+            DateTime::parse_from_rfc3339("2026-12-05T00:00:00Z").unwrap().to_utc()
+        );
     }
 }
