@@ -51,7 +51,7 @@ for rid in range(1, runs + 1):
 c.executemany("INSERT INTO run_events (run_id, at_ms, kind, step, actor, message, data, audit) VALUES (?,?,?,?,?,?,?,?)", events)
 c.commit()
 PY
-# 90 days of hourly rollups for every check (what compaction leaves): the public status
+# 90 days of hourly rollups and daily sums for every check (what compaction leaves): the public status
 # page's uptime bars read them. One check in 50 failed for an hour a day.
 python3 - "$work/data/steward.db" "$CHECKS" <<'PY'
 import sqlite3, sys, time
@@ -65,6 +65,10 @@ def rows():
             failed = 60 if i % 50 == 0 and h % 24 == 3 else 0
             yield (f"c{i}", hour - h * 3_600_000, 60, failed, 600.0, 30.0)
 c.executemany("INSERT INTO check_rollups (check_name, hour_ms, runs, failures, latency_sum_ms, latency_max_ms) VALUES (?,?,?,?,?,?)", rows())
+# Compaction writes each day's sums with its hours; so does the seed.
+c.execute("""INSERT INTO check_days (check_name, day_ms, runs, failures, latency_sum_ms, latency_max_ms)
+             SELECT check_name, (hour_ms / 86400000) * 86400000, sum(runs), sum(failures), sum(latency_sum_ms), max(latency_max_ms)
+             FROM check_rollups GROUP BY 1, 2""")
 c.commit()
 PY
 PORT=$(free_port)

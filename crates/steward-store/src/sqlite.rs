@@ -1009,6 +1009,19 @@ mod tests {
         assert!(matches!(store.silences().await, Err(StoreError::Corrupt(m)) if m.contains("silence matcher")));
     }
 
+    /// A new database in `dir` with the first `version` migrations applied, as an older
+    /// steward left it.
+    async fn at_schema(dir: &Path, version: usize) -> SqlitePool {
+        let path = dir.join("steward.db");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap().create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(version) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&pool).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&pool).await.unwrap();
+        }
+        pool
+    }
+
     /// An installation from before the one-open-incident-per-group index may hold two
     /// open incidents for one group (two writers raced). The upgrade keeps both open,
     /// moves the older out of the group with a note, and the index then holds.
@@ -1016,17 +1029,8 @@ mod tests {
     async fn upgrading_past_the_group_index_keeps_duplicate_incidents_open_and_says_why() {
         use crate::IncidentStore;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("steward.db");
         {
-            let pool = SqlitePool::connect_with(
-                SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap().create_if_missing(true),
-            )
-            .await
-            .unwrap();
-            for (i, sql) in MIGRATIONS.iter().enumerate().take(9) {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&pool).await.unwrap();
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&pool).await.unwrap();
-            }
+            let pool = at_schema(dir.path(), 9).await;
             for opened in [1_000, 2_000] {
                 sqlx::query(
                     "INSERT INTO incidents (title, priority, status, policy, group_key, services, opened_by, opened_ms, roles, auto_resolve, version) \
@@ -1055,17 +1059,8 @@ mod tests {
     async fn upgrading_to_the_daily_sums_fills_them_from_the_rollups() {
         use crate::CheckStore;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("steward.db");
         {
-            let pool = SqlitePool::connect_with(
-                SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap().create_if_missing(true),
-            )
-            .await
-            .unwrap();
-            for (i, sql) in MIGRATIONS.iter().enumerate().take(MIGRATIONS.len() - 1) {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&pool).await.unwrap();
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&pool).await.unwrap();
-            }
+            let pool = at_schema(dir.path(), MIGRATIONS.len() - 1).await;
             // Two hours of day 0, one of day 1; another check's hour beside them.
             for (check, hour, runs, failures) in [("c", 10, 60, 15), ("c", 23, 60, 0), ("c", 24, 60, 60), ("d", 10, 5, 5)] {
                 sqlx::query("INSERT INTO check_rollups VALUES (?, ?, ?, ?, ?, ?)")
