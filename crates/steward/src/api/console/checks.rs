@@ -118,19 +118,20 @@ pub(super) async fn show(
         uptime,
         runs,
         failures,
-        chart => chart(&buckets, since, now, bucket),
+        chart => chart(&buckets, since, since + span, bucket),
         transitions => Value::from_serialize(&transitions),
         reasons => Value::from_serialize(&reasons),
     };
     page(&who, "checks", "check.html", ctx)
 }
 
-/// The start of the first whole bucket of the span ending `now`: the chart's columns are
-/// whole buckets (whole UTC days over 90 d, as on the status page) and the current one.
+/// The start of the chart: `span` back from the end of the bucket holding `now`, so its
+/// columns are whole buckets, the current one last (whole UTC days over 90 d, as on the
+/// status page), even when `now` falls exactly on a bucket's start.
 fn first_bucket(now: DateTime<Utc>, span: Duration, bucket: Duration) -> DateTime<Utc> {
     let b = bucket.num_milliseconds().max(1);
-    let start = ((now - span).timestamp_millis().div_euclid(b) + 1) * b;
-    DateTime::from_timestamp_millis(start).unwrap_or(now - span)
+    let end = (now.timestamp_millis().div_euclid(b) + 1) * b;
+    DateTime::from_timestamp_millis(end).map_or(now - span, |end| end - span)
 }
 
 /// The chart: one column per bucket, its height the share of runs that failed (red) —
@@ -213,7 +214,7 @@ mod tests {
                 latency_avg_ms: 1.0,
                 latency_max_ms: 1.0,
             };
-            let svg = chart(&[last], since, now, bucket);
+            let svg = chart(&[last], since, since + span, bucket);
             let x: f64 = svg.split(r#"<rect class="ok" x=""#).nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
             let width: f64 = svg.split(r#"width=""#).nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
             assert!((x + width - 600.0).abs() < 0.05, "{name}: {x} + {width}");
@@ -224,5 +225,13 @@ mod tests {
             first_bucket(now, span, bucket) + Duration::days(89),
             DateTime::parse_from_rfc3339("2026-12-05T00:00:00Z").unwrap().to_utc()
         );
+        // At a bucket's very start, that bucket is the last column and ends at the edge.
+        let (span, bucket) = range("24h").unwrap();
+        let on_edge = DateTime::parse_from_rfc3339("2026-12-05T13:30:00Z").unwrap().to_utc();
+        let since = first_bucket(on_edge, span, bucket);
+        assert_eq!(since, DateTime::parse_from_rfc3339("2026-12-04T13:45:00Z").unwrap().to_utc());
+        let current = Rollup { hour: on_edge, runs: 1, failures: 0, latency_avg_ms: 1.0, latency_max_ms: 1.0 };
+        let svg = chart(&[current], since, since + span, bucket);
+        assert!(svg.contains(r#"x="593.75" y="0" width="6.25""#), "the 96th of 96 columns: {svg}");
     }
 }
