@@ -161,6 +161,16 @@ pub(crate) fn bucket_row<R: Columns>(r: &R) -> Result<crate::Rollup, StoreError>
     })
 }
 
+/// One row of `CheckStore::daily_by_group`: `grp`, `d`, `runs`, `failures`.
+pub(crate) fn group_day_row<R: Columns>(r: &R) -> Result<crate::GroupDay, StoreError> {
+    Ok(crate::GroupDay {
+        group: col(r, "grp")?,
+        day: time(col(r, "d")?),
+        runs: col::<i64>(r, "runs")? as u64,
+        failures: col::<i64>(r, "failures")? as u64,
+    })
+}
+
 /// A session row joined with its token's row (`SELECT s.*, t.*`).
 pub(crate) fn session_row<R: Columns>(r: &R) -> Result<ConsoleSession, StoreError> {
     Ok(ConsoleSession {

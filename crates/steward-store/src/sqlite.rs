@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{bucket_row, col, enum_col, ms, result_row, session_row, time, token_row};
-use super::{CheckStore, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
+use super::rows::{bucket_row, col, enum_col, group_day_row, json, ms, result_row, session_row, time, token_row};
+use super::{CheckStore, GroupDay, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
 use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
 
@@ -837,6 +837,27 @@ impl CheckStore for SqliteStore {
         let sql = if crate::whole_days(bucket_ms) { sql!("check_days", "day_ms") } else { sql!("check_rollups", "hour_ms") };
         let rows = sqlx::query(sql).bind(bucket_ms.max(1)).bind(check).bind(ms(since)).fetch_all(&self.reader).await?;
         rows.iter().map(bucket_row).collect()
+    }
+
+    async fn daily_by_group(&self, groups: &HashMap<String, String>, since: DateTime<Utc>) -> Result<Vec<GroupDay>, StoreError> {
+        // The map goes in as one JSON object and is joined by check name, so each check's
+        // days are a seek on `check_days`' key and its raw results one on their index.
+        let rows = sqlx::query(
+            "WITH members (check_name, grp) AS (SELECT key, value FROM json_each(?1))
+             SELECT grp, d, CAST(sum(runs) AS INTEGER) AS runs, CAST(sum(failures) AS INTEGER) AS failures FROM (
+               SELECT m.grp, s.day_ms AS d, s.runs, s.failures
+               FROM members m JOIN check_days s ON s.check_name = m.check_name AND s.day_ms >= ?2
+               UNION ALL
+               SELECT m.grp, (r.at_ms / ?3) * ?3, 1, 1 - r.healthy
+               FROM members m JOIN check_results r ON r.check_name = m.check_name AND r.at_ms >= ?2
+             ) GROUP BY grp, d ORDER BY grp, d",
+        )
+        .bind(json(groups))
+        .bind(ms(since))
+        .bind(crate::DAY_MS)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(group_day_row).collect()
     }
 
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError> {

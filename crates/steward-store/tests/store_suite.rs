@@ -101,6 +101,37 @@ pub async fn day_buckets_agree_with_the_hours_across_compactions(store: impl Sto
     assert_eq!(days(store.buckets("c", at(0), steward_store::DAY_MS).await.unwrap()), vec![(DAY, 60, 0), (2 * DAY, 30, 30)]);
 }
 
+/// Every group's days in one query: daily sums and raw results of the group's checks
+/// added up per day, from `since`; checks outside the map and days before `since` left out.
+pub async fn days_are_summed_per_group_from_sums_and_raw_results(store: impl Store) {
+    const DAY: i64 = 86_400;
+    let at = |s: i64| Utc.timestamp_opt(s, 0).unwrap();
+    // Group "api": checks a1 and a2; group "db": d1; "stray" is in no group.
+    let mut runs = Vec::new();
+    runs.extend((0..10).map(|i| run("a1", DAY + 60 * i, i != 0, Health::Healthy, false))); // day 1: 10 runs, 1 failed
+    runs.extend((0..4).map(|i| run("a2", DAY + 3_600 + 60 * i, false, Health::Healthy, false))); // day 1: 4 failed
+    runs.extend((0..3).map(|i| run("a1", 3 * DAY + 60 * i, true, Health::Healthy, false))); // day 3, stays raw
+    runs.extend((0..5).map(|i| run("d1", 60 * i, false, Health::Healthy, false))); // day 0: before `since`
+    runs.extend((0..2).map(|i| run("d1", 2 * DAY + 60 * i, i == 1, Health::Healthy, false))); // day 2: 2 runs, 1 failed
+    runs.push(run("stray", DAY, false, Health::Healthy, false));
+    store.record(&runs).await.unwrap();
+    // Days 0 to 2 folded into the daily sums; day 3 stays raw. Day 1's a1 results are
+    // folded in two compactions, so its sums are added to.
+    store.compact(at(DAY + 300), at(0)).await.unwrap();
+    store.compact(at(3 * DAY), at(0)).await.unwrap();
+    let groups: std::collections::HashMap<String, String> =
+        [("a1", "api"), ("a2", "api"), ("d1", "db"), ("idle", "db")].into_iter().map(|(c, g)| (c.into(), g.into())).collect();
+    let got: Vec<_> = store
+        .daily_by_group(&groups, at(DAY))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.group, d.day.timestamp() / DAY, d.runs, d.failures))
+        .collect();
+    assert_eq!(got, vec![("api".into(), 1, 14, 5), ("api".into(), 3, 3, 0), ("db".into(), 2, 2, 1)]);
+    assert!(store.daily_by_group(&Default::default(), at(0)).await.unwrap().is_empty(), "no checks, no days");
+}
+
 pub async fn compaction_folds_old_results_into_hourly_rollups(store: impl Store) {
     let runs: Vec<_> = (0..120).map(|i| run("c", 3_600 * 10 + i * 60, i % 4 != 0, Health::Healthy, false)).collect();
     store.record(&runs).await.unwrap();
@@ -1013,6 +1044,11 @@ macro_rules! store_suite {
             async fn day_buckets_agree_with_the_hours_across_compactions() {
                 let (_guard, store) = $open.await;
                 super::day_buckets_agree_with_the_hours_across_compactions(store).await;
+            }
+            #[tokio::test]
+            async fn days_are_summed_per_group_from_sums_and_raw_results() {
+                let (_guard, store) = $open.await;
+                super::days_are_summed_per_group_from_sums_and_raw_results(store).await;
             }
             #[tokio::test]
             async fn tokens_are_unique_by_live_name_and_revocable() {

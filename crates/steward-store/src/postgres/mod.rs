@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 
-use super::rows::{bucket_row, col, enum_col, ms, result_row, session_row, time, token_row};
-use super::{CheckStore, Fence, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
+use super::rows::{bucket_row, col, enum_col, group_day_row, ms, result_row, session_row, time, token_row};
+use super::{CheckStore, Fence, GroupDay, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
 use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
 
@@ -374,6 +374,29 @@ impl CheckStore for PostgresStore {
         let sql = if crate::whole_days(bucket_ms) { sql!("check_days", "day_ms") } else { sql!("check_rollups", "hour_ms") };
         let rows = sqlx::query(sql).bind(bucket_ms.max(1)).bind(check).bind(ms(since)).fetch_all(&self.pool).await?;
         rows.iter().map(bucket_row).collect()
+    }
+
+    async fn daily_by_group(&self, groups: &HashMap<String, String>, since: DateTime<Utc>) -> Result<Vec<GroupDay>, StoreError> {
+        // The map goes in as two arrays and is joined by check name, so each check's days
+        // are read through `check_days`' key and its raw results through their index.
+        let (checks, names): (Vec<&str>, Vec<&str>) = groups.iter().map(|(c, g)| (c.as_str(), g.as_str())).unzip();
+        let rows = sqlx::query(
+            "WITH members AS (SELECT * FROM unnest($1::text[], $2::text[]) AS m (check_name, grp))
+             SELECT grp, d, sum(runs)::bigint AS runs, sum(failures)::bigint AS failures FROM (
+               SELECT m.grp, s.day_ms AS d, s.runs::bigint AS runs, s.failures::bigint AS failures
+               FROM members m JOIN check_days s ON s.check_name = m.check_name AND s.day_ms >= $3
+               UNION ALL
+               SELECT m.grp, (r.at_ms / $4) * $4, count(*), count(*) FILTER (WHERE NOT r.healthy)
+               FROM members m JOIN check_results r ON r.check_name = m.check_name AND r.at_ms >= $3 GROUP BY 1, 2
+             ) u GROUP BY grp, d ORDER BY grp, d",
+        )
+        .bind(&checks)
+        .bind(&names)
+        .bind(ms(since))
+        .bind(crate::DAY_MS)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(group_day_row).collect()
     }
 
     async fn rollups(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>, StoreError> {

@@ -401,7 +401,7 @@ async fn public_status_of(s: &AppState, as_json: bool) -> Response {
     if !s.status_page {
         return ApiError::new(Code::NotFound, "the status page is disabled on this server").into_response();
     }
-    public_status(&s.engine.config(), &s.engine.checks.states(), s.engine.store.as_ref(), &s.uptime, as_json).await
+    public_status(&s.engine.config(), &s.engine.checks.states(), &s.engine.store, &s.uptime, as_json).await
 }
 
 /// The public status page, or its JSON twin, from a configuration, check states and
@@ -410,16 +410,16 @@ async fn public_status_of(s: &AppState, as_json: bool) -> Response {
 pub(super) async fn public_status(
     config: &Arc<Config>,
     states: &HashMap<String, CheckState>,
-    store: &dyn Store,
-    uptime: &uptime::UptimeCache,
+    store: &Arc<dyn Store>,
+    uptime: &Arc<uptime::UptimeCache>,
     as_json: bool,
 ) -> Response {
-    let services = match incidents::service_statuses(config, states, store).await {
+    let services = match incidents::service_statuses(config, states, store.as_ref()).await {
         Ok(v) => v,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let uptimes = uptime.get(config, store).await;
-    let incidents = match incidents::public_incidents(store).await {
+    let incidents = match incidents::public_incidents(store.as_ref()).await {
         Ok(v) => v,
         Err(e) if as_json => return ApiError::from(e).into_response(),
         // The page still shows services when the store cannot answer for incidents.

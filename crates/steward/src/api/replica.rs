@@ -187,7 +187,7 @@ async fn public_status(front: &Front, as_json: bool) -> Response {
         Ok(s) => s,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    super::public_status(&front.config.get(), &states, front.store.as_ref(), &front.uptime, as_json).await
+    super::public_status(&front.config.get(), &states, &front.store, &front.uptime, as_json).await
 }
 
 async fn forward(front: &Front, role: &ReplicaState, req: Request) -> Response {

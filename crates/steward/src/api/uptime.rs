@@ -1,9 +1,9 @@
 //! Ninety days of uptime per service, for the public status page and `/status.json`:
 //! each UTC day's runs and failures summed over the service's checks, from raw results
-//! and hourly rollups together (the store sums them per day, so a check costs one
-//! query of at most 90 rows). A server reads them at most once a minute and on a
-//! configuration change; requests meanwhile share the last reading, and one reading
-//! runs at a time, so a burst of visitors costs one reading, not one each.
+//! and daily sums together, in one grouped query for every check (90 rows a service).
+//! A server reads them at most once a minute and on a configuration change, in the
+//! background: requests are served the last reading meanwhile, and one reading runs
+//! at a time, so a burst of visitors costs one reading, not one each.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use crate::config::Config;
-use crate::store::{CheckStore, DAY_MS, StoreError};
+use crate::store::{CheckStore, Store, StoreError};
 
 /// How many days the bars cover, today included.
 pub const DAYS: usize = 90;
@@ -104,20 +104,23 @@ fn first_day(now: DateTime<Utc>) -> NaiveDate {
     now.date_naive() - TimeDelta::days(DAYS as i64 - 1)
 }
 
-/// Every configured service's last [`DAYS`] days, read from the store.
+/// Every configured service's last [`DAYS`] days, read from the store in one query.
 pub async fn read(config: &Config, store: &dyn CheckStore, now: DateTime<Utc>) -> Result<HashMap<String, ServiceUptime>, StoreError> {
     let first = first_day(now);
     let since = first.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
     let mut out: HashMap<String, ServiceUptime> =
         config.services.iter().map(|s| (s.name.clone(), ServiceUptime { first_day: first, days: vec![Day::default(); DAYS] })).collect();
-    for check in &config.checks {
-        let Some(service) = check.service.as_deref().and_then(|s| out.get_mut(s)) else { continue };
-        for bucket in store.buckets(&check.name, since, DAY_MS).await? {
-            let index = (bucket.hour - since).num_days();
-            if let Some(day) = usize::try_from(index).ok().and_then(|i| service.days.get_mut(i)) {
-                day.runs += bucket.runs;
-                day.failures += bucket.failures;
-            }
+    let members: HashMap<String, String> = config
+        .checks
+        .iter()
+        .filter_map(|c| c.service.as_ref().filter(|s| out.contains_key(*s)).map(|s| (c.name.clone(), s.clone())))
+        .collect();
+    for sum in store.daily_by_group(&members, since).await? {
+        let Some(service) = out.get_mut(&sum.group) else { continue };
+        let index = (sum.day - since).num_days();
+        if let Some(day) = usize::try_from(index).ok().and_then(|i| service.days.get_mut(i)) {
+            day.runs += sum.runs;
+            day.failures += sum.failures;
         }
     }
     Ok(out)
@@ -125,12 +128,16 @@ pub async fn read(config: &Config, store: &dyn CheckStore, now: DateTime<Utc>) -
 
 pub type Uptimes = Arc<HashMap<String, ServiceUptime>>;
 
-/// The last reading, for whom it was read and when.
+/// The last reading, served to every request; a reading older than a minute, for
+/// another configuration or for yesterday's window is served while a new one is read
+/// in the background, so only a server's first visitor waits for the store (one
+/// grouped query). Nothing is read at start: a server whose page nobody visits never
+/// reads, and the first visitor sees the runs made since start.
 #[derive(Default)]
 pub struct UptimeCache {
     last: std::sync::Mutex<Option<Reading>>,
-    /// Held by the one request reading the store.
-    reading: tokio::sync::Mutex<()>,
+    /// Held by the one task reading the store.
+    reading: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -142,49 +149,64 @@ struct Reading {
 }
 
 impl Reading {
-    fn serves(&self, config: &Arc<Config>, first: NaiveDate) -> bool {
-        Arc::ptr_eq(&self.config, config) && self.first_day == first
+    /// Whether this reading needs no refresh: under a minute old, for this
+    /// configuration and this window.
+    fn current(&self, config: &Arc<Config>) -> bool {
+        Arc::ptr_eq(&self.config, config) && self.first_day == first_day(crate::clock::now()) && self.at.elapsed() < FRESH_FOR
     }
 }
 
 impl UptimeCache {
-    /// The uptimes for `config`, read again when the last reading is older than a
-    /// minute, was for another configuration or another window. While one request
-    /// reads, the others get the last reading if it is for this configuration and
-    /// window (a minute stale at most), else wait for the new one. When the store
-    /// cannot answer, the last reading (or none): the page still shows each service's
-    /// status.
-    pub async fn get(&self, config: &Arc<Config>, store: &dyn CheckStore) -> Uptimes {
-        let first = first_day(crate::clock::now());
-        let last = || self.last.lock().expect("uptime cache lock").clone();
-        let stale = match last() {
-            Some(r) if r.serves(config, first) && r.at.elapsed() < FRESH_FOR => return r.uptimes,
-            Some(r) if r.serves(config, first) => Some(r.uptimes),
-            _ => None,
-        };
-        let _reading = match (self.reading.try_lock(), stale) {
-            (Ok(guard), _) => guard,
-            (Err(_), Some(stale)) => return stale,
-            (Err(_), None) => self.reading.lock().await,
-        };
-        // Another request may have read while this one waited.
-        if let Some(r) = last()
-            && r.serves(config, first)
-            && r.at.elapsed() < FRESH_FOR
-        {
-            return r.uptimes;
+    /// The uptimes to show for `config`: the last reading, refreshed in the background
+    /// when it is not [current](Reading::current). Only when there is no reading yet
+    /// does the request wait for one. When the store cannot answer, the last reading
+    /// (or none): the page still shows each service's status.
+    pub async fn get(self: &Arc<Self>, config: &Arc<Config>, store: &Arc<dyn Store>) -> Uptimes {
+        match self.last() {
+            Some(r) => {
+                if !r.current(config) {
+                    self.warm(config, store);
+                }
+                r.uptimes
+            }
+            None => {
+                self.refresh(config, store.as_ref()).await;
+                self.last().map(|r| r.uptimes).unwrap_or_default()
+            }
         }
+    }
+
+    /// Starts a reading in the background unless one is under way.
+    fn warm(self: &Arc<Self>, config: &Arc<Config>, store: &Arc<dyn Store>) {
+        let Ok(guard) = self.reading.clone().try_lock_owned() else { return };
+        let (cache, config, store) = (self.clone(), config.clone(), store.clone());
+        tokio::spawn(async move {
+            let _reading = guard;
+            cache.read_now(&config, store.as_ref()).await;
+        });
+    }
+
+    /// Reads the store unless the last reading is current, waiting for one under way
+    /// first (it may be the one needed).
+    pub async fn refresh(&self, config: &Arc<Config>, store: &dyn CheckStore) {
+        let _reading = self.reading.lock().await;
+        if !self.last().is_some_and(|r| r.current(config)) {
+            self.read_now(config, store).await;
+        }
+    }
+
+    fn last(&self) -> Option<Reading> {
+        self.last.lock().expect("uptime cache lock").clone()
+    }
+
+    async fn read_now(&self, config: &Arc<Config>, store: &dyn CheckStore) {
         let now = crate::clock::now();
         match read(config, store, now).await {
             Ok(u) => {
                 let reading = Reading { at: Instant::now(), config: config.clone(), first_day: first_day(now), uptimes: Arc::new(u) };
-                *self.last.lock().expect("uptime cache lock") = Some(reading.clone());
-                reading.uptimes
+                *self.last.lock().expect("uptime cache lock") = Some(reading);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "status page: cannot read uptime history");
-                last().map(|r| r.uptimes).unwrap_or_default()
-            }
+            Err(e) => tracing::warn!(error = %e, "status page: cannot read uptime history"),
         }
     }
 }
@@ -276,18 +298,23 @@ mod tests {
         assert_eq!(got["db"].days[89].class(), "down");
         assert_eq!(got["idle"].total().percent(), None, "a service without checks has no history");
 
-        // The cache answers from its reading for the same configuration (a new run is
-        // not seen within the minute) and reads again for a reloaded one.
+        // The first request waits for a reading; the next ones within the minute are
+        // served it (a new run is not seen). For a reloaded configuration the request
+        // is served the last reading while a new one is read in the background.
         let config = Arc::new(config);
-        let cache = UptimeCache::default();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let cache = Arc::new(UptimeCache::default());
         let today = |u: &Uptimes| u["db"].days[DAYS - 1];
         let at = crate::clock::now();
         store.record(&[run("db-tcp", at, true)]).await.unwrap();
         let before = today(&cache.get(&config, &store).await);
+        assert!(before.runs >= 1, "the first request waits for a reading: {before:?}");
         store.record(&[run("db-tcp", at, true)]).await.unwrap();
-        assert_eq!(today(&cache.get(&config, &store).await), before, "read again within the minute");
+        assert_eq!(today(&cache.get(&config, &store).await), before, "not read again within the minute");
         let reloaded = Arc::new((*config).clone());
+        assert_eq!(today(&cache.get(&reloaded, &store).await), before, "a reload is served the last reading, not kept waiting");
+        cache.refresh(&reloaded, store.as_ref()).await; // waits for the background reading
         let after = today(&cache.get(&reloaded, &store).await);
-        assert_eq!(after.runs, before.runs + 1, "a reloaded configuration is read afresh");
+        assert_eq!(after.runs, before.runs + 1, "the reloaded configuration was read afresh in the background");
     }
 }
