@@ -165,7 +165,7 @@ impl UptimeCache {
         match self.last() {
             Some(r) => {
                 if !r.current(config) {
-                    self.warm(config, store);
+                    self.refresh_in_background(config, store);
                 }
                 r.uptimes
             }
@@ -177,7 +177,7 @@ impl UptimeCache {
     }
 
     /// Starts a reading in the background unless one is under way.
-    fn warm(self: &Arc<Self>, config: &Arc<Config>, store: &Arc<dyn Store>) {
+    fn refresh_in_background(self: &Arc<Self>, config: &Arc<Config>, store: &Arc<dyn Store>) {
         let Ok(guard) = self.reading.clone().try_lock_owned() else { return };
         let (cache, config, store) = (self.clone(), config.clone(), store.clone());
         tokio::spawn(async move {
