@@ -433,6 +433,16 @@ type Source = (String, String);
 
 impl MuteIndex {
     pub fn new(all: &[Arc<Alert>], config: &Config, checks: &HashMap<String, CheckState>) -> MuteIndex {
+        MuteIndex::with_failing_checks(all, config, failing_checks_by_service(config, checks))
+    }
+
+    /// [`MuteIndex::new`] on the live check states, read in place: the states' lock is
+    /// held only to find the failing checks, not to index 20,000 alerts.
+    pub fn of_live(all: &[Arc<Alert>], config: &Config, checks: &Checks) -> MuteIndex {
+        MuteIndex::with_failing_checks(all, config, checks.with_states(|states| failing_checks_by_service(config, states)))
+    }
+
+    fn with_failing_checks(all: &[Arc<Alert>], config: &Config, failing_check_by_service: HashMap<String, String>) -> MuteIndex {
         let firing: Vec<&Arc<Alert>> = all.iter().filter(|a| a.state == AlertState::Firing).collect();
         let push = |list: &mut Vec<Source>, a: &Alert| {
             if list.len() < 2 {
@@ -444,24 +454,6 @@ impl MuteIndex {
             if let Some(service) = a.labels.get("service") {
                 push(firing_by_service.entry(service.clone()).or_default(), a);
             }
-        }
-        // A failing run below the threshold counts too: checks cross their thresholds at
-        // different moments, and the dependent service's alert must not page in the
-        // seconds before the cause's does.
-        let mut failing_check_by_service: HashMap<String, String> = HashMap::new();
-        for c in &config.checks {
-            let (Some(service), Some(s)) = (c.service.as_ref(), checks.get(&c.name)) else { continue };
-            if failing_check_by_service.contains_key(service) {
-                continue;
-            }
-            let cause = if s.health == Health::Unhealthy {
-                format!("check {} is unhealthy", c.name)
-            } else if s.consecutive_failures > 0 {
-                format!("check {} is failing ({} of {} failures)", c.name, s.consecutive_failures, c.failure_threshold)
-            } else {
-                continue;
-            };
-            failing_check_by_service.insert(service.clone(), cause);
         }
         let inhibit_sources = config
             .inhibit_rules
@@ -478,6 +470,29 @@ impl MuteIndex {
         let upstream = config.services.iter().map(|sv| (sv.name.clone(), upstream_services(config, &sv.name))).collect();
         MuteIndex { firing_by_service, failing_check_by_service, inhibit_sources, upstream }
     }
+}
+
+/// Each service's first failing check (config order) and why it counts as a cause.
+fn failing_checks_by_service(config: &Config, checks: &HashMap<String, CheckState>) -> HashMap<String, String> {
+    // A failing run below the threshold counts too: checks cross their thresholds at
+    // different moments, and the dependent service's alert must not page in the
+    // seconds before the cause's does.
+    let mut failing_check_by_service: HashMap<String, String> = HashMap::new();
+    for c in &config.checks {
+        let (Some(service), Some(s)) = (c.service.as_ref(), checks.get(&c.name)) else { continue };
+        if failing_check_by_service.contains_key(service) {
+            continue;
+        }
+        let cause = if s.health == Health::Unhealthy {
+            format!("check {} is unhealthy", c.name)
+        } else if s.consecutive_failures > 0 {
+            format!("check {} is failing ({} of {} failures)", c.name, s.consecutive_failures, c.failure_threshold)
+        } else {
+            continue;
+        };
+        failing_check_by_service.insert(service.clone(), cause);
+    }
+    failing_check_by_service
 }
 
 /// Every service `service` depends on, directly or not (config guarantees no cycles).

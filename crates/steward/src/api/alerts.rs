@@ -39,7 +39,7 @@ pub(super) fn find_alert_view(engine: &Engine, fingerprint: &str) -> Option<Aler
     let config = engine.config();
     let all = engine.alerting.alerts();
     let alert = all.iter().find(|a| a.fingerprint == fingerprint)?;
-    let index = engine.checks.with_states(|states| MuteIndex::new(&all, &config, states));
+    let index = MuteIndex::of_live(&all, &config, &engine.checks);
     Some(alert_view(engine, alert, &index, &config, crate::clock::now()))
 }
 

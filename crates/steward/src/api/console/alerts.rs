@@ -43,7 +43,7 @@ pub(super) async fn page_of(
     let mut all = s.engine.alerting.alerts();
     all.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
     let now = crate::clock::now();
-    let index = s.engine.checks.with_states(|states| MuteIndex::new(&all, &config, states));
+    let index = MuteIndex::of_live(&all, &config, &s.engine.checks);
     let (mut firing, mut pending, mut muted) = (Vec::new(), Vec::new(), Vec::new());
     for a in &all {
         if !matches!(a.state, AlertState::Firing | AlertState::Pending) {
