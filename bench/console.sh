@@ -72,7 +72,7 @@ c.execute("""INSERT INTO check_days (check_name, day_ms, runs, failures, latency
 c.commit()
 PY
 PORT=$(free_port)
-STEWARD_LOG=warn "$BIN/steward" serve -c "$work/steward.yaml" --data "$work/data" --listen "127.0.0.1:$PORT" --max-concurrency 512 2>"$work/steward.log" &
+STEWARD_LOG=warn,steward::api::uptime=debug "$BIN/steward" serve -c "$work/steward.yaml" --data "$work/data" --listen "127.0.0.1:$PORT" --max-concurrency 512 2>"$work/steward.log" &
 until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do sleep 0.2; done
 BASE="http://127.0.0.1:$PORT"
 # ALERTS alerts in batches of 1,000 through the Alertmanager webhook.
@@ -103,12 +103,14 @@ done
 
 # ---- The public status page: services and their 90-day uptime bars -------------------
 # No Server-Timing there (it is public): wall time as curl sees it on loopback. The
-# first request reads every check's 90 days from the store; the next ones, within the
-# minute, use that reading.
+# server read every check's 90 days at start, in the background (its log says how long
+# that took); the first request is served that reading and, the reading being stale by
+# now, has the next one read behind it, while the requests measured here are served.
 echo
 echo "public status page, $SERVICES services, $CHECKS checks with 90 days of hourly rollups (curl time_total)"
+sed -n 's/.*read the uptime history.*took_ms=\([0-9]*\).*/uptime history read at start, in the background: \1 ms/p' "$work/steward.log" | head -1
 printf '%-44s %9s %9s %9s %10s\n' request "p50 ms" "p95 ms" "max ms" "bytes"
-curl -s -o "$work/page" -w '%{time_total}\n' "$BASE/" | awk -v size="$(wc -c < "$work/page")" '{printf "%-44s %9.2f %9s %9s %10s\n", "/ (first: reads the history)", $1 * 1000, "", "", ""}'
+curl -s -o "$work/page" -w '%{time_total}\n' "$BASE/" | awk -v size="$(wc -c < "$work/page")" '{printf "%-44s %9.2f %9s %9s %10s\n", "/ (first after start)", $1 * 1000, "", "", ""}'
 for page in / /status.json; do
   for i in $(seq "$N"); do curl -s -o "$work/page" -w '%{time_total}\n' "$BASE$page"; done | awk '{print $1 * 1000}' | sort -n > "$work/times"
   size=$(wc -c < "$work/page")

@@ -474,9 +474,13 @@ fn a_follower_serves_the_status_page_from_the_store_while_the_leader_cannot_answ
         (code == 200 && v["services"][0]["status"] == "operational").then_some(v)
     };
     wait_for("the leader to show the service operational", Duration::from_secs(15), || operational(&replicas[leader].base));
-    // The leader writes results in batches every ~50 ms: let its passing runs reach the
-    // store before it stops, so the follower's uptime bars have a today to show.
-    std::thread::sleep(Duration::from_millis(300));
+    // The follower's uptime history, read at its start, predates the leader's runs; a
+    // visitor finding it stale (after 5 s on a store this small) has it read again
+    // behind them. Wait until the leader's passing runs show as today's bar there.
+    let today_passed = |v: &Value| v["services"][0]["uptime_90d"]["days"][89]["percent"] == 100.0;
+    wait_for("today's passing runs in the follower's uptime history", Duration::from_secs(20), || {
+        operational(&replicas[other].base).filter(today_passed)
+    });
 
     replicas[leader].signal(libc::SIGSTOP);
     let started = Instant::now();

@@ -147,7 +147,12 @@ fn status_page_renders_in_a_real_browser_at_phone_width() {
     )
     .unwrap();
     let server = Server::start(&config, &dir.path().join("data"));
-    std::thread::sleep(Duration::from_millis(1200));
+    // The uptime history read at start predates the check's first run; a visitor finding
+    // it stale (after 5 s on a store this small) has the next one read behind it.
+    wait_for("today's failed runs in the status page's uptime history", Duration::from_secs(20), || {
+        let public = get(&format!("{}/status.json", server.base), None).1;
+        (public["services"][0]["uptime_90d"]["days"][89]["percent"] == 0.0).then_some(())
+    });
     let browser = common::browser::Browser::phone();
     browser.open(&format!("{}/", server.base));
     let dom = browser.html();

@@ -401,20 +401,22 @@ async fn public_status_of(s: &AppState, as_json: bool) -> Response {
     if !s.status_page {
         return ApiError::new(Code::NotFound, "the status page is disabled on this server").into_response();
     }
-    public_status(&s.engine.config(), &s.engine.checks.states(), &s.engine.store, &s.uptime, as_json).await
+    let config = s.engine.config();
+    let checks = s.engine.checks.with_states(|states| incidents::service_checks(&config, states));
+    public_status(&config, &checks, &s.engine.store, &s.uptime, as_json).await
 }
 
-/// The public status page, or its JSON twin, from a configuration, check states and
-/// the store: the leader passes its live states, a follower the stored ones, so the
-/// page stays up while leadership moves.
+/// The public status page, or its JSON twin, from a configuration, each service's
+/// checks and the store: the leader counts its live states, a follower the stored
+/// ones, so the page stays up while leadership moves.
 pub(super) async fn public_status(
     config: &Arc<Config>,
-    states: &HashMap<String, CheckState>,
+    checks: &HashMap<String, incidents::ServiceChecks>,
     store: &Arc<dyn Store>,
     uptime: &Arc<uptime::UptimeCache>,
     as_json: bool,
 ) -> Response {
-    let services = match incidents::service_statuses(config, states, store.as_ref()).await {
+    let services = match incidents::service_statuses(config, checks, store.as_ref()).await {
         Ok(v) => v,
         Err(e) => return ApiError::from(e).into_response(),
     };

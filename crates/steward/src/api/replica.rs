@@ -65,6 +65,8 @@ pub struct Front {
 }
 
 impl Front {
+    /// Must be called within the Tokio runtime: with the status page on, the first
+    /// reading of its uptime history starts here.
     pub fn new(
         role: watch::Receiver<ReplicaState>,
         store: Arc<dyn Store>,
@@ -81,18 +83,11 @@ impl Front {
             .read_timeout(std::time::Duration::from_secs(30))
             .build()
             .expect("an HTTP client without custom TLS roots builds");
-        Front {
-            role,
-            store,
-            metrics,
-            status_page,
-            config,
-            me,
-            client,
-            leading: Mutex::new(None),
-            states: Mutex::new(None),
-            uptime: Default::default(),
+        let uptime = Arc::new(super::uptime::UptimeCache::default());
+        if status_page {
+            uptime.warm(&config.get(), &store);
         }
+        Front { role, store, metrics, status_page, config, me, client, leading: Mutex::new(None), states: Mutex::new(None), uptime }
     }
 
     /// The check states the leader stored (health changes are stored before anything
@@ -187,7 +182,9 @@ async fn public_status(front: &Front, as_json: bool) -> Response {
         Ok(s) => s,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    super::public_status(&front.config.get(), &states, &front.store, &front.uptime, as_json).await
+    let config = front.config.get();
+    let checks = super::incidents::service_checks(&config, &states);
+    super::public_status(&config, &checks, &front.store, &front.uptime, as_json).await
 }
 
 async fn forward(front: &Front, role: &ReplicaState, req: Request) -> Response {

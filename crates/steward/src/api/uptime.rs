@@ -1,9 +1,10 @@
 //! Ninety days of uptime per service, for the public status page and `/status.json`:
 //! each UTC day's runs and failures summed over the service's checks, from raw results
 //! and daily sums together, in one grouped query for every check (90 rows a service).
-//! A server reads them at most once a minute and on a configuration change, in the
-//! background: requests are served the last reading meanwhile, and one reading runs
-//! at a time, so a burst of visitors costs one reading, not one each.
+//! A server reads them at start and then again when a visitor finds the reading stale
+//! (see [`fresh_for`]) or taken for another configuration, in the background: requests
+//! are served the last reading meanwhile, and one reading runs at a time, so a burst of
+//! visitors costs one reading, not one each.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +18,19 @@ use crate::store::{CheckStore, Store, StoreError};
 
 /// How many days the bars cover, today included.
 pub const DAYS: usize = 90;
-/// How long a reading serves before the next request reads again.
-const FRESH_FOR: Duration = Duration::from_secs(60);
+/// A reading serves at least this long before a visitor starts the next one ...
+const FRESH_AT_LEAST: Duration = Duration::from_secs(5);
+/// ... and this many times as long as it took, so the page spends at most a
+/// twentieth of one store connection's time on its history however large the store
+/// (2.5 s a reading at 20,000 checks: read again after 50 s) ...
+const READING_SHARE: u32 = 20;
+/// ... but never more than this, so the bars lag today's runs by minutes at worst.
+const FRESH_AT_MOST: Duration = Duration::from_secs(300);
+
+/// How long a reading that took `took` serves before the next one starts.
+fn fresh_for(took: Duration) -> Duration {
+    took.saturating_mul(READING_SHARE).clamp(FRESH_AT_LEAST, FRESH_AT_MOST)
+}
 
 /// One service's day: its checks' runs and failures summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,8 +98,13 @@ impl Serialize for ServiceUptime {
         impl Serialize for Days<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(Some(self.0.days.len()))?;
+                #[derive(serde::Serialize)]
+                struct Dated {
+                    date: NaiveDate,
+                    percent: Option<f64>,
+                }
                 for (date, day) in self.0.dated() {
-                    seq.serialize_element(&serde_json::json!({"date": date, "percent": day.percent()}))?;
+                    seq.serialize_element(&Dated { date, percent: day.percent() })?;
                 }
                 seq.end()
             }
@@ -128,11 +145,11 @@ pub async fn read(config: &Config, store: &dyn CheckStore, now: DateTime<Utc>) -
 
 pub type Uptimes = Arc<HashMap<String, ServiceUptime>>;
 
-/// The last reading, served to every request; a reading older than a minute, for
-/// another configuration or for yesterday's window is served while a new one is read
-/// in the background, so only a server's first visitor waits for the store (one
-/// grouped query). Nothing is read at start: a server whose page nobody visits never
-/// reads, and the first visitor sees the runs made since start.
+/// The last reading, served to every request; a stale reading (see [`fresh_for`]), one
+/// for another configuration or for yesterday's window is served while a new one is
+/// read in the background. The server [warms](UptimeCache::warm) it at start, so no
+/// visitor waits for the store (one grouped query, seconds at 20,000 checks) unless
+/// one comes before that first reading is done.
 #[derive(Default)]
 pub struct UptimeCache {
     last: std::sync::Mutex<Option<Reading>>,
@@ -142,21 +159,27 @@ pub struct UptimeCache {
 
 #[derive(Clone)]
 struct Reading {
-    at: Instant,
+    taken: Instant,
+    fresh_for: Duration,
     config: Arc<Config>,
     first_day: NaiveDate,
     uptimes: Uptimes,
 }
 
 impl Reading {
-    /// Whether this reading needs no refresh: under a minute old, for this
-    /// configuration and this window.
+    /// Whether this reading needs no refresh: fresh, for this configuration and this
+    /// window.
     fn current(&self, config: &Arc<Config>) -> bool {
-        Arc::ptr_eq(&self.config, config) && self.first_day == first_day(crate::clock::now()) && self.at.elapsed() < FRESH_FOR
+        Arc::ptr_eq(&self.config, config) && self.first_day == first_day(crate::clock::now()) && self.taken.elapsed() < self.fresh_for
     }
 }
 
 impl UptimeCache {
+    /// Starts the first reading, at server start, so the first visitor is served at once.
+    pub fn warm(self: &Arc<Self>, config: &Arc<Config>, store: &Arc<dyn Store>) {
+        self.refresh_in_background(config, store);
+    }
+
     /// The uptimes to show for `config`: the last reading, refreshed in the background
     /// when it is not [current](Reading::current). Only when there is no reading yet
     /// does the request wait for one. When the store cannot answer, the last reading
@@ -200,10 +223,13 @@ impl UptimeCache {
     }
 
     async fn read_now(&self, config: &Arc<Config>, store: &dyn CheckStore) {
-        let now = crate::clock::now();
+        let (now, started) = (crate::clock::now(), Instant::now());
         match read(config, store, now).await {
             Ok(u) => {
-                let reading = Reading { at: Instant::now(), config: config.clone(), first_day: first_day(now), uptimes: Arc::new(u) };
+                let took = started.elapsed();
+                tracing::debug!(took_ms = took.as_millis() as u64, services = u.len(), "status page: read the uptime history");
+                let (taken, fresh_for, config, uptimes) = (Instant::now(), fresh_for(took), config.clone(), Arc::new(u));
+                let reading = Reading { taken, fresh_for, config, first_day: first_day(now), uptimes };
                 *self.last.lock().expect("uptime cache lock") = Some(reading);
             }
             Err(e) => tracing::warn!(error = %e, "status page: cannot read uptime history"),
@@ -249,6 +275,14 @@ mod tests {
         let none = ServiceUptime { first_day: first, days: vec![Day::default(); DAYS] };
         assert_eq!(none.total().percent(), None);
         assert_eq!(first_day(DateTime::parse_from_rfc3339("2026-12-05T23:59:59Z").unwrap().to_utc()), first);
+    }
+
+    #[test]
+    fn a_reading_serves_twenty_times_as_long_as_it_took_within_bounds() {
+        assert_eq!(fresh_for(Duration::from_millis(2)), Duration::from_secs(5), "a small store: near live");
+        assert_eq!(fresh_for(Duration::from_millis(2_500)), Duration::from_secs(50), "20,000 checks");
+        assert_eq!(fresh_for(Duration::from_secs(3_600)), Duration::from_secs(300), "never lags by more than five minutes");
+        assert_eq!(fresh_for(Duration::MAX), Duration::from_secs(300), "no overflow");
     }
 
     /// Results on three days (one of them compacted into hourly rollups) of two checks
@@ -298,19 +332,26 @@ mod tests {
         assert_eq!(got["db"].days[89].class(), "down");
         assert_eq!(got["idle"].total().percent(), None, "a service without checks has no history");
 
-        // The first request waits for a reading; the next ones within the minute are
+        // The first request waits for a reading; the next ones while it is fresh are
         // served it (a new run is not seen). For a reloaded configuration the request
         // is served the last reading while a new one is read in the background.
         let config = Arc::new(config);
         let store: Arc<dyn Store> = Arc::new(store);
-        let cache = Arc::new(UptimeCache::default());
         let today = |u: &Uptimes| u["db"].days[DAYS - 1];
         let at = crate::clock::now();
         store.record(&[run("db-tcp", at, true)]).await.unwrap();
+        // Warmed at start, without a visitor: the reading is there once the one
+        // started (holding the reading lock before it is spawned) is done.
+        let warmed = Arc::new(UptimeCache::default());
+        warmed.warm(&config, &store);
+        drop(warmed.reading.lock().await);
+        assert!(warmed.last().is_some_and(|r| today(&r.uptimes).runs >= 1), "warm reads the history without a request");
+
+        let cache = Arc::new(UptimeCache::default());
         let before = today(&cache.get(&config, &store).await);
         assert!(before.runs >= 1, "the first request waits for a reading: {before:?}");
         store.record(&[run("db-tcp", at, true)]).await.unwrap();
-        assert_eq!(today(&cache.get(&config, &store).await), before, "not read again within the minute");
+        assert_eq!(today(&cache.get(&config, &store).await), before, "not read again while fresh");
         let reloaded = Arc::new((*config).clone());
         assert_eq!(today(&cache.get(&reloaded, &store).await), before, "a reload is served the last reading, not kept waiting");
         cache.refresh(&reloaded, store.as_ref()).await; // waits for the background reading

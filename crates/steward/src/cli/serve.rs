@@ -120,7 +120,11 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         let (e, c) = (engine.clone(), certificate.clone());
         supervise("sighup_reload", engine.metrics.clone(), move || reload_on_sighup(e.clone(), c.clone()))
     };
-    let app = api::router(Arc::new(AppState { engine: engine.clone(), status_page: opts.status_page, uptime: Default::default() }));
+    let uptime = Arc::new(api::uptime::UptimeCache::default());
+    if opts.status_page {
+        uptime.warm(&engine.config(), &engine.store);
+    }
+    let app = api::router(Arc::new(AppState { engine: engine.clone(), status_page: opts.status_page, uptime }));
     let served = serve_http(listener, certificate, app, stop).await;
     tracing::info!("shutting down: stopping checks and flushing results");
     reloader.abort();
