@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs (Debian/Ubuntu packages) and starts the real components the test suite talks
 # to: PostgreSQL, MariaDB, Redis and NATS with JetStream on their standard loopback
-# ports, plus Chromium and its chromedriver for browser tests and Prometheus for PromQL
-# rules. Safe to run again: it only installs what is missing and only starts what is
-# not answering.
+# ports, plus Chromium and its chromedriver for browser tests, Prometheus for PromQL
+# rules and dnsmasq for DNS checks. Safe to run again: it only installs what is missing
+# and only starts what is not answering.
 set -euo pipefail
 
 SUDO=""
@@ -19,6 +19,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 # Tests start private Prometheus servers (PromQL rules); the package's own service is not used.
 command -v prometheus >/dev/null || need+=(prometheus)
+# The dns probe's tests start private dnsmasq servers on free ports (no daemon is started here).
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 # The packaging test checks the systemd unit with systemd-analyze.
 command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then

@@ -90,19 +90,7 @@ async fn http_timeouts_huge_bodies_and_closed_ports_are_data() {
 
 /// A TLS server with a fresh self-signed certificate valid for 30 days.
 async fn https_server() -> (u16, tempfile::TempDir) {
-    common::install_crypto();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    // Half a day of slack keeps `days_left` at exactly 30 whatever the clock does mid-test.
-    params.not_after = time_in_days(30) + time::Duration::hours(12);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap())
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (acceptor, dir) = tls_acceptor();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -129,6 +117,131 @@ async fn https_server() -> (u16, tempfile::TempDir) {
     (port, dir)
 }
 
+/// TLS with a fresh self-signed certificate for localhost and 127.0.0.1, valid for 30
+/// days; the directory holds it as `ca.pem`.
+fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, tempfile::TempDir) {
+    common::install_crypto();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    // Half a day of slack keeps `days_left` at exactly 30 whatever the clock does mid-test.
+    params.not_after = time_in_days(30) + time::Duration::hours(12);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap())
+        .unwrap();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), dir)
+}
+
+/// A WebSocket server (tokio-tungstenite), over TLS with `tls`: `ping` is answered with
+/// a JSON pong, `close` with a close frame, `silence` with nothing, anything else is
+/// echoed; `/private` refuses an upgrade without `Authorization: Bearer t0ken`.
+async fn websocket_server(tls: Option<tokio_rustls::TlsAcceptor>) -> u16 {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S) {
+        // The signature tungstenite's handshake callback has.
+        #[allow(clippy::result_large_err)]
+        let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+            let authorized = req.headers().get("authorization").is_some_and(|v| v == "Bearer t0ken");
+            if req.uri().path() == "/private" && !authorized {
+                let mut refused = ErrorResponse::new(Some("no".into()));
+                *refused.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+                return Err(refused);
+            }
+            Ok(resp)
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, check).await else { return };
+        while let Some(Ok(msg)) = ws.next().await {
+            let reply = match msg {
+                Message::Text(t) if t.as_str() == "ping" => Message::text(r#"{"type":"pong","rooms":3}"#),
+                Message::Text(t) if t.as_str() == "close" => Message::Close(None),
+                Message::Text(t) if t.as_str() == "silence" => continue,
+                Message::Text(t) => Message::Text(t),
+                _ => continue,
+            };
+            if ws.send(reply).await.is_err() {
+                return;
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            serve(stream).await
+                        }
+                    }
+                    None => serve(tcp).await,
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrades_sends_and_reads_the_reply() {
+    let port = websocket_server(None).await;
+    let ws =
+        |fields: &str| format!("checks:\n  - name: c\n    timeout: 1s\n    websocket: {{url: 'ws://127.0.0.1:{port}/chat', {fields}}}\n");
+    let pong = run(&ws("send: ping, conditions: ['reply.type == \"pong\"', 'reply.rooms == 3', 'response_time < 1s']")).await;
+    assert!(pong.healthy, "{pong:?}");
+    assert!(run(&ws("conditions: []")).await.healthy, "the upgrade alone");
+    let echo = run(&ws("send: hello, conditions: ['reply == \"hello\"']")).await;
+    assert!(echo.healthy, "{echo:?}");
+
+    let wrong = run(&ws("send: ping, conditions: ['reply.rooms > 3']")).await;
+    assert!(wrong.reason.as_deref().unwrap().contains("reply.rooms is 3"), "{wrong:?}");
+    let not_json = run(&ws("send: hello, conditions: ['reply.type == \"pong\"']")).await;
+    assert!(not_json.reason.as_deref().unwrap().contains("the reply is not JSON"), "{not_json:?}");
+    let closed = run(&ws("send: close")).await;
+    assert!(closed.reason.as_deref().unwrap().contains("closed the connection"), "{closed:?}");
+    let silent = run(&ws("send: silence")).await;
+    assert!(silent.reason.as_deref().unwrap().contains("timed out after 1s"), "{silent:?}");
+    let too_big = run(&ws("send: 'a long message', max_reply_bytes: 4")).await;
+    assert!(too_big.reason.as_deref().unwrap().contains("max_reply_bytes"), "{too_big:?}");
+
+    let private = format!("checks:\n  - name: c\n    websocket: {{url: 'ws://127.0.0.1:{port}/private'}}\n");
+    let refused = run(&private).await;
+    assert!(refused.reason.as_deref().unwrap().contains("answered the upgrade with HTTP 401"), "{refused:?}");
+    let authorized = run(&format!(
+        "checks:\n  - name: c\n    websocket: {{url: 'ws://127.0.0.1:{port}/private', headers: {{Authorization: Bearer t0ken}}}}\n"
+    ))
+    .await;
+    assert!(authorized.healthy, "{authorized:?}");
+
+    let http = http_server(app()).await;
+    let plain = run(&format!("checks:\n  - name: c\n    websocket: {{url: 'ws://127.0.0.1:{http}/health'}}\n")).await;
+    assert!(plain.reason.as_deref().unwrap().contains("answered the upgrade with HTTP 200"), "{plain:?}");
+    let free = common::free_port();
+    let nobody = run(&format!("checks:\n  - name: c\n    websocket: {{url: 'ws://127.0.0.1:{free}/'}}\n")).await;
+    assert!(nobody.reason.as_deref().unwrap().contains("cannot connect"), "{nobody:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_over_tls_trusts_like_https() {
+    let (acceptor, dir) = tls_acceptor();
+    let port = websocket_server(Some(acceptor)).await;
+    let untrusted = run(&format!("checks:\n  - name: c\n    websocket: {{url: 'wss://localhost:{port}/', send: ping}}\n")).await;
+    assert!(untrusted.reason.as_deref().unwrap().contains("UnknownIssuer"), "{untrusted:?}");
+    let trusted = run(&format!(
+        "checks:\n  - name: c\n    websocket: {{url: 'wss://localhost:{port}/', send: ping, tls: {{ca_file: {}}}, conditions: ['reply.type == \"pong\"']}}\n",
+        dir.path().join("ca.pem").display()
+    ))
+    .await;
+    assert!(trusted.healthy, "{trusted:?}");
+}
+
 fn time_in_days(days: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc() + time::Duration::days(days)
 }
@@ -153,6 +266,102 @@ async fn https_verifies_certificates_and_reports_days_left() {
     ))
     .await;
     assert!(expiring.reason.as_deref().unwrap().contains("cert.days_left is 30"), "{expiring:?}");
+}
+
+/// Any TLS endpoint: the chain verified like a client would, the name checked, and a
+/// certificate expiring within `min_days_left` failing the check with its date.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_verifies_the_chain_and_fails_weeks_before_expiry() {
+    let (port, dir) = https_server().await;
+    let ca = dir.path().join("ca.pem");
+    let tls = |fields: &str| format!("checks:\n  - name: c\n    tls: {{address: '127.0.0.1:{port}', {fields}}}\n");
+
+    let untrusted = run(&tls("min_days_left: 1")).await;
+    let reason = untrusted.reason.unwrap();
+    assert!(reason.contains("TLS handshake") && reason.contains("UnknownIssuer"), "{reason}");
+
+    let ok = run(&tls(&format!(
+        "ca_file: {}, server_name: localhost, conditions: ['cert.days_left == 30', 'chain == 1', 'protocol == \"TLSv1_3\"']",
+        ca.display()
+    )))
+    .await;
+    assert!(ok.healthy, "{ok:?}");
+    assert!(run(&tls(&format!("ca_file: {}", ca.display()))).await.healthy, "by IP address, 30 days left is over the default 14");
+
+    let expiring = run(&tls(&format!("ca_file: {}, min_days_left: 45", ca.display()))).await;
+    let reason = expiring.reason.unwrap();
+    assert!(reason.contains("expires in 30 day(s)") && reason.contains("fewer than min_days_left (45)"), "{reason}");
+
+    let wrong_name = run(&tls(&format!("ca_file: {}, server_name: db.example.com", ca.display()))).await;
+    let reason = wrong_name.reason.unwrap();
+    assert!(reason.contains("(db.example.com) failed") && reason.contains("not valid for name"), "{reason}");
+
+    let insecure = run(&tls("insecure_skip_verify: true, conditions: ['cert.days_left > 60']")).await;
+    assert!(insecure.reason.as_deref().unwrap().contains("cert.days_left is 30"), "expiry is read without trust: {insecure:?}");
+
+    let closed = common::free_port();
+    let refused = run(&format!("checks:\n  - name: c\n    tls: {{address: '127.0.0.1:{closed}'}}\n")).await;
+    assert!(refused.reason.as_deref().unwrap().contains("cannot connect"), "{refused:?}");
+}
+
+/// A private dnsmasq on a free port, authoritative for `.test` (unknown names there are
+/// NXDOMAIN, nothing is forwarded), killed on drop.
+struct Dnsmasq {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Dnsmasq {
+    fn start() -> Dnsmasq {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let program = if std::path::Path::new("/usr/sbin/dnsmasq").exists() { "/usr/sbin/dnsmasq" } else { "dnsmasq" };
+        let child = std::process::Command::new(program)
+            .args(["-k", "--conf-file=/dev/null", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts"])
+            .args(["--pid-file=", "--user=root", "--local=/test/", "--local-ttl=60"])
+            .arg(format!("--port={port}"))
+            .args(["--address=/chat.test/10.1.2.3", "--host-record=db.test,10.0.0.5", "--mx-host=chat.test,mail.chat.test,10"])
+            .arg("--txt-record=chat.test,v=spf1 -all")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq (Debian package dnsmasq-base) must be installed: bash scripts/test-services.sh");
+        // Ready when it answers over TCP (it listens on both).
+        common::wait_for("dnsmasq to listen", Duration::from_secs(10), || common::port_open(port).then_some(()));
+        Dnsmasq { child, port }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Queries to a real DNS server: answers, TTL and count read by conditions, `expect`,
+/// NXDOMAIN and a missing record type said in words, a silent server timed out.
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_answers_expectations_and_missing_names() {
+    let dns = Dnsmasq::start();
+    let port = dns.port;
+    let query = |fields: &str| format!("checks:\n  - name: c\n    timeout: 2s\n    dns: {{server: '127.0.0.1:{port}', {fields}}}\n");
+    let a =
+        run(&query("name: chat.test, expect: [10.1.2.3], conditions: ['answers contains \"10.1.2.3\"', 'count == 1', 'ttl == 60']")).await;
+    assert!(a.healthy, "{a:?}");
+    let mx = run(&query("name: chat.test, type: mx, conditions: ['answers contains \"10 mail.chat.test.\"']")).await;
+    assert!(mx.healthy, "{mx:?}");
+    let txt = run(&query("name: chat.test, type: TXT, expect: ['v=spf1 -all']")).await;
+    assert!(txt.healthy, "{txt:?}");
+
+    let moved = run(&query("name: db.test, expect: [10.0.0.9]")).await;
+    assert_eq!(moved.reason.as_deref(), Some(format!("A db.test at 127.0.0.1:{port} answered 10.0.0.5, not 10.0.0.9").as_str()));
+    let missing = run(&query("name: missing.test")).await;
+    assert!(missing.reason.as_deref().unwrap().ends_with("no such name (NXDOMAIN)"), "{missing:?}");
+    let no_aaaa = run(&query("name: db.test, type: AAAA")).await;
+    assert!(no_aaaa.reason.as_deref().unwrap().contains("has no AAAA record"), "{no_aaaa:?}");
+
+    drop(dns);
+    let silent = run(&query("name: chat.test")).await;
+    assert_eq!(silent.reason.as_deref(), Some("timed out after 2s"), "nobody answers any more: {silent:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -148,6 +148,12 @@ pub enum Probe {
     /// Backup freshness, read from the store: is the newest (verified) backup of a
     /// policy younger than `max_age`?
     Backup(BackupProbe),
+    /// A TLS handshake with any TLS endpoint: chain verified, certificate expiry read.
+    Tls(TlsProbe),
+    /// A WebSocket upgrade, optionally a message sent and the first reply read.
+    Websocket(WebsocketProbe),
+    /// A DNS query: the answers, their count and TTL, and how long the server took.
+    Dns(DnsProbe),
 }
 
 impl Probe {
@@ -161,6 +167,9 @@ impl Probe {
             Probe::Nats(_) => "nats",
             Probe::Command(_) => "command",
             Probe::Backup(_) => "backup",
+            Probe::Tls(_) => "tls",
+            Probe::Websocket(_) => "websocket",
+            Probe::Dns(_) => "dns",
         }
     }
 
@@ -174,6 +183,9 @@ impl Probe {
             "nats" => &["stream", "consumer", "server", "response_time"],
             "command" => &["exit_code", "stdout", "stderr", "response_time"],
             "backup" => &["backup", "response_time"],
+            "tls" => &["cert", "chain", "protocol", "response_time"],
+            "websocket" => &["reply", "response_time"],
+            "dns" => &["answers", "count", "ttl", "response_time"],
             _ => &[],
         }
     }
@@ -189,6 +201,12 @@ impl Probe {
             Probe::Nats(n) => redact_url_password(n.url.written()).into_owned(),
             Probe::Command(c) => c.argv.iter().map(|a| a.written()).collect::<Vec<_>>().join(" "),
             Probe::Backup(b) => format!("backup policy {}", b.policy),
+            Probe::Tls(t) => t.address.clone(),
+            Probe::Websocket(w) => redact_url_password(w.url.written()).into_owned(),
+            Probe::Dns(q) => match &q.server {
+                Some(server) => format!("{} {} @{server}", q.record_type, q.name),
+                None => format!("{} {}", q.record_type, q.name),
+            },
         }
     }
 }
@@ -213,6 +231,47 @@ pub struct TlsOptions {
     pub insecure_skip_verify: bool,
     /// A PEM bundle of extra roots to trust (a private CA).
     pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebsocketProbe {
+    /// `ws://` or `wss://`.
+    pub url: SecretString,
+    /// Sent with the upgrade request (an `Authorization`, a cookie).
+    pub headers: Vec<(String, SecretString)>,
+    /// A text message sent once connected; the first reply is then read.
+    pub send: Option<SecretString>,
+    /// Wait for a first message even without `send` (a server that greets) — implied
+    /// when a condition reads `reply`.
+    pub expect_reply: bool,
+    /// A reply larger than this fails the check.
+    pub max_reply_bytes: usize,
+    pub tls: TlsOptions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsProbe {
+    pub name: String,
+    /// One of [`DNS_RECORD_TYPES`].
+    pub record_type: String,
+    /// `ip:port` of the server to ask; the system's resolvers when unset.
+    pub server: Option<std::net::SocketAddr>,
+    /// Answers that must all be among those returned (`10.0.0.1`, `10 mail.example.com.`).
+    pub expect: Vec<String>,
+}
+
+/// The record types a `dns` probe asks for.
+pub const DNS_RECORD_TYPES: &[&str] = &["A", "AAAA", "CNAME", "MX", "NS", "TXT", "SRV", "CAA", "PTR", "SOA"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsProbe {
+    /// `host:port` of the endpoint.
+    pub address: String,
+    /// The name the certificate must be valid for; the address's host when unset.
+    pub server_name: Option<String>,
+    /// The check fails when the certificate expires in fewer days than this.
+    pub min_days_left: i64,
+    pub tls: TlsOptions,
 }
 
 #[derive(Debug, Clone, PartialEq)]

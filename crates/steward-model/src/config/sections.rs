@@ -36,7 +36,7 @@ const TOP_LEVEL: &[&str] = &[
 ];
 /// Sections of the intended configuration that this version cannot act on yet.
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
-const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup"];
+const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup", "tls", "websocket", "dns"];
 const CHECK_KEYS: &[&str] = &[
     "name",
     "service",
@@ -53,6 +53,9 @@ const CHECK_KEYS: &[&str] = &[
     "nats",
     "command",
     "backup",
+    "tls",
+    "websocket",
+    "dns",
 ];
 
 pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -455,19 +458,78 @@ fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut
     let probe = match kind {
         "http" => http(&mut f, what, d, secrets),
         "tcp" => {
-            let address = f.require("address", d).and_then(|n| {
-                let a = de::string(n, &format!("{what} address"), d)?;
-                if a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            let address = f.require("address", d).and_then(|n| host_port(n, what, d));
+            f.finish(&["address", "conditions"], d);
+            address.map(|address| Probe::Tcp { address })
+        }
+        "tls" => {
+            let address = f.require("address", d).and_then(|n| host_port(n, what, d));
+            let server_name = f.take("server_name").and_then(|n| de::string(n, &format!("{what} server_name"), d));
+            let min_days_left = f.take("min_days_left").map_or(Some(14), |n| de::integer(n, &format!("{what} min_days_left"), 0..=3650, d));
+            let tls = tls_options(&mut f, d);
+            f.finish(&["address", "server_name", "min_days_left", "ca_file", "insecure_skip_verify", "conditions"], d);
+            Some(Probe::Tls(TlsProbe { address: address?, server_name, min_days_left: min_days_left?, tls: tls? }))
+        }
+        "dns" => {
+            let name = f.require("name", d).and_then(|n| {
+                let name = de::string(n, &format!("{what} name"), d)?;
+                let labels_ok = name.trim_end_matches('.').split('.').all(|l| !l.is_empty() && l.len() <= 63);
+                if name.is_empty() || name.len() > 253 || !labels_ok || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     d.push(
-                        Diagnostic::error(n.pos.clone(), format!("{what} address `{a}` has no port"))
-                            .with_hint("write host:port, e.g. 127.0.0.1:5432"),
+                        Diagnostic::error(n.pos.clone(), format!("{what} name `{name}` is not a domain name"))
+                            .with_hint("write a name such as chat.example.com (labels of 1 to 63 characters, 253 in all)"),
                     );
                     return None;
                 }
-                Some(a)
+                Some(name)
             });
-            f.finish(&["address", "conditions"], d);
-            address.map(|address| Probe::Tcp { address })
+            let record_type = f.take("type").map_or(Some("A".to_string()), |n| {
+                let t = de::string(n, &format!("{what} type"), d)?.to_ascii_uppercase();
+                if !DNS_RECORD_TYPES.contains(&t.as_str()) {
+                    d.push(
+                        Diagnostic::error(n.pos.clone(), format!("{what} asks for record type `{t}`, which the dns probe does not know"))
+                            .with_hint(format!("use one of: {}", DNS_RECORD_TYPES.join(", "))),
+                    );
+                    return None;
+                }
+                Some(t)
+            });
+            let server = f.take("server").map_or(Some(None), |n| {
+                let text = de::string(n, &format!("{what} server"), d)?;
+                let parsed =
+                    text.parse::<std::net::SocketAddr>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()));
+                if parsed.is_none() {
+                    d.push(
+                        Diagnostic::error(n.pos.clone(), format!("{what} server `{text}` is not an IP address (with an optional port)"))
+                            .with_hint("write e.g. 10.0.0.2 or 10.0.0.2:5353; a name would need DNS to find the DNS server"),
+                    );
+                }
+                parsed.map(Some)
+            });
+            let expect = f.take("expect").map_or(Some(vec![]), |n| {
+                de::list(n, &format!("{what} expect"), d)?.iter().map(|i| de::string(i, &format!("{what} expect item"), d)).collect()
+            });
+            f.finish(&["name", "type", "server", "expect", "conditions"], d);
+            Some(Probe::Dns(DnsProbe { name: name?, record_type: record_type?, server: server?, expect: expect? }))
+        }
+        "websocket" => {
+            let url = f.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["ws", "wss"], d, secrets));
+            let headers = f.take("headers").map_or(Some(vec![]), |n| env_map(n, &format!("{what} headers"), d, secrets));
+            let send = f.take("send").and_then(|n| secret_text(n, &format!("{what} send"), d, secrets));
+            let expect_reply = f.take("expect_reply").map_or(Some(false), |n| de::boolean(n, &format!("{what} expect_reply"), d));
+            let max_reply_bytes = f
+                .take("max_reply_bytes")
+                .map_or(Some(1 << 20), |n| de::integer(n, &format!("{what} max_reply_bytes"), 1..=(64 << 20), d).map(|v| v as usize));
+            let tls = nested_tls_options(&mut f, what, d);
+            f.finish(&["url", "headers", "send", "expect_reply", "max_reply_bytes", "tls", "conditions"], d);
+            Some(Probe::Websocket(WebsocketProbe {
+                url: url?,
+                headers: headers?,
+                send,
+                expect_reply: expect_reply?,
+                max_reply_bytes: max_reply_bytes?,
+                tls: tls?,
+            }))
         }
         "postgres" | "mysql" => {
             let schemes: &[&str] = if kind == "postgres" { &["postgres", "postgresql"] } else { &["mysql", "mariadb"] };
@@ -525,6 +587,44 @@ fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut
     Some((probe?, conditions?))
 }
 
+/// `host:port`, the port a number.
+fn host_port(n: &Node, what: &str, d: &mut Diagnostics) -> Option<String> {
+    let a = de::string(n, &format!("{what} address"), d)?;
+    if a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        d.push(
+            Diagnostic::error(n.pos.clone(), format!("{what} address `{a}` has no port")).with_hint("write host:port, e.g. 127.0.0.1:5432"),
+        );
+        return None;
+    }
+    Some(a)
+}
+
+/// `insecure_skip_verify` and `ca_file`, taken from `f` (an `http` probe's `tls:`, or a
+/// `tls` probe itself).
+fn tls_options(f: &mut Fields, d: &mut Diagnostics) -> Option<TlsOptions> {
+    let insecure = f.take("insecure_skip_verify").map_or(Some(false), |n| de::boolean(n, "insecure_skip_verify", d));
+    let ca_file = f.take("ca_file").and_then(|n| {
+        let p = PathBuf::from(de::string(n, "ca_file", d)?);
+        if !p.is_file() {
+            d.push(
+                Diagnostic::error(n.pos.clone(), format!("ca_file `{}` does not exist", p.display()))
+                    .with_hint("give the path of a PEM file of CA certificates"),
+            );
+        }
+        Some(p)
+    });
+    Some(TlsOptions { insecure_skip_verify: insecure?, ca_file })
+}
+
+/// A probe's `tls:` mapping (`http`, `websocket`); the defaults without one.
+fn nested_tls_options(f: &mut Fields, what: &str, d: &mut Diagnostics) -> Option<TlsOptions> {
+    let Some(n) = f.take("tls") else { return Some(TlsOptions::default()) };
+    let mut t = Fields::of(n, format!("{what} tls"), d)?;
+    let tls = tls_options(&mut t, d);
+    t.finish(&["insecure_skip_verify", "ca_file"], d);
+    tls
+}
+
 pub(super) fn env_map(node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut Vec<String>) -> Option<Vec<(String, SecretString)>> {
     let Value::Map(entries) = &node.value else {
         d.push(de::type_error(node, what, "a mapping"));
@@ -567,24 +667,7 @@ fn http(f: &mut Fields<'_>, what: &str, d: &mut Diagnostics, secrets: &mut Vec<S
     let max_body_bytes = f
         .take("max_body_bytes")
         .map_or(Some(1 << 20), |n| de::integer(n, &format!("{what} max_body_bytes"), 1..=(256 << 20), d).map(|v| v as usize));
-    let tls = match f.take("tls") {
-        None => Some(TlsOptions::default()),
-        Some(n) => Fields::of(n, format!("{what} tls"), d).and_then(|mut t| {
-            let insecure = t.take("insecure_skip_verify").map_or(Some(false), |n| de::boolean(n, "insecure_skip_verify", d));
-            let ca_file = t.take("ca_file").and_then(|n| {
-                let p = PathBuf::from(de::string(n, "ca_file", d)?);
-                if !p.is_file() {
-                    d.push(
-                        Diagnostic::error(n.pos.clone(), format!("ca_file `{}` does not exist", p.display()))
-                            .with_hint("give the path of a PEM file of CA certificates"),
-                    );
-                }
-                Some(p)
-            });
-            t.finish(&["insecure_skip_verify", "ca_file"], d);
-            Some(TlsOptions { insecure_skip_verify: insecure?, ca_file })
-        }),
-    };
+    let tls = nested_tls_options(f, what, d);
     f.finish(&["url", "method", "headers", "body", "expect_status", "follow_redirects", "max_body_bytes", "tls", "conditions"], d);
     Some(Probe::Http(HttpProbe {
         url: url?,

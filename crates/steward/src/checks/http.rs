@@ -32,11 +32,26 @@ impl Clients {
 }
 
 pub(crate) fn build_client(tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Client, String> {
+    let mut config = client_config(tls)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .tls_info(true)
+        .redirect(if follow_redirects { Policy::limited(10) } else { Policy::none() })
+        .user_agent(concat!("steward/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build()
+        .map_err(|e| format!("HTTP client set-up failed: {e}"))
+}
+
+/// A TLS client set-up trusting the system's roots and `ca_file`, or any certificate
+/// with `insecure_skip_verify`: what `http`, `tls` and `websocket` probes connect with.
+pub(crate) fn client_config(tls: &TlsOptions) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up failed: {e}"))?;
-    let mut config = if tls.insecure_skip_verify {
+    let config = if tls.insecure_skip_verify {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider))).with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
@@ -52,15 +67,7 @@ pub(crate) fn build_client(tls: &TlsOptions, follow_redirects: bool) -> Result<r
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .tls_info(true)
-        .redirect(if follow_redirects { Policy::limited(10) } else { Policy::none() })
-        .user_agent(concat!("steward/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build()
-        .map_err(|e| format!("HTTP client set-up failed: {e}"))
+    Ok(config)
 }
 
 pub(crate) async fn observe(clients: &Clients, p: &HttpProbe, spec: &CheckSpec) -> Result<Map<String, Json>, String> {
@@ -122,7 +129,8 @@ pub(crate) async fn observe(clients: &Clients, p: &HttpProbe, spec: &CheckSpec) 
     Ok(obs)
 }
 
-fn certificate(der: &[u8]) -> Result<Json, String> {
+/// What conditions read of a certificate: `days_left`, `not_after`, `subject`, `issuer`.
+pub(crate) fn certificate(der: &[u8]) -> Result<Json, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse the server certificate: {e}"))?;
     let not_after = cert.validity().not_after.timestamp();
     let now = crate::clock::now().timestamp();

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - `condition`: the `<path> <op> <value>` language.
-//! - one module per protocol (`http`, `tcp`, `sql`, `redis`, `nats`, `command`, and
+//! - one module per protocol (`http`, `tcp`, `tls`, `websocket`, `dns`, `sql`, `redis`, `nats`, `command`, and
 //!   `backup`, which reads the store), each
 //!   turning a target into an *observation*: a JSON object that conditions read.
 //! - `state`: consecutive-result thresholds that turn runs into healthy/unhealthy.
@@ -14,6 +14,7 @@
 
 mod backup;
 mod command;
+mod dns;
 pub(crate) mod http;
 mod live;
 mod nats;
@@ -21,6 +22,8 @@ pub(crate) mod redis;
 pub mod scheduler;
 pub(crate) mod sql;
 mod tcp;
+mod tls;
+mod websocket;
 
 use std::time::Instant;
 
@@ -80,6 +83,9 @@ impl Prober {
             Probe::Nats(p) => nats::observe(p, spec).await,
             Probe::Command(p) => command::observe(p, spec).await,
             Probe::Backup(p) => backup::observe(self.store.as_ref(), p).await,
+            Probe::Tls(p) => tls::observe(p).await,
+            Probe::Websocket(p) => websocket::observe(p, spec).await,
+            Probe::Dns(p) => dns::observe(p, spec).await,
         }
     }
 }
