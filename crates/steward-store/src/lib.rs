@@ -125,9 +125,29 @@ pub struct GroupDay {
     pub failures: u64,
 }
 
+/// What a push (`heartbeat`) check has received: a job's signals that it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub check: String,
+    /// When the check began waiting for signals: before the first one, its period runs
+    /// from here (a check just added is not late at once).
+    pub watching_since: DateTime<Utc>,
+    /// The last signal that the job succeeded.
+    pub last_ok: Option<DateTime<Utc>>,
+    /// The last signal that the job failed (`…/fail`).
+    pub last_fail: Option<DateTime<Utc>>,
+    /// Signals received, of either kind.
+    pub signals: u64,
+}
+
 /// Check results, states and health changes.
 #[async_trait]
 pub trait CheckStore: Send + Sync {
+    /// Records a push check's signal at `at`: `ok` false when the job said it failed.
+    /// Keeps the latest of each kind (signals may arrive out of order).
+    async fn record_heartbeat(&self, check: &str, at: DateTime<Utc>, ok: bool) -> Result<Heartbeat, StoreError>;
+    /// A push check's signals; the first call for a check starts its watch at `now`.
+    async fn heartbeat_of(&self, check: &str, now: DateTime<Utc>) -> Result<Heartbeat, StoreError>;
     /// Last known state of every check, to resume after a restart.
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError>;
     /// Writes a batch of runs in one transaction.

@@ -171,6 +171,17 @@ pub(crate) fn group_day_row<R: Columns>(r: &R) -> Result<crate::GroupDay, StoreE
     })
 }
 
+/// A `heartbeats` row.
+pub(crate) fn heartbeat_row<R: Columns>(r: &R) -> Result<crate::Heartbeat, StoreError> {
+    Ok(crate::Heartbeat {
+        check: col(r, "check_name")?,
+        watching_since: time(col(r, "watching_since_ms")?),
+        last_ok: col::<Option<i64>>(r, "last_ok_ms")?.map(time),
+        last_fail: col::<Option<i64>>(r, "last_fail_ms")?.map(time),
+        signals: col::<i64>(r, "signals")? as u64,
+    })
+}
+
 /// A session row joined with its token's row (`SELECT s.*, t.*`).
 pub(crate) fn session_row<R: Columns>(r: &R) -> Result<ConsoleSession, StoreError> {
     Ok(ConsoleSession {

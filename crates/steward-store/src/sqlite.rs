@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{bucket_row, col, enum_col, group_day_row, json, ms, result_row, session_row, time, token_row};
-use super::{CheckStore, GroupDay, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
+use super::rows::{bucket_row, col, enum_col, group_day_row, heartbeat_row, json, ms, result_row, session_row, time, token_row};
+use super::{CheckStore, GroupDay, Heartbeat, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
 use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
 
@@ -489,6 +489,16 @@ INSERT INTO check_days (check_name, day_ms, runs, failures, latency_sum_ms, late
 SELECT check_name, (hour_ms / 86400000) * 86400000, sum(runs), sum(failures), sum(latency_sum_ms), max(latency_max_ms)
 FROM check_rollups GROUP BY 1, 2;
 "#,
+    // Push (`heartbeat`) checks: the signals jobs sent, one row per check.
+    r#"
+CREATE TABLE heartbeats (
+    check_name TEXT PRIMARY KEY,
+    watching_since_ms INTEGER NOT NULL,
+    last_ok_ms INTEGER,
+    last_fail_ms INTEGER,
+    signals INTEGER NOT NULL DEFAULT 0
+);
+"#,
 ];
 
 #[derive(Clone)]
@@ -697,6 +707,38 @@ impl Store for SqliteStore {
 
 #[async_trait]
 impl CheckStore for SqliteStore {
+    async fn record_heartbeat(&self, check: &str, at: DateTime<Utc>, ok: bool) -> Result<Heartbeat, StoreError> {
+        let (ok_ms, fail_ms) = if ok { (Some(ms(at)), None) } else { (None, Some(ms(at))) };
+        let row = sqlx::query(
+            "INSERT INTO heartbeats (check_name, watching_since_ms, last_ok_ms, last_fail_ms, signals) VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT (check_name) DO UPDATE SET
+               last_ok_ms = max(coalesce(last_ok_ms, excluded.last_ok_ms), coalesce(excluded.last_ok_ms, last_ok_ms)),
+               last_fail_ms = max(coalesce(last_fail_ms, excluded.last_fail_ms), coalesce(excluded.last_fail_ms, last_fail_ms)),
+               signals = signals + 1
+             RETURNING *",
+        )
+        .bind(check)
+        .bind(ms(at))
+        .bind(ok_ms)
+        .bind(fail_ms)
+        .fetch_one(&self.writer)
+        .await?;
+        heartbeat_row(&row)
+    }
+
+    async fn heartbeat_of(&self, check: &str, now: DateTime<Utc>) -> Result<Heartbeat, StoreError> {
+        if let Some(row) = sqlx::query("SELECT * FROM heartbeats WHERE check_name = ?").bind(check).fetch_optional(&self.reader).await? {
+            return heartbeat_row(&row);
+        }
+        sqlx::query("INSERT INTO heartbeats (check_name, watching_since_ms) VALUES (?, ?) ON CONFLICT (check_name) DO NOTHING")
+            .bind(check)
+            .bind(ms(now))
+            .execute(&self.writer)
+            .await?;
+        let row = sqlx::query("SELECT * FROM heartbeats WHERE check_name = ?").bind(check).fetch_one(&self.writer).await?;
+        heartbeat_row(&row)
+    }
+
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError> {
         let rows = sqlx::query("SELECT * FROM check_states").fetch_all(&self.reader).await?;
         rows.iter()
@@ -1081,7 +1123,8 @@ mod tests {
         use crate::CheckStore;
         let dir = tempfile::tempdir().unwrap();
         {
-            let pool = at_schema(dir.path(), MIGRATIONS.len() - 1).await;
+            let before_days = MIGRATIONS.iter().position(|m| m.contains("CREATE TABLE check_days")).unwrap();
+            let pool = at_schema(dir.path(), before_days).await;
             // Two hours of day 0, one of day 1; another check's hour beside them.
             for (check, hour, runs, failures) in [("c", 10, 60, 15), ("c", 23, 60, 0), ("c", 24, 60, 60), ("d", 10, 5, 5)] {
                 sqlx::query("INSERT INTO check_rollups VALUES (?, ?, ?, ?, ?, ?)")

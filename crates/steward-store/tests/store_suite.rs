@@ -101,6 +101,28 @@ pub async fn day_buckets_agree_with_the_hours_across_compactions(store: impl Sto
     assert_eq!(days(store.buckets("c", at(0), steward_store::DAY_MS).await.unwrap()), vec![(DAY, 60, 0), (2 * DAY, 30, 30)]);
 }
 
+/// A push check's signals: the watch starts at the first read and stays put; the latest
+/// success and failure are kept whatever order they arrive in; every signal counts.
+pub async fn heartbeats_keep_the_latest_signal_of_each_kind(store: impl Store) {
+    let at = |s: i64| Utc.timestamp_opt(s, 0).unwrap();
+    let fresh = store.heartbeat_of("nightly", at(1_000)).await.unwrap();
+    assert_eq!((fresh.watching_since, fresh.last_ok, fresh.last_fail, fresh.signals), (at(1_000), None, None, 0));
+    assert_eq!(store.heartbeat_of("nightly", at(5_000)).await.unwrap().watching_since, at(1_000), "the watch starts once");
+
+    store.record_heartbeat("nightly", at(2_000), true).await.unwrap();
+    store.record_heartbeat("nightly", at(3_000), false).await.unwrap();
+    let late = store.record_heartbeat("nightly", at(1_500), true).await.unwrap(); // arrived late: older than the last
+    assert_eq!((late.last_ok, late.last_fail, late.signals), (Some(at(2_000)), Some(at(3_000)), 3));
+    store.record_heartbeat("nightly", at(4_000), true).await.unwrap();
+    let now = store.heartbeat_of("nightly", at(9_000)).await.unwrap();
+    assert_eq!((now.last_ok, now.last_fail, now.signals, now.watching_since), (Some(at(4_000)), Some(at(3_000)), 4, at(1_000)));
+
+    // A signal before any read starts the watch at the signal.
+    let first = store.record_heartbeat("weekly", at(7_000), false).await.unwrap();
+    assert_eq!((first.watching_since, first.last_ok, first.last_fail, first.signals), (at(7_000), None, Some(at(7_000)), 1));
+    assert_eq!(store.heartbeat_of("nightly", at(9_000)).await.unwrap().signals, 4, "checks are kept apart");
+}
+
 /// Every group's days in one query: daily sums and raw results of the group's checks
 /// added up per day, from `since`; checks outside the map and days before `since` left out.
 pub async fn days_are_summed_per_group_from_sums_and_raw_results(store: impl Store) {
@@ -1044,6 +1066,11 @@ macro_rules! store_suite {
             async fn day_buckets_agree_with_the_hours_across_compactions() {
                 let (_guard, store) = $open.await;
                 super::day_buckets_agree_with_the_hours_across_compactions(store).await;
+            }
+            #[tokio::test]
+            async fn heartbeats_keep_the_latest_signal_of_each_kind() {
+                let (_guard, store) = $open.await;
+                super::heartbeats_keep_the_latest_signal_of_each_kind(store).await;
             }
             #[tokio::test]
             async fn days_are_summed_per_group_from_sums_and_raw_results() {

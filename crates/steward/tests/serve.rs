@@ -199,6 +199,73 @@ fn status_page_renders_in_a_real_browser_at_phone_width() {
     assert_eq!(public["services"][0]["uptime_90d"]["percent"], 0.0);
 }
 
+/// A push check end to end: a job signals over HTTP with the check's own token (API
+/// tokens, wrong tokens and other checks' names all refused alike); the check follows
+/// the signals — a failure fails it at once, the next success clears it — a check
+/// whose last signal is older than its period and grace is late, and signals survive
+/// a restart.
+#[test]
+fn heartbeat_checks_follow_the_jobs_signals_and_go_late_without_them() {
+    common::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token_file = dir.path().join("jobs.token");
+    std::fs::write(&token_file, "s3cret-heartbeat-token-0123\n").unwrap();
+    let config = dir.path().join("steward.yaml");
+    let hb = |name: &str| {
+        format!(
+            "  - name: {name}\n    interval: 200ms\n    failure_threshold: 1\n    success_threshold: 1\n    heartbeat: {{period: 1h, grace: 10m, token: '${{file:{}}}'}}\n",
+            token_file.display()
+        )
+    };
+    std::fs::write(&config, format!("checks:\n{}{}  - name: plain\n    tcp: {{address: '127.0.0.1:1'}}\n", hb("nightly"), hb("weekly")))
+        .unwrap();
+    // "weekly" last signalled two hours ago, before this server started.
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        use steward::store::CheckStore;
+        let store = steward::store::SqliteStore::open(&data).await.unwrap();
+        store.record_heartbeat("weekly", chrono::Utc::now() - chrono::Duration::hours(2), true).await.unwrap();
+    });
+    let viewer = create_token(&data, "v", "viewer");
+    let mut server = Server::start(&config, &data);
+    let base = server.base.clone();
+    let check = |name: &str| get(&format!("{base}/api/v1/checks/{name}"), Some(&viewer)).1;
+    wait_for("weekly to be late", Duration::from_secs(10), || (check("weekly")["health"] == "unhealthy").then_some(()));
+    let reason = check("weekly")["reason"].as_str().unwrap().to_string();
+    assert!(reason.starts_with("no signal for 2h") && reason.ends_with("expected every 1h with 10m grace"), "{reason}");
+    wait_for("nightly, just added, to be on time", Duration::from_secs(10), || (check("nightly")["health"] == "healthy").then_some(()));
+
+    let signal = |path: &str, token: Option<&str>| post(&format!("{base}/api/v1/heartbeats/{path}"), token);
+    let job = Some("s3cret-heartbeat-token-0123");
+    let (code, refused) = signal("nightly", None);
+    assert_eq!((code, refused["error"]["code"].as_str()), (401, Some("unauthorized")), "{refused}");
+    for (path, token) in [("nightly", Some("wrong-token-of-sixteen")), ("nightly", Some(viewer.as_str())), ("plain", job), ("nope", job)] {
+        let (code, body) = signal(path, token);
+        assert_eq!((code, &body), (401, &refused), "{path}: the same refusal, whatever is wrong");
+    }
+    assert_eq!(check("nightly")["health"], "healthy", "refused signals change nothing");
+
+    let (code, ok) = signal("nightly", job);
+    assert_eq!(
+        (code, &ok["signal"], &ok["signals"], &ok["healthy"]),
+        (200, &Value::from("ok"), &Value::from(1), &Value::from(true)),
+        "{ok}"
+    );
+    let (code, failed) = signal("nightly/fail", job);
+    assert_eq!((code, &failed["signal"], &failed["healthy"]), (200, &Value::from("fail"), &Value::from(false)), "{failed}");
+    let state = check("nightly");
+    assert_eq!(state["health"], "unhealthy", "a failure signal fails the check at once: {state}");
+    assert!(state["reason"].as_str().unwrap().starts_with("the job signalled a failure"), "{state}");
+    assert_eq!(signal("nightly", job).1["healthy"], true, "the next success clears it");
+    assert_eq!(signal("weekly", job).1["healthy"], true, "a late job's signal brings it back");
+
+    // Signals are kept in the store: after a restart the count goes on.
+    assert_eq!(server.stop(), Some(0));
+    let server = Server::start(&config, &data);
+    let again = post(&format!("{}/api/v1/heartbeats/nightly", server.base), job).1;
+    assert_eq!((&again["signals"], &again["healthy"]), (&Value::from(4), &Value::from(true)), "{again}");
+}
+
 #[test]
 fn a_hanging_target_never_delays_other_checks() {
     common::install_crypto();

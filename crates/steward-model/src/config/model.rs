@@ -154,6 +154,10 @@ pub enum Probe {
     Websocket(WebsocketProbe),
     /// A DNS query: the answers, their count and TTL, and how long the server took.
     Dns(DnsProbe),
+    /// A push check: a job signals `POST /api/v1/heartbeats/NAME` each time it runs;
+    /// the check fails when none arrived within its period plus grace, or when the
+    /// last signal said the job failed.
+    Heartbeat(HeartbeatProbe),
 }
 
 impl Probe {
@@ -170,6 +174,7 @@ impl Probe {
             Probe::Tls(_) => "tls",
             Probe::Websocket(_) => "websocket",
             Probe::Dns(_) => "dns",
+            Probe::Heartbeat(_) => "heartbeat",
         }
     }
 
@@ -186,6 +191,7 @@ impl Probe {
             "tls" => &["cert", "chain", "protocol", "response_time"],
             "websocket" => &["reply", "response_time"],
             "dns" => &["answers", "count", "ttl", "response_time"],
+            "heartbeat" => &["heartbeat", "response_time"],
             _ => &[],
         }
     }
@@ -203,6 +209,11 @@ impl Probe {
             Probe::Backup(b) => format!("backup policy {}", b.policy),
             Probe::Tls(t) => t.address.clone(),
             Probe::Websocket(w) => redact_url_password(w.url.written()).into_owned(),
+            Probe::Heartbeat(h) => format!(
+                "a signal every {} (+{} grace)",
+                super::duration::format_duration(h.period),
+                super::duration::format_duration(h.grace)
+            ),
             Probe::Dns(q) => match &q.server {
                 Some(server) => format!("{} {} @{server}", q.record_type, q.name),
                 None => format!("{} {}", q.record_type, q.name),
@@ -247,6 +258,17 @@ pub struct WebsocketProbe {
     /// A reply larger than this fails the check.
     pub max_reply_bytes: usize,
     pub tls: TlsOptions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatProbe {
+    /// How often the job runs.
+    pub period: Duration,
+    /// How late a signal may be before the check fails (a job's run time varies).
+    pub grace: Duration,
+    /// What the job sends as `Authorization: Bearer …`: this check's own secret, so a
+    /// job holds no API token.
+    pub token: SecretString,
 }
 
 #[derive(Debug, Clone, PartialEq)]

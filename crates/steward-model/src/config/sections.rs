@@ -36,7 +36,8 @@ const TOP_LEVEL: &[&str] = &[
 ];
 /// Sections of the intended configuration that this version cannot act on yet.
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
-const PROBE_KINDS: &[&str] = &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup", "tls", "websocket", "dns"];
+const PROBE_KINDS: &[&str] =
+    &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup", "tls", "websocket", "dns", "heartbeat"];
 const CHECK_KEYS: &[&str] = &[
     "name",
     "service",
@@ -56,6 +57,7 @@ const CHECK_KEYS: &[&str] = &[
     "tls",
     "websocket",
     "dns",
+    "heartbeat",
 ];
 
 pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -469,6 +471,44 @@ fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut
             let tls = tls_options(&mut f, d);
             f.finish(&["address", "server_name", "min_days_left", "ca_file", "insecure_skip_verify", "conditions"], d);
             Some(Probe::Tls(TlsProbe { address: address?, server_name, min_days_left: min_days_left?, tls: tls? }))
+        }
+        "heartbeat" => {
+            let period = f.require("period", d).and_then(|n| {
+                let p = de::duration(n, &format!("{what} period"), d)?;
+                if p < Duration::from_secs(60) {
+                    d.push(
+                        Diagnostic::error(n.pos.clone(), format!("{what} period is shorter than a minute"))
+                            .with_hint("a heartbeat watches a job that runs every minute or less often (cron's finest step)"),
+                    );
+                    return None;
+                }
+                Some(p)
+            });
+            // By default a tenth of the period, between a minute and an hour: a nightly
+            // job may run an hour late, a job every five minutes a minute late.
+            let grace = f.take("grace").map_or_else(
+                || period.map(|p| (p / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600))),
+                |n| de::duration(n, &format!("{what} grace"), d),
+            );
+            let token = f.require("token", d).and_then(|n| {
+                let t = secret_text(n, &format!("{what} token"), d, secrets)?;
+                if t.written() == t.expose() {
+                    d.push(Diagnostic::error(n.pos.clone(), format!("{what} token is written inline")).with_hint(
+                        "give it by reference, e.g. ${env:BACKUP_JOB_HEARTBEAT_TOKEN} or ${file:/etc/steward/backup-job.token}",
+                    ));
+                    return None;
+                }
+                if t.expose().trim().len() < 16 {
+                    d.push(
+                        Diagnostic::error(n.pos.clone(), format!("{what} token is shorter than 16 characters"))
+                            .with_hint("use a random one, e.g. `openssl rand -hex 24`"),
+                    );
+                    return None;
+                }
+                Some(t)
+            });
+            f.finish(&["period", "grace", "token", "conditions"], d);
+            Some(Probe::Heartbeat(HeartbeatProbe { period: period?, grace: grace?, token: token? }))
         }
         "dns" => {
             let name = f.require("name", d).and_then(|n| {

@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 
-use super::rows::{bucket_row, col, enum_col, group_day_row, ms, result_row, session_row, time, token_row};
-use super::{CheckStore, Fence, GroupDay, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
+use super::rows::{bucket_row, col, enum_col, group_day_row, heartbeat_row, ms, result_row, session_row, time, token_row};
+use super::{CheckStore, Fence, GroupDay, Heartbeat, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
 use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
 
@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("notify.sql"),
     include_str!("sessions.sql"),
     include_str!("days.sql"),
+    include_str!("heartbeats.sql"),
 ];
 
 /// Any number, as long as every steward agrees: the advisory lock that serialises
@@ -231,6 +232,38 @@ impl Store for PostgresStore {
 
 #[async_trait]
 impl CheckStore for PostgresStore {
+    async fn record_heartbeat(&self, check: &str, at: DateTime<Utc>, ok: bool) -> Result<Heartbeat, StoreError> {
+        let (ok_ms, fail_ms) = if ok { (Some(ms(at)), None) } else { (None, Some(ms(at))) };
+        let row = sqlx::query(
+            "INSERT INTO heartbeats AS h (check_name, watching_since_ms, last_ok_ms, last_fail_ms, signals) VALUES ($1, $2, $3, $4, 1)
+             ON CONFLICT (check_name) DO UPDATE SET
+               last_ok_ms = greatest(h.last_ok_ms, excluded.last_ok_ms),
+               last_fail_ms = greatest(h.last_fail_ms, excluded.last_fail_ms),
+               signals = h.signals + 1
+             RETURNING *",
+        )
+        .bind(check)
+        .bind(ms(at))
+        .bind(ok_ms)
+        .bind(fail_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        heartbeat_row(&row)
+    }
+
+    async fn heartbeat_of(&self, check: &str, now: DateTime<Utc>) -> Result<Heartbeat, StoreError> {
+        if let Some(row) = sqlx::query("SELECT * FROM heartbeats WHERE check_name = $1").bind(check).fetch_optional(&self.pool).await? {
+            return heartbeat_row(&row);
+        }
+        sqlx::query("INSERT INTO heartbeats (check_name, watching_since_ms) VALUES ($1, $2) ON CONFLICT (check_name) DO NOTHING")
+            .bind(check)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT * FROM heartbeats WHERE check_name = $1").bind(check).fetch_one(&self.pool).await?;
+        heartbeat_row(&row)
+    }
+
     async fn load_states(&self) -> Result<Vec<CheckState>, StoreError> {
         let rows = sqlx::query("SELECT * FROM check_states").fetch_all(&self.pool).await?;
         rows.iter()
@@ -500,14 +533,15 @@ mod tests {
         let url = steward_testkit::shared_database();
         {
             let pool = PgPool::connect(&url).await.unwrap();
-            for sql in &MIGRATIONS[..MIGRATIONS.len() - 1] {
+            let before_days = MIGRATIONS.iter().position(|m| m.contains("CREATE TABLE check_days")).unwrap();
+            for sql in &MIGRATIONS[..before_days] {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&pool).await.unwrap();
             }
             sqlx::query("CREATE TABLE steward_schema (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)")
                 .execute(&pool)
                 .await
                 .unwrap();
-            sqlx::query("INSERT INTO steward_schema VALUES (1, $1)").bind(MIGRATIONS.len() as i64 - 1).execute(&pool).await.unwrap();
+            sqlx::query("INSERT INTO steward_schema VALUES (1, $1)").bind(before_days as i64).execute(&pool).await.unwrap();
             for (check, hour, runs, failures) in [("c", 10_i64, 60_i64, 15_i64), ("c", 23, 60, 0), ("c", 24, 60, 60), ("d", 10, 5, 5)] {
                 sqlx::query("INSERT INTO check_rollups VALUES ($1, $2, $3, $4, 600, 30)")
                     .bind(check)

@@ -10,6 +10,7 @@ mod backups;
 mod console;
 pub mod error;
 mod guard;
+mod heartbeats;
 pub mod incidents;
 pub mod replica;
 mod runs;
@@ -39,7 +40,7 @@ use crate::store::Store;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub status_page: bool,
-    /// The status page's 90-day bars, read at most once a minute.
+    /// The status page's 90-day bars, read at start and refreshed behind visitors.
     pub uptime: Arc<uptime::UptimeCache>,
 }
 
@@ -55,6 +56,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/checks/{name}/transitions", get(check_transitions))
         .route("/checks/{name}/rollups", get(check_rollups))
         .route("/checks/{name}/run", post(run_check))
+        .route("/heartbeats/{check}", post(heartbeats::ok))
+        .route("/heartbeats/{check}/fail", post(heartbeats::fail))
         .route("/transitions", get(all_transitions))
         .route("/alerts", get(alerts::list_alerts))
         .route("/alerts/{fingerprint}", get(alerts::get_alert))

@@ -52,7 +52,7 @@ impl Checks {
     ) -> Result<(Arc<Checks>, tokio::task::JoinHandle<()>), StoreError> {
         let stored = store.load_states().await?;
         let (tx, rx) = mpsc::channel(65_536);
-        let prober = Arc::new(Prober::new(config.get().redactor.clone()).with_store(backups.clone()));
+        let prober = Arc::new(Prober::new(config.get().redactor.clone()).with_stores(backups.clone(), store.clone()));
         let checks = Arc::new(Checks {
             store,
             backups,
@@ -103,7 +103,8 @@ impl Checks {
                 self.metrics.check_up.remove(&check_labels(spec));
             }
         }
-        *self.prober.write().expect("prober lock") = Arc::new(Prober::new(new.redactor.clone()).with_store(self.backups.clone()));
+        *self.prober.write().expect("prober lock") =
+            Arc::new(Prober::new(new.redactor.clone()).with_stores(self.backups.clone(), self.store.clone()));
         let (started, stopped) = scheduler.apply(self, &new.checks);
         drop(scheduler);
         let names: Vec<String> = new.checks.iter().map(|c| c.name.clone()).collect();

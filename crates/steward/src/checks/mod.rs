@@ -3,7 +3,7 @@
 //! # Layout
 //! - `condition`: the `<path> <op> <value>` language.
 //! - one module per protocol (`http`, `tcp`, `tls`, `websocket`, `dns`, `sql`, `redis`, `nats`, `command`, and
-//!   `backup`, which reads the store), each
+//!   `backup` and `heartbeat`, which read the store), each
 //!   turning a target into an *observation*: a JSON object that conditions read.
 //! - `state`: consecutive-result thresholds that turn runs into healthy/unhealthy.
 //! - `scheduler`: runs every check on its own interval; `live`: the subsystem's
@@ -15,6 +15,7 @@
 mod backup;
 mod command;
 mod dns;
+mod heartbeat;
 pub(crate) mod http;
 mod live;
 mod nats;
@@ -25,6 +26,7 @@ mod tcp;
 mod tls;
 mod websocket;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Map, Value as Json};
@@ -35,6 +37,7 @@ pub use steward_model::checks::*;
 
 use crate::config::secret::Redactor;
 use crate::config::{CheckSpec, Probe};
+use crate::store::{BackupStore, CheckStore};
 
 /// Runs probes. Holds what probes share (HTTP connection pools, TLS roots) and is
 /// rebuilt on reload together with the configuration.
@@ -42,17 +45,20 @@ pub struct Prober {
     http: http::Clients,
     redactor: Redactor,
     /// Where backup checks read backups from (the server's store).
-    store: Option<std::sync::Arc<dyn crate::store::BackupStore>>,
+    backups: Option<Arc<dyn BackupStore>>,
+    /// Where heartbeat checks read the signals jobs sent (the server's store).
+    heartbeats: Option<Arc<dyn CheckStore>>,
 }
 
 impl Prober {
     pub fn new(redactor: Redactor) -> Prober {
-        Prober { http: http::Clients::default(), redactor, store: None }
+        Prober { http: http::Clients::default(), redactor, backups: None, heartbeats: None }
     }
 
-    /// A prober whose backup checks read `store`.
-    pub fn with_store(mut self, store: std::sync::Arc<dyn crate::store::BackupStore>) -> Prober {
-        self.store = Some(store);
+    /// A prober whose backup checks read `backups` and heartbeat checks `heartbeats`.
+    pub fn with_stores(mut self, backups: Arc<dyn BackupStore>, heartbeats: Arc<dyn CheckStore>) -> Prober {
+        self.backups = Some(backups);
+        self.heartbeats = Some(heartbeats);
         self
     }
 
@@ -82,7 +88,8 @@ impl Prober {
             Probe::Redis { url } => redis::observe(url, spec).await,
             Probe::Nats(p) => nats::observe(p, spec).await,
             Probe::Command(p) => command::observe(p, spec).await,
-            Probe::Backup(p) => backup::observe(self.store.as_ref(), p).await,
+            Probe::Backup(p) => backup::observe(self.backups.as_ref(), p).await,
+            Probe::Heartbeat(p) => heartbeat::observe(self.heartbeats.as_ref(), &spec.name, p).await,
             Probe::Tls(p) => tls::observe(p).await,
             Probe::Websocket(p) => websocket::observe(p, spec).await,
             Probe::Dns(p) => dns::observe(p, spec).await,

@@ -8,11 +8,12 @@ use serde_json::json;
 
 use super::{Output, exit};
 
-const SKIPPED: &str = "backup checks read a server's records: give its --data directory";
+const SKIPPED: &str = "backup and heartbeat checks read a server's records: give its --data directory";
 use crate::checks::Prober;
 use crate::config::{self, Diagnostic, Diagnostics, Pos};
 
-/// `data`: the data directory of a server, for `backup` checks (they read its records);
+/// `data`: the data directory of a server, for `backup` and `heartbeat` checks (they
+/// read its records);
 /// without it they are skipped and say so, rather than reported unhealthy.
 pub async fn run(path: &Path, names: &[String], output: Output, data: Option<&Path>) -> u8 {
     let config = match config::load(path) {
@@ -41,15 +42,19 @@ pub async fn run(path: &Path, names: &[String], output: Output, data: Option<&Pa
     let mut prober = Prober::new(config.redactor.clone());
     if let Some(dir) = data {
         match crate::store::SqliteStore::open(dir).await {
-            Ok(store) => prober = prober.with_store(Arc::new(store)),
+            Ok(store) => {
+                let store = Arc::new(store);
+                prober = prober.with_stores(store.clone(), store);
+            }
             Err(e) => {
                 eprintln!("error: {e}\n  hint: --data is the directory `steward serve --data` uses");
                 return exit::FAILED;
             }
         }
     }
-    let (selected, skipped): (Vec<_>, Vec<_>) =
-        selected.into_iter().partition(|c| data.is_some() || !matches!(c.probe, crate::config::Probe::Backup(_)));
+    let (selected, skipped): (Vec<_>, Vec<_>) = selected
+        .into_iter()
+        .partition(|c| data.is_some() || !matches!(c.probe, crate::config::Probe::Backup(_) | crate::config::Probe::Heartbeat(_)));
     let prober = Arc::new(prober);
     let tasks: Vec<_> = selected
         .into_iter()
