@@ -52,6 +52,12 @@ enum LogFormat {
 enum Command {
     /// Check a configuration and report every error with file:line:column and a hint.
     ///
+    /// Secrets need not be here: a `${env:…}` that is not set or a `${file:…}` that
+    /// cannot be read is a warning at each place it is written (what depends on its
+    /// value, such as a URL given whole by reference, is checked when it is set);
+    /// `steward serve` still requires them. `--require-secrets` makes them errors, for
+    /// a check on the production machine itself.
+    ///
     /// Exits 0 when the configuration is valid and 2 when it is not (as every command
     /// exits 2 on an invalid configuration).
     Validate {
@@ -61,6 +67,9 @@ enum Command {
         /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+        /// Treat an unset secret reference as an error, as `steward serve` does.
+        #[arg(long)]
+        require_secrets: bool,
     },
     /// Run checks once, concurrently, and print their results.
     ///
@@ -185,6 +194,22 @@ enum Command {
         /// How to print: `table` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// Markdown runbooks in and out: import a team's prose runbook as reviewable
+    /// Steward runbooks, or export one as Markdown for the team's docs. Offline.
+    ///
+    /// Import: each section with shell blocks becomes a runbook, each ```bash block one
+    /// step; $VARS and <placeholders> become parameters; destructive commands (DROP,
+    /// rm -rf, kubectl delete, promote, failover…) get an approval step before them;
+    /// other blocks are kept as comments. `--report` says what was not converted.
+    ///
+    /// Examples:
+    ///   steward runbook import docs/failover.md --out runbooks/failover.yaml --report
+    ///   steward runbook export restart-messaging -c steward.yaml > docs/restart.md
+    #[command(verbatim_doc_comment)]
+    Runbook {
+        #[command(subcommand)]
+        action: RunbookAction,
     },
     /// Action items recorded across incidents.
     ActionItems {
@@ -394,6 +419,33 @@ enum ClusterAction {
 }
 
 #[derive(Subcommand)]
+enum RunbookAction {
+    /// Turn a Markdown runbook into a YAML draft `steward validate` accepts (stdout, or --out).
+    Import {
+        /// The Markdown file.
+        file: PathBuf,
+        /// Write the YAML here (whole or not at all) instead of to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print on stderr what was not converted, what needs an approval and why, and
+        /// the parameters found.
+        #[arg(long)]
+        report: bool,
+    },
+    /// Write one runbook of a configuration as Markdown (stdout, or --out).
+    Export {
+        /// The runbook's name.
+        name: String,
+        /// The configuration holding it.
+        #[arg(short, long, env = "STEWARD_CONFIG")]
+        config: PathBuf,
+        /// Write the Markdown here (whole or not at all) instead of to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum StoreAction {
     /// Move an installation from SQLite to PostgreSQL whole: tokens, check history,
     /// alerts, notifications, incidents and timelines, runs and their audit trail,
@@ -558,7 +610,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the async runtime");
     let code = runtime.block_on(async move {
         match cli.command {
-            Command::Validate { config, output } => cli::validate::run(&config, output),
+            Command::Validate { config, output, require_secrets } => cli::validate::run(&config, output, require_secrets),
             Command::Check { config, output, data, names } => cli::check::run(&config, &names, output, data.as_deref()).await,
             Command::Serve {
                 config,
@@ -625,6 +677,10 @@ fn main() -> ExitCode {
                 TokenAction::List { data, store, output } => cli::token::list(&data, store.store.as_deref(), output).await,
                 TokenAction::Revoke { data, store, name } => cli::token::revoke(&data, store.store.as_deref(), &name).await,
             },
+            Command::Runbook { action: RunbookAction::Import { file, out, report } } => cli::runbook::import(&file, out.as_deref(), report),
+            Command::Runbook { action: RunbookAction::Export { name, config, out } } => {
+                cli::runbook::export(&config, &name, out.as_deref())
+            }
             Command::Store { action: StoreAction::Copy { from, to, output } } => cli::store::copy(&from, &to, output).await,
             Command::Cluster { action: ClusterAction::Status { store, output } } => cli::store::cluster_status(&store, output).await,
             Command::Demo { data, listen } => cli::demo::run(data, listen).await,

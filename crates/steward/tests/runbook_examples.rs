@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -48,14 +48,18 @@ fn psql(db: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Every example validates on a machine without its secrets (the runbook token is not
+/// set for this command), as a reviewer or CI would run it.
 #[test]
 fn every_example_validates() {
-    set_runbook_token("unused");
     for name in ["cassandra-chat", "chat-rooms", "nexus-failover", "spoke", "tchat"] {
-        let out = steward().args(["validate", "-o", "json", "-c"]).arg(example(name)).output().unwrap();
+        let out = steward().args(["validate", "-o", "json", "-c"]).arg(example(name)).env_remove("STEWARD_RUNBOOK_TOKEN").output().unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         assert!(out.status.success(), "{name}: {v:#}");
         assert!(v["runbooks"].as_u64().unwrap() >= 1, "{name}: {v}");
+        for w in v["warnings"].as_array().unwrap() {
+            assert!(w["message"].as_str().unwrap().contains("STEWARD_RUNBOOK_TOKEN"), "{name}: only the token is unset: {w}");
+        }
     }
 }
 
@@ -277,4 +281,151 @@ fn procedures_that_need_kubectl_nodetool_or_aws_are_shown_with_dry_run() {
         let (_, runs) = request("GET", &format!("{}/api/v1/runs", server.base), &token, None);
         assert_eq!(runs["runs"].as_array().unwrap().len(), 0, "a dry run changes nothing");
     }
+}
+
+fn seed(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/seeds").join(format!("{name}.md"))
+}
+
+/// `steward runbook import` run as a user runs it: the YAML (stdout) and the report (stderr).
+fn import(file: &Path) -> (i32, String, String) {
+    let out = steward().args(["runbook", "import", "--report"]).arg(file).output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The YAML validates as a configuration file of its own; returns it as JSON.
+fn validates(yaml: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("imported.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = steward().args(["validate", "-o", "json", "-c"]).arg(&f).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(out.status.success(), "the import does not validate: {v:#}\n{yaml}");
+    v
+}
+
+/// Each of the five seeds becomes runbooks `steward validate` accepts, with approvals
+/// before their destructive blocks; the YAML and the report are snapshots a reviewer
+/// reads in the diff (tests/snapshots/).
+#[test]
+fn every_seed_imports_into_runbooks_that_validate() {
+    for name in ["chat-platform", "tchat", "nexus-cos", "chat-rooms", "spoke"] {
+        let (code, yaml, report) = import(&seed(name));
+        assert_eq!(code, 0, "{name}: {report}");
+        let v = validates(&yaml);
+        assert!(v["runbooks"].as_u64().unwrap() >= 3, "{name}: {v}");
+        // Every shell block of the seed is a step or said not to be one.
+        let text = std::fs::read_to_string(seed(name)).unwrap();
+        let shell_blocks = text.lines().filter(|l| matches!(l.trim(), "```bash" | "```sh" | "```shell")).count();
+        let steps = yaml.matches("        shell:\n").count();
+        let empty = report.matches("a shell block with no command").count();
+        assert_eq!(steps + empty, shell_blocks, "{name}: {shell_blocks} shell blocks, {steps} steps, {empty} without a command");
+        insta::assert_snapshot!(format!("import_{name}_yaml"), yaml);
+        insta::assert_snapshot!(format!("import_{name}_report"), report.replace(&seed(name).display().to_string(), name));
+    }
+    // The Nexus COS manual database failover promotes a replica: an approval comes first.
+    let (_, yaml, report) = import(&seed("nexus-cos"));
+    let failover = &yaml[yaml.find("  - name: database-primary-failure\n").expect("a runbook per section")..];
+    let approve = failover.find("- name: approve-manual-failover").expect("an approval for the promotion");
+    assert!(approve < failover.find("- name: manual-failover\n").unwrap(), "the approval comes before the step");
+    assert!(report.contains("step `manual-failover` runs promote"), "{report}");
+    // `<pod-name>` became a parameter and a quoted variable.
+    assert!(yaml.contains("pod_name: { type: string") && yaml.contains("kubectl delete pod \"${POD_NAME}\" -n nexus-cos"), "{yaml}");
+}
+
+/// What a runbook file can get wrong — an unclosed fence, no headings, duplicate titles,
+/// a title with no letters, tabs, blocks of other languages, a console transcript — and
+/// the import still gives YAML that validates, saying what it did; a file that is not
+/// text is refused.
+#[test]
+fn malformed_markdown_imports_what_it_can_and_says_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("messy.md");
+    std::fs::write(
+        &md,
+        "Some prose before any heading.\n\n```bash\necho before-any-heading\n```\n\n## Restart\n\n**Drain first**:\n\n```sh\nkubectl drain <node> --ignore-daemonsets\n```\n\n## Restart\n\n```bash\n\tsystemctl restart app # a tab\n```\n\n## !!!\n\n```yaml\nkey: value\n```\n\n```console\n$ redis-cli -p ${PORT:-6379} ping\nPONG\n```\n\n```\nan unlabelled block\n```\n\n## Broken\n\n```bash\necho never closed\n",
+    )
+    .unwrap();
+    let (code, yaml, report) = import(&md);
+    assert_eq!(code, 0, "{report}");
+    let v = validates(&yaml);
+    assert_eq!(v["runbooks"], 5, "{yaml}");
+    insta::assert_snapshot!("import_malformed_yaml", yaml);
+    insta::assert_snapshot!("import_malformed_report", report.replace(&md.display().to_string(), "messy.md"));
+
+    let binary = dir.path().join("binary.md");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let (code, out, err) = import(&binary);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("is not UTF-8"), "{err}");
+    let (code, _, err) = import(&dir.path().join("missing.md"));
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+/// Export writes a runbook as Markdown a person reads, and import reads it back: the same
+/// shell steps, by name and script, for every runbook of the examples.
+#[test]
+fn exported_runbooks_import_back_to_the_same_shell_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for name in ["cassandra-chat", "chat-rooms", "nexus-failover", "spoke", "tchat"] {
+        let config = std::fs::read_to_string(example(name).join("steward.yaml")).unwrap();
+        for rb in runbook_names(&config) {
+            let out =
+                steward().args(["runbook", "export", &rb, "-c"]).arg(example(name)).env("STEWARD_RUNBOOK_TOKEN", "t").output().unwrap();
+            assert!(out.status.success(), "{name}/{rb}: {}", String::from_utf8_lossy(&out.stderr));
+            let md = String::from_utf8(out.stdout).unwrap();
+            assert!(md.starts_with(&format!("# {rb}\n")), "{md}");
+            let file = dir.path().join(format!("{rb}.md"));
+            std::fs::write(&file, &md).unwrap();
+            let (code, yaml, report) = import(&file);
+            assert_eq!(code, 0, "{report}");
+            let original = shell_steps(&config, &rb);
+            if original.is_empty() {
+                continue;
+            }
+            // Read back in order; steps inside for_each and parallel come back flattened
+            // between them, and destructive ones behind an approval.
+            let back = shell_steps(&yaml, &rb);
+            let mut rest = back.iter();
+            for step in &original {
+                assert!(rest.any(|b| b == step), "{name}/{rb}: {step:?} not read back in order from:\n{md}\n{yaml}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} runbooks with shell steps were exported and read back");
+}
+
+/// The runbooks a configuration holds, through the loader (secrets deferred).
+fn runbook_names(yaml: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let (config, _) = steward::config::load_deferring_secrets(&f).unwrap_or_else(|d| panic!("{d}"));
+    config.runbooks.iter().map(|r| r.name.clone()).collect()
+}
+
+/// The `(step name, script)` of every top-level shell step of runbook `rb`, through the
+/// configuration loader (scripts as the executor sees them, trailing blanks trimmed).
+fn shell_steps(yaml: &str, rb: &str) -> Vec<(String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let (config, _) = steward::config::load_deferring_secrets(&f).unwrap_or_else(|d| panic!("{d}"));
+    let Some(runbook) = config.runbooks.iter().find(|r| r.name == rb) else { return vec![] };
+    runbook
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            steward::config::runbooks::StepKind::Shell(sh) => match &sh.program {
+                steward::config::runbooks::ShellProgram::Script { text, .. } => {
+                    Some((s.name.clone(), text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim().to_string()))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }

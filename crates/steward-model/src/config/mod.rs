@@ -75,6 +75,43 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     if d.is_empty() { Ok(config) } else { Err(d.sorted()) }
 }
 
+/// [`load`] on a machine without the production secrets (`steward validate`): an unset
+/// reference reads as a placeholder instead of failing, and comes back as one warning
+/// at each place it is written. What only its value could tell — a URL given whole by
+/// reference — is not checked; `steward serve` loads with [`load`] and requires them.
+pub fn load_deferring_secrets(path: &Path) -> Result<(Config, Vec<Diagnostic>), Diagnostics> {
+    let (loaded, mut unset) = secret::deferring_unset(|| load(path));
+    let config = loaded?;
+    unset.sort();
+    unset.dedup();
+    let mut warnings = Vec::new();
+    for file in &config.files {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        let name: Arc<str> = Arc::from(file.display().to_string());
+        for (line_no, line) in text.lines().enumerate() {
+            for reference in &unset {
+                for (byte, _) in line.match_indices(reference.as_str()) {
+                    let pos = Pos::new(&name, line_no + 1, line[..byte].chars().count() + 1);
+                    warnings.push(unset_warning(pos, reference));
+                }
+            }
+        }
+    }
+    warnings.sort_by(|a, b| (&a.pos.file, a.pos.line, a.pos.col).cmp(&(&b.pos.file, b.pos.line, b.pos.col)));
+    Ok((config, warnings))
+}
+
+fn unset_warning(pos: Pos, reference: &str) -> Diagnostic {
+    let inner = reference.trim_start_matches("${").trim_end_matches('}');
+    match inner.split_once(':') {
+        Some(("file", path)) => Diagnostic::error(pos, format!("secret file `{path}` cannot be read here"))
+            .with_hint("`steward serve` reads it at start: make it readable there"),
+        Some((_, name)) => Diagnostic::error(pos, format!("environment variable `{name}` is not set here"))
+            .with_hint(format!("`steward serve` needs it: export {name}=... where it runs")),
+        None => Diagnostic::error(pos, format!("`{reference}` is not set here")),
+    }
+}
+
 /// Parses configuration text directly (tests and the demo).
 pub fn load_str(name: &str, text: &str) -> Result<Config, Diagnostics> {
     let name: Arc<str> = Arc::from(name);

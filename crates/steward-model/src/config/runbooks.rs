@@ -109,6 +109,8 @@ impl ParamKind {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub name: String,
+    /// What the step is for, in words (the prose around an imported Markdown block).
+    pub description: Option<String>,
     pub kind: StepKind,
     /// Skipped unless true.
     pub when: Option<Expr>,
@@ -726,7 +728,7 @@ fn step(node: &Node, cx: &mut Ctx<'_>) -> Option<Step> {
     let retry_delay = f.take("retry_delay").map_or(Some(Duration::from_secs(1)), |n| de::duration(n, &format!("{what} retry_delay"), cx.d));
     let continue_on_error = f.take("continue_on_error").map_or(Some(false), |n| de::boolean(n, &format!("{what} continue_on_error"), cx.d));
     let idempotent = f.take("idempotent").and_then(|n| de::boolean(n, &format!("{what} idempotent"), cx.d));
-    let _ = f.take("description").and_then(|n| de::string(n, &format!("{what} description"), cx.d));
+    let description = f.take("description").and_then(|n| de::string(n, &format!("{what} description"), cx.d));
     let present: Vec<&str> = STEP_KINDS.iter().copied().filter(|k| f.has(k)).collect();
     let kind = match present.as_slice() {
         [kind] => {
@@ -768,6 +770,7 @@ fn step(node: &Node, cx: &mut Ctx<'_>) -> Option<Step> {
     let idempotent = idempotent.unwrap_or_else(|| kind.inherently_idempotent());
     Some(Step {
         name: name?,
+        description,
         when,
         timeout,
         retries,

@@ -56,6 +56,39 @@ impl fmt::Display for SecretString {
 pub type ResolveError = (usize, String, String);
 
 /// Resolves every `${kind:arg}` in `text`; `secrets` collects the values for redaction.
+/// What an unset reference reads as while [`deferring_unset`]: long enough for length
+/// rules (a heartbeat token), safe in a header, a URL's password or an argument.
+pub const UNSET_PLACEHOLDER: &str = "steward-unset-secret-placeholder";
+
+thread_local! {
+    /// The references found unset while [`deferring_unset`] runs on this thread; `None`
+    /// outside it (every unset reference is then an error).
+    static DEFERRED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `load` with unset references (`${env:…}` not set, `${file:…}` unreadable) read
+/// as [`UNSET_PLACEHOLDER`] instead of failing, and returns each reference so found, in
+/// order: `steward validate` checks a configuration on a machine without production
+/// secrets. A scope on this thread, not a flag passed down: the references are met deep
+/// in every section's decoder (URLs, headers, templates in runbooks), all synchronous.
+pub fn deferring_unset<T>(load: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let outer = DEFERRED.with(|d| d.borrow_mut().replace(Vec::new()));
+    let out = load();
+    let found = DEFERRED.with(|d| std::mem::replace(&mut *d.borrow_mut(), outer)).unwrap_or_default();
+    (out, found)
+}
+
+/// Whether an unset reference is deferred here, recording it when it is.
+fn defer(reference: &str) -> bool {
+    DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(found) => {
+            found.push(reference.to_string());
+            true
+        }
+        None => false,
+    })
+}
+
 pub fn resolve(text: &str, secrets: &mut Vec<String>) -> Result<SecretString, ResolveError> {
     let mut resolved = String::with_capacity(text.len());
     let mut rest = text;
@@ -67,15 +100,24 @@ pub fn resolve(text: &str, secrets: &mut Vec<String>) -> Result<SecretString, Re
             return Err((char_offset, "unterminated secret reference".into(), "write `${env:NAME}` or `${file:/path}`".into()));
         };
         let inner = &rest[start + 2..start + end];
+        let reference = &rest[start..start + end + 1];
         let value = match inner.split_once(':') {
-            Some(("env", name)) if !name.is_empty() => std::env::var(name).map_err(|_| {
-                (char_offset, format!("environment variable `{name}` is not set"), format!("export {name}=... before starting steward"))
-            })?,
-            Some(("file", path)) if !path.is_empty() => {
-                std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\n', '\r']).to_string()).map_err(|e| {
-                    (char_offset, format!("cannot read secret file `{path}`: {e}"), "check the path and that steward may read it".into())
-                })?
-            }
+            Some(("env", name)) if !name.is_empty() => match std::env::var(name) {
+                Ok(v) => v,
+                Err(_) if defer(reference) => UNSET_PLACEHOLDER.to_string(),
+                Err(_) => {
+                    let hint = format!("export {name}=... before starting steward");
+                    return Err((char_offset, format!("environment variable `{name}` is not set"), hint));
+                }
+            },
+            Some(("file", path)) if !path.is_empty() => match std::fs::read_to_string(path) {
+                Ok(s) => s.trim_end_matches(['\n', '\r']).to_string(),
+                Err(_) if defer(reference) => UNSET_PLACEHOLDER.to_string(),
+                Err(e) => {
+                    let hint = "check the path and that steward may read it".to_string();
+                    return Err((char_offset, format!("cannot read secret file `{path}`: {e}"), hint));
+                }
+            },
             _ => {
                 return Err((
                     char_offset,
@@ -84,7 +126,7 @@ pub fn resolve(text: &str, secrets: &mut Vec<String>) -> Result<SecretString, Re
                 ));
             }
         };
-        if !value.is_empty() {
+        if !value.is_empty() && value != UNSET_PLACEHOLDER {
             secrets.push(value.clone());
         }
         resolved.push_str(&value);
@@ -193,6 +235,9 @@ pub fn resolve_url(written: &str, secrets: &mut Vec<String>) -> Result<(url::Url
     let (shape, references) = with_placeholders(written);
     if references.len() == 1 && shape == placeholder(0) {
         let value = resolve(written, secrets).map_err(|(_, m, h)| UrlError::Reference(m, h))?;
+        if value.expose() == UNSET_PLACEHOLDER {
+            return Err(UrlError::Deferred);
+        }
         let u = url::Url::parse(value.expose()).map_err(|e| UrlError::Invalid(format!("the URL in {written} is not valid: {e}")))?;
         // The password inside a URL given whole is a secret of its own: a client may
         // quote it without the rest.
@@ -239,6 +284,8 @@ pub enum UrlError {
     InlinePassword,
     /// A reference that cannot be resolved: message and hint.
     Reference(String, String),
+    /// The whole URL is a reference left unset while [`deferring_unset`]: nothing to check.
+    Deferred,
 }
 
 /// A URL without its user and password, and those percent-decoded — for clients that

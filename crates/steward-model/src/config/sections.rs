@@ -348,6 +348,8 @@ pub(super) fn url(node: &Node, what: &str, schemes: &[&str], d: &mut Diagnostics
             }
             Some(SecretString::from_parts(value.written().to_string(), resolved))
         }
+        // `steward validate` without the secrets: the URL is checked when it is set.
+        Err(secret::UrlError::Deferred) => Some(value),
         Err(secret::UrlError::InlinePassword) => {
             d.push(
                 Diagnostic::error(node.pos.clone(), format!("{what} contains an inline password"))

@@ -6,6 +6,7 @@ pub mod backups;
 pub mod check;
 pub mod demo;
 pub mod incidents;
+pub mod runbook;
 pub mod runs;
 pub mod serve;
 pub mod store;

@@ -38,6 +38,8 @@ pub fn postgres_url(written: &str) -> Result<PostgresUrl, String> {
         )),
         Err(UrlError::Reference(m, h)) => Err(format!("store `{written}`: {m}\n  hint: {h}")),
         Err(UrlError::Invalid(e)) => Err(format!("store `{written}` is not a URL: {e}")),
+        // Only `steward validate` defers references; the command line never does.
+        Err(UrlError::Deferred) => Err(format!("store `{written}`: the reference is not set")),
     }
 }
 

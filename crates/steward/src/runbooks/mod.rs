@@ -26,6 +26,7 @@
 pub mod actions;
 pub mod control;
 pub mod executor;
+pub mod markdown;
 pub mod plan;
 
 use std::collections::HashMap;
