@@ -26,13 +26,13 @@ fn after<'a>(text: &'a str, marker: &str) -> &'a str {
     text[start..].split_whitespace().next().unwrap()
 }
 
-#[test]
-fn the_demo_breaks_auth_and_notifies_once_for_the_cause() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `steward demo` with its data in `dir`; the process, its banner and its
+/// server's base URL.
+fn start_demo(dir: &std::path::Path) -> (Demo, String, String) {
     let port = free_port();
     let mut child = common::steward()
         .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path().join("demo"))
+        .arg(dir.join("demo"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -48,9 +48,15 @@ fn the_demo_breaks_auth_and_notifies_once_for_the_cause() {
             break;
         }
     }
+    (demo, banner, format!("http://127.0.0.1:{port}"))
+}
+
+#[test]
+fn the_demo_breaks_auth_and_notifies_once_for_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let (demo, banner, base) = start_demo(dir.path());
     let token = after(&banner, "Admin token").to_string();
     let control = after(&banner, "curl http://").trim_end_matches("/demo/notifications").to_string();
-    let base = format!("http://127.0.0.1:{port}");
     assert!(banner.contains(&format!("steward alerts --server {base} --token {token}")), "{banner}");
     assert!(banner.contains(&format!("steward incident list --server {base} --token {token}")), "{banner}");
 
@@ -102,6 +108,56 @@ fn the_demo_breaks_auth_and_notifies_once_for_the_cause() {
         let (_, d) = request("GET", &format!("{base}/api/v1/incidents/{id}"), &token, None);
         (d["incident"]["status"] == "resolved").then_some(())
     });
+    drop(demo);
+}
+
+/// The two pillars a new user could not see before: the demo's data set is backed up
+/// and restore-tested at start (the freshness check passes), and the runbook that
+/// MessagingDown names restarts messaging after an operator approves — the run waits,
+/// is approved, succeeds, and the check is healthy again.
+#[test]
+fn the_demo_restarts_messaging_with_its_runbook_and_shows_a_tested_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (demo, banner, base) = start_demo(dir.path());
+    let token = after(&banner, "Admin token").to_string();
+    let control = after(&banner, "curl http://").trim_end_matches("/demo/notifications").to_string();
+    let backup = after(&banner, "The first one was taken and restore-tested at start:").to_string();
+
+    let (_, list) = request("GET", &format!("{base}/api/v1/backups"), &token, None);
+    let backups = list["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 1, "{list}");
+    assert_eq!(
+        (&backups[0]["id"], &backups[0]["policy"], &backups[0]["status"]),
+        (&Value::from(backup.as_str()), &Value::from("messaging-history"), &Value::from("succeeded")),
+        "{list}"
+    );
+    let (_, shown) = request("GET", &format!("{base}/api/v1/backups/{backup}"), &token, None);
+    let verification = &shown["verifications"][0];
+    assert_eq!((&verification["result"], &verification["level"]), (&Value::from("passed"), &Value::from(2)), "restore-tested: {shown}");
+    wait_for("every demo check healthy, the backup's freshness included", Duration::from_secs(15), || {
+        let (_, checks) = request("GET", &format!("{base}/api/v1/checks"), &token, None);
+        let checks = checks["checks"].as_array()?;
+        (checks.iter().any(|c| c["name"] == "messaging-history-backup") && checks.iter().all(|c| c["health"] == "healthy")).then_some(())
+    });
+
+    request("POST", &format!("http://{control}/demo/messaging/fail"), "", None);
+    let alert = wait_for("MessagingDown firing", Duration::from_secs(20), || {
+        alert_named(&alerts(&base, &token), "MessagingDown").filter(|a| a["state"] == "firing").cloned()
+    });
+    assert_eq!(alert["annotations"]["runbook"], "steward run restart-messaging", "{alert}");
+
+    let (code, started) = request("POST", &format!("{base}/api/v1/runbooks/restart-messaging/runs"), &token, Some(serde_json::json!({})));
+    assert_eq!(code, 201, "{started}");
+    let id = started["run"]["id"].as_i64().unwrap();
+    let run = |id: i64| request("GET", &format!("{base}/api/v1/runs/{id}"), &token, None).1;
+    wait_for("the run to wait for its approval", Duration::from_secs(10), || (run(id)["run"]["status"] == "waiting").then_some(()));
+    let health = || request("GET", &format!("{base}/api/v1/checks/messaging-health"), &token, None).1["health"].clone();
+    assert_eq!(health(), "unhealthy", "nothing restarts before the approval");
+    let (code, approved) =
+        request("POST", &format!("{base}/api/v1/runs/{id}/approve"), &token, Some(serde_json::json!({"comment": "users warned"})));
+    assert_eq!(code, 200, "{approved}");
+    wait_for("the run to succeed", Duration::from_secs(30), || (run(id)["run"]["status"] == "succeeded").then_some(()));
+    assert_eq!(health(), "healthy", "the run waited for the check to pass");
     drop(demo);
 }
 

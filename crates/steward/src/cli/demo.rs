@@ -28,8 +28,8 @@ pub async fn run(data: Option<PathBuf>, listen: SocketAddr) -> u8 {
         return exit::FAILED;
     }
     let config_path = data.join("steward.yaml");
-    if let Err(e) = std::fs::write(&config_path, fleet.config_yaml()) {
-        eprintln!("error: cannot write {}: {e}", config_path.display());
+    if let Err(e) = crate::demo::write_history(&data).and_then(|()| std::fs::write(&config_path, fleet.config_yaml(&data))) {
+        eprintln!("error: cannot write the demo's files in {}: {e}", data.display());
         return exit::FAILED;
     }
     let token = generate_secret();
@@ -44,6 +44,15 @@ pub async fn run(data: Option<PathBuf>, listen: SocketAddr) -> u8 {
         eprintln!("error: {e}");
         return exit::FAILED;
     }
+    // The first backup of the data set, restore-tested, before serving: the console's
+    // Backups page and the freshness check have something to show from the start.
+    let backup = match first_backup(&config_path, &data).await {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("error: the demo's first backup failed: {e}");
+            return exit::FAILED;
+        }
+    };
     let control = fleet.control;
     let cfg = config_path.clone();
     let data_dir = data.clone();
@@ -81,6 +90,19 @@ someone acknowledges it; healing auth resolves it:
   steward incident postmortem ID --server http://{addr} --token {token} # review draft
   steward oncall --server http://{addr} --token {token}
 
+A runbook: MessagingDown names restart-messaging (its notification carries the
+command). Break messaging, then run it; it waits for an operator's approval:
+  curl -X POST http://{control}/demo/messaging/fail
+  steward run restart-messaging --server http://{addr} --token {token} --follow
+  steward runs approve ID --server http://{addr} --token {token}        # in another terminal, or the console's Runs page
+
+Backups: the messages' history ({data}/messaging-history) is backed up every hour
+and restore-tested; a check warns when the newest verified backup is older than 2h.
+The first one was taken and restore-tested at start: {backup}
+  steward backup list -c {cfg} --data {data}
+  steward backup verify {backup} --restore-test -c {cfg} --data {data}
+  steward backup restore {backup} --to /tmp/restored-history -c {cfg} --data {data}
+
 Press Ctrl-C to stop.
 "#,
             cfg = cfg.display(),
@@ -108,4 +130,25 @@ Press Ctrl-C to stop.
         eprintln!("warning: could not remove the demo's data in {}: {e}", data.display());
     }
     code
+}
+
+/// Takes and restore-tests the first backup of the demo's data set; its id.
+async fn first_backup(config_path: &std::path::Path, data: &std::path::Path) -> Result<String, String> {
+    use std::sync::Arc;
+
+    use crate::backups::service::Backups;
+    use crate::backups::sources::Progress;
+    let config = crate::config::load(config_path).map_err(|d| d.to_string())?;
+    let store: Arc<dyn crate::store::BackupStore> = Arc::new(SqliteStore::open(data).await.map_err(|e| e.to_string())?);
+    let backups = Backups::new(store, None, data.to_path_buf());
+    let record = backups
+        .run(&config, "messaging-history", "manual", "demo", None, Arc::new(Progress::default()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let verified =
+        backups.verify(&config, &record.id, true, "manual", None, Arc::new(Progress::default())).await.map_err(|e| e.to_string())?;
+    if verified.result != "passed" {
+        return Err(format!("its restore test did not pass: {} ({})", verified.result, verified.detail));
+    }
+    Ok(record.id)
 }

@@ -2,7 +2,9 @@
 //! payment, notification, each with `/health`), a real configuration for it, and a
 //! real `serve` on an embedded store. Each service can be broken and healed over HTTP
 //! so a user can watch a check cross its failure threshold and recover, an alert
-//! fire, and an incident open, page the on-call person, and resolve.
+//! fire, and an incident open, page the on-call person, and resolve — then restart
+//! the service with the runbook the alert names (after an approval), and see the demo's
+//! data set backed up and restore-tested. Every pillar, on one machine, in minutes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +26,24 @@ pub enum Mode {
     Failing,
     /// Answers after 3 seconds: longer than the check's timeout.
     Slow,
+}
+
+/// The demo's data set (under the data directory): what the backup protects.
+pub const HISTORY_DIR: &str = "messaging-history";
+
+/// Writes the data set: a few rooms' messages, as a chat service would keep them.
+pub fn write_history(data: &std::path::Path) -> std::io::Result<()> {
+    let dir = data.join(HISTORY_DIR).join("rooms");
+    std::fs::create_dir_all(&dir)?;
+    for (room, messages) in [("general", 120), ("ops", 45), ("random", 300)] {
+        let lines: Vec<String> = (0..messages)
+            .map(|i| {
+                json!({"id": i, "room": room, "from": format!("user{}", i % 7), "text": format!("message {i} in #{room}")}).to_string()
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{room}.jsonl")), lines.join("\n") + "\n")?;
+    }
+    Ok(())
 }
 
 pub const SERVICES: &[(&str, u8, &[&str])] =
@@ -77,8 +97,9 @@ impl Fleet {
     }
 
     /// A configuration for the fleet: services with tiers and dependencies, an HTTP
-    /// check per service, and a TCP check, at a short interval so changes show quickly.
-    pub fn config_yaml(&self) -> String {
+    /// check per service, and a TCP check, at a short interval so changes show quickly;
+    /// a runbook to restart messaging; a backup of the data set in `data`.
+    pub fn config_yaml(&self, data: &std::path::Path) -> String {
         let mut y =
             String::from("# Written by `steward demo`. Edit it and send SIGHUP (or POST /api/v1/config/reload) to reload.\nservices:\n");
         for (name, tier, deps) in SERVICES {
@@ -95,7 +116,7 @@ impl Fleet {
         }
         let messaging = self.ports.iter().find(|(n, _)| n == "messaging").map_or(0, |(_, p)| *p);
         y.push_str(&format!(
-            "  - name: messaging-port\n    service: messaging\n    interval: 5s\n    tcp:\n      address: 127.0.0.1:{messaging}\n"
+            "  - name: messaging-port\n    service: messaging\n    interval: 5s\n    tcp:\n      address: 127.0.0.1:{messaging}\n  - name: messaging-history-backup\n    service: messaging\n    interval: 5s\n    backup: {{ policy: messaging-history, max_age: 2h }}\n"
         ));
         // One alert per service; tier 1 pages as P1. Dependencies mute the downstream
         // alerts when an upstream service fails, so breaking `auth` notifies once.
@@ -103,10 +124,26 @@ impl Fleet {
         for (name, tier, _) in SERVICES {
             let title = format!("{}{}Down", name[..1].to_uppercase(), &name[1..]);
             let severity = if *tier == 1 { "P1" } else { "warning" };
+            // The alert names the runbook that fixes it: notifications carry the command.
+            let runbook = if *name == "messaging" { "    runbook: restart-messaging\n" } else { "" };
             y.push_str(&format!(
-                "  - name: {title}\n    when: check {name}-health unhealthy\n    severity: {severity}\n    annotations:\n      summary: \"{name} fails its health check\"\n"
+                "  - name: {title}\n    when: check {name}-health unhealthy\n    severity: {severity}\n{runbook}    annotations:\n      summary: \"{name} fails its health check\"\n"
             ));
         }
+        y.push_str(&format!(
+            "\n# The runbook MessagingDown names: an operator approves, Steward restarts messaging\n# (the demo's control API) and waits for its check to pass.\nrunbooks:\n  - name: restart-messaging\n    description: Restart the messaging service and wait until its health check passes\n    owner: team-messaging\n    steps:\n      - name: confirm\n        description: Users lose their open connections for a few seconds\n        approve: {{ prompt: \"Restart messaging now?\", role: operator, timeout: 30m }}\n      - name: restart\n        http: {{ url: \"http://{control}/demo/messaging/restart\", method: POST }}\n      - name: wait-healthy\n        wait_until: {{ check: messaging-health, timeout: 1m, interval: 2s }}\n",
+            control = self.control
+        ));
+        // The messages' history, backed up every hour into a local repository and
+        // restore-tested (restored into a scratch directory, every file's checksum
+        // compared); a check says when the newest verified backup is too old.
+        let history = data.join(HISTORY_DIR);
+        let repository = data.join("backups");
+        y.push_str(&format!(
+            "\nrepositories:\n  - name: demo-backups\n    path: {}\nbackups:\n  - name: messaging-history\n    directory: {{ path: {} }}\n    schedule: \"0 * * * *\"\n    repository: demo-backups\n    retention: {{ keep_last: 24 }}\n    verify: {{ schedule: \"30 * * * *\", restore_test: true }}\n",
+            repository.display(),
+            history.display()
+        ));
         y.push_str(&format!(
             "\n# The demo's own webhook receiver: curl http://{}/demo/notifications\nreceivers:\n  - name: demo-webhook\n    webhook: {{url: \"http://{}/demo/notifications\"}}\nroute:\n  receiver: demo-webhook\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 10s\n  repeat_interval: 1h\n",
             self.control, self.control
@@ -149,9 +186,9 @@ async fn health(State((modes, name)): State<(Modes, String)>) -> impl IntoRespon
 async fn control_action(State(modes): State<Modes>, Path((service, action)): Path<(String, String)>) -> impl IntoResponse {
     let mode = match action.as_str() {
         "fail" => Mode::Failing,
-        "heal" => Mode::Healthy,
+        "heal" | "restart" => Mode::Healthy,
         "slow" => Mode::Slow,
-        _ => return (StatusCode::BAD_REQUEST, Json(json!({"error": "action must be fail, heal or slow"}))),
+        _ => return (StatusCode::BAD_REQUEST, Json(json!({"error": "action must be fail, heal, slow or restart"}))),
     };
     let mut modes = modes.lock().expect("modes");
     match modes.get_mut(&service) {
