@@ -101,6 +101,8 @@ fn malformed_yaml_and_wrong_shapes_are_errors_not_panics() {
         ("checks:\n  - name: a\n    dns: {name: a.example, type: AXFR}\n", "record type `AXFR`"),
         ("checks:\n  - name: a\n    dns: {name: a.example, server: ns1.example}\n", "is not an IP address"),
         ("checks:\n  - name: a\n    websocket: {url: 'http://x/ws'}\n", "url"),
+        ("checks:\n  - name: a\n    mongodb: {url: 'postgres://x/db'}\n", "has scheme `postgres`"),
+        ("checks:\n  - name: a\n    mongodb: {url: 'mongodb://app:inline@x/db'}\n", "inline password"),
         ("checks:\n  - name: a\n    heartbeat: {period: 30s, token: '${file:/etc/hostname}'}\n", "period is shorter than a minute"),
         ("checks:\n  - name: a\n    heartbeat: {period: 1h, token: abcdefabcdefabcdefabcdef}\n", "token is written inline"),
         ("checks:\n  - name: a\n    heartbeat: {period: 1h, token: '${file:/proc/sys/kernel/ostype}'}\n", "shorter than 16 characters"),

@@ -364,6 +364,127 @@ async fn dns_answers_expectations_and_missing_names() {
     assert_eq!(silent.reason.as_deref(), Some("timed out after 2s"), "nobody answers any more: {silent:?}");
 }
 
+/// A MongoDB server at the protocol level (OP_MSG over TCP, BSON), for the official
+/// driver: no MongoDB installs here. It answers the handshake (`isMaster`/`hello`),
+/// `ping`, `buildInfo` (version 7.0.14), `endSessions`, and `replSetGetStatus` with
+/// `members` when given some (three members: a primary, a secondary `lag` seconds
+/// behind, a second one down), or as a standalone server does without.
+async fn mongodb_server(members: Option<f64>) -> u16 {
+    use mongodb::bson::{Bson, DateTime, Document, doc};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn answer(command: &Document, replica_lag: Option<f64>) -> Document {
+        let name = command.keys().next().map(String::as_str).unwrap_or("");
+        match name {
+            "isMaster" | "ismaster" | "hello" => doc! {
+                "helloOk": true, "ismaster": true, "isWritablePrimary": true, "maxBsonObjectSize": 16_777_216,
+                "maxMessageSizeBytes": 48_000_000, "maxWriteBatchSize": 100_000, "localTime": DateTime::now(),
+                "logicalSessionTimeoutMinutes": 30, "connectionId": 1, "minWireVersion": 0, "maxWireVersion": 21,
+                "readOnly": false, "ok": 1.0,
+            },
+            "ping" | "endSessions" => doc! { "ok": 1.0 },
+            "buildInfo" | "buildinfo" => doc! { "version": "7.0.14", "ok": 1.0 },
+            "replSetGetStatus" => match replica_lag {
+                None => doc! { "ok": 0.0, "errmsg": "not running with --replSet", "code": 76, "codeName": "NoReplicationEnabled" },
+                Some(lag) => {
+                    let now = DateTime::now().timestamp_millis();
+                    let at = |ms: i64| Bson::DateTime(DateTime::from_millis(ms));
+                    doc! {
+                        "set": "rs0", "ok": 1.0,
+                        "members": [
+                            { "name": "db-1:27017", "health": 1.0, "stateStr": "PRIMARY", "optimeDate": at(now) },
+                            { "name": "db-2:27017", "health": 1.0, "stateStr": "SECONDARY", "optimeDate": at(now - (lag * 1000.0) as i64) },
+                            { "name": "db-3:27017", "health": 0.0, "stateStr": "(not reachable/healthy)", "optimeDate": at(now - 3_600_000) },
+                        ],
+                    }
+                }
+            },
+            other => doc! { "ok": 0.0, "errmsg": format!("no such command: '{other}'"), "code": 59, "codeName": "CommandNotFound" },
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let mut header = [0u8; 16];
+                    if tcp.read_exact(&mut header).await.is_err() {
+                        return;
+                    }
+                    let int = |i: usize| i32::from_le_bytes(header[i..i + 4].try_into().unwrap());
+                    let (length, request_id, op_code) = (int(0) as usize, int(4), int(12));
+                    let mut body = vec![0u8; length - 16];
+                    tcp.read_exact(&mut body).await.unwrap();
+                    assert_eq!(op_code, 2013, "the driver speaks OP_MSG");
+                    // flagBits, then sections: kind 0 is the command document.
+                    let mut at = 4;
+                    let mut command = Document::new();
+                    while at < body.len() {
+                        let kind = body[at];
+                        let size = i32::from_le_bytes(body[at + 1..at + 5].try_into().unwrap()) as usize;
+                        if kind == 0 {
+                            command = Document::from_reader(&mut &body[at + 1..at + 1 + size]).unwrap();
+                        }
+                        at += 1 + size;
+                    }
+                    let mut reply = Vec::new();
+                    answer(&command, members).to_writer(&mut reply).unwrap();
+                    let total = 16 + 4 + 1 + reply.len();
+                    let mut out = Vec::with_capacity(total);
+                    for v in [total as i32, request_id + 1_000_000, request_id, 2013] {
+                        out.extend_from_slice(&v.to_le_bytes());
+                    }
+                    out.extend_from_slice(&0u32.to_le_bytes());
+                    out.push(0);
+                    out.extend_from_slice(&reply);
+                    if tcp.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The official MongoDB driver against a protocol-level server (no MongoDB installs
+/// here): version, replica set members, primary and lag read by conditions; a standalone
+/// server asked about replication and a closed port said in words, within the timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn mongodb_ping_version_and_replica_set_lag() {
+    let check = |port: u16, conditions: &str| {
+        format!(
+            "checks:\n  - name: c\n    timeout: 2s\n    mongodb: {{url: 'mongodb://127.0.0.1:{port}/?directConnection=true', conditions: [{conditions}]}}\n"
+        )
+    };
+    let standalone = mongodb_server(None).await;
+    let ok = run(&check(standalone, "'server.version == \"7.0.14\"', 'response_time < 2s'")).await;
+    assert!(ok.healthy, "{ok:?}");
+    let no_set = run(&check(standalone, "'replication.members >= 3'")).await;
+    assert!(no_set.reason.as_deref().unwrap().contains("not running with --replSet"), "{no_set:?}");
+
+    let set = mongodb_server(Some(3.0)).await;
+    let healthy = run(&check(
+        set,
+        "'replication.members == 3', 'replication.healthy_members == 2', 'replication.primary == \"db-1:27017\"', 'replication.lag_seconds < 10', 'replication.set == \"rs0\"'",
+    ))
+    .await;
+    assert!(healthy.healthy, "{healthy:?}");
+    let lagging = run(&check(set, "'replication.lag_seconds < 1'")).await;
+    let reason = lagging.reason.unwrap();
+    assert!(reason.contains("replication.lag_seconds is 3"), "the unhealthy member is not counted: {reason}");
+
+    let closed = common::free_port();
+    let refused = run(&check(closed, "")).await;
+    let reason = refused.reason.unwrap();
+    let expected = format!(
+        "MongoDB at mongodb://127.0.0.1:{closed}/?directConnection=true: no server could be selected within the timeout (127.0.0.1:{closed}: I/O error: Connection refused (os error 111))"
+    );
+    assert_eq!(reason, expected);
+    assert!(refused.latency < Duration::from_secs(3), "{:?}", refused.latency);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_open_and_closed() {
     let port = http_server(app()).await;

@@ -158,6 +158,11 @@ pub enum Probe {
     /// the check fails when none arrived within its period plus grace, or when the
     /// last signal said the job failed.
     Heartbeat(HeartbeatProbe),
+    /// MongoDB: `ping` and the server's version, and the replica set's members and
+    /// replication lag when a condition reads `replication`.
+    Mongodb {
+        url: SecretString,
+    },
 }
 
 impl Probe {
@@ -175,6 +180,7 @@ impl Probe {
             Probe::Websocket(_) => "websocket",
             Probe::Dns(_) => "dns",
             Probe::Heartbeat(_) => "heartbeat",
+            Probe::Mongodb { .. } => "mongodb",
         }
     }
 
@@ -192,6 +198,7 @@ impl Probe {
             "websocket" => &["reply", "response_time"],
             "dns" => &["answers", "count", "ttl", "response_time"],
             "heartbeat" => &["heartbeat", "response_time"],
+            "mongodb" => &["server", "replication", "response_time"],
             _ => &[],
         }
     }
@@ -209,6 +216,7 @@ impl Probe {
             Probe::Backup(b) => format!("backup policy {}", b.policy),
             Probe::Tls(t) => t.address.clone(),
             Probe::Websocket(w) => redact_url_password(w.url.written()).into_owned(),
+            Probe::Mongodb { url } => redact_url_password(url.written()).into_owned(),
             Probe::Heartbeat(h) => format!(
                 "a signal every {} (+{} grace)",
                 super::duration::format_duration(h.period),

@@ -37,7 +37,7 @@ const TOP_LEVEL: &[&str] = &[
 /// Sections of the intended configuration that this version cannot act on yet.
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
 const PROBE_KINDS: &[&str] =
-    &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup", "tls", "websocket", "dns", "heartbeat"];
+    &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup", "tls", "websocket", "dns", "heartbeat", "mongodb"];
 const CHECK_KEYS: &[&str] = &[
     "name",
     "service",
@@ -58,6 +58,7 @@ const CHECK_KEYS: &[&str] = &[
     "websocket",
     "dns",
     "heartbeat",
+    "mongodb",
 ];
 
 pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -580,6 +581,11 @@ fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut
             f.finish(&["url", "query", "conditions"], d);
             let sql = SqlProbe { url: url?, query: query? };
             Some(if kind == "postgres" { Probe::Postgres(sql) } else { Probe::Mysql(sql) })
+        }
+        "mongodb" => {
+            let url = f.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["mongodb"], d, secrets));
+            f.finish(&["url", "conditions"], d);
+            url.map(|url| Probe::Mongodb { url })
         }
         "redis" => {
             let url = f.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["redis", "rediss"], d, secrets));

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - `condition`: the `<path> <op> <value>` language.
-//! - one module per protocol (`http`, `tcp`, `tls`, `websocket`, `dns`, `sql`, `redis`, `nats`, `command`, and
+//! - one module per protocol (`http`, `tcp`, `tls`, `websocket`, `dns`, `sql`, `redis`, `mongodb`, `nats`, `command`, and
 //!   `backup` and `heartbeat`, which read the store), each
 //!   turning a target into an *observation*: a JSON object that conditions read.
 //! - `state`: consecutive-result thresholds that turn runs into healthy/unhealthy.
@@ -18,6 +18,7 @@ mod dns;
 mod heartbeat;
 pub(crate) mod http;
 mod live;
+mod mongodb;
 mod nats;
 pub(crate) mod redis;
 pub mod scheduler;
@@ -86,6 +87,7 @@ impl Prober {
             Probe::Postgres(p) => sql::observe_postgres(p, spec).await,
             Probe::Mysql(p) => sql::observe_mysql(p, spec).await,
             Probe::Redis { url } => redis::observe(url, spec).await,
+            Probe::Mongodb { url } => mongodb::observe(url, spec).await,
             Probe::Nats(p) => nats::observe(p, spec).await,
             Probe::Command(p) => command::observe(p, spec).await,
             Probe::Backup(p) => backup::observe(self.backups.as_ref(), p).await,
