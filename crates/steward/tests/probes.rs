@@ -401,48 +401,59 @@ async fn mongodb_server(members: Option<f64>) -> u16 {
             other => doc! { "ok": 0.0, "errmsg": format!("no such command: '{other}'"), "code": 59, "codeName": "CommandNotFound" },
         }
     }
+    serve_each(move |mut tcp| async move {
+        loop {
+            let mut header = [0u8; 16];
+            if tcp.read_exact(&mut header).await.is_err() {
+                return;
+            }
+            let int = |i: usize| i32::from_le_bytes(header[i..i + 4].try_into().unwrap());
+            let (length, request_id, op_code) = (int(0) as usize, int(4), int(12));
+            let mut body = vec![0u8; length - 16];
+            tcp.read_exact(&mut body).await.unwrap();
+            assert_eq!(op_code, 2013, "the driver speaks OP_MSG");
+            // flagBits, then sections: kind 0 is the command document.
+            let mut at = 4;
+            let mut command = Document::new();
+            while at < body.len() {
+                let kind = body[at];
+                let size = i32::from_le_bytes(body[at + 1..at + 5].try_into().unwrap()) as usize;
+                if kind == 0 {
+                    command = Document::from_reader(&mut &body[at + 1..at + 1 + size]).unwrap();
+                }
+                at += 1 + size;
+            }
+            let mut reply = Vec::new();
+            answer(&command, members).to_writer(&mut reply).unwrap();
+            let total = 16 + 4 + 1 + reply.len();
+            let mut out = Vec::with_capacity(total);
+            for v in [total as i32, request_id + 1_000_000, request_id, 2013] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.push(0);
+            out.extend_from_slice(&reply);
+            if tcp.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// Listens on a free loopback port and runs `serve` on each connection in a task of
+/// its own: the protocol-level servers below.
+async fn serve_each<F, Fut>(serve: F) -> u16
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                loop {
-                    let mut header = [0u8; 16];
-                    if tcp.read_exact(&mut header).await.is_err() {
-                        return;
-                    }
-                    let int = |i: usize| i32::from_le_bytes(header[i..i + 4].try_into().unwrap());
-                    let (length, request_id, op_code) = (int(0) as usize, int(4), int(12));
-                    let mut body = vec![0u8; length - 16];
-                    tcp.read_exact(&mut body).await.unwrap();
-                    assert_eq!(op_code, 2013, "the driver speaks OP_MSG");
-                    // flagBits, then sections: kind 0 is the command document.
-                    let mut at = 4;
-                    let mut command = Document::new();
-                    while at < body.len() {
-                        let kind = body[at];
-                        let size = i32::from_le_bytes(body[at + 1..at + 5].try_into().unwrap()) as usize;
-                        if kind == 0 {
-                            command = Document::from_reader(&mut &body[at + 1..at + 1 + size]).unwrap();
-                        }
-                        at += 1 + size;
-                    }
-                    let mut reply = Vec::new();
-                    answer(&command, members).to_writer(&mut reply).unwrap();
-                    let total = 16 + 4 + 1 + reply.len();
-                    let mut out = Vec::with_capacity(total);
-                    for v in [total as i32, request_id + 1_000_000, request_id, 2013] {
-                        out.extend_from_slice(&v.to_le_bytes());
-                    }
-                    out.extend_from_slice(&0u32.to_le_bytes());
-                    out.push(0);
-                    out.extend_from_slice(&reply);
-                    if tcp.write_all(&out).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(serve(tcp));
         }
     });
     port
@@ -483,6 +494,225 @@ async fn mongodb_ping_version_and_replica_set_lag() {
     );
     assert_eq!(reason, expected);
     assert!(refused.latency < Duration::from_secs(3), "{:?}", refused.latency);
+}
+
+/// A Cassandra node at the protocol level (CQL v4 frames), for the ScyllaDB driver: no
+/// Cassandra or ScyllaDB installs here. It answers OPTIONS, STARTUP, REGISTER, and the
+/// queries the driver reads topology with (`system.local`, `system.peers` — `peers`
+/// other nodes in dc1 —, `system_schema.keyspaces`), and the probe's default query on
+/// `system.local`; any other query is an Invalid error naming it.
+async fn cql_server(peers: u8) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // [string], [option] for text, and a column spec.
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    #[derive(Clone, Copy)]
+    enum Type {
+        Text,
+        Uuid,
+        Inet,
+        Boolean,
+        TextSet,
+        TextMap,
+    }
+    fn option(out: &mut Vec<u8>, t: Type) {
+        let ids: &[u16] = match t {
+            Type::Text => &[0x000D],
+            Type::Uuid => &[0x000C],
+            Type::Inet => &[0x0010],
+            Type::Boolean => &[0x0004],
+            Type::TextSet => &[0x0022, 0x000D],
+            Type::TextMap => &[0x0021, 0x000D, 0x000D],
+        };
+        for id in ids {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+    }
+    fn cell(out: &mut Vec<u8>, v: Option<&[u8]>) {
+        match v {
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(b) => {
+                out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                out.extend_from_slice(b);
+            }
+        }
+    }
+    fn text_set(items: &[&str]) -> Vec<u8> {
+        let mut b = (items.len() as i32).to_be_bytes().to_vec();
+        for i in items {
+            cell(&mut b, Some(i.as_bytes()));
+        }
+        b
+    }
+    /// A Rows result in two parts: its metadata (global table spec, the columns) and its
+    /// rows; a PREPARE is answered with the metadata alone.
+    fn rows(table: (&str, &str), columns: &[(&str, Type)], rows: &[Vec<Option<Vec<u8>>>]) -> Answer {
+        let mut metadata = 1i32.to_be_bytes().to_vec();
+        metadata.extend_from_slice(&(columns.len() as i32).to_be_bytes());
+        string(&mut metadata, table.0);
+        string(&mut metadata, table.1);
+        for (name, t) in columns {
+            string(&mut metadata, name);
+            option(&mut metadata, *t);
+        }
+        let mut data = (rows.len() as i32).to_be_bytes().to_vec();
+        for row in rows {
+            for v in row {
+                cell(&mut data, v.as_deref());
+            }
+        }
+        Answer::Rows(metadata, data)
+    }
+    enum Answer {
+        Rows(Vec<u8>, Vec<u8>),
+        Error(Vec<u8>),
+    }
+    impl Answer {
+        fn frame(self) -> (u8, Vec<u8>) {
+            match self {
+                Answer::Rows(metadata, data) => (0x08, [2i32.to_be_bytes().to_vec(), metadata, data].concat()),
+                Answer::Error(b) => (0x00, b),
+            }
+        }
+    }
+    fn answer(query: &str, peers: u8) -> Answer {
+        let uuid = |n: u8| Some(vec![n; 16]);
+        let ip = |n: u8| Some(vec![127, 0, 0, n]);
+        let text = |s: &str| Some(s.as_bytes().to_vec());
+        let q = query.to_ascii_lowercase();
+        let node = [
+            ("host_id", Type::Uuid),
+            ("rpc_address", Type::Inet),
+            ("data_center", Type::Text),
+            ("rack", Type::Text),
+            ("tokens", Type::TextSet),
+        ];
+        if q.starts_with("select host_id, rpc_address, data_center, rack, tokens, cluster_name from system.local") {
+            let mut columns = node.to_vec();
+            columns.push(("cluster_name", Type::Text));
+            let row = vec![uuid(1), ip(1), text("dc1"), text("rack1"), Some(text_set(&["-9000000000000000000"])), text("chat")];
+            rows(("system", "local"), &columns, &[row])
+        } else if q.starts_with("select host_id, rpc_address, data_center, rack, tokens from system.peers") {
+            let all: Vec<_> = (0..peers)
+                .map(|i| {
+                    vec![
+                        uuid(i + 2),
+                        ip(i + 2),
+                        text("dc1"),
+                        text("rack1"),
+                        Some(text_set(&[&format!("{}", i64::from(i) * 1_000_000_000)])),
+                    ]
+                })
+                .collect();
+            rows(("system", "peers"), &node, &all)
+        } else if q.starts_with("select keyspace_name, replication, durable_writes from system_schema.keyspaces") {
+            let columns = [("keyspace_name", Type::Text), ("replication", Type::TextMap), ("durable_writes", Type::Boolean)];
+            rows(("system_schema", "keyspaces"), &columns, &[])
+        } else if q == "select release_version, cluster_name, data_center from system.local" {
+            let columns = [("release_version", Type::Text), ("cluster_name", Type::Text), ("data_center", Type::Text)];
+            rows(("system", "local"), &columns, &[vec![text("4.1.5"), text("chat"), text("dc1")]])
+        } else {
+            let mut b = 0x2200i32.to_be_bytes().to_vec();
+            string(&mut b, &format!("unconfigured table or unknown query: {query}"));
+            Answer::Error(b)
+        }
+    }
+    serve_each(move |mut tcp| async move {
+        // Prepared statements of this connection: the id is the index.
+        let mut prepared: Vec<String> = Vec::new();
+        loop {
+            let mut header = [0u8; 9];
+            if tcp.read_exact(&mut header).await.is_err() {
+                return;
+            }
+            let (version, stream, opcode) = (header[0], [header[2], header[3]], header[4]);
+            let length = i32::from_be_bytes(header[5..9].try_into().unwrap()) as usize;
+            let mut body = vec![0u8; length];
+            if tcp.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let (reply_op, reply) = match opcode {
+                0x05 => {
+                    // SUPPORTED: a string multimap.
+                    let mut b = 2u16.to_be_bytes().to_vec();
+                    string(&mut b, "CQL_VERSION");
+                    b.extend_from_slice(&1u16.to_be_bytes());
+                    string(&mut b, "3.4.5");
+                    string(&mut b, "COMPRESSION");
+                    b.extend_from_slice(&0u16.to_be_bytes());
+                    (0x06, b)
+                }
+                0x01 | 0x0B => (0x02, Vec::new()),
+                0x07 => {
+                    let n = i32::from_be_bytes(body[0..4].try_into().unwrap()) as usize;
+                    answer(&String::from_utf8_lossy(&body[4..4 + n]), peers).frame()
+                }
+                0x09 => {
+                    // PREPARE: kind Prepared, the id, no bind markers, and the
+                    // result's columns (from the answer's Rows metadata).
+                    let n = i32::from_be_bytes(body[0..4].try_into().unwrap()) as usize;
+                    let query = String::from_utf8_lossy(&body[4..4 + n]).into_owned();
+                    match answer(&query, peers) {
+                        Answer::Rows(metadata, _) => {
+                            let mut b = 4i32.to_be_bytes().to_vec();
+                            b.extend_from_slice(&2u16.to_be_bytes());
+                            b.extend_from_slice(&(prepared.len() as u16).to_be_bytes());
+                            prepared.push(query);
+                            b.extend_from_slice(&[0; 12]); // flags, no bind markers, no partition key
+                            b.extend_from_slice(&metadata);
+                            (0x08, b)
+                        }
+                        error => error.frame(),
+                    }
+                }
+                0x0A => {
+                    let id = u16::from_be_bytes(body[2..4].try_into().unwrap()) as usize;
+                    match prepared.get(id) {
+                        Some(query) => answer(query, peers).frame(),
+                        None => {
+                            let mut b = 0x2500i32.to_be_bytes().to_vec();
+                            string(&mut b, "unprepared");
+                            b.extend_from_slice(&body[0..4]);
+                            (0x00, b)
+                        }
+                    }
+                }
+                _ => {
+                    let mut b = 0x000Ai32.to_be_bytes().to_vec();
+                    string(&mut b, "not supported by this test server");
+                    (0x00, b)
+                }
+            };
+            let mut out = vec![0x80 | (version & 0x7f), 0, stream[0], stream[1], reply_op];
+            out.extend_from_slice(&(reply.len() as i32).to_be_bytes());
+            out.extend_from_slice(&reply);
+            if tcp.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// The ScyllaDB driver against a CQL node at the protocol level (neither Cassandra nor
+/// ScyllaDB installs here): the cluster's nodes and datacenters and the query's first
+/// row read by conditions; a query the node refuses and a closed port said in words.
+#[tokio::test(flavor = "multi_thread")]
+async fn cql_topology_and_a_query_on_a_cassandra_node() {
+    let port = cql_server(2).await;
+    let check = |extra: &str| format!("checks:\n  - name: c\n    timeout: 3s\n    cql: {{hosts: ['127.0.0.1:{port}']{extra}}}\n");
+    let ok = run(&check(", conditions: ['cluster.nodes == 3', 'cluster.datacenters == 1', 'row.release_version =~ \"^4\\\\.\"', 'row.cluster_name == \"chat\"', 'rows == 1']")).await;
+    assert!(ok.healthy, "{ok:?}");
+    let short = run(&check(", conditions: ['cluster.nodes >= 5']")).await;
+    assert!(short.reason.as_deref().unwrap().contains("cluster.nodes is 3"), "{short:?}");
+    let refused = run(&check(", query: 'SELECT * FROM chat.messages'")).await;
+    let reason = refused.reason.unwrap();
+    assert!(reason.starts_with("the query failed on 127.0.0.1:") && reason.contains("chat.messages"), "{reason}");
+    let closed = common::free_port();
+    let nobody = run(&format!("checks:\n  - name: c\n    timeout: 2s\n    cql: {{hosts: ['127.0.0.1:{closed}']}}\n")).await;
+    assert!(nobody.reason.as_deref().unwrap().starts_with(&format!("cannot connect to 127.0.0.1:{closed}")), "{nobody:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -163,6 +163,9 @@ pub enum Probe {
     Mongodb {
         url: SecretString,
     },
+    /// Cassandra or ScyllaDB over CQL: the nodes the cluster knows, the local node, and
+    /// a query's first row.
+    Cql(CqlProbe),
 }
 
 impl Probe {
@@ -181,6 +184,7 @@ impl Probe {
             Probe::Dns(_) => "dns",
             Probe::Heartbeat(_) => "heartbeat",
             Probe::Mongodb { .. } => "mongodb",
+            Probe::Cql(_) => "cql",
         }
     }
 
@@ -199,6 +203,7 @@ impl Probe {
             "dns" => &["answers", "count", "ttl", "response_time"],
             "heartbeat" => &["heartbeat", "response_time"],
             "mongodb" => &["server", "replication", "response_time"],
+            "cql" => &["cluster", "row", "rows", "response_time"],
             _ => &[],
         }
     }
@@ -217,6 +222,7 @@ impl Probe {
             Probe::Tls(t) => t.address.clone(),
             Probe::Websocket(w) => redact_url_password(w.url.written()).into_owned(),
             Probe::Mongodb { url } => redact_url_password(url.written()).into_owned(),
+            Probe::Cql(c) => c.hosts.join(","),
             Probe::Heartbeat(h) => format!(
                 "a signal every {} (+{} grace)",
                 super::duration::format_duration(h.period),
@@ -266,6 +272,16 @@ pub struct WebsocketProbe {
     /// A reply larger than this fails the check.
     pub max_reply_bytes: usize,
     pub tls: TlsOptions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CqlProbe {
+    /// `host:port` of the nodes to contact first (the driver finds the others).
+    pub hosts: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// Run as written, never templated; its first row is `row`.
+    pub query: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

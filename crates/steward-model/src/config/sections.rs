@@ -37,7 +37,7 @@ const TOP_LEVEL: &[&str] = &[
 /// Sections of the intended configuration that this version cannot act on yet.
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
 const PROBE_KINDS: &[&str] =
-    &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup", "tls", "websocket", "dns", "heartbeat", "mongodb"];
+    &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup", "tls", "websocket", "dns", "heartbeat", "mongodb", "cql"];
 const CHECK_KEYS: &[&str] = &[
     "name",
     "service",
@@ -59,6 +59,7 @@ const CHECK_KEYS: &[&str] = &[
     "dns",
     "heartbeat",
     "mongodb",
+    "cql",
 ];
 
 pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -581,6 +582,37 @@ fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut
             f.finish(&["url", "query", "conditions"], d);
             let sql = SqlProbe { url: url?, query: query? };
             Some(if kind == "postgres" { Probe::Postgres(sql) } else { Probe::Mysql(sql) })
+        }
+        "cql" => {
+            let hosts = f.require("hosts", d).and_then(|n| {
+                let list = de::list(n, &format!("{what} hosts"), d)?;
+                if list.is_empty() {
+                    d.push(
+                        Diagnostic::error(n.pos.clone(), format!("{what} hosts is empty"))
+                            .with_hint("list at least one node, e.g. [10.0.0.5:9042]"),
+                    );
+                    return None;
+                }
+                list.iter().map(|h| host_port(h, what, d)).collect::<Option<Vec<_>>>()
+            });
+            let username = f.take("username").and_then(|n| de::string(n, &format!("{what} username"), d));
+            let password = f.take("password").and_then(|n| {
+                let p = secret_text(n, &format!("{what} password"), d, secrets)?;
+                if p.written() == p.expose() {
+                    d.push(
+                        Diagnostic::error(n.pos.clone(), format!("{what} password is written inline"))
+                            .with_hint("give it by reference: ${env:CASSANDRA_PASSWORD} or ${file:/etc/steward/cassandra.password}"),
+                    );
+                    return None;
+                }
+                Some(p)
+            });
+            let query =
+                f.take("query").map_or(Some("SELECT release_version, cluster_name, data_center FROM system.local".to_string()), |n| {
+                    de::string(n, &format!("{what} query"), d)
+                });
+            f.finish(&["hosts", "username", "password", "query", "conditions"], d);
+            Some(Probe::Cql(CqlProbe { hosts: hosts?, username, password, query: query? }))
         }
         "mongodb" => {
             let url = f.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["mongodb"], d, secrets));

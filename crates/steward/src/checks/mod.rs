@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - `condition`: the `<path> <op> <value>` language.
-//! - one module per protocol (`http`, `tcp`, `tls`, `websocket`, `dns`, `sql`, `redis`, `mongodb`, `nats`, `command`, and
+//! - one module per protocol (`http`, `tcp`, `tls`, `websocket`, `dns`, `sql`, `redis`, `mongodb`, `cql`, `nats`, `command`, and
 //!   `backup` and `heartbeat`, which read the store), each
 //!   turning a target into an *observation*: a JSON object that conditions read.
 //! - `state`: consecutive-result thresholds that turn runs into healthy/unhealthy.
@@ -14,6 +14,7 @@
 
 mod backup;
 mod command;
+mod cql;
 mod dns;
 mod heartbeat;
 pub(crate) mod http;
@@ -88,6 +89,7 @@ impl Prober {
             Probe::Mysql(p) => sql::observe_mysql(p, spec).await,
             Probe::Redis { url } => redis::observe(url, spec).await,
             Probe::Mongodb { url } => mongodb::observe(url, spec).await,
+            Probe::Cql(p) => cql::observe(p, spec).await,
             Probe::Nats(p) => nats::observe(p, spec).await,
             Probe::Command(p) => command::observe(p, spec).await,
             Probe::Backup(p) => backup::observe(self.backups.as_ref(), p).await,
