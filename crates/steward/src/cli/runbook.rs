@@ -66,8 +66,9 @@ pub fn import(file: &Path, out: Option<&Path>, report: bool) -> u8 {
 
 /// Writes the Markdown of runbook `name` from the configuration at `config_path`.
 pub fn export(config_path: &Path, name: &str, out: Option<&Path>) -> u8 {
-    let config = match config::load(config_path) {
-        Ok(c) => c,
+    // Markdown shows references as written: the secrets need not be here.
+    let config = match config::load_deferring_secrets(config_path) {
+        Ok((c, _)) => c,
         Err(d) => {
             super::print_diagnostics(&d);
             return exit::BAD_CONFIG;
