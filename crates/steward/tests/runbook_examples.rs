@@ -18,8 +18,8 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// The examples read the token for Steward's own API from this variable, and the Tchat
-/// example its receivers', databases' and backups' secrets from these (values that
-/// reach nothing here: its production hosts do not resolve on this machine).
+/// and Chat Rooms examples their receivers', databases' and backups' secrets from these
+/// (values that reach nothing here: their production hosts do not resolve on this machine).
 fn set_runbook_token(token: &str) {
     // SAFETY: every test in this binary sets the same variables, to the same kind of
     // values, before starting a server; the servers read them once, at start.
@@ -29,6 +29,11 @@ fn set_runbook_token(token: &str) {
             std::env::set_var(name, "example-secret-not-used-here");
         }
         std::env::set_var("TCHAT_PAGERDUTY_KEY", "0123456789abcdef0123456789abcdef");
+        std::env::set_var("CHAT_ROOMS_PAGERDUTY_KEY", "0123456789abcdef0123456789abcdef");
+        std::env::set_var("CHAT_ROOMS_MONGO_PASSWORD", "example-secret-not-used-here");
+        std::env::set_var("CHAT_ROOMS_SMTP_PASSWORD", "example-secret-not-used-here");
+        std::env::set_var("CHAT_ROOMS_BACKUP_HEARTBEAT_TOKEN", "example-heartbeat-token-0123456789");
+        std::env::set_var("CHAT_ROOMS_SLACK_WEBHOOK", "http://127.0.0.1:9/slack");
         std::env::set_var("TCHAT_SCYLLA_SNAPSHOT_TOKEN", "example-heartbeat-token-0123456789");
         std::env::set_var("TCHAT_SLACK_WEBHOOK", "http://127.0.0.1:9/slack");
         std::env::set_var("TCHAT_BACKUP_KEY", "AGE-SECRET-KEY-1EXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEQ");
