@@ -55,7 +55,6 @@ impl fmt::Display for SecretString {
 /// Why a reference could not be resolved: (character offset in the string, message, hint).
 pub type ResolveError = (usize, String, String);
 
-/// Resolves every `${kind:arg}` in `text`; `secrets` collects the values for redaction.
 /// What an unset reference reads as while [`deferring_unset`]: long enough for length
 /// rules (a heartbeat token), safe in a header, a URL's password or an argument.
 pub const UNSET_PLACEHOLDER: &str = "steward-unset-secret-placeholder";
@@ -89,6 +88,7 @@ fn defer(reference: &str) -> bool {
     })
 }
 
+/// Resolves every `${kind:arg}` in `text`; `secrets` collects the values for redaction.
 pub fn resolve(text: &str, secrets: &mut Vec<String>) -> Result<SecretString, ResolveError> {
     let mut resolved = String::with_capacity(text.len());
     let mut rest = text;

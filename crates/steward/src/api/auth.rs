@@ -33,15 +33,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 "missing bearer token: send `Authorization: Bearer <token>` (create one with `steward token create`)",
             )
         })?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or_else(|| ApiError::new(Code::Unauthorized, "the Authorization header must be `Bearer <token>`"))?;
+        let secret =
+            bearer_value(header).ok_or_else(|| ApiError::new(Code::Unauthorized, "the Authorization header must be `Bearer <token>`"))?;
         match state.engine.store.token_by_hash(&hash_secret(secret)).await? {
             Some(token) => Ok(Caller(token)),
             None => Err(ApiError::new(Code::Unauthorized, "unknown or revoked token")),
         }
     }
+}
+
+/// The secret of an `Authorization: Bearer <secret>` header value (either case of
+/// `Bearer`), trimmed; `None` for any other shape.
+pub(super) fn bearer_value(header: &axum::http::HeaderValue) -> Option<&str> {
+    header.to_str().ok().and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))).map(str::trim)
 }

@@ -38,12 +38,7 @@ async fn signal(
             "no heartbeat check by that name takes this token: send `Authorization: Bearer <the check's heartbeat token>`",
         )
     };
-    let sent = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or_else(refused)?;
+    let sent = headers.get(axum::http::header::AUTHORIZATION).and_then(super::auth::bearer_value).ok_or_else(refused)?;
     let config = s.engine.config();
     let expected = config.check(&check).and_then(|spec| match &spec.probe {
         Probe::Heartbeat(p) => Some(p.token.expose().trim().to_string()),

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - `condition`: the `<path> <op> <value>` language.
-//! - one module per protocol (`http`, `tcp`, `tls`, `websocket`, `dns`, `sql`, `redis`, `mongodb`, `cql`, `nats`, `command`, and
-//!   `backup` and `heartbeat`, which read the store), each
+//! - one module per protocol (`http`, `tcp`, `tls`, `websocket`, `dns`, `sql`, `redis`,
+//!   `mongodb`, `cql`, `nats`, `command`; `backup` and `heartbeat` read the store), each
 //!   turning a target into an *observation*: a JSON object that conditions read.
 //! - `state`: consecutive-result thresholds that turn runs into healthy/unhealthy.
 //! - `scheduler`: runs every check on its own interval; `live`: the subsystem's

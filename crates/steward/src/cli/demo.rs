@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::exit;
@@ -33,20 +34,21 @@ pub async fn run(data: Option<PathBuf>, listen: SocketAddr) -> u8 {
         return exit::FAILED;
     }
     let token = generate_secret();
-    let stored = match SqliteStore::open(&data).await {
-        Ok(store) => store
-            .create_token(&format!("demo-admin-{}", crate::clock::now().timestamp_millis()), Role::Admin, &hash_secret(&token))
-            .await
-            .map(|_| ()),
-        Err(e) => Err(e),
+    let store = match SqliteStore::open(&data).await {
+        Ok(store) => Arc::new(store),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
     };
-    if let Err(e) = stored {
+    let name = format!("demo-admin-{}", crate::clock::now().timestamp_millis());
+    if let Err(e) = store.create_token(&name, Role::Admin, &hash_secret(&token)).await {
         eprintln!("error: {e}");
         return exit::FAILED;
     }
     // The first backup of the data set, restore-tested, before serving: the console's
     // Backups page and the freshness check have something to show from the start.
-    let backup = match first_backup(&config_path, &data).await {
+    let backup = match first_backup(&config_path, &data, store).await {
         Ok(id) => id,
         Err(e) => {
             eprintln!("error: the demo's first backup failed: {e}");
@@ -133,13 +135,10 @@ Press Ctrl-C to stop.
 }
 
 /// Takes and restore-tests the first backup of the demo's data set; its id.
-async fn first_backup(config_path: &std::path::Path, data: &std::path::Path) -> Result<String, String> {
-    use std::sync::Arc;
-
+async fn first_backup(config_path: &std::path::Path, data: &std::path::Path, store: Arc<SqliteStore>) -> Result<String, String> {
     use crate::backups::service::Backups;
     use crate::backups::sources::Progress;
     let config = crate::config::load(config_path).map_err(|d| d.to_string())?;
-    let store: Arc<dyn crate::store::BackupStore> = Arc::new(SqliteStore::open(data).await.map_err(|e| e.to_string())?);
     let backups = Backups::new(store, None, data.to_path_buf());
     let record = backups
         .run(&config, "messaging-history", "manual", "demo", None, Arc::new(Progress::default()))

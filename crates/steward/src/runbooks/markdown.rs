@@ -51,8 +51,6 @@ pub struct Draft {
     pub description: String,
     pub params: BTreeMap<String, DraftParam>,
     pub steps: Vec<DraftStep>,
-    /// The heading's line in the Markdown.
-    pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -387,7 +385,6 @@ pub fn import(markdown: &str, source: &str) -> Imported {
             description: format!("{} — imported from {source} (\"{}\", line {})", section.title, document, section.line),
             params: BTreeMap::new(),
             steps: Vec::new(),
-            line: section.line,
         };
         let mut step_names: HashMap<String, usize> = HashMap::new();
         for mut step in section.steps {
