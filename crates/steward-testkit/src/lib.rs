@@ -73,7 +73,8 @@ impl PrivatePostgres {
         let data = dir.path().join("data");
         run_ok(
             as_postgres("pg_basebackup")
-                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string(), "-U", "postgres", "-R", "-X", "stream", "-D"])
+                // A fast checkpoint: the default spreads it over minutes on a fresh cluster.
+                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string(), "-U", "postgres", "-R", "-X", "stream", "-c", "fast", "-D"])
                 .arg(&data),
             "pg_basebackup",
         );
