@@ -111,6 +111,10 @@ struct StartBody {
     params: Map<String, Value>,
     #[serde(default)]
     dry_run: bool,
+    /// The incident this run works on: its start and end land in that timeline, as an
+    /// alert-started run's do.
+    #[serde(default)]
+    incident: Option<i64>,
 }
 
 /// Starts a run (201 with the run) or, with `dry_run`, returns its plan (200).
@@ -120,7 +124,7 @@ pub(super) async fn start_run(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let req: StartBody = body(&bytes, r#"{"params": {"node": "db-2"}, "dry_run": false}"#)?;
+    let req: StartBody = body(&bytes, r#"{"params": {"node": "db-2"}, "dry_run": false, "incident": 12}"#)?;
     if req.dry_run {
         caller.require(Role::Viewer)?;
         let config = s.engine.config();
@@ -130,7 +134,14 @@ pub(super) async fn start_run(
         return Ok((StatusCode::OK, Json(json!({"plan": plan}))));
     }
     caller.require(Role::Operator)?;
-    let run = control::start(&s.engine.runbooks, StartRequest::manual(&name, req.params, &caller.0.name)).await?;
+    let mut start = StartRequest::manual(&name, req.params, &caller.0.name);
+    if let Some(id) = req.incident {
+        if s.engine.store.incident(id).await?.is_none() {
+            return Err(ApiError::new(Code::NotFound, format!("no incident has id {id}")));
+        }
+        start.incident_id = Some(id);
+    }
+    let run = control::start(&s.engine.runbooks, start).await?;
     Ok((StatusCode::CREATED, Json(json!({"run": run}))))
 }
 

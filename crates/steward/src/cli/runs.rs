@@ -23,6 +23,10 @@ pub struct RunArgs {
     /// code is then 0 only if the run succeeded.
     #[arg(short, long)]
     pub follow: bool,
+    /// The incident this run works on (its number): the run's start and outcome land
+    /// in that incident's timeline, as an alert-started run's do.
+    #[arg(long, value_name = "ID")]
+    pub incident: Option<i64>,
     #[command(flatten)]
     pub remote: RemoteArgs,
     /// How to print: `table` for people, `json` for scripts.
@@ -159,7 +163,10 @@ pub async fn run(args: RunArgs) -> u8 {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    let body = json!({"params": params, "dry_run": args.dry_run});
+    let mut body = json!({"params": params, "dry_run": args.dry_run});
+    if let Some(id) = args.incident {
+        body["incident"] = json!(id);
+    }
     let v = match remote.call("POST", &format!("/runbooks/{}/runs", args.name), Some(body)).await {
         Ok(v) => v,
         Err(e) => return fail(&e),
