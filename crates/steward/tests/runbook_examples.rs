@@ -17,26 +17,35 @@ fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
 }
 
-/// The examples read the token for Steward's own API from this variable, and the Tchat
-/// and Chat Rooms examples their receivers', databases' and backups' secrets from these
-/// (values that reach nothing here: their production hosts do not resolve on this machine).
+/// The examples read the token for Steward's own API from this variable, and their
+/// receivers', databases' and backups' secrets from the `${env:…}` references in their
+/// files: each is set to a value of the shape its name says (values that reach nothing
+/// here: the examples' production hosts do not resolve on this machine).
 fn set_runbook_token(token: &str) {
+    let reference = regex::Regex::new(r"\$\{env:([A-Z0-9_]+)\}").unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for system in ["chat-platform", "chat-rooms", "nexus-cos", "spoke", "tchat"] {
+        for entry in std::fs::read_dir(example(system)).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            names.extend(reference.captures_iter(&text).map(|c| c[1].to_string()));
+        }
+    }
     // SAFETY: every test in this binary sets the same variables, to the same kind of
     // values, before starting a server; the servers read them once, at start.
     unsafe {
         std::env::set_var("STEWARD_RUNBOOK_TOKEN", token);
-        for name in ["TCHAT_PROBE_TOKEN", "TCHAT_PG_PASSWORD", "TCHAT_SCYLLA_PASSWORD", "TCHAT_SMTP_PASSWORD", "TCHAT_PG_BACKUP_PASSWORD"] {
-            std::env::set_var(name, "example-secret-not-used-here");
+        for name in names.iter().filter(|n| *n != "STEWARD_RUNBOOK_TOKEN") {
+            let value = if name.ends_with("_PAGERDUTY_KEY") {
+                "0123456789abcdef0123456789abcdef"
+            } else if name.ends_with("_WEBHOOK") {
+                "http://127.0.0.1:9/slack"
+            } else if name.ends_with("_BACKUP_KEY") {
+                "AGE-SECRET-KEY-1EXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEQ"
+            } else {
+                "example-secret-not-used-here-0123456789"
+            };
+            std::env::set_var(name, value);
         }
-        std::env::set_var("TCHAT_PAGERDUTY_KEY", "0123456789abcdef0123456789abcdef");
-        std::env::set_var("CHAT_ROOMS_PAGERDUTY_KEY", "0123456789abcdef0123456789abcdef");
-        std::env::set_var("CHAT_ROOMS_MONGO_PASSWORD", "example-secret-not-used-here");
-        std::env::set_var("CHAT_ROOMS_SMTP_PASSWORD", "example-secret-not-used-here");
-        std::env::set_var("CHAT_ROOMS_BACKUP_HEARTBEAT_TOKEN", "example-heartbeat-token-0123456789");
-        std::env::set_var("CHAT_ROOMS_SLACK_WEBHOOK", "http://127.0.0.1:9/slack");
-        std::env::set_var("TCHAT_SCYLLA_SNAPSHOT_TOKEN", "example-heartbeat-token-0123456789");
-        std::env::set_var("TCHAT_SLACK_WEBHOOK", "http://127.0.0.1:9/slack");
-        std::env::set_var("TCHAT_BACKUP_KEY", "AGE-SECRET-KEY-1EXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEQ");
     }
 }
 
