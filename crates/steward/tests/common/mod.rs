@@ -190,8 +190,14 @@ impl Server {
 
     /// [`Server::start`] with more arguments (`--store postgres://…`).
     pub(crate) fn start_with(config: &Path, data: &Path, args: &[&str]) -> Server {
-        let port = free_port();
+        Server::start_on(config, data, free_port(), args, &[])
+    }
+
+    /// [`Server::start_with`] on a given port (for a configuration that names its own
+    /// URL) and with more environment variables (secrets, PATH).
+    pub(crate) fn start_on(config: &Path, data: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
         let child = steward()
+            .envs(env.iter().copied())
             .args(["serve", "-c"])
             .arg(config)
             .arg("--data")
