@@ -17,3 +17,4 @@ pub mod config;
 pub mod cron;
 pub mod incidents;
 pub mod runbooks;
+pub mod slo;
