@@ -140,9 +140,29 @@ pub struct Heartbeat {
     pub signals: u64,
 }
 
+/// Events to add to an SLO's one-minute bucket (see `steward_model::slo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SloEvents {
+    pub slo: String,
+    /// A Unix minute (seconds ÷ 60).
+    pub minute: i64,
+    pub good: u64,
+    pub total: u64,
+}
+
 /// Check results, states and health changes.
 #[async_trait]
 pub trait CheckStore: Send + Sync {
+    /// Adds each batch item's good and total events to its SLO's one-minute bucket, in
+    /// one transaction (counts add up: two replicas' events for a minute both count).
+    async fn add_slo_events(&self, events: &[SloEvents]) -> Result<(), StoreError>;
+    /// An SLO's buckets starting at or after minute `from`, in time order.
+    async fn slo_buckets(&self, slo: &str, from: i64) -> Result<Vec<steward_model::slo::Bucket>, StoreError>;
+    /// In one transaction: replaces `slo`'s one-minute buckets before minute `before`
+    /// with `rolled` (their roll-up, which the caller computed from them), and drops
+    /// every bucket before `drop_before`. Keeps storage bounded: minutes for the recent
+    /// past, wider buckets for the rest of the SLO window, nothing older.
+    async fn roll_up_slo(&self, slo: &str, before: i64, rolled: &[steward_model::slo::Bucket], drop_before: i64) -> Result<(), StoreError>;
     /// Records a push check's signal at `at`: `ok` false when the job said it failed.
     /// Keeps the latest of each kind (signals may arrive out of order).
     async fn record_heartbeat(&self, check: &str, at: DateTime<Utc>, ok: bool) -> Result<Heartbeat, StoreError>;

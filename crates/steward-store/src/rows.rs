@@ -149,6 +149,29 @@ pub(crate) fn token_row<R: Columns>(r: &R) -> Result<TokenInfo, StoreError> {
     })
 }
 
+/// An event count as the databases store it (a signed 64-bit integer).
+pub(crate) fn count(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Corrupt(format!("an event count of {n} is beyond what the store keeps")))
+}
+
+/// One row of `slo_buckets`.
+pub(crate) fn slo_bucket_row<R: Columns>(r: &R) -> Result<steward_model::slo::Bucket, StoreError> {
+    let count = |name: &str| -> Result<u64, StoreError> {
+        u64::try_from(col::<i64>(r, name)?).map_err(|_| StoreError::Corrupt(format!("column `{name}` holds a negative count")))
+    };
+    let small = |name: &str| -> Result<u32, StoreError> {
+        u32::try_from(col::<i64>(r, name)?).map_err(|_| StoreError::Corrupt(format!("column `{name}` is out of range")))
+    };
+    Ok(steward_model::slo::Bucket {
+        start: col(r, "start_minute")?,
+        minutes: small("minutes")?,
+        good: count("good")?,
+        total: count("total")?,
+        good_slices: small("good_slices")?,
+        slices: small("slices")?,
+    })
+}
+
 /// One row of `CheckStore::buckets`: `b`, `runs`, `failures`, `latency_sum_ms`, `latency_max_ms`.
 pub(crate) fn bucket_row<R: Columns>(r: &R) -> Result<crate::Rollup, StoreError> {
     let runs: i64 = col(r, "runs")?;

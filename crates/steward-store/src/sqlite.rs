@@ -16,10 +16,13 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{bucket_row, col, enum_col, group_day_row, heartbeat_row, json, ms, result_row, session_row, time, token_row};
-use super::{CheckStore, GroupDay, Heartbeat, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
+use super::rows::{
+    bucket_row, col, count, enum_col, group_day_row, heartbeat_row, json, ms, result_row, session_row, slo_bucket_row, time, token_row,
+};
+use super::{CheckStore, GroupDay, Heartbeat, KeyStore, RecordedRun, ResultRow, Rollup, SloEvents, Store, StoreError};
 use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
+use steward_model::slo::Bucket;
 
 /// Rows per multi-row INSERT: 8 columns × 1,000 stays far below SQLite's limit of
 /// 32,766 bound parameters.
@@ -499,6 +502,19 @@ CREATE TABLE heartbeats (
     signals INTEGER NOT NULL DEFAULT 0
 );
 "#,
+    // SLOs: good and total events per minute, older ones rolled up into wider buckets.
+    r#"
+CREATE TABLE slo_buckets (
+    slo TEXT NOT NULL,
+    start_minute INTEGER NOT NULL,
+    minutes INTEGER NOT NULL,
+    good INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    good_slices INTEGER NOT NULL DEFAULT 0,
+    slices INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (slo, start_minute)
+);
+"#,
 ];
 
 #[derive(Clone)]
@@ -707,6 +723,61 @@ impl Store for SqliteStore {
 
 #[async_trait]
 impl CheckStore for SqliteStore {
+    async fn add_slo_events(&self, events: &[SloEvents]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO slo_buckets (slo, start_minute, minutes, good, total) VALUES (?1, ?2, 1, ?3, ?4)
+                 ON CONFLICT (slo, start_minute) DO UPDATE SET good = good + excluded.good, total = total + excluded.total",
+            )
+            .bind(&e.slo)
+            .bind(e.minute)
+            .bind(count(e.good)?)
+            .bind(count(e.total)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn slo_buckets(&self, slo: &str, from: i64) -> Result<Vec<Bucket>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM slo_buckets WHERE slo = ? AND start_minute >= ? ORDER BY start_minute")
+            .bind(slo)
+            .bind(from)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(slo_bucket_row).collect()
+    }
+
+    async fn roll_up_slo(&self, slo: &str, before: i64, rolled: &[Bucket], drop_before: i64) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM slo_buckets WHERE slo = ? AND minutes = 1 AND start_minute < ?")
+            .bind(slo)
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        for b in rolled {
+            sqlx::query(
+                "INSERT INTO slo_buckets (slo, start_minute, minutes, good, total, good_slices, slices) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (slo, start_minute) DO UPDATE SET good = good + excluded.good, total = total + excluded.total,
+                   good_slices = good_slices + excluded.good_slices, slices = slices + excluded.slices",
+            )
+            .bind(slo)
+            .bind(b.start)
+            .bind(i64::from(b.minutes))
+            .bind(count(b.good)?)
+            .bind(count(b.total)?)
+            .bind(i64::from(b.good_slices))
+            .bind(i64::from(b.slices))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM slo_buckets WHERE slo = ? AND start_minute < ?").bind(slo).bind(drop_before).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn record_heartbeat(&self, check: &str, at: DateTime<Utc>, ok: bool) -> Result<Heartbeat, StoreError> {
         let (ok_ms, fail_ms) = if ok { (Some(ms(at)), None) } else { (None, Some(ms(at))) };
         let row = sqlx::query(

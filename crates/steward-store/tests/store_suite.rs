@@ -123,6 +123,37 @@ pub async fn heartbeats_keep_the_latest_signal_of_each_kind(store: impl Store) {
     assert_eq!(store.heartbeat_of("nightly", at(9_000)).await.unwrap().signals, 4, "checks are kept apart");
 }
 
+/// SLO buckets: events add up per minute whoever sends them, read back in time order
+/// from a minute; a roll-up replaces the old minutes with wider buckets and drops what
+/// is older than the window, in one step, and the figures stay what they were.
+pub async fn slo_buckets_add_up_and_roll_up_without_changing_the_figures(store: impl Store) {
+    use steward_model::slo::{self, Bucket, Budgeting};
+    use steward_store::SloEvents;
+    let ev = |minute: i64, good: u64, total: u64| SloEvents { slo: "api-availability".into(), minute, good, total };
+    // Three hours of minutes, 10 events each, 1 bad in every 15th; then the same minute
+    // once more, as a second replica's share would arrive.
+    let events: Vec<SloEvents> = (0..180).map(|m| ev(m, 10 - u64::from(m % 15 == 0), 10)).collect();
+    store.add_slo_events(&events).await.unwrap();
+    store.add_slo_events(&[ev(179, 5, 5), SloEvents { slo: "other".into(), minute: 179, good: 0, total: 1 }]).await.unwrap();
+    let all = store.slo_buckets("api-availability", 0).await.unwrap();
+    assert_eq!(all.len(), 180);
+    assert_eq!(all[179], Bucket::minute(179, 15, 15), "the two shares of minute 179 add up");
+    assert_eq!(all[0], Bucket::minute(0, 9, 10));
+    assert_eq!(store.slo_buckets("api-availability", 170).await.unwrap().len(), 10);
+    let budgeting = Budgeting::Timeslices { good_ratio: 0.95 };
+    let before = (slo::counts(&all, 60, 180, Budgeting::Occurrences), slo::counts(&all, 60, 180, budgeting));
+
+    // Roll the second hour up; drop the first.
+    let hour: Vec<Bucket> = all.iter().filter(|b| (60..120).contains(&b.start)).copied().collect();
+    store.roll_up_slo("api-availability", 120, &slo::roll_up(&hour, 60, budgeting), 60).await.unwrap();
+    let after = store.slo_buckets("api-availability", 0).await.unwrap();
+    assert_eq!(after.len(), 61, "one hour bucket and 60 minutes");
+    assert_eq!((after[0].start, after[0].minutes, after[0].good, after[0].total, after[0].slices), (60, 60, 596, 600, 60));
+    assert_eq!(after[0].good_slices, 56, "minutes 60, 75, 90, 105 had 1 bad of 10: under 95 %");
+    assert_eq!((slo::counts(&after, 60, 180, Budgeting::Occurrences), slo::counts(&after, 60, 180, budgeting)), before);
+    assert_eq!(store.slo_buckets("other", 0).await.unwrap(), vec![Bucket::minute(179, 0, 1)], "SLOs are kept apart");
+}
+
 /// Every group's days in one query: daily sums and raw results of the group's checks
 /// added up per day, from `since`; checks outside the map and days before `since` left out.
 pub async fn days_are_summed_per_group_from_sums_and_raw_results(store: impl Store) {
@@ -1162,6 +1193,11 @@ macro_rules! store_suite {
             async fn leadership_is_one_lease_whose_term_only_grows() {
                 let (_guard, a, b) = $open_twice.await;
                 super::leadership_is_one_lease_whose_term_only_grows(a, b).await;
+            }
+            #[tokio::test]
+            async fn slo_buckets_add_up_and_roll_up_without_changing_the_figures() {
+                let (_guard, store) = $open.await;
+                super::slo_buckets_add_up_and_roll_up_without_changing_the_figures(store).await;
             }
             #[tokio::test]
             async fn forgets_states_of_removed_checks() {

@@ -24,10 +24,13 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 
-use super::rows::{bucket_row, col, enum_col, group_day_row, heartbeat_row, ms, result_row, session_row, time, token_row};
-use super::{CheckStore, Fence, GroupDay, Heartbeat, KeyStore, RecordedRun, ResultRow, Rollup, Store, StoreError};
+use super::rows::{
+    bucket_row, col, count, enum_col, group_day_row, heartbeat_row, ms, result_row, session_row, slo_bucket_row, time, token_row,
+};
+use super::{CheckStore, Fence, GroupDay, Heartbeat, KeyStore, RecordedRun, ResultRow, Rollup, SloEvents, Store, StoreError};
 use steward_model::auth::{ConsoleSession, Role, TokenInfo};
 use steward_model::checks::state::{CheckState, Health, Transition};
+use steward_model::slo::Bucket;
 
 /// Rows per multi-row INSERT: 12 columns × 1,000 stays far below PostgreSQL's limit of
 /// 65,535 bound parameters.
@@ -41,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sessions.sql"),
     include_str!("days.sql"),
     include_str!("heartbeats.sql"),
+    include_str!("slos.sql"),
 ];
 
 /// Any number, as long as every steward agrees: the advisory lock that serialises
@@ -232,6 +236,61 @@ impl Store for PostgresStore {
 
 #[async_trait]
 impl CheckStore for PostgresStore {
+    async fn add_slo_events(&self, events: &[SloEvents]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO slo_buckets AS b (slo, start_minute, minutes, good, total) VALUES ($1, $2, 1, $3, $4)
+                 ON CONFLICT (slo, start_minute) DO UPDATE SET good = b.good + excluded.good, total = b.total + excluded.total",
+            )
+            .bind(&e.slo)
+            .bind(e.minute)
+            .bind(count(e.good)?)
+            .bind(count(e.total)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn slo_buckets(&self, slo: &str, from: i64) -> Result<Vec<Bucket>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM slo_buckets WHERE slo = $1 AND start_minute >= $2 ORDER BY start_minute")
+            .bind(slo)
+            .bind(from)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(slo_bucket_row).collect()
+    }
+
+    async fn roll_up_slo(&self, slo: &str, before: i64, rolled: &[Bucket], drop_before: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM slo_buckets WHERE slo = $1 AND minutes = 1 AND start_minute < $2")
+            .bind(slo)
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        for b in rolled {
+            sqlx::query(
+                "INSERT INTO slo_buckets AS r (slo, start_minute, minutes, good, total, good_slices, slices) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (slo, start_minute) DO UPDATE SET good = r.good + excluded.good, total = r.total + excluded.total,
+                   good_slices = r.good_slices + excluded.good_slices, slices = r.slices + excluded.slices",
+            )
+            .bind(slo)
+            .bind(b.start)
+            .bind(i64::from(b.minutes))
+            .bind(count(b.good)?)
+            .bind(count(b.total)?)
+            .bind(i64::from(b.good_slices))
+            .bind(i64::from(b.slices))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM slo_buckets WHERE slo = $1 AND start_minute < $2").bind(slo).bind(drop_before).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn record_heartbeat(&self, check: &str, at: DateTime<Utc>, ok: bool) -> Result<Heartbeat, StoreError> {
         let (ok_ms, fail_ms) = if ok { (Some(ms(at)), None) } else { (None, Some(ms(at))) };
         let row = sqlx::query(
