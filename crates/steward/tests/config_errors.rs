@@ -685,3 +685,52 @@ runbooks:
     }
     assert_eq!(errs.len(), 6, "{errs:#?}");
 }
+
+#[test]
+fn slo_mistakes_are_found_at_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("slos.yaml");
+    std::fs::write(
+        &f,
+        "services:
+  - name: api
+checks:
+  - name: api-health
+    service: api
+    tcp: {address: '127.0.0.1:1'}
+slos:
+  - name: full
+    service: api
+    objective: 100
+    sli: {check: api-health}
+  - name: short
+    service: api
+    objective: 99.9
+    window: 2d
+    sli: {check: api-health}
+  - name: typo
+    service: apii
+    objective: 99.9
+    sli: {check: api-helth}
+  - name: odd
+    service: api
+    objective: 99.9%
+    sli: {prometheus: {good: 'x', total: 'y'}}
+    budgeting: {timeslices: 0}
+    alerts: [{long: 5m, short: 5m, budget_spent: 2%}]
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 2, "{v}");
+    let errs = errors(&v);
+    assert_error_at(&errs, 10, 16, "objective 100 is not strictly between 0 and 100");
+    // The default alerts' longest window is 3d: a 2d window cannot hold it.
+    assert_error_at(&errs, 15, 13, "window is shorter than its longest alert window (3d)");
+    assert_error_at(&errs, 17, 5, "names service `apii`, which is not defined");
+    assert_error_at(&errs, 17, 5, "counts check `api-helth`, which is not defined");
+    assert_error_at(&errs, 24, 23, "PromQL good/total queries is not supported yet");
+    assert_error_at(&errs, 25, 29, "timeslices 0 is not between");
+    assert_error_at(&errs, 26, 14, "short window must be shorter than its long one");
+    assert_eq!(errs.len(), 7, "{errs:#?}");
+}

@@ -55,6 +55,9 @@ pub enum AlertCondition {
     /// `expr: PROMQL`: evaluated by the configured Prometheus server; one alert per
     /// series in the result, labelled with the series' labels.
     Query { expr: String },
+    /// Generated from an SLO (`slos:`): its burn-rate alert number `window`, firing when
+    /// both the long and the short window burn the budget at least that alert's factor.
+    SloBurn { slo: String, window: usize },
 }
 
 impl AlertCondition {
@@ -64,7 +67,7 @@ impl AlertCondition {
             AlertCondition::CheckUnhealthy { check }
             | AlertCondition::FailureRatio { check, .. }
             | AlertCondition::Latency { check, .. } => Some(check),
-            AlertCondition::Query { .. } => None,
+            AlertCondition::Query { .. } | AlertCondition::SloBurn { .. } => None,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - `model`: the validated types the rest of Steward uses.
 //! - `backups`: `repositories` and `backups` (policies, retention, verification).
 //! - `secret`: `${env:…}` / `${file:…}` references and the redactor.
+//! - `slos`: service level objectives and the burn-rate alert rules they generate.
 //!
 //! Start-up and reload both go through [`load`], so a reload can never accept what a
 //! fresh start would reject.
@@ -26,6 +27,7 @@ mod receivers;
 pub mod runbooks;
 pub mod secret;
 mod sections;
+pub mod slos;
 mod time_intervals;
 mod view;
 pub mod yaml;

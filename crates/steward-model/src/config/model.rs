@@ -34,6 +34,8 @@ pub struct Config {
     pub runbooks: Vec<Runbook>,
     pub repositories: Vec<Repository>,
     pub backups: Vec<BackupPolicy>,
+    /// Service level objectives; their burn-rate alert rules are among `alerts`.
+    pub slos: Vec<super::slos::Slo>,
     /// Where the state is kept when not in the data directory's SQLite file. Read when
     /// the server starts (a reload cannot move a running server's store).
     pub store: Option<StoreSpec>,

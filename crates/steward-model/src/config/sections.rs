@@ -33,6 +33,7 @@ const TOP_LEVEL: &[&str] = &[
     "repositories",
     "backups",
     "store",
+    "slos",
 ];
 /// Sections of the intended configuration that this version cannot act on yet.
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
@@ -89,6 +90,7 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     let mut backups = Vec::new();
     let mut backup_refs = super::backups::BackupRefs::default();
     let mut store: Option<StoreSpec> = None;
+    let mut slos = Vec::new();
     for doc in docs {
         if matches!(doc.value, Value::Null) {
             continue;
@@ -172,6 +174,9 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         if let Some(list) = top.take("backups").and_then(|n| de::list(n, "`backups`", d)) {
             backups.extend(list.iter().filter_map(|n| super::backups::policy(n, d, &mut secrets, &mut backup_refs)));
         }
+        if let Some(list) = top.take("slos").and_then(|n| de::list(n, "`slos`", d)) {
+            slos.extend(list.iter().filter_map(|n| super::slos::slo(n, d)));
+        }
         top.finish(TOP_LEVEL, d);
     }
     cross_check(&services, &refs, d);
@@ -183,6 +188,8 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     super::runbooks::cross_check(&runbooks, &runbook_refs, &check_names, &receiver_names, d);
     alerting::check_runbook_links(&alerting_refs, &runbooks, &runbook_refs.declared, d);
     super::backups::cross_check(&repositories, &backups, &backup_refs, d);
+    let service_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    alerts.extend(super::slos::cross_check(&slos, &service_names, &check_names, d));
     for c in &checks {
         if let Probe::Backup(b) = &c.probe
             && !backup_refs.policies.contains(&b.policy)
@@ -232,6 +239,7 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         repositories,
         backups,
         store,
+        slos,
         notes,
         redactor: Redactor::new(secrets),
         files: Vec::new(),
