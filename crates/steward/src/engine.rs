@@ -238,5 +238,11 @@ impl Engine {
             Ok(n) => tracing::info!(rows = n, "rolled up old check results"),
             Err(e) => tracing::warn!(error = %e, "rolling up old check results failed; will retry"),
         }
+        let config = self.config();
+        for slo in &config.slos {
+            if let Err(e) = crate::slos::roll_up(self.store.as_ref(), slo, now).await {
+                tracing::warn!(slo = %slo.name, error = %e, "rolling up the SLO's old buckets failed; will retry");
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod engine;
 pub mod incidents;
 pub mod runbooks;
+pub mod slos;
 pub mod telemetry;
 
 pub use steward_model::{auth, bounds, clock, config, cron};

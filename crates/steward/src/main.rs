@@ -150,6 +150,23 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Service level objectives of a running server: objective, SLI and error budget
+    /// left over the window, burn rate now, when the budget runs out at that rate. With
+    /// a name: that SLO's burn per alert window and whether each alert's condition holds.
+    ///
+    /// Examples:
+    ///   steward slo
+    ///   steward slo api-availability -o json
+    #[command(verbatim_doc_comment)]
+    Slo {
+        /// One SLO's name.
+        name: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// How to print: `table` for people, `json` for scripts.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Incidents on a running server: list, show, declare, ack, note, mitigate, resolve,
     /// close, assign roles, escalate, action items, postmortem, stats.
     ///
@@ -645,6 +662,7 @@ fn main() -> ExitCode {
             }
             Command::Alerts { fingerprint: None, remote, output } => cli::alerts::list_alerts(&remote.remote(), output).await,
             Command::Alerts { fingerprint: Some(fp), remote, output } => cli::alerts::show_alert(&remote.remote(), &fp, output).await,
+            Command::Slo { name, remote, output } => cli::alerts::slos(&remote.remote(), name.as_deref(), output).await,
             Command::Incident { action } => cli::incidents::run(action).await,
             Command::Run(args) => cli::runs::run(args).await,
             Command::Runs { action } => cli::runs::runs(action).await,

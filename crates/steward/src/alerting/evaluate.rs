@@ -54,6 +54,12 @@ async fn condition(alerting: &Alerting, rule: &AlertRule, now: DateTime<Utc>) ->
         }
         // Evaluated against Prometheus by `promql`, never here.
         AlertCondition::Query { .. } => Ok(None),
+        AlertCondition::SloBurn { slo, window } => {
+            let config = alerting.config.get();
+            let Some(s) = config.slos.iter().find(|s| &s.name == slo) else { return Ok(None) };
+            let reading = crate::slos::burn(alerting.results.as_ref(), s, *window, now).await?;
+            Ok(reading.filter(|r| r.fires).and_then(|r| r.long_burn))
+        }
         AlertCondition::Latency { check, quantile, op, threshold_ms, window } => {
             let recent = alerting.results.results_since(check, window_start(now, *window)).await?;
             let mut latencies: Vec<f64> = recent.iter().map(|r| r.latency_ms).collect();

@@ -114,6 +114,7 @@ pub(super) async fn list_rules(caller: Caller, State(s): State<Arc<AppState>>) -
         .map(|r| {
             let (kind, condition) = match &r.when {
                 crate::config::AlertCondition::Query { expr } => ("promql", expr.clone()),
+                crate::config::AlertCondition::SloBurn { slo, .. } => ("slo", format!("slo {slo} burn rate")),
                 other => ("check", format!("check {}", other.check().unwrap_or_default())),
             };
             json!({
@@ -251,6 +252,30 @@ pub(super) async fn expire_silence(
     s.engine.alerting.reload_silences().await?;
     tracing::info!(id = %id, by = %caller.0.name, "silence expired");
     Ok(Json(json!({ "expired": id })))
+}
+
+/// Every SLO with its figures now: SLI and budget left over its window, burn per alert
+/// window, time to exhaustion at the recent burn.
+pub(super) async fn list_slos(caller: Caller, State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let config = s.engine.config();
+    let now = crate::clock::now();
+    let mut out = Vec::with_capacity(config.slos.len());
+    for slo in &config.slos {
+        out.push(crate::slos::status(s.engine.store.as_ref(), slo, now).await?);
+    }
+    Ok(Json(json!({ "slos": out })))
+}
+
+pub(super) async fn get_slo(
+    caller: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let config = s.engine.config();
+    let slo = config.slos.iter().find(|x| x.name == name).ok_or_else(|| ApiError::not_found("SLO", &name))?;
+    Ok(Json(json!({ "slo": crate::slos::status(s.engine.store.as_ref(), slo, crate::clock::now()).await? })))
 }
 
 #[cfg(test)]

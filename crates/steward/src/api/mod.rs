@@ -66,6 +66,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/silences/{id}", axum::routing::delete(alerts::expire_silence))
         .route("/maintenance-windows", get(alerts::list_maintenance_windows))
         .route("/rules", get(alerts::list_rules))
+        .route("/slos", get(alerts::list_slos))
+        .route("/slos/{name}", get(alerts::get_slo))
         .route("/ingest/alertmanager", post(alerts::ingest_alertmanager))
         .route("/incidents", get(incidents::list).post(incidents::declare))
         .route("/incidents/stats", get(incidents::stats))

@@ -78,6 +78,11 @@ impl Checks {
         self.store.as_ref()
     }
 
+    /// The configuration in force (the result writer counts SLO events with it).
+    pub(crate) fn config(&self) -> std::sync::Arc<Config> {
+        self.config.get()
+    }
+
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -179,11 +179,39 @@ pub async fn write_results(
                 }
             }
         };
+        if stored {
+            count_slo_events(&checks, &batch).await;
+        }
         for ack in acks.drain(..) {
             let _ = ack.send(stored);
         }
         batch.clear();
     }
+}
+
+/// Adds the stored runs to the per-minute buckets of the SLOs that count them. A
+/// separate write after the runs': if it keeps failing, the SLOs miss these events
+/// (logged and counted), the results themselves are kept.
+async fn count_slo_events(checks: &Checks, batch: &[RecordedRun]) {
+    let config = checks.config();
+    if config.slos.is_empty() {
+        return;
+    }
+    let events = crate::slos::events(&config.slos, batch);
+    if events.is_empty() {
+        return;
+    }
+    for attempt in 0..3 {
+        match checks.store().add_slo_events(&events).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "counting SLO events failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
+            }
+        }
+    }
+    tracing::error!(events = events.len(), "counting SLO events failed; these runs are missing from their SLOs");
+    checks.metrics().store_dropped_results.inc_by(events.len() as u64);
 }
 
 #[cfg(test)]

@@ -305,3 +305,95 @@ pub fn route_test(config_path: &Path, labels: &[String], output: Output) -> u8 {
     print_table(&["RECEIVER", "ROUTE", "MATCHED BY", "TIMING", "GROUP"], &rows);
     exit::OK
 }
+
+fn percent(v: &Value, digits: usize) -> String {
+    v.as_f64().map_or("no data".into(), |p| format!("{p:.digits$} %"))
+}
+
+fn burn_text(v: &Value) -> String {
+    v.as_f64().map_or("-".into(), |b| format!("{b:.2}×"))
+}
+
+/// `steward slo [NAME]`: every SLO (objective, SLI, budget left, the fastest burn, time
+/// to exhaustion), or one with its burn per alert window.
+pub async fn slos(remote: &Remote, name: Option<&str>, output: Output) -> u8 {
+    let path = name.map_or("/slos".to_string(), |n| format!("/slos/{n}"));
+    let v = match get_for_table(remote, &path, output).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let exhaustion = |s: &Value| match s["time_to_exhaustion_seconds"].as_u64() {
+        Some(0) => "spent".to_string(),
+        Some(secs) => steward_model::config::duration::format_duration(std::time::Duration::from_secs(secs)),
+        None => "-".to_string(),
+    };
+    if name.is_some() {
+        let s = &v["slo"];
+        println!(
+            "{}  (service {}, check {})",
+            s["name"].as_str().unwrap_or(""),
+            s["service"].as_str().unwrap_or(""),
+            s["check"].as_str().unwrap_or("")
+        );
+        println!("  objective        {} over {}", percent(&s["objective_percent"], 3), s["window"].as_str().unwrap_or(""));
+        println!("  SLI              {}  ({} good of {})", percent(&s["sli_percent"], 4), s["good"], s["total"]);
+        println!("  budget left      {}", percent(&s["budget_remaining_percent"], 1));
+        println!("  exhausted in     {}", exhaustion(s));
+        let rows: Vec<Vec<String>> = s["burn"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                let state = if b["firing_condition"] == true {
+                    "burning"
+                } else if b["too_little_traffic"] == true {
+                    "too little traffic"
+                } else {
+                    "ok"
+                };
+                vec![
+                    b["alert"].as_str().unwrap_or("").into(),
+                    format!("{}/{}", b["long_window"].as_str().unwrap_or(""), b["short_window"].as_str().unwrap_or("")),
+                    format!("{:.1}×", b["factor"].as_f64().unwrap_or(0.0)),
+                    burn_text(&b["long_burn"]),
+                    burn_text(&b["short_burn"]),
+                    b["severity"].as_str().unwrap_or("").into(),
+                    state.into(),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            println!();
+            print_table(&["ALERT", "WINDOWS", "FIRES AT", "LONG", "SHORT", "SEVERITY", "NOW"], &rows);
+        }
+        return exit::OK;
+    }
+    let rows: Vec<Vec<String>> = v["slos"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let fastest = s["burn"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|b| b["short_burn"].as_f64())
+                .fold(None, |m: Option<f64>, b| Some(m.map_or(b, |m| m.max(b))));
+            vec![
+                s["name"].as_str().unwrap_or("").into(),
+                s["service"].as_str().unwrap_or("").into(),
+                format!("{} / {}", percent(&s["objective_percent"], 3), s["window"].as_str().unwrap_or("")),
+                percent(&s["sli_percent"], 4),
+                percent(&s["budget_remaining_percent"], 1),
+                fastest.map_or("-".into(), |b| format!("{b:.2}×")),
+                exhaustion(s),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no SLOs are configured (slos:)");
+    } else {
+        print_table(&["SLO", "SERVICE", "OBJECTIVE", "SLI", "BUDGET LEFT", "BURN NOW", "EXHAUSTED IN"], &rows);
+    }
+    exit::OK
+}

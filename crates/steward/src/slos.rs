@@ -1,0 +1,187 @@
+//! Service level objectives at run time: check runs counted into each SLO's per-minute
+//! buckets, and the figures (SLI, budget left, burn per alert window, time to
+//! exhaustion) read back from them. The arithmetic is `steward_model::slo`'s; this
+//! module only feeds it from the store.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use steward_model::config::duration::format_duration;
+use steward_model::config::slos::Slo;
+use steward_model::slo::{self, Bucket, BurnReading};
+use steward_store::{CheckStore, RecordedRun, SloEvents, StoreError};
+
+/// One event per run of a check an SLO counts, summed per SLO and minute.
+pub fn events(slos: &[Slo], runs: &[RecordedRun]) -> Vec<SloEvents> {
+    let mut out: Vec<SloEvents> = Vec::new();
+    for s in slos {
+        for r in runs.iter().filter(|r| r.check == s.sli.check()) {
+            let minute = r.outcome.at.timestamp().div_euclid(60);
+            let good = u64::from(s.sli.good(r.outcome.healthy, r.outcome.latency));
+            match out.iter_mut().find(|e| e.slo == s.name && e.minute == minute) {
+                Some(e) => {
+                    e.good += good;
+                    e.total += 1;
+                }
+                None => out.push(SloEvents { slo: s.name.clone(), minute, good, total: 1 }),
+            }
+        }
+    }
+    out
+}
+
+/// Minutes are kept this long, or as long as the longest alert window if longer: the
+/// alerts read minutes, the rest of the SLO window reads hours.
+const MINUTES_KEPT: Duration = Duration::from_secs(3 * 86_400);
+
+/// Keeps an SLO's storage bounded: one-minute buckets older than the alerts need are
+/// rolled up into hours, and buckets older than the window are dropped — about 4,300
+/// minutes plus 700 hours for a 30-day SLO, whatever its traffic.
+pub async fn roll_up(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let keep = s.alerts.iter().map(|w| w.long).max().unwrap_or_default().max(MINUTES_KEPT);
+    let minute_now = now.timestamp().div_euclid(60);
+    // On an hour boundary, so whole hours are rolled.
+    let before = (minute_now - i64::try_from(keep.as_secs() / 60).unwrap_or(i64::MAX / 4)).div_euclid(60) * 60;
+    let drop_before = minute_now - i64::try_from(s.window.as_secs() / 60).unwrap_or(i64::MAX / 4) - 60;
+    let old: Vec<Bucket> =
+        store.slo_buckets(&s.name, drop_before).await?.into_iter().filter(|b| b.minutes == 1 && b.start < before).collect();
+    store.roll_up_slo(&s.name, before, &slo::roll_up(&old, 60, s.budgeting), drop_before).await
+}
+
+/// The buckets an SLO's figures at `now` need: its whole window.
+async fn buckets(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Result<(Vec<Bucket>, i64), StoreError> {
+    let end = slo::window_end(now.timestamp());
+    let from = end - i64::try_from(s.window.as_secs() / 60).unwrap_or(i64::MAX / 4);
+    Ok((store.slo_buckets(&s.name, from).await?, from))
+}
+
+/// Burn-rate alert `window` of `s` at `now` (what its alert rule tests).
+pub async fn burn(store: &dyn CheckStore, s: &Slo, window: usize, now: DateTime<Utc>) -> Result<Option<BurnReading>, StoreError> {
+    let Some(w) = s.alerts.get(window) else { return Ok(None) };
+    let end = slo::window_end(now.timestamp());
+    let from = end - i64::try_from(w.long.as_secs().div_ceil(60)).unwrap_or(i64::MAX / 4);
+    let buckets = store.slo_buckets(&s.name, from).await?;
+    Ok(Some(slo::read_burn(&buckets, now.timestamp(), s.objective, s.budgeting, w, s.min_events)))
+}
+
+/// What `steward slo list|show` and `GET /api/v1/slos` say of one SLO.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloStatus {
+    pub name: String,
+    pub service: String,
+    pub objective_percent: f64,
+    pub window: String,
+    pub check: String,
+    /// Good ÷ total over the window, in percent; `None` without events.
+    pub sli_percent: Option<f64>,
+    pub good: f64,
+    pub total: f64,
+    /// Share of the window's error budget left, in percent (below 0: overspent).
+    pub budget_remaining_percent: Option<f64>,
+    /// At the burn rate of the shortest alert window (or the last hour).
+    pub time_to_exhaustion_seconds: Option<u64>,
+    pub burn: Vec<BurnStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BurnStatus {
+    pub alert: String,
+    pub long_window: String,
+    pub short_window: String,
+    pub factor: f64,
+    pub severity: String,
+    pub long_burn: Option<f64>,
+    pub short_burn: Option<f64>,
+    pub firing_condition: bool,
+    pub too_little_traffic: bool,
+}
+
+pub async fn status(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Result<SloStatus, StoreError> {
+    let (buckets, from) = buckets(store, s, now).await?;
+    let end = slo::window_end(now.timestamp());
+    let window = slo::counts(&buckets, from, end, s.budgeting);
+    let remaining = s.objective.budget_remaining(window);
+    let burn: Vec<BurnStatus> = s
+        .alerts
+        .iter()
+        .map(|w| {
+            let r = slo::read_burn(&buckets, now.timestamp(), s.objective, s.budgeting, w, s.min_events);
+            BurnStatus {
+                alert: steward_model::config::slos::burn_rule_name(&s.name, w),
+                long_window: format_duration(w.long),
+                short_window: format_duration(w.short),
+                factor: w.factor,
+                severity: w.severity.clone(),
+                long_burn: r.long_burn,
+                short_burn: r.short_burn,
+                firing_condition: r.fires,
+                too_little_traffic: r.too_little_traffic,
+            }
+        })
+        .collect();
+    let recent = s.alerts.iter().map(|w| w.long).min().unwrap_or(Duration::from_secs(3600));
+    let recent_burn =
+        s.objective.burn_rate(slo::counts(&buckets, end - i64::try_from(recent.as_secs() / 60).unwrap_or(60), end, s.budgeting));
+    Ok(SloStatus {
+        name: s.name.clone(),
+        service: s.service.clone(),
+        objective_percent: s.objective.fraction() * 100.0,
+        window: format_duration(s.window),
+        check: s.sli.check().to_string(),
+        sli_percent: window.ratio().map(|r| r * 100.0),
+        good: window.good,
+        total: window.total,
+        budget_remaining_percent: remaining.map(|r| r * 100.0),
+        time_to_exhaustion_seconds: slo::time_to_exhaustion(remaining, recent_burn, s.window).map(|d| d.as_secs()),
+        burn,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn one_slo(window: &str) -> Slo {
+        let yaml = format!(
+            "services: [{{name: api}}]\nchecks: [{{name: c, service: api, tcp: {{address: '127.0.0.1:1'}}}}]\nslos: [{{name: s, service: api, objective: 99, window: {window}, sli: {{check: c}}}}]\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        steward_model::config::load(&f).unwrap().slos.remove(0)
+    }
+
+    /// Five days of minutes into a 4-day SLO: after the roll-up, the last 3 days are
+    /// minutes, the day before them hours, the fifth day gone; the alerts' figures are
+    /// what they were, the window's short by at most its first partial hour.
+    #[tokio::test]
+    async fn old_minutes_become_hours_and_what_is_outside_the_window_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = steward_store::SqliteStore::open(dir.path()).await.unwrap();
+        let s = one_slo("4d");
+        let now = Utc.timestamp_opt(5 * 86_400, 0).unwrap();
+        let events: Vec<SloEvents> =
+            (0..5 * 1440).map(|m| SloEvents { slo: "s".into(), minute: m, good: 9 + u64::from(m % 11 != 0), total: 10 }).collect();
+        store.add_slo_events(&events).await.unwrap();
+        let before = status(&store, &s, now).await.unwrap();
+        roll_up(&store, &s, now).await.unwrap();
+        let after = status(&store, &s, now).await.unwrap();
+        let buckets = store.slo_buckets("s", 0).await.unwrap();
+        let (minutes, hours): (Vec<&Bucket>, Vec<&Bucket>) = buckets.iter().partition(|b| b.minutes == 1);
+        assert_eq!(minutes.len(), 3 * 1440, "the alerts' 3 days stay minutes");
+        assert_eq!(hours.len(), 25, "the day before in hours (and the hour the window starts in)");
+        assert!(buckets[0].start >= 1440 - 60, "the fifth day is gone: {:?}", buckets[0]);
+        // The window now starts at the first whole hour inside it (minute 1500 rather
+        // than 1441): 59 minutes of 10 events fewer, never more than an hour.
+        assert_eq!(before.total - after.total, 590.0);
+        let good_in = |from: i64, to: i64| (from..to).map(|m| 9.0 + f64::from(u8::from(m % 11 != 0))).sum::<f64>();
+        assert_eq!(before.good - after.good, good_in(1441, 1500));
+        let burns = |st: &SloStatus| st.burn.iter().map(|b| b.long_burn).collect::<Vec<_>>();
+        assert_eq!(burns(&before), burns(&after));
+        // Again: nothing left to roll, nothing changes.
+        roll_up(&store, &s, now).await.unwrap();
+        assert_eq!(store.slo_buckets("s", 0).await.unwrap(), buckets);
+    }
+}
