@@ -5,8 +5,8 @@
 //!
 //! Each test runs the example's own files from `examples/<system>/`, cut down to what
 //! the failure touches (the services, routing, receivers and incident policy whole; the
-//! named checks, alerts and runbooks; no backups, no Prometheus rules, no maintenance
-//! window that might be open when CI runs) and with its hosts pointed at local
+//! named checks, alerts and runbooks; no backups, no Prometheus rules, no SLOs over
+//! checks left out, no maintenance window that might be open when CI runs) and with its hosts pointed at local
 //! components and its intervals and `for:` shortened. Every cut and every replacement
 //! must match the example, so an example that changes underneath fails here.
 //!
@@ -294,7 +294,7 @@ fn chat_platform_consumer_lag_scales_the_writers_and_the_backlog_drains() {
         &Cut {
             system: "chat-platform",
             keep: &[("checks", &["message-writer-lag"]), ("alerts", &["NatsConsumerLag"]), ("runbooks", &["rb-003-consumer-lag"])],
-            drop: &["prometheus", "rule_files", "repositories", "backups", "maintenance_windows"],
+            drop: &["prometheus", "rule_files", "repositories", "backups", "maintenance_windows", "slos"],
             replace: &[("nats://nats-1.chat.svc:4222", &url), ("interval: 30s", "interval: 1s"), ("for: 2m", "for: 2s")],
         },
     );
