@@ -3,6 +3,7 @@
 //! exhaustion) read back from them. The arithmetic is `steward_model::slo`'s; this
 //! module only feeds it from the store.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,20 +13,25 @@ use steward_model::config::slos::Slo;
 use steward_model::slo::{self, Bucket, BurnReading};
 use steward_store::{CheckStore, RecordedRun, SloEvents, StoreError};
 
-/// One event per run of a check an SLO counts, summed per SLO and minute.
+/// One event per run of a check an SLO counts, summed per SLO and minute: one pass over
+/// the batch, whatever the number of SLOs.
 pub fn events(slos: &[Slo], runs: &[RecordedRun]) -> Vec<SloEvents> {
-    let mut out: Vec<SloEvents> = Vec::new();
+    let mut by_check: HashMap<&str, Vec<&Slo>> = HashMap::new();
     for s in slos {
-        for r in runs.iter().filter(|r| r.check == s.sli.check()) {
-            let minute = r.outcome.at.timestamp().div_euclid(60);
+        by_check.entry(s.sli.check()).or_default().push(s);
+    }
+    let mut index: HashMap<(&str, i64), usize> = HashMap::new();
+    let mut out: Vec<SloEvents> = Vec::new();
+    for r in runs {
+        let minute = r.outcome.at.timestamp().div_euclid(60);
+        for s in by_check.get(r.check.as_str()).into_iter().flatten() {
             let good = u64::from(s.sli.good(r.outcome.healthy, r.outcome.latency));
-            match out.iter_mut().find(|e| e.slo == s.name && e.minute == minute) {
-                Some(e) => {
-                    e.good += good;
-                    e.total += 1;
-                }
-                None => out.push(SloEvents { slo: s.name.clone(), minute, good, total: 1 }),
-            }
+            let i = *index.entry((s.name.as_str(), minute)).or_insert_with(|| {
+                out.push(SloEvents { slo: s.name.clone(), minute, good: 0, total: 0 });
+                out.len() - 1
+            });
+            out[i].good += good;
+            out[i].total += 1;
         }
     }
     out
@@ -151,6 +157,35 @@ mod tests {
         let f = dir.path().join("c.yaml");
         std::fs::write(&f, yaml).unwrap();
         steward_model::config::load(&f).unwrap().slos.remove(0)
+    }
+
+    /// Each run is one event for every SLO of its check, summed per minute; a latency
+    /// SLI counts a healthy but slow run as bad, availability as good.
+    #[test]
+    fn runs_become_events_per_slo_and_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(
+            &f,
+            "services: [{name: api}]\nchecks: [{name: c, service: api, tcp: {address: '127.0.0.1:1'}}, {name: d, service: api, tcp: {address: '127.0.0.1:1'}}]\nslos:\n  - {name: avail, service: api, objective: 99, sli: {check: c}}\n  - {name: fast, service: api, objective: 99, sli: {latency: {check: c, threshold: 100ms}}}\n",
+        )
+        .unwrap();
+        let slos = steward_model::config::load(&f).unwrap().slos;
+        let run = |check: &str, second: i64, healthy: bool, ms: u64| {
+            let at = Utc.timestamp_opt(second, 0).unwrap();
+            RecordedRun {
+                check: check.into(),
+                outcome: steward_model::checks::Outcome { healthy, latency: Duration::from_millis(ms), reason: None, at },
+                state: steward_model::checks::state::CheckState::new(check, at),
+                transition: None,
+            }
+        };
+        let runs =
+            [run("c", 60, true, 50), run("c", 61, true, 500), run("c", 62, false, 10), run("d", 63, false, 10), run("c", 120, true, 10)];
+        let mut got = events(&slos, &runs);
+        got.sort_by(|a, b| (&a.slo, a.minute).cmp(&(&b.slo, b.minute)));
+        let e = |slo: &str, minute: i64, good: u64, total: u64| SloEvents { slo: slo.into(), minute, good, total };
+        assert_eq!(got, vec![e("avail", 1, 2, 3), e("avail", 2, 1, 1), e("fast", 1, 1, 3), e("fast", 2, 1, 1)]);
     }
 
     /// Five days of minutes into a 4-day SLO: after the roll-up, the last 3 days are
