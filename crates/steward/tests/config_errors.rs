@@ -718,6 +718,11 @@ slos:
     sli: {prometheus: {good: 'x', total: 'y'}}
     budgeting: {timeslices: 0}
     alerts: [{long: 5m, short: 5m, budget_spent: 2%}]
+runbooks:
+  - name: deploy
+    steps:
+      - name: gate
+        slo: {name: nope, min_budget_remaining: 150}
 ",
     )
     .unwrap();
@@ -732,5 +737,7 @@ slos:
     assert_error_at(&errs, 24, 23, "PromQL good/total queries is not supported yet");
     assert_error_at(&errs, 25, 29, "timeslices 0 is not between");
     assert_error_at(&errs, 26, 14, "short window must be shorter than its long one");
-    assert_eq!(errs.len(), 7, "{errs:#?}");
+    assert_error_at(&errs, 31, 14, "a runbook step gates on SLO `nope`, which is not defined");
+    assert_error_at(&errs, 31, 49, "min_budget_remaining 150 is not between 0 and 100");
+    assert_eq!(errs.len(), 9, "{errs:#?}");
 }

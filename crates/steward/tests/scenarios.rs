@@ -580,7 +580,7 @@ fn chat_rooms_bad_rollout_is_undone_after_an_approval() {
         &Cut {
             system: "chat-rooms",
             keep: &[("checks", &["api-health"]), ("alerts", &["ApiDown"]), ("runbooks", &["rollback-api"])],
-            drop: &["prometheus", "maintenance_windows"],
+            drop: &["prometheus", "maintenance_windows", "slos"],
             replace: &[
                 ("http://api.example.com/api/health", &api),
                 ("interval: 30s", "interval: 1s"),

@@ -58,12 +58,30 @@ slos:
 incidents:
   policies:
     - name: all
+runbooks:
+  - name: deploy
+    steps:
+      - name: budget
+        slo: {{name: api-availability, min_budget_remaining: 50%}}
+      - name: ship
+        shell: {{script: 'echo shipped'}}
 "
         ),
     )
     .unwrap();
     let data = dir.path().join("data");
     let token = create_token(&data, "alice", "viewer");
+    let operator = create_token(&data, "olga", "operator");
+    let deploy = |base: &str, want: &str| {
+        let (code, v) = request("POST", &format!("{base}/api/v1/runbooks/deploy/runs"), &operator, Some(serde_json::json!({})));
+        assert_eq!(code, 201, "{v}");
+        let id = v["run"]["id"].as_i64().unwrap();
+        wait_for(&format!("deploy run {id} to be {want}"), Duration::from_secs(30), || {
+            let (_, d) = request("GET", &format!("{base}/api/v1/runs/{id}"), &operator, None);
+            let status = d["run"]["status"].as_str().unwrap_or("");
+            (status == want || (status != "running" && status != "pending")).then_some(d)
+        })
+    };
     let mut server = Server::start(&config, &data);
     let base = server.base.clone();
     let slo = |base: &str| request("GET", &format!("{base}/api/v1/slos/api-availability"), &token, None).1["slo"].clone();
@@ -81,6 +99,9 @@ incidents:
     let out = steward().args(["slo", "--server", &base, "--token", &token]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && table.contains("api-availability") && table.contains("100.0000 %"), "{table}");
+    // The budget policy lets a deploy through while the budget is whole.
+    let d = deploy(&base, "succeeded");
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
 
     // Failing: every run is bad; the burn alert fires (the check's own health never
     // turns, failure_threshold is out of reach: the SLO alone pages) and opens an incident.
@@ -101,6 +122,16 @@ incidents:
     let burning = slo(&base);
     assert_eq!(burning["burn"][0]["firing_condition"], true, "{burning:#}");
     assert!(burning["budget_remaining_percent"].as_f64().unwrap() < 100.0, "{burning:#}");
+    // Spent below half: the same deploy stops at the gate and says why; nothing shipped.
+    wait_for("the budget to fall under half", Duration::from_secs(30), || {
+        (slo(&base)["budget_remaining_percent"].as_f64()? < 50.0).then_some(())
+    });
+    let d = deploy(&base, "failed");
+    assert_eq!(d["run"]["status"], "failed", "{d:#}");
+    let error = d["run"]["error"].as_str().unwrap_or("");
+    assert!(error.contains("budget policy stops here") && error.contains("under this runbook's minimum of 50%"), "{error}");
+    let ship = d["steps"].as_array().unwrap().iter().find(|s| s["path"] == "ship");
+    assert!(ship.is_none_or(|s| s["status"] != "succeeded"), "nothing shipped: {d:#}");
     let out = steward().args(["slo", "api-availability", "--server", &base, "--token", &token]).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && shown.contains("burning") && shown.contains("2m/1m"), "{shown}");

@@ -141,6 +141,7 @@ pub enum StepKind {
     ForEach(ForEach),
     Parallel(Vec<Step>),
     Runbook(CallRunbook),
+    SloGate(SloGate),
 }
 
 impl StepKind {
@@ -158,6 +159,7 @@ impl StepKind {
             StepKind::ForEach(_) => "for_each",
             StepKind::Parallel(_) => "parallel",
             StepKind::Runbook(_) => "runbook",
+            StepKind::SloGate(_) => "slo",
         }
     }
 
@@ -171,7 +173,7 @@ impl StepKind {
 
     /// Kinds that only observe or wait: repeating them after a crash changes nothing.
     fn inherently_idempotent(&self) -> bool {
-        matches!(self, StepKind::Check(_) | StepKind::WaitUntil(_) | StepKind::Sleep(_) | StepKind::Approve(_))
+        matches!(self, StepKind::Check(_) | StepKind::WaitUntil(_) | StepKind::Sleep(_) | StepKind::Approve(_) | StepKind::SloGate(_))
     }
 }
 
@@ -237,6 +239,18 @@ pub enum WaitProbe {
     Step { kind: Box<StepKind>, condition: Expr },
 }
 
+/// `slo: {name, min_budget_remaining: 10%}`: a budget policy. Passes while the SLO has
+/// at least that share of its error budget left; otherwise fails — stopping a deploy —
+/// and says how much is left. An SLO without events fails too (nothing shows the
+/// budget is there) unless `if_no_data: pass`.
+#[derive(Debug, Clone)]
+pub struct SloGate {
+    pub slo: String,
+    /// A fraction: 10 % is 0.1.
+    pub min_budget_remaining: f64,
+    pub pass_without_data: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Approval {
     pub prompt: Text,
@@ -297,7 +311,7 @@ const RUNBOOK_KEYS: &[&str] =
 const PARAM_KEYS: &[&str] = &["type", "default", "required", "description", "pattern", "min", "max", "values"];
 const PARAM_TYPES: &[&str] = &["string", "int", "bool", "enum", "duration", "list"];
 pub const STEP_KINDS: &[&str] =
-    &["shell", "http", "sql", "redis", "check", "wait_until", "sleep", "approve", "notify", "for_each", "parallel", "runbook"];
+    &["shell", "http", "sql", "redis", "check", "wait_until", "sleep", "approve", "notify", "for_each", "parallel", "runbook", "slo"];
 const STEP_COMMON: &[&str] = &["name", "when", "timeout", "retries", "retry_delay", "continue_on_error", "idempotent", "description"];
 /// Names a parameter's environment variable may not take: they change how the shell
 /// itself behaves.
@@ -315,6 +329,8 @@ pub struct RunbookRefs {
     pub declared: Vec<String>,
     pub checks: Vec<(String, Pos)>,
     pub receivers: Vec<(String, Pos)>,
+    /// SLOs that `slo` steps gate on.
+    pub slos: Vec<(String, Pos)>,
     /// (caller, callee, position)
     pub calls: Vec<(String, String, Pos)>,
 }
@@ -792,6 +808,36 @@ fn step_kind(kind: &str, n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<StepK
             let c = de::string(n, &format!("{what} check"), cx.d)?;
             cx.refs.checks.push((c.clone(), n.pos.clone()));
             Some(StepKind::Check(c))
+        }
+        "slo" => {
+            let mut f = Fields::of(n, format!("{what} slo"), cx.d)?;
+            let name = f.require("name", cx.d).and_then(|v| de::string(v, &format!("{what} slo name"), cx.d));
+            let min = f.require("min_budget_remaining", cx.d).and_then(|v| {
+                let p = super::slos::percent(v, &format!("{what} slo min_budget_remaining"), cx.d)?;
+                if !(0.0..=100.0).contains(&p) {
+                    cx.d.push(Diagnostic::error(v.pos.clone(), format!("{what} slo min_budget_remaining {p} is not between 0 and 100")));
+                    return None;
+                }
+                Some(p / 100.0)
+            });
+            let pass_without_data = match f.take("if_no_data") {
+                None => Some(false),
+                Some(v) => match de::string(v, &format!("{what} slo if_no_data"), cx.d)?.as_str() {
+                    "pass" => Some(true),
+                    "fail" => Some(false),
+                    other => {
+                        cx.d.push(
+                            Diagnostic::error(v.pos.clone(), format!("{what} slo if_no_data `{other}` is not known"))
+                                .with_hint("use `fail` (the default) or `pass`"),
+                        );
+                        None
+                    }
+                },
+            };
+            f.finish(&["name", "min_budget_remaining", "if_no_data"], cx.d);
+            let name = name?;
+            cx.refs.slos.push((name.clone(), n.pos.clone()));
+            Some(StepKind::SloGate(SloGate { slo: name, min_budget_remaining: min?, pass_without_data: pass_without_data? }))
         }
         "sleep" => {
             let t = text(n, &format!("{what} sleep"), cx)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::alerting::{self, GroupBy, Route};
 use super::decode::{self as de, Fields};
-use super::diagnostics::{Diagnostic, Diagnostics, Pos};
+use super::diagnostics::{Diagnostic, Diagnostics, Pos, closest};
 use super::incidents::{self as incidents_section, IncidentsConfig};
 use super::model::*;
 use super::prometheus::{self, PrometheusSource};
@@ -190,6 +190,13 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     super::backups::cross_check(&repositories, &backups, &backup_refs, d);
     let service_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
     alerts.extend(super::slos::cross_check(&slos, &service_names, &check_names, d));
+    for (name, pos) in &runbook_refs.slos {
+        if !slos.iter().any(|s| &s.name == name) {
+            let known = slos.iter().map(|s| s.name.as_str());
+            let hint = closest(name, known).map_or("define it under `slos:`".to_string(), |c| format!("did you mean `{c}`?"));
+            d.push(Diagnostic::error(pos.clone(), format!("a runbook step gates on SLO `{name}`, which is not defined")).with_hint(hint));
+        }
+    }
     for c in &checks {
         if let Probe::Backup(b) = &c.probe
             && !backup_refs.policies.contains(&b.policy)

@@ -116,7 +116,7 @@ pub(super) fn slo(node: &Node, d: &mut Diagnostics) -> Option<Slo> {
 }
 
 /// A percentage: `99.9`, or `99.9%` written as a string.
-fn percent(n: &Node, what: &str, d: &mut Diagnostics) -> Option<f64> {
+pub(super) fn percent(n: &Node, what: &str, d: &mut Diagnostics) -> Option<f64> {
     let parsed = match &n.value {
         Value::Int(i) => Some(*i as f64),
         Value::Float(x) => Some(*x),

@@ -414,6 +414,7 @@ enum Prepared {
     Approve { prompt: String },
     Notify { receivers: Vec<String>, message: String, severity: String },
     Call { runbook: String, params: Map<String, Json> },
+    Slo(crate::config::runbooks::SloGate),
 }
 
 enum WaitPrepared {
@@ -434,6 +435,7 @@ impl Prepared {
             Prepared::Approve { prompt } => json!({"prompt": prompt}),
             Prepared::Notify { receivers, message, .. } => json!({"receivers": receivers, "message": message}),
             Prepared::Call { runbook, params } => json!({"runbook": runbook, "params": params}),
+            Prepared::Slo(g) => json!({"slo": g.slo, "min_budget_remaining_percent": g.min_budget_remaining * 100.0}),
         }
     }
 
@@ -451,6 +453,7 @@ impl Prepared {
             Prepared::Approve { prompt } => format!("approval: {prompt}"),
             Prepared::Notify { receivers, .. } => format!("notify {}", receivers.join(", ")),
             Prepared::Call { runbook, .. } => format!("run runbook {runbook}"),
+            Prepared::Slo(g) => format!("SLO {} keeps {}% of its budget", g.slo, g.min_budget_remaining * 100.0),
         }
     }
 }
@@ -522,6 +525,7 @@ fn prepare(cx: &RunCx, step: &Step, scope: &Scope, path: &str) -> Result<Prepare
             }
             Prepared::Call { runbook: call.runbook.clone(), params }
         }
+        StepKind::SloGate(g) => Prepared::Slo(g.clone()),
         StepKind::ForEach(_) | StepKind::Parallel(_) => unreachable!("composite steps are not leaves"),
     })
 }
@@ -693,6 +697,7 @@ async fn perform(
     match prepared {
         Prepared::Act(action) => action.perform(out).await,
         Prepared::Check(name) => check(cx, &name).await,
+        Prepared::Slo(gate) => slo_gate(cx, &gate).await,
         Prepared::Sleep(d) => {
             // tokio's timer has millisecond granularity: a zero sleep would still wait a tick.
             if !d.is_zero() {
@@ -719,6 +724,43 @@ async fn check(cx: &RunCx, name: &str) -> StepOutcome {
             StepOutcome { ok: o.healthy, result, error }
         }
     }
+}
+
+/// A budget policy: the SLO's budget left now against the gate's minimum.
+async fn slo_gate(cx: &RunCx, gate: &crate::config::runbooks::SloGate) -> StepOutcome {
+    let fail = |error: String| StepOutcome { ok: false, result: Map::new(), error: Some(error) };
+    let config = cx.runbooks.config.get();
+    let Some(slo) = config.slos.iter().find(|s| s.name == gate.slo) else {
+        return fail(format!("SLO `{}` is not configured (any more)", gate.slo));
+    };
+    let status = match crate::slos::status(cx.runbooks.checks.store(), slo, crate::clock::now()).await {
+        Ok(s) => s,
+        Err(e) => return fail(format!("SLO `{}`: cannot read its budget: {e}", gate.slo)),
+    };
+    let min = gate.min_budget_remaining * 100.0;
+    let mut result = Map::new();
+    result.insert("budget_remaining_percent".into(), status.budget_remaining_percent.map_or(Json::Null, Json::from));
+    result.insert("sli_percent".into(), status.sli_percent.map_or(Json::Null, Json::from));
+    result.insert("min_budget_remaining_percent".into(), Json::from(min));
+    let (ok, error) = match status.budget_remaining_percent {
+        Some(left) if left >= min => (true, None),
+        Some(left) => (
+            false,
+            Some(format!(
+                "SLO `{}` has {left:.1}% of its error budget left over {}, under this runbook's minimum of {min}%: the budget policy stops here",
+                gate.slo, status.window
+            )),
+        ),
+        None if gate.pass_without_data => (true, None),
+        None => (
+            false,
+            Some(format!(
+                "SLO `{}` has no events over {}: nothing shows its budget is there (`if_no_data: pass` lets it through)",
+                gate.slo, status.window
+            )),
+        ),
+    };
+    StepOutcome { ok, result, error }
 }
 
 async fn wait_until(

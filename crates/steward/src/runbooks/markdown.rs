@@ -831,6 +831,14 @@ fn export_steps(m: &mut String, steps: &[Step], prefix: &str) {
             StepKind::Check(c) => {
                 let _ = writeln!(m, "Run the check `{c}` now; unhealthy stops the run.\n");
             }
+            StepKind::SloGate(g) => {
+                let _ = writeln!(
+                    m,
+                    "Go on only while the SLO `{}` has at least {}% of its error budget left.\n",
+                    g.slo,
+                    g.min_budget_remaining * 100.0
+                );
+            }
             StepKind::WaitUntil(w) => match &w.probe {
                 WaitProbe::Check(c) => {
                     let _ = writeln!(m, "Wait until the check `{c}` is healthy (every {}, at most {}).\n", fmt(w.interval), fmt(w.timeout));

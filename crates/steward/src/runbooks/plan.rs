@@ -175,6 +175,9 @@ fn step(s: &Step, path: &str, ctx: &Ctx, redactor: &Redactor, config: &Config) -
             "command": c.command.iter().map(r).collect::<Vec<_>>(),
         }),
         StepKind::Check(c) => json!({"check": c, "target": config.check(c).map(|c| c.probe.target())}),
+        StepKind::SloGate(g) => {
+            json!({"slo": g.slo, "min_budget_remaining_percent": g.min_budget_remaining * 100.0, "if_no_data": if g.pass_without_data { "pass" } else { "fail" }})
+        }
         StepKind::WaitUntil(w) => match &w.probe {
             WaitProbe::Check(c) => {
                 json!({"until": format!("check {c} is healthy"), "every": format_duration(w.interval), "timeout": format_duration(w.timeout)})
