@@ -131,6 +131,21 @@ pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
 pub const SEVERITIES: &[&str] = &["critical", "warning", "info", "P0", "P1", "P2", "P3", "P4"];
+
+/// A severity as written (any case), normalised to its spelling in [`SEVERITIES`].
+pub(super) fn severity(n: &Node, what: &str, d: &mut Diagnostics) -> Option<String> {
+    let s = de::string(n, &format!("{what} severity"), d)?;
+    match SEVERITIES.iter().find(|v| v.eq_ignore_ascii_case(&s)) {
+        Some(v) => Some(v.to_string()),
+        None => {
+            d.push(
+                Diagnostic::error(n.pos.clone(), format!("{what} severity `{s}` is not known"))
+                    .with_hint(format!("use one of: {}", SEVERITIES.join(", "))),
+            );
+            None
+        }
+    }
+}
 const RULE_KEYS: &[&str] = &["name", "when", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "runbook"];
 const ROUTE_KEYS: &[&str] = &[
     "receiver",
@@ -196,19 +211,7 @@ pub fn rule(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option
     };
     let for_ = f.take("for").map_or(Some(Duration::ZERO), |n| de::duration(n, &format!("{what} for"), d));
     let keep = f.take("keep_firing_for").map_or(Some(Duration::ZERO), |n| de::duration(n, &format!("{what} keep_firing_for"), d));
-    let severity = f.take("severity").map_or(Some("warning".to_string()), |n| {
-        let s = de::string(n, &format!("{what} severity"), d)?;
-        match SEVERITIES.iter().find(|v| v.eq_ignore_ascii_case(&s)) {
-            Some(v) => Some(v.to_string()),
-            None => {
-                d.push(
-                    Diagnostic::error(n.pos.clone(), format!("{what} severity `{s}` is not known"))
-                        .with_hint(format!("use one of: {}", SEVERITIES.join(", "))),
-                );
-                None
-            }
-        }
-    });
+    let severity = f.take("severity").map_or(Some("warning".to_string()), |n| severity(n, &what, d));
     let labels = label_map(f.take("labels"), &format!("{what} labels"), d);
     let annotations = template_map(f.take("annotations"), &what, d);
     let runbook = f.take("runbook").and_then(|n| runbook_link(n, &what, d, refs));

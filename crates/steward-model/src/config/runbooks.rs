@@ -812,14 +812,9 @@ fn step_kind(kind: &str, n: &Node, what: &str, cx: &mut Ctx<'_>) -> Option<StepK
         "slo" => {
             let mut f = Fields::of(n, format!("{what} slo"), cx.d)?;
             let name = f.require("name", cx.d).and_then(|v| de::string(v, &format!("{what} slo name"), cx.d));
-            let min = f.require("min_budget_remaining", cx.d).and_then(|v| {
-                let p = super::slos::percent(v, &format!("{what} slo min_budget_remaining"), cx.d)?;
-                if !(0.0..=100.0).contains(&p) {
-                    cx.d.push(Diagnostic::error(v.pos.clone(), format!("{what} slo min_budget_remaining {p} is not between 0 and 100")));
-                    return None;
-                }
-                Some(p / 100.0)
-            });
+            let min = f
+                .require("min_budget_remaining", cx.d)
+                .and_then(|v| super::slos::share(v, &format!("{what} slo min_budget_remaining"), true, cx.d));
             let pass_without_data = match f.take("if_no_data") {
                 None => Some(false),
                 Some(v) => match de::string(v, &format!("{what} slo if_no_data"), cx.d)?.as_str() {

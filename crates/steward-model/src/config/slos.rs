@@ -116,7 +116,7 @@ pub(super) fn slo(node: &Node, d: &mut Diagnostics) -> Option<Slo> {
 }
 
 /// A percentage: `99.9`, or `99.9%` written as a string.
-pub(super) fn percent(n: &Node, what: &str, d: &mut Diagnostics) -> Option<f64> {
+fn percent(n: &Node, what: &str, d: &mut Diagnostics) -> Option<f64> {
     let parsed = match &n.value {
         Value::Int(i) => Some(*i as f64),
         Value::Float(x) => Some(*x),
@@ -127,6 +127,18 @@ pub(super) fn percent(n: &Node, what: &str, d: &mut Diagnostics) -> Option<f64> 
         d.push(de::type_error(n, what, "a percentage such as 99.9"));
     }
     parsed
+}
+
+/// A percentage in (0, 100] — [0, 100] when `zero_allowed` — as a fraction.
+pub(super) fn share(n: &Node, what: &str, zero_allowed: bool, d: &mut Diagnostics) -> Option<f64> {
+    let p = percent(n, what, d)?;
+    let ok = if zero_allowed { (0.0..=100.0).contains(&p) } else { p > 0.0 && p <= 100.0 };
+    if !ok {
+        let low = if zero_allowed { "0" } else { "0 (excluded)" };
+        d.push(Diagnostic::error(n.pos.clone(), format!("{what} {p} is not between {low} and 100")));
+        return None;
+    }
+    Some(p / 100.0)
 }
 
 fn objective(n: &Node, what: &str, d: &mut Diagnostics) -> Option<Objective> {
@@ -177,17 +189,7 @@ fn budgeting(n: &Node, what: &str, d: &mut Diagnostics) -> Option<Budgeting> {
         Value::Str { text, .. } if text == "occurrences" => Some(Budgeting::Occurrences),
         Value::Map(_) => {
             let mut f = Fields::of(n, format!("{what} budgeting"), d)?;
-            let ratio = f.require("timeslices", d).and_then(|t| {
-                let p = percent(t, &format!("{what} budgeting timeslices"), d)?;
-                if !(p > 0.0 && p <= 100.0) {
-                    d.push(Diagnostic::error(
-                        t.pos.clone(),
-                        format!("{what} budgeting timeslices {p} is not between 0 (excluded) and 100"),
-                    ));
-                    return None;
-                }
-                Some(p / 100.0)
-            });
+            let ratio = f.require("timeslices", d).and_then(|t| share(t, &format!("{what} budgeting timeslices"), false, d));
             f.finish(&["timeslices"], d);
             Some(Budgeting::Timeslices { good_ratio: ratio? })
         }
@@ -251,28 +253,10 @@ fn alert(n: &Node, what: &str, window: Duration, d: &mut Diagnostics) -> Option<
     let mut f = Fields::of(n, format!("{what} alert"), d)?;
     let long = f.require("long", d).and_then(|v| de::duration(v, &format!("{what} alert long"), d));
     let short = f.require("short", d).and_then(|v| de::duration(v, &format!("{what} alert short"), d));
-    let spent = f.require("budget_spent", d).and_then(|v| {
-        let p = percent(v, &format!("{what} alert budget_spent"), d)?;
-        if !(p > 0.0 && p <= 100.0) {
-            d.push(Diagnostic::error(v.pos.clone(), format!("{what} alert budget_spent {p} is not between 0 (excluded) and 100")));
-            return None;
-        }
-        Some(p / 100.0)
-    });
+    let spent = f.require("budget_spent", d).and_then(|v| share(v, &format!("{what} alert budget_spent"), false, d));
     let severity = match f.take("severity") {
         None => Some("critical".to_string()),
-        Some(v) => de::string(v, &format!("{what} alert severity"), d).and_then(|s| {
-            match super::alerting::SEVERITIES.iter().find(|k| k.eq_ignore_ascii_case(&s)) {
-                Some(k) => Some(k.to_string()),
-                None => {
-                    d.push(
-                        Diagnostic::error(v.pos.clone(), format!("{what} alert severity `{s}` is not known"))
-                            .with_hint(format!("use one of: {}", super::alerting::SEVERITIES.join(", "))),
-                    );
-                    None
-                }
-            }
-        }),
+        Some(v) => super::alerting::severity(v, &format!("{what} alert"), d),
     };
     f.finish(ALERT_KEYS, d);
     let (long, short) = (long?, short?);
