@@ -150,22 +150,18 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Service level objectives of a running server: objective, SLI and error budget
-    /// left over the window, burn rate now, when the budget runs out at that rate. With
-    /// a name: that SLO's burn per alert window and whether each alert's condition holds.
+    /// Service level objectives: the figures of a running server (objective, SLI and
+    /// error budget left over the window, burn rate, when the budget runs out), or the
+    /// configuration's SLOs as Prometheus rules.
     ///
     /// Examples:
-    ///   steward slo
-    ///   steward slo api-availability -o json
+    ///   steward slo list
+    ///   steward slo show api-availability -o json
+    ///   steward slo export --prometheus-rules -c steward.yaml > slo.rules.yml
     #[command(verbatim_doc_comment)]
     Slo {
-        /// One SLO's name.
-        name: Option<String>,
-        #[command(flatten)]
-        remote: RemoteArgs,
-        /// How to print: `table` for people, `json` for scripts.
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Output,
+        #[command(subcommand)]
+        action: SloAction,
     },
     /// Incidents on a running server: list, show, declare, ack, note, mitigate, resolve,
     /// close, assign roles, escalate, action items, postmortem, stats.
@@ -353,6 +349,42 @@ enum Command {
         /// Address and port for the demo's Steward server (the demo fleet picks a free port of its own).
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum SloAction {
+    /// Every SLO: objective, SLI and budget left over the window, the fastest burn now,
+    /// and when the budget runs out at that rate.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// How to print: `table` for people, `json` for scripts.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// One SLO: its figures, and per burn-rate alert the burn over both windows and
+    /// whether the alert's condition holds (or too little traffic holds it back).
+    Show {
+        /// The SLO's name, as `steward slo list` shows it.
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// How to print: `table` for people, `json` for scripts.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Write the configuration's SLOs as a Prometheus rule file (Sloth's names and
+    /// labels) over the steward_slo_events_total and steward_slo_good_events_total
+    /// counters every Steward server exposes at /metrics. Exits 2 when the
+    /// configuration is invalid or an SLO cannot be written as rules (timeslices).
+    Export {
+        /// A YAML file, or a directory whose *.yaml / *.yml files form one configuration.
+        #[arg(short, long, env = "STEWARD_CONFIG")]
+        config: PathBuf,
+        /// Write Prometheus recording and alerting rules (the one format so far).
+        #[arg(long, required = true)]
+        prometheus_rules: bool,
     },
 }
 
@@ -662,7 +694,11 @@ fn main() -> ExitCode {
             }
             Command::Alerts { fingerprint: None, remote, output } => cli::alerts::list_alerts(&remote.remote(), output).await,
             Command::Alerts { fingerprint: Some(fp), remote, output } => cli::alerts::show_alert(&remote.remote(), &fp, output).await,
-            Command::Slo { name, remote, output } => cli::alerts::slos(&remote.remote(), name.as_deref(), output).await,
+            Command::Slo { action } => match action {
+                SloAction::List { remote, output } => cli::alerts::slos(&remote.remote(), None, output).await,
+                SloAction::Show { name, remote, output } => cli::alerts::slos(&remote.remote(), Some(&name), output).await,
+                SloAction::Export { config, prometheus_rules: _ } => cli::alerts::export_slos(&config),
+            },
             Command::Incident { action } => cli::incidents::run(action).await,
             Command::Run(args) => cli::runs::run(args).await,
             Command::Runs { action } => cli::runs::runs(action).await,

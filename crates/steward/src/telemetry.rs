@@ -123,6 +123,25 @@ pub struct Metrics {
     pub leader_changes: Counter,
     /// Seconds since each registered replica last said it was alive.
     pub replica_heartbeat_age: Family<ReplicaLabels, Gauge<f64, AtomicU64>>,
+    /// Events counted into each SLO by this process (the runs it stored), and the good
+    /// ones: the counters `steward slo export --prometheus-rules` builds on.
+    pub slo_events: Family<SloLabels, Counter>,
+    pub slo_good_events: Family<SloLabels, Counter>,
+    pub slo_objective: Family<SloLabels, Gauge<f64, AtomicU64>>,
+    pub slo_sli: Family<SloLabels, Gauge<f64, AtomicU64>>,
+    pub slo_budget_remaining: Family<SloLabels, Gauge<f64, AtomicU64>>,
+    pub slo_burn_rate: Family<SloWindowLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloLabels {
+    pub slo: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloWindowLabels {
+    pub slo: String,
+    pub window: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -192,6 +211,12 @@ impl Metrics {
             backup_last_verification: Family::default(),
             backup_last_verification_success: Family::default(),
             backup_last_restore_duration: Family::default(),
+            slo_events: Family::default(),
+            slo_good_events: Family::default(),
+            slo_objective: Family::default(),
+            slo_sli: Family::default(),
+            slo_budget_remaining: Family::default(),
+            slo_burn_rate: Family::default(),
         };
         {
             let mut r = m.registry.lock().expect("registry");
@@ -318,6 +343,24 @@ impl Metrics {
                 "The last restore test's restore time: the measured RTO",
                 Unit::Seconds,
                 m.backup_last_restore_duration.clone(),
+            );
+            r.register("slo_events", "Events this process counted into each SLO (one per stored run of its check)", m.slo_events.clone());
+            r.register("slo_good_events", "Good events this process counted into each SLO", m.slo_good_events.clone());
+            r.register("slo_objective_ratio", "Each SLO's objective as a ratio (0.999 for 99.9 %)", m.slo_objective.clone());
+            r.register(
+                "slo_sli_ratio",
+                "Each SLO's good ÷ total over its window (absent without events: no data is not 100 %)",
+                m.slo_sli.clone(),
+            );
+            r.register(
+                "slo_error_budget_remaining_ratio",
+                "Share of each SLO's error budget left over its window (1 untouched, 0 spent, below 0 overspent)",
+                m.slo_budget_remaining.clone(),
+            );
+            r.register(
+                "slo_burn_rate",
+                "How fast each SLO burns its budget over each alert window (1 spends exactly the budget over the SLO window)",
+                m.slo_burn_rate.clone(),
             );
             let info: Family<Vec<(String, String)>, Gauge> = Family::default();
             info.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);

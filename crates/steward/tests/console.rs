@@ -100,6 +100,8 @@ checks:
   - {{name: auth-port, service: auth, interval: 200ms, tcp: {{address: "127.0.0.1:{closed}"}}}}
   - {{name: payment-port, service: payment, interval: 200ms, tcp: {{address: "127.0.0.1:{closed}"}}}}
   - {{name: messaging-port, service: messaging, interval: 200ms, tcp: {{address: "127.0.0.1:{closed}"}}}}
+slos:
+  - {{name: auth-availability, service: auth, objective: 99.9, sli: {{check: auth-port}}, alerts: false}}
 receivers:
   - {{name: pager, webhook: {{url: "http://127.0.0.1:9/"}}}}
 incidents:
@@ -176,6 +178,12 @@ fn console_sessions_csrf_and_roles() {
     wait_for("the overview to name the cause", Duration::from_secs(10), || {
         let body = http.get(&format!("{base}/console"), Some(&vic)).body;
         body.contains("auth is down; messaging and payment depend on it and are failing too").then_some(())
+    });
+    // The service's SLO, read with the uptime history (a reading lasts at least 5 s):
+    // every run failed, so nothing delivered and the budget spent.
+    wait_for("the overview to show the SLO's budget", Duration::from_secs(20), || {
+        let body = http.get(&format!("{base}/console"), Some(&vic)).body;
+        body.contains("auth-availability: 0.000% of 99.9% over 30d · <strong>error budget spent</strong>").then_some(())
     });
     for (path, expect) in [
         ("/console/incidents".to_string(), "Checkout fails"),

@@ -17,20 +17,7 @@ use serde_json::Value;
 #[test]
 fn an_slo_counts_its_check_pages_on_a_fast_burn_and_keeps_its_buckets_across_a_restart() {
     let failing = Arc::new(AtomicBool::new(false));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let url = format!("http://{}/health", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
-        "/health",
-        axum::routing::get({
-            let failing = failing.clone();
-            move || {
-                let down = failing.load(Ordering::SeqCst);
-                async move { if down { axum::http::StatusCode::SERVICE_UNAVAILABLE } else { axum::http::StatusCode::OK } }
-            }
-        }),
-    );
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (url, _rt) = health_endpoint(failing.clone());
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("steward.yaml");
@@ -96,9 +83,38 @@ runbooks:
     assert_eq!(healthy["burn"][0]["alert"], "api-availability:burn:2m");
     assert_eq!(healthy["burn"][0]["firing_condition"], false);
     assert!((healthy["burn"][0]["factor"].as_f64().unwrap() - 0.6).abs() < 1e-9, "{healthy:#}");
-    let out = steward().args(["slo", "--server", &base, "--token", &token]).output().unwrap();
+    let out = steward().args(["slo", "list", "--server", &base, "--token", &token]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && table.contains("api-availability") && table.contains("100.0000 %"), "{table}");
+    // The public page and its JSON: promised and delivered, never the budget's slack.
+    wait_for("the status page to show the SLO", Duration::from_secs(20), || {
+        let page = reqwest_text(&format!("{base}/"));
+        page.contains(r#"data-slo="api-availability">api-availability: 100% delivered of 99% promised over 1h"#).then_some(())
+    });
+    let public: Value = serde_json::from_str(&reqwest_text(&format!("{base}/status.json"))).unwrap();
+    let figure = &public["services"][0]["slos"][0];
+    assert_eq!(
+        (figure["name"].as_str(), figure["objective_percent"].as_f64(), figure["sli_percent"].as_f64()),
+        (Some("api-availability"), Some(99.0), Some(100.0)),
+        "{public:#}"
+    );
+    assert!(figure.get("budget_remaining_percent").is_none(), "{figure}");
+    // The metrics: counters that moved, the objective, and the gauges once published.
+    let metrics = wait_for("the SLO gauges", Duration::from_secs(30), || {
+        let m = reqwest_text(&format!("{base}/metrics"));
+        m.contains(r#"steward_slo_error_budget_remaining_ratio{slo="api-availability"} 1.0"#).then_some(m)
+    });
+    for line in [
+        r#"steward_slo_objective_ratio{slo="api-availability"} 0.99"#,
+        r#"steward_slo_sli_ratio{slo="api-availability"} 1.0"#,
+        r#"steward_slo_burn_rate{slo="api-availability",window="2m"} 0.0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    let counted =
+        |name: &str| metrics.lines().find_map(|l| l.strip_prefix(&format!("{name}{{slo=\"api-availability\"}} "))?.parse::<f64>().ok());
+    assert!(counted("steward_slo_events_total").is_some_and(|n| n >= 5.0), "{metrics}");
+    assert_eq!(counted("steward_slo_events_total"), counted("steward_slo_good_events_total"), "all good so far");
     // The budget policy lets a deploy through while the budget is whole.
     let d = deploy(&base, "succeeded");
     assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
@@ -132,7 +148,7 @@ runbooks:
     assert!(error.contains("budget policy stops here") && error.contains("under this runbook's minimum of 50%"), "{error}");
     let ship = d["steps"].as_array().unwrap().iter().find(|s| s["path"] == "ship");
     assert!(ship.is_none_or(|s| s["status"] != "succeeded"), "nothing shipped: {d:#}");
-    let out = steward().args(["slo", "api-availability", "--server", &base, "--token", &token]).output().unwrap();
+    let out = steward().args(["slo", "show", "api-availability", "--server", &base, "--token", &token]).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && shown.contains("burning") && shown.contains("2m/1m"), "{shown}");
 
@@ -144,4 +160,171 @@ runbooks:
     assert!(after["total"].as_f64().unwrap() >= before.as_f64().unwrap(), "before {before}, after {after:#}");
     let (code, v) = request("GET", &format!("{}/api/v1/slos/nope", server.base), &token, None);
     assert_eq!((code, v["error"]["code"].as_str()), (404, Some("not_found")), "{v}");
+}
+
+/// Prometheus' instant query `expr`: each series' labels and value.
+fn prometheus_query(prometheus: &str, expr: &str) -> Vec<(Value, f64)> {
+    let url = format!("{prometheus}/api/v1/query?query={}", percent_encode(expr));
+    let (_, v) = request("GET", &url, "", None);
+    v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["metric"].clone(), r["value"][1].as_str()?.parse::<f64>().ok()?)))
+        .collect()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// `steward slo export --prometheus-rules` loaded into a real Prometheus scraping the
+/// real server: on the same events, Prometheus' budget and burn are Steward's, and the
+/// same alert fires on both sides (and the same one does not).
+///
+/// Deterministic despite two clocks: the check runs once a day (its next slot, known
+/// from the scheduler's own arithmetic, is hours away) while Prometheus reads the
+/// counters' zero; a reload makes it run every second for a while, and another makes
+/// it daily again, so the counters stop and both sides hold exactly the same events.
+#[test]
+fn exported_rules_in_a_real_prometheus_agree_with_steward() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let (url, _rt) = health_endpoint(failing.clone());
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("steward.yaml");
+    // Objective 50 %: a quarter of bad events spends half the budget. Two alerts: over
+    // 1h/5m at 0.05 % of the 30-day budget (burn ≥ 0.36: fires at a 25 % error ratio,
+    // a burn of 0.5), over 6h/30m at 0.5 % (burn ≥ 0.6: does not).
+    let write_config = |interval: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "services: [{{name: api}}]
+checks:
+  - name: api-health
+    service: api
+    interval: {interval}
+    timeout: 1s
+    failure_threshold: 1000
+    http: {{url: '{url}'}}
+slos:
+  - name: api-availability
+    service: api
+    objective: 50
+    sli: {{check: api-health}}
+    min_events: 10
+    alerts:
+      - {{long: 1h, short: 5m, budget_spent: 0.05%, severity: critical}}
+      - {{long: 6h, short: 30m, budget_spent: 0.5%, severity: warning}}
+"
+            ),
+        )
+        .unwrap();
+    };
+    // A daily check whose slot is at least two minutes away: no run meanwhile.
+    let daily = || {
+        let day = Duration::from_secs(86_400);
+        let next = steward::checks::scheduler::next_run_in("api-health", day, chrono::Utc::now().timestamp_millis());
+        if next < Duration::from_secs(120) {
+            std::thread::sleep(next + Duration::from_secs(2));
+        }
+        write_config("1d");
+    };
+    daily();
+    let out = steward().args(["slo", "export", "--prometheus-rules", "-c"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rules = String::from_utf8(out.stdout).unwrap();
+    let rule_file = dir.path().join("slo.rules.yml");
+    std::fs::write(&rule_file, &rules).unwrap();
+    let checked = std::process::Command::new("promtool").arg("check").arg("rules").arg(&rule_file).output().unwrap();
+    assert!(checked.status.success(), "promtool: {}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "viewer");
+    let admin = create_token(&data, "root", "admin");
+    let server = Server::start(&config, &data);
+    let base = server.base.clone();
+    let prometheus = common::PrivatePrometheus::start_with_rules(&[base.trim_start_matches("http://").to_string()], Some(&rules));
+    let prom = prometheus.url();
+    let counters = |name: &str| prometheus_query(&prom, &format!("sum({name}{{slo=\"api-availability\"}})")).first().map(|s| s.1);
+    wait_for("Prometheus to read the counters at zero", Duration::from_secs(30), || {
+        (counters("steward_slo_events_total") == Some(0.0) && counters("steward_slo_good_events_total") == Some(0.0)).then_some(())
+    });
+    let reload = || {
+        let (code, v) = request("POST", &format!("{base}/api/v1/config/reload"), &admin, None);
+        assert_eq!(code, 200, "{v}");
+    };
+
+    let slo = || request("GET", &format!("{base}/api/v1/slos/api-availability"), &token, None).1["slo"].clone();
+    let total = || slo()["total"].as_f64().unwrap_or(0.0);
+    write_config("1s");
+    reload();
+    for (down, until) in [(false, 10.0), (true, 15.0), (false, 20.0)] {
+        failing.store(down, Ordering::SeqCst);
+        wait_for(&format!("{until} events"), Duration::from_secs(60), || (total() >= until).then_some(()));
+    }
+    daily();
+    reload();
+    // The reload stops the check between runs; a run under way is written first.
+    std::thread::sleep(Duration::from_secs(2));
+    let steward_side = slo();
+    let (good, all) = (steward_side["good"].as_f64().unwrap(), steward_side["total"].as_f64().unwrap());
+    assert!(all >= 20.0 && all - good >= 5.0, "{steward_side:#}");
+    let budget_left = steward_side["budget_remaining_percent"].as_f64().unwrap() / 100.0;
+    assert!((budget_left - (1.0 - ((all - good) / all) / 0.5)).abs() < 1e-9, "{steward_side:#}");
+    let burn_1h = steward_side["burn"][0]["long_burn"].as_f64().unwrap();
+
+    let label = r#"{sloth_slo="api-availability"}"#;
+    let prometheus_side = wait_for("Prometheus' rules to see the same events", Duration::from_secs(30), || {
+        if counters("steward_slo_events_total") != Some(all) || counters("steward_slo_good_events_total") != Some(good) {
+            return None;
+        }
+        let left = prometheus_query(&prom, &format!("slo:period_error_budget_remaining:ratio{label}")).first()?.1;
+        let burn = prometheus_query(&prom, &format!("slo:sli_error:ratio_rate1h{label}")).first()?.1 / 0.5;
+        ((left - budget_left).abs() < 1e-9 && (burn - burn_1h).abs() < 1e-9).then_some((left, burn))
+    });
+    assert!(prometheus_side.0 > 0.0 && prometheus_side.0 < 1.0, "a budget partly spent: {prometheus_side:?}");
+    assert_eq!(slo()["total"].as_f64(), Some(all), "no run since: the comparison was on the same events");
+
+    // The same alert fires on both sides, and only that one.
+    assert_eq!(steward_side["burn"][0]["firing_condition"], true, "{steward_side:#}");
+    assert_eq!(steward_side["burn"][1]["firing_condition"], false, "{steward_side:#}");
+    let firing = wait_for("Prometheus' alert to fire", Duration::from_secs(30), || {
+        let firing: Vec<String> = prometheus_query(&prom, r#"ALERTS{alertstate="firing"}"#)
+            .into_iter()
+            .filter_map(|(m, _)| m["alertname"].as_str().map(str::to_string))
+            .collect();
+        (!firing.is_empty()).then_some(firing)
+    });
+    assert_eq!(firing, ["api-availability:burn:1h"]);
+    let (_, rules_state) = request("GET", &format!("{prom}/api/v1/rules"), "", None);
+    let groups = rules_state["data"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{rules_state:#}");
+    for r in groups[0]["rules"].as_array().unwrap() {
+        assert_eq!(r["health"], "ok", "{r:#}");
+    }
+}
+
+fn reqwest_text(url: &str) -> String {
+    common::install_crypto();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
+}
+
+/// A real HTTP service answering `/health` with 200, or 503 while `failing`; its URL,
+/// and the runtime serving it (dropped with the test).
+fn health_endpoint(failing: Arc<AtomicBool>) -> (String, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/health", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let down = failing.load(Ordering::SeqCst);
+            async move { if down { axum::http::StatusCode::SERVICE_UNAVAILABLE } else { axum::http::StatusCode::OK } }
+        }),
+    );
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rt)
 }

@@ -44,6 +44,9 @@ use crate::telemetry::StateLabels;
 
 /// How often rules are evaluated when no check changed health in between.
 const EVALUATION_TICK: Duration = Duration::from_secs(1);
+/// How often the SLO gauges (`steward_slo_sli_ratio`, `…_error_budget_remaining_ratio`,
+/// `…_burn_rate`) are recomputed from the buckets: each reads the SLO's whole window.
+const SLO_FIGURES_EVERY: Duration = Duration::from_secs(15);
 /// Resolved alerts are kept this long for the API, then forgotten.
 const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -72,6 +75,7 @@ pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVALUATION_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::Instant::now();
+    let mut slo_figures: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -86,6 +90,12 @@ pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
         for state in [AlertState::Pending, AlertState::Firing, AlertState::Resolved] {
             let n = alerts.iter().filter(|a| a.state == state).count();
             alerting.metrics.alerts.get_or_create(&StateLabels { state: state.as_str().into() }).set(n as i64);
+        }
+        if slo_figures.is_none_or(|t| t.elapsed() >= SLO_FIGURES_EVERY) {
+            slo_figures = Some(tokio::time::Instant::now());
+            let config = alerting.config.get();
+            let statuses = crate::slos::statuses(alerting.results.as_ref(), &config.slos, now).await;
+            crate::slos::publish_metrics(&alerting.metrics, &statuses);
         }
         if housekeeping.elapsed() >= Duration::from_secs(5) {
             housekeeping = tokio::time::Instant::now();

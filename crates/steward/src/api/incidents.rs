@@ -559,6 +559,8 @@ struct PublicServiceUptime<'a> {
     #[serde(flatten)]
     service: PublicService,
     uptime_90d: Option<&'a super::uptime::ServiceUptime>,
+    /// Each SLO: what was promised and what was delivered over its window.
+    slos: &'a [super::uptime::SloFigure],
 }
 
 pub(super) fn public_status_json<'a>(
@@ -570,7 +572,8 @@ pub(super) fn public_status_json<'a>(
         .into_iter()
         .map(|service| {
             let uptime_90d = uptimes.get(&service.name);
-            PublicServiceUptime { service, uptime_90d }
+            let slos = uptime_90d.map_or(&[][..], |u| &u.slos[..]);
+            PublicServiceUptime { service, uptime_90d, slos }
         })
         .collect();
     PublicStatus { updated_at: crate::clock::now(), services, incidents }

@@ -104,6 +104,16 @@ ul.services li:last-child{{border-bottom:0}}
         );
         if let Some(u) = uptimes.get(&s.name) {
             bars(&mut h, &s.name, u);
+            for slo in &u.slos {
+                let delivered = slo.sli_percent.map_or_else(|| "no data yet".to_string(), |p| format!("{} delivered", slo_percent(p)));
+                let _ = write!(
+                    h,
+                    r#"<div class="slo muted" data-slo="{name}">{name}: {delivered} of {objective} promised over {window}</div>"#,
+                    name = esc(&slo.name),
+                    objective = slo_percent(slo.objective_percent),
+                    window = esc(&slo.window),
+                );
+            }
         }
         h.push_str("</li>\n");
     }
@@ -124,6 +134,14 @@ fn bars(h: &mut String, service: &str, u: &ServiceUptime) {
         let _ = write!(h, r#"<i class="{}" title="{date}: {said}"></i>"#, day.class());
     }
     let _ = write!(h, r#"</div><div class="span muted"><span>{DAYS} days ago</span><span>{overall}</span><span>today</span></div>"#);
+}
+
+/// An SLO figure to three decimals, trailing zeros dropped, never rounded up to a
+/// promise it missed: 99.8996 reads 99.899 %, not 99.9 %.
+fn slo_percent(p: f64) -> String {
+    // The epsilon keeps a figure stored as 99.89999999999999 at 99.9.
+    let text = format!("{:.3}", (p * 1000.0 + 1e-6).floor() / 1000.0);
+    format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
 fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
@@ -158,6 +176,14 @@ pub(super) fn esc(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn slo_figures_never_round_up_to_the_promise() {
+        assert_eq!(super::slo_percent(99.8996), "99.899%");
+        assert_eq!(super::slo_percent(99.9), "99.9%");
+        assert_eq!(super::slo_percent(100.0), "100%");
+        assert_eq!(super::slo_percent(95.0), "95%");
+    }
+
     #[test]
     fn escapes_markup() {
         assert_eq!(super::esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");

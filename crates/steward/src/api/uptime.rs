@@ -72,11 +72,26 @@ pub fn percent_text(hundredths: u64) -> String {
     format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
-/// A service's last [`DAYS`] days, oldest first, the last one today (UTC).
+/// A service's last [`DAYS`] days, oldest first, the last one today (UTC), and its SLOs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceUptime {
     pub first_day: NaiveDate,
     pub days: Vec<Day>,
+    pub slos: Vec<SloFigure>,
+}
+
+/// One SLO of the service over its window, as read with the uptime history.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SloFigure {
+    pub name: String,
+    pub objective_percent: f64,
+    pub window: String,
+    /// `None` without events: no data, not 100 %.
+    pub sli_percent: Option<f64>,
+    /// Shown in the console only: the public page and `/status.json` say what was
+    /// promised and what was delivered, not how much slack is left.
+    #[serde(skip)]
+    pub budget_remaining_percent: Option<f64>,
 }
 
 impl ServiceUptime {
@@ -121,12 +136,27 @@ fn first_day(now: DateTime<Utc>) -> NaiveDate {
     now.date_naive() - TimeDelta::days(DAYS as i64 - 1)
 }
 
-/// Every configured service's last [`DAYS`] days, read from the store in one query.
+/// Every configured service's last [`DAYS`] days, read from the store in one query,
+/// and its SLOs' figures (each SLO's buckets over its window).
 pub async fn read(config: &Config, store: &dyn CheckStore, now: DateTime<Utc>) -> Result<HashMap<String, ServiceUptime>, StoreError> {
     let first = first_day(now);
     let since = first.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-    let mut out: HashMap<String, ServiceUptime> =
-        config.services.iter().map(|s| (s.name.clone(), ServiceUptime { first_day: first, days: vec![Day::default(); DAYS] })).collect();
+    let mut out: HashMap<String, ServiceUptime> = config
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), ServiceUptime { first_day: first, days: vec![Day::default(); DAYS], slos: vec![] }))
+        .collect();
+    for st in crate::slos::statuses(store, &config.slos, now).await {
+        if let Some(service) = out.get_mut(&st.service) {
+            service.slos.push(SloFigure {
+                name: st.name,
+                objective_percent: st.objective_percent,
+                window: st.window,
+                sli_percent: st.sli_percent,
+                budget_remaining_percent: st.budget_remaining_percent,
+            });
+        }
+    }
     let members: HashMap<String, String> = config
         .checks
         .iter()
@@ -263,7 +293,7 @@ mod tests {
         let mut days = vec![Day::default(); DAYS];
         days[0] = Day { runs: 100, failures: 0 };
         days[89] = Day { runs: 300, failures: 100 };
-        let u = ServiceUptime { first_day: first, days };
+        let u = ServiceUptime { first_day: first, days, slos: vec![] };
         assert_eq!(u.total().percent(), Some(75.0));
         assert_eq!(u.dated().last().unwrap().0, NaiveDate::from_ymd_opt(2026, 12, 5).unwrap());
         let json = serde_json::to_value(&u).unwrap();
@@ -272,7 +302,7 @@ mod tests {
         assert_eq!(json["days"][0], serde_json::json!({"date": "2026-09-07", "percent": 100.0}));
         assert_eq!(json["days"][1]["percent"], serde_json::Value::Null);
         assert_eq!(json["days"][89]["percent"], 66.66, "rounded down, as on the page");
-        let none = ServiceUptime { first_day: first, days: vec![Day::default(); DAYS] };
+        let none = ServiceUptime { first_day: first, days: vec![Day::default(); DAYS], slos: vec![] };
         assert_eq!(none.total().percent(), None);
         assert_eq!(first_day(DateTime::parse_from_rfc3339("2026-12-05T23:59:59Z").unwrap().to_utc()), first);
     }

@@ -95,6 +95,7 @@ impl Checks {
     pub async fn schedule(self: &Arc<Self>) {
         let config = self.config.get();
         self.metrics.checks_configured.set(config.checks.len() as i64);
+        crate::slos::declare_metrics(&self.metrics, &config.slos);
         self.scheduler.lock().await.apply(self, &config.checks);
     }
 
@@ -118,6 +119,7 @@ impl Checks {
             tracing::warn!(error = %e, "could not forget the state of removed checks");
         }
         self.metrics.checks_configured.set(new.checks.len() as i64);
+        crate::slos::declare_metrics(&self.metrics, &new.slos);
         ReloadedChecks { started, stopped }
     }
 

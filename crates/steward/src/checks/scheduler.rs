@@ -85,6 +85,12 @@ fn phase(name: &str, interval: Duration) -> Duration {
     Duration::from_millis(h.finish() % ms)
 }
 
+/// How long from `now_ms` (wall clock, ms since the epoch) until check `name` with
+/// `interval` next runs: its first run after a start or a reload that changed it.
+pub fn next_run_in(name: &str, interval: Duration, now_ms: i64) -> Duration {
+    until_next_slot(now_ms, interval, phase(name, interval))
+}
+
 /// How long from `now_ms` (wall clock, ms since the epoch) until the check's next slot.
 fn until_next_slot(now_ms: i64, interval: Duration, phase: Duration) -> Duration {
     let period = interval.as_millis().clamp(1, i64::MAX as u128) as i64;
@@ -203,7 +209,10 @@ async fn count_slo_events(checks: &Checks, batch: &[RecordedRun]) {
     }
     for attempt in 0..3 {
         match checks.store().add_slo_events(&events).await {
-            Ok(()) => return,
+            Ok(()) => {
+                crate::slos::count_metrics(checks.metrics(), &events);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "counting SLO events failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;

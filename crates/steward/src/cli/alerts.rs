@@ -314,7 +314,33 @@ fn burn_text(v: &Value) -> String {
     v.as_f64().map_or("-".into(), |b| format!("{b:.2}×"))
 }
 
-/// `steward slo [NAME]`: every SLO (objective, SLI, budget left, the fastest burn, time
+/// `steward slo export --prometheus-rules`: the configuration's SLOs as a rule file on
+/// standard output.
+pub fn export_slos(path: &std::path::Path) -> u8 {
+    let config = match crate::config::load_deferring_secrets(path) {
+        Ok((c, _)) => c,
+        Err(d) => {
+            super::print_diagnostics(&d);
+            return exit::BAD_CONFIG;
+        }
+    };
+    if config.slos.is_empty() {
+        eprintln!("error: {} configures no SLOs (slos:)", path.display());
+        return exit::BAD_CONFIG;
+    }
+    match crate::slos::export::prometheus_rules(&config.slos) {
+        Ok(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::BAD_CONFIG
+        }
+    }
+}
+
+/// `steward slo list` and `steward slo show NAME`: every SLO (objective, SLI, budget left, the fastest burn, time
 /// to exhaustion), or one with its burn per alert window.
 pub async fn slos(remote: &Remote, name: Option<&str>, output: Output) -> u8 {
     let path = name.map_or("/slos".to_string(), |n| format!("/slos/{n}"));

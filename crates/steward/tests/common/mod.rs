@@ -125,11 +125,23 @@ pub(crate) struct PrivatePrometheus {
 
 impl PrivatePrometheus {
     pub(crate) fn start(targets: &[String]) -> PrivatePrometheus {
+        PrivatePrometheus::start_with_rules(targets, None)
+    }
+
+    /// [`PrivatePrometheus::start`], evaluating `rules` (a rule file's text) every second.
+    pub(crate) fn start_with_rules(targets: &[String], rules: Option<&str>) -> PrivatePrometheus {
         let dir = tempfile::tempdir().unwrap();
         let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let rule_files = match rules {
+            Some(text) => {
+                std::fs::write(dir.path().join("rules.yml"), text).unwrap();
+                "rule_files: [rules.yml]\n"
+            }
+            None => "",
+        };
         std::fs::write(
             dir.path().join("prometheus.yml"),
-            format!("global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: [{list}]}}]\n"),
+            format!("global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n{rule_files}scrape_configs:\n  - job_name: app\n    static_configs: [{{targets: [{list}]}}]\n"),
         )
         .unwrap();
         let mut p = PrivatePrometheus { port: free_port(), dir, child: None };

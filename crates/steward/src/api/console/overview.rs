@@ -59,6 +59,8 @@ pub(super) async fn show(State(s): State<Arc<AppState>>, Extension(who): Extensi
     let firing = alerts.iter().filter(|a| a.state == AlertState::Firing).count();
     let waiting = s.engine.store.runs(&RunQuery { status: Some(RunStatus::Waiting), limit: 20, ..Default::default() }).await?;
     let count = |h: Health| services.iter().filter(|v| v.health == h).count();
+    // SLOs come with the uptime history: one cached reading shared with the status page.
+    let uptimes = s.uptime.get(&config, &s.engine.store).await;
     // Each service with its failing checks only (at most a few named): the overview
     // stays one small page however many checks there are.
     let summaries: Vec<Value> = services
@@ -75,6 +77,7 @@ pub(super) async fn show(State(s): State<Arc<AppState>>, Extension(who): Extensi
                 checks => healths,
                 failing => shown,
                 more_failing => failing.len().saturating_sub(FAILING_SHOWN),
+                slos => uptimes.get(&sv.name).map(|u| u.slos.iter().map(slo_view).collect::<Vec<_>>()).unwrap_or_default(),
             }
         })
         .collect();
@@ -89,6 +92,29 @@ pub(super) async fn show(State(s): State<Arc<AppState>>, Extension(who): Extensi
         waiting => Value::from_serialize(&waiting),
     };
     page(&who, "overview", "overview.html", ctx)
+}
+
+/// An SLO line: figures rounded down to what was delivered, and the budget's state
+/// (`good` while at least a quarter is left, `warn` above none, `bad` when spent).
+fn slo_view(f: &crate::api::uptime::SloFigure) -> Value {
+    let state = match f.budget_remaining_percent {
+        None => "unknown",
+        Some(b) if b >= 25.0 => "good",
+        Some(b) if b > 0.0 => "warn",
+        Some(_) => "bad",
+    };
+    context! {
+        name => f.name,
+        objective => format!("{}%", f.objective_percent),
+        window => f.window,
+        sli => f.sli_percent.map(|p| format!("{:.3}%", (p * 1000.0 + 1e-6).floor() / 1000.0)),
+        budget => match f.budget_remaining_percent {
+            None => "no budget figure yet".to_string(),
+            Some(b) if b > 0.0 => format!("{b:.1}% of the error budget left"),
+            Some(_) => "error budget spent".to_string(),
+        },
+        state,
+    }
 }
 
 /// One sentence per failing service that is not failing because of another: "auth is

@@ -3,6 +3,8 @@
 //! exhaustion) read back from them. The arithmetic is `steward_model::slo`'s; this
 //! module only feeds it from the store.
 
+pub mod export;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -12,6 +14,8 @@ use steward_model::config::duration::format_duration;
 use steward_model::config::slos::Slo;
 use steward_model::slo::{self, Bucket, BurnReading};
 use steward_store::{CheckStore, RecordedRun, SloEvents, StoreError};
+
+use crate::telemetry::{Metrics, SloLabels, SloWindowLabels};
 
 /// One event per run of a check an SLO counts, summed per SLO and minute: one pass over
 /// the batch, whatever the number of SLOs.
@@ -32,6 +36,82 @@ pub fn events(slos: &[Slo], runs: &[RecordedRun]) -> Vec<SloEvents> {
             });
             out[i].good += good;
             out[i].total += 1;
+        }
+    }
+    out
+}
+
+/// Declares every configured SLO's series (at start and after each reload): the event
+/// counters at 0 before the first event, so a rate over them starts from a known zero
+/// (pyrra#1259: a counter that never moved gives no data), and the objective. Gauges
+/// of SLOs no longer configured go; counters stay, as counters do.
+pub fn declare_metrics(metrics: &Metrics, slos: &[Slo]) {
+    metrics.slo_objective.clear();
+    metrics.slo_sli.clear();
+    metrics.slo_budget_remaining.clear();
+    metrics.slo_burn_rate.clear();
+    for s in slos {
+        let l = SloLabels { slo: s.name.clone() };
+        let _ = metrics.slo_events.get_or_create(&l);
+        let _ = metrics.slo_good_events.get_or_create(&l);
+        metrics.slo_objective.get_or_create(&l).set(s.objective.fraction());
+    }
+}
+
+/// Counts stored events into the per-process counters.
+pub fn count_metrics(metrics: &Metrics, events: &[SloEvents]) {
+    for e in events {
+        let l = SloLabels { slo: e.slo.clone() };
+        metrics.slo_events.get_or_create(&l).inc_by(e.total);
+        metrics.slo_good_events.get_or_create(&l).inc_by(e.good);
+    }
+}
+
+/// Sets the SLO gauges from fresh figures. A figure without data leaves its gauge
+/// absent rather than at a made-up value.
+pub fn publish_metrics(metrics: &Metrics, statuses: &[SloStatus]) {
+    for st in statuses {
+        let l = SloLabels { slo: st.name.clone() };
+        match st.sli_percent {
+            Some(p) => {
+                metrics.slo_sli.get_or_create(&l).set(p / 100.0);
+            }
+            None => {
+                metrics.slo_sli.remove(&l);
+            }
+        }
+        match st.budget_remaining_percent {
+            Some(p) => {
+                metrics.slo_budget_remaining.get_or_create(&l).set(p / 100.0);
+            }
+            None => {
+                metrics.slo_budget_remaining.remove(&l);
+            }
+        }
+        for b in &st.burn {
+            for (window, burn) in [(&b.long_window, b.long_burn), (&b.short_window, b.short_burn)] {
+                let l = SloWindowLabels { slo: st.name.clone(), window: window.clone() };
+                match burn {
+                    Some(v) => {
+                        metrics.slo_burn_rate.get_or_create(&l).set(v);
+                    }
+                    None => {
+                        metrics.slo_burn_rate.remove(&l);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every configured SLO's figures at `now`; an SLO whose buckets cannot be read is left
+/// out (and logged), the others are still given.
+pub async fn statuses(store: &dyn CheckStore, slos: &[Slo], now: DateTime<Utc>) -> Vec<SloStatus> {
+    let mut out = Vec::with_capacity(slos.len());
+    for s in slos {
+        match status(store, s, now).await {
+            Ok(st) => out.push(st),
+            Err(e) => tracing::warn!(slo = %s.name, error = %e, "cannot read the SLO's buckets"),
         }
     }
     out
