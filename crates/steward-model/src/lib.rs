@@ -15,6 +15,7 @@ pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod cron;
+pub mod forecast;
 pub mod incidents;
 pub mod runbooks;
 pub mod slo;

@@ -128,3 +128,93 @@ fn reqwest_text(url: &str) -> String {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
 }
+
+/// A `forecast` rule over a real Prometheus range query: a disk filling at 1 % a second
+/// is paged while it is still far from full (the line reaches 90 % within the minute),
+/// the fit is in the annotation, a flat disk never alerts, and the alert resolves once
+/// the growth stops.
+#[test]
+fn a_forecast_pages_before_the_limit_is_reached_and_resolves_when_growth_stops() {
+    let used =
+        |a: f64| format!("# TYPE disk_used_percent gauge\ndisk_used_percent{{disk=\"a\"}} {a}\ndisk_used_percent{{disk=\"b\"}} 50\n");
+    let target = std::sync::Arc::new(MetricsTarget::start(&used(20.0)));
+    let growing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let level = std::sync::Arc::new(std::sync::Mutex::new(20.0_f64));
+    let feeder = {
+        let (target, growing, level) = (target.clone(), growing.clone(), level.clone());
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut last = 20.0;
+            while std::sync::Arc::strong_count(&target) > 1 {
+                if growing.load(std::sync::atomic::Ordering::SeqCst) {
+                    last = 20.0 + started.elapsed().as_secs_f64();
+                }
+                *level.lock().unwrap() = last;
+                target.set(&used(last));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let prometheus = PrivatePrometheus::start(std::slice::from_ref(&target.address));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"prometheus:
+  url: {}
+  evaluation_interval: 1s
+alerts:
+  - name: DiskFullSoon
+    forecast:
+      expr: disk_used_percent
+      over: 1m
+      step: 1s
+      above: 90
+      within: 1m
+    severity: warning
+    annotations:
+      summary: "Disk {{{{ $labels.disk }}}} reaches 90% in {{{{ $value }}}}s"
+"#,
+            prometheus.url()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "v", "viewer");
+    let server = Server::start(&config, &data);
+    let base = &server.base;
+
+    // Evaluated while the line is more than a minute from 90 %: no alert.
+    let early = wait_for("an evaluation that found no crossing", Duration::from_secs(30), || {
+        let (_, r) = request("GET", &format!("{base}/api/v1/rules"), &token, None);
+        let rule = r["rules"].as_array()?.iter().find(|r| r["name"] == "DiskFullSoon")?.clone();
+        (rule["health"]["error"].is_null() && rule["health"]["last_evaluation"].is_string()).then_some(rule)
+    });
+    assert_eq!(early["kind"], "forecast", "{early}");
+    if *level.lock().unwrap() < 28.0 {
+        assert!(alert_named(&alerts(base, &token), "DiskFullSoon").is_none(), "paged at a level that is 62 s from the limit");
+    }
+
+    let fired = wait_for("the forecast to fire", Duration::from_secs(60), || {
+        alert_named(&alerts(base, &token), "DiskFullSoon").filter(|a| a["state"] == "firing").cloned()
+    });
+    let at = *level.lock().unwrap();
+    assert!(at < 50.0, "paged at {at} %, well before 90 %");
+    assert_eq!(fired["labels"]["disk"], "a", "{fired:#}");
+    let eta = fired["value"].as_f64().unwrap();
+    assert!(eta > 0.0 && eta <= 60.0, "{fired:#}");
+    let fit = fired["annotations"]["forecast"].as_str().unwrap();
+    assert!(fit.contains("linear fit over 1m") && fit.contains("predicted to rise to 90"), "{fit}");
+    assert!(fired["annotations"]["summary"].as_str().unwrap().starts_with("Disk a reaches 90% in "), "{fired:#}");
+    let all = alerts(base, &token);
+    assert_eq!(all.iter().filter(|a| a["rule"] == "DiskFullSoon").count(), 1, "disk b is flat: {all:#?}");
+
+    // Growth stops: the fitted slope falls and the crossing moves past the horizon.
+    growing.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the forecast to resolve", Duration::from_secs(90), || {
+        alert_named(&alerts(base, &token), "DiskFullSoon").filter(|a| a["state"] == "resolved").map(|_| ())
+    });
+    drop(target);
+    feeder.join().unwrap();
+}

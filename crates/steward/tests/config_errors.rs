@@ -741,3 +741,45 @@ runbooks:
     assert_error_at(&errs, 31, 49, "min_budget_remaining 150 is not between 0 and 100");
     assert_eq!(errs.len(), 9, "{errs:#?}");
 }
+
+#[test]
+fn forecast_mistakes_are_found_at_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("forecast.yaml");
+    std::fs::write(
+        &f,
+        "prometheus: {url: 'http://127.0.0.1:9090'}
+alerts:
+  - name: both-sides
+    forecast: {expr: disk_used, above: 90, below: 10, within: 4h}
+  - name: bad-promql
+    forecast: {expr: 'rate(x[5m]', above: 90, within: 4h}
+  - name: short-history
+    forecast: {expr: mem, above: 90, within: 4h, over: 1d, model: {holt_winters: {season: 1d}}}
+  - name: too-many-points
+    forecast: {expr: mem, above: 90, within: 4h, over: 30d, step: 10s}
+  - name: odd-step
+    forecast: {expr: mem, above: 90, within: 4h, over: 3d, step: 7m, model: {holt_winters: {season: 1d}}}
+  - name: two-conditions
+    expr: up == 0
+    forecast: {expr: mem, above: 90, within: 4h}
+  - name: no-limit-number
+    forecast: {expr: mem, above: lots, within: 10y}
+  - name: fine
+    forecast: {expr: 'node_filesystem_avail_bytes', below: 5e9, within: 4h, model: {holt_winters: {season: 1d}}, over: 3d}
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 2, "{v}");
+    let errs = errors(&v);
+    assert_error_at(&errs, 4, 15, "needs exactly one of `above` and `below`");
+    assert_error_at(&errs, 6, 22, "forecast expr is not valid PromQL");
+    assert_error_at(&errs, 8, 15, "over 1d is shorter than two seasons (2d)");
+    assert_error_at(&errs, 10, 67, "samples 259200 points of history, more than Prometheus answers (11000)");
+    assert_error_at(&errs, 12, 66, "step 7m does not divide the season 1d");
+    assert_error_at(&errs, 15, 15, "has more than one of `when`, `expr` and `forecast`");
+    assert_error_at(&errs, 17, 34, "forecast above must be a number");
+    assert_error_at(&errs, 17, 48, "forecast within: unknown unit `y`");
+    assert_eq!(errs.len(), 8, "the last rule is fine: {errs:#?}");
+}

@@ -58,6 +58,9 @@ pub enum AlertCondition {
     /// Generated from an SLO (`slos:`): its burn-rate alert number `window`, firing when
     /// both the long and the short window burn the budget at least that alert's factor.
     SloBurn { slo: String, window: usize },
+    /// `forecast:`: a PromQL series predicted to cross a limit within a horizon; one
+    /// alert per series, like `expr`, evaluated by the configured Prometheus' range query.
+    Forecast(Box<super::forecast::Forecast>),
 }
 
 impl AlertCondition {
@@ -67,7 +70,7 @@ impl AlertCondition {
             AlertCondition::CheckUnhealthy { check }
             | AlertCondition::FailureRatio { check, .. }
             | AlertCondition::Latency { check, .. } => Some(check),
-            AlertCondition::Query { .. } | AlertCondition::SloBurn { .. } => None,
+            AlertCondition::Query { .. } | AlertCondition::SloBurn { .. } | AlertCondition::Forecast(_) => None,
         }
     }
 }
@@ -146,7 +149,7 @@ pub(super) fn severity(n: &Node, what: &str, d: &mut Diagnostics) -> Option<Stri
         }
     }
 }
-const RULE_KEYS: &[&str] = &["name", "when", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "runbook"];
+const RULE_KEYS: &[&str] = &["name", "when", "expr", "forecast", "for", "keep_firing_for", "severity", "labels", "annotations", "runbook"];
 const ROUTE_KEYS: &[&str] = &[
     "receiver",
     "matchers",
@@ -192,17 +195,18 @@ pub fn rule(node: &Node, d: &mut Diagnostics, refs: &mut AlertingRefs) -> Option
         Some(s)
     });
     let what = name.as_ref().map_or("the alert".to_string(), |n| format!("alert `{n}`"));
-    let when = match (f.take("when"), f.take("expr")) {
-        (Some(n), None) => when_condition(n, &what, d, refs),
-        (None, Some(n)) => promql(n, &what, d, refs),
-        (Some(_), Some(n)) => {
+    let when = match (f.take("when"), f.take("expr"), f.take("forecast")) {
+        (Some(n), None, None) => when_condition(n, &what, d, refs),
+        (None, Some(n), None) => promql(n, &what, d, refs),
+        (None, None, Some(n)) => super::forecast::forecast(n, &what, d, refs),
+        (Some(_), Some(n), _) | (_, Some(_), Some(n)) | (Some(_), _, Some(n)) => {
             d.push(
-                Diagnostic::error(n.pos.clone(), format!("{what} has both `when` and `expr`"))
-                    .with_hint("`when` tests a check; `expr` is a PromQL query; a rule has one"),
+                Diagnostic::error(n.pos.clone(), format!("{what} has more than one of `when`, `expr` and `forecast`"))
+                    .with_hint("`when` tests a check; `expr` is a PromQL query; `forecast` predicts a series; a rule has one"),
             );
             None
         }
-        (None, None) => {
+        (None, None, None) => {
             d.push(Diagnostic::error(node.pos.clone(), format!("{what} has no condition")).with_hint(
                 "add `when: check NAME unhealthy` (or failure_ratio / latency), or `expr: PROMQL` with a `prometheus:` section",
             ));

@@ -20,6 +20,7 @@ pub mod backups;
 pub mod decode;
 pub mod diagnostics;
 pub mod duration;
+pub mod forecast;
 mod incidents;
 pub mod model;
 mod prometheus;

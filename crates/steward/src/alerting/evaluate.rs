@@ -53,7 +53,7 @@ async fn condition(alerting: &Alerting, rule: &AlertRule, now: DateTime<Utc>) ->
             Ok(op.holds(ratio, *threshold).then_some(ratio))
         }
         // Evaluated against Prometheus by `promql`, never here.
-        AlertCondition::Query { .. } => Ok(None),
+        AlertCondition::Query { .. } | AlertCondition::Forecast(_) => Ok(None),
         AlertCondition::SloBurn { slo, window } => {
             let config = alerting.config.get();
             let Some(s) = config.slos.iter().find(|s| &s.name == slo) else { return Ok(None) };
@@ -152,7 +152,7 @@ impl Evaluator {
         let now = crate::clock::truncate(now);
         let config = alerting.config.get();
         let mut changes = Vec::new();
-        for rule in config.alerts.iter().filter(|r| !matches!(r.when, AlertCondition::Query { .. })) {
+        for rule in config.alerts.iter().filter(|r| !matches!(r.when, AlertCondition::Query { .. } | AlertCondition::Forecast(_))) {
             let windowed = !matches!(rule.when, AlertCondition::CheckUnhealthy { .. });
             if windowed {
                 let due = self.last_window_eval.get(&rule.name).is_none_or(|t| (now - *t).to_std().unwrap_or_default() >= WINDOW_EVERY);

@@ -24,6 +24,9 @@ use super::evaluate::advance;
 use super::{Alert, AlertSource, AlertState, Labels, fingerprint};
 use crate::config::{AlertCondition, AlertRule, PrometheusSource};
 use crate::telemetry::RuleLabels;
+use steward_model::config::duration::format_duration;
+use steward_model::config::forecast::{Forecast, ForecastModel};
+use steward_model::forecast::{self, Crossing, Point};
 
 /// How a rule's last evaluation went, for the API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -51,7 +54,7 @@ pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
         let due: Vec<&AlertRule> = config
             .alerts
             .iter()
-            .filter(|r| matches!(r.when, AlertCondition::Query { .. }))
+            .filter(|r| matches!(r.when, AlertCondition::Query { .. } | AlertCondition::Forecast(_)))
             .filter(|r| last.get(&r.name).is_none_or(|t| now.duration_since(*t) >= r.every))
             .collect();
         if let Some(source) = &config.prometheus {
@@ -72,11 +75,20 @@ pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
     }
 }
 
+/// The series whose condition holds: labels, value, and for a forecast what the fit
+/// says (an annotation).
+type Holding = Vec<(Labels, f64, Option<String>)>;
+
 async fn evaluate(alerting: &Alerting, client: &reqwest::Client, source: &PrometheusSource, rule: &AlertRule) {
-    let AlertCondition::Query { expr } = &rule.when else { return };
     let started = Instant::now();
     let now = crate::clock::now();
-    let result = query(client, source, expr, now).await;
+    let result: Result<Holding, String> = match &rule.when {
+        AlertCondition::Query { expr } => {
+            query(client, source, expr, now).await.map(|s| s.into_iter().map(|(l, v)| (l, v, None)).collect())
+        }
+        AlertCondition::Forecast(f) => forecast(client, source, f, now).await,
+        _ => return,
+    };
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let previous_error = alerting.rule_health(&rule.name).and_then(|h| h.error);
     let samples = match result {
@@ -97,12 +109,17 @@ async fn evaluate(alerting: &Alerting, client: &reqwest::Client, source: &Promet
     alerting.live.set_rule_health(&rule.name, RuleHealth { last_evaluation: now, duration_ms, series: samples.len(), error: None });
     let mut seen = HashSet::new();
     let mut changes = Vec::new();
-    for (series, value) in samples {
+    for (series, value, fit) in samples {
         let labels = alert_labels(rule, series);
         let fp = fingerprint(&labels);
         let current = alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
         seen.insert(fp);
-        changes.extend(advance(rule, &current, Some(value), now));
+        changes.extend(advance(rule, &current, Some(value), now).map(|(mut next, event)| {
+            if let Some(fit) = fit {
+                next.annotations.entry("forecast".into()).or_insert(fit);
+            }
+            (next, event)
+        }));
     }
     let gone: Vec<Alert> = alerting
         .alerts()
@@ -129,10 +146,75 @@ fn alert_labels(rule: &AlertRule, mut series: Labels) -> Labels {
 
 /// One instant query; the samples of a vector result (a scalar is one unlabelled sample).
 async fn query(client: &reqwest::Client, source: &PrometheusSource, expr: &str, at: DateTime<Utc>) -> Result<Vec<(Labels, f64)>, String> {
-    let url = format!("{}/api/v1/query", source.url.expose().trim_end_matches('/'));
-    let time = format!("{:.3}", at.timestamp_millis() as f64 / 1000.0);
-    let url =
-        url::Url::parse_with_params(&url, [("query", expr), ("time", time.as_str())]).map_err(|e| format!("bad Prometheus URL: {e}"))?;
+    let time = seconds(at);
+    parse_response(&get(client, source, "query", &[("query", expr), ("time", time.as_str())]).await?)
+}
+
+fn seconds(at: DateTime<Utc>) -> String {
+    format!("{:.3}", at.timestamp_millis() as f64 / 1000.0)
+}
+
+/// The series of a forecast rule predicted to cross the limit within its horizon: the
+/// value is the seconds until then; the annotation says what the fit saw.
+async fn forecast(client: &reqwest::Client, source: &PrometheusSource, f: &Forecast, now: DateTime<Utc>) -> Result<Holding, String> {
+    let start = now - chrono::Duration::from_std(f.over).unwrap_or_default();
+    let (start, end, step) = (seconds(start), seconds(now), format!("{}", f.step.as_secs_f64()));
+    let body = get(client, source, "query_range", &[("query", &f.expr), ("start", &start), ("end", &end), ("step", &step)]).await?;
+    let now = now.timestamp_millis() as f64 / 1000.0;
+    Ok(parse_matrix(&body)?
+        .into_iter()
+        .filter_map(|(labels, points)| {
+            let (eta, fit) = predict(f, &points, now)?;
+            (eta <= f.within).then_some((labels, eta.as_secs_f64(), Some(fit)))
+        })
+        .collect())
+}
+
+/// When `f`'s model, fitted to `points`, reaches the limit (within the horizon, for
+/// Holt-Winters), and a sentence saying so; `None` when it does not or too little is known.
+pub fn predict(f: &Forecast, points: &[Point], now: f64) -> Option<(Duration, String)> {
+    let side = match f.crossing {
+        Crossing::Above => "rise to",
+        Crossing::Below => "fall to",
+    };
+    let over = format_duration(f.over);
+    match &f.model {
+        ForecastModel::Linear => {
+            let fit = forecast::linear(points)?;
+            let eta = forecast::linear_crossing(&fit, now, f.limit, f.crossing)?;
+            let text = format!(
+                "linear fit over {over} ({} points): {:+.4e} per hour, {:.4e} now; predicted to {side} {} in {}",
+                fit.points,
+                fit.slope * 3600.0,
+                fit.at(now),
+                f.limit,
+                format_duration(Duration::from_secs(eta.as_secs()))
+            );
+            Some((eta, text))
+        }
+        ForecastModel::HoltWinters { season } => {
+            let step = f.step.as_secs_f64();
+            let (values, last) = forecast::resample(points, step)?;
+            let period = (season.as_secs_f64() / step).round() as usize;
+            let model = forecast::holt_winters(&values, step, last, period)?;
+            let eta = model.crossing(now, f.limit, f.crossing, f.within)?;
+            let text = format!(
+                "Holt-Winters over {over} (season {}): level {:.4e}, trend {:+.4e} per hour; predicted to {side} {} in {}",
+                format_duration(*season),
+                model.level,
+                model.trend / step * 3600.0,
+                f.limit,
+                format_duration(Duration::from_secs(eta.as_secs()))
+            );
+            Some((eta, text))
+        }
+    }
+}
+
+/// A GET on the query API (`query`, `query_range`), its JSON body.
+async fn get(client: &reqwest::Client, source: &PrometheusSource, endpoint: &str, params: &[(&str, &str)]) -> Result<Json, String> {
+    let url = format!("{}/api/v1/{endpoint}", source.url.expose().trim_end_matches('/'));
+    let url = url::Url::parse_with_params(&url, params).map_err(|e| format!("bad Prometheus URL: {e}"))?;
     let mut req = client.get(url).timeout(source.timeout);
     for (k, v) in &source.headers {
         req = req.header(k, v.expose());
@@ -146,7 +228,40 @@ async fn query(client: &reqwest::Client, source: &PrometheusSource, expr: &str, 
     })?;
     let status = resp.status();
     let body: Json = resp.json().await.map_err(|e| format!("Prometheus answered {status} with a body that is not JSON: {e}"))?;
-    parse_response(&body).map_err(|e| format!("Prometheus answered {status}: {e}"))
+    if body["status"] != "success" {
+        let kind = body["errorType"].as_str().unwrap_or("error");
+        return Err(format!("Prometheus answered {status}: {kind}: {}", body["error"].as_str().unwrap_or("no error message")));
+    }
+    Ok(body)
+}
+
+/// Reads a range query's matrix: each series' labels and its points, oldest first
+/// (non-numeric values are left out).
+pub fn parse_matrix(body: &Json) -> Result<Vec<(Labels, Vec<Point>)>, String> {
+    let data = &body["data"];
+    if data["resultType"] != "matrix" {
+        return Err(format!("a range query answered {:?}, not a matrix", data["resultType"].as_str()));
+    }
+    Ok(data["result"]
+        .as_array()
+        .ok_or("a matrix without series")?
+        .iter()
+        .map(|s| {
+            let labels: Labels = s["metric"]
+                .as_object()
+                .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+                .unwrap_or_default();
+            let points = s["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(Point { t: p.get(0)?.as_f64()?, v: p.get(1)?.as_str()?.parse::<f64>().ok().filter(|v| v.is_finite())? })
+                })
+                .collect();
+            (labels, points)
+        })
+        .collect())
 }
 
 /// Reads the query API's JSON: `{"status":"success","data":{"resultType":…,"result":…}}`.

@@ -115,6 +115,13 @@ pub(super) async fn list_rules(caller: Caller, State(s): State<Arc<AppState>>) -
             let (kind, condition) = match &r.when {
                 crate::config::AlertCondition::Query { expr } => ("promql", expr.clone()),
                 crate::config::AlertCondition::SloBurn { slo, .. } => ("slo", format!("slo {slo} burn rate")),
+                crate::config::AlertCondition::Forecast(f) => {
+                    let side = match f.crossing {
+                        steward_model::forecast::Crossing::Above => "above",
+                        steward_model::forecast::Crossing::Below => "below",
+                    };
+                    ("forecast", format!("{} {side} {} within {}", f.expr, f.limit, crate::config::duration::format_duration(f.within)))
+                }
                 other => ("check", format!("check {}", other.check().unwrap_or_default())),
             };
             json!({
