@@ -6,7 +6,7 @@
 //!   - name: api-availability
 //!     service: api
 //!     objective: 99.9              # percent, strictly between 0 and 100
-//!     window: 30d                  # rolling; at least as long as the longest alert window
+//!     window: 30d                  # rolling, at least the longest alert window; or `month` (UTC)
 //!     sli: { check: api-health }   # healthy runs ÷ runs
 //!     # sli: { latency: { check: api-health, threshold: 300ms } }   # healthy and faster
 //!     budgeting: occurrences       # or { timeslices: 99 } — a minute is good at ≥ 99 %
@@ -15,6 +15,8 @@
 //! ```
 
 use std::collections::BTreeMap;
+
+use chrono::Datelike;
 use std::time::Duration;
 
 use super::alerting::{AlertCondition, AlertRule};
@@ -35,7 +37,11 @@ pub struct Slo {
     pub name: String,
     pub service: String,
     pub objective: Objective,
+    /// The window's length: a rolling window's own, 30 days for a calendar month (the
+    /// length the alerts' burn factors are scaled to).
     pub window: Duration,
+    /// The window is the calendar month so far (UTC), not the last `window`.
+    pub calendar_month: bool,
     pub sli: Sli,
     pub budgeting: Budgeting,
     pub min_events: u64,
@@ -74,12 +80,15 @@ pub(super) fn slo(node: &Node, d: &mut Diagnostics) -> Option<Slo> {
     let what = name.as_ref().map_or("the SLO".to_string(), |n| format!("SLO `{n}`"));
     let service = f.require("service", d).and_then(|n| de::string(n, &format!("{what} service"), d));
     let objective = f.require("objective", d).and_then(|n| objective(n, &what, d));
-    let window = match f.take("window") {
+    let window_node = f.take("window");
+    let calendar_month = matches!(window_node.map(|n| &n.value), Some(Value::Str { text, .. }) if text == "month");
+    let window = match window_node {
+        Some(n) if calendar_month => Some((Duration::from_secs(30 * 86_400), n.pos.clone())),
         Some(n) => de::duration(n, &format!("{what} window"), d).and_then(|w| {
             if w < Duration::from_secs(3600) || w > MAX_WINDOW {
                 d.push(
                     Diagnostic::error(n.pos.clone(), format!("{what} window {} is out of range", format_duration(w)))
-                        .with_hint("a rolling window from 1h to 90d, e.g. `30d` or `28d`"),
+                        .with_hint("a rolling window from 1h to 90d, e.g. `30d` or `28d`, or `month`: the calendar month, UTC"),
                 );
                 return None;
             }
@@ -107,12 +116,37 @@ pub(super) fn slo(node: &Node, d: &mut Diagnostics) -> Option<Slo> {
         service: service?,
         objective: objective?,
         window: window?.0,
+        calendar_month,
         sli: sli?,
         budgeting: budgeting?,
         min_events: min_events?,
         alerts: alerts?,
         pos: node.pos.clone(),
     })
+}
+
+impl Slo {
+    /// The first Unix minute of the window that ends at `now`: the window's length back
+    /// from the end of the current minute, or the first minute of the month (UTC).
+    pub fn window_start(&self, now_unix_seconds: i64) -> i64 {
+        let end = crate::slo::window_end(now_unix_seconds);
+        if !self.calendar_month {
+            return end - i64::try_from(self.window.as_secs() / 60).unwrap_or(i64::MAX / 4);
+        }
+        let now = chrono::DateTime::from_timestamp(now_unix_seconds, 0).unwrap_or_default();
+        let first = chrono::NaiveDate::from_ymd_opt(now.year(), now.month(), 1).unwrap_or_default();
+        first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp().div_euclid(60)
+    }
+
+    /// How long its buckets are kept: the window, or a whole month of 31 days.
+    pub fn kept_for(&self) -> Duration {
+        if self.calendar_month { Duration::from_secs(31 * 86_400) } else { self.window }
+    }
+
+    /// The window as people read it: `30d`, or `month`.
+    pub fn window_label(&self) -> String {
+        if self.calendar_month { "month".to_string() } else { format_duration(self.window) }
+    }
 }
 
 /// A percentage: `99.9`, or `99.9%` written as a string.
@@ -313,7 +347,7 @@ pub(super) fn cross_check(slos: &[Slo], services: &[&str], checks: &[&str], d: &
                 "SLO {} ({}% over {}) burns its error budget {{{{ printf \"%.1f\" $value }}}}× as fast as it can last over {}; the alert fires at {:.1}×",
                 s.name,
                 s.objective.fraction() * 100.0,
-                format_duration(s.window),
+                s.window_label(),
                 format_duration(w.long),
                 w.factor
             );

@@ -129,7 +129,7 @@ pub async fn roll_up(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Res
     let minute_now = now.timestamp().div_euclid(60);
     // On an hour boundary, so whole hours are rolled.
     let before = (minute_now - i64::try_from(keep.as_secs() / 60).unwrap_or(i64::MAX / 4)).div_euclid(60) * 60;
-    let drop_before = minute_now - i64::try_from(s.window.as_secs() / 60).unwrap_or(i64::MAX / 4) - 60;
+    let drop_before = minute_now - i64::try_from(s.kept_for().as_secs() / 60).unwrap_or(i64::MAX / 4) - 60;
     let old: Vec<Bucket> =
         store.slo_buckets(&s.name, drop_before).await?.into_iter().filter(|b| b.minutes == 1 && b.start < before).collect();
     store.roll_up_slo(&s.name, before, &slo::roll_up(&old, 60, s.budgeting), drop_before).await
@@ -137,8 +137,7 @@ pub async fn roll_up(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Res
 
 /// The buckets an SLO's figures at `now` need: its whole window.
 async fn buckets(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Result<(Vec<Bucket>, i64), StoreError> {
-    let end = slo::window_end(now.timestamp());
-    let from = end - i64::try_from(s.window.as_secs() / 60).unwrap_or(i64::MAX / 4);
+    let from = s.window_start(now.timestamp());
     Ok((store.slo_buckets(&s.name, from).await?, from))
 }
 
@@ -213,7 +212,7 @@ pub async fn status(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Resu
         name: s.name.clone(),
         service: s.service.clone(),
         objective_percent: s.objective.fraction() * 100.0,
-        window: format_duration(s.window),
+        window: s.window_label(),
         check: s.sli.check().to_string(),
         sli_percent: window.ratio().map(|r| r * 100.0),
         good: window.good,
@@ -266,6 +265,30 @@ mod tests {
         got.sort_by(|a, b| (&a.slo, a.minute).cmp(&(&b.slo, b.minute)));
         let e = |slo: &str, minute: i64, good: u64, total: u64| SloEvents { slo: slo.into(), minute, good, total };
         assert_eq!(got, vec![e("avail", 1, 2, 3), e("avail", 2, 1, 1), e("fast", 1, 1, 3), e("fast", 2, 1, 1)]);
+    }
+
+    /// A calendar-month SLO counts from midnight UTC on the 1st: November's last day
+    /// is out on 6 December, in on 30 November; a rolling 30-day one counts both.
+    #[tokio::test]
+    async fn a_calendar_month_counts_from_the_first_of_the_month() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = steward_store::SqliteStore::open(dir.path()).await.unwrap();
+        let monthly = one_slo("month");
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let minute = |s: &str| at(s).timestamp().div_euclid(60);
+        // 30 November: 10 events, 5 bad; 1 December: 10 events, 1 bad.
+        let events = [
+            SloEvents { slo: "s".into(), minute: minute("2026-11-30T12:00:00Z"), good: 5, total: 10 },
+            SloEvents { slo: "s".into(), minute: minute("2026-12-01T00:00:00Z"), good: 9, total: 10 },
+        ];
+        store.add_slo_events(&events).await.unwrap();
+        let december = status(&store, &monthly, at("2026-12-06T00:54:00Z")).await.unwrap();
+        assert_eq!((december.window.as_str(), december.good, december.total), ("month", 9.0, 10.0));
+        assert_eq!(monthly.window_start(at("2026-12-06T00:54:00Z").timestamp()), minute("2026-12-01T00:00:00Z"));
+        let november = status(&store, &monthly, at("2026-11-30T23:59:00Z")).await.unwrap();
+        assert_eq!((november.good, november.total), (5.0, 10.0));
+        let rolling = status(&store, &one_slo("30d"), at("2026-12-06T00:54:00Z")).await.unwrap();
+        assert_eq!((rolling.good, rolling.total), (14.0, 20.0));
     }
 
     /// Five days of minutes into a 4-day SLO: after the roll-up, the last 3 days are
