@@ -718,6 +718,11 @@ slos:
     sli: {prometheus: {good: 'x', total: 'y'}}
     budgeting: {timeslices: 0}
     alerts: [{long: 5m, short: 5m, budget_spent: 2%}]
+  - name: promless
+    service: api
+    objective: 99
+    sli: {prometheus: {bad: 'sum(increase(e[{{.window}}]))', total: 'sum(increase(t[{{.window}}]))'}}
+  - {name: both, service: api, objective: 99, sli: {prometheus: {good: 'g', bad: 'b', total: 't'}}}
 runbooks:
   - name: deploy
     steps:
@@ -734,12 +739,15 @@ runbooks:
     assert_error_at(&errs, 15, 13, "window is shorter than its longest alert window (3d)");
     assert_error_at(&errs, 17, 5, "names service `apii`, which is not defined");
     assert_error_at(&errs, 17, 5, "counts check `api-helth`, which is not defined");
-    assert_error_at(&errs, 24, 23, "PromQL good/total queries is not supported yet");
+    assert_error_at(&errs, 24, 30, "sli good has no `{{.window}}`");
+    assert_error_at(&errs, 24, 42, "sli total has no `{{.window}}`");
+    assert_error_at(&errs, 27, 5, "SLO `promless` counts events with PromQL but no Prometheus server is configured");
+    assert_error_at(&errs, 31, 65, "needs `total` and exactly one of `good` and `bad`");
     assert_error_at(&errs, 25, 29, "timeslices 0 is not between");
     assert_error_at(&errs, 26, 14, "short window must be shorter than its long one");
-    assert_error_at(&errs, 31, 14, "a runbook step gates on SLO `nope`, which is not defined");
-    assert_error_at(&errs, 31, 49, "min_budget_remaining 150 is not between 0 and 100");
-    assert_eq!(errs.len(), 9, "{errs:#?}");
+    assert_error_at(&errs, 36, 14, "a runbook step gates on SLO `nope`, which is not defined");
+    assert_error_at(&errs, 36, 49, "min_budget_remaining 150 is not between 0 and 100");
+    assert_eq!(errs.len(), 15, "{errs:#?}");
 }
 
 #[test]

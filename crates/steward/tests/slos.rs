@@ -328,3 +328,63 @@ fn health_endpoint(failing: Arc<AtomicBool>) -> (String, tokio::runtime::Runtime
     rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, rt)
 }
+
+/// An SLI counted by a real Prometheus: two hours of request counters written into its
+/// store (90 whole minutes: 40 good requests a minute, and 4 failed ones in each of the
+/// first 30), read back minute by minute into the SLO's buckets — exactly 3,600 good of
+/// 3,720 — and not counted again after a restart.
+#[test]
+fn a_prometheus_sli_counts_each_minute_once() {
+    let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
+    let (t0, t1) = ((now_minute - 120) * 60, (now_minute - 30) * 60);
+    let mut history = String::from("# TYPE http_requests counter\n");
+    for (code, value) in [("200", &(|k: i64| 10 * k) as &dyn Fn(i64) -> i64), ("500", &|k: i64| k.min(120))] {
+        for k in 0..=(t1 - t0) / 15 {
+            history.push_str(&format!("http_requests_total{{code=\"{code}\"}} {} {}\n", value(k), t0 + 15 * k));
+        }
+    }
+    history.push_str("# EOF\n");
+    let prometheus = common::PrivatePrometheus::start_with_history(&[], None, Some(&history));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"prometheus: {{url: '{}'}}
+services: [{{name: api}}]
+slos:
+  - name: requests
+    service: api
+    objective: 99.9
+    sli:
+      prometheus:
+        good: 'sum(increase(http_requests_total{{code!~"5.."}}[{{{{.window}}}}]))'
+        total: 'sum(increase(http_requests_total[{{{{.window}}}}]))'
+"#,
+            prometheus.url()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", "viewer");
+    let slo = |base: &str| request("GET", &format!("{base}/api/v1/slos/requests"), &token, None).1["slo"].clone();
+    let mut server = Server::start(&config, &data);
+    let counted = wait_for("the 90 minutes to be counted", Duration::from_secs(60), || {
+        let s = slo(&server.base);
+        (s["total"].as_f64()? >= 3720.0).then_some(s)
+    });
+    assert_eq!((counted["good"].as_f64(), counted["total"].as_f64()), (Some(3600.0), Some(3720.0)), "{counted:#}");
+    assert_eq!(counted["counts"], "prometheus");
+    let left = counted["budget_remaining_percent"].as_f64().unwrap();
+    assert!((left - (1.0 - (120.0 / 3720.0) / 0.001) * 100.0).abs() < 1e-6, "{counted:#}");
+
+    // A restart reads on from the newest stored minute: nothing is counted twice.
+    assert_eq!(server.stop(), Some(0));
+    let server = Server::start(&config, &data);
+    std::thread::sleep(Duration::from_secs(3));
+    let again = slo(&server.base);
+    assert_eq!((again["good"].as_f64(), again["total"].as_f64()), (Some(3600.0), Some(3720.0)), "{again:#}");
+    let metrics = reqwest_text(&format!("{}/metrics", server.base));
+    assert!(metrics.contains("steward_slo_events_total{slo=\"requests\"} 0"), "{metrics}");
+}

@@ -189,7 +189,7 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
     alerting::check_runbook_links(&alerting_refs, &runbooks, &runbook_refs.declared, d);
     super::backups::cross_check(&repositories, &backups, &backup_refs, d);
     let service_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    alerts.extend(super::slos::cross_check(&slos, &service_names, &check_names, d));
+    alerts.extend(super::slos::cross_check(&slos, &service_names, &check_names, prometheus_source.is_some(), d));
     for (name, pos) in &runbook_refs.slos {
         if !slos.iter().any(|s| &s.name == name) {
             let known = slos.iter().map(|s| s.name.as_str());

@@ -9,6 +9,7 @@
 //!     window: 30d                  # rolling, at least the longest alert window; or `month` (UTC)
 //!     sli: { check: api-health }   # healthy runs ÷ runs
 //!     # sli: { latency: { check: api-health, threshold: 300ms } }   # healthy and faster
+//!     # sli: { prometheus: { bad: 'sum(increase(e[{{.window}}]))', total: '…' } }
 //!     budgeting: occurrences       # or { timeslices: 99 } — a minute is good at ≥ 99 %
 //!     min_events: 10               # fewer in an alert's long window: no alert
 //!     alerts: default              # the workbook's four; false: none; or a list
@@ -56,12 +57,21 @@ pub enum Sli {
     Availability { check: String },
     /// Each run of the check is an event, good when healthy and faster than `threshold`.
     Latency { check: String, threshold: Duration },
+    /// Events counted by the configured Prometheus: each minute, the two expressions
+    /// with `{{.window}}` as `1m` (Sloth's placeholder) give that minute's good and
+    /// total events.
+    Prometheus { good: String, total: String },
 }
 
+/// Sloth's window placeholder in SLI queries.
+pub const WINDOW_PLACEHOLDER: &str = "{{.window}}";
+
 impl Sli {
-    pub fn check(&self) -> &str {
+    /// The check whose runs are the events; `None` for a PromQL SLI.
+    pub fn check(&self) -> Option<&str> {
         match self {
-            Sli::Availability { check } | Sli::Latency { check, .. } => check,
+            Sli::Availability { check } | Sli::Latency { check, .. } => Some(check),
+            Sli::Prometheus { .. } => None,
         }
     }
 
@@ -70,6 +80,16 @@ impl Sli {
         match self {
             Sli::Availability { .. } => healthy,
             Sli::Latency { threshold, .. } => healthy && latency <= *threshold,
+            Sli::Prometheus { .. } => false,
+        }
+    }
+
+    /// What the SLI counts, in a few words: `check api-health`, `prometheus`.
+    pub fn source(&self) -> String {
+        match self {
+            Sli::Availability { check } => format!("check {check}"),
+            Sli::Latency { check, threshold } => format!("check {check} under {}", format_duration(*threshold)),
+            Sli::Prometheus { .. } => "prometheus".to_string(),
         }
     }
 }
@@ -198,14 +218,7 @@ fn sli(n: &Node, what: &str, d: &mut Diagnostics) -> Option<Sli> {
             lf.finish(&["check", "threshold"], d);
             Some(Sli::Latency { check: check?, threshold: threshold? })
         }
-        (None, None, Some(p)) => {
-            d.push(
-                Diagnostic::error(p.pos.clone(), format!("{what}: an SLI from PromQL good/total queries is not supported yet")).with_hint(
-                    "count from a check for now: `sli: { check: NAME }` or `sli: { latency: { check: NAME, threshold: 300ms } }`",
-                ),
-            );
-            None
-        }
+        (None, None, Some(p)) => prometheus_sli(p, what, d),
         _ => {
             d.push(
                 Diagnostic::error(n.pos.clone(), format!("{what} sli needs exactly one of `check` and `latency`"))
@@ -216,6 +229,45 @@ fn sli(n: &Node, what: &str, d: &mut Diagnostics) -> Option<Sli> {
     };
     f.finish(&["check", "latency", "prometheus"], d);
     out
+}
+
+/// `{prometheus: {good: Q, total: Q}}` or `{prometheus: {bad: Q, total: Q}}`: queries
+/// that count a window's events, with `{{.window}}` where the window goes.
+fn prometheus_sli(n: &Node, what: &str, d: &mut Diagnostics) -> Option<Sli> {
+    let mut f = Fields::of(n, format!("{what} sli prometheus"), d)?;
+    let (has_good, has_bad, has_total) = (f.has("good"), f.has("bad"), f.has("total"));
+    let mut query = |key: &str, d: &mut Diagnostics| -> Option<String> {
+        let q = f.take(key)?;
+        let text = de::text(q, &format!("{what} sli {key}"), d)?;
+        if !text.contains(WINDOW_PLACEHOLDER) {
+            d.push(
+                Diagnostic::error(q.pos.clone(), format!("{what} sli {key} has no `{WINDOW_PLACEHOLDER}`"))
+                    .with_hint("count the events of a window, e.g. sum(increase(http_requests_total{job=\"api\"}[{{.window}}]))"),
+            );
+            return None;
+        }
+        if let Err(e) = promql_parser::parser::parse(&text.replace(WINDOW_PLACEHOLDER, "1m")) {
+            d.push(Diagnostic::error(q.pos.clone(), format!("{what} sli {key} is not valid PromQL: {e}")));
+            return None;
+        }
+        Some(text.trim().to_string())
+    };
+    let (good, bad, total) = (query("good", d), query("bad", d), query("total", d));
+    f.finish(&["good", "bad", "total"], d);
+    if !has_total || has_good == has_bad {
+        d.push(
+            Diagnostic::error(n.pos.clone(), format!("{what} sli prometheus needs `total` and exactly one of `good` and `bad`"))
+                .with_hint("Sloth's error_query is `bad`; Pyrra's and OpenSLO's good/total ratio is `good`"),
+        );
+        return None;
+    }
+    // A query given but invalid has been reported where it is.
+    let total = total?;
+    match (good, bad) {
+        (Some(good), None) => Some(Sli::Prometheus { good, total }),
+        (None, Some(bad)) => Some(Sli::Prometheus { good: format!("({total}) - ({bad})"), total }),
+        _ => None,
+    }
 }
 
 fn budgeting(n: &Node, what: &str, d: &mut Diagnostics) -> Option<Budgeting> {
@@ -310,7 +362,7 @@ pub fn burn_rule_name(slo: &str, w: &BurnWindow) -> String {
 }
 
 /// Unique names, known services and checks; then the alert rules the SLOs generate.
-pub(super) fn cross_check(slos: &[Slo], services: &[&str], checks: &[&str], d: &mut Diagnostics) -> Vec<AlertRule> {
+pub(super) fn cross_check(slos: &[Slo], services: &[&str], checks: &[&str], have_prometheus: bool, d: &mut Diagnostics) -> Vec<AlertRule> {
     let mut seen: BTreeMap<&str, &Pos> = BTreeMap::new();
     let mut rules = Vec::new();
     for s in slos {
@@ -328,12 +380,22 @@ pub(super) fn cross_check(slos: &[Slo], services: &[&str], checks: &[&str], d: &
                     .with_hint(hint),
             );
         }
-        if !checks.contains(&s.sli.check()) {
-            let hint = closest(s.sli.check(), checks.iter().copied())
-                .map_or("define it under `checks:`".to_string(), |c| format!("did you mean `{c}`?"));
+        if let Some(check) = s.sli.check()
+            && !checks.contains(&check)
+        {
+            let hint =
+                closest(check, checks.iter().copied()).map_or("define it under `checks:`".to_string(), |c| format!("did you mean `{c}`?"));
             d.push(
-                Diagnostic::error(s.pos.clone(), format!("SLO `{}` counts check `{}`, which is not defined", s.name, s.sli.check()))
-                    .with_hint(hint),
+                Diagnostic::error(s.pos.clone(), format!("SLO `{}` counts check `{check}`, which is not defined", s.name)).with_hint(hint),
+            );
+        }
+        if matches!(s.sli, Sli::Prometheus { .. }) && !have_prometheus {
+            d.push(
+                Diagnostic::error(
+                    s.pos.clone(),
+                    format!("SLO `{}` counts events with PromQL but no Prometheus server is configured", s.name),
+                )
+                .with_hint("add a top-level `prometheus:` section with `url: http://HOST:9090`"),
             );
         }
         for (i, w) in s.alerts.iter().enumerate() {

@@ -29,6 +29,7 @@ pub mod promql;
 pub mod render;
 pub mod route;
 pub mod runbook_link;
+pub mod slo_queries;
 
 pub use live::{Alerting, AlertingParts, Live};
 /// Alerts, silences and notifications as data, and their languages (matchers,
@@ -70,7 +71,11 @@ pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
     };
     let promql = {
         let (alerting, stop) = (alerting.clone(), stop.clone());
-        crate::telemetry::supervise("promql_rules", metrics, move || promql::run(alerting.clone(), stop.clone()))
+        crate::telemetry::supervise("promql_rules", metrics.clone(), move || promql::run(alerting.clone(), stop.clone()))
+    };
+    let slo_queries = {
+        let (alerting, stop) = (alerting.clone(), stop.clone());
+        crate::telemetry::supervise("slo_queries", metrics, move || slo_queries::run(alerting.clone(), stop.clone()))
     };
     let mut tick = tokio::time::interval(EVALUATION_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,4 +116,5 @@ pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
     }
     let _ = dispatcher.await;
     let _ = promql.await;
+    let _ = slo_queries.await;
 }

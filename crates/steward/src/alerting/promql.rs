@@ -212,7 +212,12 @@ pub fn predict(f: &Forecast, points: &[Point], now: f64) -> Option<(Duration, St
 }
 
 /// A GET on the query API (`query`, `query_range`), its JSON body.
-async fn get(client: &reqwest::Client, source: &PrometheusSource, endpoint: &str, params: &[(&str, &str)]) -> Result<Json, String> {
+pub(super) async fn get(
+    client: &reqwest::Client,
+    source: &PrometheusSource,
+    endpoint: &str,
+    params: &[(&str, &str)],
+) -> Result<Json, String> {
     let url = format!("{}/api/v1/{endpoint}", source.url.expose().trim_end_matches('/'));
     let url = url::Url::parse_with_params(&url, params).map_err(|e| format!("bad Prometheus URL: {e}"))?;
     let mut req = client.get(url).timeout(source.timeout);

@@ -356,10 +356,10 @@ pub async fn slos(remote: &Remote, name: Option<&str>, output: Output) -> u8 {
     if name.is_some() {
         let s = &v["slo"];
         println!(
-            "{}  (service {}, check {})",
+            "{}  (service {}, counting {})",
             s["name"].as_str().unwrap_or(""),
             s["service"].as_str().unwrap_or(""),
-            s["check"].as_str().unwrap_or("")
+            s["counts"].as_str().unwrap_or("")
         );
         println!("  objective        {} over {}", percent(&s["objective_percent"], 3), s["window"].as_str().unwrap_or(""));
         println!("  SLI              {}  ({} good of {})", percent(&s["sli_percent"], 4), s["good"], s["total"]);

@@ -1,9 +1,10 @@
 //! `steward slo export --prometheus-rules`: the SLOs as a Prometheus rule file, for a
 //! team that wants Prometheus to evaluate them (or to draw them in Grafana).
 //!
-//! The rules read the counters every Steward process exposes at `/metrics`,
-//! `steward_slo_events_total{slo}` and `steward_slo_good_events_total{slo}`, summed over
-//! replicas. Names and labels are Sloth's (`slo:sli_error:ratio_rate5m`, `sloth_id`,
+//! For an SLI counted from a check, the rules read the counters every Steward process
+//! exposes at `/metrics`, `steward_slo_events_total{slo}` and
+//! `steward_slo_good_events_total{slo}`, summed over replicas; an SLI from PromQL
+//! queries is written with its own queries, `{{.window}}` filled in. Names and labels are Sloth's (`slo:sli_error:ratio_rate5m`, `sloth_id`,
 //! `sloth_slo`, `sloth_service`, `sloth_window`, …) so Sloth's dashboards work on them.
 //! Two places where the rules say what Steward computes rather than what Sloth does:
 //! - the period's error ratio is events over the whole window (`rate(…[30d])`), not the
@@ -24,7 +25,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use steward_model::config::duration::format_duration;
-use steward_model::config::slos::{Slo, burn_rule_name};
+use steward_model::config::slos::{Sli, Slo, WINDOW_PLACEHOLDER, burn_rule_name};
 use steward_model::slo::Budgeting;
 
 /// A JSON string: a YAML double-quoted scalar, and a PromQL string literal.
@@ -89,9 +90,7 @@ fn group(out: &mut String, s: &Slo) {
     let _ = writeln!(out, "  - name: {}\n    rules:", quoted(&format!("steward-slo-{}", s.name)));
     for w in &windows {
         let w = format_duration(*w);
-        let expr = format!(
-            "(sum(rate(steward_slo_events_total{selector}[{w}])) - sum(rate(steward_slo_good_events_total{selector}[{w}]))) / sum(rate(steward_slo_events_total{selector}[{w}]))"
-        );
+        let expr = error_ratio(s, &selector, &w);
         let _ = write!(
             out,
             "      - record: slo:sli_error:ratio_rate{w}\n        expr: {}\n{}",
@@ -119,7 +118,7 @@ fn group(out: &mut String, s: &Slo) {
             "(max without (sloth_window) (slo:sli_error:ratio_rate{long}{{{ids}}}) >= {threshold}) and (max without (sloth_window) (slo:sli_error:ratio_rate{short}{{{ids}}}) >= {threshold})"
         );
         if s.min_events > 0 {
-            let _ = write!(expr, " and on() (sum(increase(steward_slo_events_total{selector}[{long}])) >= {})", s.min_events);
+            let _ = write!(expr, " and on() ({} >= {})", events(s, &selector, &long), s.min_events);
         }
         let summary = format!(
             "SLO {} ({}% over {period}) burns its error budget at least {}x as fast as it can last, over {long} and {short}",
@@ -141,6 +140,28 @@ fn group(out: &mut String, s: &Slo) {
             ])),
             quoted(&summary)
         );
+    }
+}
+
+/// The share of bad events over `window`: from Steward's counters for a check SLI,
+/// from the SLI's own queries (Sloth's form, `{{.window}}` filled in) for a PromQL one.
+fn error_ratio(s: &Slo, selector: &str, window: &str) -> String {
+    match &s.sli {
+        Sli::Prometheus { good, total } => {
+            let (good, total) = (good.replace(WINDOW_PLACEHOLDER, window), total.replace(WINDOW_PLACEHOLDER, window));
+            format!("(({total}) - ({good})) / ({total})")
+        }
+        _ => format!(
+            "(sum(rate(steward_slo_events_total{selector}[{window}])) - sum(rate(steward_slo_good_events_total{selector}[{window}]))) / sum(rate(steward_slo_events_total{selector}[{window}]))"
+        ),
+    }
+}
+
+/// The number of events over `window`, for the traffic gate.
+fn events(s: &Slo, selector: &str, window: &str) -> String {
+    match &s.sli {
+        Sli::Prometheus { total, .. } => format!("({})", total.replace(WINDOW_PLACEHOLDER, window)),
+        _ => format!("sum(increase(steward_slo_events_total{selector}[{window}]))"),
     }
 }
 
@@ -197,6 +218,25 @@ mod tests {
         let text = prometheus_rules(&slos("  - {name: 'a\"b: c', service: api, objective: 99, sli: {check: c}, alerts: false}\n")).unwrap();
         assert!(text.contains(r#"steward_slo_events_total{slo=\"a\\\"b: c\"}"#), "{text}");
         assert!(!text.contains("- alert:"), "alerts: false exports no alert");
+    }
+
+    /// A PromQL SLI exports its own queries, as Sloth would, with each window filled in.
+    #[test]
+    fn a_prometheus_sli_exports_its_own_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(
+            &f,
+            "prometheus: {url: 'http://127.0.0.1:9090'}\nservices: [{name: api}]\nslos:\n  - {name: req, service: api, objective: 99, sli: {prometheus: {bad: 'sum(increase(e[{{.window}}]))', total: 'sum(increase(t[{{.window}}]))'}}}\n",
+        )
+        .unwrap();
+        let text = prometheus_rules(&steward_model::config::load(&f).unwrap().slos).unwrap();
+        assert!(
+            text.contains(r#"((sum(increase(t[5m]))) - ((sum(increase(t[5m]))) - (sum(increase(e[5m]))))) / (sum(increase(t[5m])))"#),
+            "{text}"
+        );
+        assert!(text.contains("and on() ((sum(increase(t[1h]))) >= 10)"), "{text}");
+        assert!(!text.contains("steward_slo_events_total"), "{text}");
     }
 
     #[test]

@@ -22,7 +22,9 @@ use crate::telemetry::{Metrics, SloLabels, SloWindowLabels};
 pub fn events(slos: &[Slo], runs: &[RecordedRun]) -> Vec<SloEvents> {
     let mut by_check: HashMap<&str, Vec<&Slo>> = HashMap::new();
     for s in slos {
-        by_check.entry(s.sli.check()).or_default().push(s);
+        if let Some(check) = s.sli.check() {
+            by_check.entry(check).or_default().push(s);
+        }
     }
     let mut index: HashMap<(&str, i64), usize> = HashMap::new();
     let mut out: Vec<SloEvents> = Vec::new();
@@ -157,7 +159,8 @@ pub struct SloStatus {
     pub service: String,
     pub objective_percent: f64,
     pub window: String,
-    pub check: String,
+    /// What the SLI counts: `check api-health`, `check api-health under 300ms`, `prometheus`.
+    pub counts: String,
     /// Good ÷ total over the window, in percent; `None` without events.
     pub sli_percent: Option<f64>,
     pub good: f64,
@@ -213,7 +216,7 @@ pub async fn status(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Resu
         service: s.service.clone(),
         objective_percent: s.objective.fraction() * 100.0,
         window: s.window_label(),
-        check: s.sli.check().to_string(),
+        counts: s.sli.source(),
         sli_percent: window.ratio().map(|r| r * 100.0),
         good: window.good,
         total: window.total,

@@ -130,7 +130,24 @@ impl PrivatePrometheus {
 
     /// [`PrivatePrometheus::start`], evaluating `rules` (a rule file's text) every second.
     pub(crate) fn start_with_rules(targets: &[String], rules: Option<&str>) -> PrivatePrometheus {
+        PrivatePrometheus::start_with_history(targets, rules, None)
+    }
+
+    /// [`PrivatePrometheus::start_with_rules`], holding `history` (OpenMetrics text with
+    /// timestamps, `# EOF`-terminated) written into its store by `promtool` before it starts.
+    pub(crate) fn start_with_history(targets: &[String], rules: Option<&str>, history: Option<&str>) -> PrivatePrometheus {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(text) = history {
+            let input = dir.path().join("history.om");
+            std::fs::write(&input, text).unwrap();
+            let out = Command::new("promtool")
+                .args(["tsdb", "create-blocks-from", "openmetrics", "-q"])
+                .arg(&input)
+                .arg(dir.path().join("data"))
+                .output()
+                .expect("promtool comes with prometheus");
+            assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
         let rule_files = match rules {
             Some(text) => {
