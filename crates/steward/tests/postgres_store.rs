@@ -83,6 +83,11 @@ fn an_installation_moves_to_postgres_with_one_command_and_serves_from_it() {
     // token made on SQLite authenticates, and the history carries on from the copy.
     let pg_data = dir.path().join("pg-data");
     let server = Server::start_with(&config, &pg_data, &["--store", &url]);
+    // Listening comes before leading: a replica answers 503 no_leader until it has
+    // taken the lease (moments, longer on a loaded machine).
+    wait_for("the replica to lead", Duration::from_secs(30), || {
+        (get(&format!("{}/api/v1/checks", server.base), &admin).0 == 200).then_some(())
+    });
     assert!(results(&server.base, &admin) >= before, "the copied history is there");
     wait_for("new results on PostgreSQL", Duration::from_secs(20), || (results(&server.base, &admin) > before + 3).then_some(()));
     assert!(!pg_data.join("steward.db").exists(), "no SQLite store is made beside a PostgreSQL one");
