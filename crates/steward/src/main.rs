@@ -374,6 +374,18 @@ enum SloAction {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Turn OpenSLO v1 documents (SLO, SLI, AlertPolicy, AlertCondition; several per
+    /// file) into Steward's `slos:` section on standard output. What Steward cannot
+    /// honour (threshold metrics, non-Prometheus sources, several objectives,
+    /// RatioTimeslices, …) is an error at file:line:column, exit code 2.
+    ///
+    /// Example: steward slo import openslo/*.yaml > slos.yaml
+    #[command(verbatim_doc_comment)]
+    Import {
+        /// OpenSLO YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Write the configuration's SLOs as a Prometheus rule file (Sloth's names and
     /// labels) over the steward_slo_events_total and steward_slo_good_events_total
     /// counters every Steward server exposes at /metrics. Exits 2 when the
@@ -698,6 +710,7 @@ fn main() -> ExitCode {
                 SloAction::List { remote, output } => cli::alerts::slos(&remote.remote(), None, output).await,
                 SloAction::Show { name, remote, output } => cli::alerts::slos(&remote.remote(), Some(&name), output).await,
                 SloAction::Export { config, prometheus_rules: _ } => cli::alerts::export_slos(&config),
+                SloAction::Import { files } => cli::alerts::import_slos(&files),
             },
             Command::Incident { action } => cli::incidents::run(action).await,
             Command::Run(args) => cli::runs::run(args).await,

@@ -388,3 +388,129 @@ slos:
     let metrics = reqwest_text(&format!("{}/metrics", server.base));
     assert!(metrics.contains("steward_slo_events_total{slo=\"requests\"} 0"), "{metrics}");
 }
+
+/// OpenSLO in, Steward out: an SLO whose SLI and alert policy are separate documents
+/// (one by reference, one condition by reference too), imported into a configuration
+/// that `steward validate` accepts and that exports the same burn factors; and what
+/// Steward cannot honour refused at its position, exit 2, nothing written.
+#[test]
+fn openslo_documents_import_into_a_valid_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let openslo = dir.path().join("openslo.yaml");
+    std::fs::write(
+        &openslo,
+        r#"apiVersion: openslo/v1
+kind: SLI
+metadata: {name: api-errors}
+spec:
+  ratioMetric:
+    counter: true
+    bad:
+      metricSource: {type: Prometheus, spec: {query: 'sum(http_requests_total{job="api",code=~"5.."})'}}
+    total:
+      metricSource: {type: Prometheus, spec: {query: 'http_requests_total{job="api"}'}}
+---
+apiVersion: openslo/v1
+kind: AlertCondition
+metadata: {name: slow-burn}
+spec:
+  severity: ticket
+  condition: {kind: burnrate, op: gte, threshold: 1, lookbackWindow: 3d, alertAfter: 5m}
+---
+apiVersion: openslo/v1
+kind: AlertPolicy
+metadata: {name: api-burn}
+spec:
+  conditions:
+    - kind: AlertCondition
+      metadata: {name: fast-burn}
+      spec:
+        severity: page
+        condition: {kind: burnrate, op: gte, threshold: 14.4, lookbackWindow: 1h, alertAfter: 1m}
+    - conditionRef: slow-burn
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata: {name: api-availability}
+spec:
+  service: api
+  indicatorRef: api-errors
+  timeWindow: [{duration: 4w, isRolling: true}]
+  budgetingMethod: Occurrences
+  objectives: [{displayName: good, target: 0.999}]
+  alertPolicies: [api-burn]
+"#,
+    )
+    .unwrap();
+    let out = steward().args(["slo", "import"]).arg(&openslo).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let imported = String::from_utf8(out.stdout).unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("base.yaml"), "prometheus: {url: 'http://127.0.0.1:9090'}\nservices: [{name: api}]\n").unwrap();
+    std::fs::write(config.join("slos.yaml"), &imported).unwrap();
+    let validated = steward().args(["validate", "-o", "json", "-c"]).arg(&config).output().unwrap();
+    assert!(validated.status.success(), "{}\n{imported}", String::from_utf8_lossy(&validated.stdout));
+    // Budget shares of the 28-day window: burn × long window ÷ window.
+    let share = |factor: f64, long_hours: f64| format!("{}%", factor * (long_hours * 3600.0) / (28.0 * 86_400.0) * 100.0);
+    for line in [
+        r#"window: "28d""#.to_string(),
+        "objective: 99.9".to_string(),
+        r#"good: "(sum(increase(http_requests_total{job=\"api\"}[{{.window}}]))) - (sum(increase(http_requests_total{code=~\"5..\",job=\"api\"}[{{.window}}])))""#.to_string(),
+        format!(r#"- {{long: "1h", short: "5m", budget_spent: "{}", severity: "critical"}}"#, share(14.4, 1.0)),
+        format!(r#"- {{long: "3d", short: "6h", budget_spent: "{}", severity: "warning"}}"#, share(1.0, 72.0)),
+    ] {
+        assert!(imported.contains(&line), "{line} in\n{imported}");
+    }
+    // The burn factors survive the round trip: 14.4 over 1h/5m and 1 over 3d/6h.
+    let rules = steward().args(["slo", "export", "--prometheus-rules", "-c"]).arg(&config).output().unwrap();
+    let rules = String::from_utf8(rules.stdout).unwrap();
+    assert!(rules.contains(">= (14.4 * 0.001)") && rules.contains(">= (1 * 0.001)"), "{rules}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"apiVersion: openslo/v1
+kind: SLO
+metadata: {name: latency}
+spec:
+  service: api
+  indicator:
+    metadata: {name: p99}
+    spec:
+      thresholdMetric: {metricSource: {type: Prometheus, spec: {query: x}}}
+  timeWindow: [{duration: 1M, calendar: {startTime: "2024-01-01 00:00:00", timeZone: Europe/Berlin}}]
+  budgetingMethod: RatioTimeslices
+  objectives: [{target: 0.99}, {target: 0.999}]
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata: {name: datadog}
+spec:
+  service: api
+  indicator:
+    spec:
+      ratioMetric:
+        counter: true
+        good: {metricSource: {type: Datadog, spec: {query: 'sum:requests.ok'}}}
+        total: {metricSource: {type: Prometheus, spec: {query: 'rate(x[5m]) * 2'}}}
+  timeWindow: [{duration: 7d}]
+  objectives: [{targetPercent: 99}]
+"#,
+    )
+    .unwrap();
+    let out = steward().args(["slo", "import"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "nothing written: {}", String::from_utf8_lossy(&out.stdout));
+    let said = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    for (at, message) in [
+        ("bad.yaml:9:24", "a threshold metric SLI"),
+        ("bad.yaml:10:41", "a calendar window of 1M in Europe/Berlin"),
+        ("bad.yaml:11:20", "budgeting method `RatioTimeslices`"),
+        ("bad.yaml:12:15", "2 objectives: Steward's SLO has one"),
+        ("bad.yaml:23:30", "metric source type `Datadog`"),
+        ("bad.yaml:24:64", "cannot count the events of `rate(x[5m]) * 2` per window"),
+    ] {
+        assert!(said.lines().any(|l| l.contains(at) && l.contains(message)), "{at} {message} in\n{said}");
+    }
+}

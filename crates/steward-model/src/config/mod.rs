@@ -23,6 +23,7 @@ pub mod duration;
 pub mod forecast;
 mod incidents;
 pub mod model;
+pub mod openslo;
 mod prometheus;
 mod receivers;
 pub mod runbooks;

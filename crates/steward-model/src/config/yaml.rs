@@ -71,6 +71,17 @@ impl Node {
 
 /// Parses one YAML document. An empty file is an empty mapping.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
+    let mut documents = parse_all(file, text, true)?;
+    Ok(if documents.is_empty() { Node { value: Value::Map(Vec::new()), pos: Pos::new(file, 1, 1) } } else { documents.remove(0) })
+}
+
+/// Parses every document of a stream (`---`-separated), as files from other tools
+/// (OpenSLO, Kubernetes) hold them; empty documents are left out.
+pub fn parse_documents(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Diagnostic> {
+    parse_all(file, text, false)
+}
+
+fn parse_all(file: &Arc<str>, text: &str, one: bool) -> Result<Vec<Node>, Diagnostic> {
     if text.len() > MAX_FILE_BYTES {
         return Err(Diagnostic::error(
             Pos::new(file, 1, 1),
@@ -81,6 +92,7 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
     let mut builder = Builder { file: file.clone(), stack: Vec::new(), anchors: HashMap::new(), root: None, nodes: 0 };
     let mut parser = Parser::new_from_str(text);
     let mut documents = 0;
+    let mut out = Vec::new();
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| {
             let m = e.marker();
@@ -89,14 +101,18 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
         })?;
         if let Event::DocumentStart(_) = event {
             documents += 1;
-            if documents > 1 {
+            if one && documents > 1 {
                 return Err(Diagnostic::error(builder.pos(&span), "a configuration file holds one YAML document; found a second `---`")
                     .with_hint("split the documents into separate files in a config directory"));
             }
         }
+        if let Event::DocumentEnd = event {
+            out.extend(builder.root.take());
+        }
         builder.on_event(event, span)?;
     }
-    Ok(builder.root.unwrap_or(Node { value: Value::Map(Vec::new()), pos: Pos::new(file, 1, 1) }))
+    out.extend(builder.root.take());
+    Ok(out)
 }
 
 struct Builder {

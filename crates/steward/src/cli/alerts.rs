@@ -340,6 +340,30 @@ pub fn export_slos(path: &std::path::Path) -> u8 {
     }
 }
 
+/// `steward slo import FILE…`: OpenSLO documents as Steward's `slos:` on standard output.
+pub fn import_slos(files: &[std::path::PathBuf]) -> u8 {
+    let mut texts = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => texts.push((f.display().to_string(), t)),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", f.display());
+                return exit::BAD_CONFIG;
+            }
+        }
+    }
+    match steward_model::config::openslo::import(&texts) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            exit::OK
+        }
+        Err(d) => {
+            super::print_diagnostics(&d);
+            exit::BAD_CONFIG
+        }
+    }
+}
+
 /// `steward slo list` and `steward slo show NAME`: every SLO (objective, SLI, budget left, the fastest burn, time
 /// to exhaustion), or one with its burn per alert window.
 pub async fn slos(remote: &Remote, name: Option<&str>, output: Output) -> u8 {
