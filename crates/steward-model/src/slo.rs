@@ -222,7 +222,8 @@ pub fn window_end(now_unix_seconds: i64) -> i64 {
     now_unix_seconds.div_euclid(60) + 1
 }
 
-fn minutes(d: Duration) -> i64 {
+/// A duration in whole minutes, rounded up (a window is at least as long as asked).
+pub fn minutes(d: Duration) -> i64 {
     i64::try_from(d.as_secs().div_ceil(60)).unwrap_or(i64::MAX / 4)
 }
 
@@ -237,9 +238,21 @@ pub fn read_burn(
     w: &BurnWindow,
     min_events: u64,
 ) -> BurnReading {
+    read_burn_with(|from, to| counts(buckets, from, to, budgeting), now_unix_seconds, objective, w, min_events)
+}
+
+/// [`read_burn`] over any source of window counts: `counts(from, to)` for Unix minutes
+/// `[from, to)` (an in-memory tally answers without materialising buckets).
+pub fn read_burn_with(
+    counts: impl Fn(i64, i64) -> Counts,
+    now_unix_seconds: i64,
+    objective: Objective,
+    w: &BurnWindow,
+    min_events: u64,
+) -> BurnReading {
     let end = window_end(now_unix_seconds);
-    let long = counts(buckets, end - minutes(w.long), end, budgeting);
-    let short = counts(buckets, end - minutes(w.short), end, budgeting);
+    let long = counts(end - minutes(w.long), end);
+    let short = counts(end - minutes(w.short), end);
     let (long_burn, short_burn) = (objective.burn_rate(long), objective.burn_rate(short));
     let burning = long_burn.is_some_and(|b| b >= w.factor) && short_burn.is_some_and(|b| b >= w.factor);
     let too_little_traffic = long.total < min_events as f64;

@@ -57,7 +57,7 @@ async fn condition(alerting: &Alerting, rule: &AlertRule, now: DateTime<Utc>) ->
         AlertCondition::SloBurn { slo, window } => {
             let config = alerting.config.get();
             let Some(s) = config.slos.iter().find(|s| &s.name == slo) else { return Ok(None) };
-            let reading = crate::slos::burn(alerting.results.as_ref(), s, *window, now).await?;
+            let reading = alerting.checks.slo_tallies().read_burn(alerting.checks.store(), s, *window, now.timestamp()).await?;
             Ok(reading.filter(|r| r.fires).and_then(|r| r.long_burn))
         }
         AlertCondition::Latency { check, quantile, op, threshold_ms, window } => {

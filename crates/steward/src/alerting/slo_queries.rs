@@ -97,7 +97,7 @@ async fn count(
         })
         .collect();
     if !events.is_empty() {
-        alerting.results.add_slo_events(&events).await.map_err(|e| e.to_string())?;
+        alerting.checks.slo_tallies().record(alerting.checks.store(), &events).await.map_err(|e| e.to_string())?;
         crate::slos::count_metrics(&alerting.metrics, &events);
     }
     cursors.insert(s.name.clone(), last);

@@ -31,6 +31,8 @@ pub struct Checks {
     scheduler: tokio::sync::Mutex<Scheduler>,
     /// Told whenever a check's health changed (alerting evaluates at once).
     health_changed: Arc<Notify>,
+    /// The SLOs' recent minutes, counted here and read by their burn-rate rules.
+    slo_tallies: crate::slos::tally::Tallies,
 }
 
 /// What a reload changed in the running checks.
@@ -63,6 +65,7 @@ impl Checks {
             results: Mutex::new(Some(tx)),
             scheduler: tokio::sync::Mutex::new(Scheduler::new(max_concurrency)),
             health_changed,
+            slo_tallies: Default::default(),
         });
         let queue = Arc::new(tokio::sync::Mutex::new(rx));
         let writer = {
@@ -76,6 +79,11 @@ impl Checks {
 
     pub(crate) fn store(&self) -> &dyn CheckStore {
         self.store.as_ref()
+    }
+
+    /// Where SLO events are counted (store and memory together) and burn rates read.
+    pub(crate) fn slo_tallies(&self) -> &crate::slos::tally::Tallies {
+        &self.slo_tallies
     }
 
     /// The configuration in force (the result writer counts SLO events with it).
@@ -120,6 +128,7 @@ impl Checks {
         }
         self.metrics.checks_configured.set(new.checks.len() as i64);
         crate::slos::declare_metrics(&self.metrics, &new.slos);
+        self.slo_tallies.retain(&new.slos).await;
         ReloadedChecks { started, stopped }
     }
 

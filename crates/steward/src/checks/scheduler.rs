@@ -208,7 +208,7 @@ async fn count_slo_events(checks: &Checks, batch: &[RecordedRun]) {
         return;
     }
     for attempt in 0..3 {
-        match checks.store().add_slo_events(&events).await {
+        match checks.slo_tallies().record(checks.store(), &events).await {
             Ok(()) => {
                 crate::slos::count_metrics(checks.metrics(), &events);
                 return;

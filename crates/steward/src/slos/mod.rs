@@ -4,6 +4,7 @@
 //! module only feeds it from the store.
 
 pub mod export;
+pub mod tally;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use steward_model::config::duration::format_duration;
 use steward_model::config::slos::Slo;
-use steward_model::slo::{self, Bucket, BurnReading};
+use steward_model::slo::{self, Bucket};
 use steward_store::{CheckStore, RecordedRun, SloEvents, StoreError};
 
 use crate::telemetry::{Metrics, SloLabels, SloWindowLabels};
@@ -141,15 +142,6 @@ pub async fn roll_up(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Res
 async fn buckets(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Result<(Vec<Bucket>, i64), StoreError> {
     let from = s.window_start(now.timestamp());
     Ok((store.slo_buckets(&s.name, from).await?, from))
-}
-
-/// Burn-rate alert `window` of `s` at `now` (what its alert rule tests).
-pub async fn burn(store: &dyn CheckStore, s: &Slo, window: usize, now: DateTime<Utc>) -> Result<Option<BurnReading>, StoreError> {
-    let Some(w) = s.alerts.get(window) else { return Ok(None) };
-    let end = slo::window_end(now.timestamp());
-    let from = end - i64::try_from(w.long.as_secs().div_ceil(60)).unwrap_or(i64::MAX / 4);
-    let buckets = store.slo_buckets(&s.name, from).await?;
-    Ok(Some(slo::read_burn(&buckets, now.timestamp(), s.objective, s.budgeting, w, s.min_events)))
 }
 
 /// What `steward slo list|show` and `GET /api/v1/slos` say of one SLO.
