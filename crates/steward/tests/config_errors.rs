@@ -775,6 +775,8 @@ alerts:
     forecast: {expr: mem, above: lots, within: 10y}
   - name: fine
     forecast: {expr: 'node_filesystem_avail_bytes', below: 5e9, within: 4h, model: {holt_winters: {season: 1d}}, over: 3d}
+  - name: far-sighted
+    forecast: {expr: mem, above: 90, within: 365d, over: 3d, step: 1m, model: {holt_winters: {season: 1d}}}
 ",
     )
     .unwrap();
@@ -789,5 +791,6 @@ alerts:
     assert_error_at(&errs, 15, 15, "has more than one of `when`, `expr` and `forecast`");
     assert_error_at(&errs, 17, 34, "forecast above must be a number");
     assert_error_at(&errs, 17, 48, "forecast within: unknown unit `y`");
-    assert_eq!(errs.len(), 8, "the last rule is fine: {errs:#?}");
+    assert_error_at(&errs, 21, 65, "looks 525600 steps ahead; Holt-Winters forecasts at most 100000");
+    assert_eq!(errs.len(), 9, "`fine` is fine: {errs:#?}");
 }

@@ -25,6 +25,8 @@ use crate::forecast::Crossing;
 const KEYS: &[&str] = &["expr", "over", "above", "below", "within", "model", "step"];
 /// Prometheus answers at most this many points per series of a range query.
 const MAX_POINTS: u64 = 11_000;
+/// Holt-Winters is stepped forward to find a crossing: this bounds the work per series.
+const MAX_HORIZON_STEPS: u128 = 100_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forecast {
@@ -128,6 +130,14 @@ pub(super) fn forecast(n: &Node, what: &str, d: &mut Diagnostics, refs: &mut Ale
                 pos,
                 format!("{what} forecast step {} does not divide the season {}", format_duration(step), format_duration(*season)),
             ));
+            return None;
+        }
+        let within_steps = within.map_or(0, |w| w.as_millis() / step.as_millis().max(1));
+        if within_steps > MAX_HORIZON_STEPS {
+            d.push(
+                Diagnostic::error(pos, format!("{what} forecast looks {within_steps} steps ahead; Holt-Winters forecasts at most {MAX_HORIZON_STEPS}"))
+                    .with_hint("lengthen `step` or shorten `within`"),
+            );
             return None;
         }
         if over < *season * 2 {
