@@ -135,8 +135,11 @@ pub(super) fn forecast(n: &Node, what: &str, d: &mut Diagnostics, refs: &mut Ale
         let within_steps = within.map_or(0, |w| w.as_millis() / step.as_millis().max(1));
         if within_steps > MAX_HORIZON_STEPS {
             d.push(
-                Diagnostic::error(pos, format!("{what} forecast looks {within_steps} steps ahead; Holt-Winters forecasts at most {MAX_HORIZON_STEPS}"))
-                    .with_hint("lengthen `step` or shorten `within`"),
+                Diagnostic::error(
+                    pos,
+                    format!("{what} forecast looks {within_steps} steps ahead; Holt-Winters forecasts at most {MAX_HORIZON_STEPS}"),
+                )
+                .with_hint("lengthen `step` or shorten `within`"),
             );
             return None;
         }
