@@ -791,6 +791,6 @@ alerts:
     assert_error_at(&errs, 15, 15, "has more than one of `when`, `expr` and `forecast`");
     assert_error_at(&errs, 17, 34, "forecast above must be a number");
     assert_error_at(&errs, 17, 48, "forecast within: unknown unit `y`");
-    assert_error_at(&errs, 21, 65, "looks 525600 steps ahead; Holt-Winters forecasts at most 100000");
+    assert_error_at(&errs, 21, 68, "looks 525600 steps ahead; Holt-Winters forecasts at most 100000");
     assert_eq!(errs.len(), 9, "`fine` is fine: {errs:#?}");
 }
