@@ -131,6 +131,51 @@ pub struct Metrics {
     pub slo_sli: Family<SloLabels, Gauge<f64, AtomicU64>>,
     pub slo_budget_remaining: Family<SloLabels, Gauge<f64, AtomicU64>>,
     pub slo_burn_rate: Family<SloWindowLabels, Gauge<f64, AtomicU64>>,
+    /// CPU time spent on SLOs in memory, per part (see [`SloWork`]), and the wall time
+    /// of writing their counts to the store: what SLOs cost, measured rather than
+    /// inferred from the whole process.
+    pub slo_work: Family<SloWorkLabels, Counter<f64, AtomicU64>>,
+    pub slo_store_writes: Counter<f64, AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloWorkLabels {
+    pub part: &'static str,
+}
+
+/// The parts of SLO work `steward_slo_cpu_seconds_total` tells apart.
+#[derive(Clone, Copy, Debug)]
+pub enum SloWork {
+    /// Turning stored runs into per-minute events and adding them to the tallies.
+    Counting,
+    /// Reading burn rates for the burn-rate alert rules.
+    BurnRules,
+    /// SLI, budget and burn figures: the 15-second gauges and the API.
+    Figures,
+}
+
+impl Metrics {
+    /// Adds the CPU time this thread used since `since` (from [`thread_cpu`]) to `part`.
+    pub fn slo_work_since(&self, part: SloWork, since: std::time::Duration) {
+        let part = match part {
+            SloWork::Counting => "counting",
+            SloWork::BurnRules => "burn_rules",
+            SloWork::Figures => "figures",
+        };
+        self.slo_work.get_or_create(&SloWorkLabels { part }).inc_by(thread_cpu().saturating_sub(since).as_secs_f64());
+    }
+}
+
+/// CPU time the calling thread has used. Synchronous work between two readings on one
+/// thread is measured exactly: time the thread was preempted or waiting is not counted.
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
+    if !ok {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(u64::try_from(ts.tv_sec).unwrap_or(0), u32::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -217,6 +262,8 @@ impl Metrics {
             slo_sli: Family::default(),
             slo_budget_remaining: Family::default(),
             slo_burn_rate: Family::default(),
+            slo_work: Family::default(),
+            slo_store_writes: Counter::default(),
         };
         {
             let mut r = m.registry.lock().expect("registry");
@@ -361,6 +408,18 @@ impl Metrics {
                 "slo_burn_rate",
                 "How fast each SLO burns its budget over each alert window (1 spends exactly the budget over the SLO window)",
                 m.slo_burn_rate.clone(),
+            );
+            r.register_with_unit(
+                "slo_cpu",
+                "CPU time this process spent on SLOs in memory, per part: counting (runs into per-minute events), burn_rules, figures (gauges and API)",
+                Unit::Seconds,
+                m.slo_work.clone(),
+            );
+            r.register_with_unit(
+                "slo_store_write",
+                "Wall time this process spent writing SLO events to the store",
+                Unit::Seconds,
+                m.slo_store_writes.clone(),
             );
             let info: Family<Vec<(String, String)>, Gauge> = Family::default();
             info.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);

@@ -99,8 +99,10 @@ pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
         if slo_figures.is_none_or(|t| t.elapsed() >= SLO_FIGURES_EVERY) {
             slo_figures = Some(tokio::time::Instant::now());
             let config = alerting.config.get();
-            let statuses = crate::slos::statuses(alerting.results.as_ref(), &config.slos, now).await;
+            let statuses = alerting.checks.slo_tallies().statuses(alerting.checks.store(), &config.slos, now).await;
+            let cpu = crate::telemetry::thread_cpu();
             crate::slos::publish_metrics(&alerting.metrics, &statuses);
+            alerting.metrics.slo_work_since(crate::telemetry::SloWork::Figures, cpu);
         }
         if housekeeping.elapsed() >= Duration::from_secs(5) {
             housekeeping = tokio::time::Instant::now();

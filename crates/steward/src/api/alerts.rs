@@ -269,7 +269,7 @@ pub(super) async fn list_slos(caller: Caller, State(s): State<Arc<AppState>>) ->
     let now = crate::clock::now();
     let mut out = Vec::with_capacity(config.slos.len());
     for slo in &config.slos {
-        out.push(crate::slos::status(s.engine.store.as_ref(), slo, now).await?);
+        out.push(s.engine.checks.slo_tallies().status(s.engine.checks.store(), slo, now).await?);
     }
     Ok(Json(json!({ "slos": out })))
 }
@@ -282,7 +282,7 @@ pub(super) async fn get_slo(
     caller.require(Role::Viewer)?;
     let config = s.engine.config();
     let slo = config.slos.iter().find(|x| x.name == name).ok_or_else(|| ApiError::not_found("SLO", &name))?;
-    Ok(Json(json!({ "slo": crate::slos::status(s.engine.store.as_ref(), slo, crate::clock::now()).await? })))
+    Ok(Json(json!({ "slo": s.engine.checks.slo_tallies().status(s.engine.checks.store(), slo, crate::clock::now()).await? })))
 }
 
 #[cfg(test)]

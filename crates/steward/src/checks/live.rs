@@ -56,6 +56,7 @@ impl Checks {
         let (tx, rx) = mpsc::channel(65_536);
         let prober = Arc::new(Prober::new(config.get().redactor.clone()).with_stores(backups.clone(), store.clone()));
         let checks = Arc::new(Checks {
+            slo_tallies: crate::slos::tally::Tallies::new(metrics.clone()),
             store,
             backups,
             metrics,
@@ -65,7 +66,6 @@ impl Checks {
             results: Mutex::new(Some(tx)),
             scheduler: tokio::sync::Mutex::new(Scheduler::new(max_concurrency)),
             health_changed,
-            slo_tallies: Default::default(),
         });
         let queue = Arc::new(tokio::sync::Mutex::new(rx));
         let writer = {

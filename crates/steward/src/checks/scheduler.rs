@@ -203,7 +203,9 @@ async fn count_slo_events(checks: &Checks, batch: &[RecordedRun]) {
     if config.slos.is_empty() {
         return;
     }
+    let cpu = crate::telemetry::thread_cpu();
     let events = crate::slos::events(&config.slos, batch);
+    checks.metrics().slo_work_since(crate::telemetry::SloWork::Counting, cpu);
     if events.is_empty() {
         return;
     }

@@ -124,24 +124,35 @@ pub async fn statuses(store: &dyn CheckStore, slos: &[Slo], now: DateTime<Utc>) 
 /// alerts read minutes, the rest of the SLO window reads hours.
 const MINUTES_KEPT: Duration = Duration::from_secs(3 * 86_400);
 
+/// How many minutes an SLO keeps as minutes before rolling them into hours:
+/// [`MINUTES_KEPT`], or its longest alert window if longer.
+pub(crate) fn minutes_kept(s: &Slo) -> i64 {
+    let keep = s.alerts.iter().map(|w| w.long).max().unwrap_or_default().max(MINUTES_KEPT);
+    i64::try_from(keep.as_secs() / 60).unwrap_or(i64::MAX / 4)
+}
+
+/// Where an SLO's minutes end and its hours begin at Unix minute `minute_now`: the hour
+/// boundary that keeps at least [`minutes_kept`] minutes. Shared by the store's roll-up
+/// and the in-memory tallies, so both hold the same hours.
+pub(crate) fn hours_before(s: &Slo, minute_now: i64) -> i64 {
+    (minute_now - minutes_kept(s)).div_euclid(60) * 60
+}
+
+/// How far back an SLO's buckets are read: its window (or a whole month), and an hour
+/// more for the hour the window starts in. Older buckets are dropped.
+pub(crate) fn minutes_read(s: &Slo) -> i64 {
+    i64::try_from(s.kept_for().as_secs() / 60).unwrap_or(i64::MAX / 4) + 60
+}
+
 /// Keeps an SLO's storage bounded: one-minute buckets older than the alerts need are
 /// rolled up into hours, and buckets older than the window are dropped — about 4,300
 /// minutes plus 700 hours for a 30-day SLO, whatever its traffic.
 pub async fn roll_up(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let keep = s.alerts.iter().map(|w| w.long).max().unwrap_or_default().max(MINUTES_KEPT);
     let minute_now = now.timestamp().div_euclid(60);
-    // On an hour boundary, so whole hours are rolled.
-    let before = (minute_now - i64::try_from(keep.as_secs() / 60).unwrap_or(i64::MAX / 4)).div_euclid(60) * 60;
-    let drop_before = minute_now - i64::try_from(s.kept_for().as_secs() / 60).unwrap_or(i64::MAX / 4) - 60;
+    let (before, drop_before) = (hours_before(s, minute_now), minute_now - minutes_read(s));
     let old: Vec<Bucket> =
         store.slo_buckets(&s.name, drop_before).await?.into_iter().filter(|b| b.minutes == 1 && b.start < before).collect();
     store.roll_up_slo(&s.name, before, &slo::roll_up(&old, 60, s.budgeting), drop_before).await
-}
-
-/// The buckets an SLO's figures at `now` need: its whole window.
-async fn buckets(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Result<(Vec<Bucket>, i64), StoreError> {
-    let from = s.window_start(now.timestamp());
-    Ok((store.slo_buckets(&s.name, from).await?, from))
 }
 
 /// What `steward slo list|show` and `GET /api/v1/slos` say of one SLO.
@@ -177,16 +188,25 @@ pub struct BurnStatus {
     pub too_little_traffic: bool,
 }
 
+/// One SLO's figures at `now`, from its stored buckets (its whole window). The leader
+/// answers from memory instead ([`tally::Tallies::status`]); this is for a process
+/// that does not count the events.
 pub async fn status(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Result<SloStatus, StoreError> {
-    let (buckets, from) = buckets(store, s, now).await?;
+    let buckets = store.slo_buckets(&s.name, s.window_start(now.timestamp())).await?;
+    Ok(status_with(s, now, |from, to| slo::counts(&buckets, from, to, s.budgeting)))
+}
+
+/// One SLO's figures at `now` from any source of window counts: `counts(from, to)` for
+/// Unix minutes `[from, to)`.
+pub fn status_with(s: &Slo, now: DateTime<Utc>, counts: impl Fn(i64, i64) -> slo::Counts) -> SloStatus {
     let end = slo::window_end(now.timestamp());
-    let window = slo::counts(&buckets, from, end, s.budgeting);
+    let window = counts(s.window_start(now.timestamp()), end);
     let remaining = s.objective.budget_remaining(window);
     let burn: Vec<BurnStatus> = s
         .alerts
         .iter()
         .map(|w| {
-            let r = slo::read_burn(&buckets, now.timestamp(), s.objective, s.budgeting, w, s.min_events);
+            let r = slo::read_burn_with(&counts, now.timestamp(), s.objective, w, s.min_events);
             BurnStatus {
                 alert: steward_model::config::slos::burn_rule_name(&s.name, w),
                 long_window: format_duration(w.long),
@@ -201,9 +221,8 @@ pub async fn status(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Resu
         })
         .collect();
     let recent = s.alerts.iter().map(|w| w.long).min().unwrap_or(Duration::from_secs(3600));
-    let recent_burn =
-        s.objective.burn_rate(slo::counts(&buckets, end - i64::try_from(recent.as_secs() / 60).unwrap_or(60), end, s.budgeting));
-    Ok(SloStatus {
+    let recent_burn = s.objective.burn_rate(counts(end - slo::minutes(recent), end));
+    SloStatus {
         name: s.name.clone(),
         service: s.service.clone(),
         objective_percent: s.objective.fraction() * 100.0,
@@ -215,7 +234,7 @@ pub async fn status(store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Resu
         budget_remaining_percent: remaining.map(|r| r * 100.0),
         time_to_exhaustion_seconds: slo::time_to_exhaustion(remaining, recent_burn, s.window).map(|d| d.as_secs()),
         burn,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,41 +1,106 @@
-//! Every SLO's recent minutes in memory, on the process that counts its events (the
-//! leader), so a burn-rate rule is a sum over memory rather than a store read: with
-//! 1,000 SLOs and four alerts each every 10 s, reading the buckets meant hundreds of
-//! queries of thousands of rows a second.
+//! Every SLO's buckets in memory, on the process that counts its events (the leader),
+//! so burn-rate rules, the 15-second gauges, the API and the status page sum memory
+//! rather than read the store: with 1,000 SLOs, reading their buckets meant hundreds of
+//! queries of thousands of rows a second for the alerts, and five million rows every
+//! 15 s for the gauges of 30-day windows.
 //!
-//! A tally holds one SLO's minutes for its longest alert window, loaded from the store
-//! on first use and kept by every later count. Counting goes through [`Tallies::record`],
-//! which writes the store and the tally under one lock, and loading takes the same lock:
-//! an event is either in the store when a tally is read from it or added to the tally
-//! afterwards — never both, never neither. A tally is read again when its SLO's alert
-//! windows change (a reload), and forgotten when the SLO goes.
+//! A tally holds what the store holds once rolled up: one SLO's minutes since
+//! [`super::hours_before`] (the longest alert window, at least three days) and hours
+//! before that, back to [`super::minutes_read`] — 35 KB of minutes and 18 KB of
+//! hours for a 30-day SLO. It is loaded from the store on first use and kept by every
+//! later count. Counting goes through [`Tallies::record`], which writes the store and
+//! the tally under one lock, and loading takes the same lock: an event is either in the
+//! store when a tally is read from it or added to the tally afterwards — never both,
+//! never neither. A tally is read again when its SLO's shape changes (a reload), and
+//! forgotten when the SLO goes.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use steward_model::config::slos::Slo;
-use steward_model::slo::{self, Budgeting, BurnReading, Counts};
+use steward_model::slo::{self, Bucket, Budgeting, BurnReading, Counts};
 use steward_store::{CheckStore, SloEvents, StoreError};
 
-/// One SLO's minutes: `minutes[i]` is (good, total) of Unix minute `first + i`, in
-/// 32 bits (8 bytes a minute: 35 MB for 1,000 SLOs with 3-day alert windows; a minute
-/// of more than four billion events saturates).
+use super::SloStatus;
+use crate::telemetry::{Metrics, SloWork, thread_cpu};
+
+/// One rolled-up hour, as the store's roll-up writes it (`slo::roll_up`): timeslices
+/// are counted as the minutes are folded, with the SLO's ratio.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Hour {
+    good: u64,
+    total: u64,
+    good_slices: u32,
+    slices: u32,
+}
+
+/// What decides a tally's layout: a reload that changes it reads the store again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shape {
+    /// Minutes kept before an hour is folded (`super::minutes_kept`).
+    keep: i64,
+    /// How far back hours are kept (`super::minutes_read`).
+    kept_for: i64,
+    /// The timeslice ratio hours are folded with (1.0 under occurrences, unused).
+    good_ratio: f64,
+}
+
+impl Shape {
+    fn of(s: &Slo) -> Shape {
+        let good_ratio = match s.budgeting {
+            Budgeting::Timeslices { good_ratio } => good_ratio,
+            Budgeting::Occurrences => 1.0,
+        };
+        Shape { keep: super::minutes_kept(s), kept_for: super::minutes_read(s), good_ratio }
+    }
+
+    /// The first minute kept as a minute when minute `newest` is the latest
+    /// (`super::hours_before`).
+    fn minutes_from(&self, newest: i64) -> i64 {
+        (newest - self.keep).div_euclid(60) * 60
+    }
+}
+
+/// One SLO's buckets: `hours[i]` covers Unix minutes `[hours_first + 60 i, +60)` and
+/// `minutes[i]` is (good, total) of minute `first + i` in 32 bits (a minute of more than
+/// four billion events saturates). `first` is on an hour boundary and equals
+/// `hours_first + 60 × hours.len()`: the hours end where the minutes begin.
 struct Tally {
+    shape: Shape,
+    hours_first: i64,
+    hours: VecDeque<Hour>,
     first: i64,
     minutes: VecDeque<(u32, u32)>,
-    /// How many minutes it keeps: the longest alert window, plus the current minute.
-    span: i64,
 }
 
 impl Tally {
+    /// An empty tally as of minute `newest`.
+    fn new(shape: Shape, newest: i64) -> Tally {
+        let first = shape.minutes_from(newest);
+        let mut t = Tally { shape, hours_first: first, hours: VecDeque::new(), first, minutes: VecDeque::new() };
+        // The first hour that starts no earlier than `newest - kept_for`.
+        let oldest = (newest - shape.kept_for + 59).div_euclid(60) * 60;
+        let hours = usize::try_from((first - oldest).div_euclid(60)).unwrap_or(0);
+        t.hours_first = first - 60 * hours as i64;
+        t.hours.extend(std::iter::repeat_n(Hour::default(), hours));
+        t
+    }
+
     fn add(&mut self, minute: i64, good: u64, total: u64) {
-        if minute < self.first {
-            return; // older than any alert reads
+        self.advance(minute);
+        let good = good.min(total);
+        if minute < self.hours_first {
+            return; // older than anything read
         }
-        if minute - (self.first + self.minutes.len() as i64) >= self.span {
-            // So far ahead that nothing kept survives (a clock jump): start again there
-            // rather than allocate the gap.
-            self.minutes.clear();
-            self.first = minute;
+        if minute < self.first {
+            // A late minute of an hour already folded: counted into it, as the store's
+            // next roll-up will.
+            let i = usize::try_from((minute - self.hours_first) / 60).unwrap_or(0);
+            if let Some(h) = self.hours.get_mut(i) {
+                self.shape.fold(h, good, total);
+            }
+            return;
         }
         let at = usize::try_from(minute - self.first).unwrap_or(0);
         if at >= self.minutes.len() {
@@ -43,25 +108,75 @@ impl Tally {
         }
         if let Some(m) = self.minutes.get_mut(at) {
             let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-            m.0 = m.0.saturating_add(narrow(good.min(total)));
+            m.0 = m.0.saturating_add(narrow(good));
             m.1 = m.1.saturating_add(narrow(total));
         }
-        self.trim(minute);
     }
 
-    /// Drops the minutes that no alert window ending at `newest` reaches.
-    fn trim(&mut self, newest: i64) {
-        while !self.minutes.is_empty() && self.first <= newest - self.span {
-            self.minutes.pop_front();
-            self.first += 1;
+    /// Adds a stored rolled-up bucket (an hour) as it is.
+    fn add_rolled(&mut self, b: &Bucket) {
+        if b.start < self.hours_first || b.start >= self.first {
+            // Outside the hours (the clock went back since it was rolled): as a minute.
+            self.add(b.start, b.good, b.total);
+            return;
+        }
+        let i = usize::try_from((b.start - self.hours_first) / 60).unwrap_or(0);
+        if let Some(h) = self.hours.get_mut(i) {
+            h.good += b.good.min(b.total);
+            h.total += b.total;
+            h.good_slices += b.good_slices;
+            h.slices += b.slices;
         }
     }
 
-    /// The counts of minutes `[from, to)`, as `slo::counts` gives them for one-minute buckets.
+    /// Moves to minute `newest`: whole hours older than the minutes kept are folded,
+    /// hours older than anything read dropped.
+    fn advance(&mut self, newest: i64) {
+        let boundary = self.shape.minutes_from(newest);
+        if boundary - self.first > self.shape.kept_for + 60 {
+            // So far ahead that nothing kept survives (a clock jump): start again there
+            // rather than fold the gap hour by hour.
+            *self = Tally::new(self.shape, newest);
+            return;
+        }
+        while self.first < boundary {
+            let n = self.minutes.len().min(60);
+            let mut h = Hour::default();
+            for (good, total) in self.minutes.drain(..n) {
+                self.shape.fold(&mut h, u64::from(good), u64::from(total));
+            }
+            self.hours.push_back(h);
+            self.first += 60;
+        }
+        let oldest = newest - self.shape.kept_for;
+        while !self.hours.is_empty() && self.hours_first < oldest {
+            self.hours.pop_front();
+            self.hours_first += 60;
+        }
+    }
+
+    /// The counts of minutes `[from, to)`, as `slo::counts` gives them for the same
+    /// buckets: hours that start inside, and minutes.
     fn counts(&self, from: i64, to: i64, budgeting: Budgeting) -> Counts {
         let mut c = Counts::default();
-        let start = usize::try_from((from - self.first).max(0)).unwrap_or(0);
-        let end = usize::try_from((to - self.first).max(0)).unwrap_or(0).min(self.minutes.len());
+        // The first bucket (`width` minutes each, from `first`) starting at or after `m`.
+        let index = |m: i64, first: i64, width: u64, len: usize| {
+            usize::try_from(u64::try_from(m - first).unwrap_or(0).div_ceil(width)).unwrap_or(usize::MAX).min(len)
+        };
+        let (start, end) = (index(from, self.hours_first, 60, self.hours.len()), index(to, self.hours_first, 60, self.hours.len()));
+        for h in self.hours.range(start.min(end)..end) {
+            match budgeting {
+                Budgeting::Occurrences => {
+                    c.good += h.good as f64;
+                    c.total += h.total as f64;
+                }
+                Budgeting::Timeslices { .. } => {
+                    c.good += f64::from(h.good_slices);
+                    c.total += f64::from(h.slices);
+                }
+            }
+        }
+        let (start, end) = (index(from, self.first, 1, self.minutes.len()), index(to, self.first, 1, self.minutes.len()));
         for &(good, total) in self.minutes.range(start.min(end)..end) {
             match budgeting {
                 Budgeting::Occurrences => {
@@ -82,52 +197,106 @@ impl Tally {
     }
 }
 
-/// The tallies of this process' SLOs.
-#[derive(Default)]
-pub struct Tallies {
-    by_slo: tokio::sync::Mutex<HashMap<String, Tally>>,
+impl Shape {
+    /// Folds one minute into its hour, as `slo::roll_up` does.
+    fn fold(&self, h: &mut Hour, good: u64, total: u64) {
+        h.good += good;
+        h.total += total;
+        if total > 0 {
+            h.slices += 1;
+            h.good_slices += u32::from(good as f64 / total as f64 >= self.good_ratio);
+        }
+    }
 }
 
-/// Minutes a tally of `s` keeps.
-fn span(s: &Slo) -> i64 {
-    s.alerts.iter().map(|w| slo::minutes(w.long)).max().unwrap_or(0) + 1
+/// The tallies of this process' SLOs, and what their work costs
+/// (`steward_slo_cpu_seconds_total`, `steward_slo_store_write_seconds_total`).
+pub struct Tallies {
+    by_slo: tokio::sync::Mutex<HashMap<String, Tally>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Tallies {
+    pub fn new(metrics: Arc<Metrics>) -> Tallies {
+        Tallies { by_slo: Default::default(), metrics }
+    }
+
     /// Stores `events` and adds them to the loaded tallies, as one step (see the module
     /// comment); the store's error is returned and no tally changes.
     pub async fn record(&self, store: &dyn CheckStore, events: &[SloEvents]) -> Result<(), StoreError> {
         let mut by_slo = self.by_slo.lock().await;
-        store.add_slo_events(events).await?;
+        let writing = std::time::Instant::now();
+        let stored = store.add_slo_events(events).await;
+        self.metrics.slo_store_writes.inc_by(writing.elapsed().as_secs_f64());
+        stored?;
+        let cpu = thread_cpu();
         for e in events {
             if let Some(t) = by_slo.get_mut(&e.slo) {
                 t.add(e.minute, e.good, e.total);
             }
         }
+        self.metrics.slo_work_since(SloWork::Counting, cpu);
         Ok(())
     }
 
-    /// What burn-rate alert `window` of `s` sees at `now`, from memory (loading the
-    /// SLO's minutes from the store the first time).
-    pub async fn read_burn(&self, store: &dyn CheckStore, s: &Slo, window: usize, now: i64) -> Result<Option<BurnReading>, StoreError> {
-        let Some(w) = s.alerts.get(window) else { return Ok(None) };
+    /// Runs `read` over `s`'s tally as of `now`, loading the SLO's buckets from the
+    /// store the first time (or after its shape changed); its CPU time counts to `part`.
+    async fn with<T>(
+        &self,
+        store: &dyn CheckStore,
+        s: &Slo,
+        now: i64,
+        part: SloWork,
+        read: impl FnOnce(&Tally) -> T,
+    ) -> Result<T, StoreError> {
         let mut by_slo = self.by_slo.lock().await;
-        let needed = span(s);
-        if by_slo.get(&s.name).is_none_or(|t| t.span != needed) {
-            let first = slo::window_end(now) - needed;
-            let mut t = Tally { first, minutes: VecDeque::with_capacity(usize::try_from(needed).unwrap_or(0)), span: needed };
-            for b in store.slo_buckets(&s.name, first).await? {
-                // Roll-ups lie beyond the alerts' windows; only minutes are read here.
+        let (shape, newest) = (Shape::of(s), slo::window_end(now) - 1);
+        if by_slo.get(&s.name).is_none_or(|t| t.shape != shape) {
+            let mut t = Tally::new(shape, newest);
+            for b in store.slo_buckets(&s.name, t.hours_first).await? {
                 if b.minutes == 1 {
                     t.add(b.start, b.good, b.total);
+                } else {
+                    t.add_rolled(&b);
                 }
             }
             by_slo.insert(s.name.clone(), t);
         }
+        let cpu = thread_cpu();
         let t = by_slo.get_mut(&s.name).expect("just loaded");
-        t.trim(slo::window_end(now) - 1);
-        let t = &*t;
-        Ok(Some(slo::read_burn_with(|from, to| t.counts(from, to, s.budgeting), now, s.objective, w, s.min_events)))
+        t.advance(newest);
+        let out = read(t);
+        self.metrics.slo_work_since(part, cpu);
+        Ok(out)
+    }
+
+    /// What burn-rate alert `window` of `s` sees at `now` (Unix seconds).
+    pub async fn read_burn(&self, store: &dyn CheckStore, s: &Slo, window: usize, now: i64) -> Result<Option<BurnReading>, StoreError> {
+        let Some(w) = s.alerts.get(window) else { return Ok(None) };
+        self.with(store, s, now, SloWork::BurnRules, |t| {
+            slo::read_burn_with(|from, to| t.counts(from, to, s.budgeting), now, s.objective, w, s.min_events)
+        })
+        .await
+        .map(Some)
+    }
+
+    /// `s`'s figures at `now`, what [`super::status`] reads from the store.
+    pub async fn status(&self, store: &dyn CheckStore, s: &Slo, now: DateTime<Utc>) -> Result<SloStatus, StoreError> {
+        self.with(store, s, now.timestamp(), SloWork::Figures, |t| super::status_with(s, now, |from, to| t.counts(from, to, s.budgeting)))
+            .await
+    }
+
+    /// Every SLO's figures at `now`; one whose buckets cannot be loaded is left out (and
+    /// logged), the others are still given.
+    pub async fn statuses(&self, store: &dyn CheckStore, slos: &[Slo], now: DateTime<Utc>) -> Vec<SloStatus> {
+        let mut out = Vec::with_capacity(slos.len());
+        for s in slos {
+            match self.status(store, s, now).await {
+                Ok(st) => out.push(st),
+                Err(e) => tracing::warn!(slo = %s.name, error = %e, "cannot read the SLO's buckets"),
+            }
+        }
+        out
     }
 
     /// Forgets the tallies of SLOs no longer configured.
@@ -139,43 +308,49 @@ impl Tallies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use steward_model::slo::{Bucket, Objective};
 
-    /// Whatever order minutes arrive in, a tally answers what the same minutes as
-    /// buckets answer, for every window and both ways of budgeting; minutes beyond its
-    /// span are dropped, never counted.
+    /// The buckets the store holds for `minutes` once rolled up as of minute `newest`,
+    /// as `super::roll_up` leaves them: hours before the minutes kept, nothing older
+    /// than the hours kept.
+    fn rolled(minutes: &[Bucket], shape: Shape, newest: i64, budgeting: Budgeting) -> Vec<Bucket> {
+        let (before, drop) = (shape.minutes_from(newest), newest - shape.kept_for);
+        let old: Vec<Bucket> = minutes.iter().filter(|b| b.start < before).copied().collect();
+        let mut out: Vec<Bucket> = slo::roll_up(&old, 60, budgeting).into_iter().filter(|b| b.start >= drop).collect();
+        out.extend(minutes.iter().filter(|b| b.start >= before));
+        out
+    }
+
+    /// Whatever order minutes arrive in, a tally answers what the store's buckets answer
+    /// once rolled up, for every window and both ways of budgeting: minutes where the
+    /// store keeps minutes, hours before, nothing older than the hours kept.
     #[test]
-    fn a_tally_counts_what_the_buckets_count() {
-        // As loaded at minute 1,199: the span back from the end of that minute.
-        let span = 90;
-        let mut t = Tally { first: 1_200 - span, minutes: VecDeque::new(), span };
-        let mut buckets = Vec::new();
-        // Minutes ≡ 2 (mod 3) newest first, then ≡ 0 oldest first; ≡ 1 never (gaps).
-        for m in (1_000..1_200).rev().step_by(3).chain((1_002..1_200).step_by(3)) {
-            let (good, total) = ((m % 7) as u64 * 3, (m % 7) as u64 * 3 + (m % 5 == 0) as u64);
-            t.add(m, good, total);
-            buckets.push(Bucket::minute(m, good, total));
-        }
-        t.trim(1_199);
-        assert_eq!((t.minutes.len() as i64, t.first), (span, 1_199 - span + 1));
+    fn a_tally_counts_what_the_rolled_up_buckets_count() {
+        // A 2-day window with 1-day alerts, compressed: 300 minutes kept, 600 read.
         for budgeting in [Budgeting::Occurrences, Budgeting::Timeslices { good_ratio: 0.9 }] {
-            for (from, to) in [(1_150, 1_200), (1_110, 1_200), (1_190, 1_195), (1_195, 1_190)] {
-                assert_eq!(t.counts(from, to, budgeting), slo::counts(&buckets, from, to, budgeting), "{from}..{to} {budgeting:?}");
+            let good_ratio = if let Budgeting::Timeslices { good_ratio } = budgeting { good_ratio } else { 1.0 };
+            let shape = Shape { keep: 300, kept_for: 600, good_ratio };
+            let mut t = Tally::new(shape, 0);
+            let mut minutes: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+            // Minutes ≡ 2 (mod 3) newest first, then ≡ 0 oldest first; ≡ 1 never (gaps).
+            // The first ones arrive after their hour was folded, or after it was dropped.
+            let newest = 1_199;
+            for m in (0..=newest).rev().step_by(3).chain((0..newest).step_by(3)) {
+                let (good, total) = ((m % 7) as u64 * 3, (m % 7) as u64 * 3 + (m % 5 == 0) as u64);
+                t.add(m, good, total);
+                let e = minutes.entry(m).or_default();
+                *e = (e.0 + good, e.1 + total);
             }
+            t.advance(newest);
+            let minute_buckets: Vec<Bucket> = minutes.iter().map(|(&m, &(g, n))| Bucket::minute(m, g, n)).collect();
+            let store = rolled(&minute_buckets, shape, newest, budgeting);
+            assert_eq!((t.first, t.minutes.len()), (shape.minutes_from(newest), 1_200 - 840));
+            assert_eq!((t.hours_first, t.hours.len()), (600, 4), "hours from the first whole one in the last 600 minutes");
+            let end = newest + 1;
+            for from in [end - 600, end - 599, end - 360, end - 300, end - 61, end - 60, end - 5, 0, end] {
+                assert_eq!(t.counts(from, end, budgeting), slo::counts(&store, from, end, budgeting), "{from}..{end} {budgeting:?}");
+            }
+            assert_eq!(t.counts(1_150, 1_100, budgeting), Counts::default(), "an empty range");
         }
-        let o = Objective::percent(99.0).unwrap();
-        let w = steward_model::slo::BurnWindow::spending(
-            0.02,
-            std::time::Duration::from_secs(3600),
-            std::time::Duration::from_secs(300),
-            std::time::Duration::from_secs(30 * 86_400),
-            "critical",
-        );
-        let now = 1_199 * 60 + 30;
-        assert_eq!(
-            slo::read_burn_with(|f, to| t.counts(f, to, Budgeting::Occurrences), now, o, &w, 1),
-            slo::read_burn(&buckets, now, o, Budgeting::Occurrences, &w, 1)
-        );
     }
 
     /// Events counted before a tally is first read come from the store, events after
@@ -193,7 +368,7 @@ mod tests {
         std::fs::write(&f, config("1h")).unwrap();
         let slo = steward_model::config::load(&f).unwrap().slos.remove(0);
         let store = steward_store::SqliteStore::open(dir.path()).await.unwrap();
-        let tallies = Tallies::default();
+        let tallies = Tallies::new(Arc::new(Metrics::new()));
         let now = 10_000 * 60 + 30;
         let events = |from: i64, to: i64| {
             (from..to).map(|m| SloEvents { slo: "s".into(), minute: m, good: 9 + (m % 2) as u64, total: 10 }).collect::<Vec<_>>()
@@ -216,14 +391,69 @@ mod tests {
         assert!(reread.long_total > second.long_total, "{reread:?} {second:?}");
     }
 
+    /// Thirty-five days of minutes into two 30-day SLOs (one of each budgeting): once
+    /// the store has rolled up, the leader's figures from memory — SLI, budget, every
+    /// burn, time to exhaustion — are the store's, and stay so while minutes are counted
+    /// and, an hour later, an hour is folded on both sides.
+    #[tokio::test]
+    async fn figures_from_memory_are_the_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(
+            &f,
+            "services: [{name: api}]\nchecks: [{name: c, service: api, tcp: {address: '127.0.0.1:1'}}]\nslos:\n  - {name: occ, service: api, objective: 99, window: 30d, sli: {check: c}}\n  - {name: ts, service: api, objective: 99, window: 30d, budgeting: {timeslices: 90}, sli: {check: c}}\n",
+        )
+        .unwrap();
+        let slos = steward_model::config::load(&f).unwrap().slos;
+        let store = steward_store::SqliteStore::open(dir.path()).await.unwrap();
+        let tallies = Tallies::new(Arc::new(Metrics::new()));
+        let at = |minute: i64| DateTime::from_timestamp(minute * 60 + 30, 0).unwrap();
+        let events = |from: i64, to: i64| {
+            (from..to)
+                .flat_map(|m| {
+                    let total = 10 + (m % 13) as u64;
+                    let good = total - u64::from(m % 17 == 0) - 2 * u64::from(m % 101 == 0);
+                    ["occ", "ts"].map(|slo| SloEvents { slo: slo.into(), minute: m, good, total })
+                })
+                .collect::<Vec<_>>()
+        };
+        let same = |a: &SloStatus, b: &SloStatus| {
+            assert_eq!(serde_json::to_value(a).unwrap(), serde_json::to_value(b).unwrap());
+            assert!(a.total > 0.0 && a.budget_remaining_percent.is_some(), "{a:?}");
+        };
+        let day = 1_440;
+        let now = 35 * day + 17;
+        store.add_slo_events(&events(0, now)).await.unwrap();
+        for s in &slos {
+            super::super::roll_up(&store, s, at(now)).await.unwrap();
+        }
+        for s in &slos {
+            let memory = tallies.status(&store, s, at(now)).await.unwrap();
+            same(&memory, &super::super::status(&store, s, at(now)).await.unwrap());
+        }
+        // Another hour and a half, counted through the tallies: the store rolls up
+        // again, memory folds on its own.
+        for m in now..now + 90 {
+            tallies.record(&store, &events(m, m + 1)).await.unwrap();
+        }
+        let later = now + 90;
+        for s in &slos {
+            super::super::roll_up(&store, s, at(later)).await.unwrap();
+            let memory = tallies.status(&store, s, at(later)).await.unwrap();
+            same(&memory, &super::super::status(&store, s, at(later)).await.unwrap());
+            assert!(memory.burn.iter().all(|b| b.long_burn.is_some()), "{memory:?}");
+        }
+    }
+
     /// A minute far in the future (a clock jump) restarts the tally rather than
-    /// allocating the gap.
+    /// folding the gap hour by hour.
     #[test]
     fn a_jump_far_ahead_restarts_the_tally() {
-        let mut t = Tally { first: 0, minutes: VecDeque::new(), span: 60 };
+        let shape = Shape { keep: 60, kept_for: 180, good_ratio: 1.0 };
+        let mut t = Tally::new(shape, 0);
         t.add(0, 1, 1);
         t.add(10_000_000, 1, 2);
-        assert_eq!((t.first, t.minutes.len()), (10_000_000, 1));
+        assert_eq!((t.first, t.minutes.len(), t.hours.len()), (shape.minutes_from(10_000_000), 101, 1));
         assert_eq!(t.counts(0, 10_000_001, Budgeting::Occurrences), Counts { good: 1.0, total: 2.0 });
     }
 }
