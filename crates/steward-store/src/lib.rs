@@ -55,6 +55,9 @@ pub struct ResultRow {
     pub healthy: bool,
     pub latency_ms: f64,
     pub reason: Option<String>,
+    /// The fields the check records for forecasts (`Outcome::values`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub values: std::collections::BTreeMap<String, f64>,
 }
 
 /// An hour of results, kept after the raw rows are gone.

@@ -137,7 +137,24 @@ pub(crate) fn payload_text(stored: &[u8]) -> Result<String, StoreError> {
 }
 
 pub(crate) fn result_row<R: Columns>(r: &R) -> Result<ResultRow, StoreError> {
-    Ok(ResultRow { at: time(col(r, "at_ms")?), healthy: col(r, "healthy")?, latency_ms: col(r, "latency_ms")?, reason: col(r, "reason")? })
+    let observed: Option<String> = col(r, "observed")?;
+    let values = match observed {
+        None => Default::default(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("a check result's recorded values are not a JSON object of numbers: {e}")))?,
+    };
+    Ok(ResultRow {
+        at: time(col(r, "at_ms")?),
+        healthy: col(r, "healthy")?,
+        latency_ms: col(r, "latency_ms")?,
+        reason: col(r, "reason")?,
+        values,
+    })
+}
+
+/// A run's recorded values as stored: a JSON object, or NULL when there are none.
+pub(crate) fn observed(values: &std::collections::BTreeMap<String, f64>) -> Option<String> {
+    (!values.is_empty()).then(|| serde_json::to_string(values).unwrap_or_default())
 }
 
 pub(crate) fn token_row<R: Columns>(r: &R) -> Result<TokenInfo, StoreError> {

@@ -515,6 +515,8 @@ CREATE TABLE slo_buckets (
     PRIMARY KEY (slo, start_minute)
 );
 "#,
+    // The fields a check records for forecasts, as a JSON object (NULL: none).
+    "ALTER TABLE check_results ADD COLUMN observed TEXT;",
 ];
 
 #[derive(Clone)]
@@ -833,13 +835,15 @@ impl CheckStore for SqliteStore {
         // thread, so one per row cost more CPU than the inserts themselves.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in runs.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO check_results (check_name, at_ms, healthy, latency_ms, reason) ");
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO check_results (check_name, at_ms, healthy, latency_ms, reason, observed) ");
             q.push_values(chunk, |mut b, run| {
                 b.push_bind(&run.check)
                     .push_bind(ms(run.outcome.at))
                     .push_bind(run.outcome.healthy)
                     .push_bind(run.outcome.latency.as_secs_f64() * 1000.0)
-                    .push_bind(&run.outcome.reason);
+                    .push_bind(&run.outcome.reason)
+                    .push_bind(crate::rows::observed(&run.outcome.values));
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -885,7 +889,7 @@ impl CheckStore for SqliteStore {
 
     async fn results_since(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<ResultRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = ? AND at_ms >= ? ORDER BY at_ms DESC",
+            "SELECT at_ms, healthy, latency_ms, reason, observed FROM check_results WHERE check_name = ? AND at_ms >= ? ORDER BY at_ms DESC",
         )
         .bind(check)
         .bind(ms(since))
@@ -896,7 +900,7 @@ impl CheckStore for SqliteStore {
 
     async fn history(&self, check: &str, limit: u32, before: Option<DateTime<Utc>>) -> Result<Vec<ResultRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = ? AND at_ms < ? ORDER BY at_ms DESC LIMIT ?",
+            "SELECT at_ms, healthy, latency_ms, reason, observed FROM check_results WHERE check_name = ? AND at_ms < ? ORDER BY at_ms DESC LIMIT ?",
         )
         .bind(check)
         .bind(before.map_or(i64::MAX, ms))

@@ -17,7 +17,13 @@ fn run(check: &str, at_s: i64, healthy: bool, health: Health, transition: bool) 
     state.last_run = Some(at);
     RecordedRun {
         check: check.into(),
-        outcome: Outcome { healthy, latency: Duration::from_millis(10 + at_s as u64 % 7), reason: (!healthy).then(|| "down".into()), at },
+        outcome: Outcome {
+            healthy,
+            latency: Duration::from_millis(10 + at_s as u64 % 7),
+            reason: (!healthy).then(|| "down".into()),
+            at,
+            values: Default::default(),
+        },
         state,
         transition: transition.then(|| Transition { check: check.into(), from: Health::Unknown, to: health, at, reason: None }),
     }
@@ -42,6 +48,14 @@ pub async fn records_runs_states_and_transitions(store: impl Store) {
     let window = store.results_since("a", Utc.timestamp_opt(1_010, 0).unwrap()).await.unwrap();
     assert_eq!(window.iter().map(|r| r.at.timestamp()).collect::<Vec<_>>(), vec![1_010], "the window includes its start");
     assert_eq!(store.transitions(Some("b"), 10).await.unwrap()[0].to, Health::Unhealthy);
+    assert!(window[0].values.is_empty(), "a run that records nothing reads back nothing");
+    // The fields a check records for forecasts come back with the run, exactly.
+    let mut recorded = run("a", 1_020, true, Health::Healthy, false);
+    recorded.outcome.values = [("info.used_memory".to_string(), 1_073_741_824.0), ("row.ratio".to_string(), 0.123_456_789)].into();
+    store.record(&[recorded.clone()]).await.unwrap();
+    let newest = store.results_since("a", Utc.timestamp_opt(1_020, 0).unwrap()).await.unwrap();
+    assert_eq!(newest[0].values, recorded.outcome.values);
+    assert_eq!(store.history("a", 1, None).await.unwrap()[0].values, recorded.outcome.values);
 }
 
 /// Chart buckets sum rolled-up hours and raw results alike, in the database.

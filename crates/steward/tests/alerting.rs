@@ -524,3 +524,100 @@ fn a_restart_during_group_wait_sends_the_notification_once_after_the_wait() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(receiver.summary(), [("firing".to_string(), vec!["Down".to_string()])], "exactly one notification");
 }
+
+/// One RESP command on `conn`; the reply's first line.
+fn redis_command(conn: &mut std::net::TcpStream, args: &[&[u8]]) -> String {
+    use std::io::{BufRead, Write};
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    conn.write_all(&out).unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    if let Some(len) = line.strip_prefix('$').and_then(|n| n.trim().parse::<usize>().ok()) {
+        let mut body = vec![0; len + 2];
+        std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+        return String::from_utf8_lossy(&body).into_owned();
+    }
+    line
+}
+
+fn redis_info(conn: &mut std::net::TcpStream, field: &str) -> u64 {
+    let info = redis_command(conn, &[b"INFO", b"memory"]);
+    let line = info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).unwrap_or_else(|| panic!("no {field} in {info}"));
+    line.trim().parse().unwrap()
+}
+
+/// A forecast over a check's own observations: a real Redis fills at about 400 KB/s;
+/// its check records `info.used_memory` and `info.maxmemory` with each run, and the
+/// forecast pages while memory is still short of `maxmemory`, with the fit in its
+/// annotation; the recorded values are in the check's history; when writing stops,
+/// the crossing moves past the horizon and the alert resolves.
+#[test]
+fn a_forecast_over_a_checks_observations_pages_before_redis_is_full() {
+    let redis = common::PrivateRedis::start();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    let used0 = redis_info(&mut conn, "used_memory");
+    let max = used0 + 36_000_000; // about 90 s of writing
+    let reply = redis_command(&mut conn, &[b"CONFIG", b"SET", b"maxmemory", max.to_string().as_bytes()]);
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("steward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"checks:
+  - {{name: cache, interval: 1s, redis: {{url: 'redis://127.0.0.1:{}'}}}}
+alerts:
+  - name: CacheFullSoon
+    forecast: {{check: cache, value: info.used_memory, above: info.maxmemory, over: 1m, within: 1m}}
+"#,
+            redis.port
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "v", "viewer");
+    let server = Server::start(&config, &data);
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (writing, port) = (writing.clone(), redis.port);
+        std::thread::spawn(move || {
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let value = vec![b'x'; 20_000];
+            let mut i = 0u64;
+            while writing.load(Ordering::SeqCst) {
+                // Refused (OOM) once full: the test has failed by then, the writer goes on.
+                redis_command(&mut conn, &[b"SET", format!("k{i}").as_bytes(), &value]);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let fired = wait_for("the forecast to fire", Duration::from_secs(90), || {
+        alert_named(&alerts(&server.base, &token), "CacheFullSoon").filter(|a| a["state"] == "firing").cloned()
+    });
+    let used = redis_info(&mut conn, "used_memory");
+    assert!(used < max, "paged only once full: {used} of {max}");
+    assert_eq!(fired["labels"]["check"], "cache", "{fired:#}");
+    let eta = fired["value"].as_f64().unwrap();
+    assert!(eta > 0.0 && eta <= 60.0, "{fired:#}");
+    let fit = fired["annotations"]["forecast"].as_str().unwrap();
+    assert!(fit.starts_with("linear fit over 1m (") && fit.contains(" per hour, ") && fit.contains("predicted to rise to "), "{fit}");
+    let scientific = fit.as_bytes().windows(2).any(|w| w[0] == b'e' && (w[1] == b'+' || w[1] == b'-' || w[1].is_ascii_digit()));
+    assert!(!scientific, "numbers as people read them, not scientific notation: {fit}");
+    let (_, history) = request("GET", &format!("{}/api/v1/checks/cache/history?limit=3", server.base), &token, None);
+    let newest = &history["results"][0]["values"];
+    assert_eq!(newest["info.maxmemory"].as_f64(), Some(max as f64), "{history:#}");
+    assert!(newest["info.used_memory"].as_f64().unwrap() > used0 as f64, "{history:#}");
+
+    writing.store(false, Ordering::SeqCst);
+    writer.join().unwrap();
+    wait_for("the forecast to resolve once writing stops", Duration::from_secs(120), || {
+        alert_named(&alerts(&server.base, &token), "CacheFullSoon").filter(|a| a["state"] == "resolved").cloned()
+    });
+}

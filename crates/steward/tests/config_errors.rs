@@ -794,3 +794,60 @@ alerts:
     assert_error_at(&errs, 21, 68, "looks 525600 steps ahead; Holt-Winters forecasts at most 100000");
     assert_eq!(errs.len(), 9, "`fine` is fine: {errs:#?}");
 }
+
+#[test]
+fn check_forecast_mistakes_are_found_at_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("forecast.yaml");
+    std::fs::write(
+        &f,
+        "prometheus: {url: 'http://127.0.0.1:9090'}
+checks: [{name: cache, redis: {url: 'redis://127.0.0.1:6379'}}]
+alerts:
+  - name: no-source
+    forecast: {above: 90, within: 4h}
+  - name: both-sources
+    forecast: {expr: mem, check: cache, above: 9, within: 4h}
+  - name: unknown-check
+    forecast: {check: cahce, value: info.used_memory, above: 9, within: 4h}
+  - name: no-value
+    forecast: {check: cache, above: 9, within: 4h}
+  - name: bad-value
+    forecast: {check: cache, value: 'info.used memory', above: 9, within: 4h}
+  - name: field-limit-for-promql
+    forecast: {expr: mem, above: info.maxmemory, within: 4h}
+  - name: value-for-promql
+    forecast: {expr: mem, value: x, above: 9, within: 4h}
+  - name: fine
+    forecast: {check: cache, value: info.used_memory, above: info.maxmemory, within: 4h}
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 2, "{v}");
+    let errs = errors(&v);
+    assert_error_at(&errs, 5, 15, "needs exactly one of `expr` and `check`");
+    assert_error_at(&errs, 7, 15, "needs exactly one of `expr` and `check`");
+    assert_error_at(&errs, 9, 23, "the alert watches check `cahce`, which is not defined");
+    assert_error_at(&errs, 11, 15, "forecast over a check needs `value`");
+    assert_error_at(&errs, 13, 43, "`used memory` is not a field name");
+    assert_error_at(&errs, 15, 34, "forecast above must be a number");
+    assert_error_at(&errs, 17, 34, "forecast value names a field of a check's observation");
+    assert_eq!(errs.len(), 7, "`fine` is fine: {errs:#?}");
+    // What the forecasts read, the check records with each run.
+    std::fs::write(
+        &f,
+        "checks: [{name: cache, redis: {url: 'redis://127.0.0.1:6379'}}]
+alerts:
+  - name: fine
+    forecast: {check: cache, value: info.used_memory, above: info.maxmemory, within: 4h}
+  - name: again
+    forecast: {check: cache, value: info.used_memory, above: 100, within: 1h}
+",
+    )
+    .unwrap();
+    let config = steward::config::load(&f).unwrap();
+    let recorded: Vec<&str> = config.checks[0].record.iter().map(|f| f.source.as_str()).collect();
+    assert_eq!(recorded, ["info.used_memory", "info.maxmemory"]);
+    assert!(config.checks[0].reads("info"), "the probe reads INFO for them");
+}

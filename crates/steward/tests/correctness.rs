@@ -62,7 +62,13 @@ async fn a_hand_resolved_incident_stays_resolved_when_its_alert_fired_in_the_att
         .checks
         .observe(
             &spec,
-            steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: Some("refused".into()), at: at(100) },
+            steward::checks::Outcome {
+                healthy: false,
+                latency: Duration::from_millis(1),
+                reason: Some("refused".into()),
+                at: at(100),
+                values: Default::default(),
+            },
         )
         .await;
     let mut evaluator = steward::alerting::evaluate::Evaluator::default();
@@ -103,7 +109,16 @@ async fn times_compare_equal_to_themselves_after_a_round_trip_through_the_store(
     let odd = DateTime::from_timestamp(steward::clock::now().timestamp() + 1, 123_456_789).unwrap();
     engine
         .checks
-        .observe(&spec, steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: None, at: odd })
+        .observe(
+            &spec,
+            steward::checks::Outcome {
+                healthy: false,
+                latency: Duration::from_millis(1),
+                reason: None,
+                at: odd,
+                values: Default::default(),
+            },
+        )
         .await;
     let mut evaluator = steward::alerting::evaluate::Evaluator::default();
     evaluator.tick(&engine.alerting, odd).await;
@@ -140,9 +155,24 @@ async fn a_health_change_is_stored_before_alerting_can_see_it() {
         // A run that changes nothing is queued ahead of the transition, as in production.
         engine
             .checks
-            .observe(&quiet, steward::checks::Outcome { healthy: false, latency: Duration::ZERO, reason: None, at: steward::clock::now() })
+            .observe(
+                &quiet,
+                steward::checks::Outcome {
+                    healthy: false,
+                    latency: Duration::ZERO,
+                    reason: None,
+                    at: steward::clock::now(),
+                    values: Default::default(),
+                },
+            )
             .await;
-        let outcome = steward::checks::Outcome { healthy, latency: Duration::from_millis(1), reason: None, at: steward::clock::now() };
+        let outcome = steward::checks::Outcome {
+            healthy,
+            latency: Duration::from_millis(1),
+            reason: None,
+            at: steward::clock::now(),
+            values: Default::default(),
+        };
         engine.checks.observe(&spec, outcome).await;
         assert_eq!(engine.checks.state("c").unwrap().health.as_str(), expect);
         let stored = engine.store.load_states().await.unwrap().into_iter().find(|s| s.check == "c").expect("the state is stored");
@@ -295,7 +325,13 @@ incidents:
         let spec = engine.config().check(check).unwrap().clone();
         let engine = engine.clone();
         async move {
-            let outcome = steward::checks::Outcome { healthy: false, latency: Duration::from_millis(1), reason: None, at };
+            let outcome = steward::checks::Outcome {
+                healthy: false,
+                latency: Duration::from_millis(1),
+                reason: None,
+                at,
+                values: Default::default(),
+            };
             engine.checks.observe(&spec, outcome).await;
         }
     };

@@ -185,6 +185,40 @@ impl fmt::Display for Condition {
     }
 }
 
+/// A field of an observation read as a number, recorded with each run for a forecast
+/// (`info.used_memory`, `row.connections`, `response_time`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// The path as written: the key its values are stored under.
+    pub source: String,
+    path: Vec<Segment>,
+}
+
+impl Field {
+    /// Parses a field path; the error is an offset into `text` and a message.
+    pub fn parse(text: &str) -> Result<Field, (usize, String)> {
+        let path = parse_path(text.trim())?;
+        if path.is_empty() {
+            return Err((0, "a field path names a field of the observation, e.g. `info.used_memory`".into()));
+        }
+        Ok(Field { source: path_string(&path), path })
+    }
+
+    /// The first path segment (`info`, `row`, …): what the probe must read.
+    pub fn root(&self) -> &str {
+        match self.path.first() {
+            Some(Segment::Key(k)) => k,
+            _ => "",
+        }
+    }
+
+    /// The field's value in `observation` as a finite number (text such as Redis INFO's
+    /// `"1048576"` included); `None` when it is missing or not a number.
+    pub fn read(&self, observation: &Json) -> Option<f64> {
+        lookup(observation, &self.path).ok().and_then(as_number).filter(|v| v.is_finite())
+    }
+}
+
 fn ordered(op: Op, ord: std::cmp::Ordering) -> bool {
     use std::cmp::Ordering::*;
     match op {

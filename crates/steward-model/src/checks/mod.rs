@@ -4,6 +4,7 @@
 pub mod condition;
 pub mod state;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,6 +20,10 @@ pub struct Outcome {
     /// Why the run failed; `None` when healthy. Secrets are already redacted.
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
+    /// The observation's fields the check records for forecasts, by path; fields
+    /// missing or not numbers on this run are left out.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, f64>,
 }
 
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

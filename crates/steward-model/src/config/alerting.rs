@@ -70,7 +70,11 @@ impl AlertCondition {
             AlertCondition::CheckUnhealthy { check }
             | AlertCondition::FailureRatio { check, .. }
             | AlertCondition::Latency { check, .. } => Some(check),
-            AlertCondition::Query { .. } | AlertCondition::SloBurn { .. } | AlertCondition::Forecast(_) => None,
+            AlertCondition::Forecast(f) => match &f.source {
+                super::forecast::ForecastSource::Check { check, .. } => Some(check),
+                super::forecast::ForecastSource::Promql(_) => None,
+            },
+            AlertCondition::Query { .. } | AlertCondition::SloBurn { .. } => None,
         }
     }
 }
@@ -169,7 +173,7 @@ pub struct AlertingRefs {
     pub(super) rules: Vec<(String, Pos)>,
     /// Runbook links of alert rules, checked against the runbooks.
     pub(super) runbook_links: Vec<RunbookLink>,
-    checks: Vec<(String, Pos)>,
+    pub(super) checks: Vec<(String, Pos)>,
     pub(super) receivers: Vec<(String, Pos)>,
     receivers_used: Vec<(String, Pos)>,
     pub(super) intervals: Vec<(String, Pos)>,

@@ -110,13 +110,16 @@ pub struct CheckSpec {
     pub probe: Probe,
     /// Every condition must hold for a run to succeed.
     pub conditions: Vec<Condition>,
+    /// Fields of the observation recorded with each run, because a forecast reads them
+    /// (derived from the `forecast:` rules over this check, not written by hand).
+    pub record: Vec<crate::checks::condition::Field>,
     pub pos: Pos,
 }
 
 impl CheckSpec {
     /// Whether any condition reads below `root` (e.g. the HTTP body, Redis INFO).
     pub fn reads(&self, root: &str) -> bool {
-        self.conditions.iter().any(|c| c.root() == root)
+        self.conditions.iter().any(|c| c.root() == root) || self.record.iter().any(|f| f.root() == root)
     }
 
     /// Whether `other` would run exactly like this one, so a reload can keep its
@@ -130,6 +133,7 @@ impl CheckSpec {
             && self.service == other.service
             && self.labels == other.labels
             && self.conditions.iter().map(|c| &c.source).eq(other.conditions.iter().map(|c| &c.source))
+            && self.record == other.record
     }
 }
 

@@ -213,6 +213,20 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
             );
         }
     }
+    // A forecast over a check reads fields of its observation: the check records them
+    // with each run.
+    for rule in &alerts {
+        if let alerting::AlertCondition::Forecast(f) = &rule.when
+            && let super::forecast::ForecastSource::Check { check, .. } = &f.source
+            && let Some(spec) = checks.iter_mut().find(|c| &c.name == check)
+        {
+            for field in f.fields() {
+                if !spec.record.contains(field) {
+                    spec.record.push(field.clone());
+                }
+            }
+        }
+    }
     if first_route.is_none() {
         route = default_route(&receivers, d);
     }
@@ -469,6 +483,7 @@ fn check(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut
         labels,
         probe,
         conditions,
+        record: Vec::new(),
         pos,
     })
 }

@@ -45,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("days.sql"),
     include_str!("heartbeats.sql"),
     include_str!("slos.sql"),
+    // The fields a check records for forecasts, as a JSON object (NULL: none).
+    "ALTER TABLE check_results ADD COLUMN observed TEXT;",
 ];
 
 /// Any number, as long as every steward agrees: the advisory lock that serialises
@@ -344,13 +346,15 @@ impl CheckStore for PostgresStore {
     async fn record(&self, runs: &[RecordedRun]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for chunk in runs.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Postgres>::new("INSERT INTO check_results (check_name, at_ms, healthy, latency_ms, reason) ");
+            let mut q =
+                QueryBuilder::<Postgres>::new("INSERT INTO check_results (check_name, at_ms, healthy, latency_ms, reason, observed) ");
             q.push_values(chunk, |mut b, run| {
                 b.push_bind(&run.check)
                     .push_bind(ms(run.outcome.at))
                     .push_bind(run.outcome.healthy)
                     .push_bind(run.outcome.latency.as_secs_f64() * 1000.0)
-                    .push_bind(&run.outcome.reason);
+                    .push_bind(&run.outcome.reason)
+                    .push_bind(crate::rows::observed(&run.outcome.values));
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -400,7 +404,7 @@ impl CheckStore for PostgresStore {
 
     async fn results_since(&self, check: &str, since: DateTime<Utc>) -> Result<Vec<ResultRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = $1 AND at_ms >= $2 ORDER BY at_ms DESC",
+            "SELECT at_ms, healthy, latency_ms, reason, observed FROM check_results WHERE check_name = $1 AND at_ms >= $2 ORDER BY at_ms DESC",
         )
         .bind(check)
         .bind(ms(since))
@@ -411,7 +415,7 @@ impl CheckStore for PostgresStore {
 
     async fn history(&self, check: &str, limit: u32, before: Option<DateTime<Utc>>) -> Result<Vec<ResultRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT at_ms, healthy, latency_ms, reason FROM check_results WHERE check_name = $1 AND at_ms < $2 \
+            "SELECT at_ms, healthy, latency_ms, reason, observed FROM check_results WHERE check_name = $1 AND at_ms < $2 \
              ORDER BY at_ms DESC LIMIT $3",
         )
         .bind(check)

@@ -52,7 +52,8 @@ async fn condition(alerting: &Alerting, rule: &AlertRule, now: DateTime<Utc>) ->
             let ratio = recent.iter().filter(|r| !r.healthy).count() as f64 / recent.len() as f64;
             Ok(op.holds(ratio, *threshold).then_some(ratio))
         }
-        // Evaluated against Prometheus by `promql`, never here.
+        // Evaluated against Prometheus by `promql`, never here; forecasts over checks by
+        // `forecasts::over_check`, which also writes the annotation.
         AlertCondition::Query { .. } | AlertCondition::Forecast(_) => Ok(None),
         AlertCondition::SloBurn { slo, window } => {
             let config = alerting.config.get();
@@ -152,7 +153,7 @@ impl Evaluator {
         let now = crate::clock::truncate(now);
         let config = alerting.config.get();
         let mut changes = Vec::new();
-        for rule in config.alerts.iter().filter(|r| !matches!(r.when, AlertCondition::Query { .. } | AlertCondition::Forecast(_))) {
+        for rule in config.alerts.iter().filter(|r| !super::promql::is_promql(&r.when)) {
             let windowed = !matches!(rule.when, AlertCondition::CheckUnhealthy { .. });
             if windowed {
                 let due = self.last_window_eval.get(&rule.name).is_none_or(|t| (now - *t).to_std().unwrap_or_default() >= WINDOW_EVERY);
@@ -161,7 +162,15 @@ impl Evaluator {
                 }
                 self.last_window_eval.insert(rule.name.clone(), now);
             }
-            let holds = match condition(alerting, rule, now).await {
+            let (holds, fit) = match &rule.when {
+                AlertCondition::Forecast(f) => match super::forecasts::over_check(alerting.results.as_ref(), f, now).await {
+                    Ok(Some((eta, fit))) => (Ok(Some(eta)), Some(fit)),
+                    Ok(None) => (Ok(None), None),
+                    Err(e) => (Err(e), None),
+                },
+                _ => (condition(alerting, rule, now).await, None),
+            };
+            let holds = match holds {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(alert = %rule.name, error = %e, "alert rule could not be evaluated; its alert keeps its state");
@@ -171,7 +180,12 @@ impl Evaluator {
             let labels = alert_labels(rule, &config);
             let fp = fingerprint(&labels);
             let current = alerting.alert(&fp).unwrap_or_else(|| Alert::inactive(&fp, &rule.name, labels, now));
-            changes.extend(advance(rule, &current, holds, now));
+            changes.extend(advance(rule, &current, holds, now).map(|(mut next, event)| {
+                if let Some(fit) = fit {
+                    next.annotations.entry("forecast".into()).or_insert(fit);
+                }
+                (next, event)
+            }));
         }
         let mut state_changed = alerting.commit(changes, now).await;
         state_changed |= alerting.resolve_orphans(&config, now).await;

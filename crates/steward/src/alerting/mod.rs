@@ -23,6 +23,7 @@
 pub mod deliver;
 pub mod dispatch;
 pub mod evaluate;
+pub mod forecasts;
 pub mod ingest;
 pub mod live;
 pub mod promql;

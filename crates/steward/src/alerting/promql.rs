@@ -24,9 +24,8 @@ use super::evaluate::advance;
 use super::{Alert, AlertSource, AlertState, Labels, fingerprint};
 use crate::config::{AlertCondition, AlertRule, PrometheusSource};
 use crate::telemetry::RuleLabels;
-use steward_model::config::duration::format_duration;
-use steward_model::config::forecast::{Forecast, ForecastModel};
-use steward_model::forecast::{self, Crossing, Point};
+use steward_model::config::forecast::{Forecast, Limit};
+use steward_model::forecast::Point;
 
 /// How a rule's last evaluation went, for the API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,7 +53,7 @@ pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
         let due: Vec<&AlertRule> = config
             .alerts
             .iter()
-            .filter(|r| matches!(r.when, AlertCondition::Query { .. } | AlertCondition::Forecast(_)))
+            .filter(|r| is_promql(&r.when))
             .filter(|r| last.get(&r.name).is_none_or(|t| now.duration_since(*t) >= r.every))
             .collect();
         if let Some(source) = &config.prometheus {
@@ -72,6 +71,16 @@ pub async fn run(alerting: Arc<Alerting>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
+    }
+}
+
+/// Whether Prometheus answers a rule's condition (a PromQL rule, or a forecast over a
+/// PromQL series); the others are evaluated from Steward's own state.
+pub fn is_promql(when: &AlertCondition) -> bool {
+    match when {
+        AlertCondition::Query { .. } => true,
+        AlertCondition::Forecast(f) => f.promql().is_some(),
+        _ => false,
     }
 }
 
@@ -159,56 +168,17 @@ fn seconds(at: DateTime<Utc>) -> String {
 async fn forecast(client: &reqwest::Client, source: &PrometheusSource, f: &Forecast, now: DateTime<Utc>) -> Result<Holding, String> {
     let start = now - chrono::Duration::from_std(f.over).unwrap_or_default();
     let (start, end, step) = (seconds(start), seconds(now), format!("{}", f.step.as_secs_f64()));
-    let body = get(client, source, "query_range", &[("query", &f.expr), ("start", &start), ("end", &end), ("step", &step)]).await?;
+    let (Some(expr), Limit::Value(limit)) = (f.promql(), &f.limit) else { return Ok(Vec::new()) };
+    let limit = *limit;
+    let body = get(client, source, "query_range", &[("query", expr), ("start", &start), ("end", &end), ("step", &step)]).await?;
     let now = now.timestamp_millis() as f64 / 1000.0;
     Ok(parse_matrix(&body)?
         .into_iter()
         .filter_map(|(labels, points)| {
-            let (eta, fit) = predict(f, &points, now)?;
+            let (eta, fit) = super::forecasts::predict(f, limit, &points, now)?;
             (eta <= f.within).then_some((labels, eta.as_secs_f64(), Some(fit)))
         })
         .collect())
-}
-
-/// When `f`'s model, fitted to `points`, reaches the limit (within the horizon, for
-/// Holt-Winters), and a sentence saying so; `None` when it does not or too little is known.
-pub fn predict(f: &Forecast, points: &[Point], now: f64) -> Option<(Duration, String)> {
-    let side = match f.crossing {
-        Crossing::Above => "rise to",
-        Crossing::Below => "fall to",
-    };
-    let over = format_duration(f.over);
-    match &f.model {
-        ForecastModel::Linear => {
-            let fit = forecast::linear(points)?;
-            let eta = forecast::linear_crossing(&fit, now, f.limit, f.crossing)?;
-            let text = format!(
-                "linear fit over {over} ({} points): {:+.4e} per hour, {:.4e} now; predicted to {side} {} in {}",
-                fit.points,
-                fit.slope * 3600.0,
-                fit.at(now),
-                f.limit,
-                format_duration(Duration::from_secs(eta.as_secs()))
-            );
-            Some((eta, text))
-        }
-        ForecastModel::HoltWinters { season } => {
-            let step = f.step.as_secs_f64();
-            let (values, last) = forecast::resample(points, step)?;
-            let period = (season.as_secs_f64() / step).round() as usize;
-            let model = forecast::holt_winters(&values, step, last, period)?;
-            let eta = model.crossing(now, f.limit, f.crossing, f.within)?;
-            let text = format!(
-                "Holt-Winters over {over} (season {}): level {:.4e}, trend {:+.4e} per hour; predicted to {side} {} in {}",
-                format_duration(*season),
-                model.level,
-                model.trend / step * 3600.0,
-                f.limit,
-                format_duration(Duration::from_secs(eta.as_secs()))
-            );
-            Some((eta, text))
-        }
-    }
 }
 
 /// A GET on the query API (`query`, `query_range`), its JSON body.

@@ -120,7 +120,17 @@ pub(super) async fn list_rules(caller: Caller, State(s): State<Arc<AppState>>) -
                         steward_model::forecast::Crossing::Above => "above",
                         steward_model::forecast::Crossing::Below => "below",
                     };
-                    ("forecast", format!("{} {side} {} within {}", f.expr, f.limit, crate::config::duration::format_duration(f.within)))
+                    let series = match &f.source {
+                        steward_model::config::forecast::ForecastSource::Promql(expr) => expr.clone(),
+                        steward_model::config::forecast::ForecastSource::Check { check, value } => {
+                            format!("check {check} {}", value.source)
+                        }
+                    };
+                    let limit = match &f.limit {
+                        steward_model::config::forecast::Limit::Value(v) => v.to_string(),
+                        steward_model::config::forecast::Limit::Field(field) => field.source.clone(),
+                    };
+                    ("forecast", format!("{series} {side} {limit} within {}", crate::config::duration::format_duration(f.within)))
                 }
                 other => ("check", format!("check {}", other.check().unwrap_or_default())),
             };

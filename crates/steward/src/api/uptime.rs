@@ -330,7 +330,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-12-05T12:00:00Z").unwrap().to_utc();
         let run = |check: &str, at: DateTime<Utc>, healthy: bool| RecordedRun {
             check: check.into(),
-            outcome: Outcome { healthy, latency: std::time::Duration::from_millis(5), reason: None, at },
+            outcome: Outcome { healthy, latency: std::time::Duration::from_millis(5), reason: None, at, values: Default::default() },
             state: CheckState::new(check, at),
             transition: None,
         };

@@ -70,15 +70,18 @@ impl Prober {
         let started = Instant::now();
         let observed = tokio::time::timeout(spec.timeout, self.observe(spec)).await;
         let latency = started.elapsed();
+        let mut values = std::collections::BTreeMap::new();
         let result = match observed {
             Err(_) => Err(format!("timed out after {}", crate::config::duration::format_duration(spec.timeout))),
             Ok(Err(reason)) => Err(reason),
             Ok(Ok(mut obs)) => {
                 obs.insert("response_time".into(), Json::from(latency.as_secs_f64() * 1000.0));
-                judge(spec, &Json::Object(obs))
+                let obs = Json::Object(obs);
+                values.extend(spec.record.iter().filter_map(|f| Some((f.source.clone(), f.read(&obs)?))));
+                judge(spec, &obs)
             }
         };
-        Outcome { healthy: result.is_ok(), latency, reason: result.err().map(|r| self.redactor.redact(&r).into_owned()), at }
+        Outcome { healthy: result.is_ok(), latency, reason: result.err().map(|r| self.redactor.redact(&r).into_owned()), at, values }
     }
 
     async fn observe(&self, spec: &CheckSpec) -> Result<Map<String, Json>, String> {

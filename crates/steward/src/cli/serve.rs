@@ -81,6 +81,7 @@ pub async fn run(opts: ServeOptions, on_listening: Option<Box<dyn FnOnce(SocketA
         }
     };
     let addr = listener.local_addr().expect("bound socket has an address");
+    warn_short_history(&config, opts.raw_retention);
     let checks = config.checks.len();
     let scheme = if certificate.is_some() { "https" } else { "http" };
     let external_url = opts.external_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}")).trim_end_matches('/').to_string();
@@ -322,4 +323,22 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
+}
+
+/// A forecast over a check reads its raw results, which are kept `--raw-retention`: one
+/// that reads further back sees less history than it asks for, and says so at start.
+fn warn_short_history(config: &crate::config::Config, raw_retention: Duration) {
+    for rule in &config.alerts {
+        if let crate::config::AlertCondition::Forecast(f) = &rule.when
+            && f.promql().is_none()
+            && f.over > raw_retention
+        {
+            tracing::warn!(
+                alert = %rule.name,
+                over = %crate::config::duration::format_duration(f.over),
+                raw_retention = %crate::config::duration::format_duration(raw_retention),
+                "the forecast reads more history than raw results are kept; it fits only what is kept (raise --raw-retention)"
+            );
+        }
+    }
 }

@@ -268,7 +268,13 @@ mod tests {
             let at = Utc.timestamp_opt(second, 0).unwrap();
             RecordedRun {
                 check: check.into(),
-                outcome: steward_model::checks::Outcome { healthy, latency: Duration::from_millis(ms), reason: None, at },
+                outcome: steward_model::checks::Outcome {
+                    healthy,
+                    latency: Duration::from_millis(ms),
+                    reason: None,
+                    at,
+                    values: Default::default(),
+                },
                 state: steward_model::checks::state::CheckState::new(check, at),
                 transition: None,
             }
