@@ -288,6 +288,19 @@ enum Command {
         #[command(subcommand)]
         action: cli::backups::BackupAction,
     },
+    /// PostgreSQL's WAL archive: `push` as archive_command, `fetch` as restore_command.
+    ///
+    /// Files go into the policy's repository compressed, encrypted and checksummed like
+    /// backups; success is reported only once a file is stored and read back.
+    ///
+    /// Examples (postgresql.conf):
+    ///   archive_command = 'steward wal push %p --policy orders-db -c /etc/steward/steward.yaml'
+    ///   restore_command = 'steward wal fetch %f %p --policy orders-db -c /etc/steward/steward.yaml'
+    #[command(verbatim_doc_comment)]
+    Wal {
+        #[command(subcommand)]
+        action: cli::wal::WalAction,
+    },
     /// Manage API tokens in a data directory.
     Token {
         #[command(subcommand)]
@@ -713,6 +726,7 @@ fn main() -> ExitCode {
                 SloAction::Import { files } => cli::alerts::import_slos(&files),
             },
             Command::Incident { action } => cli::incidents::run(action).await,
+            Command::Wal { action } => cli::wal::run(action).await,
             Command::Run(args) => cli::runs::run(args).await,
             Command::Runs { action } => cli::runs::runs(action).await,
             Command::Runbooks { name, remote, output } => cli::runs::list_runbooks(&remote.remote(), name.as_deref(), output).await,

@@ -31,6 +31,7 @@ pub mod retention;
 pub mod scheduled;
 pub mod service;
 pub mod sources;
+pub mod wal;
 
 /// Backup, verification and restore records: the model layer's.
 pub use steward_model::backups::*;

@@ -115,8 +115,13 @@ impl Repo {
 
     /// Uploads the chunks `rx` delivers as one new object, then reads it back and checks
     /// size and blake3 against what was sent. Never overwrites.
-    pub async fn upload(&self, policy: &str, id: &str, object: &str, mut rx: mpsc::Receiver<Bytes>) -> Result<Digest, RepoError> {
-        let key = data_key(policy, id, object);
+    pub async fn upload(&self, policy: &str, id: &str, object: &str, rx: mpsc::Receiver<Bytes>) -> Result<Digest, RepoError> {
+        self.put_new(&data_key(policy, id, object), rx).await
+    }
+
+    /// [`Repo::upload`] at any key (WAL archives keep their own layout).
+    pub(super) async fn put_new(&self, key: &ObjectPath, mut rx: mpsc::Receiver<Bytes>) -> Result<Digest, RepoError> {
+        let key = key.clone();
         match self.store.head(&key).await {
             Ok(_) => {
                 return Err(RepoError::Store {
@@ -198,7 +203,12 @@ impl Repo {
         object: &str,
         tx: mpsc::Sender<std::io::Result<Bytes>>,
     ) -> Result<Digest, RepoError> {
-        let key = data_key(policy, id, object);
+        self.get_into(&data_key(policy, id, object), tx).await
+    }
+
+    /// [`Repo::download`] at any key.
+    pub(super) async fn get_into(&self, key: &ObjectPath, tx: mpsc::Sender<std::io::Result<Bytes>>) -> Result<Digest, RepoError> {
+        let key = key.clone();
         let got = self.store.get(&key).await.map_err(|e| self.error(e, &key))?;
         let mut stream = got.into_stream();
         let mut h = StoredHasher::default();
@@ -242,6 +252,60 @@ impl Repo {
                 key: key.to_string(),
                 detail: "the manifest read back differs".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// Writes a small object whole (a WAL file's record) and reads it back; it may
+    /// replace one left by a push that failed before its record.
+    pub(super) async fn put_small(&self, key: &ObjectPath, body: Vec<u8>) -> Result<(), RepoError> {
+        self.store.put(key, PutPayload::from(body.clone())).await.map_err(|e| self.error(e, key))?;
+        match self.get_small(key).await? {
+            Some(back) if back.as_ref() == body.as_slice() => Ok(()),
+            _ => Err(RepoError::Corrupt {
+                repo: self.name.clone(),
+                key: key.to_string(),
+                detail: "read back differs from what was written".into(),
+            }),
+        }
+    }
+
+    /// A small object whole; `None` when it does not exist.
+    pub(super) async fn get_small(&self, key: &ObjectPath) -> Result<Option<Bytes>, RepoError> {
+        match self.store.get(key).await {
+            Ok(g) => g.bytes().await.map(Some).map_err(|e| self.error(e, key)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(e, key)),
+        }
+    }
+
+    /// Removes one object; absent is fine.
+    pub(super) async fn delete_key(&self, key: &ObjectPath) -> Result<(), RepoError> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(e, key)),
+        }
+    }
+
+    /// Makes `keys` durable on a local repository: object_store renames its files into
+    /// place without fsync, so a power cut could lose what was acknowledged. Syncs each
+    /// file and the directories holding them. S3 acknowledges only what it stored.
+    pub(super) fn sync(&self, keys: &[&ObjectPath]) -> Result<(), RepoError> {
+        let Some(root) = &self.local else { return Ok(()) };
+        let fail = |what: &std::path::Path, e: std::io::Error| RepoError::Store {
+            repo: self.name.clone(),
+            message: format!("cannot sync {}: {e}", what.display()),
+        };
+        let mut dirs = BTreeSet::new();
+        for key in keys {
+            let path = key.parts().fold(root.clone(), |p, part| p.join(part.as_ref()));
+            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| fail(&path, e))?;
+            if let Some(dir) = path.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            std::fs::File::open(&dir).and_then(|f| f.sync_all()).map_err(|e| fail(&dir, e))?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod store;
 pub mod tls;
 pub mod token;
 pub mod validate;
+pub mod wal;
 
 use std::io::IsTerminal;
 

@@ -1,0 +1,102 @@
+//! `steward wal push|fetch`: PostgreSQL's `archive_command` and `restore_command`. They
+//! need only the configuration and the repository (no data directory, no server), run
+//! as the PostgreSQL user, say nothing when all is well — PostgreSQL logs what they
+//! print — and answer in exit codes PostgreSQL understands: 0 archived (or restored),
+//! anything else not, and PostgreSQL keeps the segment and tries again.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+use super::exit;
+use crate::backups::wal::{Pushed, WalArchive, WalError};
+use crate::config;
+
+#[derive(Subcommand, Debug)]
+pub enum WalAction {
+    /// Archive one WAL file: `archive_command = 'steward wal push %p --policy NAME -c CONFIG'`.
+    ///
+    /// Exit codes: 0 archived (also when the same bytes were archived before), 1 the
+    /// repository failed (PostgreSQL keeps the file and retries), 2 bad configuration or
+    /// not a WAL file, 4 refused: different bytes are archived under this name, or the
+    /// segment belongs to another cluster than the policy's.
+    Push {
+        /// The file, as PostgreSQL's %p gives it (relative to the data directory).
+        path: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Restore one archived WAL file: `restore_command = 'steward wal fetch %f %p --policy NAME -c CONFIG'`.
+    ///
+    /// Exit codes: 0 restored (checksum verified), 1 not in the archive or unreadable
+    /// (PostgreSQL then ends recovery or tries streaming), 2 bad configuration.
+    Fetch {
+        /// The file's name, as %f gives it.
+        file: String,
+        /// Where to write it, as %p gives it.
+        dest: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// The backup policy whose repository holds the archive (a `postgres:` policy).
+    #[arg(long)]
+    pub policy: String,
+    /// The configuration (its `backups:` and `repositories:` sections).
+    #[arg(short, long, env = "STEWARD_CONFIG")]
+    pub config: PathBuf,
+}
+
+pub async fn run(action: WalAction) -> u8 {
+    match action {
+        WalAction::Push { path, target } => push(&path, &target).await,
+        WalAction::Fetch { file, dest, target } => fetch(&file, &dest, &target).await,
+    }
+}
+
+fn open(target: &Target) -> Result<WalArchive, u8> {
+    let config = config::load(&target.config).map_err(|d| {
+        super::print_diagnostics(&d);
+        exit::BAD_CONFIG
+    })?;
+    WalArchive::open(&config, &target.policy).map_err(|e| fail(&e))
+}
+
+/// Prints `e` and gives its exit code.
+fn fail(e: &WalError) -> u8 {
+    eprintln!("error: {e}");
+    match e {
+        WalError::Invalid(_) => exit::BAD_CONFIG,
+        WalError::Refused(_) => exit::REFUSED,
+        WalError::NotArchived(_) | WalError::Failed(_) => exit::FAILED,
+    }
+}
+
+async fn push(path: &Path, target: &Target) -> u8 {
+    let archive = match open(target) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    match archive.push(path).await {
+        Ok(Pushed::Stored(_)) => exit::OK,
+        Ok(Pushed::AlreadyArchived(a)) => {
+            eprintln!("steward: {} was already archived with the same content; nothing written", a.file);
+            exit::OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn fetch(file: &str, dest: &Path, target: &Target) -> u8 {
+    let archive = match open(target) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    match archive.fetch(file, dest).await {
+        Ok(_) => exit::OK,
+        Err(e) => fail(&e),
+    }
+}
