@@ -965,6 +965,25 @@ fn wal(env: &Env, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// `steward wal verify -o json`: exit code and report.
+fn wal_verify(env: &Env) -> (i32, Value) {
+    let out = steward().args(["wal", "verify", "--policy", "pg", "-o", "json", "-c"]).arg(env.path("steward.yaml")).output().unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// A cluster whose `archive_command` is `steward wal push` into policy `pg` of `env`.
+fn archiving(pg: &common::PrivatePostgres, env: &Env) {
+    std::fs::copy(env!("CARGO_BIN_EXE_steward"), env.path("steward")).unwrap();
+    std::fs::create_dir_all(env.path("repo/_wal/pg")).unwrap();
+    give_to_postgres(env.dir.path());
+    let command = format!("{} wal push %p --policy pg -c {}", env.path("steward").display(), env.path("steward.yaml").display());
+    pg.psql("ALTER SYSTEM SET archive_mode = on");
+    pg.psql(&format!("ALTER SYSTEM SET archive_command = '{command}'"));
+    pg.stop();
+    pg.start();
+}
+
 /// WAL archiving against a real PostgreSQL whose `archive_command` is `steward wal
 /// push`: segments land in the repository compressed, encrypted and recorded with
 /// their cluster and checksum; `wal fetch` gives back the very bytes, verified; an
@@ -989,14 +1008,7 @@ backups:
         pg.url("postgres")
     ));
     keygen(&env.path("backup.key"));
-    std::fs::copy(env!("CARGO_BIN_EXE_steward"), env.path("steward")).unwrap();
-    std::fs::create_dir_all(env.path("repo/_wal/pg")).unwrap();
-    give_to_postgres(env.dir.path());
-    let command = format!("{} wal push %p --policy pg -c {}", env.path("steward").display(), env.path("steward.yaml").display());
-    pg.psql("ALTER SYSTEM SET archive_mode = on");
-    pg.psql(&format!("ALTER SYSTEM SET archive_command = '{command}'"));
-    pg.stop();
-    pg.start();
+    archiving(&pg, &env);
     let archiver = || {
         let row = pg.psql("SELECT archived_count, coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver");
         let f: Vec<String> = row.split('|').map(str::to_string).collect();
@@ -1078,6 +1090,12 @@ backups:
         let name = format!("{}{:016X}", &first[..8], n);
         assert!(wal_dir.join(format!("{name}.json")).exists(), "a hole at {name} (archived {first}..{last})");
     }
+    let (code, out) = wal_verify(&env);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (out["first"].as_str(), out["last"].as_str(), out["continuous"].as_bool()),
+        (Some(first.as_str()), Some(last.as_str()), Some(true))
+    );
 
     // A segment damaged in the repository is reported, and nothing is written for recovery.
     let mut damaged = std::fs::read(wal_dir.join(&last)).unwrap();
@@ -1088,4 +1106,75 @@ backups:
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("damaged in the archive"), "{err}");
     assert!(!env.path("restore/bad").exists(), "nothing handed to recovery");
+}
+
+/// A failover: the primary stops, its streaming standby is promoted onto timeline 2 and
+/// archives through the same policy (its configuration came with the base backup).
+/// `steward wal verify` follows timeline 2's history across the branch point — the old
+/// timeline's segments before it, the new one's from it on — and names the hole when
+/// the new timeline's copy of the branch segment is gone.
+#[test]
+fn wal_continuity_is_followed_across_a_promotion() {
+    let primary = common::PrivatePostgres::primary();
+    let env = Env::new(&format!(
+        "repositories: [{{name: local, path: $DIR/repo}}]\nbackups: [{{name: pg, postgres: {{url: \"{}\"}}, repository: local}}]\n",
+        primary.url("postgres")
+    ));
+    archiving(&primary, &env);
+    let write_and_switch = |pg: &common::PrivatePostgres| {
+        pg.psql("CREATE TABLE IF NOT EXISTS t (g int, h text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g");
+        pg.psql("SELECT pg_switch_wal()");
+    };
+    let archived_up_to = |pg: &common::PrivatePostgres, what: &str| {
+        // Everything before the segment being written is archived.
+        wait_for(what, Duration::from_secs(60), || {
+            let row = pg.psql("SELECT coalesce(last_archived_wal, ''), pg_walfile_name(pg_current_wal_lsn()) FROM pg_stat_archiver");
+            let (archived, current) = row.split_once('|').unwrap();
+            (archived.len() == 24
+                && u64::from_str_radix(&archived[8..], 16).unwrap() + 1 == u64::from_str_radix(&current[8..], 16).unwrap())
+            .then(|| archived.to_string())
+        })
+    };
+    write_and_switch(&primary);
+    write_and_switch(&primary);
+    let standby = common::PrivatePostgres::standby_of(&primary);
+    write_and_switch(&primary);
+    archived_up_to(&primary, "the primary's segments archived");
+    let target = primary.psql("SELECT pg_current_wal_lsn()");
+    wait_for("the standby to replay everything", Duration::from_secs(30), || {
+        (standby.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'")) == "t").then_some(())
+    });
+    primary.stop();
+    standby.psql("SELECT pg_promote()");
+    wait_for("the standby to lead", Duration::from_secs(30), || (standby.psql("SELECT pg_is_in_recovery()") == "f").then_some(()));
+    // Two segments of timeline 2 archived, so that the first of them is inside the range.
+    let timeline_2 = || {
+        std::fs::read_dir(env.path("repo/_wal/pg"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".json").filter(|n| n.len() == 24 && n.starts_with("00000002")).map(str::to_string))
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let started = std::time::Instant::now();
+    while timeline_2().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "timeline 2 not archived: {:?}", timeline_2());
+        write_and_switch(&standby);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let last = timeline_2().into_iter().max().unwrap();
+
+    let (code, report) = wal_verify(&env);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["timeline"], 2, "{report:#}");
+    assert_eq!(report["ancestors"][0]["timeline"], 1, "{report:#}");
+    assert!(report["first"].as_str().unwrap().starts_with("00000001"), "{report:#}");
+    // At least what PostgreSQL said it archived (it may have archived more since).
+    let newest = report["last"].as_str().unwrap();
+    assert!(newest.starts_with("00000002") && newest >= last.as_str(), "{report:#}");
+    // The branch segment: the first of timeline 2 on the path.
+    let branch = timeline_2().into_iter().min().unwrap();
+    std::fs::remove_file(env.path(&format!("repo/_wal/pg/{branch}.json"))).unwrap();
+    let (code, report) = wal_verify(&env);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["missing"], serde_json::json!([branch]), "{report:#}");
 }

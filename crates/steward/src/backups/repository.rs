@@ -287,6 +287,16 @@ impl Repo {
         }
     }
 
+    /// Every key under `prefix`.
+    pub(super) async fn keys(&self, prefix: &ObjectPath) -> Result<Vec<ObjectPath>, RepoError> {
+        let mut out = Vec::new();
+        let mut stream = self.store.list(Some(prefix));
+        while let Some(meta) = stream.next().await {
+            out.push(meta.map_err(|e| self.error(e, prefix))?.location);
+        }
+        Ok(out)
+    }
+
     /// Makes `keys` durable on a local repository: object_store renames its files into
     /// place without fsync, so a power cut could lose what was acknowledged. Syncs each
     /// file and the directories holding them. S3 acknowledges only what it stored.

@@ -27,6 +27,7 @@
 //! - A fetch writes the file only after its content's blake3 matched the record, to a
 //!   temporary file renamed into place: recovery never replays a damaged segment.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -256,53 +257,192 @@ impl WalArchive {
         }
     }
 
-    /// Restores archived `file` to `dest` (see the module's invariants).
-    pub async fn fetch(&self, file: &str, dest: &Path) -> Result<Archived, WalError> {
+    /// An archived file's content, read and checked against its record: the stored
+    /// bytes' blake3, then the content's after decryption and decompression.
+    pub async fn read(&self, file: &str) -> Result<(Archived, Vec<u8>), WalError> {
         if !valid_name(file) {
             return Err(WalError::Invalid(format!("{file} is not a WAL file name")));
         }
         let record = self.record(file).await?.ok_or_else(|| WalError::NotArchived(format!("{file} is not in the archive")))?;
         if record.encrypted && self.identity.is_none() {
-            return Err(WalError::Invalid(format!("{file} is encrypted and policy `{}` has no encryption_key to read it", self.policy)));
+            return Err(WalError::Invalid(format!("{file} is encrypted and policy `{}` has no encryption key to read it", self.policy)));
         }
-        let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let temp = dir.join(format!(".{file}.steward-fetch"));
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let (identity, encrypted, out) = (self.identity.clone(), record.encrypted, temp.clone());
-        let decoder = tokio::task::spawn_blocking(move || -> Result<Digest, String> {
+        let (identity, encrypted) = (self.identity.clone(), record.encrypted);
+        let decoder = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Digest), String> {
             let mut reader = ObjectReader::new(ChunkReceiver::new(rx), identity.as_ref(), encrypted).map_err(|e| e.to_string())?;
-            let mut f = std::fs::File::create(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-            let mut buf = vec![0; 1 << 20];
-            loop {
-                let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                f.write_all(&buf[..n]).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-            }
-            f.sync_all().map_err(|e| format!("cannot sync {}: {e}", out.display()))?;
-            reader.finish().map_err(|e| e.to_string())
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).map_err(|e| e.to_string())?;
+            let digest = reader.finish().map_err(|e| e.to_string())?;
+            Ok((out, digest))
         });
         let stored = self.repo.get_into(&self.key(file), tx).await;
         let decoded = decoder.await.map_err(|e| WalError::Failed(format!("the decoder stopped: {e}")))?;
-        let result = match (stored, decoded) {
+        match (stored, decoded) {
             (Err(e), _) => Err(WalError::from(e)),
             (Ok(stored), _) if stored != record.stored => Err(WalError::Failed(format!(
                 "{file} is damaged in the archive: stored {} bytes (blake3 {}), read {} bytes (blake3 {})",
                 record.stored.bytes, record.stored.blake3, stored.bytes, stored.blake3
             ))),
             (Ok(_), Err(e)) => Err(WalError::Failed(format!("cannot decode {file}: {e}"))),
-            (Ok(_), Ok(content)) if content != record.content => {
+            (Ok(_), Ok((_, content))) if content != record.content => {
                 Err(WalError::Failed(format!("{file} decodes to different content than was archived")))
             }
-            (Ok(_), Ok(_)) => Ok(()),
-        };
-        if let Err(e) = result {
+            (Ok(_), Ok((data, _))) => Ok((record, data)),
+        }
+    }
+
+    /// Restores archived `file` to `dest` (see the module's invariants): checked, then
+    /// written to a temporary file beside `dest`, synced and renamed into place.
+    pub async fn fetch(&self, file: &str, dest: &Path) -> Result<Archived, WalError> {
+        let (record, data) = self.read(file).await?;
+        let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let temp = dir.join(format!(".{file}.steward-fetch"));
+        let written = std::fs::File::create(&temp).and_then(|mut f| {
+            f.write_all(&data)?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
             let _ = std::fs::remove_file(&temp);
-            return Err(e);
+            return Err(WalError::Failed(format!("cannot write {}: {e}", temp.display())));
         }
         std::fs::rename(&temp, dest).map_err(|e| WalError::Failed(format!("cannot move {file} into {}: {e}", dest.display())))?;
         Ok(record)
+    }
+
+    /// Whether every segment from the oldest archived one to the newest is there, on
+    /// the timelines the newest timeline's history names (see [`continuity`]).
+    pub async fn verify(&self) -> Result<Continuity, WalError> {
+        let prefix = ObjectPath::from(format!("_wal/{}", self.policy));
+        let names: BTreeSet<String> = self.repo.keys(&prefix).await?.iter().filter_map(|k| k.filename().map(str::to_string)).collect();
+        // A file is archived once its record is there.
+        let archived: BTreeSet<String> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".json"))
+            .filter(|n| valid_name(n) && names.contains(*n))
+            .map(str::to_string)
+            .collect();
+        let mut segment_size = DEFAULT_SEGMENT_SIZE;
+        if let Some(seg) = archived.iter().find(|n| n.len() == 24)
+            && let Some(r) = self.record(seg).await?
+        {
+            segment_size = r.content.bytes;
+        }
+        let newest_history = archived.iter().filter(|n| n.ends_with(".history")).max();
+        let history = match newest_history {
+            Some(h) => {
+                let (_, text) = self.read(h).await?;
+                let tli = u32::from_str_radix(&h[..8], 16).unwrap_or(0);
+                let ancestors = parse_history(&String::from_utf8_lossy(&text)).map_err(|e| WalError::Failed(format!("{h}: {e}")))?;
+                Some((tli, ancestors))
+            }
+            None => None,
+        };
+        Ok(continuity(&archived, history.as_ref().map(|(t, a)| (*t, a.as_slice())), segment_size))
+    }
+}
+
+/// PostgreSQL's default `wal_segment_size`.
+const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+
+/// The ancestors in a timeline history file (`00000003.history`): each earlier timeline
+/// and the LSN where the next one branched off, oldest first.
+pub fn parse_history(text: &str) -> Result<Vec<(u32, u64)>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let mut fields = line.split_whitespace();
+        let (Some(tli), Some(lsn)) = (fields.next(), fields.next()) else {
+            return Err(format!("a line without a timeline and an LSN: {line:?}"));
+        };
+        let tli = tli.parse::<u32>().map_err(|_| format!("not a timeline: {tli:?}"))?;
+        out.push((tli, parse_lsn(lsn).ok_or_else(|| format!("not an LSN: {lsn:?}"))?));
+    }
+    Ok(out)
+}
+
+/// `16/B374D848` as a 64-bit position.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from(u32::from_str_radix(hi, 16).ok()?) << 32) | u64::from(u32::from_str_radix(lo, 16).ok()?))
+}
+
+/// A segment file's name: timeline, then the segment number in two 32-bit halves.
+pub fn segment_name(timeline: u32, segno: u64, segment_size: u64) -> String {
+    let per_xlogid = 0x1_0000_0000 / segment_size.max(1);
+    format!("{timeline:08X}{:08X}{:08X}", segno / per_xlogid, segno % per_xlogid)
+}
+
+/// (timeline, segment number) of a segment file's name.
+fn parse_segment(name: &str, segment_size: u64) -> Option<(u32, u64)> {
+    if name.len() != 24 {
+        return None;
+    }
+    let per_xlogid = 0x1_0000_0000 / segment_size.max(1);
+    let part = |r: std::ops::Range<usize>| u64::from_str_radix(&name[r], 16).ok();
+    Some((u32::try_from(part(0..8)?).ok()?, part(8..16)? * per_xlogid + part(16..24)?))
+}
+
+/// What `steward wal verify` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Continuity {
+    /// The newest timeline, and the ones before it with where each ended.
+    pub timeline: u32,
+    pub ancestors: Vec<Ancestor>,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// Segments from `first` to `last` on the path to `timeline`.
+    pub expected: u64,
+    /// How many of them are missing, and the first thousand names.
+    pub missing_count: u64,
+    pub missing: Vec<String>,
+    pub continuous: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ancestor {
+    pub timeline: u32,
+    /// Where the next timeline branched off.
+    pub ended_at: String,
+}
+
+/// Every segment from the oldest to the newest archived one, each on the timeline that
+/// holds it for a recovery to the newest timeline: a segment before an ancestor's
+/// branch point is that ancestor's, the one holding the branch point and later ones
+/// the next timeline's (like `wal-g wal-verify timeline|integrity`). Segments of
+/// abandoned branches are ignored; a missing one on the path is a hole.
+pub fn continuity(archived: &BTreeSet<String>, history: Option<(u32, &[(u32, u64)])>, segment_size: u64) -> Continuity {
+    let segments: Vec<(u32, u64)> = archived.iter().filter_map(|n| parse_segment(n, segment_size)).collect();
+    let newest_segment_tli = segments.iter().map(|(t, _)| *t).max().unwrap_or(1);
+    let (timeline, ancestors) = match history {
+        Some((tli, a)) if tli >= newest_segment_tli => (tli, a.to_vec()),
+        _ => (newest_segment_tli, Vec::new()),
+    };
+    let timeline_of = |segno: u64| ancestors.iter().find(|(_, end)| segno < end / segment_size.max(1)).map_or(timeline, |(t, _)| *t);
+    let on_path: Vec<u64> = segments.iter().filter(|(t, s)| timeline_of(*s) == *t).map(|(_, s)| *s).collect();
+    let (first, last) = (on_path.iter().min().copied(), on_path.iter().max().copied());
+    let mut missing = Vec::new();
+    let mut missing_count = 0;
+    if let (Some(a), Some(b)) = (first, last) {
+        for s in a..=b {
+            let name = segment_name(timeline_of(s), s, segment_size);
+            if !archived.contains(&name) {
+                missing_count += 1;
+                if missing.len() < 1000 {
+                    missing.push(name);
+                }
+            }
+        }
+    }
+    let lsn = |l: u64| format!("{:X}/{:X}", l >> 32, l & 0xffff_ffff);
+    Continuity {
+        timeline,
+        ancestors: ancestors.iter().map(|(t, l)| Ancestor { timeline: *t, ended_at: lsn(*l) }).collect(),
+        first: first.map(|s| segment_name(timeline_of(s), s, segment_size)),
+        last: last.map(|s| segment_name(timeline_of(s), s, segment_size)),
+        expected: first.zip(last).map_or(0, |(a, b)| b - a + 1),
+        missing_count,
+        missing,
+        continuous: missing_count == 0,
     }
 }
 
@@ -330,6 +470,76 @@ mod tests {
         ] {
             assert!(!valid_name(bad), "{bad}");
         }
+    }
+
+    fn names(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn segment_names_count_across_log_files() {
+        let size = 16 << 20;
+        assert_eq!(segment_name(1, 255, size), "0000000100000000000000FF");
+        assert_eq!(segment_name(1, 256, size), "000000010000000100000000");
+        assert_eq!(parse_segment("000000020000000100000003", size), Some((2, 259)));
+        assert_eq!(segment_name(1, 4096, 1 << 30), "000000010000040000000000", "1 GB segments: 4 per log file");
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn("x/1"), None);
+    }
+
+    #[test]
+    fn one_timeline_is_continuous_until_a_segment_is_missing() {
+        let size = 16 << 20;
+        let all: Vec<String> = (0xFD..=0x102).map(|s| segment_name(1, s, size)).collect();
+        let mut archived: BTreeSet<String> = all.iter().cloned().collect();
+        archived.insert("000000010000000000000002.00000028.backup".into());
+        let c = continuity(&archived, None, size);
+        assert!(c.continuous, "{c:?}");
+        assert_eq!(
+            (c.first.as_deref(), c.last.as_deref(), c.expected),
+            (Some("0000000100000000000000FD"), Some("000000010000000100000002"), 6)
+        );
+        archived.remove("000000010000000100000000");
+        let c = continuity(&archived, None, size);
+        assert_eq!((c.continuous, c.missing_count, c.missing.clone()), (false, 1, vec!["000000010000000100000000".to_string()]));
+    }
+
+    #[test]
+    fn the_newest_timeline_is_followed_through_its_history() {
+        let size = 16 << 20;
+        // Timeline 1 branched to 2 inside segment 5 (at 0/5000060); 2 to 3 inside 8.
+        let history = parse_history("1\t0/5000060\tno recovery target specified\n\n2\t0/8000000\tbefore 2026-12-06 14:03:59\n").unwrap();
+        assert_eq!(history, vec![(1, 0x5000060), (2, 0x8000000)]);
+        let path = [
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "000000020000000000000005",
+            "000000020000000000000006",
+            "000000020000000000000007",
+            "000000030000000000000008",
+            "000000030000000000000009",
+        ];
+        // Beside them: the old primary's segments after the branch and a .partial, both off the path.
+        let mut archived = names(&path);
+        archived.extend(names(&[
+            "000000010000000000000005",
+            "000000010000000000000006",
+            "000000010000000000000005.partial",
+            "00000002.history",
+            "00000003.history",
+        ]));
+        let c = continuity(&archived, Some((3, &history)), size);
+        assert!(c.continuous, "{c:?}");
+        assert_eq!(
+            (c.timeline, c.first.as_deref(), c.last.as_deref(), c.expected),
+            (3, Some("000000010000000000000003"), Some("000000030000000000000009"), 7)
+        );
+        assert_eq!(c.ancestors[1].ended_at, "0/8000000");
+        // The new timeline's copy of the branch segment is the one recovery needs.
+        archived.remove("000000020000000000000005");
+        let c = continuity(&archived, Some((3, &history)), size);
+        assert_eq!(c.missing, vec!["000000020000000000000005".to_string()], "the old timeline's 5 does not stand in for it");
+        assert!(parse_history("1\tnot-an-lsn\treason").is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
-use super::exit;
+use super::{Output, exit};
 use crate::backups::wal::{Pushed, WalArchive, WalError};
 use crate::config;
 
@@ -38,6 +38,18 @@ pub enum WalAction {
         #[command(flatten)]
         target: Target,
     },
+    /// Check the archive's continuity: every segment from the oldest archived to the
+    /// newest, each on the timeline the newest timeline's history says holds it.
+    ///
+    /// Exit codes: 0 continuous, 1 segments missing (listed) or the repository failed,
+    /// 2 bad configuration.
+    Verify {
+        #[command(flatten)]
+        target: Target,
+        /// How to print: `table` for people, `json` for scripts.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -54,6 +66,7 @@ pub async fn run(action: WalAction) -> u8 {
     match action {
         WalAction::Push { path, target } => push(&path, &target).await,
         WalAction::Fetch { file, dest, target } => fetch(&file, &dest, &target).await,
+        WalAction::Verify { target, output } => verify(&target, output).await,
     }
 }
 
@@ -99,4 +112,37 @@ async fn fetch(file: &str, dest: &Path, target: &Target) -> u8 {
         Ok(_) => exit::OK,
         Err(e) => fail(&e),
     }
+}
+
+async fn verify(target: &Target, output: Output) -> u8 {
+    let archive = match open(target) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let c = match archive.verify().await {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&c).expect("serializes")),
+        Output::Table => {
+            let ancestors: Vec<String> = c.ancestors.iter().map(|a| format!("{} until {}", a.timeline, a.ended_at)).collect();
+            let path = if ancestors.is_empty() { String::new() } else { format!(" (after {})", ancestors.join(", ")) };
+            println!("timeline  {}{path}", c.timeline);
+            match (&c.first, &c.last) {
+                (Some(first), Some(last)) => {
+                    let state = if c.continuous { "all archived".to_string() } else { format!("{} missing", c.missing_count) };
+                    println!("segments  {first} … {last}: {}, {state}", c.expected);
+                }
+                _ => println!("segments  none archived yet"),
+            }
+            for name in c.missing.iter().take(20) {
+                println!("missing   {name}");
+            }
+            if c.missing_count > 20 {
+                println!("missing   … and {} more (-o json lists the first 1000)", c.missing_count - 20);
+            }
+        }
+    }
+    if c.continuous { exit::OK } else { exit::FAILED }
 }
