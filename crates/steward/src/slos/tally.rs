@@ -1,6 +1,7 @@
 //! Every SLO's buckets in memory, on the process that counts its events (the leader),
-//! so burn-rate rules, the 15-second gauges, the API and the status page sum memory
-//! rather than read the store: with 1,000 SLOs, reading their buckets meant hundreds of
+//! so burn-rate rules, the 15-second gauges and the API sum memory rather than read the
+//! store (the status page, which a follower also serves, reads the store through its
+//! own cache): with 1,000 SLOs, reading their buckets meant hundreds of
 //! queries of thousands of rows a second for the alerts, and five million rows every
 //! 15 s for the gauges of 30-day windows.
 //!
