@@ -1117,7 +1117,8 @@ backups:
 fn wal_continuity_is_followed_across_a_promotion() {
     let primary = common::PrivatePostgres::primary();
     let env = Env::new(&format!(
-        "repositories: [{{name: local, path: $DIR/repo}}]\nbackups: [{{name: pg, postgres: {{url: \"{}\"}}, repository: local}}]\n",
+        "repositories: [{{name: local, path: $DIR/repo}}]\nbackups: [{{name: pg, postgres: {{url: \"{}\"}}, repository: local}}]\n\
+         checks: [{{name: wal-archive, wal: {{policy: pg, max_age: 10m}}}}, {{name: wal-lag, wal: {{policy: pg, max_age: 1s}}}}]\n",
         primary.url("postgres")
     ));
     archiving(&primary, &env);
@@ -1171,10 +1172,25 @@ fn wal_continuity_is_followed_across_a_promotion() {
     // At least what PostgreSQL said it archived (it may have archived more since).
     let newest = report["last"].as_str().unwrap();
     assert!(newest.starts_with("00000002") && newest >= last.as_str(), "{report:#}");
+    // The `wal` check kind: healthy now; a minute-old segment is lag for max_age 1s.
+    let check = |name: &str| {
+        let out = steward().args(["check", "-o", "json", "-c"]).arg(env.path("steward.yaml")).arg(name).output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), v["checks"][0]["reason"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(check("wal-archive"), (0, String::new()));
+    std::thread::sleep(Duration::from_millis(2_100));
+    let (code, reason) = check("wal-lag");
+    assert_eq!(code, 1, "{reason}");
+    assert!(reason.contains("old, more than max_age 1s: archiving is stalled or failing"), "{reason}");
+
     // The branch segment: the first of timeline 2 on the path.
     let branch = timeline_2().into_iter().min().unwrap();
     std::fs::remove_file(env.path(&format!("repo/_wal/pg/{branch}.json"))).unwrap();
     let (code, report) = wal_verify(&env);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["missing"], serde_json::json!([branch]), "{report:#}");
+    let (code, reason) = check("wal-archive");
+    assert_eq!(code, 1, "{reason}");
+    assert!(reason.contains(&format!("1 WAL segment(s) missing in the archive of `pg`, the first {branch}")), "{reason}");
 }

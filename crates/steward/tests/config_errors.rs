@@ -851,3 +851,30 @@ alerts:
     assert_eq!(recorded, ["info.used_memory", "info.maxmemory"]);
     assert!(config.checks[0].reads("info"), "the probe reads INFO for them");
 }
+
+#[test]
+fn wal_checks_name_a_postgres_policy_that_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("wal.yaml");
+    std::fs::write(
+        &f,
+        "repositories: [{name: local, path: /tmp/steward-wal-test-repo}]
+backups:
+  - {name: orders, postgres: {url: 'postgres://127.0.0.1/orders'}, repository: local}
+  - {name: cache, redis: {url: 'redis://127.0.0.1:6379'}, repository: local}
+checks:
+  - {name: a, wal: {policy: ordres, max_age: 10m}}
+  - {name: b, wal: {policy: cache, max_age: 10m}}
+  - {name: c, wal: {policy: orders}}
+  - {name: fine, wal: {policy: orders, max_age: 10m}}
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 2, "{v}");
+    let errs = errors(&v);
+    assert_error_at(&errs, 6, 12, "watches the WAL archive of `ordres`, which is not defined");
+    assert_error_at(&errs, 7, 12, "watches the WAL archive of `cache`, which does not back up PostgreSQL");
+    assert_error_at(&errs, 8, 20, "missing the required key `max_age`");
+    assert_eq!(errs.len(), 3, "`fine` is fine: {errs:#?}");
+}

@@ -154,6 +154,8 @@ pub enum Probe {
     /// Backup freshness, read from the store: is the newest (verified) backup of a
     /// policy younger than `max_age`?
     Backup(BackupProbe),
+    /// PostgreSQL's WAL archive of a backup policy: lag and continuity.
+    Wal(WalProbe),
     /// A TLS handshake with any TLS endpoint: chain verified, certificate expiry read.
     Tls(TlsProbe),
     /// A WebSocket upgrade, optionally a message sent and the first reply read.
@@ -185,6 +187,7 @@ impl Probe {
             Probe::Nats(_) => "nats",
             Probe::Command(_) => "command",
             Probe::Backup(_) => "backup",
+            Probe::Wal(_) => "wal",
             Probe::Tls(_) => "tls",
             Probe::Websocket(_) => "websocket",
             Probe::Dns(_) => "dns",
@@ -204,6 +207,7 @@ impl Probe {
             "nats" => &["stream", "consumer", "server", "response_time"],
             "command" => &["exit_code", "stdout", "stderr", "response_time"],
             "backup" => &["backup", "response_time"],
+            "wal" => &["wal", "response_time"],
             "tls" => &["cert", "chain", "protocol", "response_time"],
             "websocket" => &["reply", "response_time"],
             "dns" => &["answers", "count", "ttl", "response_time"],
@@ -225,6 +229,7 @@ impl Probe {
             Probe::Nats(n) => redact_url_password(n.url.written()).into_owned(),
             Probe::Command(c) => c.argv.iter().map(|a| a.written()).collect::<Vec<_>>().join(" "),
             Probe::Backup(b) => format!("backup policy {}", b.policy),
+            Probe::Wal(w) => format!("WAL archive of policy {}", w.policy),
             Probe::Tls(t) => t.address.clone(),
             Probe::Websocket(w) => redact_url_password(w.url.written()).into_owned(),
             Probe::Mongodb { url } => redact_url_password(url.written()).into_owned(),
@@ -338,6 +343,14 @@ pub struct BackupProbe {
     pub max_age: Duration,
     /// Count only backups whose last verification passed (default), not merely taken.
     pub verified: bool,
+}
+
+/// `wal: {policy, max_age}`: the newest archived segment is younger than `max_age`
+/// (archiving keeps up) and none is missing between the oldest and the newest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalProbe {
+    pub policy: String,
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

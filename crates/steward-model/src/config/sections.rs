@@ -37,8 +37,23 @@ const TOP_LEVEL: &[&str] = &[
 ];
 /// Sections of the intended configuration that this version cannot act on yet.
 const SERVICE_KEYS: &[&str] = &["name", "tier", "owner", "depends_on", "labels"];
-const PROBE_KINDS: &[&str] =
-    &["http", "tcp", "postgres", "mysql", "redis", "nats", "command", "backup", "tls", "websocket", "dns", "heartbeat", "mongodb", "cql"];
+const PROBE_KINDS: &[&str] = &[
+    "http",
+    "tcp",
+    "postgres",
+    "mysql",
+    "redis",
+    "nats",
+    "command",
+    "backup",
+    "wal",
+    "tls",
+    "websocket",
+    "dns",
+    "heartbeat",
+    "mongodb",
+    "cql",
+];
 const CHECK_KEYS: &[&str] = &[
     "name",
     "service",
@@ -55,6 +70,7 @@ const CHECK_KEYS: &[&str] = &[
     "nats",
     "command",
     "backup",
+    "wal",
     "tls",
     "websocket",
     "dns",
@@ -198,6 +214,30 @@ pub(super) fn decode(docs: &[Node], d: &mut Diagnostics) -> Config {
         }
     }
     for c in &checks {
+        if let Probe::Wal(w) = &c.probe {
+            match backups.iter().find(|b| b.name == w.policy) {
+                Some(b) if !matches!(b.source, super::backups::BackupSource::Postgres(_)) => d.push(
+                    Diagnostic::error(
+                        c.pos.clone(),
+                        format!("check `{}` watches the WAL archive of `{}`, which does not back up PostgreSQL", c.name, w.policy),
+                    )
+                    .with_hint("WAL archiving is PostgreSQL's: name a policy with a `postgres:` source"),
+                ),
+                Some(_) => {}
+                None => {
+                    let known = backups.iter().map(|b| b.name.as_str());
+                    let hint = closest(&w.policy, known)
+                        .map_or("define the policy under `backups:`".to_string(), |k| format!("did you mean `{k}`?"));
+                    d.push(
+                        Diagnostic::error(
+                            c.pos.clone(),
+                            format!("check `{}` watches the WAL archive of `{}`, which is not defined", c.name, w.policy),
+                        )
+                        .with_hint(hint),
+                    );
+                }
+            }
+        }
         if let Probe::Backup(b) = &c.probe
             && !backup_refs.policies.contains(&b.policy)
         {
@@ -691,6 +731,12 @@ fn probe(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mut
             let verified = f.take("verified").map_or(Some(true), |n| de::boolean(n, &format!("{what} verified"), d));
             f.finish(&["policy", "max_age", "verified", "conditions"], d);
             Some(Probe::Backup(BackupProbe { policy: policy?, max_age: max_age?, verified: verified? }))
+        }
+        "wal" => {
+            let policy = f.require("policy", d).and_then(|n| de::string(n, &format!("{what} policy"), d));
+            let max_age = f.require("max_age", d).and_then(|n| de::duration(n, &format!("{what} max_age"), d));
+            f.finish(&["policy", "max_age", "conditions"], d);
+            Some(Probe::Wal(WalProbe { policy: policy?, max_age: max_age? }))
         }
         _ => unreachable!("kinds come from PROBE_KINDS"),
     };

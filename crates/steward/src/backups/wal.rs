@@ -310,6 +310,16 @@ impl WalArchive {
         Ok(record)
     }
 
+    /// The archive's continuity and the record of its newest segment (for checks).
+    pub async fn status(&self) -> Result<(Continuity, Option<Archived>), WalError> {
+        let c = self.verify().await?;
+        let newest = match &c.last {
+            Some(name) => self.record(name).await?,
+            None => None,
+        };
+        Ok((c, newest))
+    }
+
     /// Whether every segment from the oldest archived one to the newest is there, on
     /// the timelines the newest timeline's history names (see [`continuity`]).
     pub async fn verify(&self) -> Result<Continuity, WalError> {

@@ -54,7 +54,8 @@ impl Checks {
     ) -> Result<(Arc<Checks>, tokio::task::JoinHandle<()>), StoreError> {
         let stored = store.load_states().await?;
         let (tx, rx) = mpsc::channel(65_536);
-        let prober = Arc::new(Prober::new(config.get().redactor.clone()).with_stores(backups.clone(), store.clone()));
+        let prober =
+            Arc::new(Prober::new(config.get().redactor.clone()).with_stores(backups.clone(), store.clone()).with_config(config.get()));
         let checks = Arc::new(Checks {
             slo_tallies: crate::slos::tally::Tallies::new(metrics.clone()),
             store,
@@ -118,7 +119,7 @@ impl Checks {
             }
         }
         *self.prober.write().expect("prober lock") =
-            Arc::new(Prober::new(new.redactor.clone()).with_stores(self.backups.clone(), self.store.clone()));
+            Arc::new(Prober::new(new.redactor.clone()).with_stores(self.backups.clone(), self.store.clone()).with_config(new.clone()));
         let (started, stopped) = scheduler.apply(self, &new.checks);
         drop(scheduler);
         let names: Vec<String> = new.checks.iter().map(|c| c.name.clone()).collect();

@@ -26,6 +26,7 @@ pub mod scheduler;
 pub(crate) mod sql;
 mod tcp;
 mod tls;
+mod wal;
 mod websocket;
 
 use std::sync::Arc;
@@ -50,11 +51,19 @@ pub struct Prober {
     backups: Option<Arc<dyn BackupStore>>,
     /// Where heartbeat checks read the signals jobs sent (the server's store).
     heartbeats: Option<Arc<dyn CheckStore>>,
+    /// The configuration in force: WAL checks open their policy's repository with it.
+    config: Option<Arc<crate::config::Config>>,
 }
 
 impl Prober {
     pub fn new(redactor: Redactor) -> Prober {
-        Prober { http: http::Clients::default(), redactor, backups: None, heartbeats: None }
+        Prober { http: http::Clients::default(), redactor, backups: None, heartbeats: None, config: None }
+    }
+
+    /// A prober whose WAL checks find their policy's repository in `config`.
+    pub fn with_config(mut self, config: Arc<crate::config::Config>) -> Prober {
+        self.config = Some(config);
+        self
     }
 
     /// A prober whose backup checks read `backups` and heartbeat checks `heartbeats`.
@@ -96,6 +105,7 @@ impl Prober {
             Probe::Nats(p) => nats::observe(p, spec).await,
             Probe::Command(p) => command::observe(p, spec).await,
             Probe::Backup(p) => backup::observe(self.backups.as_ref(), p).await,
+            Probe::Wal(p) => wal::observe(self.config.as_ref(), p).await,
             Probe::Heartbeat(p) => heartbeat::observe(self.heartbeats.as_ref(), &spec.name, p).await,
             Probe::Tls(p) => tls::observe(p).await,
             Probe::Websocket(p) => websocket::observe(p, spec).await,

@@ -39,7 +39,7 @@ pub async fn run(path: &Path, names: &[String], output: Output, data: Option<&Pa
         return exit::BAD_CONFIG;
     }
     let selected: Vec<_> = config.checks.iter().filter(|c| names.is_empty() || names.contains(&c.name)).cloned().collect();
-    let mut prober = Prober::new(config.redactor.clone());
+    let mut prober = Prober::new(config.redactor.clone()).with_config(Arc::new(config.clone()));
     if let Some(dir) = data {
         match crate::store::SqliteStore::open(dir).await {
             Ok(store) => {
