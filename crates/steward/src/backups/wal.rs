@@ -214,7 +214,7 @@ impl WalArchive {
         let (plain, written) = encoded.map_err(|e| WalError::Failed(format!("cannot compress {file}: {e}")))?;
         let stored = stored?;
         if plain != content || written != stored {
-            return Err(WalError::Failed(format!("{file} changed while it was archived; PostgreSQL will push it again")));
+            return Err(WalError::Failed(format!("the bytes stored for {file} differ from those encoded; PostgreSQL will push it again")));
         }
         let record = Archived {
             file: file.clone(),
