@@ -1194,3 +1194,70 @@ fn wal_continuity_is_followed_across_a_promotion() {
     assert_eq!(code, 1, "{reason}");
     assert!(reason.contains(&format!("1 WAL segment(s) missing in the archive of `pg`, the first {branch}")), "{reason}");
 }
+
+/// A push killed at any moment (SIGKILL, as a crash or the OOM killer would) leaves the
+/// segment archived whole or not at all: when a record is there the segment fetches
+/// back byte for byte, and pushed again — as PostgreSQL does after a failure — it is
+/// archived (or found archived) and fetches back byte for byte. Kills land from before
+/// the configuration is read to after the upload.
+#[test]
+fn a_wal_push_killed_at_any_moment_leaves_the_segment_whole_or_absent() {
+    let env = Env::new(
+        r#"
+repositories: [{name: local, path: $DIR/repo}]
+backups:
+  - name: pg
+    postgres: { url: "postgres://postgres@127.0.0.1:1/never" }
+    repository: local
+    encryption: { key: "${file:$DIR/backup.key}" }
+"#,
+    );
+    keygen(&env.path("backup.key"));
+    std::fs::create_dir_all(env.path("pg_wal")).unwrap();
+    std::fs::create_dir_all(env.path("restore")).unwrap();
+    // 16 MiB that compress poorly (so the push takes a while), with a segment's long
+    // page header naming one cluster.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut segment: Vec<u8> = (0..(16 << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    segment[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    segment[24..32].copy_from_slice(&7_400_000_000_000_000_001u64.to_le_bytes());
+    let fetched_equal = |name: &str| {
+        let dest = env.path(&format!("restore/{name}"));
+        let (code, err) = wal(&env, &["fetch", name, dest.to_str().unwrap()]);
+        assert_eq!(code, 0, "{name}: {err}");
+        std::fs::read(&dest).unwrap() == segment
+    };
+    let mut absent = 0;
+    for (i, delay_ms) in [0u64, 3, 10, 25, 50, 100, 200, 400].into_iter().enumerate() {
+        let name = format!("0000000100000000000000{:02X}", i + 1);
+        let path = env.path(&format!("pg_wal/{name}"));
+        std::fs::write(&path, &segment).unwrap();
+        let mut push = steward()
+            .args(["wal", "push"])
+            .arg(&path)
+            .args(["--policy", "pg", "-c"])
+            .arg(env.path("steward.yaml"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = push.kill();
+        let _ = push.wait();
+        if env.path(&format!("repo/_wal/pg/{name}.json")).exists() {
+            assert!(fetched_equal(&name), "{name}: a record names a segment that does not fetch back whole (killed after {delay_ms} ms)");
+        } else {
+            absent += 1;
+        }
+        let (code, err) = wal(&env, &["push", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{name} pushed again after a kill at {delay_ms} ms: {err}");
+        assert!(fetched_equal(&name), "{name}: fetched bytes differ after a kill at {delay_ms} ms");
+    }
+    assert!(absent > 0, "no kill landed before the record: the test did not exercise an interrupted push");
+}
