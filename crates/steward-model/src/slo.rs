@@ -66,6 +66,44 @@ impl Counts {
     }
 }
 
+/// Whether a minute of `good` of `total` events is a good timeslice at `good_ratio`.
+pub fn good_slice(good: u64, total: u64, good_ratio: f64) -> bool {
+    total > 0 && good as f64 / total as f64 >= good_ratio
+}
+
+impl Counts {
+    /// Adds one minute's events: themselves under occurrences, one slice under
+    /// timeslices (none for a minute without events).
+    pub fn add_minute(&mut self, good: u64, total: u64, budgeting: Budgeting) {
+        match budgeting {
+            Budgeting::Occurrences => {
+                self.good += good as f64;
+                self.total += total as f64;
+            }
+            Budgeting::Timeslices { good_ratio } => {
+                if total > 0 {
+                    self.total += 1.0;
+                    self.good += f64::from(u8::from(good_slice(good, total, good_ratio)));
+                }
+            }
+        }
+    }
+
+    /// Adds a rolled-up bucket's events, or its slices counted when it was rolled.
+    pub fn add_rolled(&mut self, good: u64, total: u64, good_slices: u32, slices: u32, budgeting: Budgeting) {
+        match budgeting {
+            Budgeting::Occurrences => {
+                self.good += good as f64;
+                self.total += total as f64;
+            }
+            Budgeting::Timeslices { .. } => {
+                self.good += f64::from(good_slices);
+                self.total += f64::from(slices);
+            }
+        }
+    }
+}
+
 /// Sums the buckets that start inside `[from, to)` (Unix minutes). A rolled-up bucket
 /// straddling the window's start is left out whole: a window is never wider than asked,
 /// at most one bucket narrower. (Rolled-up buckets are old ones; the minutes near `to`
@@ -73,24 +111,10 @@ impl Counts {
 pub fn counts(buckets: &[Bucket], from: i64, to: i64, budgeting: Budgeting) -> Counts {
     let mut c = Counts::default();
     for b in buckets.iter().filter(|b| b.start >= from && b.start < to) {
-        match budgeting {
-            Budgeting::Occurrences => {
-                c.good += b.good as f64;
-                c.total += b.total as f64;
-            }
-            Budgeting::Timeslices { good_ratio } => {
-                if b.minutes == 1 {
-                    if b.total > 0 {
-                        c.total += 1.0;
-                        if b.good as f64 / b.total as f64 >= good_ratio {
-                            c.good += 1.0;
-                        }
-                    }
-                } else {
-                    c.good += f64::from(b.good_slices);
-                    c.total += f64::from(b.slices);
-                }
-            }
+        if b.minutes == 1 {
+            c.add_minute(b.good, b.total, budgeting);
+        } else {
+            c.add_rolled(b.good, b.total, b.good_slices, b.slices, budgeting);
         }
     }
     c
@@ -114,7 +138,7 @@ pub fn roll_up(minute_buckets: &[Bucket], width: u32, budgeting: Budgeting) -> V
         if b.minutes == 1 {
             if b.total > 0 {
                 r.slices += 1;
-                r.good_slices += u32::from(b.good as f64 / b.total as f64 >= good_ratio);
+                r.good_slices += u32::from(good_slice(b.good, b.total, good_ratio));
             }
         } else {
             r.slices += b.slices;

@@ -166,33 +166,11 @@ impl Tally {
         };
         let (start, end) = (index(from, self.hours_first, 60, self.hours.len()), index(to, self.hours_first, 60, self.hours.len()));
         for h in self.hours.range(start.min(end)..end) {
-            match budgeting {
-                Budgeting::Occurrences => {
-                    c.good += h.good as f64;
-                    c.total += h.total as f64;
-                }
-                Budgeting::Timeslices { .. } => {
-                    c.good += f64::from(h.good_slices);
-                    c.total += f64::from(h.slices);
-                }
-            }
+            c.add_rolled(h.good, h.total, h.good_slices, h.slices, budgeting);
         }
         let (start, end) = (index(from, self.first, 1, self.minutes.len()), index(to, self.first, 1, self.minutes.len()));
         for &(good, total) in self.minutes.range(start.min(end)..end) {
-            match budgeting {
-                Budgeting::Occurrences => {
-                    c.good += f64::from(good);
-                    c.total += f64::from(total);
-                }
-                Budgeting::Timeslices { good_ratio } => {
-                    if total > 0 {
-                        c.total += 1.0;
-                        if f64::from(good) / f64::from(total) >= good_ratio {
-                            c.good += 1.0;
-                        }
-                    }
-                }
-            }
+            c.add_minute(u64::from(good), u64::from(total), budgeting);
         }
         c
     }
@@ -205,7 +183,7 @@ impl Shape {
         h.total += total;
         if total > 0 {
             h.slices += 1;
-            h.good_slices += u32::from(good as f64 / total as f64 >= self.good_ratio);
+            h.good_slices += u32::from(slo::good_slice(good, total, self.good_ratio));
         }
     }
 }
