@@ -54,30 +54,8 @@ const PROBE_KINDS: &[&str] = &[
     "mongodb",
     "cql",
 ];
-const CHECK_KEYS: &[&str] = &[
-    "name",
-    "service",
-    "interval",
-    "timeout",
-    "failure_threshold",
-    "success_threshold",
-    "labels",
-    "http",
-    "tcp",
-    "postgres",
-    "mysql",
-    "redis",
-    "nats",
-    "command",
-    "backup",
-    "wal",
-    "tls",
-    "websocket",
-    "dns",
-    "heartbeat",
-    "mongodb",
-    "cql",
-];
+/// A check's own keys; its probe is one of [`PROBE_KINDS`].
+const CHECK_KEYS: &[&str] = &["name", "service", "interval", "timeout", "failure_threshold", "success_threshold", "labels"];
 
 pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -510,7 +488,8 @@ fn check(node: &Node, d: &mut Diagnostics, secrets: &mut Vec<String>, refs: &mut
             None
         }
     };
-    f.finish(CHECK_KEYS, d);
+    let known: Vec<&str> = CHECK_KEYS.iter().chain(PROBE_KINDS).copied().collect();
+    f.finish(&known, d);
     let (name, pos) = name?;
     let (probe, conditions) = probe?;
     Some(CheckSpec {
