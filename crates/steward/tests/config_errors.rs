@@ -878,3 +878,26 @@ checks:
     assert_error_at(&errs, 8, 20, "missing the required key `max_age`");
     assert_eq!(errs.len(), 3, "`fine` is fine: {errs:#?}");
 }
+
+#[test]
+fn a_physical_postgres_policy_is_told_from_pg_dump_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("physical.yaml");
+    std::fs::write(
+        &f,
+        "repositories: [{name: local, path: /tmp/steward-physical-test-repo}]
+backups:
+  - {name: a, postgres: {url: 'postgres://127.0.0.1/a', mode: physical, format: directory, jobs: 4}, repository: local}
+  - {name: b, postgres: {url: 'postgres://127.0.0.1/b', mode: phisical}, repository: local}
+  - {name: fine, postgres: {url: 'postgres://127.0.0.1/c', mode: physical}, repository: local}
+  - {name: logical, postgres: {url: 'postgres://127.0.0.1/d', mode: logical, format: directory, jobs: 2}, repository: local}
+",
+    )
+    .unwrap();
+    let (code, v) = validate(&f);
+    assert_eq!(code, 2, "{v}");
+    let errs = errors(&v);
+    assert_error_at(&errs, 3, 25, "sets `format` or `jobs` with `mode: physical`");
+    assert_error_at(&errs, 4, 63, "mode `phisical` is not a backup mode");
+    assert_eq!(errs.len(), 2, "`fine` and `logical` are fine: {errs:#?}");
+}

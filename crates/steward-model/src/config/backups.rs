@@ -113,11 +113,22 @@ pub enum BackupSource {
 
 #[derive(Debug, Clone)]
 pub struct PostgresSource {
-    /// One database, as in the URL's path.
+    /// One database, as in the URL's path (a physical backup copies the whole cluster;
+    /// the database is where steward connects, and where restore tests write markers).
     pub url: SecretString,
+    pub mode: PgMode,
     pub format: PgFormat,
     /// Parallel dump/restore jobs (directory format only).
     pub jobs: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgMode {
+    /// pg_dump of one database: portable across versions, restores what was dumped.
+    Logical,
+    /// pg_basebackup of the whole cluster plus its archived WAL (`steward wal push`):
+    /// restores to any point in time the archive covers.
+    Physical,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,8 +385,26 @@ fn source(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mu
                     None
                 }
             });
+            let format_given = f.has("format") || f.has("jobs");
             let jobs = f.take("jobs").map_or(Some(1), |n| de::integer(n, &format!("{what} jobs"), 1..=64, d).map(|j| j as u32));
-            f.finish(&["url", "format", "jobs"], d);
+            let mode = f.take("mode").map_or(Some(PgMode::Logical), |n| match de::string(n, &format!("{what} mode"), d)?.as_str() {
+                "logical" => Some(PgMode::Logical),
+                "physical" => Some(PgMode::Physical),
+                other => {
+                    d.push(Diagnostic::error(n.pos.clone(), format!("{what} mode `{other}` is not a backup mode")).with_hint(
+                        "`logical` (pg_dump of the database) or `physical` (pg_basebackup plus WAL archiving, for point-in-time restores)",
+                    ));
+                    None
+                }
+            });
+            f.finish(&["url", "mode", "format", "jobs"], d);
+            if mode == Some(PgMode::Physical) && format_given {
+                d.push(
+                    Diagnostic::error(node.pos.clone(), format!("{what} sets `format` or `jobs` with `mode: physical`"))
+                        .with_hint("those are pg_dump's; a physical backup is pg_basebackup's copy of the cluster: remove them"),
+                );
+                return None;
+            }
             if format == Some(PgFormat::Custom) && jobs.is_some_and(|j| j > 1) {
                 d.push(
                     Diagnostic::error(node.pos.clone(), format!("{what} asks for {} jobs with the custom format", jobs.unwrap_or(1)))
@@ -383,7 +412,7 @@ fn source(kind: &str, node: &Node, what: &str, d: &mut Diagnostics, secrets: &mu
                 );
                 return None;
             }
-            BackupSource::Postgres(PostgresSource { url: url?, format: format?, jobs: jobs? })
+            BackupSource::Postgres(PostgresSource { url: url?, mode: mode?, format: format?, jobs: jobs? })
         }
         "mysql" => {
             let url = f.require("url", d).and_then(|n| url(n, &format!("{what} url"), &["mysql", "mariadb"], d, secrets));

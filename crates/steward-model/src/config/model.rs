@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::alerting::{AlertCondition, AlertRule, Cmp, GroupBy, InhibitRule, Route};
-pub use super::backups::{BackupPolicy, BackupSource, PgFormat, Repository, RepositoryKind, Retention};
+pub use super::backups::{BackupPolicy, BackupSource, PgFormat, PgMode, Repository, RepositoryKind, Retention};
 use super::diagnostics::Pos;
 pub use super::incidents::{EscalationLevel, EscalationPolicy, IncidentPolicy, IncidentsConfig, Person};
 pub use super::prometheus::PrometheusSource;
