@@ -45,6 +45,8 @@ fn run_ok(c: &mut Command, what: &str) {
 pub struct PrivatePostgres {
     pub port: u16,
     data: PathBuf,
+    /// Server options beyond the port and sockets (`-c archive_mode=off`).
+    options: String,
     _dir: tempfile::TempDir,
 }
 
@@ -62,7 +64,15 @@ impl PrivatePostgres {
         let dir = Self::new_dir();
         let data = dir.path().join("data");
         run_ok(as_postgres("initdb").args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data), "initdb");
-        let pg = PrivatePostgres { port: free_port(), data, _dir: dir };
+        let pg = PrivatePostgres { port: free_port(), data, options: String::new(), _dir: dir };
+        pg.start();
+        pg
+    }
+
+    /// Starts a cluster already in `data` (a restored one) with extra server `options`.
+    /// Its sockets and log go beside `data`, which the `postgres` user must own.
+    pub fn adopt(data: PathBuf, options: &str) -> PrivatePostgres {
+        let pg = PrivatePostgres { port: free_port(), data, options: options.to_string(), _dir: Self::new_dir() };
         pg.start();
         pg
     }
@@ -78,7 +88,7 @@ impl PrivatePostgres {
                 .arg(&data),
             "pg_basebackup",
         );
-        let pg = PrivatePostgres { port: free_port(), data, _dir: dir };
+        let pg = PrivatePostgres { port: free_port(), data, options: String::new(), _dir: dir };
         pg.start();
         pg
     }
@@ -86,7 +96,7 @@ impl PrivatePostgres {
     /// Starts the server (again, after [`PrivatePostgres::stop`]) on the same port.
     pub fn start(&self) {
         let socket = self.data.parent().unwrap();
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, socket.display());
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}", self.port, socket.display(), self.options);
         let mut c = as_postgres("pg_ctl");
         c.args(["-w", "-l"]).arg(socket.join("log")).args(["-o", &opts, "-D"]).arg(&self.data).arg("start");
         run_ok(&mut c, "pg_ctl start");

@@ -115,7 +115,9 @@ impl Engine {
         let incidents =
             Incidents::new(store.clone(), store.clone(), metrics.clone(), config.clone(), alerting.clone(), checks.clone(), alert_changed);
         let runbooks = Runbooks::new(store.clone(), metrics.clone(), config.clone(), checks.clone(), alerting.clone(), incidents.clone());
-        let backups = Arc::new(Backups::new(store.clone(), Some(metrics.clone()), options.data_dir.clone()));
+        let backups = Arc::new(
+            Backups::new(store.clone(), Some(metrics.clone()), options.data_dir.clone()).with_config_path(options.config_path.clone()),
+        );
         let engine = Arc::new(Engine {
             store,
             metrics,

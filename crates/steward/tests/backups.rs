@@ -45,7 +45,17 @@ impl Env {
     }
 
     fn backup(&self, args: &[&str]) -> Out {
-        let out = steward()
+        self.backup_by(steward(), args)
+    }
+
+    /// `steward backup …` run with the copy of the binary `archiving` gave PostgreSQL:
+    /// a restore's `restore_command` names the binary that runs it.
+    fn backup_copied(&self, args: &[&str]) -> Out {
+        self.backup_by(Command::new(self.path("steward")), args)
+    }
+
+    fn backup_by(&self, mut steward: Command, args: &[&str]) -> Out {
+        let out = steward
             .arg("backup")
             .args(args)
             .arg("-c")
@@ -1110,6 +1120,8 @@ backups:
 
 /// A failover: the primary stops, its streaming standby is promoted onto timeline 2 and
 /// archives through the same policy (its configuration came with the base backup).
+/// A restore from the timeline 1 base backup crosses the promotion: both timelines'
+/// marker rows are there, and it promotes onto timeline 3.
 /// `steward wal verify` follows timeline 2's history across the branch point — the old
 /// timeline's segments before it, the new one's from it on — and names the hole when
 /// the new timeline's copy of the branch segment is gone.
@@ -1117,7 +1129,7 @@ backups:
 fn wal_continuity_is_followed_across_a_promotion() {
     let primary = common::PrivatePostgres::primary();
     let env = Env::new(&format!(
-        "repositories: [{{name: local, path: $DIR/repo}}]\nbackups: [{{name: pg, postgres: {{url: \"{}\"}}, repository: local}}]\n\
+        "repositories: [{{name: local, path: $DIR/repo}}]\nbackups: [{{name: pg, postgres: {{url: \"{}\", mode: physical}}, repository: local}}]\n\
          checks: [{{name: wal-archive, wal: {{policy: pg, max_age: 10m}}}}, {{name: wal-lag, wal: {{policy: pg, max_age: 1s}}}}]\n",
         primary.url("postgres")
     ));
@@ -1138,6 +1150,12 @@ fn wal_continuity_is_followed_across_a_promotion() {
     };
     write_and_switch(&primary);
     write_and_switch(&primary);
+    // A base backup on timeline 1, and a marker row on it.
+    let out = env.backup_copied(&["run", "pg", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["facts"]["timeline"], 1);
+    primary.psql("CREATE TABLE markers (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp())");
+    marker(&primary, "on timeline 1");
     let standby = common::PrivatePostgres::standby_of(&primary);
     write_and_switch(&primary);
     archived_up_to(&primary, "the primary's segments archived");
@@ -1163,6 +1181,15 @@ fn wal_continuity_is_followed_across_a_promotion() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let last = timeline_2().into_iter().max().unwrap();
+
+    // A restore across the promotion: the timeline 1 base backup, WAL of both timelines.
+    marker(&standby, "on timeline 2");
+    switch_and_archive(&standby, &env);
+    let restored = env.path("restored");
+    let out = env.backup_copied(&["restore", "pg", "--latest", "--to", restored.to_str().unwrap(), "--yes", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["recovery"]["new_timeline"], 3, "{}", out.stdout);
+    assert_eq!(markers_in(&restored).1, "on timeline 1,on timeline 2");
 
     let (code, report) = wal_verify(&env);
     assert_eq!(code, 0, "{report:#}");
@@ -1260,4 +1287,206 @@ backups:
         assert!(fetched_equal(&name), "{name}: fetched bytes differ after a kill at {delay_ms} ms");
     }
     assert!(absent > 0, "no kill landed before the record: the test did not exercise an interrupted push");
+}
+
+/// Closes the segment being written and waits until it is in policy `pg`'s archive;
+/// returns its name.
+fn switch_and_archive(pg: &common::PrivatePostgres, env: &Env) -> String {
+    // pg_walfile_name names the segment holding the byte before the switch's end: the
+    // one just closed.
+    let closed = pg.psql("SELECT pg_walfile_name(pg_switch_wal())");
+    wait_for(&format!("{closed} archived"), Duration::from_secs(60), || {
+        env.path(&format!("repo/_wal/pg/{closed}.json")).exists().then_some(())
+    });
+    closed
+}
+
+/// A marker row committed now; returns its id and the server's clock right after.
+fn marker(pg: &common::PrivatePostgres, note: &str) -> String {
+    pg.psql(&format!("INSERT INTO markers (note) VALUES ('{note}')"));
+    pg.psql("SELECT clock_timestamp()")
+}
+
+/// The marker notes a restored cluster holds.
+fn markers_in(dir: &Path) -> (common::PrivatePostgres, String) {
+    let pg = common::PrivatePostgres::adopt(dir.to_path_buf(), "-c archive_mode=off");
+    let notes = pg.psql("SELECT string_agg(note, ',' ORDER BY id) FROM markers");
+    (pg, notes)
+}
+
+/// Physical backups and point-in-time restores against a real PostgreSQL 15 archiving
+/// through `steward wal push` while pgbench writes: a base backup taken under load
+/// (its WAL proven archived), restored to a time and to an LSN between two marker
+/// rows (the first present, the second absent), and to the end of the archive (both);
+/// a dry run plans without touching anything, a non-empty target is refused, a target
+/// before the oldest backup is named, a hole in the WAL stops the restore short with
+/// the target untouched; the scheduled restore test proves a random point by marker
+/// rows; retention removes exactly the WAL no kept backup needs.
+#[test]
+fn physical_backups_restore_to_any_point_between_marker_rows() {
+    let pg = common::PrivatePostgres::primary();
+    let env = Env::new(&format!(
+        r#"
+repositories: [{{name: local, path: $DIR/repo}}]
+backups:
+  - name: pg
+    postgres: {{ url: "{}", mode: physical }}
+    repository: local
+    encryption: {{ key: "${{file:$DIR/backup.key}}" }}
+    retention: {{ keep_last: 1, min_keep: 1 }}
+"#,
+        pg.url("postgres")
+    ));
+    keygen(&env.path("backup.key"));
+    archiving(&pg, &env);
+    let pgbench = |args: &[&str]| {
+        let out = Command::new(common::pg_tool("pgbench"))
+            .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres"])
+            .args(args)
+            .arg("postgres")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pgbench {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    pgbench(&["-i", "-s", "2", "-q"]);
+    pg.psql("CREATE TABLE markers (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp())");
+
+    // A base backup while pgbench writes.
+    let load = {
+        let port = pg.port.to_string();
+        std::thread::spawn(move || {
+            Command::new(common::pg_tool("pgbench"))
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-c", "2", "-T", "8", "postgres"])
+                .output()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let out = env.backup_copied(&["run", "pg", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let first = out.json();
+    assert_eq!(first["facts"]["mode"], "physical", "{first}");
+    assert!(load.join().unwrap().status.success(), "pgbench ran through the backup");
+    let accounts = pg.psql("SELECT sum(abalance) FROM pgbench_accounts");
+
+    // Two marker rows with a point between them; then all of it archived.
+    marker(&pg, "one");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let between = pg.psql("SELECT clock_timestamp()");
+    let between_lsn = pg.psql("SELECT pg_current_wal_lsn()");
+    std::thread::sleep(Duration::from_millis(1_200));
+    marker(&pg, "two");
+    switch_and_archive(&pg, &env);
+
+    // The plan: nothing touched.
+    let plan =
+        env.backup_copied(&["restore", "pg", "--to-time", &between, "--to", env.path("dry").to_str().unwrap(), "--dry-run", "-o", "json"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let plan = plan.json();
+    assert_eq!(plan["backup"], first["id"], "{plan:#}");
+    assert_eq!(plan["wal"]["from"], first["facts"]["start_wal_file"], "{plan:#}");
+    assert_eq!(plan["wal"]["missing"], serde_json::json!([]), "{plan:#}");
+    assert!(!env.path("dry").exists());
+
+    // To the time between the markers.
+    let restored = env.path("at-time");
+    let out = env.backup_copied(&["restore", "pg", "--to-time", &between, "--to", restored.to_str().unwrap(), "--yes", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    assert_eq!(report["recovery"]["reached"], true, "{report:#}");
+    assert_eq!(report["recovery"]["new_timeline"], 2, "{report:#}");
+    assert!(report["recovery"]["stopped"].as_str().unwrap().contains("recovery stopping before commit"), "{report:#}");
+    {
+        let (copy, notes) = markers_in(&restored);
+        assert_eq!(notes, "one", "restored to {between}");
+        assert_eq!(copy.psql("SELECT sum(abalance) FROM pgbench_accounts"), accounts, "pgbench's writes before the markers are all there");
+    }
+    let shown = env.backup(&["show", first["id"].as_str().unwrap(), "-o", "json"]).json();
+    assert_eq!(shown["restores"][0]["result"], "succeeded", "{shown:#}");
+    assert_eq!(shown["restores"][0]["target"], restored.to_str().unwrap(), "{shown:#}");
+
+    // The same directory again: refused, untouched.
+    let version = std::fs::read(restored.join("PG_VERSION")).unwrap();
+    let out = env.backup_copied(&["restore", "pg", "--to-time", &between, "--to", restored.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("not empty"), "{}", out.stderr);
+    assert_eq!(std::fs::read(restored.join("PG_VERSION")).unwrap(), version);
+
+    // To the LSN between them, and to the end of the archive.
+    let at_lsn = env.path("at-lsn");
+    let out = env.backup_copied(&["restore", "pg", "--to-lsn", &between_lsn, "--to", at_lsn.to_str().unwrap(), "--yes", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(markers_in(&at_lsn).1, "one", "restored to {between_lsn}");
+    let latest = env.path("latest");
+    let out = env.backup_copied(&["restore", "pg", "--latest", "--to", latest.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("promoted to timeline"), "{}", out.stdout);
+    assert_eq!(markers_in(&latest).1, "one,two");
+
+    // Before the oldest backup ended: named, nothing written.
+    let early = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let out = env.backup_copied(&["restore", "pg", "--to-time", &early, "--to", env.path("early").to_str().unwrap(), "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no physical backup of `pg` ended before") && out.stderr.contains(first["id"].as_str().unwrap()),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("early").exists());
+
+    // The scheduled restore test: a random point between the backup and its markers.
+    let (code, v) = {
+        let out = env.backup_copied(&["verify", first["id"].as_str().unwrap(), "--restore-test", "-o", "json"]);
+        (out.code, out.json()["verifications"][0].clone())
+    };
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["result"], "passed", "{v:#}");
+    let matched: Vec<String> = v["detail"]["matched"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
+    assert!(matched[0].starts_with("recovered to time"), "{matched:?}");
+    assert!(matched.iter().any(|m| m.ends_with("is present")) && matched.iter().any(|m| m.ends_with("is absent")), "{matched:?}");
+    assert!(v["restore_ms"].as_i64().unwrap() > 0, "{v:#}");
+
+    // A hole after the backup: the restore stops short, says where, leaves nothing.
+    let second = env.backup_copied(&["run", "pg", "-o", "json"]).json();
+    assert_eq!(second["status"], "succeeded", "{second}");
+    marker(&pg, "three");
+    let after = pg.psql("SELECT clock_timestamp()");
+    let hole = switch_and_archive(&pg, &env);
+    marker(&pg, "four");
+    switch_and_archive(&pg, &env);
+    let record = env.path(&format!("repo/_wal/pg/{hole}.json"));
+    let kept = std::fs::read(&record).unwrap();
+    std::fs::remove_file(&record).unwrap();
+    let out = env.backup_copied(&["restore", "pg", "--latest", "--to", env.path("holed").to_str().unwrap(), "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains(&hole) && out.stderr.contains("--to-lsn"), "--latest refuses to stop silently at a hole: {}", out.stderr);
+    let out = env.backup_copied(&["restore", "pg", "--to-time", &after, "--to", env.path("holed").to_str().unwrap(), "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("did not reach") && out.stderr.contains("replay got to"), "{}", out.stderr);
+    assert!(!env.path("holed").exists(), "the target is left as it was");
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains("steward-restoring"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::write(&record, kept).unwrap();
+
+    // Retention: the first backup goes, and with it exactly the WAL before the second's start.
+    let out = env.backup_copied(&["prune", "pg", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let pruned = out.json()["plans"][0].clone();
+    assert_eq!(pruned["deleted"], serde_json::json!([first["id"]]), "{pruned:#}");
+    let kept_from = second["facts"]["start_wal_file"].as_str().unwrap();
+    assert_eq!(pruned["wal"]["kept_from"], kept_from, "{pruned:#}");
+    let removed = pruned["wal"]["files"].as_array().unwrap();
+    assert!(pruned["wal"]["removed"].as_u64().unwrap() > 0 && pruned["wal"]["removed"].as_u64().unwrap() == removed.len() as u64);
+    assert!(removed.iter().all(|f| f.as_str().unwrap()[8..24] < kept_from[8..24]), "{pruned:#}");
+    let (code, report) = wal_verify(&env);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["first"], kept_from, "{report:#}");
+    let latest2 = env.path("latest2");
+    let out = env.backup_copied(&["restore", "pg", "--latest", "--to", latest2.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(markers_in(&latest2).1, "one,two,three,four");
 }

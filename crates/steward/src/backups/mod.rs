@@ -26,6 +26,7 @@
 
 pub mod manifest;
 pub mod pipeline;
+pub mod pitr;
 pub mod repository;
 pub mod retention;
 pub mod scheduled;

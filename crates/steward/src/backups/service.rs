@@ -17,9 +17,10 @@ use super::repository::{Repo, RepoError};
 use super::retention::{self, Candidate, PlanItem};
 use super::sources::process::Running;
 use super::sources::{self, BackupCx, Comparison, Produced, Progress, SourceError};
+use super::wal::WalArchive;
 use super::{BackupQuery, BackupRecord, BackupStatus, NewBackup, NewRestore, Verification, new_id};
 use crate::config::Config;
-use crate::config::backups::{BackupPolicy, BackupSource};
+use crate::config::backups::{BackupPolicy, BackupSource, PgMode};
 use crate::store::{BackupStore, StoreError};
 use crate::telemetry::Metrics;
 
@@ -48,7 +49,7 @@ pub enum BackupError {
 /// Runs `beat` every [`HEARTBEAT_EVERY`] until the returned task is aborted: the
 /// heartbeat that keeps a lease (or a verification, or a restore) from looking
 /// abandoned. A failed beat is logged naming `what`; the next one may succeed.
-fn keep_alive<F, Fut>(store: Arc<dyn BackupStore>, what: String, beat: F) -> tokio::task::JoinHandle<()>
+pub(super) fn keep_alive<F, Fut>(store: Arc<dyn BackupStore>, what: String, beat: F) -> tokio::task::JoinHandle<()>
 where
     F: Fn(Arc<dyn BackupStore>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), StoreError>> + Send,
@@ -71,6 +72,9 @@ pub struct Backups {
     pub data_dir: PathBuf,
     /// Live operations (backup id → progress), for the API and progress bars.
     live: Mutex<HashMap<String, Arc<Progress>>>,
+    /// The configuration as given on the command line: a point-in-time recovery's
+    /// `restore_command` hands it to `steward wal fetch`.
+    pub config_path: Option<PathBuf>,
 }
 
 /// How to restore.
@@ -111,6 +115,20 @@ pub struct PruneReport {
     pub items: Vec<PlanItem>,
     pub deleted: Vec<String>,
     pub errors: Vec<String>,
+    /// A physical policy's WAL: what the kept base backups no longer need.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<WalPrune>,
+}
+
+/// WAL retention, tied to the kept base backups ([`super::wal::prunable`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct WalPrune {
+    /// The first segment the oldest kept base backup needs: everything from it on is
+    /// kept. `None` when no physical backup is kept yet (then nothing is removed).
+    pub kept_from: Option<String>,
+    /// The files removed (or, in a dry run, to remove), oldest first.
+    pub files: Vec<String>,
+    pub removed: usize,
 }
 
 fn redact(config: &Config, text: &str) -> String {
@@ -123,7 +141,13 @@ fn encryption(policy: &BackupPolicy) -> Result<Option<age::x25519::Identity>, Ba
 
 impl Backups {
     pub fn new(store: Arc<dyn BackupStore>, metrics: Option<Arc<Metrics>>, data_dir: PathBuf) -> Backups {
-        Backups { store, metrics, data_dir, live: Mutex::new(HashMap::new()) }
+        Backups { store, metrics, data_dir, live: Mutex::new(HashMap::new()), config_path: None }
+    }
+
+    /// Names the configuration file (see [`Backups::config_path`]).
+    pub fn with_config_path(mut self, path: Option<PathBuf>) -> Backups {
+        self.config_path = path;
+        self
     }
 
     /// Progress of a live backup, verify or restore.
@@ -244,6 +268,7 @@ impl Backups {
             id: id.clone(),
             level: policy.compression_level,
             recipient: identity.as_ref().map(|i| i.to_public()),
+            identity: identity.clone(),
             spool: spool.clone(),
             progress: progress.clone(),
             cancel: cancel.clone(),
@@ -402,7 +427,24 @@ impl Backups {
             }
             (Ok(Some(m)), Some(policy)) if restore_test => {
                 progress.total.store(m.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
-                restore_test_for(&repo, &m, identity.as_ref(), policy, &progress, &Running::default()).await
+                match &policy.source {
+                    BackupSource::Postgres(p) if p.mode == PgMode::Physical => {
+                        async {
+                            let config_path = self.config_path.as_deref().ok_or_else(|| {
+                                SourceError::Invalid(
+                                    "a point-in-time restore test needs the configuration's path for restore_command".into(),
+                                )
+                            })?;
+                            let base = super::sources::physical::BaseFacts::of(&m.facts)
+                                .ok_or_else(|| SourceError::Invalid(format!("backup {id} has no physical backup facts")))?;
+                            let test =
+                                super::pitr::PointTest { repo: &repo, manifest: &m, identity: identity.as_ref(), base: &base, config_path };
+                            test.run(policy, p, &progress).await.map(|(c, d)| (c, Some(d)))
+                        }
+                        .await
+                    }
+                    _ => restore_test_for(&repo, &m, identity.as_ref(), policy, &progress, &Running::default()).await,
+                }
             }
             (Ok(Some(m)), _) => {
                 progress.total.store(m.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
@@ -608,7 +650,18 @@ impl Backups {
             candidates.push(Candidate { id: id.clone(), started_at: at, status, in_progress: false, restoring: false });
         }
         let items = retention::plan(&candidates, rules, now);
-        let mut report = PruneReport { policy: policy.to_string(), dry_run, items, deleted: vec![], errors: vec![] };
+        let wal = match &p.source {
+            BackupSource::Postgres(s) if s.mode == PgMode::Physical => Some(self.wal_retention(p, &repo, &items, &records).await?),
+            _ => None,
+        };
+        let mut report = PruneReport {
+            policy: policy.to_string(),
+            dry_run,
+            items,
+            deleted: vec![],
+            errors: vec![],
+            wal: wal.as_ref().map(|(_, w)| w.clone()),
+        };
         if dry_run {
             return Ok(report);
         }
@@ -623,9 +676,56 @@ impl Backups {
                 Err(e) => report.errors.push(format!("{}: {e}", item.id)),
             }
         }
+        // WAL after the backups: a kept backup's WAL is never among these files, and they
+        // go oldest first, so a prune cut short leaves the archive continuous.
+        if let (Some((archive, _)), Some(w)) = (&wal, report.wal.as_mut()) {
+            for file in &w.files {
+                match archive.remove(file).await {
+                    Ok(()) => w.removed += 1,
+                    Err(e) => {
+                        report.errors.push(format!("WAL {file}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
         tracing::info!(policy, deleted = report.deleted.len(), kept = report.items.iter().filter(|i| i.keep).count(), "pruned");
         self.publish(policy).await;
         Ok(report)
+    }
+
+    /// The WAL of a physical policy that no kept base backup needs.
+    async fn wal_retention(
+        &self,
+        p: &BackupPolicy,
+        repo: &Repo,
+        items: &[PlanItem],
+        records: &[BackupRecord],
+    ) -> Result<(WalArchive, WalPrune), BackupError> {
+        let archive = WalArchive::new(repo.clone(), &p.name, p.compression_level, encryption(p)?);
+        let mut starts = Vec::new();
+        for item in items.iter().filter(|i| i.keep && i.status == BackupStatus::Succeeded) {
+            let facts = match records.iter().find(|r| r.id == item.id) {
+                Some(r) => r.facts.clone(),
+                None => repo
+                    .manifest(&p.name, &item.id)
+                    .await
+                    .map_err(|e| BackupError::Failed(e.to_string()))?
+                    .map(|m| m.facts)
+                    .unwrap_or_default(),
+            };
+            // A logical backup kept from before the policy turned physical needs no WAL.
+            if let Some(b) = super::sources::physical::BaseFacts::of(&facts) {
+                starts.push(b);
+            }
+        }
+        let Some(oldest) = starts.iter().min_by_key(|b| b.start_lsn) else {
+            return Ok((archive, WalPrune { kept_from: None, files: vec![], removed: 0 }));
+        };
+        let (archived, size) = archive.archived().await.map_err(|e| BackupError::Failed(e.to_string()))?;
+        let keep_from = oldest.start_lsn / size;
+        let files = super::wal::prunable(&archived, keep_from, size);
+        Ok((archive, WalPrune { kept_from: Some(super::wal::segment_name(oldest.timeline, keep_from, size)), files, removed: 0 }))
     }
 
     /// After a restart: backups left `running` by a process whose lease expired are
@@ -718,6 +818,10 @@ fn id_time(id: &str) -> Option<DateTime<Utc>> {
 
 async fn produce(cx: &BackupCx, source: &BackupSource, running: &Running) -> Result<Produced, SourceError> {
     match source {
+        BackupSource::Postgres(p) if p.mode == PgMode::Physical => {
+            let archive = WalArchive::new(cx.repo.clone(), &cx.policy, cx.level, cx.identity.clone());
+            sources::physical::backup(cx, p, &archive, running).await
+        }
         BackupSource::Postgres(p) => sources::postgres::backup(cx, p, running).await,
         BackupSource::Mysql { url } => sources::mysql::backup(cx, url.expose(), running).await,
         BackupSource::Redis { url } => sources::redis::backup(cx, url.expose(), running).await,
@@ -738,7 +842,7 @@ enum Stage {
 /// Before a restore: every stored object read in full and its size and blake3
 /// compared with the manifest. Only the stored bytes (no decryption or
 /// decompression): what a restore would read is exactly what was written.
-async fn check_stored(repo: &Repo, m: &Manifest, progress: &Arc<Progress>) -> Result<(), SourceError> {
+pub(super) async fn check_stored(repo: &Repo, m: &Manifest, progress: &Arc<Progress>) -> Result<(), SourceError> {
     progress.set_phase("checking the backup's objects");
     progress.total.store(m.stored_bytes(), std::sync::atomic::Ordering::Relaxed);
     let mut damaged = Vec::new();

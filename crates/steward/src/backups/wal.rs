@@ -153,7 +153,13 @@ impl WalArchive {
             .repository(&p.repository)
             .ok_or_else(|| WalError::Invalid(format!("repository `{}` is not configured", p.repository)))?;
         let identity = p.encryption_key.as_ref().map(|k| super::pipeline::identity(k.expose())).transpose().map_err(WalError::Invalid)?;
-        Ok(WalArchive { repo: Repo::open(repo_config)?, policy: policy.to_string(), level: p.compression_level, identity })
+        Ok(WalArchive::new(Repo::open(repo_config)?, policy, p.compression_level, identity))
+    }
+
+    /// The archive of `policy` in `repo`, written at zstd `level`, read and written
+    /// with `identity` when the policy encrypts.
+    pub fn new(repo: Repo, policy: &str, level: i32, identity: Option<age::x25519::Identity>) -> WalArchive {
+        WalArchive { repo, policy: policy.to_string(), level, identity }
     }
 
     fn key(&self, file: &str) -> ObjectPath {
@@ -320,12 +326,11 @@ impl WalArchive {
         Ok((c, newest))
     }
 
-    /// Whether every segment from the oldest archived one to the newest is there, on
-    /// the timelines the newest timeline's history names (see [`continuity`]).
-    pub async fn verify(&self) -> Result<Continuity, WalError> {
+    /// The files archived (a file is archived once its record is there), and the
+    /// segment size they have.
+    pub async fn archived(&self) -> Result<(BTreeSet<String>, u64), WalError> {
         let prefix = ObjectPath::from(format!("_wal/{}", self.policy));
         let names: BTreeSet<String> = self.repo.keys(&prefix).await?.iter().filter_map(|k| k.filename().map(str::to_string)).collect();
-        // A file is archived once its record is there.
         let archived: BTreeSet<String> = names
             .iter()
             .filter_map(|n| n.strip_suffix(".json"))
@@ -338,6 +343,24 @@ impl WalArchive {
         {
             segment_size = r.content.bytes;
         }
+        Ok((archived, segment_size))
+    }
+
+    /// Removes an archived file: its record first, so a removal cut short leaves a
+    /// file that is simply not archived, never a record without its file.
+    pub async fn remove(&self, file: &str) -> Result<(), WalError> {
+        if !valid_name(file) {
+            return Err(WalError::Invalid(format!("{file} is not a WAL file name")));
+        }
+        self.repo.delete_key(&self.record_key(file)).await?;
+        self.repo.delete_key(&self.key(file)).await?;
+        Ok(())
+    }
+
+    /// Whether every segment from the oldest archived one to the newest is there, on
+    /// the timelines the newest timeline's history names (see [`continuity`]).
+    pub async fn verify(&self) -> Result<Continuity, WalError> {
+        let (archived, segment_size) = self.archived().await?;
         let newest_history = archived.iter().filter(|n| n.ends_with(".history")).max();
         let history = match newest_history {
             Some(h) => {
@@ -350,6 +373,23 @@ impl WalArchive {
         };
         Ok(continuity(&archived, history.as_ref().map(|(t, a)| (*t, a.as_slice())), segment_size))
     }
+}
+
+/// The archived files no kept base backup needs, in the order to remove them: every
+/// segment, `.partial` and `.backup` file before `keep_from` (the segment number where
+/// the oldest kept base backup starts), on any timeline, lowest segment first — so a
+/// removal cut short leaves the rest continuous. Timeline histories are always kept:
+/// they are tiny, and recovery follows them to the newest timeline. Everything from
+/// `keep_from` on stays, abandoned branches included: a restore may target them.
+pub fn prunable(archived: &BTreeSet<String>, keep_from: u64, segment_size: u64) -> Vec<String> {
+    let mut out: Vec<(u64, &String)> = archived
+        .iter()
+        .filter(|n| !n.ends_with(".history"))
+        .filter_map(|n| parse_segment(n.get(..24)?, segment_size).map(|(_, s)| (s, n)))
+        .filter(|(s, _)| *s < keep_from)
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, n)| n.clone()).collect()
 }
 
 /// PostgreSQL's default `wal_segment_size`.
@@ -383,7 +423,7 @@ pub fn segment_name(timeline: u32, segno: u64, segment_size: u64) -> String {
 }
 
 /// (timeline, segment number) of a segment file's name.
-fn parse_segment(name: &str, segment_size: u64) -> Option<(u32, u64)> {
+pub fn parse_segment(name: &str, segment_size: u64) -> Option<(u32, u64)> {
     if name.len() != 24 {
         return None;
     }
@@ -550,6 +590,64 @@ mod tests {
         let c = continuity(&archived, Some((3, &history)), size);
         assert_eq!(c.missing, vec!["000000020000000000000005".to_string()], "the old timeline's 5 does not stand in for it");
         assert!(parse_history("1\tnot-an-lsn\treason").is_err());
+    }
+
+    proptest::proptest! {
+        /// Retention keeps every segment a kept base backup needs — from its start to the
+        /// newest, across timelines — and nothing before the oldest one's start but
+        /// timeline histories; removed in its order and cut short anywhere, the archive
+        /// stays continuous.
+        #[test]
+        fn wal_retention_keeps_exactly_what_kept_backups_need(
+            first in 0u64..300,
+            length in 1u64..200,
+            branches in proptest::collection::vec(1u64..200, 0..3),
+            abandoned in 0u64..4,
+            kept in proptest::collection::vec(0u64..200, 1..4),
+            cut in 0usize..400,
+        ) {
+            let size = 16 << 20;
+            let last = first + length - 1;
+            // Branch points inside the range, increasing: timeline i+1 starts at branch i.
+            let mut points: Vec<u64> = branches.iter().map(|b| first + b % length).collect();
+            points.sort();
+            points.dedup();
+            let history: Vec<(u32, u64)> = points.iter().enumerate().map(|(i, p)| (i as u32 + 1, p * size + 0x60)).collect();
+            let newest = history.len() as u32 + 1;
+            let timeline_of = |s: u64| history.iter().find(|(_, end)| s < end / size).map_or(newest, |(t, _)| *t);
+            let path: Vec<(u64, String)> = (first..=last).map(|s| (s, segment_name(timeline_of(s), s, size))).collect();
+            let mut archived: BTreeSet<String> = path.iter().map(|(_, n)| n.clone()).collect();
+            for (t, end) in &history {
+                let b = end / size;
+                archived.insert(format!("{:08X}.history", t + 1));
+                // The old primary's segments after the branch, and its .partial.
+                for s in b..(b + abandoned).min(last + 1) {
+                    archived.insert(segment_name(*t, s, size));
+                }
+                archived.insert(format!("{}.partial", segment_name(*t, b, size)));
+            }
+            let starts: Vec<u64> = kept.iter().map(|k| first + k % length).collect();
+            for s in &starts {
+                archived.insert(format!("{}.00000028.backup", segment_name(timeline_of(*s), *s, size)));
+            }
+            let keep_from = *starts.iter().min().unwrap();
+            let gone = prunable(&archived, keep_from, size);
+            let remaining: BTreeSet<String> = archived.iter().filter(|n| !gone.contains(n)).cloned().collect();
+            for s in &starts {
+                for (segno, name) in path.iter().filter(|(segno, _)| segno >= s) {
+                    proptest::prop_assert!(remaining.contains(name), "{name} ({segno}) is needed by the backup at {s}");
+                }
+            }
+            for n in &remaining {
+                let early = parse_segment(n.get(..24).unwrap_or(""), size).is_some_and(|(_, s)| s < keep_from);
+                proptest::prop_assert!(!early || n.ends_with(".history"), "{n} is before every kept backup");
+            }
+            let with_history = |set: &BTreeSet<String>| continuity(set, (!history.is_empty()).then_some((newest, history.as_slice())), size);
+            proptest::prop_assert!(with_history(&remaining).continuous);
+            // Cut short after any number of removals: still continuous.
+            let partly: BTreeSet<String> = archived.iter().filter(|n| !gone[..cut.min(gone.len())].contains(n)).cloned().collect();
+            proptest::prop_assert!(with_history(&partly).continuous, "cut after {cut} of {}", gone.len());
+        }
     }
 
     #[test]

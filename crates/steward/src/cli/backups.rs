@@ -5,7 +5,7 @@
 //! two from taking the same backup at once.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,8 +15,11 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::{Output, exit, print_table};
+use crate::backups::pitr::{PitrReport, PointRestore};
 use crate::backups::service::{BackupError, Backups, PruneReport, RestoreOptions, RestoreReport};
 use crate::backups::sources::Progress;
+use crate::backups::sources::physical::{self, RecoveryTarget};
+use crate::backups::wal::parse_lsn;
 use crate::backups::{BackupQuery, BackupRecord, BackupStatus, RestoreRecord, Verification};
 use crate::config::{self, Config};
 use crate::store::{SqliteStore, Store};
@@ -99,6 +102,16 @@ pub enum BackupAction {
     /// Restore a backup into TARGET: a database URL (postgres://…, mysql://…), a file
     /// for Redis (the dump.rdb to write; the server loads it on restart) or a directory.
     ///
+    /// A PostgreSQL cluster backed up physically (`mode: physical`, WAL archived by
+    /// `steward wal push`) restores to a point in time: name the policy and one of
+    /// --to-time, --to-lsn or --latest, and a data directory. Steward picks the newest
+    /// base backup that ended before the target, unpacks and checks it
+    /// (pg_verifybackup), recovers it with `steward wal fetch` until the target, and
+    /// confirms from the server that it got there — or says how far it got and
+    /// leaves the target untouched. The cluster is left shut down cleanly, on a new
+    /// timeline, ready for `pg_ctl -D DIR start`. A physical backup's ID alone
+    /// restores to the end of that backup.
+    ///
     /// A target that holds data is refused unless --force (then it is replaced).
     /// On a terminal you are asked to confirm; elsewhere pass --yes. Every stored
     /// object is read and checked first: a damaged backup is refused before the
@@ -111,10 +124,23 @@ pub enum BackupAction {
     /// Examples:
     ///   steward backup restore 20261122T020000Z-7f3a --to postgres://127.0.0.1/orders_restored --dry-run
     ///   steward backup restore 20261122T020000Z-7f3a --to /srv/uploads --force --yes
+    ///   steward backup restore orders-pg --to-time '2026-12-06 14:03:59' --to /srv/pg/restored --dry-run
+    ///   steward backup restore orders-pg --latest --to /srv/pg/restored --yes
     #[command(verbatim_doc_comment)]
     Restore {
-        /// The backup's ID, as `steward backup list` shows it.
+        /// The backup's ID, as `steward backup list` shows it; or, with --to-time,
+        /// --to-lsn or --latest, a physical PostgreSQL policy's name.
         id: String,
+        /// Recover to this time: RFC 3339 (2026-12-06T14:03:59+01:00) or
+        /// `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC. Transactions committed after it are not restored.
+        #[arg(long, value_name = "TIME", conflicts_with_all = ["to_lsn", "latest"])]
+        to_time: Option<String>,
+        /// Recover to this WAL position (as pg_current_wal_lsn() shows it, e.g. 16/B374D848).
+        #[arg(long, value_name = "LSN", conflicts_with = "latest")]
+        to_lsn: Option<String>,
+        /// Recover everything the WAL archive holds.
+        #[arg(long)]
+        latest: bool,
         /// Where to restore: postgres://… or mysql://… (a database), the dump.rdb path for Redis, or a directory.
         #[arg(long)]
         to: String,
@@ -165,9 +191,16 @@ pub async fn run(action: BackupAction) -> u8 {
         BackupAction::Verify { id, latest: _, policy, restore_test, local } => {
             with_backups(&local, |cx| Box::pin(verify(cx, id, policy, restore_test))).await
         }
-        BackupAction::Restore { id, to, force, yes, dry_run, skip_check, local } => {
+        BackupAction::Restore { id, to, to_time, to_lsn, latest, force, yes, dry_run, skip_check, local } => {
             let how = RestoreOptions { force, dry_run, skip_check, actor: "" };
-            with_backups(&local, |cx| Box::pin(restore(cx, id, to, how, yes))).await
+            let point = match recovery_target(to_time.as_deref(), to_lsn.as_deref(), latest) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::BAD_CONFIG;
+                }
+            };
+            with_backups(&local, |cx| Box::pin(restore(cx, id, to, point, how, yes))).await
         }
         BackupAction::Prune { policy, dry_run, local } => with_backups(&local, |cx| Box::pin(prune(cx, policy, dry_run))).await,
     }
@@ -176,6 +209,8 @@ pub async fn run(action: BackupAction) -> u8 {
 /// What every subcommand but keygen works with.
 struct Cx {
     config: Config,
+    /// The configuration as given: a restore's `restore_command` names it.
+    config_path: PathBuf,
     backups: Backups,
     output: Output,
 }
@@ -199,7 +234,12 @@ async fn with_backups(local: &Local, f: impl for<'a> FnOnce(&'a Cx) -> Task<'a>)
             return exit::FAILED;
         }
     };
-    let cx = Cx { backups: Backups::new(store, None, local.data.clone()), config, output: local.output };
+    let cx = Cx {
+        backups: Backups::new(store, None, local.data.clone()).with_config_path(Some(local.config.clone())),
+        config,
+        config_path: local.config.clone(),
+        output: local.output,
+    };
     if let Err(e) = cx.backups.recover(&cx.config).await {
         eprintln!("warning: could not settle interrupted backups: {e}");
     }
@@ -417,9 +457,64 @@ async fn verify(cx: &Cx, id: Option<String>, policy: Option<String>, restore_tes
     code
 }
 
-async fn restore(cx: &Cx, id: String, to: String, how: RestoreOptions<'_>, yes: bool) -> u8 {
+/// A point-in-time target from --to-time, --to-lsn or --latest; `None` when none is given.
+fn recovery_target(time: Option<&str>, lsn: Option<&str>, latest: bool) -> Result<Option<RecoveryTarget>, String> {
+    if let Some(t) = time {
+        return parse_target_time(t).map(|t| Some(RecoveryTarget::Time(t)));
+    }
+    if let Some(l) = lsn {
+        return parse_lsn(l)
+            .map(|l| Some(RecoveryTarget::Lsn(l)))
+            .ok_or_else(|| format!("--to-lsn `{l}` is not a WAL position; they look like 16/B374D848"));
+    }
+    Ok(latest.then_some(RecoveryTarget::Latest))
+}
+
+/// RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f]` with an optional offset (UTC without one).
+fn parse_target_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let t = text.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.to_utc());
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        if let Ok(d) = chrono::DateTime::parse_from_str(t, f) {
+            return Ok(d.to_utc());
+        }
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(t, f) {
+            return Ok(d.and_utc());
+        }
+    }
+    Err(format!("--to-time `{text}` is not a time; write 2026-12-06T14:03:59Z, 2026-12-06T14:03:59+01:00 or `2026-12-06 14:03:59` (UTC)"))
+}
+
+async fn restore(cx: &Cx, id: String, to: String, point: Option<RecoveryTarget>, how: RestoreOptions<'_>, yes: bool) -> u8 {
     let user = whoami();
     let how = RestoreOptions { actor: &user, ..how };
+    // A policy with a target, or a physical backup: a point-in-time restore.
+    let physical = match cx.backups.store.backup(&id).await {
+        Ok(Some(r)) => r.facts["mode"] == "physical",
+        _ => false,
+    };
+    if point.is_some() || physical {
+        let policy = if physical {
+            match cx.backups.store.backup(&id).await {
+                Ok(Some(r)) => r.policy,
+                _ => id.clone(),
+            }
+        } else {
+            id.clone()
+        };
+        let what = PointRestore {
+            policy: &policy,
+            base: physical.then_some(id.as_str()),
+            target: point.unwrap_or(RecoveryTarget::Immediate),
+            directory: Path::new(&to),
+            config_path: &cx.config_path,
+        };
+        return restore_point(cx, &what, how, yes).await;
+    }
     // The plan first: it checks the backup, the key and the target without touching it.
     let plan = match cx
         .backups
@@ -433,19 +528,8 @@ async fn restore(cx: &Cx, id: String, to: String, how: RestoreOptions<'_>, yes: 
         print_restore(cx.output, &plan);
         return exit::OK;
     }
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            eprintln!("error: restoring changes {}; confirm with --yes (stdin is not a terminal to ask)", plan.target);
-            return exit::REFUSED;
-        }
-        print_restore(Output::Table, &plan);
-        eprint!("Type `restore` to go ahead: ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        if std::io::stdin().lock().read_line(&mut answer).is_err() || answer.trim() != "restore" {
-            eprintln!("not confirmed; nothing was changed");
-            return exit::REFUSED;
-        }
+    if !yes && !confirmed(&plan.target, || print_restore(Output::Table, &plan)) {
+        return exit::REFUSED;
     }
     let progress = Arc::new(Progress::default());
     let work = cx.backups.restore(&cx.config, &id, &to, how, progress.clone());
@@ -460,6 +544,104 @@ async fn restore(cx: &Cx, id: String, to: String, how: RestoreOptions<'_>, yes: 
             exit::OK
         }
         Err(e) => fail(&e),
+    }
+}
+
+/// Asks on the terminal before a restore changes `target`, after `show_plan`; says why
+/// not when it cannot ask (stdin is not a terminal) or the answer is not `restore`.
+fn confirmed(target: &str, show_plan: impl FnOnce()) -> bool {
+    if !std::io::stdin().is_terminal() {
+        eprintln!("error: restoring changes {target}; confirm with --yes (stdin is not a terminal to ask)");
+        return false;
+    }
+    show_plan();
+    eprint!("Type `restore` to go ahead: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() || answer.trim() != "restore" {
+        eprintln!("not confirmed; nothing was changed");
+        return false;
+    }
+    true
+}
+
+async fn restore_point(cx: &Cx, what: &PointRestore<'_>, how: RestoreOptions<'_>, yes: bool) -> u8 {
+    let plan = match cx
+        .backups
+        .restore_point(&cx.config, what, RestoreOptions { dry_run: true, ..how.clone() }, Arc::new(Progress::default()))
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    if how.dry_run {
+        print_point(cx.output, &plan);
+        return exit::OK;
+    }
+    if !yes && !confirmed(&plan.directory, || print_point(Output::Table, &plan)) {
+        return exit::REFUSED;
+    }
+    let progress = Arc::new(Progress::default());
+    let work = cx.backups.restore_point(&cx.config, what, how, progress.clone());
+    match show_progress(cx.output, &format!("restore {} to {}", what.policy, plan.target), &progress, Some(plan.plain_bytes), work).await {
+        Ok(report) => {
+            print_point(cx.output, &report);
+            exit::OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn print_point(output: Output, r: &PitrReport) {
+    if output == Output::Json {
+        println!("{}", serde_json::to_value(r).unwrap_or(Value::Null));
+        return;
+    }
+    let verb = if r.dry_run { "would restore" } else { "restored" };
+    println!("{verb} policy {} to {} into {}", r.policy, r.target, r.directory);
+    println!(
+        "base backup {} (timeline {}, {} to {}, ended {}), {}",
+        r.backup,
+        r.base.timeline,
+        physical::lsn_text(r.base.start_lsn),
+        physical::lsn_text(r.base.stop_lsn),
+        r.base.stopped_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        bytes(r.plain_bytes as i64)
+    );
+    println!(
+        "WAL from {} to {} (newest archived {})",
+        r.wal.from,
+        r.wal.archived_to.as_deref().unwrap_or("nothing archived"),
+        r.wal.newest_archived_at.map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    );
+    println!("target before: {}{}", r.target_state, if r.target_had_data { " (moved aside: --force)" } else { "" });
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    if r.dry_run {
+        for (i, s) in r.steps.iter().enumerate() {
+            println!("  {}. {s}", i + 1);
+        }
+    }
+    if let Some(rec) = &r.recovery {
+        println!(
+            "recovery: {}{}{}",
+            rec.stopped.as_deref().unwrap_or("replayed to the end of the archive"),
+            rec.redo_done_at.as_deref().map(|a| format!("; replay ended at {a}")).unwrap_or_default(),
+            rec.new_timeline.map(|t| format!("; promoted to timeline {t}")).unwrap_or_default()
+        );
+        if let Some(t) = &rec.last_transaction_at {
+            println!("last transaction restored committed at {t}");
+        }
+    }
+    if let Some(a) = &r.moved_aside {
+        println!("the previous contents are kept in {a}");
+    }
+    if let Some(ms) = r.duration_ms {
+        println!("took {}", duration(Some(ms as i64)));
+    }
+    if !r.dry_run {
+        println!("the cluster is shut down cleanly; start it with: pg_ctl -D {} start", r.directory);
     }
 }
 
@@ -535,6 +717,20 @@ async fn prune(cx: &Cx, policy: Option<String>, dry_run: bool) -> u8 {
             })
             .collect();
         print_table(&["ACTION", "ID", "STATUS", "STARTED", "WHY"], &rows);
+        if let Some(w) = &r.wal {
+            match &w.kept_from {
+                None => println!("WAL: no physical backup is kept yet, so all archived WAL is kept"),
+                Some(from) => {
+                    let n = if r.dry_run { w.files.len() } else { w.removed };
+                    let verb = if r.dry_run { "would remove" } else { "removed" };
+                    let span = match (w.files.first(), w.files.last()) {
+                        (Some(a), Some(b)) => format!(" ({a} to {b})"),
+                        _ => String::new(),
+                    };
+                    println!("WAL: kept from {from} (the oldest kept base backup's start); {verb} {n} older file(s){span}");
+                }
+            }
+        }
         for e in &r.errors {
             eprintln!("error: {e}");
         }

@@ -8,6 +8,7 @@
 pub mod directory;
 pub mod mysql;
 pub mod nats;
+pub mod physical;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -127,6 +128,9 @@ pub struct BackupCx {
     pub id: String,
     pub level: i32,
     pub recipient: Option<age::x25519::Recipient>,
+    /// The policy's key, for what a backup reads back (a physical backup reads its
+    /// backup history file from the WAL archive).
+    pub identity: Option<age::x25519::Identity>,
     /// A private directory for tools that need files (pg_dump -Fd, redis-cli --rdb);
     /// removed when the backup ends, whatever happened.
     pub spool: PathBuf,

@@ -41,7 +41,7 @@ pub fn conninfo(url: &str) -> Result<Conninfo, SourceError> {
 }
 
 impl Conninfo {
-    fn tool(&self, program: &str) -> Tool {
+    pub(crate) fn tool(&self, program: &str) -> Tool {
         let t = Tool::new(program).env("PGAPPNAME", "steward-backup").env("PGCONNECT_TIMEOUT", "10");
         match &self.password {
             Some(p) => t.env("PGPASSWORD", p.clone()),
@@ -158,7 +158,7 @@ pub struct ScratchPostgres {
 }
 
 /// The newest server binaries at least as new as the dump's server (`major`).
-fn server_bindir(major: i32) -> Result<PathBuf, SourceError> {
+pub(crate) fn server_bindir(major: i32) -> Result<PathBuf, SourceError> {
     let mut found: Vec<(i32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -344,8 +344,15 @@ pub async fn restore_test(
     let counts = count_rows(&mut conn, &tables).await.map_err(|e| SourceError::Source(e.to_string()))?;
     let mut comparison = Comparison::default();
     compare_counts("rows", &manifest.facts["tables"], &counts, &mut comparison);
+    run_assertions(&mut conn, assertions, &mut comparison).await;
+    let _ = conn.close().await;
+    Ok((comparison, restore_time))
+}
+
+/// Runs the policy's assertion queries in a restored database; each must return true.
+pub(crate) async fn run_assertions(conn: &mut PgConnection, assertions: &[Assertion], comparison: &mut Comparison) {
     for a in assertions {
-        match sqlx::query(sqlx::AssertSqlSafe(a.query.clone())).fetch_optional(&mut conn).await {
+        match sqlx::query(sqlx::AssertSqlSafe(a.query.clone())).fetch_optional(&mut *conn).await {
             Ok(Some(row)) => match row.try_get::<bool, _>(0) {
                 Ok(true) => comparison.matched.push(format!("assertion `{}` holds", a.name)),
                 Ok(false) => comparison.differences.push(format!("assertion `{}` is false", a.name)),
@@ -355,8 +362,6 @@ pub async fn restore_test(
             Err(e) => comparison.differences.push(format!("assertion `{}` failed: {e}", a.name)),
         }
     }
-    let _ = conn.close().await;
-    Ok((comparison, restore_time))
 }
 
 /// What a restore to a real database would do, checked before doing it.
