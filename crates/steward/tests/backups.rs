@@ -1014,11 +1014,19 @@ backups:
     postgres: {{ url: "{}" }}
     repository: local
     encryption: {{ key: "${{file:$DIR/backup.key}}" }}
+checks:
+  - name: wal-archive
+    wal: {{ policy: pg, max_age: 10m }}
 "#,
         pg.url("postgres")
     ));
     keygen(&env.path("backup.key"));
     archiving(&pg, &env);
+    let check = || {
+        let out = steward().args(["check", "-o", "json", "-c"]).arg(env.path("steward.yaml")).arg("wal-archive").output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), v["checks"][0]["reason"].as_str().unwrap_or_default().to_string())
+    };
     let archiver = || {
         let row = pg.psql("SELECT archived_count, coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver");
         let f: Vec<String> = row.split('|').map(str::to_string).collect();
@@ -1090,6 +1098,10 @@ backups:
         (archiver().2 > failed_before).then_some(())
     });
     assert_eq!(archiver().0, archived_before, "nothing reported archived while nothing could be stored");
+    // The `wal` check says so at once, long before the lag reaches max_age.
+    let (code, reason) = check();
+    assert_eq!(code, 1, "{reason}");
+    assert!(reason.contains("pushes into the WAL archive of `pg` are failing"), "{reason}");
     std::fs::set_permissions(&wal_dir, mode(0o755)).unwrap();
     let (_, last, _) = wait_for("the held segments archived once the repository accepts writes", Duration::from_secs(90), || {
         let a = archiver();
@@ -1106,6 +1118,7 @@ backups:
         (out["first"].as_str(), out["last"].as_str(), out["continuous"].as_bool()),
         (Some(first.as_str()), Some(last.as_str()), Some(true))
     );
+    assert_eq!(check(), (0, String::new()), "healthy again once a push succeeded");
 
     // A segment damaged in the repository is reported, and nothing is written for recovery.
     let mut damaged = std::fs::read(wal_dir.join(&last)).unwrap();
