@@ -24,11 +24,14 @@
 //! - Segments carry their cluster's system identifier (the long page header of their
 //!   first page); a segment from another cluster is refused, so two clusters never
 //!   share one archive.
-//! - A fetch writes the file only after its content's blake3 matched the record, to a
-//!   temporary file renamed into place: recovery never replays a damaged segment.
+//! - A fetch streams the file into a temporary file beside its destination and renames
+//!   it into place only once the stored bytes' and the content's blake3 matched the
+//!   record: recovery never replays a damaged segment.
+//! - Push and fetch stream: memory stays flat whatever the segment size (up to 1 GiB,
+//!   PostgreSQL's largest; anything bigger is not a WAL file and is refused).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -189,9 +192,26 @@ impl WalArchive {
                 path.display()
             )));
         }
-        let data = std::fs::read(path).map_err(|e| WalError::Invalid(format!("cannot read {}: {e}", path.display())))?;
-        let content = Digest { bytes: data.len() as u64, blake3: blake3::hash(&data).to_hex().to_string() };
+        // Streamed, never held whole: a segment may be 1 GiB (wal_segment_size's maximum).
+        let unreadable = |e: std::io::Error| WalError::Invalid(format!("cannot read {}: {e}", path.display()));
+        let size = std::fs::metadata(path).map_err(unreadable)?.len();
+        if size > MAX_FILE {
+            return Err(WalError::Invalid(format!(
+                "{} is {size} bytes, more than the 1 GiB PostgreSQL's largest segment has: not a WAL file",
+                path.display()
+            )));
+        }
+        let mut header = vec![0u8; 64];
+        let n = std::fs::File::open(path).and_then(|mut f| read_up_to(&mut f, &mut header)).map_err(unreadable)?;
+        header.truncate(n);
         if let Some(before) = self.record(&file).await? {
+            let mut hasher = blake3::Hasher::new();
+            let path_owned = path.to_path_buf();
+            let hashed = tokio::task::spawn_blocking(move || hasher.update_reader(std::fs::File::open(&path_owned)?).map(|h| h.clone()))
+                .await
+                .map_err(|e| WalError::Failed(format!("the hasher stopped: {e}")))?
+                .map_err(unreadable)?;
+            let content = Digest { bytes: size, blake3: hashed.finalize().to_hex().to_string() };
             if before.content == content {
                 return Ok(Pushed::AlreadyArchived(before));
             }
@@ -201,7 +221,7 @@ impl WalArchive {
                 before.content.bytes, before.content.blake3, content.bytes, content.blake3
             )));
         }
-        let identity = segment_identity(&file, &data);
+        let identity = segment_identity(&file, &header);
         if let Some((sysid, _)) = identity {
             self.check_cluster(sysid).await?;
         }
@@ -210,17 +230,24 @@ impl WalArchive {
         self.repo.delete_key(&key).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (level, recipient) = (self.level, self.identity.as_ref().map(|i| i.to_public()));
+        let source = path.to_path_buf();
         let encoder = tokio::task::spawn_blocking(move || -> std::io::Result<(Digest, Digest)> {
             let mut w = ObjectWriter::new(level, recipient.as_ref(), tx)?;
-            w.write_all(&data)?;
+            std::io::copy(&mut std::fs::File::open(&source)?, &mut w)?;
             w.finish()
         });
         let stored = self.repo.put_new(&key, rx).await;
         let encoded = encoder.await.map_err(|e| WalError::Failed(format!("the encoder stopped: {e}")))?;
-        let (plain, written) = encoded.map_err(|e| WalError::Failed(format!("cannot compress {file}: {e}")))?;
+        let (content, written) = encoded.map_err(|e| WalError::Failed(format!("cannot compress {file}: {e}")))?;
         let stored = stored?;
-        if plain != content || written != stored {
+        if written != stored {
             return Err(WalError::Failed(format!("the bytes stored for {file} differ from those encoded; PostgreSQL will push it again")));
+        }
+        if content.bytes != size {
+            return Err(WalError::Failed(format!(
+                "{file} changed while it was read ({size} bytes, then {}); PostgreSQL will push it again",
+                content.bytes
+            )));
         }
         let record = Archived {
             file: file.clone(),
@@ -266,6 +293,22 @@ impl WalArchive {
     /// An archived file's content, read and checked against its record: the stored
     /// bytes' blake3, then the content's after decryption and decompression.
     pub async fn read(&self, file: &str) -> Result<(Archived, Vec<u8>), WalError> {
+        self.decode(file, |reader| {
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Streams an archived file's content into `consume`, then checks it against its
+    /// record: the stored bytes' blake3, then the content's. What `consume` made is
+    /// returned only when both match (a caller that wrote a file deletes it otherwise).
+    async fn decode<T: Send + 'static>(
+        &self,
+        file: &str,
+        consume: impl FnOnce(&mut dyn Read) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<(Archived, T), WalError> {
         if !valid_name(file) {
             return Err(WalError::Invalid(format!("{file} is not a WAL file name")));
         }
@@ -275,10 +318,9 @@ impl WalArchive {
         }
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (identity, encrypted) = (self.identity.clone(), record.encrypted);
-        let decoder = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Digest), String> {
+        let decoder = tokio::task::spawn_blocking(move || -> Result<(T, Digest), String> {
             let mut reader = ObjectReader::new(ChunkReceiver::new(rx), identity.as_ref(), encrypted).map_err(|e| e.to_string())?;
-            let mut out = Vec::new();
-            reader.read_to_end(&mut out).map_err(|e| e.to_string())?;
+            let out = consume(&mut reader).map_err(|e| e.to_string())?;
             let digest = reader.finish().map_err(|e| e.to_string())?;
             Ok((out, digest))
         });
@@ -301,17 +343,23 @@ impl WalArchive {
     /// Restores archived `file` to `dest` (see the module's invariants): checked, then
     /// written to a temporary file beside `dest`, synced and renamed into place.
     pub async fn fetch(&self, file: &str, dest: &Path) -> Result<Archived, WalError> {
-        let (record, data) = self.read(file).await?;
         let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let temp = dir.join(format!(".{file}.steward-fetch"));
-        let written = std::fs::File::create(&temp).and_then(|mut f| {
-            f.write_all(&data)?;
-            f.sync_all()
-        });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(WalError::Failed(format!("cannot write {}: {e}", temp.display())));
-        }
+        let written = temp.clone();
+        let fetched = self
+            .decode(file, move |reader| {
+                let mut f = std::fs::File::create(&written)?;
+                std::io::copy(reader, &mut f)?;
+                f.sync_all()
+            })
+            .await;
+        let record = match fetched {
+            Ok((record, ())) => record,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
         std::fs::rename(&temp, dest).map_err(|e| WalError::Failed(format!("cannot move {file} into {}: {e}", dest.display())))?;
         Ok(record)
     }
@@ -390,6 +438,21 @@ pub fn prunable(archived: &BTreeSet<String>, keep_from: u64, segment_size: u64) 
         .collect();
     out.sort();
     out.into_iter().map(|(_, n)| n.clone()).collect()
+}
+
+/// The largest file `wal push` takes: PostgreSQL's largest `wal_segment_size`.
+const MAX_FILE: u64 = 1 << 30;
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// PostgreSQL's default `wal_segment_size`.
