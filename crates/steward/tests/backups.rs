@@ -999,7 +999,8 @@ fn archiving(pg: &common::PrivatePostgres, env: &Env) {
 /// their cluster and checksum; `wal fetch` gives back the very bytes, verified; an
 /// identical re-push succeeds without writing, different bytes under an archived name
 /// and another cluster's segment are refused (exit 4); a repository that refuses
-/// writes for a while makes PostgreSQL keep its WAL and retry, and leaves no hole;
+/// writes for a while makes PostgreSQL keep its WAL and retry — the `wal` check fails
+/// at once and the server's alert on it fires, then resolves — and leaves no hole;
 /// a segment damaged in the repository is never handed to recovery.
 #[test]
 fn postgres_archives_its_wal_through_steward_and_gets_it_back_verified() {
@@ -1016,12 +1017,24 @@ backups:
     encryption: {{ key: "${{file:$DIR/backup.key}}" }}
 checks:
   - name: wal-archive
+    interval: 1s
     wal: {{ policy: pg, max_age: 10m }}
+alerts:
+  - name: WalArchiveFailing
+    when: check wal-archive unhealthy
+    severity: critical
 "#,
         pg.url("postgres")
     ));
     keygen(&env.path("backup.key"));
     archiving(&pg, &env);
+    let server = Server::start(&env.path("steward.yaml"), &env.path("data"));
+    let token = create_token(&env.path("data"), "viewer", "viewer");
+    let alert_state = || {
+        let (_, v) = request("GET", &format!("{}/api/v1/alerts", server.base), &token, None);
+        let alerts = v["alerts"].as_array().cloned().unwrap_or_default();
+        alerts.iter().find(|a| a["rule"] == "WalArchiveFailing").map(|a| a["state"].as_str().unwrap_or_default().to_string())
+    };
     let check = || {
         let out = steward().args(["check", "-o", "json", "-c"]).arg(env.path("steward.yaml")).arg("wal-archive").output().unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
@@ -1102,6 +1115,8 @@ checks:
     let (code, reason) = check();
     assert_eq!(code, 1, "{reason}");
     assert!(reason.contains("pushes into the WAL archive of `pg` are failing"), "{reason}");
+    // And the server's alert on it fires.
+    wait_for("the WAL alert to fire", Duration::from_secs(30), || (alert_state().as_deref() == Some("firing")).then_some(()));
     std::fs::set_permissions(&wal_dir, mode(0o755)).unwrap();
     let (_, last, _) = wait_for("the held segments archived once the repository accepts writes", Duration::from_secs(90), || {
         let a = archiver();
@@ -1119,6 +1134,7 @@ checks:
         (Some(first.as_str()), Some(last.as_str()), Some(true))
     );
     assert_eq!(check(), (0, String::new()), "healthy again once a push succeeded");
+    wait_for("the WAL alert to resolve", Duration::from_secs(30), || (alert_state().as_deref() != Some("firing")).then_some(()));
 
     // A segment damaged in the repository is reported, and nothing is written for recovery.
     let mut damaged = std::fs::read(wal_dir.join(&last)).unwrap();
