@@ -497,6 +497,13 @@ impl Backups {
             )));
         }
         let manifest = manifest.ok_or_else(|| BackupError::Failed(format!("backup {id}: its manifest is missing from the repository")))?;
+        if manifest.facts["mode"] == "physical" {
+            return Err(BackupError::Invalid(format!(
+                "backup {id} is a physical base backup: it restores into a data directory, to its end or to a point in time \
+                 (steward backup restore {id} --to /ABSOLUTE/DIR, or steward backup restore {} --to-time T --to DIR)",
+                record.policy
+            )));
+        }
         let identity = match config.backup(&record.policy) {
             Some(p) => encryption(p)?,
             None if manifest.encryption.is_some() => {

@@ -849,6 +849,7 @@ fn facts_line(facts: &Value) -> String {
             .map(|(k, v)| match v {
                 Value::Object(o) => format!("{k}: {} entries", o.len()),
                 Value::Array(a) => format!("{k}: {} entries", a.len()),
+                Value::String(s) if s.contains('\n') => format!("{k}: {} lines", s.lines().count()),
                 Value::String(s) => format!("{k}: {s}"),
                 other => format!("{k}: {other}"),
             })
