@@ -13,9 +13,9 @@
 # 2. `steward backup run` (pg_dump custom format, zstd level 3 on every core, blake3,
 #    a local repository) and `steward backup verify --restore-test` (a scratch cluster
 #    from initdb, pg_restore, row counts compared);
-# 3. `pgbackrest backup --type=full` with its defaults (gz level 6, one process) — a
-#    physical backup of the whole cluster, so its size includes indexes and the other
-#    databases (small here).
+# 3. `pgbackrest backup --type=full` with its defaults (gz level 6, one process) and
+#    tuned (process-max=2, compress-type=zst) — physical backups of the whole cluster,
+#    so their size includes indexes and the other databases (small here).
 # Peak RSS: steward's own (VmHWM, sampled), and pgbackrest's from GNU time.
 # Needs: PostgreSQL on 127.0.0.1:5432 (trust), pgbench, pgbackrest (apt-get install
 # pgbackrest), root (pgbackrest runs as postgres to read the data directory).
@@ -49,9 +49,7 @@ db_size=$("${PSQL[@]}" -d "$DB" -c "SELECT pg_size_pretty(pg_database_size('$DB'
 echo "database $DB: pgbench scale $SCALE ($DATA data), $want accounts, $db_size on disk; $(nproc) cores"
 sync
 
-seconds() { date +%s.%N; }
-elapsed() { echo "$(seconds) - $1" | bc; }
-mib() { echo "scale=1; $1 / 1048576" | bc; }
+source bench/lib.sh
 
 echo
 echo "==> pg_dump | gzip (the seeds' nightly job)"
@@ -79,16 +77,7 @@ backups:
     schedule: "0 2 * * *"
     repository: bench
 EOF
-# Peak RSS of steward itself (not pg_dump's): VmHWM, sampled until the process ends.
-peak_rss() {
-  local pid=$1 peak=0 v
-  while kill -0 "$pid" 2>/dev/null; do
-    v=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ -n "$v" ] && [ "$v" -gt "$peak" ] && peak=$v
-    sleep 0.05
-  done
-  echo "$peak"
-}
+# Peak RSS of steward itself (not pg_dump's): peak_rss in lib.sh.
 t0=$(seconds)
 "$STEWARD" backup run bench -c "$WORK/steward.yaml" -d "$WORK/data" -o json > "$WORK/run.json" &
 pid=$!
@@ -124,6 +113,7 @@ lock-path=$WORK/pgbackrest/lock
 log-level-console=warn
 start-fast=y
 archive-check=n
+repo1-retention-full=99
 
 [bench]
 pg1-path=$PGDATA_DIR
@@ -139,9 +129,20 @@ br_size=$(du -sb "$WORK/pgbackrest/repo/backup" | cut -f1)
 echo "   backup: ${br_time}s, $(mib "$br_size") MiB in the repository, peak RSS $(( $(cat "$WORK/pgbr.rss") / 1024 )) MiB"
 
 echo
-python3 - "$gz_time" "$gz_size" "$st_time" "$st_size" "$br_time" "$br_size" <<'PY'
+echo "==> pgbackrest backup --type=full tuned (process-max=2, compress-type=zst)"
+rm -rf "$WORK/pgbackrest/repo"/*
+"${PGBR[@]}" stanza-create >/dev/null
+t0=$(seconds)
+/usr/bin/time -f "%M" -o "$WORK/pgbr2.rss" "${PGBR[@]}" backup --type=full --process-max=2 --compress-type=zst
+br2_time=$(elapsed "$t0")
+br2_size=$(du -sb "$WORK/pgbackrest/repo/backup" | cut -f1)
+echo "   backup: ${br2_time}s, $(mib "$br2_size") MiB in the repository, peak RSS $(( $(cat "$WORK/pgbr2.rss") / 1024 )) MiB"
+
+echo
+python3 - "$gz_time" "$gz_size" "$st_time" "$st_size" "$br_time" "$br_size" "$br2_time" "$br2_size" <<'PY'
 import sys
-gz_t, gz_s, st_t, st_s, br_t, br_s = map(float, sys.argv[1:])
-print(f"steward vs pg_dump | gzip: {gz_t / st_t:.1f}x faster, size {st_s / gz_s:.2f}x")
-print(f"steward vs pgbackrest:     {br_t / st_t:.1f}x faster, size {st_s / br_s:.2f}x")
+gz_t, gz_s, st_t, st_s, br_t, br_s, br2_t, br2_s = map(float, sys.argv[1:])
+print(f"steward vs pg_dump | gzip:        {gz_t / st_t:.1f}x faster, size {st_s / gz_s:.2f}x")
+print(f"steward vs pgbackrest (defaults): {br_t / st_t:.1f}x faster, size {st_s / br_s:.2f}x")
+print(f"steward vs pgbackrest (tuned):    {br2_t / st_t:.1f}x faster, size {st_s / br2_s:.2f}x")
 PY
