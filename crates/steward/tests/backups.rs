@@ -1349,8 +1349,9 @@ fn markers_in(dir: &Path) -> (common::PrivatePostgres, String) {
 /// rows (the first present, the second absent), and to the end of the archive (both);
 /// a dry run plans without touching anything, a non-empty target is refused, a target
 /// before the oldest backup is named, a hole in the WAL stops the restore short with
-/// the target untouched; the scheduled restore test proves a random point by marker
-/// rows; retention removes exactly the WAL no kept backup needs.
+/// the target untouched; the restore test proves a random point by marker rows, run by
+/// hand and then by the server on its verify schedule; retention removes exactly the
+/// WAL no kept backup needs.
 #[test]
 fn physical_backups_restore_to_any_point_between_marker_rows() {
     let pg = common::PrivatePostgres::primary();
@@ -1363,6 +1364,7 @@ backups:
     repository: local
     encryption: {{ key: "${{file:$DIR/backup.key}}" }}
     retention: {{ keep_last: 1, min_keep: 1 }}
+    verify: {{ schedule: "* * * * *", restore_test: true }}
 "#,
         pg.url("postgres")
     ));
@@ -1463,7 +1465,7 @@ backups:
     );
     assert!(!env.path("early").exists());
 
-    // The scheduled restore test: a random point between the backup and its markers.
+    // The restore test, by hand: a random point between the backup and its markers.
     let (code, v) = {
         let out = env.backup_copied(&["verify", first["id"].as_str().unwrap(), "--restore-test", "-o", "json"]);
         (out.code, out.json()["verifications"][0].clone())
@@ -1518,4 +1520,16 @@ backups:
     let out = env.backup_copied(&["restore", "pg", "--latest", "--to", latest2.to_str().unwrap(), "--yes"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(markers_in(&latest2).1, "one,two,three,four");
+
+    // The server's own schedule proves the newest backup by a restore to a random point.
+    let server = Server::start_binary(&env.path("steward"), &env.path("steward.yaml"), &env.path("data"));
+    let viewer = create_token(&env.path("data"), "viewer", "viewer");
+    let newest = second["id"].as_str().unwrap();
+    let v = wait_for("a scheduled restore test", Duration::from_secs(120), || {
+        let b = request("GET", &format!("{}/api/v1/backups/{newest}", server.base), &viewer, None).1;
+        b["verifications"].as_array().and_then(|v| v.iter().find(|v| v["trigger"] == "schedule" && v["result"] != "running").cloned())
+    });
+    assert_eq!((v["result"].as_str(), v["level"].as_i64()), (Some("passed"), Some(2)), "{v:#}\n{}", server.log());
+    let matched = v["detail"]["matched"].to_string();
+    assert!(matched.contains("recovered to time") && matched.contains("is present") && matched.contains("is absent"), "{v:#}");
 }

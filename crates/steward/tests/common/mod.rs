@@ -225,7 +225,18 @@ impl Server {
     /// [`Server::start_with`] on a given port (for a configuration that names its own
     /// URL) and with more environment variables (secrets, PATH).
     pub(crate) fn start_on(config: &Path, data: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let child = steward()
+        Server::launch(steward(), config, data, port, args, env)
+    }
+
+    /// [`Server::start`] from another copy of the binary (one the `postgres` user can
+    /// run, for a recovery's `restore_command`, which names the running binary).
+    #[allow(dead_code)]
+    pub(crate) fn start_binary(binary: &Path, config: &Path, data: &Path) -> Server {
+        Server::launch(Command::new(binary), config, data, free_port(), &[], &[])
+    }
+
+    fn launch(mut program: Command, config: &Path, data: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let child = program
             .envs(env.iter().copied())
             .args(["serve", "-c"])
             .arg(config)
