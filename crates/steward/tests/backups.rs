@@ -1488,6 +1488,14 @@ backups:
     let record = env.path(&format!("repo/_wal/pg/{hole}.json"));
     let kept = std::fs::read(&record).unwrap();
     std::fs::remove_file(&record).unwrap();
+    let (code, report) = wal_verify(&env);
+    assert_eq!(code, 1, "{report:#}");
+    let reach = |report: &Value, id: &Value| report["base_backups"].as_array().unwrap().iter().find(|b| b["id"] == *id).cloned().unwrap();
+    let second_reach = reach(&report, &second["id"]);
+    assert_eq!(
+        (second_reach["restorable_to_newest"].as_bool(), second_reach["first_missing"].as_str()),
+        (Some(false), Some(hole.as_str()))
+    );
     let out = env.backup_copied(&["restore", "pg", "--latest", "--to", env.path("holed").to_str().unwrap(), "--yes"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains(&hole) && out.stderr.contains("--to-lsn"), "--latest refuses to stop silently at a hole: {}", out.stderr);
@@ -1516,6 +1524,9 @@ backups:
     let (code, report) = wal_verify(&env);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["first"], kept_from, "{report:#}");
+    assert_eq!(report["base_backups"].as_array().unwrap().len(), 1, "the pruned backup is gone: {report:#}");
+    assert_eq!(reach(&report, &second["id"])["restorable_to_newest"], true, "{report:#}");
+    assert_eq!(reach(&report, &second["id"])["from"], kept_from, "{report:#}");
     let latest2 = env.path("latest2");
     let out = env.backup_copied(&["restore", "pg", "--latest", "--to", latest2.to_str().unwrap(), "--yes"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);

@@ -405,6 +405,35 @@ impl WalArchive {
         Ok(())
     }
 
+    /// Every complete physical base backup of the policy in its repository, oldest
+    /// first, and whether the archive holds every segment from its start to the newest
+    /// on the path (then it restores to any point from its end to the newest WAL).
+    pub async fn base_backups(&self, continuity: &Continuity) -> Result<Vec<BaseBackupReach>, WalError> {
+        let mut out = Vec::new();
+        for (id, complete) in self.repo.list(&self.policy).await? {
+            if !complete {
+                continue;
+            }
+            let Some(manifest) = self.repo.manifest(&self.policy, &id).await? else { continue };
+            let Some(base) = super::sources::physical::BaseFacts::of(&manifest.facts) else { continue };
+            let start = base.start_lsn / base.segment_size;
+            let missing: Vec<String> = continuity
+                .missing
+                .iter()
+                .filter(|m| parse_segment(m, base.segment_size).is_some_and(|(_, s)| s >= start))
+                .cloned()
+                .collect();
+            out.push(BaseBackupReach {
+                id,
+                from: segment_name(base.timeline, start, base.segment_size),
+                ended_at: base.stopped_at,
+                restorable_to_newest: missing.is_empty() && continuity.last.is_some(),
+                first_missing: missing.first().cloned(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Whether every segment from the oldest archived one to the newest is there, on
     /// the timelines the newest timeline's history names (see [`continuity`]).
     pub async fn verify(&self) -> Result<Continuity, WalError> {
@@ -509,6 +538,19 @@ pub struct Continuity {
     pub missing_count: u64,
     pub missing: Vec<String>,
     pub continuous: bool,
+}
+
+/// What one base backup can reach through the archive (`wal verify`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BaseBackupReach {
+    pub id: String,
+    /// The first segment its recovery needs.
+    pub from: String,
+    pub ended_at: DateTime<Utc>,
+    /// Every segment from `from` to the newest archived is there.
+    pub restorable_to_newest: bool,
+    /// The first hole after its start, where its recovery would stop.
+    pub first_missing: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

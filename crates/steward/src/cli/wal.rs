@@ -39,7 +39,9 @@ pub enum WalAction {
         target: Target,
     },
     /// Check the archive's continuity: every segment from the oldest archived to the
-    /// newest, each on the timeline the newest timeline's history says holds it.
+    /// newest, each on the timeline the newest timeline's history says holds it; and
+    /// for each physical base backup in the repository, whether its recovery reaches
+    /// the newest segment or stops at a hole.
     ///
     /// Exit codes: 0 continuous, 1 segments missing (listed) or the repository failed,
     /// 2 bad configuration.
@@ -123,8 +125,16 @@ async fn verify(target: &Target, output: Output) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    let bases = match archive.base_backups(&c).await {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&c).expect("serializes")),
+        Output::Json => {
+            let mut v = serde_json::to_value(&c).expect("serializes");
+            v["base_backups"] = serde_json::to_value(&bases).expect("serializes");
+            println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        }
         Output::Table => {
             let ancestors: Vec<String> = c.ancestors.iter().map(|a| format!("{} until {}", a.timeline, a.ended_at)).collect();
             let path = if ancestors.is_empty() { String::new() } else { format!(" (after {})", ancestors.join(", ")) };
@@ -141,6 +151,17 @@ async fn verify(target: &Target, output: Output) -> u8 {
             }
             if c.missing_count > 20 {
                 println!("missing   … and {} more (-o json lists the first 1000)", c.missing_count - 20);
+            }
+            if bases.is_empty() {
+                println!("backups   no physical base backup in the repository: nothing restores to a point yet");
+            }
+            for b in &bases {
+                let reach = match &b.first_missing {
+                    None if b.restorable_to_newest => "restores to any point up to the newest segment".to_string(),
+                    None => "no WAL archived after it".to_string(),
+                    Some(m) => format!("stops at the hole at {m}"),
+                };
+                println!("backup    {} (ended {}, from {}): {reach}", b.id, b.ended_at.format("%Y-%m-%d %H:%M:%S UTC"), b.from);
             }
         }
     }
