@@ -1351,7 +1351,8 @@ fn markers_in(dir: &Path) -> (common::PrivatePostgres, String) {
 /// before the oldest backup is named, a hole in the WAL stops the restore short with
 /// the target untouched; the restore test proves a random point by marker rows, run by
 /// hand and then by the server on its verify schedule; retention removes exactly the
-/// WAL no kept backup needs.
+/// WAL no kept backup needs; a restore killed (SIGKILL) while unpacking or recovering
+/// leaves no target and no server running, and the next one succeeds.
 #[test]
 fn physical_backups_restore_to_any_point_between_marker_rows() {
     let pg = common::PrivatePostgres::primary();
@@ -1531,6 +1532,52 @@ backups:
     let out = env.backup_copied(&["restore", "pg", "--latest", "--to", latest2.to_str().unwrap(), "--yes"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(markers_in(&latest2).1, "one,two,three,four");
+
+    // Killed (SIGKILL) while unpacking and while recovering: the target never appears,
+    // the recovering server does not outlive steward, and the next restore succeeds.
+    for moment in ["unpacking", "recovering"] {
+        let target = env.path(&format!("killed-{moment}"));
+        let mut child = Command::new(env.path("steward"))
+            .args(["backup", "restore", "pg", "--latest", "--to", target.to_str().unwrap(), "--yes", "-c"])
+            .arg(env.path("steward.yaml"))
+            .arg("-d")
+            .arg(env.path("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let prefix = format!("killed-{moment}.steward-restoring-");
+        let restoring = || {
+            std::fs::read_dir(env.dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix)))
+        };
+        let started = std::time::Instant::now();
+        let pid = loop {
+            assert!(started.elapsed() < Duration::from_secs(60), "never reached {moment}");
+            let dir = restoring();
+            let pid = dir.as_ref().and_then(|d| std::fs::read_to_string(d.join("postmaster.pid")).ok());
+            match (moment, dir, pid) {
+                ("unpacking", Some(_), _) => break None,
+                ("recovering", Some(_), Some(p)) if p.lines().count() > 1 => break p.lines().next().map(str::to_string),
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!target.exists(), "killed while {moment}: the target is not there");
+        if let Some(pid) = pid {
+            wait_for("the recovering server to stop with steward", Duration::from_secs(30), || {
+                (!Command::new("kill").args(["-0", &pid]).status().unwrap().success()).then_some(())
+            });
+        }
+        let out = env.backup_copied(&["restore", "pg", "--latest", "--to", target.to_str().unwrap(), "--yes"]);
+        assert_eq!(out.code, 0, "after a kill while {moment}: {}\n{}", out.stdout, out.stderr);
+        assert_eq!(markers_in(&target).1, "one,two,three,four");
+        assert!(restoring().is_none(), "the killed restore's directory was cleared");
+    }
 
     // The server's own schedule proves the newest backup by a restore to a random point.
     let server = Server::start_binary(&env.path("steward"), &env.path("steward.yaml"), &env.path("data"));

@@ -408,6 +408,8 @@ pub async fn recover(
 ) -> Result<Recovered, SourceError> {
     let object = manifest.object(BASE_TAR).ok_or_else(|| SourceError::Invalid(format!("the manifest names no {BASE_TAR}")))?;
     if dir.exists() {
+        // Left by a restore that was killed: ours to clear, its server first.
+        physical::stop_leftover(dir);
         std::fs::remove_dir_all(dir).map_err(|e| SourceError::Local(format!("clearing {}: {e}", dir.display())))?;
     }
     progress.set_phase("unpacking the base backup");

@@ -446,6 +446,18 @@ impl Recovering {
             if let Some((uid, gid)) = user {
                 cmd.uid(uid).gid(gid);
             }
+            // If steward dies (kill -9), the recovering server stops with it (SIGQUIT:
+            // immediate shutdown) instead of running on, orphaned, in a directory the
+            // next restore clears. Set here, after the user change that would clear it.
+            // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().map_err(|e| SourceError::Tool(format!("cannot start postgres for the recovery: {e}")))?;
         Ok(Recovering { child, socket_dir, port, log })
@@ -522,6 +534,30 @@ impl Drop for Recovering {
             }
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Stops a server left running in `dir` (a recovery whose steward was killed before
+/// its server noticed): immediate shutdown, then waits for it to go.
+pub fn stop_leftover(dir: &Path) {
+    let Some(pid) = std::fs::read_to_string(dir.join("postmaster.pid")).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    // Only the postgres started on this directory: a stale pid may be anyone's by now.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&cmdline).split('\0').any(|arg| Path::new(arg) == dir);
+    if !ours {
+        return;
+    }
+    // SAFETY: SIGQUIT is PostgreSQL's immediate shutdown, sent to the server on `dir`.
+    unsafe {
+        libc::kill(pid, libc::SIGQUIT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // SAFETY: as above.
+    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
