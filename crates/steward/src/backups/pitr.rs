@@ -252,6 +252,11 @@ impl Backups {
         if how.dry_run {
             return Ok(report);
         }
+        // Whatever can still refuse does so before the restore is recorded.
+        let identity =
+            policy.encryption_key.as_ref().map(|k| super::pipeline::identity(k.expose())).transpose().map_err(BackupError::Invalid)?;
+        let user = physical::connect_user(source).map_err(invalid)?;
+        let restore_command = physical::restore_command(what.config_path, &policy.name).map_err(invalid)?;
         let rid = self
             .store
             .start_restore(&NewRestore {
@@ -268,9 +273,6 @@ impl Backups {
         });
         tracing::info!(backup = %record.id, target = %report.target, directory = %report.directory, actor = how.actor, "point-in-time restore started");
         let started = Instant::now();
-        let identity =
-            policy.encryption_key.as_ref().map(|k| super::pipeline::identity(k.expose())).transpose().map_err(BackupError::Invalid)?;
-        let user = physical::connect_user(source).map_err(invalid)?;
         let outcome = async {
             if !how.skip_check {
                 check_stored(&repo, &manifest, &progress).await?;
@@ -282,7 +284,7 @@ impl Backups {
                 &base,
                 &what.target,
                 &restoring,
-                &physical::restore_command(what.config_path, &policy.name)?,
+                &restore_command,
                 &user,
                 policy.timeout,
                 &progress,
