@@ -118,8 +118,9 @@ pub enum BackupAction {
     /// target is touched. Each restore is recorded (who, where, how it ended) and
     /// shown by `steward backup show ID`.
     ///
-    /// Exit codes: 0 restored and equal to what the backup recorded, 1 failed or
-    /// different, 4 refused (target not empty, not confirmed).
+    /// Exit codes: 0 restored and equal to what the backup recorded (point in time:
+    /// the target reached), 1 failed, different or the target not reached, 2 a time
+    /// or LSN that does not parse, 4 refused (target not empty, not confirmed).
     ///
     /// Examples:
     ///   steward backup restore 20261122T020000Z-7f3a --to postgres://127.0.0.1/orders_restored --dry-run
@@ -141,7 +142,8 @@ pub enum BackupAction {
         /// Recover everything the WAL archive holds.
         #[arg(long)]
         latest: bool,
-        /// Where to restore: postgres://… or mysql://… (a database), the dump.rdb path for Redis, or a directory.
+        /// Where to restore: postgres://… or mysql://… (a database), the dump.rdb path for
+        /// Redis, a directory, or a new PostgreSQL data directory (physical backups).
         #[arg(long)]
         to: String,
         /// Replace what the target holds.
@@ -856,5 +858,29 @@ fn facts_line(facts: &Value) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_time_is_read_in_the_forms_people_write_and_utc_without_an_offset() {
+        let utc = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        assert_eq!(parse_target_time("2026-12-06T14:03:59Z"), Ok(utc("2026-12-06T14:03:59Z")));
+        assert_eq!(parse_target_time("2026-12-06T14:03:59+01:00"), Ok(utc("2026-12-06T13:03:59Z")));
+        assert_eq!(parse_target_time("2026-12-06 14:03:59"), Ok(utc("2026-12-06T14:03:59Z")));
+        assert_eq!(parse_target_time(" 2026-12-06 14:03:59.250 "), Ok(utc("2026-12-06T14:03:59.25Z")));
+        assert_eq!(parse_target_time("2026-12-06 14:03:59.123456+00"), Ok(utc("2026-12-06T14:03:59.123456Z")), "psql's clock_timestamp()");
+        assert_eq!(parse_target_time("2026-12-06 14:03:59-05:00"), Ok(utc("2026-12-06T19:03:59Z")));
+        for bad in ["yesterday", "2026-13-01 00:00:00", "2026-12-06", "14:03:59", ""] {
+            let e = parse_target_time(bad).unwrap_err();
+            assert!(e.contains("is not a time"), "{bad}: {e}");
+        }
+        assert_eq!(recovery_target(None, Some("16/B374D848"), false), Ok(Some(RecoveryTarget::Lsn(0x16_B374_D848))));
+        assert!(recovery_target(None, Some("16-B374D848"), false).unwrap_err().contains("not a WAL position"));
+        assert_eq!(recovery_target(None, None, true), Ok(Some(RecoveryTarget::Latest)));
+        assert_eq!(recovery_target(None, None, false), Ok(None));
     }
 }
