@@ -1321,12 +1321,15 @@ backups:
 /// Closes the segment being written and waits until it is in policy `pg`'s archive;
 /// returns its name.
 fn switch_and_archive(pg: &common::PrivatePostgres, env: &Env) -> String {
+    switch_and_archive_in(pg, &env.path("repo/_wal/pg"))
+}
+
+/// [`switch_and_archive`] into the archive kept in directory `archive`.
+fn switch_and_archive_in(pg: &common::PrivatePostgres, archive: &Path) -> String {
     // pg_walfile_name names the segment holding the byte before the switch's end: the
     // one just closed.
     let closed = pg.psql("SELECT pg_walfile_name(pg_switch_wal())");
-    wait_for(&format!("{closed} archived"), Duration::from_secs(60), || {
-        env.path(&format!("repo/_wal/pg/{closed}.json")).exists().then_some(())
-    });
+    wait_for(&format!("{closed} archived"), Duration::from_secs(60), || archive.join(format!("{closed}.json")).exists().then_some(()));
     closed
 }
 
@@ -1590,4 +1593,57 @@ backups:
     assert_eq!((v["result"].as_str(), v["level"].as_i64()), (Some("passed"), Some(2)), "{v:#}\n{}", server.log());
     let matched = v["detail"]["matched"].to_string();
     assert!(matched.contains("recovered to time") && matched.contains("is present") && matched.contains("is absent"), "{v:#}");
+}
+
+/// Base backups and WAL in an S3-compatible repository (s3s, a local server speaking the
+/// S3 protocol, standing in for S3): PostgreSQL's `archive_command` pushes there with
+/// credentials by reference, a physical backup finds its WAL there, and a restore to a
+/// time between two marker rows fetches its WAL back from there.
+#[test]
+fn physical_backups_and_wal_in_an_s3_repository_restore_to_a_point() {
+    let s3 = LocalS3::start("pitr");
+    let pg = common::PrivatePostgres::primary();
+    let env = Env::new(&format!(
+        r#"
+repositories:
+  - name: cloud
+    s3:
+      bucket: pitr
+      prefix: prod
+      endpoint: http://127.0.0.1:{}
+      allow_http: true
+      access_key_id: "${{file:$DIR/s3.key}}"
+      secret_access_key: "${{file:$DIR/s3.secret}}"
+backups:
+  - name: pg
+    postgres: {{ url: "{}", mode: physical }}
+    repository: cloud
+"#,
+        s3.port,
+        pg.url("postgres")
+    ));
+    std::fs::write(env.path("s3.key"), LocalS3::KEY).unwrap();
+    std::fs::write(env.path("s3.secret"), LocalS3::SECRET).unwrap();
+    archiving(&pg, &env);
+    let archive = s3.root.path().join("pitr/prod/_wal/pg");
+    pg.psql("CREATE TABLE markers (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp())");
+    switch_and_archive_in(&pg, &archive);
+    let out = env.backup_copied(&["run", "pg", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let backup = out.json();
+    assert!(s3.root.path().join("pitr/prod/pg").join(backup["id"].as_str().unwrap()).join("manifest.json").exists(), "{backup}");
+    marker(&pg, "one");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let between = pg.psql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1_200));
+    marker(&pg, "two");
+    switch_and_archive_in(&pg, &archive);
+    let restored = env.path("restored");
+    let out = env.backup_copied(&["restore", "pg", "--to-time", &between, "--to", restored.to_str().unwrap(), "--yes", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["recovery"]["reached"], true);
+    assert_eq!(markers_in(&restored).1, "one");
+    let (code, report) = wal_verify(&env);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["base_backups"][0]["restorable_to_newest"], true, "{report:#}");
 }
