@@ -4,7 +4,9 @@
 # 16 MiB segment takes about that; one that finished first is not killed). PostgreSQL
 # retries what failed. Then the archive is checked and restored:
 #
-#   bash bench/wal-chaos.sh [SECONDS=60] [KILL_ONE_IN=3]
+#   bash bench/wal-chaos.sh [SECONDS=60] [KILL_ONE_IN=3] [AHEAD=0]
+#
+# AHEAD > 0 runs `wal push --ahead AHEAD`: kills then also land in pushes ahead.
 #
 # Counts: pushes started, killed, segments archived, holes (`steward wal verify`), and
 # whether a restore to the end of the archive (`steward backup restore --latest`) holds
@@ -14,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_OF_LOAD=${1:-60}
 KILL_ONE_IN=${2:-3}
+AHEAD=${3:-0}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steward-target}"
 cargo build --release --quiet --bin steward
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
@@ -43,12 +46,12 @@ cat > "$WORK/push.sh" <<EOF
 #!/usr/bin/env bash
 echo started >> "$WORK/pushes.log"
 if (( RANDOM % $KILL_ONE_IN == 0 )); then
-  timeout -s KILL "0.\$(printf %03d \$((RANDOM % 100)))" "$WORK/steward" wal push "\$1" --policy pg -c "$WORK/steward.yaml" && exit 0
+  timeout -s KILL "0.\$(printf %03d \$((RANDOM % 100)))" "$WORK/steward" wal push "\$1" --ahead $AHEAD --policy pg -c "$WORK/steward.yaml" && exit 0
   code=\$?
   [ \$code = 137 ] && echo killed >> "$WORK/pushes.log"
   exit \$code
 fi
-exec "$WORK/steward" wal push "\$1" --policy pg -c "$WORK/steward.yaml"
+exec "$WORK/steward" wal push "\$1" --ahead $AHEAD --policy pg -c "$WORK/steward.yaml"
 EOF
 chmod 755 "$WORK/push.sh"
 mkdir -p "$WORK/repo"
@@ -66,7 +69,7 @@ EOF
 PG "$BIN/pg_ctl" -w -D "$WORK/pg" -l "$WORK/pg.log" start >/dev/null
 PG "$BIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 "$WORK/steward" backup run pg -c "$WORK/steward.yaml" -d "$WORK/data" -o json > "$WORK/backup.json"
-echo "==> pgbench for ${SECONDS_OF_LOAD}s, one push in $KILL_ONE_IN killed at random"
+echo "==> pgbench for ${SECONDS_OF_LOAD}s, one push in $KILL_ONE_IN killed at random, --ahead $AHEAD"
 PG "$BIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -c 2 -T "$SECONDS_OF_LOAD" postgres >/dev/null 2>&1
 source=$("${PSQL[@]}" -c "SELECT count(*) || ' rows, sum ' || sum(delta) FROM pgbench_history")
 closed=$("${PSQL[@]}" -c "SELECT pg_walfile_name(pg_switch_wal())")

@@ -1647,3 +1647,50 @@ backups:
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["base_backups"][0]["restorable_to_newest"], true, "{report:#}");
 }
+
+/// `wal push --ahead 4`: while PostgreSQL archives a burst of segments one call at a
+/// time, each call also pushes the next ready ones in parallel, and PostgreSQL's own
+/// calls for those find them archived. The archive ends continuous, every file pushed
+/// once per content, and no lock file is left once PostgreSQL has archived everything.
+#[test]
+fn wal_pushes_ahead_in_parallel_and_postgres_finds_its_segments_archived() {
+    let pg = common::PrivatePostgres::primary();
+    let env = Env::new(&format!(
+        "repositories: [{{name: local, path: $DIR/repo}}]\nbackups: [{{name: pg, postgres: {{url: \"{}\"}}, repository: local}}]\n",
+        pg.url("postgres")
+    ));
+    // Hold archiving back while the burst is written, so that it queues up.
+    pg.psql("ALTER SYSTEM SET archive_mode = on");
+    pg.psql("ALTER SYSTEM SET archive_command = 'false'");
+    pg.stop();
+    pg.start();
+    pg.psql("CREATE TABLE t (g int, h text)");
+    for _ in 0..12 {
+        pg.psql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g; SELECT pg_switch_wal()");
+    }
+    let data = PathBuf::from(pg.psql("SHOW data_directory"));
+    let ready = || {
+        std::fs::read_dir(data.join("pg_wal/archive_status"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect::<Vec<_>>()
+    };
+    assert!(ready().iter().filter(|n| n.ends_with(".ready")).count() >= 12, "{:?}", ready());
+    std::fs::copy(env!("CARGO_BIN_EXE_steward"), env.path("steward")).unwrap();
+    std::fs::create_dir_all(env.path("repo/_wal/pg")).unwrap();
+    give_to_postgres(env.dir.path());
+    let command = format!("{} wal push %p --policy pg -c {} --ahead 4", env.path("steward").display(), env.path("steward.yaml").display());
+    pg.psql(&format!("ALTER SYSTEM SET archive_command = '{command}'"));
+    pg.psql("SELECT pg_reload_conf()");
+    let last = switch_and_archive(&pg, &env);
+    wait_for("PostgreSQL to archive everything itself", Duration::from_secs(60), || {
+        (pg.psql(&format!("SELECT last_archived_wal >= '{last}' FROM pg_stat_archiver")) == "t").then_some(())
+    });
+    let (code, report) = wal_verify(&env);
+    assert_eq!(code, 0, "{report:#}");
+    assert!(report["expected"].as_u64().unwrap() >= 13, "{report:#}");
+    let log = std::fs::read_to_string(data.parent().unwrap().join("log")).unwrap();
+    assert!(log.contains("was already archived with the same content"), "PostgreSQL's calls found pushed-ahead segments archived");
+    let locks: Vec<String> = ready().into_iter().filter(|n| n.ends_with(".steward-push")).collect();
+    assert!(locks.is_empty(), "lock files left: {locks:?}");
+}

@@ -183,6 +183,48 @@ impl WalArchive {
         }
     }
 
+    /// Archives the file at `path` — PostgreSQL's `%p` — and, with `ahead > 0`, up to
+    /// `ahead` of the files PostgreSQL has marked ready after it, in parallel: when
+    /// PostgreSQL asks for those, they are found archived and answered at once. Only
+    /// `path`'s own outcome is returned: nothing is reported archived that is not
+    /// stored. Every push of a file on this host holds its lock (see [`PushLock`]), so a
+    /// push ahead and PostgreSQL's own call for the same file never write at once.
+    pub async fn push_ahead(&self, path: &Path, ahead: usize) -> Result<Pushed, WalError> {
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let status = path.parent().map(|d| d.join("archive_status")).filter(|d| d.is_dir());
+        let next: Vec<String> = match (&status, ahead) {
+            (Some(dir), 1..) => ready_after(dir, &file, ahead),
+            _ => Vec::new(),
+        };
+        let own = async {
+            let lock = match &status {
+                Some(dir) => Some(PushLock::wait(dir, &file).await?),
+                None => None,
+            };
+            let pushed = self.push(path).await;
+            if let (Ok(_), Some(lock)) = (&pushed, lock) {
+                // PostgreSQL's call succeeded: it will not ask for this file again, so
+                // the lock file goes (while still held; see PushLock).
+                lock.remove();
+            }
+            pushed
+        };
+        let status_dir = status.as_deref();
+        let others = futures::future::join_all(next.iter().map(|name| async move {
+            let Some(dir) = status_dir else { return };
+            // Someone else is pushing it (PostgreSQL's call, another push ahead): theirs.
+            let Some(_lock) = PushLock::try_take(dir, name) else { return };
+            if matches!(self.record(name).await, Ok(Some(_))) {
+                return;
+            }
+            if let Err(e) = self.push(&path.with_file_name(name)).await {
+                tracing::debug!(file = %name, error = %e, "a push ahead failed; PostgreSQL's own call will push it");
+            }
+        }));
+        let (pushed, _) = tokio::join!(own, others);
+        pushed
+    }
+
     /// Archives the file at `path` (see the module's invariants).
     pub async fn push(&self, path: &Path) -> Result<Pushed, WalError> {
         let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
@@ -467,6 +509,63 @@ pub fn prunable(archived: &BTreeSet<String>, keep_from: u64, segment_size: u64) 
         .collect();
     out.sort();
     out.into_iter().map(|(_, n)| n.clone()).collect()
+}
+
+/// Up to `n` files PostgreSQL marked ready to archive (`NAME.ready` in
+/// `archive_status`) after `file`, in the order it archives them.
+fn ready_after(status: &Path, file: &str, n: usize) -> Vec<String> {
+    let mut ready: Vec<String> = std::fs::read_dir(status)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".ready").map(str::to_string))
+        .filter(|name| valid_name(name) && name.as_str() > file)
+        .collect();
+    ready.sort();
+    ready.truncate(n);
+    ready
+}
+
+/// The exclusive lock on pushing one file from this host: an advisory lock (flock) on
+/// `archive_status/FILE.steward-push` beside PostgreSQL's own status files (which
+/// base backups leave out). The kernel releases it when its process dies.
+///
+/// The lock file is removed only by the push PostgreSQL itself asked for, after it
+/// succeeded, while holding it. A push ahead that still opens the old file then holds
+/// a lock nobody else can see — harmless: the file is archived by then, and a push of
+/// an archived file writes nothing. Before the file is archived the lock file is never
+/// removed, so two pushes of one file never write at once.
+struct PushLock {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl PushLock {
+    fn open(status: &Path, name: &str) -> std::io::Result<PushLock> {
+        let path = status.join(format!("{name}.steward-push"));
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        Ok(PushLock { file, path })
+    }
+
+    /// Waits for the lock (another push of the file may hold it for a while).
+    async fn wait(status: &Path, name: &str) -> Result<PushLock, WalError> {
+        let lock = PushLock::open(status, name).map_err(|e| WalError::Failed(format!("cannot lock {name} for its push: {e}")))?;
+        tokio::task::spawn_blocking(move || lock.file.lock().map(|()| lock))
+            .await
+            .map_err(|e| WalError::Failed(format!("the lock waiter stopped: {e}")))?
+            .map_err(|e| WalError::Failed(format!("cannot lock {name} for its push: {e}")))
+    }
+
+    /// The lock if nobody holds it now.
+    fn try_take(status: &Path, name: &str) -> Option<PushLock> {
+        let lock = PushLock::open(status, name).ok()?;
+        lock.file.try_lock().ok()?;
+        Some(lock)
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The largest file `wal push` takes: PostgreSQL's largest `wal_segment_size`.

@@ -23,6 +23,12 @@ pub enum WalAction {
     Push {
         /// The file, as PostgreSQL's %p gives it (relative to the data directory).
         path: PathBuf,
+        /// Also push up to N of the files PostgreSQL has marked ready after this one, in
+        /// parallel: its next calls find them archived and return at once. For a busy
+        /// cluster or a distant repository (S3), where one push at a time falls behind.
+        /// Success is still reported only for the file asked for, once it is stored.
+        #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=32))]
+        ahead: u16,
         #[command(flatten)]
         target: Target,
     },
@@ -66,7 +72,7 @@ pub struct Target {
 
 pub async fn run(action: WalAction) -> u8 {
     match action {
-        WalAction::Push { path, target } => push(&path, &target).await,
+        WalAction::Push { path, ahead, target } => push(&path, usize::from(ahead), &target).await,
         WalAction::Fetch { file, dest, target } => fetch(&file, &dest, &target).await,
         WalAction::Verify { target, output } => verify(&target, output).await,
     }
@@ -90,12 +96,12 @@ fn fail(e: &WalError) -> u8 {
     }
 }
 
-async fn push(path: &Path, target: &Target) -> u8 {
+async fn push(path: &Path, ahead: usize, target: &Target) -> u8 {
     let archive = match open(target) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    match archive.push(path).await {
+    match archive.push_ahead(path, ahead).await {
         Ok(Pushed::Stored(_)) => exit::OK,
         Ok(Pushed::AlreadyArchived(a)) => {
             eprintln!("steward: {} was already archived with the same content; nothing written", a.file);
