@@ -191,6 +191,10 @@ impl WalArchive {
     /// push ahead and PostgreSQL's own call for the same file never write at once.
     pub async fn push_ahead(&self, path: &Path, ahead: usize) -> Result<Pushed, WalError> {
         let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if !valid_name(&file) {
+            // Refused by push, before any lock file is made for a name that is not WAL's.
+            return self.push(path).await;
+        }
         let status = path.parent().map(|d| d.join("archive_status")).filter(|d| d.is_dir());
         let next: Vec<String> = match (&status, ahead) {
             (Some(dir), 1..) => ready_after(dir, &file, ahead),
