@@ -380,9 +380,16 @@ pub struct Recovering {
 /// The restore_command recovery runs: this very binary's `wal fetch`.
 pub fn restore_command(config_path: &Path, policy: &str) -> Result<String, SourceError> {
     let exe = std::env::current_exe().map_err(|e| SourceError::Local(format!("cannot find steward's own binary: {e}")))?;
-    let quote = |p: &Path| format!("\"{}\"", p.display().to_string().replace('"', "\\\""));
     let config = std::path::absolute(config_path).map_err(|e| SourceError::Local(e.to_string()))?;
-    Ok(format!("{} wal fetch %f %p --policy {policy} -c {}", quote(&exe), quote(&config)))
+    Ok(fetch_command(&exe.display().to_string(), &config.display().to_string(), policy))
+}
+
+/// `EXE wal fetch %f %p --policy POLICY -c CONFIG` as PostgreSQL runs it: through `sh
+/// -c` after replacing `%f`, `%p` and `%%`. Each word is single-quoted, so nothing in a
+/// path or name is ever shell syntax, and a `%` in one is doubled, so PostgreSQL leaves it.
+fn fetch_command(exe: &str, config: &str, policy: &str) -> String {
+    let word = |s: &str| format!("'{}'", s.replace('%', "%%").replace('\'', "'\\''"));
+    format!("{} wal fetch %f %p --policy {} -c {}", word(exe), word(policy), word(config))
 }
 
 impl Recovering {
@@ -668,6 +675,19 @@ mod tests {
         assert!(!r.reached);
         assert_eq!(r.error.as_deref(), Some("recovery ended before configured recovery target was reached"));
         assert_eq!(r.redo_done_at.as_deref(), Some("0/5000060"));
+    }
+
+    /// Paths and names reach `sh -c` only as single-quoted words, with `%` doubled.
+    #[test]
+    fn the_restore_command_quotes_every_word_for_the_shell_and_for_postgres() {
+        assert_eq!(
+            fetch_command("/usr/bin/steward", "/etc/steward/steward.yaml", "orders"),
+            "'/usr/bin/steward' wal fetch %f %p --policy 'orders' -c '/etc/steward/steward.yaml'"
+        );
+        assert_eq!(
+            fetch_command("/opt/it's $(rm -rf x)/steward", "/etc/100%/s.yaml", "pg"),
+            "'/opt/it'\\''s $(rm -rf x)/steward' wal fetch %f %p --policy 'pg' -c '/etc/100%%/s.yaml'"
+        );
     }
 
     #[test]
