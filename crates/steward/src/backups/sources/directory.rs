@@ -27,7 +27,7 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Every regular file and symlink under `root`, sorted, as paths relative to it.
-fn walk(root: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn walk(root: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {

@@ -584,26 +584,12 @@ pub fn hand_over_tree(dir: &Path) -> io::Result<()> {
         return Ok(());
     }
     hand_over(dir, user)?;
-    for entry in walkdir(dir)? {
-        hand_over(&entry, user)?;
+    let (uid, gid) = user.map_or((None, None), |(u, g)| (Some(u), Some(g)));
+    for rel in super::directory::walk(dir)? {
+        // lchown: a symlink in the backup is handed over itself, never what it points at.
+        std::os::unix::fs::lchown(dir.join(rel), uid, gid)?;
     }
     Ok(())
-}
-
-fn walkdir(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d)? {
-            let e = e?;
-            let p = e.path();
-            if e.file_type()?.is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    Ok(out)
 }
 
 /// `pg_verifybackup` over a restored directory, against the `backup_manifest` in it
