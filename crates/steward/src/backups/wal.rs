@@ -251,13 +251,16 @@ impl WalArchive {
         let n = std::fs::File::open(path).and_then(|mut f| read_up_to(&mut f, &mut header)).map_err(unreadable)?;
         header.truncate(n);
         if let Some(before) = self.record(&file).await? {
-            let mut hasher = blake3::Hasher::new();
-            let path_owned = path.to_path_buf();
-            let hashed = tokio::task::spawn_blocking(move || hasher.update_reader(std::fs::File::open(&path_owned)?).map(|h| h.clone()))
-                .await
-                .map_err(|e| WalError::Failed(format!("the hasher stopped: {e}")))?
-                .map_err(unreadable)?;
-            let content = Digest { bytes: size, blake3: hashed.finalize().to_hex().to_string() };
+            let source = path.to_path_buf();
+            let hashed = tokio::task::spawn_blocking(move || {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update_reader(std::fs::File::open(&source)?)?;
+                Ok::<_, std::io::Error>(hasher.finalize())
+            })
+            .await
+            .map_err(|e| WalError::Failed(format!("the hasher stopped: {e}")))?
+            .map_err(unreadable)?;
+            let content = Digest { bytes: size, blake3: hashed.to_hex().to_string() };
             if before.content == content {
                 return Ok(Pushed::AlreadyArchived(before));
             }
