@@ -427,24 +427,8 @@ impl Backups {
             }
             (Ok(Some(m)), Some(policy)) if restore_test => {
                 progress.total.store(m.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
-                match &policy.source {
-                    BackupSource::Postgres(p) if p.mode == PgMode::Physical => {
-                        async {
-                            let config_path = self.config_path.as_deref().ok_or_else(|| {
-                                SourceError::Invalid(
-                                    "a point-in-time restore test needs the configuration's path for restore_command".into(),
-                                )
-                            })?;
-                            let base = super::sources::physical::BaseFacts::of(&m.facts)
-                                .ok_or_else(|| SourceError::Invalid(format!("backup {id} has no physical backup facts")))?;
-                            let test =
-                                super::pitr::PointTest { repo: &repo, manifest: &m, identity: identity.as_ref(), base: &base, config_path };
-                            test.run(policy, p, &progress).await.map(|(c, d)| (c, Some(d)))
-                        }
-                        .await
-                    }
-                    _ => restore_test_for(&repo, &m, identity.as_ref(), policy, &progress, &Running::default()).await,
-                }
+                let config_path = self.config_path.as_deref();
+                restore_test_for(&repo, &m, identity.as_ref(), policy, &progress, &Running::default(), config_path).await
             }
             (Ok(Some(m)), _) => {
                 progress.total.store(m.plain_bytes(), std::sync::atomic::Ordering::Relaxed);
@@ -887,6 +871,8 @@ async fn check_objects(repo: &Repo, m: &Manifest, identity: Option<&age::x25519:
     Ok((c, None))
 }
 
+/// A restore test of the policy's kind. `config_path` is the configuration as given: a
+/// point-in-time test's restore_command names it.
 async fn restore_test_for(
     repo: &Repo,
     m: &Manifest,
@@ -894,8 +880,18 @@ async fn restore_test_for(
     policy: &BackupPolicy,
     progress: &Arc<Progress>,
     running: &Running,
+    config_path: Option<&Path>,
 ) -> Checked {
     let (c, d) = match &policy.source {
+        BackupSource::Postgres(p) if p.mode == PgMode::Physical => {
+            let config_path = config_path.ok_or_else(|| {
+                SourceError::Invalid("a point-in-time restore test needs the configuration's path for restore_command".into())
+            })?;
+            let base = sources::physical::BaseFacts::of(&m.facts)
+                .ok_or_else(|| SourceError::Invalid(format!("backup {} has no physical backup facts", m.id)))?;
+            let test = super::pitr::PointTest { repo, manifest: m, identity, base: &base, config_path };
+            test.run(policy, p, progress).await?
+        }
         BackupSource::Postgres(_) => {
             sources::postgres::restore_test(repo, m, identity, &policy.verify.assertions, progress, running).await?
         }
