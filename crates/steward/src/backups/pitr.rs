@@ -19,7 +19,7 @@ use serde_json::{Value as Json, json};
 
 use super::manifest::Manifest;
 use super::repository::Repo;
-use super::service::{BackupError, Backups, RestoreOptions, check_stored, keep_alive};
+use super::service::{BackupError, Backups, RestoreOptions, check_stored, encryption, keep_alive};
 use super::sources::physical::{self, BASE_TAR, BaseFacts, Recovering, Recovery, RecoveryTarget};
 use super::sources::{Comparison, Progress, SourceError, read_object};
 use super::wal::{WalArchive, parse_segment, segment_name};
@@ -80,7 +80,7 @@ fn invalid(e: SourceError) -> BackupError {
 
 /// The policy, which must back up PostgreSQL physically.
 pub fn physical_policy<'c>(config: &'c Config, name: &str) -> Result<(&'c BackupPolicy, &'c PostgresSource), BackupError> {
-    let policy = config.backup(name).ok_or_else(|| BackupError::NotFound(format!("no backup policy `{name}`")))?;
+    let policy = Backups::policy(config, name)?;
     match &policy.source {
         BackupSource::Postgres(p) if p.mode == PgMode::Physical => Ok((policy, p)),
         BackupSource::Postgres(_) => Err(BackupError::Invalid(format!(
@@ -174,10 +174,7 @@ impl Backups {
     ) -> Result<PitrReport, BackupError> {
         let (policy, source) = physical_policy(config, what.policy)?;
         let (record, base) = choose_base(self, &policy.name, what.base, &what.target).await?;
-        let repo = Repo::open(
-            config.repository(&record.repository).ok_or_else(|| BackupError::NotFound(format!("repository `{}`", record.repository)))?,
-        )
-        .map_err(|e| BackupError::Failed(e.to_string()))?;
+        let repo = Backups::repo(config, &record.repository)?;
         let manifest = repo
             .manifest(&record.policy, &record.id)
             .await
@@ -253,8 +250,7 @@ impl Backups {
             return Ok(report);
         }
         // Whatever can still refuse does so before the restore is recorded.
-        let identity =
-            policy.encryption_key.as_ref().map(|k| super::pipeline::identity(k.expose())).transpose().map_err(BackupError::Invalid)?;
+        let identity = encryption(policy)?;
         let user = physical::connect_user(source).map_err(invalid)?;
         let restore_command = physical::restore_command(what.config_path, &policy.name).map_err(invalid)?;
         let rid = self

@@ -135,7 +135,7 @@ fn redact(config: &Config, text: &str) -> String {
     config.redactor.redact(text).into_owned()
 }
 
-fn encryption(policy: &BackupPolicy) -> Result<Option<age::x25519::Identity>, BackupError> {
+pub(super) fn encryption(policy: &BackupPolicy) -> Result<Option<age::x25519::Identity>, BackupError> {
     policy.encryption_key.as_ref().map(|k| super::pipeline::identity(k.expose())).transpose().map_err(BackupError::Invalid)
 }
 
@@ -163,7 +163,7 @@ impl Backups {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
-    fn policy<'c>(config: &'c Config, name: &str) -> Result<&'c BackupPolicy, BackupError> {
+    pub(super) fn policy<'c>(config: &'c Config, name: &str) -> Result<&'c BackupPolicy, BackupError> {
         config.backup(name).ok_or_else(|| {
             let known: Vec<&str> = config.backups.iter().map(|b| b.name.as_str()).collect();
             BackupError::NotFound(if known.is_empty() {
@@ -174,7 +174,7 @@ impl Backups {
         })
     }
 
-    fn repo(config: &Config, name: &str) -> Result<Repo, BackupError> {
+    pub(super) fn repo(config: &Config, name: &str) -> Result<Repo, BackupError> {
         let cfg = config.repository(name).ok_or_else(|| BackupError::NotFound(format!("repository `{name}` is not configured")))?;
         Repo::open(cfg).map_err(|e| BackupError::Failed(e.to_string()))
     }
