@@ -495,19 +495,13 @@ async fn restore(cx: &Cx, id: String, to: String, point: Option<RecoveryTarget>,
     let user = whoami();
     let how = RestoreOptions { actor: &user, ..how };
     // A policy with a target, or a physical backup: a point-in-time restore.
-    let physical = match cx.backups.store.backup(&id).await {
-        Ok(Some(r)) => r.facts["mode"] == "physical",
-        _ => false,
+    let physical_policy = match cx.backups.store.backup(&id).await {
+        Ok(Some(r)) if r.facts["mode"] == "physical" => Some(r.policy),
+        _ => None,
     };
+    let physical = physical_policy.is_some();
     if point.is_some() || physical {
-        let policy = if physical {
-            match cx.backups.store.backup(&id).await {
-                Ok(Some(r)) => r.policy,
-                _ => id.clone(),
-            }
-        } else {
-            id.clone()
-        };
+        let policy = physical_policy.unwrap_or_else(|| id.clone());
         let what = PointRestore {
             policy: &policy,
             base: physical.then_some(id.as_str()),
