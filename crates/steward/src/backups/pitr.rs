@@ -286,7 +286,7 @@ impl Backups {
                 &progress,
             )
             .await?;
-            let recovery = recovered.finish()?;
+            let recovery = recovered.finish().await?;
             Ok::<_, SourceError>(recovery)
         }
         .await;
@@ -373,7 +373,12 @@ pub struct Recovered {
 
 impl Recovered {
     /// Shuts the server down cleanly and reads from its log how the recovery ended.
-    pub fn finish(self) -> Result<Recovery, SourceError> {
+    /// The shutdown is waited for on a blocking thread, not a runtime worker.
+    pub async fn finish(self) -> Result<Recovery, SourceError> {
+        tokio::task::spawn_blocking(move || self.finish_blocking()).await.map_err(super::sources::stopped)?
+    }
+
+    fn finish_blocking(self) -> Result<Recovery, SourceError> {
         let log = self.server.log_text();
         let promoted = self.promoted;
         self.server.stop()?;
@@ -407,7 +412,8 @@ pub async fn recover(
     let object = manifest.object(BASE_TAR).ok_or_else(|| SourceError::Invalid(format!("the manifest names no {BASE_TAR}")))?;
     if dir.exists() {
         // Left by a restore that was killed: ours to clear, its server first.
-        physical::stop_leftover(dir);
+        let leftover = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || physical::stop_leftover(&leftover)).await.map_err(super::sources::stopped)?;
         std::fs::remove_dir_all(dir).map_err(|e| SourceError::Local(format!("clearing {}: {e}", dir.display())))?;
     }
     progress.set_phase("unpacking the base backup");
@@ -541,7 +547,7 @@ impl PointTest<'_> {
             super::sources::postgres::run_assertions(&mut rc, &policy.verify.assertions, &mut c).await;
             let _ = rc.close().await;
         }
-        let recovery = recovered.finish()?;
+        let recovery = recovered.finish().await?;
         let target = RecoveryTarget::Time(target);
         if recovery.reached {
             c.matched.insert(
