@@ -3,6 +3,20 @@
 # Wall clock, and the seconds since $1, with nanoseconds.
 seconds() { date +%s.%N; }
 elapsed() { echo "$(seconds) - $1" | bc; }
+# A TCP port free on loopback right now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Runs a command as the postgres user (the server and its tools refuse root).
+PG() { runuser -u postgres -- "$@"; }
+# The newest PostgreSQL server binaries (Debian keeps them outside PATH).
+pg_bindir() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1; }
+# The release binary, built, copied into $1 (a directory the postgres user can reach:
+# archive_command and restore_command run it as postgres); prints its path.
+steward_for_postgres() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steward-target}"
+  cargo build --release --quiet --bin steward
+  cp "$CARGO_TARGET_DIR/release/steward" "$1/steward"
+  echo "$1/steward"
+}
 # Bytes as MiB with one decimal.
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 # Peak RSS in KiB of process $1 (its own, not its children's): VmHWM, sampled every

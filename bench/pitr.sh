@@ -30,15 +30,12 @@ cd "$(dirname "$0")/.."
 SCALE=${1:-50}
 SEGMENTS=${2:-64}
 DATA=${3:-random}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steward-target}"
-cargo build --release --quiet --bin steward
-BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+source bench/lib.sh
+BIN=$(pg_bindir)
 WORK=$(mktemp -d /tmp/steward-bench-pitr.XXXXXX)
 chmod 755 "$WORK"
-cp "$CARGO_TARGET_DIR/release/steward" "$WORK/steward"
-STEWARD="$WORK/steward"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-PG() { runuser -u postgres -- "$@"; }
+STEWARD=$(steward_for_postgres "$WORK")
+PORT=$(free_port)
 cleanup() {
   for d in "$WORK"/pg "$WORK"/r-*; do
     [ -f "$d/postmaster.pid" ] && PG "$BIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
@@ -47,7 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 PSQL=(psql -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1 -qAt -d postgres)
-source bench/lib.sh
 
 mkdir -p "$WORK/pgbackrest/repo1" "$WORK/pgbackrest/repo2" "$WORK/pgbackrest/push1" "$WORK/pgbackrest/push2" \
   "$WORK/pgbackrest/log" "$WORK/pgbackrest/lock" "$WORK/repo" "$WORK/push"
@@ -151,7 +147,7 @@ sleep 1
 wait_archived
 markers_in() {
   local dir=$1 port out
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   PG "$BIN/pg_ctl" -w -D "$dir" -l "$dir.log" -o "-p $port -k $WORK -c listen_addresses= -c archive_mode=off" start >/dev/null
   out=$(psql -h "$WORK" -p "$port" -U postgres -qAt -d postgres -c "SELECT string_agg(note, ',' ORDER BY id) FROM markers")
   PG "$BIN/pg_ctl" -w -D "$dir" -m fast stop >/dev/null
@@ -169,7 +165,7 @@ pgbr_restore() {
   local repo=$1 dir=$2 port t0 extra=()
   shift 2
   extra=("$@")
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   t0=$(seconds)
   install -d -o postgres -g postgres -m 700 "$dir"
   PG /usr/bin/time -f "%M" -o "$dir.rss" "${PGBR[@]}" --repo="$repo" --pg1-path="$dir" restore --type=time "--target=$target" \

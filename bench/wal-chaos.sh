@@ -17,14 +17,12 @@ cd "$(dirname "$0")/.."
 SECONDS_OF_LOAD=${1:-60}
 KILL_ONE_IN=${2:-3}
 AHEAD=${3:-0}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steward-target}"
-cargo build --release --quiet --bin steward
-BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+source bench/lib.sh
+BIN=$(pg_bindir)
 WORK=$(mktemp -d /tmp/steward-wal-chaos.XXXXXX)
 chmod 755 "$WORK"
-cp "$CARGO_TARGET_DIR/release/steward" "$WORK/steward"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-PG() { runuser -u postgres -- "$@"; }
+steward_for_postgres "$WORK" >/dev/null
+PORT=$(free_port)
 cleanup() {
   for d in "$WORK/pg" "$WORK/restored"; do
     [ -f "$d/postmaster.pid" ] && PG "$BIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
@@ -79,7 +77,7 @@ started=$(grep -c started "$WORK/pushes.log" || true)
 killed=$(grep -c killed "$WORK/pushes.log" || true)
 "$WORK/steward" wal verify --policy pg -c "$WORK/steward.yaml" -o json > "$WORK/verify.json" || true
 "$WORK/steward" backup restore pg --latest --to "$WORK/restored" --yes -c "$WORK/steward.yaml" -d "$WORK/data" -o json > "$WORK/restore.json"
-RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+RPORT=$(free_port)
 PG "$BIN/pg_ctl" -w -D "$WORK/restored" -l "$WORK/restored.log" -o "-p $RPORT -k $WORK -c listen_addresses= -c archive_mode=off" start >/dev/null
 restored=$(psql -h "$WORK" -p "$RPORT" -U postgres -qAt -d postgres -c "SELECT count(*) || ' rows, sum ' || sum(delta) FROM pgbench_history")
 python3 - "$WORK/verify.json" "$started" "$killed" "$files" "$source" "$restored" <<'PY'
